@@ -20,31 +20,45 @@ struct cert_store {
 	int key_type;			/* BR_KEYTYPE_EC or BR_KEYTYPE_RSA */
 	br_ec_private_key ec;		/* when key_type == BR_KEYTYPE_EC (x malloc'd) */
 	br_rsa_private_key rsa;		/* when key_type == BR_KEYTYPE_RSA (fields malloc'd) */
-	int leaf_key_type;		/* key type of the leaf's public key */
-	unsigned leaf_issuer_key_type;	/* BR_KEYTYPE_EC or _RSA: who signed the leaf */
+	int leaf_key_type;		/* key type of the leaf's public key (== key_type) */
+	unsigned leaf_issuer_key_type;	/* BR_KEYTYPE_EC or _RSA: who signed the leaf, as
+					   br_ssl_server_set_single_*() wants it; 0 if
+					   BearSSL does not know the signature algorithm */
 	uint8_t leaf_sha256[32];	/* SHA-256 of the leaf DER: the sha256-raw: pin */
 };
 
 /* Load <crt_path> (PEM CERTIFICATE blocks, leaf first) and <key_path> (PEM
- * "EC PRIVATE KEY", "RSA PRIVATE KEY" or "PRIVATE KEY" (PKCS#8)).  Checks that
- * the key matches the leaf's public key.  0, or -1 with a message in err. */
+ * "EC PRIVATE KEY", "RSA PRIVATE KEY" or "PRIVATE KEY" (PKCS#8); the first key
+ * block is used, other blocks such as "EC PARAMETERS" are skipped, as Go's
+ * tls.X509KeyPair does).  Checks that the key matches the leaf's public key.
+ * Encrypted keys are refused.  0, or -1 with a one-line message in err, e.g.
+ * "open /x/y.crt: No such file or directory"; on failure *cs is left zeroed
+ * (cert_free on it is harmless). */
 int cert_load_files(struct cert_store *cs, const char *crt_path,
     const char *key_path, char *err, size_t errlen);
 
 /* Load a single PEM file holding the key and the chain (golang autocert's cache
- * format: key block first, then certificates, leaf first).  0 or -1 with err. */
+ * format: key block first, then certificates, leaf first; the order of the key
+ * block relative to the certificates is not enforced).  0 or -1 with err, as
+ * cert_load_files. */
 int cert_load_combined(struct cert_store *cs, const char *path, char *err,
     size_t errlen);
 
 /* Generate a self-signed ECDSA P-256 certificate for the IP literal ip_text, as
- * derper does (cert.md: CN = ip_text, IP SAN, serverAuth, 1 year from now), and write
- * crt_path and key_path (PEM), both mode 0600.  0 or -1 with err. */
+ * derper does (derper-compat.md 7.3: CN = ip_text, IP SAN, serverAuth, valid from
+ * now for 365 days), and write key_path ("EC PRIVATE KEY") then crt_path
+ * ("CERTIFICATE"), both mode 0600 (derper leaves the .crt 0644), creating missing
+ * parent directories with mode 0700.  Existing files are replaced.  Randomness
+ * from /dev/urandom; no file is written if that fails.  0 or -1 with err. */
 int cert_generate_ip(const char *crt_path, const char *key_path,
     const char *ip_text, time_t now, char *err, size_t errlen);
 
-/* 1 if the leaf is valid for hostname: a DNS name against the dNSName SANs
- * (one leading "*." wildcard label allowed, case-insensitive), an IP literal
- * against the iPAddress SANs.  0 otherwise. */
+/* 1 if the leaf is valid for hostname, by Go's crypto/x509 VerifyHostname rules:
+ * a DNS name against the dNSName SANs (ASCII case-insensitive, one trailing dot
+ * on hostname ignored, a leading "*." label matching exactly one label), an IP
+ * literal (optionally in brackets; IPv4-mapped IPv6 equals IPv4) against the
+ * iPAddress SANs.  No Subject CN fallback.  0 otherwise, also for a malformed
+ * certificate. */
 int cert_matches_host(const struct cert_store *cs, const char *hostname);
 
 /* Free what cert_load_* allocated; cs is zeroed. */

@@ -30,13 +30,15 @@ void nacl_poly1305(uint8_t tag[16], const uint8_t *msg, size_t len,
 /* Constant-time comparison of n bytes: 1 if equal, 0 otherwise. */
 int nacl_equal(const uint8_t *a, const uint8_t *b, size_t n);
 
-/* X25519(sk, pk).  Returns 0, or -1 when the result is all zeros (low-order pk). */
+/* X25519(sk, pk), all in RFC 7748 byte order; sk is clamped internally and out
+ * may alias sk or pk.  Returns 0, or -1 when the result is all zeros (low-order pk). */
 int nacl_x25519(uint8_t out[32], const uint8_t sk[32], const uint8_t pk[32]);
 
 /* Public key for a private key: X25519(sk, 9). */
 void nacl_x25519_base(uint8_t pk[32], const uint8_t sk[32]);
 
-/* crypto_box_beforenm: k = HSalsa20(X25519(sk, pk), 0^16).  0, or -1 as nacl_x25519. */
+/* crypto_box_beforenm: k = HSalsa20(X25519(sk, pk), 0^16).  0, or -1 as nacl_x25519
+ * (k is still written then, as Go's box would derive it). */
 int nacl_box_beforenm(uint8_t k[32], const uint8_t pk[32], const uint8_t sk[32]);
 
 /* Seal len bytes of msg into box[NACL_TAG_BYTES + len] (tag || ciphertext).

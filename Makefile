@@ -1,0 +1,77 @@
+# derp -- a DERP relay in portable C.  See README.md.
+#
+#   make            the relay, ./derp
+#   make run        a dev relay on loopback (plain HTTP on 127.0.0.1:3340, STUN 3478)
+#   make test       unit and integration tests, plain build and ASan+UBSan build
+#   make clean
+#
+# Cross builds override CC, CFLAGS, LDFLAGS and the BearSSL paths, e.g.
+#   make CC=mips-linux-gnu-gcc BEARSSL_CFLAGS=-I/x/inc BEARSSL_LIBS=/x/build/libbearssl.a
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+LDFLAGS ?=
+BEARSSL_CFLAGS ?=
+BEARSSL_LIBS ?= -lbearssl
+WARN = -std=c99 -Wall -Wextra -pedantic
+SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LIBS = $(BEARSSL_LIBS) -lm
+
+RELAY_SRC = derp.c stun.c nacl.c cert.c
+RELAY_HDR = derp.h stun.h nacl.h cert.h
+CLIENT_SRC = test/client.c nacl.c stun.c
+
+TESTS = test_stun test_nacl test_cert test_units test_integration
+
+.PHONY: all run test deps clean
+
+all: derp
+
+derp: $(RELAY_SRC) $(RELAY_HDR)
+	$(CC) $(WARN) $(CFLAGS) $(BEARSSL_CFLAGS) -o $@ $(RELAY_SRC) $(LDFLAGS) $(LIBS)
+
+# BearSSL headers present?  As root on Debian, install them; otherwise say how.
+deps:
+	@if ! printf '#include <bearssl.h>\n' | $(CC) $(BEARSSL_CFLAGS) -E -x c - >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update && apt-get install -y libbearssl-dev; \
+		else \
+			echo "BearSSL not found: apt-get install libbearssl-dev (Debian), or set BEARSSL_CFLAGS and BEARSSL_LIBS" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+run: deps
+	@$(MAKE) --no-print-directory derp
+	./derp -a 127.0.0.1:3340 -c derp-dev.key -stun-port 3478
+
+# The test programs, built twice: build/ as shipped, build/san/ with sanitizers.
+build/.dir:
+	@mkdir -p build && touch $@
+build/san/.dir:
+	@mkdir -p build/san && touch $@
+
+define test_rules
+$(1)derp: $(RELAY_SRC) $(RELAY_HDR) $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$(RELAY_SRC) $$(LDFLAGS) $$(LIBS)
+$(1)test_stun: stun.c stun.h test/test_stun.c $(1).dir
+	$$(CC) $$(WARN) $(2) -o $$@ stun.c test/test_stun.c $$(LDFLAGS)
+$(1)test_nacl: nacl.c nacl.h test/test_nacl.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ nacl.c test/test_nacl.c $$(LDFLAGS) $$(LIBS)
+$(1)test_cert: cert.c cert.h test/test_cert.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ cert.c test/test_cert.c $$(LDFLAGS) $$(LIBS)
+$(1)test_units: $(RELAY_SRC) $(RELAY_HDR) test/test_units.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c stun.c nacl.c cert.c $$(LDFLAGS) $$(LIBS)
+$(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h stun.h $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) $$(LDFLAGS) $$(LIBS)
+endef
+
+$(eval $(call test_rules,build/,$(CFLAGS)))
+$(eval $(call test_rules,build/san/,$(SAN)))
+
+test: deps
+	@$(MAKE) --no-print-directory $(addprefix build/,derp $(TESTS)) $(addprefix build/san/,derp $(TESTS))
+	@sh test/run.sh build build/san
+
+clean:
+	rm -rf derp build

@@ -1,0 +1,4631 @@
+/*
+ * derp.c -- a DERP relay server: Tailscale's derper protocol v2, in one C file.
+ *
+ * Map of this file, in data-path order (grep the banner names):
+ *
+ *   LIMITS        constants, each derived where it is defined
+ *   UTIL          logging, clocks, randomness, big-endian helpers, strings
+ *   JSON          ClientInfo and key-file parsing (Go encoding/json rules)
+ *   POOLS         chunk pool (packets, HTTP heads, ClientInfo), chained buffers
+ *   POLLER        the readiness interface (poll(2) back-end)
+ *   SOCKETS       listen/accept helpers, socket options
+ *   CONN          connection slots, the state machine, close
+ *   TLS           BearSSL server contexts, the SNI policy, record pumping
+ *   OUTPUT        filling a connection's output from its queues, flushing
+ *   HTTP          request parsing, derper's endpoints, the /derp upgrade
+ *   DERP          frame reader, handshake (ClientInfo/ServerInfo), frames
+ *   ROUTING       the key table, duplicates, queues, PeerGone
+ *   STUN          the UDP glue around stun.c
+ *   TIMERS        the once-a-tick sweep: deadlines, keepalives, write stalls
+ *   KEYS/CERTS    the -c key file, certificate modes
+ *   SERVER        derp_create / derp_run / derp_stop / derp_destroy
+ *   FLAGS, MAIN   derper's command line
+ *
+ * The relay is one thread around one readiness call.  Each loop round: wait for
+ * readiness, read and route everything readable, then (like Redis's beforeSleep)
+ * fill and flush the output of every connection that got something to send, and
+ * once per tick sweep the timers.  Nothing below the SERVER section allocates.
+ */
+#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE	/* TCP_KEEPIDLE, TCP_USER_TIMEOUT, IPV6_V6ONLY on glibc/musl */
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bearssl.h>
+
+#include "derp.h"
+#include "stun.h"
+#include "nacl.h"
+#include "cert.h"
+
+/* ==================================================================== LIMITS */
+
+#define KEY_BYTES		32
+#define FRAME_HEADER_BYTES	5	/* type (1) + big-endian length (4) */
+#define MAX_PACKET_BYTES	65536	/* derper's MaxPacketSize */
+/* A ClientInfo frame: client key 32 + nonce 24, then a box of >= 16 bytes
+ * (checked when opening).  derper refuses more than 256 KiB. */
+#define CLIENTINFO_MIN_BYTES	(KEY_BYTES + NACL_NONCE_BYTES)
+#define CLIENTINFO_MAX_BYTES	(256 * 1024)
+#define PING_MIN_BYTES		8
+#define PING_MAX_BYTES		1000	/* derper reads at most this much of a Ping */
+#define PEERGONE_BYTES		(KEY_BYTES + 1)	/* key + reason; v1.40+ form */
+/* A RecvPacket as it sits in a queue: header + source key + packet. */
+#define RECV_PREFIX_BYTES	(FRAME_HEADER_BYTES + KEY_BYTES)
+/* The disco magic "TS" U+1F4AC; a disco packet is at least 62 bytes long
+ * (magic 6 + sender key 32 + nonce 24). */
+#define DISCO_MIN_BYTES		62
+
+#define FRAME_SERVER_KEY	0x01
+#define FRAME_CLIENT_INFO	0x02
+#define FRAME_SERVER_INFO	0x03
+#define FRAME_SEND_PACKET	0x04
+#define FRAME_RECV_PACKET	0x05
+#define FRAME_KEEP_ALIVE	0x06
+#define FRAME_NOTE_PREFERRED	0x07
+#define FRAME_PEER_GONE		0x08
+#define FRAME_FORWARD_PACKET	0x0a
+#define FRAME_WATCH_CONNS	0x10
+#define FRAME_CLOSE_PEER	0x11
+#define FRAME_PING		0x12
+#define FRAME_PONG		0x13
+
+#define PEER_GONE_DISCONNECTED	0x00
+#define PEER_GONE_NOT_HERE	0x01
+
+/* Timers, as derper's. */
+#define KEEPALIVE_MS		60000	/* KeepAlive ticker ... */
+#define KEEPALIVE_JITTER_MS	5000	/* ... plus [0, 5 s) chosen per connection */
+#define CLIENTINFO_TIMEOUT_MS	10000	/* ServerKey sent -> ClientInfo complete */
+#define HTTP_READ_TIMEOUT_MS	30000	/* accept -> TLS + request headers */
+#define WRITE_TIMEOUT_DEFAULT_MS 2000	/* no write progress with output pending */
+#define NOT_HERE_PER_SEC	1	/* NotHere limiter: 1/s ... */
+#define NOT_HERE_BURST		3	/* ... burst 3, per sending connection */
+/* The sweep runs this often; it bounds how late a deadline fires (a 2 s write
+ * timeout fires between 2.0 and 2.25 s) and how long derp_stop() takes. */
+#define LOOP_TICK_MS		250
+
+/*
+ * Memory.  A connection slot owns its struct, a BearSSL server context (TLS mode)
+ * and two byte buffers: the input buffer must hold a whole TLS record, because Go
+ * clients never negotiate smaller ones (16384 + 325 = BR_SSL_BUFSIZE_INPUT:
+ * 5 header + 16 IV/tag + 48 MAC/padding + 256 slack, BearSSL's derivation); the
+ * output buffer holds one outgoing record (16384 + 85).  Plain-HTTP connections
+ * use the same two buffers for read() and write().
+ */
+#define IBUF_BYTES		BR_SSL_BUFSIZE_INPUT
+#define OBUF_BYTES		BR_SSL_BUFSIZE_OUTPUT
+
+/*
+ * Chunks.  Everything variable-sized that a connection holds for a while lives
+ * in chains of fixed chunks from one pool: queued packets (as the complete
+ * RecvPacket frame, so output is a straight copy), request heads split over TLS
+ * records, ClientInfo frames, pending raw output (HTTP responses, ServerKey,
+ * ServerInfo).  2048-byte chunks hold a 1280-byte WireGuard packet with its
+ * 37-byte frame prefix in one chunk; a 64 KiB packet takes 33.
+ */
+#define CHUNK_BYTES		2048
+#define CHUNK_HEADER_BYTES	12	/* next, qnext, len (see struct chunk) */
+#define CHUNK_DATA_BYTES	(CHUNK_BYTES - CHUNK_HEADER_BYTES)
+/* Chunks reserved per connection slot: on average each client's two queues a
+ * quarter full of 1.2 KB packets.  The pool is shared, so one busy client may
+ * hold far more; when it runs out, the longest queue pays (pool_reclaim).
+ * CHUNKS_SPARE lets a few 64 KiB packets (33 chunks each) through even with
+ * -max-clients 1. */
+#define CHUNKS_PER_CONN		16
+#define CHUNKS_SPARE		128
+#define NIL			0	/* chunk index 0 is never allocated */
+
+#define HTTP_HEAD_MAX_BYTES	8192	/* request line + headers; beyond: 431 */
+#define HTTP_HEADERS_MAX	64	/* header lines; beyond: 431 */
+#define HTTP_BODY_SKIP_MAX	(256 * 1024)	/* Go discards this much for keep-alive */
+#define SCRATCH_BYTES		CLIENTINFO_MAX_BYTES	/* largest thing linearised */
+
+#define PEERGONE_PENDING	8	/* PeerGone notices waiting per connection */
+#define SENDERS_TRACKED		32	/* sources remembered per recipient (PeerGone) */
+#define QUEUE_DEPTH_DEFAULT	32	/* derper's per-client send queue depth */
+#define MAX_CLIENTS_DEFAULT	4096	/* ~260 MB reserved worst case, see README */
+#define ACCEPTS_PER_ROUND	64	/* accept() calls per listener per round */
+#define TLS_RECORDS_PER_ROUND	16	/* records read per connection per round */
+#define STUN_DATAGRAMS_PER_ROUND 64
+#define STUN_RECV_BYTES		2048	/* requests are 40 bytes; longer ones fail CRC */
+
+enum queue_kind { Q_DISCO = 0, Q_OTHER = 1 };
+
+/* ====================================================================== UTIL */
+
+static void
+logf_(const char *fmt, ...)
+{
+	char ts[32], line[1024];
+	struct tm tm;
+	time_t now = time(NULL);
+	va_list ap;
+
+	/* Go's log package: local time, "YYYY/MM/DD HH:MM:SS ". */
+	if (localtime_r(&now, &tm) == NULL ||
+	    strftime(ts, sizeof ts, "%Y/%m/%d %H:%M:%S", &tm) == 0)
+		ts[0] = '\0';
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "%s %s\n", ts, line);
+}
+#define logf logf_
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		abort();	/* POSIX guarantees CLOCK_MONOTONIC here */
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint32_t
+get_be32(const uint8_t *p)
+{
+	return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+	    ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static void
+put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static void
+frame_put_header(uint8_t *p, uint8_t type, uint32_t len)
+{
+	p[0] = type;
+	put_be32(p + 1, len);
+}
+
+/*
+ * Randomness: one HMAC-DRBG seeded from the OS at start-up, reseeded now and
+ * then.  It supplies box nonces, KeepAlive jitter, the key-table seed and the
+ * entropy injected into every TLS engine (so an accept costs no syscall for it).
+ */
+static br_hmac_drbg_context rng;
+static unsigned rng_uses;
+
+static int
+os_random(void *buf, size_t len)
+{
+	int fd;
+	size_t got = 0;
+	ssize_t n;
+
+	fd = open("/dev/urandom", O_RDONLY);
+	if (fd < 0)
+		return -1;
+	while (got < len) {
+		n = read(fd, (uint8_t *)buf + got, len - got);
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			close(fd);
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	return 0;
+}
+
+static int
+rng_init(void)
+{
+	uint8_t seed[48];
+
+	if (os_random(seed, sizeof seed) != 0)
+		return -1;
+	br_hmac_drbg_init(&rng, &br_sha256_vtable, seed, sizeof seed);
+	return 0;
+}
+
+static void
+rng_bytes(void *out, size_t len)
+{
+	uint8_t seed[32];
+
+	if (++rng_uses >= 65536) {
+		rng_uses = 0;
+		if (os_random(seed, sizeof seed) == 0)
+			br_hmac_drbg_update(&rng, seed, sizeof seed);
+	}
+	br_hmac_drbg_generate(&rng, out, len);
+}
+
+static uint32_t
+rng_u32(void)
+{
+	uint8_t b[4];
+
+	rng_bytes(b, sizeof b);
+	return get_be32(b);
+}
+
+static int
+is_zero(const uint8_t *p, size_t n)
+{
+	uint8_t acc = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		acc |= p[i];
+	return acc == 0;
+}
+
+static int
+ascii_lower(int ch)
+{
+	return (ch >= 'A' && ch <= 'Z') ? ch + 32 : ch;
+}
+
+/* Case-insensitive ASCII comparison of a (len bytes) with the C string b. */
+static int
+ascii_eq_ci(const char *a, size_t len, const char *b)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (b[i] == '\0' || ascii_lower((unsigned char)a[i]) !=
+		    ascii_lower((unsigned char)b[i]))
+			return 0;
+	return b[len] == '\0';
+}
+
+/* A bounded string builder for HTTP responses and log text; sticky overflow. */
+struct sbuf {
+	char *p;
+	size_t len, cap;
+	int overflow;
+};
+
+static void
+sb_addn(struct sbuf *sb, const char *s, size_t n)
+{
+	if (sb->overflow || n > sb->cap - sb->len) {
+		sb->overflow = 1;
+		return;
+	}
+	memcpy(sb->p + sb->len, s, n);
+	sb->len += n;
+}
+
+static void
+sb_add(struct sbuf *sb, const char *s)
+{
+	sb_addn(sb, s, strlen(s));
+}
+
+static void
+sb_add_u64(struct sbuf *sb, uint64_t v)
+{
+	char tmp[24];
+	size_t i = sizeof tmp;
+
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	sb_addn(sb, tmp + i, sizeof tmp - i);
+}
+
+/* ====================================================================== JSON */
+
+/*
+ * JSON -- the two documents derper reads with Go's encoding/json: the ClientInfo
+ * inside the handshake box (derp-protocol.md 7.2) and the -c key file
+ * (derper-compat.md 8); plus the hex helpers for key text (derp-protocol.md 3).
+ *
+ * Nothing is built or stored: one pass over (buf, len) checks the text with the
+ * grammar of Go's scanner and picks out the few known members.  json.Unmarshal
+ * fails on a syntax error and on a type mismatch alike, and derper then drops the
+ * connection (ClientInfo) or exits (key file), so every error here is just -1.
+ * Containers are walked with an explicit bit stack, never by recursion.
+ * Needs <stddef.h>, <stdint.h>, <string.h>.
+ */
+
+/* Deepest nesting accepted, the top-level object counting as 1.  Go allows 10000;
+   clients send flat objects, and 64 lets one uint64_t hold the container stack. */
+#define JSON_MAX_DEPTH 64
+/* Longest member name compared: "CanAckPings" is 11 bytes, 14 when spelled with a
+   3-byte KELVIN SIGN and a 2-byte LONG S.  Longer names match no field. */
+#define JSON_NAME_MAX 16
+/* Go int is 64-bit; ClientInfo.version is only logged, so it saturates to C int. */
+#define JSON_INT_MAX ((int)(~0u >> 1))
+
+struct json_cur {
+	const unsigned char *p, *end;	/* next byte, one past the last */
+};
+
+static void json_ws(struct json_cur *c)
+{
+	/* JSON whitespace is exactly these four bytes (Go's isSpace). */
+	while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+		c->p++;
+}
+
+/* Consumes the literal `lit` ("true", "false", "null") when it comes next. */
+static int json_lit(struct json_cur *c, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if ((size_t)(c->end - c->p) < n || memcmp(c->p, lit, n) != 0)
+		return -1;
+	c->p += n;
+	return 0;
+}
+
+static int json_next_is(const struct json_cur *c, unsigned char ch)
+{
+	return c->p < c->end && *c->p == ch;
+}
+
+/* Value of the 4 hex digits at p (either case), or -1.  Not constant time, but
+   only \u escapes use it, and no client escapes the digits of a key. */
+static long json_hex4(const unsigned char *p)
+{
+	long v = 0;
+	int i, d;
+
+	for (i = 0; i < 4; i++) {
+		d = p[i];
+		if (d >= '0' && d <= '9')
+			d -= '0';
+		else if ((d | 0x20) >= 'a' && (d | 0x20) <= 'f')
+			d = (d | 0x20) - 'a' + 10;
+		else
+			return -1;
+		v = v << 4 | d;
+	}
+	return v;
+}
+
+/* Appends one byte to out[0..cap), counting it even when it does not fit. */
+static void json_put(unsigned char *out, size_t cap, size_t *n, unsigned long b)
+{
+	if (*n < cap)
+		out[*n] = (unsigned char)b;
+	(*n)++;
+}
+
+/* Appends rune r as UTF-8: a lead byte, then `more` continuation bytes. */
+static void json_put_utf8(unsigned char *out, size_t cap, size_t *n, unsigned long r)
+{
+	static const unsigned char lead[4] = { 0x00, 0xC0, 0xE0, 0xF0 };
+	int more = r < 0x80 ? 0 : r < 0x800 ? 1 : r < 0x10000 ? 2 : 3;
+
+	json_put(out, cap, n, lead[more] | r >> 6 * more);
+	while (more-- > 0)
+		json_put(out, cap, n, 0x80 | (r >> 6 * more & 0x3F));
+}
+
+/*
+ * The string at c->p (which must be '"'), decoded as Go's unquote does into
+ * out[0..cap) (out may be NULL with cap 0); *n gets the full decoded length, which
+ * may exceed cap.  Go's scanner rejects raw bytes below 0x20 and any escape other
+ * than \" \\ \/ \b \f \n \r \t \uXXXX.  A \u surrogate that is not a high one
+ * followed by a \u low one becomes U+FFFD, not an error.  Bytes >= 0x80 are copied
+ * as they are (Go would replace invalid UTF-8 by U+FFFD; no verdict depends on it).
+ */
+static int json_string(struct json_cur *c, unsigned char *out, size_t cap, size_t *n)
+{
+	unsigned ch;
+	long r, lo;
+
+	*n = 0;
+	if (!json_next_is(c, '"'))
+		return -1;
+	c->p++;
+	for (;;) {
+		if (c->p == c->end)
+			return -1;
+		ch = *c->p++;
+		if (ch == '"')
+			return 0;
+		if (ch < 0x20)
+			return -1;
+		if (ch != '\\') {
+			json_put(out, cap, n, ch);
+			continue;
+		}
+		if (c->p == c->end)
+			return -1;
+		switch (ch = *c->p++) {
+		case '"': case '\\': case '/': json_put(out, cap, n, ch); break;
+		case 'b': json_put(out, cap, n, '\b'); break;
+		case 'f': json_put(out, cap, n, '\f'); break;
+		case 'n': json_put(out, cap, n, '\n'); break;
+		case 'r': json_put(out, cap, n, '\r'); break;
+		case 't': json_put(out, cap, n, '\t'); break;
+		case 'u':
+			if (c->end - c->p < 4 || (r = json_hex4(c->p)) < 0)
+				return -1;
+			c->p += 4;
+			if (r >= 0xD800 && r <= 0xDFFF) {
+				if (r <= 0xDBFF && c->end - c->p >= 6 && c->p[0] == '\\' && c->p[1] == 'u'
+				    && (lo = json_hex4(c->p + 2)) >= 0xDC00 && lo <= 0xDFFF) {
+					r = 0x10000 + ((r - 0xD800) << 10) + (lo - 0xDC00);
+					c->p += 6;
+				} else {
+					r = 0xFFFD;
+				}
+			}
+			json_put_utf8(out, cap, n, (unsigned long)r);
+			break;
+		default:
+			return -1;
+		}
+	}
+}
+
+static size_t json_digits(struct json_cur *c)
+{
+	const unsigned char *s = c->p;
+
+	while (c->p < c->end && *c->p >= '0' && *c->p <= '9')
+		c->p++;
+	return (size_t)(c->p - s);
+}
+
+/*
+ * A number in JSON grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?.
+ * *is_int says whether strconv.ParseInt(s, 10, 64) would accept it -- what Go
+ * requires for an int field: no fraction, no exponent (1.0 and 1e2 are errors),
+ * within int64 -- and *v then holds its value.
+ */
+static int json_number(struct json_cur *c, int64_t *v, int *is_int)
+{
+	const uint64_t min_mag = (uint64_t)1 << 63;	/* magnitude of INT64_MIN */
+	uint64_t mag = 0;
+	int neg = 0, over = 0, frac = 0;
+	unsigned d;
+
+	if (json_next_is(c, '-')) {
+		neg = 1;
+		c->p++;
+	}
+	if (json_next_is(c, '0')) {
+		c->p++;
+	} else {
+		if (c->p == c->end || *c->p < '1' || *c->p > '9')
+			return -1;
+		while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+			d = *c->p++ - '0';
+			if (mag > (UINT64_MAX - d) / 10)
+				over = 1;
+			else
+				mag = mag * 10 + d;
+		}
+	}
+	if (json_next_is(c, '.')) {
+		c->p++;
+		frac = 1;
+		if (json_digits(c) == 0)
+			return -1;
+	}
+	if (json_next_is(c, 'e') || json_next_is(c, 'E')) {
+		c->p++;
+		frac = 1;
+		if (json_next_is(c, '+') || json_next_is(c, '-'))
+			c->p++;
+		if (json_digits(c) == 0)
+			return -1;
+	}
+	*is_int = !frac && !over && mag <= (neg ? min_mag : min_mag - 1);
+	if (*is_int)
+		*v = neg && mag ? -(int64_t)(mag - 1) - 1 : (int64_t)mag;
+	return 0;
+}
+
+/* Any string, number, true, false or null. */
+static int json_scalar(struct json_cur *c)
+{
+	size_t n;
+	int64_t v;
+	int is_int;
+
+	if (c->p == c->end)
+		return -1;
+	switch (*c->p) {
+	case '"': return json_string(c, NULL, 0, &n);
+	case 't': return json_lit(c, "true");
+	case 'f': return json_lit(c, "false");
+	case 'n': return json_lit(c, "null");
+	default: return json_number(c, &v, &is_int);
+	}
+}
+
+/* A member name, its ':' and the whitespace around them. */
+static int json_skip_name(struct json_cur *c)
+{
+	size_t n;
+
+	json_ws(c);
+	if (json_string(c, NULL, 0, &n) < 0)
+		return -1;
+	json_ws(c);
+	if (!json_next_is(c, ':'))
+		return -1;
+	c->p++;
+	return 0;
+}
+
+/*
+ * Skips one value of any type, checking it fully: Go validates the whole document
+ * before it decodes, so an unknown member must still be valid JSON.  `depth` is
+ * the nesting of the container holding the value.  Bit i of `obj` is set when the
+ * i-th innermost open container is an object.
+ */
+static int json_skip_value(struct json_cur *c, int depth)
+{
+	uint64_t obj = 0;
+	int open = 0;
+	unsigned char ch, close;
+
+	for (;;) {
+		json_ws(c);
+		if (json_next_is(c, '{') || json_next_is(c, '[')) {
+			if (depth + open >= JSON_MAX_DEPTH)
+				return -1;
+			ch = *c->p++;
+			obj = obj << 1 | (ch == '{');
+			open++;
+			json_ws(c);
+			if (!json_next_is(c, ch == '{' ? '}' : ']')) {
+				if (ch == '{' && json_skip_name(c) < 0)
+					return -1;
+				continue;	/* the first element or member value */
+			}
+			c->p++;		/* empty container */
+			obj >>= 1;
+			open--;
+		} else if (json_scalar(c) < 0) {
+			return -1;
+		}
+		/* A value ended: close containers until one continues with ','. */
+		for (;;) {
+			if (open == 0)
+				return 0;
+			json_ws(c);
+			if (c->p == c->end)
+				return -1;
+			ch = *c->p++;
+			close = (obj & 1) ? '}' : ']';
+			if (ch == ',') {
+				if ((obj & 1) && json_skip_name(c) < 0)
+					return -1;
+				break;
+			}
+			if (ch != close)
+				return -1;
+			obj >>= 1;
+			open--;
+		}
+	}
+}
+
+/* Called with each member name that fits JSON_NAME_MAX; must consume the value. */
+typedef int (*json_member_fn)(void *ctx, const unsigned char *name, size_t n, struct json_cur *c);
+
+/* The members of an object whose '{' has been consumed, through its '}'. */
+static int json_members(struct json_cur *c, json_member_fn member, void *ctx)
+{
+	unsigned char name[JSON_NAME_MAX];
+	size_t n;
+
+	json_ws(c);
+	if (json_next_is(c, '}')) {
+		c->p++;
+		return 0;
+	}
+	for (;;) {
+		json_ws(c);
+		if (json_string(c, name, sizeof name, &n) < 0)
+			return -1;
+		json_ws(c);
+		if (!json_next_is(c, ':'))
+			return -1;
+		c->p++;
+		json_ws(c);
+		if (n <= sizeof name ? member(ctx, name, n, c) < 0 : json_skip_value(c, 1) < 0)
+			return -1;
+		json_ws(c);
+		if (json_next_is(c, '}')) {
+			c->p++;
+			return 0;
+		}
+		if (!json_next_is(c, ','))
+			return -1;
+		c->p++;
+	}
+}
+
+/*
+ * A whole document that must be an object, or null (Go then sets nothing).  Any
+ * other top-level value is a type error; bytes after the value a syntax error.
+ */
+static int json_object(const char *json, size_t len, json_member_fn member, void *ctx)
+{
+	struct json_cur c;
+
+	c.p = (const unsigned char *)json;
+	c.end = c.p + len;
+	json_ws(&c);
+	if (json_lit(&c, "null") < 0) {
+		if (!json_next_is(&c, '{'))
+			return -1;
+		c.p++;
+		if (json_members(&c, member, ctx) < 0)
+			return -1;
+	}
+	json_ws(&c);
+	return c.p == c.end ? 0 : -1;
+}
+
+/*
+ * Member names match as Go's encoding/json matches them (bytes.EqualFold):
+ * ASCII letters fold, and so do the only two non-ASCII runes that fold to ASCII,
+ * KELVIN SIGN U+212A (to k) and LONG S U+017F (to s).  `lower` is the field name
+ * in lower case.
+ */
+static int json_name_is(const unsigned char *name, size_t n, const char *lower)
+{
+	size_t i = 0;
+	unsigned ch;
+
+	for (; *lower; lower++) {
+		if (i == n)
+			return 0;
+		ch = name[i];
+		if (ch >= 'A' && ch <= 'Z')
+			ch += 'a' - 'A';
+		if (ch == (unsigned char)*lower)
+			i++;
+		else if (*lower == 'k' && n - i >= 3 && !memcmp(name + i, "\xE2\x84\xAA", 3))
+			i += 3;
+		else if (*lower == 's' && n - i >= 2 && !memcmp(name + i, "\xC5\xBF", 2))
+			i += 2;
+		else
+			return 0;
+	}
+	return i == n;
+}
+
+/*
+ * Hex text of keys, decoded in constant time: no branch or table index depends on
+ * a digit.  A range test lo <= x <= hi becomes the sign bit of (x - lo) | (hi - x)
+ * in 32-bit arithmetic (all values are below 2^31).  Either case is accepted, as
+ * parseHex and hex.Decode accept it.  Returns -1 if any of the 64 is not a digit
+ * (out is written all the same).
+ */
+static int hex_decode32(uint8_t out[32], const char *hex)
+{
+	uint32_t bad = 0, ch, lc, not_dig, not_alpha, val, hi = 0;
+	int i;
+
+	for (i = 0; i < 64; i++) {
+		ch = (unsigned char)hex[i];
+		lc = ch | 0x20;		/* 'A'..'F' -> 'a'..'f'; '0'..'9' unchanged */
+		not_dig = ((ch - '0') | ('9' - ch)) >> 31;
+		not_alpha = ((lc - 'a') | ('f' - lc)) >> 31;
+		val = ((not_dig - 1) & (ch - '0')) | ((not_alpha - 1) & (lc - 'a' + 10));
+		bad |= not_dig & not_alpha;
+		if (i & 1)
+			out[i >> 1] = (uint8_t)(hi << 4 | val);
+		else
+			hi = val;
+	}
+	return -(int)bad;
+}
+
+/* Lower-case hex, constant time: 39 = 'a' - '0' - 10 is added when the nibble is
+   over 9, taken from the borrow of 9 - v. */
+static void hex_encode(char *out, const uint8_t *in, size_t n)
+{
+	size_t i;
+	uint32_t v;
+
+	for (i = 0; i < 2 * n; i++) {
+		v = (uint32_t)(in[i >> 1] >> (4 - 4 * (i & 1))) & 15;
+		out[i] = (char)('0' + v + (((9 - v) >> 8) & 39));
+	}
+	out[2 * n] = '\0';
+}
+
+/* ---- ClientInfo (derp-protocol.md 7.2) ---- */
+
+struct clientinfo {
+	int version;		/* 0 if absent */
+	int can_ack_pings;	/* 0/1 */
+	int is_prober;		/* 0/1 */
+	int has_mesh_key;	/* meshKey present (and valid) */
+	uint8_t mesh_key[32];
+	char app_name[64];	/* truncated copy (NUL-terminated) -- only for logs */
+};
+
+/* A Go bool field: true or false; null leaves it as it was; anything else is a
+   type error. */
+static int json_bool(struct json_cur *c, int *out)
+{
+	if (json_lit(c, "true") == 0)
+		*out = 1;
+	else if (json_lit(c, "false") == 0)
+		*out = 0;
+	else if (json_lit(c, "null") < 0)
+		return -1;
+	return 0;
+}
+
+static int clientinfo_member(void *ctx, const unsigned char *name, size_t n, struct json_cur *c)
+{
+	struct clientinfo *ci = ctx;
+	unsigned char hex[64];
+	int64_t v;
+	int is_int;
+	size_t len, i;
+
+	if (json_name_is(name, n, "meshkey")) {
+		/* key.DERPMesh.UnmarshalJSON decodes a string and ignores that error, so a
+		   non-string (null too) is "" and fails its check of exactly 64 digits. */
+		if (!json_next_is(c, '"') || json_string(c, hex, sizeof hex, &len) < 0 || len != 64
+		    || hex_decode32(ci->mesh_key, (const char *)hex) < 0)
+			return -1;
+		ci->has_mesh_key = 1;
+		return 0;
+	}
+	if (json_name_is(name, n, "version")) {
+		if (json_lit(c, "null") == 0)
+			return 0;	/* null leaves a Go int unchanged */
+		if (c->p == c->end || (*c->p != '-' && (*c->p < '0' || *c->p > '9')))
+			return -1;	/* string, bool, object, array: type error */
+		if (json_number(c, &v, &is_int) < 0 || !is_int)
+			return -1;
+		ci->version = v > JSON_INT_MAX ? JSON_INT_MAX
+		    : v < -JSON_INT_MAX - 1 ? -JSON_INT_MAX - 1 : (int)v;
+		return 0;
+	}
+	if (json_name_is(name, n, "canackpings"))
+		return json_bool(c, &ci->can_ack_pings);
+	if (json_name_is(name, n, "isprober"))
+		return json_bool(c, &ci->is_prober);
+	if (json_name_is(name, n, "appname")) {
+		if (json_lit(c, "null") == 0)
+			return 0;
+		if (!json_next_is(c, '"'))
+			return -1;
+		if (json_string(c, (unsigned char *)ci->app_name, sizeof ci->app_name - 1, &len) < 0)
+			return -1;
+		if (len > sizeof ci->app_name - 1)
+			len = sizeof ci->app_name - 1;
+		/* Log safety, not Go: control bytes (e.g. a decoded \n) become '?'. */
+		for (i = 0; i < len; i++)
+			if ((unsigned char)ci->app_name[i] < 0x20 || ci->app_name[i] == 0x7F)
+				ci->app_name[i] = '?';
+		ci->app_name[len] = '\0';
+		return 0;
+	}
+	return json_skip_value(c, 1);	/* unknown member: any valid JSON */
+}
+
+/* Parses ClientInfo as json.Unmarshal into derper's struct would; duplicate
+   members: the last wins.  0 ok, -1 invalid (*ci is then unspecified). */
+static int clientinfo_parse(const char *json, size_t len, struct clientinfo *ci)
+{
+	memset(ci, 0, sizeof *ci);
+	return json_object(json, len, clientinfo_member, ci);
+}
+
+/* isMeshPeer: the server has a non-zero mesh key, the client sent one, and the
+   32 bytes are equal (so the client's is non-zero too) -- in constant time. */
+static int clientinfo_is_mesh(const struct clientinfo *ci, const uint8_t server_mesh_key[32],
+    int server_has_mesh_key)
+{
+	uint32_t diff = 0, srv = 0;
+	int i;
+
+	if (!server_has_mesh_key || !ci->has_mesh_key)
+		return 0;
+	for (i = 0; i < 32; i++) {
+		diff |= ci->mesh_key[i] ^ server_mesh_key[i];
+		srv |= server_mesh_key[i];
+	}
+	/* For x < 256, (x - 1) >> 8 has bit 0 set exactly when x == 0. */
+	return (int)(((diff - 1) >> 8) & ~((srv - 1) >> 8) & 1);
+}
+
+/* ---- The -c key file (derper-compat.md 8) ---- */
+
+struct keyfile_ctx {
+	uint8_t *key;
+	int found;
+	const char *why;	/* set by a member error; NULL means a JSON error */
+};
+
+static int keyfile_member(void *ctx, const unsigned char *name, size_t n, struct json_cur *c)
+{
+	struct keyfile_ctx *k = ctx;
+	unsigned char text[8 + 64];	/* "privkey:" + 64 hex digits */
+	size_t len;
+
+	if (!json_name_is(name, n, "privatekey"))
+		return json_skip_value(c, 1);
+	/* key.NodePrivate is a TextUnmarshaler: Go rejects any non-string, null too. */
+	if (!json_next_is(c, '"')) {
+		k->why = "PrivateKey is not a string";
+		return -1;
+	}
+	if (json_string(c, text, sizeof text, &len) < 0)
+		return -1;
+	/* parseHex: the case-sensitive prefix first, then the length, then digits. */
+	if (len < 8 || memcmp(text, "privkey:", 8) != 0)
+		k->why = "PrivateKey does not start with privkey:";
+	else if (len != sizeof text)
+		k->why = "PrivateKey needs exactly 64 hex digits";
+	else if (hex_decode32(k->key, (const char *)text + 8) < 0)
+		k->why = "PrivateKey has a non-hex digit";
+	else
+		k->found = 1;
+	return k->why ? -1 : 0;
+}
+
+/* 0 with key filled, or -1 with a short reason in *why. */
+static int keyfile_parse(const char *json, size_t len, uint8_t key[32], const char **why)
+{
+	struct keyfile_ctx k;
+	uint8_t any = 0;
+	int i;
+
+	k.key = key;
+	k.found = 0;
+	k.why = NULL;
+	if (json_object(json, len, keyfile_member, &k) < 0) {
+		*why = k.why ? k.why : "invalid JSON";
+		return -1;
+	}
+	/* derper would run with a zero key (missing member) and panic in Public(). */
+	if (!k.found) {
+		*why = "no PrivateKey";
+		return -1;
+	}
+	for (i = 0; i < 32; i++)
+		any |= key[i];
+	if (!any) {
+		*why = "PrivateKey is zero";
+		return -1;
+	}
+	return 0;
+}
+
+/* derper's file bytes (json.MarshalIndent with a tab, no trailing newline) plus a
+   NUL; returns the length without the NUL, or 0 when cap is too small. */
+static size_t keyfile_format(char *out, size_t cap, const uint8_t key[32])
+{
+	static const char head[] = "{\n\t\"PrivateKey\": \"privkey:", tail[] = "\"\n}";
+	size_t hl = sizeof head - 1, n = hl + 64 + sizeof tail - 1;
+
+	if (cap < n + 1)
+		return 0;
+	memcpy(out, head, hl);
+	hex_encode(out + hl, key, 32);
+	memcpy(out + hl + 64, tail, sizeof tail);
+	return n;
+}
+
+/* ===================================================================== POOLS */
+
+/*
+ * The chunk pool: one array of fixed chunks and a free list through `next`.
+ * A chain is a singly linked list of chunks; the first chunk of a queued packet
+ * also links the packet into its queue through `qnext`.  Index 0 is NIL.
+ * Invariant: every chunk is on exactly one of the free list, one packet chain,
+ * or one connection's byte chain (struct cbuf).
+ */
+struct chunk {
+	uint32_t next;		/* next chunk of the same chain */
+	uint32_t qnext;		/* first chunk only: next packet in the queue */
+	uint16_t len;		/* bytes used in data[] */
+	uint16_t spare;
+	uint8_t data[CHUNK_DATA_BYTES];
+};
+
+struct pool {
+	struct chunk *chunks;	/* [count + 1]; [0] unused */
+	uint32_t count;
+	uint32_t free_head;	/* stack of returned chunks, through next */
+	uint32_t lazy_next;	/* chunks [lazy_next, count] were never used */
+	uint32_t free_count;	/* stack + never used */
+};
+
+/*
+ * Chunks never handed out are not on the free list: they are taken in index
+ * order from lazy_next.  The pool comes from calloc, so untouched chunks cost
+ * no RSS, and RSS follows the peak number of chunks in use, not the pool size.
+ */
+static void
+pool_init(struct pool *p, struct chunk *mem, uint32_t count)
+{
+	p->chunks = mem;
+	p->count = count;
+	p->free_head = NIL;
+	p->lazy_next = 1;
+	p->free_count = count;
+}
+
+static uint32_t
+pool_take(struct pool *p)
+{
+	uint32_t i;
+
+	if (p->free_head != NIL) {
+		i = p->free_head;
+		p->free_head = p->chunks[i].next;
+	} else if (p->lazy_next <= p->count) {
+		i = p->lazy_next++;
+	} else {
+		return NIL;
+	}
+	p->free_count--;
+	p->chunks[i].next = NIL;
+	p->chunks[i].qnext = NIL;
+	p->chunks[i].len = 0;
+	return i;
+}
+
+static void
+pool_give(struct pool *p, uint32_t i)
+{
+	p->chunks[i].next = p->free_head;
+	p->free_head = i;
+	p->free_count++;
+}
+
+static void
+pool_give_chain(struct pool *p, uint32_t i)
+{
+	uint32_t next;
+
+	while (i != NIL) {
+		next = p->chunks[i].next;
+		pool_give(p, i);
+		i = next;
+	}
+}
+
+/* Chunks needed for n bytes. */
+static uint32_t
+chunks_for(size_t n)
+{
+	return (uint32_t)((n + CHUNK_DATA_BYTES - 1) / CHUNK_DATA_BYTES);
+}
+
+/*
+ * A byte chain: a FIFO of bytes in chunks.  `off` is the read offset in the head
+ * chunk.  Used for request heads, ClientInfo frames and raw output.
+ */
+struct cbuf {
+	uint32_t head, tail;
+	uint32_t len;		/* bytes held (from off in head) */
+	uint16_t off;
+};
+
+/* Append n bytes; -1 (nothing appended) when the pool cannot supply chunks. */
+static int
+cbuf_append(struct pool *p, struct cbuf *b, const uint8_t *data, size_t n)
+{
+	struct chunk *t;
+	size_t room, k, need;
+	uint32_t i, first = NIL, last = NIL;
+
+	room = b->tail != NIL ? CHUNK_DATA_BYTES - p->chunks[b->tail].len : 0;
+	need = n > room ? chunks_for(n - room) : 0;
+	if (need > p->free_count)
+		return -1;
+	for (k = 0; k < need; k++) {	/* all or nothing: take them first */
+		i = pool_take(p);
+		if (first == NIL)
+			first = i;
+		else
+			p->chunks[last].next = i;
+		last = i;
+	}
+	if (b->tail == NIL) {
+		b->head = b->tail = first;
+		first = NIL;
+	}
+	while (n > 0) {
+		t = &p->chunks[b->tail];
+		if (t->len == CHUNK_DATA_BYTES) {
+			t->next = first;
+			b->tail = first;
+			first = p->chunks[first].next;
+			continue;
+		}
+		k = CHUNK_DATA_BYTES - t->len;
+		if (k > n)
+			k = n;
+		memcpy(t->data + t->len, data, k);
+		t->len = (uint16_t)(t->len + k);
+		b->len += (uint32_t)k;
+		data += k;
+		n -= k;
+	}
+	return 0;
+}
+
+/* Copy the first n bytes of b (n <= b->len) to out, without consuming. */
+static void
+cbuf_peek(const struct pool *p, const struct cbuf *b, uint8_t *out, size_t n)
+{
+	uint32_t i = b->head;
+	size_t off = b->off, k;
+
+	while (n > 0 && i != NIL) {
+		k = p->chunks[i].len - off;
+		if (k > n)
+			k = n;
+		memcpy(out, p->chunks[i].data + off, k);
+		out += k;
+		n -= k;
+		off = 0;
+		i = p->chunks[i].next;
+	}
+}
+
+/* Drop the first n bytes (n <= b->len), returning emptied chunks. */
+static void
+cbuf_consume(struct pool *p, struct cbuf *b, size_t n)
+{
+	uint32_t next;
+	size_t k;
+
+	while (n > 0) {
+		k = p->chunks[b->head].len - b->off;
+		if (k > n) {
+			b->off = (uint16_t)(b->off + n);
+			b->len -= (uint32_t)n;
+			return;
+		}
+		n -= k;
+		b->len -= (uint32_t)k;
+		next = p->chunks[b->head].next;
+		pool_give(p, b->head);
+		b->head = next;
+		b->off = 0;
+		if (next == NIL) {
+			b->tail = NIL;
+			return;
+		}
+	}
+}
+
+static void
+cbuf_clear(struct pool *p, struct cbuf *b)
+{
+	pool_give_chain(p, b->head);
+	memset(b, 0, sizeof *b);
+}
+
+/* A FIFO of packets linked through their first chunk's qnext. */
+struct pktq {
+	uint32_t head, tail;
+	uint32_t count;
+};
+
+/* ==================================================================== POLLER */
+
+/*
+ * The readiness interface, kept as small as Redis's ae back-ends so an epoll
+ * back-end can replace it: add a descriptor with a tag, change its events,
+ * remove it, wait.  The poll(2) back-end keeps the pollfd array dense: a removal
+ * moves the last entry into the hole, and the owner of the moved entry learns its
+ * new index through the tag.  Tags >= 0 are connection slots; listeners use the
+ * negative TAG_ values and are never removed while the loop runs.
+ */
+enum { TAG_MAIN = -1, TAG_HTTP = -2, TAG_STUN4 = -3, TAG_STUN6 = -4 };
+
+struct poller {
+	struct pollfd *pfd;	/* [cap] */
+	int32_t *tag;		/* [cap] */
+	uint32_t n, cap;
+};
+
+static uint32_t
+poller_add(struct poller *pl, int fd, short events, int32_t tag)
+{
+	uint32_t i = pl->n++;
+
+	pl->pfd[i].fd = fd;
+	pl->pfd[i].events = events;
+	pl->pfd[i].revents = 0;
+	pl->tag[i] = tag;
+	return i;
+}
+
+static void
+poller_set(struct poller *pl, uint32_t i, short events)
+{
+	pl->pfd[i].events = events;
+}
+
+/* Remove entry i; returns the tag of the entry moved into i, or TAG_MAIN when
+ * nothing moved (TAG_MAIN itself is never removed). */
+static int32_t
+poller_del(struct poller *pl, uint32_t i)
+{
+	uint32_t last = --pl->n;
+
+	if (i == last)
+		return TAG_MAIN;
+	pl->pfd[i] = pl->pfd[last];
+	pl->tag[i] = pl->tag[last];
+	return pl->tag[i];
+}
+
+static int
+poller_wait(struct poller *pl, int timeout_ms)
+{
+	return poll(pl->pfd, (nfds_t)pl->n, timeout_ms);
+}
+
+/* =================================================================== SOCKETS */
+
+static int
+sock_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -1;
+	return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+/*
+ * Parse derper's -a form (":443", "ip:port", "[v6]:port", port may be "https"
+ * or "http") into host (empty = all interfaces) and port.  0 or -1.
+ */
+static int
+parse_hostport(const char *a, char *host, size_t hostcap, int *port)
+{
+	const char *colon, *p;
+	size_t hl;
+	char *end;
+	long v;
+
+	if (a[0] == '[') {
+		p = strchr(a, ']');
+		if (p == NULL || p[1] != ':')
+			return -1;
+		hl = (size_t)(p - a - 1);
+		if (hl >= hostcap)
+			return -1;
+		memcpy(host, a + 1, hl);
+		host[hl] = '\0';
+		colon = p + 1;
+	} else {
+		colon = strrchr(a, ':');
+		if (colon == NULL || memchr(a, ':', (size_t)(colon - a)) != NULL)
+			return -1;
+		hl = (size_t)(colon - a);
+		if (hl >= hostcap)
+			return -1;
+		memcpy(host, a, hl);
+		host[hl] = '\0';
+	}
+	p = colon + 1;
+	if (strcmp(p, "https") == 0)
+		v = 443;
+	else if (strcmp(p, "http") == 0)
+		v = 80;
+	else {
+		if (*p < '0' || *p > '9')
+			return -1;
+		errno = 0;
+		v = strtol(p, &end, 10);
+		if (errno != 0 || *end != '\0' || v < 0 || v > 65535)
+			return -1;
+	}
+	*port = (int)v;
+	return 0;
+}
+
+/*
+ * Fill sa for host:port.  An empty host means all interfaces: the IPv6 wildcard
+ * (dual-stack, as Go listens) when want_v6, else the IPv4 one.
+ */
+static int
+sockaddr_for(const char *host, int port, int want_v6,
+    struct sockaddr_storage *ss, socklen_t *sslen)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)(void *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)(void *)ss;
+
+	memset(ss, 0, sizeof *ss);
+	if (host[0] == '\0' ? !want_v6 : inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		if (host[0] == '\0')
+			s4->sin_addr.s_addr = htonl(INADDR_ANY);
+		*sslen = sizeof *s4;
+		return 0;
+	}
+	if (host[0] == '\0' || inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		if (host[0] == '\0')
+			s6->sin6_addr = in6addr_any;
+		*sslen = sizeof *s6;
+		return 0;
+	}
+	return -1;
+}
+
+/* Bind a TCP listener or UDP socket on host:port; -1 with err set. */
+static int
+sock_listen(const char *host, int port, int type, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	int fd, one = 1, zero = 0, v6;
+
+	for (v6 = 1; v6 >= 0; v6--) {
+		if (sockaddr_for(host, port, v6, &ss, &sslen) != 0) {
+			snprintf(err, errlen, "bad listen address %s", host);
+			return -1;
+		}
+		fd = socket(ss.ss_family, type, 0);
+		if (fd < 0) {
+			/* No IPv6 on this machine: fall back to IPv4 for "all". */
+			if (host[0] == '\0' && v6 && errno == EAFNOSUPPORT)
+				continue;
+			snprintf(err, errlen, "socket: %s", strerror(errno));
+			return -1;
+		}
+		break;
+	}
+	if (fd < 0)
+		return -1;
+	if (ss.ss_family == AF_INET6 && host[0] == '\0')
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+	if (type == SOCK_STREAM &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
+		snprintf(err, errlen, "setsockopt SO_REUSEADDR: %s", strerror(errno));
+		goto fail;
+	}
+	if (bind(fd, (struct sockaddr *)&ss, sslen) != 0) {
+		snprintf(err, errlen, "listen %s %s:%d: %s",
+		    type == SOCK_STREAM ? "tcp" : "udp", host, port, strerror(errno));
+		goto fail;
+	}
+	if (type == SOCK_STREAM && listen(fd, 1024) != 0) {
+		snprintf(err, errlen, "listen: %s", strerror(errno));
+		goto fail;
+	}
+	if (sock_nonblock(fd) != 0) {
+		snprintf(err, errlen, "fcntl: %s", strerror(errno));
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+/* Per-connection options derper sets (derper-compat.md section 13).  Failures
+ * are not fatal: the options tune, they do not change the protocol. */
+static void
+sock_tune_accepted(int fd, const struct derp_config *cfg)
+{
+	int one = 1, v;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (cfg->tcp_keepalive_ms > 0) {
+		(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+#ifdef TCP_KEEPIDLE
+		v = (int)(cfg->tcp_keepalive_ms / 1000);
+		if (v < 1)
+			v = 1;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof v);
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof v);
+#endif
+	}
+#ifdef TCP_USER_TIMEOUT
+	if (cfg->tcp_user_timeout_ms > 0) {
+		v = cfg->tcp_user_timeout_ms > INT_MAX ? INT_MAX :
+		    (int)cfg->tcp_user_timeout_ms;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, sizeof v);
+	}
+#endif
+	(void)v;
+}
+
+/* Peer address as 16 bytes (IPv4 mapped) + port, for logs and STUN. */
+static void
+sockaddr_to_ip16(const struct sockaddr_storage *ss, uint8_t ip[16],
+    uint16_t *port)
+{
+	const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)ss;
+	const struct sockaddr_in6 *s6 =
+	    (const struct sockaddr_in6 *)(const void *)ss;
+
+	memset(ip, 0, 16);
+	*port = 0;
+	if (ss->ss_family == AF_INET) {
+		ip[10] = ip[11] = 0xff;
+		memcpy(ip + 12, &s4->sin_addr, 4);
+		*port = ntohs(s4->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		memcpy(ip, &s6->sin6_addr, 16);
+		*port = ntohs(s6->sin6_port);
+	}
+}
+
+static int
+ip16_is_v4(const uint8_t ip[16])
+{
+	static const uint8_t prefix[12] = { 0,0,0,0,0,0,0,0,0,0,0xff,0xff };
+
+	return memcmp(ip, prefix, 12) == 0;
+}
+
+/* "1.2.3.4:5" or "[v6]:5" */
+static void
+ip16_format(char *out, size_t cap, const uint8_t ip[16], uint16_t port)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	if (ip16_is_v4(ip)) {
+		if (inet_ntop(AF_INET, ip + 12, a, sizeof a) == NULL)
+			a[0] = '\0';
+		snprintf(out, cap, "%s:%u", a, (unsigned)port);
+	} else {
+		if (inet_ntop(AF_INET6, ip, a, sizeof a) == NULL)
+			a[0] = '\0';
+		snprintf(out, cap, "[%s]:%u", a, (unsigned)port);
+	}
+}
+
+/* ====================================================================== CONN */
+
+/*
+ * A connection slot.  States (conn.state), in the order a DERP client walks them:
+ *
+ *   CS_FREE        slot unused; on the free stack.
+ *   CS_HTTP_HEAD   reading a request head into `head` (TLS handshake, if any,
+ *                  runs inside BearSSL before the first plaintext byte).
+ *                  Deadline: `deadline_ms` = accept (or last response) + 30 s.
+ *   CS_HTTP_BODY   discarding `body_left` bytes of a request body (keep-alive).
+ *   CS_HTTP_DRAIN  a response is queued in `raw`; no input is consumed until it
+ *                  is written, then CS_HTTP_HEAD again, or close if `close_after`.
+ *   CS_DERP_INFO   101 (unless fast start) and ServerKey queued; reading the
+ *                  ClientInfo frame.  Deadline: ServerKey + 10 s.
+ *   CS_DERP        registered under `key`; steady state, no deadline.
+ *
+ * `dead` is sticky: whatever fails sets it, and only the top of the loop
+ * (conn_service, output_flush_dirty, the sweep) closes the slot, so no code
+ * below ever sees a slot freed under it.
+ *
+ * Output order: bytes in `raw` first (HTTP, 101, ServerKey, ServerInfo), then in
+ * CS_DERP: Pong, PeerGone notices, KeepAlive, the packet in progress, then the
+ * disco queue before the other queue.  So ServerInfo is always the first frame
+ * after ServerKey, as clients require.
+ */
+enum conn_state {
+	CS_FREE = 0, CS_HTTP_HEAD, CS_HTTP_BODY, CS_HTTP_DRAIN, CS_DERP_INFO,
+	CS_DERP
+};
+
+struct conn {
+	int fd;
+	uint32_t pidx;			/* index in the poller */
+	uint8_t state;			/* enum conn_state */
+	uint8_t tls;			/* TLS engine in use */
+	uint8_t port80;			/* accepted on the -http-port listener */
+	uint8_t dead;			/* sticky failure: close at top level */
+	uint8_t close_after;		/* close once output drained */
+	uint8_t in_paused;		/* input waits for pool chunks */
+	uint8_t dirty;			/* on the output-dirty list */
+	uint8_t want_out;		/* POLLOUT registered */
+	uint8_t http10;			/* request was HTTP/1.0 */
+	uint8_t peer_ip[16];		/* IPv4 mapped */
+	uint16_t peer_port;
+	int64_t accepted_ms;
+	int64_t deadline_ms;		/* HTTP / ClientInfo deadline; 0 none */
+	int64_t wstall_ms;		/* output pending without progress since */
+	int64_t next_keepalive_ms;
+
+	br_ssl_server_context *ssl;	/* TLS mode: this slot's context */
+	uint8_t *ibuf, *obuf;		/* IBUF_BYTES, OBUF_BYTES */
+	size_t ilen;			/* plain: bytes in ibuf */
+	size_t oofs, olen;		/* plain: unwritten obuf[oofs, olen) */
+
+	/* HTTP */
+	struct cbuf head;		/* request head so far */
+	uint8_t head_match;		/* how much of "\r\n\r\n" ends head */
+	uint64_t body_left;
+
+	/* DERP frame reader: header, then payload by type */
+	uint8_t fhdr[FRAME_HEADER_BYTES];
+	uint8_t fhdr_len;
+	uint8_t ftype;
+	uint32_t flen, fgot;
+	uint8_t fsmall[KEY_BYTES];	/* SendPacket dst, Ping data, 1-byte frames */
+	uint32_t fpkt, fpkt_cur;	/* packet under construction: first, current chunk */
+	struct cbuf info;		/* ClientInfo frame */
+
+	/* identity, once registered */
+	uint8_t key[KEY_BYTES];
+	uint8_t boxkey[NACL_KEY_BYTES];	/* crypto_box shared key with the client */
+	int32_t key_next;		/* next connection with the same key, -1 */
+	uint64_t send_seq;		/* when this connection last sent (duplicates) */
+	uint8_t can_ack_pings, is_prober, preferred, notideal, mesh;
+
+	/* output */
+	struct cbuf raw;
+	struct pktq q[2];		/* Q_DISCO, Q_OTHER */
+	uint32_t out_pkt, out_chunk;	/* packet being written; NIL if none */
+	uint16_t out_off;		/* bytes of out_chunk already written */
+	uint8_t pong_pending, keepalive_pending;
+	uint8_t pong[PING_MIN_BYTES];
+	uint8_t pg_count, pg_head;
+	uint8_t pg_reason[PEERGONE_PENDING];
+	uint8_t pg_key[PEERGONE_PENDING][KEY_BYTES];
+
+	/* PeerGone bookkeeping: first 8 bytes of the keys we delivered from */
+	uint64_t senders[SENDERS_TRACKED];
+	uint8_t senders_n, senders_next;
+
+	/* NotHere limiter: tokens scaled by 1000 (milli-tokens) */
+	int64_t nh_tokens_milli;
+	int64_t nh_last_ms;
+};
+
+/* ============================================================ SERVER STATE */
+
+/* One entry per key with at least one registered connection. */
+struct keyent {
+	uint8_t key[KEY_BYTES];
+	int32_t first;		/* connections with this key, via key_next; -1 = empty slot */
+	int32_t active;		/* the one that gets the traffic */
+	uint32_t nconns;
+};
+
+/* Counters, named after derper's metrics (derper-compat.md section 11). */
+struct stats {
+	uint64_t accepts, refused, tls_handshake_fail, http_requests;
+	uint64_t packets_received, bytes_received, packets_sent, bytes_sent;
+	uint64_t received_kind[2];
+	uint64_t dropped_unknown_dest[2], dropped_queue_head[2],
+	    dropped_gone_disconnected[2], dropped_dup_client[2];
+	uint64_t got_ping, sent_pong, peer_gone_disconnected, peer_gone_not_here;
+	uint64_t peer_gone_overflow, write_timeouts, total_dup_client_conns;
+	uint64_t home_moves_in, home_moves_out, pool_evictions;
+	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
+	uint64_t stun_ipv4, stun_ipv6;
+	uint32_t current_connections, current_home, current_notideal;
+};
+
+struct derp_server {
+	struct derp_config cfg;
+	volatile sig_atomic_t stop;
+	int tls_mode;
+	char host[256];			/* host part of -a ("" = all) */
+	int port;
+	int main_fd, http_fd, stun_fd[2];
+	uint32_t main_pidx;
+
+	uint8_t priv[KEY_BYTES], pub[KEY_BYTES];
+
+	/* TLS */
+	struct cert_store certs;
+	int have_certs;
+	int sni_strict;			/* SNI must equal -hostname byte for byte */
+	const uint16_t *suites;
+	size_t nsuites;
+
+	/* connection slots */
+	struct conn *conns;		/* [max] */
+	br_ssl_server_context *ssl;	/* [max] in TLS mode, else NULL */
+	uint8_t *bufs;			/* [max][IBUF_BYTES + OBUF_BYTES] */
+	int32_t *free_slots;		/* stack of free slot indexes */
+	uint32_t nfree, max;
+
+	struct pool pool;
+	struct keyent *keytab;		/* [keytab_mask + 1], open addressing */
+	uint32_t keytab_mask, nkeys;
+	uint64_t hash_seed[2];
+
+	int32_t *dirty;			/* [max]: slots with output to fill */
+	uint32_t ndirty;
+	int32_t *paused;		/* [max]: slots whose input waits for chunks */
+	uint32_t npaused;
+
+	struct poller pl;
+	uint8_t *scratch;		/* SCRATCH_BYTES: linearised heads, ClientInfo */
+	uint64_t send_seq;
+	int64_t now;			/* loop time, ms, set once per round */
+	int64_t next_sweep_ms;
+	struct stats st;
+};
+
+static void
+mark_dirty(struct derp_server *s, struct conn *c)
+{
+	if (!c->dirty) {
+		c->dirty = 1;
+		s->dirty[s->ndirty++] = (int32_t)(c - s->conns);
+	}
+}
+
+static void
+mark_paused(struct derp_server *s, struct conn *c)
+{
+	if (!c->in_paused) {
+		c->in_paused = 1;
+		s->paused[s->npaused++] = (int32_t)(c - s->conns);
+	}
+}
+
+static void
+conn_log(const struct conn *c, const char *what)
+{
+	char addr[64];
+
+	ip16_format(addr, sizeof addr, c->peer_ip, c->peer_port);
+	logf("derp: %s: %s", addr, what);
+}
+
+/* Sticky failure with a log line (derper logs handshake problems this way). */
+static void
+conn_fail(struct conn *c, const char *why)
+{
+	if (!c->dead && why != NULL)
+		conn_log(c, why);
+	c->dead = 1;
+}
+
+/* ======================================================================= TLS */
+
+/*
+ * TLS 1.2 only (BearSSL's newest; Tailscale clients accept it), ECDHE only
+ * (clients offer no RSA key exchange), AEAD suites only.  The server's order
+ * decides (BR_OPT_ENFORCE_SERVER_PREFERENCES): AES-GCM first where BearSSL has
+ * AES instructions, ChaCha20-Poly1305 first elsewhere (routers) -- the wrong
+ * choice costs 10x in CPU either way (DESIGN.md).
+ */
+static const uint16_t suites_ec_aes[] = {
+	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+};
+static const uint16_t suites_ec_chacha[] = {
+	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+};
+static const uint16_t suites_rsa_aes[] = {
+	BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+};
+static const uint16_t suites_rsa_chacha[] = {
+	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+};
+
+/* Never h2: DERP clients send no ALPN, browsers get http/1.1. */
+static const char *alpn_names[] = { "http/1.1" };
+
+static int
+tls_have_aes_instructions(void)
+{
+	return br_aes_x86ni_ctr_get_vtable() != NULL ||
+	    br_aes_pwr8_ctr_get_vtable() != NULL;
+}
+
+static void
+tls_choose_suites(struct derp_server *s)
+{
+	int aes = tls_have_aes_instructions();
+
+	if (s->certs.key_type == BR_KEYTYPE_EC) {
+		s->suites = aes ? suites_ec_aes : suites_ec_chacha;
+		s->nsuites = sizeof suites_ec_aes / sizeof suites_ec_aes[0];
+	} else {
+		s->suites = aes ? suites_rsa_aes : suites_rsa_chacha;
+		s->nsuites = sizeof suites_rsa_aes / sizeof suites_rsa_aes[0];
+	}
+}
+
+/*
+ * SNI policy.  derper, with a DNS -hostname, serves its certificate only to a
+ * ClientHello whose SNI equals -hostname exactly (no SNI fails too); with an IP
+ * -hostname it serves the one certificate whatever the SNI says (Go clients send
+ * none for an IP, some tools send "ip:port").  BearSSL's single-chain handlers
+ * ignore SNI, so this wrapper checks it and then delegates to the handler that
+ * br_ssl_server_set_single_ec/_rsa installed in the same context.
+ */
+static const char *sni_hostname;
+
+static int
+sni_choose(const br_ssl_server_policy_class **pctx,
+    const br_ssl_server_context *cc, br_ssl_server_choices *choices)
+{
+	/* BearSSL passes policy contexts as non-const; the cast is its idiom. */
+	const br_ssl_server_policy_class **inner =
+	    (const br_ssl_server_policy_class **)(uintptr_t)&cc->chain_handler.vtable;
+
+	(void)pctx;
+	if (strcmp(br_ssl_engine_get_server_name(&cc->eng), sni_hostname) != 0)
+		return 0;
+	return (*inner)->choose(inner, cc, choices);
+}
+
+/* do_keyx/do_sign get no server context: the wrapper sits in the conn, right
+ * behind a pointer to that conn's BearSSL context. */
+struct sni_policy {
+	const br_ssl_server_policy_class *vtable;
+	br_ssl_server_context *sc;
+};
+
+static const br_ssl_server_policy_class **
+sni_inner(const br_ssl_server_policy_class **pctx)
+{
+	const struct sni_policy *sp = (const struct sni_policy *)(const void *)pctx;
+
+	return &sp->sc->chain_handler.vtable;
+}
+
+static uint32_t
+sni_do_keyx(const br_ssl_server_policy_class **pctx, unsigned char *data,
+    size_t *len)
+{
+	const br_ssl_server_policy_class **in = sni_inner(pctx);
+
+	return (*in)->do_keyx(in, data, len);
+}
+
+static size_t
+sni_do_sign(const br_ssl_server_policy_class **pctx, unsigned algo_id,
+    unsigned char *data, size_t hv_len, size_t len)
+{
+	const br_ssl_server_policy_class **in = sni_inner(pctx);
+
+	return (*in)->do_sign(in, algo_id, data, hv_len, len);
+}
+
+static const br_ssl_server_policy_class sni_policy_vtable = {
+	sizeof(struct sni_policy), sni_choose, sni_do_keyx, sni_do_sign
+};
+
+/* The SNI wrappers, one per slot, beside the contexts. */
+static struct sni_policy *sni_policies;
+
+/* Prepare slot i's BearSSL context for a new connection.  0 or -1. */
+static int
+tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
+{
+	br_ssl_server_context *sc = &s->ssl[i];
+	br_ssl_engine_context *e = &sc->eng;
+	uint8_t seed[32];
+
+	br_ssl_server_zero(sc);
+	br_ssl_engine_set_versions(e, BR_TLS12, BR_TLS12);
+	br_ssl_engine_set_suites(e, s->suites, s->nsuites);
+	br_ssl_engine_set_hash(e, br_sha256_ID, &br_sha256_vtable);
+	br_ssl_engine_set_hash(e, br_sha384_ID, &br_sha384_vtable);
+	br_ssl_engine_set_hash(e, br_sha512_ID, &br_sha512_vtable);
+	br_ssl_engine_set_prf_sha256(e, &br_tls12_sha256_prf);
+	br_ssl_engine_set_prf_sha384(e, &br_tls12_sha384_prf);
+	br_ssl_engine_set_default_aes_gcm(e);
+	br_ssl_engine_set_default_chapol(e);
+	br_ssl_engine_set_default_ec(e);
+	if (s->certs.key_type == BR_KEYTYPE_EC)
+		br_ssl_server_set_single_ec(sc, s->certs.chain, s->certs.chain_len,
+		    &s->certs.ec, BR_KEYTYPE_SIGN, s->certs.leaf_issuer_key_type,
+		    br_ec_get_default(), br_ecdsa_sign_asn1_get_default());
+	else
+		br_ssl_server_set_single_rsa(sc, s->certs.chain,
+		    s->certs.chain_len, &s->certs.rsa, BR_KEYTYPE_SIGN,
+		    br_rsa_private_get_default(), br_rsa_pkcs1_sign_get_default());
+	if (s->sni_strict) {
+		sni_policies[i].vtable = &sni_policy_vtable;
+		sni_policies[i].sc = sc;
+		br_ssl_server_set_policy(sc, &sni_policies[i].vtable);
+	}
+	br_ssl_engine_set_buffers_bidi(e, c->ibuf, IBUF_BYTES, c->obuf,
+	    OBUF_BYTES);
+	br_ssl_engine_set_protocol_names(e, alpn_names, 1);
+	br_ssl_engine_add_flags(e, BR_OPT_ENFORCE_SERVER_PREFERENCES |
+	    BR_OPT_NO_RENEGOTIATION);
+	rng_bytes(seed, sizeof seed);
+	br_ssl_engine_inject_entropy(e, seed, sizeof seed);
+	if (!br_ssl_server_reset(sc))
+		return -1;
+	c->ssl = sc;
+	c->tls = 1;
+	return 0;
+}
+
+/* ==================================================================== OUTPUT */
+
+/*
+ * A connection's output: packets wait in two FIFOs of at most queue_depth
+ * packets (derper's sendQueue and discoSendQueue); control frames wait in
+ * fixed slots.  conn_fill copies whatever is waiting into the output buffer
+ * (BearSSL's application buffer, or obuf in plain mode) until it is full; then
+ * one TLS record (or one write) carries many frames.
+ */
+
+static int
+pkt_is_disco(const struct pool *p, uint32_t first, uint32_t plen)
+{
+	static const uint8_t magic[6] = { 0x54, 0x53, 0xf0, 0x9f, 0x92, 0xac };
+
+	/* The packet starts at RECV_PREFIX_BYTES in the first chunk, and
+	 * CHUNK_DATA_BYTES > RECV_PREFIX_BYTES + 6, so the magic is contiguous. */
+	return plen >= DISCO_MIN_BYTES &&
+	    memcmp(p->chunks[first].data + RECV_PREFIX_BYTES, magic, 6) == 0;
+}
+
+static uint32_t
+pkt_len(const struct pool *p, uint32_t first)
+{
+	return get_be32(p->chunks[first].data + 1) - KEY_BYTES;
+}
+
+static void
+pktq_push(struct pool *p, struct pktq *q, uint32_t first)
+{
+	p->chunks[first].qnext = NIL;
+	if (q->tail == NIL)
+		q->head = first;
+	else
+		p->chunks[q->tail].qnext = first;
+	q->tail = first;
+	q->count++;
+}
+
+static uint32_t
+pktq_pop(struct pool *p, struct pktq *q)
+{
+	uint32_t first = q->head;
+
+	if (first == NIL)
+		return NIL;
+	q->head = p->chunks[first].qnext;
+	if (q->head == NIL)
+		q->tail = NIL;
+	q->count--;
+	return first;
+}
+
+/* Drop the oldest packet of queue k (counted under `reason`). */
+static void
+pktq_drop_head(struct derp_server *s, struct conn *c, int k, uint64_t *reason)
+{
+	uint32_t first = pktq_pop(&s->pool, &c->q[k]);
+
+	if (first != NIL) {
+		reason[k]++;
+		pool_give_chain(&s->pool, first);
+	}
+}
+
+static void
+peergone_push(struct derp_server *s, struct conn *c,
+    const uint8_t key[KEY_BYTES], uint8_t reason)
+{
+	uint8_t i;
+
+	if (c->pg_count == PEERGONE_PENDING) {
+		/* derper's list is unbounded; ours drops the notice.  The client
+		 * then learns of the departure from NotHere on its next disco. */
+		s->st.peer_gone_overflow++;
+		return;
+	}
+	i = (uint8_t)((c->pg_head + c->pg_count) % PEERGONE_PENDING);
+	memcpy(c->pg_key[i], key, KEY_BYTES);
+	c->pg_reason[i] = reason;
+	c->pg_count++;
+	mark_dirty(s, c);
+}
+
+/* Where output goes next and how much fits; NULL/0 when nothing fits now. */
+static uint8_t *
+out_space(struct conn *c, size_t *avail)
+{
+	if (c->tls) {
+		if (!(br_ssl_engine_current_state(&c->ssl->eng) & BR_SSL_SENDAPP)) {
+			*avail = 0;
+			return NULL;
+		}
+		return br_ssl_engine_sendapp_buf(&c->ssl->eng, avail);
+	}
+	if (c->oofs == c->olen) {
+		c->oofs = c->olen = 0;
+	} else if (c->oofs > 0 && OBUF_BYTES - c->olen < CHUNK_DATA_BYTES) {
+		memmove(c->obuf, c->obuf + c->oofs, c->olen - c->oofs);
+		c->olen -= c->oofs;
+		c->oofs = 0;
+	}
+	*avail = OBUF_BYTES - c->olen;
+	return *avail ? c->obuf + c->olen : NULL;
+}
+
+static void
+out_commit(struct conn *c, size_t n)
+{
+	if (c->tls)
+		br_ssl_engine_sendapp_ack(&c->ssl->eng, n);
+	else
+		c->olen += n;
+}
+
+/* Copy as much as fits of the packet in progress; returns bytes copied. */
+static size_t
+out_packet(struct derp_server *s, struct conn *c, uint8_t *buf, size_t avail)
+{
+	struct chunk *ch;
+	size_t k, done = 0;
+	uint32_t len;
+
+	while (c->out_chunk != NIL && done < avail) {
+		ch = &s->pool.chunks[c->out_chunk];
+		k = ch->len - c->out_off;
+		if (k > avail - done)
+			k = avail - done;
+		memcpy(buf + done, ch->data + c->out_off, k);
+		done += k;
+		c->out_off = (uint16_t)(c->out_off + k);
+		if (c->out_off == ch->len) {
+			c->out_chunk = ch->next;
+			c->out_off = 0;
+		}
+	}
+	out_commit(c, done);
+	if (c->out_chunk == NIL) {
+		len = pkt_len(&s->pool, c->out_pkt);
+		s->st.packets_sent++;
+		s->st.bytes_sent += len;
+		pool_give_chain(&s->pool, c->out_pkt);
+		c->out_pkt = NIL;
+	}
+	return done;
+}
+
+/* Fill the output buffer from what waits.  Returns bytes added. */
+static size_t
+conn_fill(struct derp_server *s, struct conn *c)
+{
+	uint8_t *buf;
+	size_t avail, n, total = 0;
+	int k;
+
+	for (;;) {
+		buf = out_space(c, &avail);
+		if (buf == NULL)
+			break;
+		if (c->raw.len > 0) {
+			n = c->raw.len < avail ? c->raw.len : avail;
+			cbuf_peek(&s->pool, &c->raw, buf, n);
+			cbuf_consume(&s->pool, &c->raw, n);
+			out_commit(c, n);
+			total += n;
+			continue;
+		}
+		if (c->state != CS_DERP)
+			break;
+		if (c->out_pkt != NIL) {	/* a packet is half written */
+			total += out_packet(s, c, buf, avail);
+			continue;
+		}
+		if (c->pong_pending) {
+			if (avail < FRAME_HEADER_BYTES + PING_MIN_BYTES)
+				break;
+			frame_put_header(buf, FRAME_PONG, PING_MIN_BYTES);
+			memcpy(buf + FRAME_HEADER_BYTES, c->pong, PING_MIN_BYTES);
+			out_commit(c, FRAME_HEADER_BYTES + PING_MIN_BYTES);
+			total += FRAME_HEADER_BYTES + PING_MIN_BYTES;
+			c->pong_pending = 0;
+			s->st.sent_pong++;
+			continue;
+		}
+		if (c->pg_count > 0) {
+			if (avail < FRAME_HEADER_BYTES + PEERGONE_BYTES)
+				break;
+			frame_put_header(buf, FRAME_PEER_GONE, PEERGONE_BYTES);
+			memcpy(buf + FRAME_HEADER_BYTES, c->pg_key[c->pg_head],
+			    KEY_BYTES);
+			buf[FRAME_HEADER_BYTES + KEY_BYTES] = c->pg_reason[c->pg_head];
+			if (c->pg_reason[c->pg_head] == PEER_GONE_NOT_HERE)
+				s->st.peer_gone_not_here++;
+			else
+				s->st.peer_gone_disconnected++;
+			out_commit(c, FRAME_HEADER_BYTES + PEERGONE_BYTES);
+			total += FRAME_HEADER_BYTES + PEERGONE_BYTES;
+			c->pg_head = (uint8_t)((c->pg_head + 1) % PEERGONE_PENDING);
+			c->pg_count--;
+			continue;
+		}
+		if (c->keepalive_pending) {
+			if (avail < FRAME_HEADER_BYTES)
+				break;
+			frame_put_header(buf, FRAME_KEEP_ALIVE, 0);
+			out_commit(c, FRAME_HEADER_BYTES);
+			total += FRAME_HEADER_BYTES;
+			c->keepalive_pending = 0;
+			continue;
+		}
+		/* Disco first: it is small and decides whether paths work. */
+		for (k = Q_DISCO; k <= Q_OTHER; k++)
+			if (c->q[k].head != NIL)
+				break;
+		if (k > Q_OTHER)
+			break;
+		c->out_pkt = pktq_pop(&s->pool, &c->q[k]);
+		c->out_chunk = c->out_pkt;
+		c->out_off = 0;
+	}
+	return total;
+}
+
+/* Output waiting for the socket (not counting what still waits in queues). */
+static int
+conn_out_pending(const struct conn *c)
+{
+	if (c->tls)
+		return (br_ssl_engine_current_state(&c->ssl->eng) &
+		    BR_SSL_SENDREC) != 0;
+	return c->olen > c->oofs;
+}
+
+/* write(2) what is ready.  1 progress, 0 nothing to write or EAGAIN. */
+static int
+conn_write(struct derp_server *s, struct conn *c)
+{
+	const uint8_t *buf;
+	size_t len;
+	ssize_t n;
+
+	if (c->tls) {
+		if (!(br_ssl_engine_current_state(&c->ssl->eng) & BR_SSL_SENDREC))
+			return 0;
+		buf = br_ssl_engine_sendrec_buf(&c->ssl->eng, &len);
+	} else {
+		if (c->olen == c->oofs)
+			return 0;
+		buf = c->obuf + c->oofs;
+		len = c->olen - c->oofs;
+	}
+	n = write(c->fd, buf, len);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+			if (c->wstall_ms == 0)
+				c->wstall_ms = s->now;
+			return 0;
+		}
+		c->dead = 1;	/* reset by peer etc.: not worth a log line */
+		return 0;
+	}
+	if (c->tls)
+		br_ssl_engine_sendrec_ack(&c->ssl->eng, (size_t)n);
+	else
+		c->oofs += (size_t)n;
+	c->wstall_ms = conn_out_pending(c) ? s->now : 0;
+	return 1;
+}
+
+/* =================================================================== ROUTING */
+
+/*
+ * The key table maps a 32-byte public key to the connections registered with
+ * it: open addressing with linear probing, at most half full (sized at start-up
+ * to a power of two >= 2 x max connections), deletion by backward shift so no
+ * tombstones accumulate.  Keys come from clients, who can choose them, so the
+ * hash is keyed with a random per-process seed.
+ */
+static uint64_t
+get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static uint32_t
+key_hash(const struct derp_server *s, const uint8_t key[KEY_BYTES])
+{
+	uint64_t h = s->hash_seed[0];
+	int i;
+
+	for (i = 0; i < KEY_BYTES; i += 8) {
+		h ^= get_le64(key + i);
+		h *= 0x9e3779b97f4a7c15ULL;
+		h ^= (h >> 29) ^ s->hash_seed[1];
+	}
+	h *= 0xbf58476d1ce4e5b9ULL;
+	return (uint32_t)(h >> 32);
+}
+
+/* The slot holding key, or the empty slot where it would go. */
+static uint32_t
+keytab_slot(const struct derp_server *s, const uint8_t key[KEY_BYTES])
+{
+	uint32_t i = key_hash(s, key) & s->keytab_mask;
+
+	while (s->keytab[i].first >= 0 &&
+	    memcmp(s->keytab[i].key, key, KEY_BYTES) != 0)
+		i = (i + 1) & s->keytab_mask;
+	return i;
+}
+
+static struct keyent *
+keytab_find(struct derp_server *s, const uint8_t key[KEY_BYTES])
+{
+	struct keyent *e = &s->keytab[keytab_slot(s, key)];
+
+	return e->first >= 0 ? e : NULL;
+}
+
+static void
+keytab_delete(struct derp_server *s, uint32_t i)
+{
+	uint32_t j = i, home;
+
+	for (;;) {
+		s->keytab[i].first = -1;
+		for (;;) {
+			j = (j + 1) & s->keytab_mask;
+			if (s->keytab[j].first < 0)
+				return;
+			home = key_hash(s, s->keytab[j].key) & s->keytab_mask;
+			/* Move j back to i unless its home lies cyclically in (i, j]. */
+			if (i <= j ? (home <= i || home > j) : (home <= i && home > j))
+				break;
+		}
+		s->keytab[i] = s->keytab[j];
+		i = j;
+	}
+}
+
+/* Register c under c->key; the newest connection of a key gets its traffic. */
+static void
+route_register(struct derp_server *s, struct conn *c)
+{
+	uint32_t i = keytab_slot(s, c->key);
+	struct keyent *e = &s->keytab[i];
+	int32_t idx = (int32_t)(c - s->conns);
+
+	if (e->first < 0) {
+		memcpy(e->key, c->key, KEY_BYTES);
+		e->nconns = 0;
+		c->key_next = -1;
+		s->nkeys++;
+	} else {
+		c->key_next = e->first;
+		s->st.total_dup_client_conns++;
+	}
+	e->first = idx;
+	e->active = idx;
+	e->nconns++;
+	c->send_seq = ++s->send_seq;
+	s->st.current_connections++;
+}
+
+/* Any frame from c makes it the active connection of its key (derper's "last
+ * writer is active" policy for duplicate keys). */
+static void
+route_note_sender(struct derp_server *s, struct conn *c)
+{
+	struct keyent *e;
+
+	c->send_seq = ++s->send_seq;
+	e = keytab_find(s, c->key);
+	if (e != NULL && e->nconns > 1)
+		e->active = (int32_t)(c - s->conns);
+}
+
+/* PeerGone(Disconnected) to everyone who received from key since connecting. */
+static void
+route_key_gone(struct derp_server *s, const uint8_t key[KEY_BYTES])
+{
+	uint64_t tag = get_le64(key);
+	uint32_t i;
+	struct conn *d;
+	int j;
+
+	for (i = 0; i < s->max; i++) {
+		d = &s->conns[i];
+		if (d->state != CS_DERP || d->dead)
+			continue;
+		for (j = 0; j < d->senders_n; j++) {
+			if (d->senders[j] == tag) {
+				d->senders[j] = d->senders[--d->senders_n];
+				peergone_push(s, d, key, PEER_GONE_DISCONNECTED);
+				break;
+			}
+		}
+	}
+}
+
+static void
+route_unregister(struct derp_server *s, struct conn *c)
+{
+	uint32_t i = keytab_slot(s, c->key);
+	struct keyent *e = &s->keytab[i];
+	int32_t idx = (int32_t)(c - s->conns), *pp, best = -1;
+	uint64_t best_seq = 0;
+
+	if (e->first < 0)
+		return;
+	for (pp = &e->first; *pp >= 0; pp = &s->conns[*pp].key_next)
+		if (*pp == idx) {
+			*pp = c->key_next;
+			break;
+		}
+	e->nconns--;
+	s->st.current_connections--;
+	if (e->nconns == 0) {
+		keytab_delete(s, i);
+		s->nkeys--;
+		route_key_gone(s, c->key);
+		return;
+	}
+	if (e->active == idx) {
+		/* The most recent sender (or registration) still connected. */
+		for (idx = e->first; idx >= 0; idx = s->conns[idx].key_next)
+			if (best < 0 || s->conns[idx].send_seq > best_seq) {
+				best = idx;
+				best_seq = s->conns[idx].send_seq;
+			}
+		e->active = best;
+	}
+}
+
+/* Remember that d received from key (for PeerGone). */
+static void
+senders_note(struct conn *d, const uint8_t key[KEY_BYTES])
+{
+	uint64_t tag = get_le64(key);
+	int j;
+
+	for (j = 0; j < d->senders_n; j++)
+		if (d->senders[j] == tag)
+			return;
+	if (d->senders_n < SENDERS_TRACKED) {
+		d->senders[d->senders_n++] = tag;
+	} else {
+		/* Full: forget one, round robin.  The forgotten source's
+		 * departure then goes unannounced to d (documented limit). */
+		d->senders[d->senders_next] = tag;
+		d->senders_next = (uint8_t)((d->senders_next + 1) % SENDERS_TRACKED);
+	}
+}
+
+/*
+ * Make room in the pool for `need` chunks by dropping the oldest packets of the
+ * connection holding the most queued packets: the one that is not keeping up
+ * pays, never the sender.  Returns 0 when enough chunks are free.
+ */
+static int
+pool_reclaim(struct derp_server *s, uint32_t need)
+{
+	uint32_t i, best, best_n;
+	struct conn *c;
+
+	while (s->pool.free_count < need) {
+		best = UINT32_MAX;
+		best_n = 0;
+		for (i = 0; i < s->max; i++) {
+			c = &s->conns[i];
+			if (c->state == CS_DERP &&
+			    c->q[0].count + c->q[1].count > best_n) {
+				best = i;
+				best_n = c->q[0].count + c->q[1].count;
+			}
+		}
+		if (best == UINT32_MAX)
+			return -1;
+		c = &s->conns[best];
+		pktq_drop_head(s, c, c->q[Q_OTHER].count > 0 ? Q_OTHER : Q_DISCO,
+		    s->st.dropped_queue_head);
+		s->st.pool_evictions++;
+	}
+	return 0;
+}
+
+static int
+nothere_allow(struct derp_server *s, struct conn *c)
+{
+	int64_t cap = (int64_t)NOT_HERE_BURST * 1000;
+
+	c->nh_tokens_milli += (s->now - c->nh_last_ms) * NOT_HERE_PER_SEC;
+	c->nh_last_ms = s->now;
+	if (c->nh_tokens_milli > cap)
+		c->nh_tokens_milli = cap;
+	if (c->nh_tokens_milli < 1000)
+		return 0;
+	c->nh_tokens_milli -= 1000;
+	return 1;
+}
+
+/* A complete SendPacket from c, held in the chain c->fpkt, to c->fsmall. */
+static void
+route_packet(struct derp_server *s, struct conn *c)
+{
+	uint32_t first = c->fpkt, plen = c->flen - KEY_BYTES;
+	int kind = pkt_is_disco(&s->pool, first, plen) ? Q_DISCO : Q_OTHER;
+	struct keyent *e;
+	struct conn *d;
+
+	c->fpkt = c->fpkt_cur = NIL;
+	s->st.packets_received++;
+	s->st.bytes_received += plen;
+	s->st.received_kind[kind]++;
+	e = keytab_find(s, c->fsmall);
+	if (e == NULL || e->active < 0) {
+		pool_give_chain(&s->pool, first);
+		if (e != NULL) {
+			s->st.dropped_dup_client[kind]++;
+			return;
+		}
+		s->st.dropped_unknown_dest[kind]++;
+		/* Tell the sender the peer is not here, so it stops using this
+		 * region for it (derper does this for disco only, rate-limited). */
+		if (kind == Q_DISCO && nothere_allow(s, c))
+			peergone_push(s, c, c->fsmall, PEER_GONE_NOT_HERE);
+		return;
+	}
+	d = &s->conns[e->active];
+	if (d->q[kind].count >= s->cfg.queue_depth)
+		pktq_drop_head(s, d, kind, s->st.dropped_queue_head);
+	pktq_push(&s->pool, &d->q[kind], first);
+	senders_note(d, c->key);
+	mark_dirty(s, d);
+}
+
+/* ====================================================================== DERP */
+
+static const uint8_t server_key_magic[8] = {
+	0x44, 0x45, 0x52, 0x50, 0xf0, 0x9f, 0x94, 0x91	/* "DERP" U+1F511 */
+};
+
+/* Queue the ServerKey frame (the server speaks first, unprompted). */
+static int
+derp_queue_server_key(struct derp_server *s, struct conn *c)
+{
+	uint8_t f[FRAME_HEADER_BYTES + 8 + KEY_BYTES];
+
+	frame_put_header(f, FRAME_SERVER_KEY, 8 + KEY_BYTES);
+	memcpy(f + FRAME_HEADER_BYTES, server_key_magic, 8);
+	memcpy(f + FRAME_HEADER_BYTES + 8, s->pub, KEY_BYTES);
+	return cbuf_append(&s->pool, &c->raw, f, sizeof f);
+}
+
+/* ServerInfo: fresh nonce | box of {"version":2} to the client. */
+static int
+derp_queue_server_info(struct derp_server *s, struct conn *c)
+{
+	static const char json[] = "{\"version\":2}";
+	uint8_t f[FRAME_HEADER_BYTES + NACL_NONCE_BYTES + NACL_TAG_BYTES +
+	    sizeof json - 1];
+	uint8_t *nonce = f + FRAME_HEADER_BYTES;
+
+	frame_put_header(f, FRAME_SERVER_INFO, sizeof f - FRAME_HEADER_BYTES);
+	rng_bytes(nonce, NACL_NONCE_BYTES);
+	nacl_box_seal_afternm(nonce + NACL_NONCE_BYTES, (const uint8_t *)json,
+	    sizeof json - 1, nonce, c->boxkey);
+	return cbuf_append(&s->pool, &c->raw, f, sizeof f);
+}
+
+/*
+ * The ClientInfo frame is complete in c->info: open it, check it, register the
+ * connection, queue ServerInfo.  Every failure closes, as derper does (DERP has
+ * no error frame).
+ */
+static const uint8_t no_mesh_key[KEY_BYTES];
+
+static void
+derp_client_info(struct derp_server *s, struct conn *c)
+{
+	struct clientinfo ci;
+	uint8_t *p = s->scratch;
+	uint32_t len = c->info.len;
+	size_t boxlen = len - CLIENTINFO_MIN_BYTES;
+	uint8_t *msg;
+
+	cbuf_peek(&s->pool, &c->info, p, len);
+	cbuf_clear(&s->pool, &c->info);
+	if (is_zero(p, KEY_BYTES)) {
+		conn_fail(c, "client sent all-zero public key");
+		return;
+	}
+	msg = p + CLIENTINFO_MIN_BYTES + NACL_TAG_BYTES;
+	if (nacl_box_beforenm(c->boxkey, p, s->priv) != 0 ||
+	    nacl_box_open_afternm(msg, p + CLIENTINFO_MIN_BYTES, boxlen,
+	    p + KEY_BYTES, c->boxkey) != 0) {
+		conn_fail(c, "failed to open naclbox from client");
+		return;
+	}
+	if (clientinfo_parse((const char *)msg, boxlen - NACL_TAG_BYTES,
+	    &ci) != 0) {
+		conn_fail(c, "invalid client info JSON");
+		return;
+	}
+	memcpy(c->key, p, KEY_BYTES);
+	c->can_ack_pings = (uint8_t)ci.can_ack_pings;
+	c->is_prober = (uint8_t)ci.is_prober;
+	/* No mesh key is configured yet, so no client is a mesh peer: a meshKey
+	 * in ClientInfo makes a regular client, as derper without -mesh-psk-file. */
+	c->mesh = (uint8_t)clientinfo_is_mesh(&ci, no_mesh_key, 0);
+	route_register(s, c);
+	if (derp_queue_server_info(s, c) != 0) {
+		conn_fail(c, "out of buffer memory");
+		return;
+	}
+	c->state = CS_DERP;
+	c->deadline_ms = 0;
+	c->nh_tokens_milli = (int64_t)NOT_HERE_BURST * 1000;
+	c->nh_last_ms = s->now;
+	c->next_keepalive_ms = s->now + KEEPALIVE_MS +
+	    (int64_t)(rng_u32() % KEEPALIVE_JITTER_MS);
+	if (c->notideal)
+		s->st.current_notideal++;
+	mark_dirty(s, c);
+}
+
+/* A frame header is complete: check it against the state.  0 or -1 (close). */
+static int
+frame_begin(struct derp_server *s, struct conn *c)
+{
+	c->ftype = c->fhdr[0];
+	c->flen = get_be32(c->fhdr + 1);
+	c->fgot = 0;
+	if (c->state == CS_DERP_INFO) {
+		if (c->ftype != FRAME_CLIENT_INFO) {
+			conn_fail(c, "first frame is not ClientInfo");
+			return -1;
+		}
+		if (c->flen < CLIENTINFO_MIN_BYTES + NACL_TAG_BYTES ||
+		    c->flen > CLIENTINFO_MAX_BYTES) {
+			conn_fail(c, "ClientInfo frame has a bad length");
+			return -1;
+		}
+		return 0;
+	}
+	route_note_sender(s, c);
+	switch (c->ftype) {
+	case FRAME_SEND_PACKET:
+		if (c->flen < KEY_BYTES || c->flen - KEY_BYTES > MAX_PACKET_BYTES) {
+			conn_fail(c, "SendPacket has a bad length");
+			return -1;
+		}
+		return 0;
+	case FRAME_NOTE_PREFERRED:
+		if (c->flen != 1) {
+			conn_fail(c, "NotePreferred has a bad length");
+			return -1;
+		}
+		return 0;
+	case FRAME_PING:
+		if (c->flen < PING_MIN_BYTES || c->flen > PING_MAX_BYTES) {
+			conn_fail(c, "Ping has a bad length");
+			return -1;
+		}
+		s->st.got_ping++;
+		return 0;
+	case FRAME_FORWARD_PACKET:
+	case FRAME_WATCH_CONNS:
+	case FRAME_CLOSE_PEER:
+		/* Mesh frames need the mesh key in ClientInfo; derper closes
+		 * any other client that sends one. */
+		conn_fail(c, "mesh frame from a client without the mesh key");
+		return -1;
+	default:
+		return 0;	/* skipped: Pong, KeepAlive, unknown types */
+	}
+}
+
+/* Take the chunks for the RecvPacket frame c is receiving.  0 or -1 (pool
+ * exhausted even after reclaiming: the caller pauses this connection). */
+static int
+frame_alloc_packet(struct derp_server *s, struct conn *c)
+{
+	uint32_t plen = c->flen - KEY_BYTES;
+	uint32_t need = chunks_for(RECV_PREFIX_BYTES + (size_t)plen), i, first,
+	    prev = NIL, k;
+	struct chunk *ch;
+
+	if (s->pool.free_count < need && pool_reclaim(s, need) != 0)
+		return -1;
+	first = NIL;
+	for (k = 0; k < need; k++) {
+		i = pool_take(&s->pool);
+		if (prev == NIL)
+			first = i;
+		else
+			s->pool.chunks[prev].next = i;
+		prev = i;
+	}
+	ch = &s->pool.chunks[first];
+	frame_put_header(ch->data, FRAME_RECV_PACKET, KEY_BYTES + plen);
+	memcpy(ch->data + FRAME_HEADER_BYTES, c->key, KEY_BYTES);
+	ch->len = RECV_PREFIX_BYTES;
+	c->fpkt = c->fpkt_cur = first;
+	return 0;
+}
+
+/* Payload bytes of the current frame.  Returns how many were taken; fewer
+ * than n only when the pool is exhausted (the connection pauses). */
+static size_t
+frame_payload(struct derp_server *s, struct conn *c, const uint8_t *p, size_t n)
+{
+	size_t taken = 0, k;
+	struct chunk *ch;
+
+	switch (c->ftype) {
+	case FRAME_CLIENT_INFO:
+		if (c->state != CS_DERP_INFO)
+			return n;	/* a second ClientInfo is skipped */
+		return cbuf_append(&s->pool, &c->info, p, n) == 0 ? n : 0;
+	case FRAME_SEND_PACKET:
+		if (c->fgot < KEY_BYTES) {
+			k = KEY_BYTES - c->fgot;
+			if (k > n)
+				k = n;
+			memcpy(c->fsmall + c->fgot, p, k);
+			taken = k;
+			if (c->fgot + k < KEY_BYTES)
+				return taken;
+		}
+		if (c->fpkt == NIL && frame_alloc_packet(s, c) != 0)
+			return taken;
+		while (taken < n) {
+			ch = &s->pool.chunks[c->fpkt_cur];
+			if (ch->len == CHUNK_DATA_BYTES) {
+				c->fpkt_cur = ch->next;
+				continue;
+			}
+			k = CHUNK_DATA_BYTES - ch->len;
+			if (k > n - taken)
+				k = n - taken;
+			memcpy(ch->data + ch->len, p + taken, k);
+			ch->len = (uint16_t)(ch->len + k);
+			taken += k;
+		}
+		return taken;
+	case FRAME_PING:
+		if (c->fgot < PING_MIN_BYTES) {
+			k = PING_MIN_BYTES - c->fgot;
+			if (k > n)
+				k = n;
+			memcpy(c->fsmall + c->fgot, p, k);
+		}
+		return n;	/* bytes past the first 8 are skipped */
+	case FRAME_NOTE_PREFERRED:
+		c->fsmall[0] = p[0];
+		return n;
+	default:
+		return n;
+	}
+}
+
+static void
+frame_end(struct derp_server *s, struct conn *c)
+{
+	switch (c->ftype) {
+	case FRAME_CLIENT_INFO:
+		if (c->state == CS_DERP_INFO)
+			derp_client_info(s, c);
+		break;
+	case FRAME_SEND_PACKET:
+		if (c->fpkt == NIL && frame_alloc_packet(s, c) != 0) {
+			/* Only for an empty packet: pause until chunks free up,
+			 * with the frame still complete. */
+			c->fgot = c->flen;
+			return;
+		}
+		route_packet(s, c);
+		break;
+	case FRAME_PING:
+		/* One Pong waits at most; a Ping meanwhile is ignored (derper). */
+		if (!c->pong_pending) {
+			c->pong_pending = 1;
+			memcpy(c->pong, c->fsmall, PING_MIN_BYTES);
+			mark_dirty(s, c);
+		}
+		break;
+	case FRAME_NOTE_PREFERRED:
+		if ((c->fsmall[0] != 0) != c->preferred) {
+			c->preferred = c->fsmall[0] != 0;
+			if (c->preferred)
+				s->st.current_home++;
+			else
+				s->st.current_home--;
+		}
+		break;
+	default:
+		break;
+	}
+	c->fhdr_len = 0;
+}
+
+/*
+ * The DERP byte stream: frames may be split or coalesced anywhere.  Returns the
+ * bytes consumed; fewer than len when the connection died or paused.
+ */
+static size_t
+derp_feed(struct derp_server *s, struct conn *c, const uint8_t *p, size_t len)
+{
+	size_t off = 0, k, n;
+
+	while (off < len && !c->dead && !c->in_paused) {
+		if (c->fhdr_len < FRAME_HEADER_BYTES) {
+			k = FRAME_HEADER_BYTES - c->fhdr_len;
+			if (k > len - off)
+				k = len - off;
+			memcpy(c->fhdr + c->fhdr_len, p + off, k);
+			c->fhdr_len = (uint8_t)(c->fhdr_len + k);
+			off += k;
+			if (c->fhdr_len < FRAME_HEADER_BYTES)
+				break;
+			if (frame_begin(s, c) != 0)
+				break;
+		} else {
+			k = c->flen - c->fgot;
+			if (k > len - off)
+				k = len - off;
+			n = frame_payload(s, c, p + off, k);
+			off += n;
+			c->fgot += (uint32_t)n;
+			if (n < k) {
+				mark_paused(s, c);
+				break;
+			}
+		}
+		if (c->fgot == c->flen) {
+			frame_end(s, c);
+			if (c->fhdr_len != 0) {	/* frame_end could not finish */
+				mark_paused(s, c);
+				break;
+			}
+		}
+	}
+	return off;
+}
+
+/* ====================================================================== HTTP */
+
+/*
+ * One request head, parsed in place: slices into the caller's buffer.  Lines
+ * end in CRLF or a bare LF (Go's textproto accepts both).
+ */
+struct http_hdr {
+	const char *name, *val;
+	size_t nlen, vlen;
+};
+
+struct http_req {
+	const char *method, *target;
+	size_t mlen, tlen;
+	int minor;			/* HTTP/1.<minor> */
+	struct http_hdr h[HTTP_HEADERS_MAX];
+	size_t nh;
+};
+
+static int
+http_is_tchar(int ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	    (ch >= '0' && ch <= '9') || (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* Next line of buf[*pos, len): sets line and llen, without the line end. */
+static int
+http_next_line(const char *buf, size_t len, size_t *pos, const char **line,
+    size_t *llen)
+{
+	const char *nl = memchr(buf + *pos, '\n', len - *pos);
+	size_t end;
+
+	if (nl == NULL)
+		return -1;
+	end = (size_t)(nl - buf);
+	*line = buf + *pos;
+	*llen = end - *pos;
+	if (*llen > 0 && (*line)[*llen - 1] == '\r')
+		(*llen)--;
+	*pos = end + 1;
+	return 0;
+}
+
+/* Parse a complete head.  0; -1 malformed (400); -2 too many headers (431). */
+static int
+http_parse(const char *buf, size_t len, struct http_req *r)
+{
+	const char *line, *sp1, *sp2, *colon, *v, *ve;
+	size_t llen, pos = 0, i;
+
+	memset(r, 0, sizeof *r);
+	if (http_next_line(buf, len, &pos, &line, &llen) != 0)
+		return -1;
+	sp1 = memchr(line, ' ', llen);
+	if (sp1 == NULL || sp1 == line)
+		return -1;
+	sp2 = memchr(sp1 + 1, ' ', llen - (size_t)(sp1 + 1 - line));
+	if (sp2 == NULL || sp2 == sp1 + 1)
+		return -1;
+	r->method = line;
+	r->mlen = (size_t)(sp1 - line);
+	for (i = 0; i < r->mlen; i++)
+		if (!http_is_tchar((unsigned char)line[i]))
+			return -1;
+	r->target = sp1 + 1;
+	r->tlen = (size_t)(sp2 - sp1 - 1);
+	if ((size_t)(line + llen - sp2 - 1) != 8 ||
+	    memcmp(sp2 + 1, "HTTP/1.", 7) != 0 || (sp2[8] != '0' && sp2[8] != '1'))
+		return -1;
+	r->minor = sp2[8] - '0';
+	for (;;) {
+		if (http_next_line(buf, len, &pos, &line, &llen) != 0)
+			return -1;
+		if (llen == 0)
+			return 0;
+		if (r->nh == HTTP_HEADERS_MAX)
+			return -2;
+		colon = memchr(line, ':', llen);
+		if (colon == NULL || colon == line)
+			return -1;
+		for (i = 0; line + i < colon; i++)
+			if (!http_is_tchar((unsigned char)line[i]))
+				return -1;
+		v = colon + 1;
+		ve = line + llen;
+		while (v < ve && (*v == ' ' || *v == '\t'))
+			v++;
+		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+			ve--;
+		r->h[r->nh].name = line;
+		r->h[r->nh].nlen = (size_t)(colon - line);
+		r->h[r->nh].val = v;
+		r->h[r->nh].vlen = (size_t)(ve - v);
+		r->nh++;
+	}
+}
+
+/* The first header called name, or NULL. */
+static const struct http_hdr *
+http_header(const struct http_req *r, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < r->nh; i++)
+		if (ascii_eq_ci(r->h[i].name, r->h[i].nlen, name))
+			return &r->h[i];
+	return NULL;
+}
+
+static int
+http_method_is(const struct http_req *r, const char *m)
+{
+	return r->mlen == strlen(m) && memcmp(r->method, m, r->mlen) == 0;
+}
+
+/* The path of the request target (origin or absolute form), no query. */
+static void
+http_path(const struct http_req *r, const char **path, size_t *plen)
+{
+	const char *t = r->target, *end = r->target + r->tlen, *q;
+
+	if (r->tlen > 7 && (ascii_eq_ci(t, 7, "http://") ||
+	    (r->tlen > 8 && ascii_eq_ci(t, 8, "https://")))) {
+		t = memchr(t + 8 - (t[4] == ':'), '/', (size_t)(end - t) - 7);
+		if (t == NULL)
+			t = end;
+	}
+	q = memchr(t, '?', (size_t)(end - t));
+	*path = t;
+	*plen = (size_t)((q != NULL ? q : end) - t);
+}
+
+static int
+path_is(const char *path, size_t plen, const char *want)
+{
+	return plen == strlen(want) && memcmp(path, want, plen) == 0;
+}
+
+/* "Wed, 25 Nov 2026 15:04:05 GMT", as Go's Date header. */
+static void
+http_date(char out[32])
+{
+	struct tm tm;
+	time_t t = time(NULL);
+
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(out, 32, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
+		out[0] = '\0';
+}
+
+#define RESP_CLOSE	1	/* Connection: close, then close */
+#define RESP_NO_LENGTH	2	/* 204: no Content-Length */
+
+/* Headers on derper's browser-facing pages (derper-compat.md section 4.8). */
+static const char browser_headers[] =
+    "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'; "
+    "form-action 'self'; base-uri 'self'; block-all-mixed-content; "
+    "object-src 'none'\r\n"
+    "Strict-Transport-Security: max-age=63072000; includeSubDomains\r\n"
+    "X-Content-Type-Options: nosniff\r\n"
+    "X-Frame-Options: DENY\r\n";
+
+/*
+ * Queue a whole response in c->raw and stop reading requests until it is
+ * written (CS_HTTP_DRAIN).  headers: complete "Name: value\r\n" lines.
+ */
+static void
+http_respond(struct derp_server *s, struct conn *c, const struct http_req *r,
+    const char *status, const char *headers, const char *body, size_t blen,
+    int flags)
+{
+	char buf[4096], date[32];
+	struct sbuf sb = { buf, 0, sizeof buf, 0 };
+	const struct http_hdr *h;
+	int head_only = r != NULL && http_method_is(r, "HEAD");
+
+	if (r == NULL || r->minor == 0)
+		flags |= RESP_CLOSE;
+	if (r != NULL && (h = http_header(r, "Connection")) != NULL &&
+	    ascii_eq_ci(h->val, h->vlen, "close"))
+		flags |= RESP_CLOSE;
+	http_date(date);
+	sb_add(&sb, "HTTP/1.1 ");
+	sb_add(&sb, status);
+	sb_add(&sb, "\r\n");
+	if (headers != NULL)
+		sb_add(&sb, headers);
+	if (flags & RESP_CLOSE)
+		sb_add(&sb, "Connection: close\r\n");
+	sb_add(&sb, "Date: ");
+	sb_add(&sb, date);
+	sb_add(&sb, "\r\n");
+	if (!(flags & RESP_NO_LENGTH)) {
+		sb_add(&sb, "Content-Length: ");
+		sb_add_u64(&sb, blen);
+		sb_add(&sb, "\r\n");
+	}
+	sb_add(&sb, "\r\n");
+	if (!head_only && body != NULL)
+		sb_addn(&sb, body, blen);
+	s->st.http_requests++;
+	if (sb.overflow ||
+	    cbuf_append(&s->pool, &c->raw, (uint8_t *)buf, sb.len) != 0) {
+		c->dead = 1;
+		return;
+	}
+	c->state = CS_HTTP_DRAIN;
+	if (flags & RESP_CLOSE)
+		c->close_after = 1;
+	mark_dirty(s, c);
+}
+
+/* Go's http.Error: text/plain, nosniff, the message plus a newline. */
+static void
+http_error(struct derp_server *s, struct conn *c, const struct http_req *r,
+    const char *status, const char *msg, int flags)
+{
+	char body[256];
+	size_t n = strlen(msg);
+
+	if (n > sizeof body - 1)
+		n = sizeof body - 1;
+	memcpy(body, msg, n);
+	body[n++] = '\n';
+	http_respond(s, c, r, status,
+	    "Content-Type: text/plain; charset=utf-8\r\n"
+	    "X-Content-Type-Options: nosniff\r\n", body, n, flags);
+}
+
+/* Go's http.Redirect for GET/HEAD: Location plus a tiny HTML body. */
+static void
+http_redirect(struct derp_server *s, struct conn *c, const struct http_req *r,
+    const char *status, const char *url, size_t ulen)
+{
+	char hdr[2048], body[2048];
+	struct sbuf h = { hdr, 0, sizeof hdr, 0 }, b = { body, 0, sizeof body, 0 };
+	size_t i;
+
+	sb_add(&h, "Content-Type: text/html; charset=utf-8\r\nLocation: ");
+	sb_addn(&h, url, ulen);
+	sb_add(&h, "\r\n");
+	sb_add(&b, "<a href=\"");
+	for (i = 0; i < ulen; i++) {
+		switch (url[i]) {
+		case '<': sb_add(&b, "&lt;"); break;
+		case '>': sb_add(&b, "&gt;"); break;
+		case '&': sb_add(&b, "&amp;"); break;
+		case '"': sb_add(&b, "&#34;"); break;
+		case '\'': sb_add(&b, "&#39;"); break;
+		default: sb_addn(&b, url + i, 1); break;
+		}
+	}
+	sb_add(&b, "\">");
+	sb_add(&b, status + 4);		/* "302 Found" -> "Found" */
+	sb_add(&b, "</a>.\n\n");
+	if (h.overflow || b.overflow) {
+		http_error(s, c, r, "400 Bad Request", "Bad Request", RESP_CLOSE);
+		return;
+	}
+	http_respond(s, c, r, status, hdr, body,
+	    http_method_is(r, "GET") ? b.len : 0, 0);
+}
+
+/*
+ * /generate_204: the captive-portal check.  The challenge is echoed only when
+ * it is 1..64 bytes of [A-Za-z0-9.-_:] (derper's rule).
+ */
+static void
+http_generate_204(struct derp_server *s, struct conn *c, const struct http_req *r)
+{
+	static const char cache[] = "Cache-Control: no-cache, no-store, "
+	    "must-revalidate, no-transform, max-age=0\r\n";
+	char hdr[256];
+	struct sbuf sb = { hdr, 0, sizeof hdr, 0 };
+	const struct http_hdr *h = http_header(r, "X-Tailscale-Challenge");
+	size_t i;
+	int ok = h != NULL && h->vlen > 0 && h->vlen <= 64;
+
+	for (i = 0; ok && i < h->vlen; i++) {
+		int ch = (unsigned char)h->val[i];
+		ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' ||
+		    ch == '_' || ch == ':';
+	}
+	sb_add(&sb, cache);
+	if (ok) {
+		sb_add(&sb, "X-Tailscale-Response: response ");
+		sb_addn(&sb, h->val, h->vlen);
+		sb_add(&sb, "\r\n");
+	}
+	http_respond(s, c, r, "204 No Content", hdr, NULL, 0, RESP_NO_LENGTH);
+}
+
+static const char home_page[] =
+    "<html><body>\n"
+    "<h1>DERP</h1>\n"
+    "<p>\n"
+    "  This is a <a href=\"https://tailscale.com/\">Tailscale</a> DERP server.\n"
+    "</p>\n"
+    "<p>\n"
+    "  It provides STUN, interactive connectivity establishment, and relaying"
+    " of end-to-end encrypted traffic\n"
+    "  for Tailscale clients.\n"
+    "</p>\n"
+    "<p>\n"
+    "  Documentation:\n"
+    "</p>\n"
+    "<ul>\n"
+    "<li><a href=\"https://tailscale.com/kb/1232/derp-servers\">About DERP</a></li>\n"
+    "<li><a href=\"https://pkg.go.dev/tailscale.com/derp\">Protocol & Go docs</a></li>\n"
+    "<li><a href=\"https://github.com/tailscale/tailscale/tree/main/cmd/derper#derp\">How to run a DERP server</a></li>\n"
+    "</ul>\n";
+
+static void
+http_home(struct derp_server *s, struct conn *c, const struct http_req *r)
+{
+	char body[2048], hdr[1024];
+	struct sbuf b = { body, 0, sizeof body, 0 }, h = { hdr, 0, sizeof hdr, 0 };
+
+	if (strcmp(s->cfg.home, "blank") == 0) {
+		sb_add(&h, browser_headers);
+		sb_add(&h, "Content-Type: text/html; charset=utf-8\r\n");
+		http_respond(s, c, r, "200 OK", hdr, "", 0, 0);
+		return;
+	}
+	if (s->cfg.home[0] != '\0') {
+		http_redirect(s, c, r, "302 Found", s->cfg.home,
+		    strlen(s->cfg.home));
+		return;
+	}
+	sb_add(&b, home_page);
+	if (!s->cfg.derp)
+		sb_add(&b, "<p>Status: disabled</p>\n");
+	sb_add(&b, "</body></html>\n");
+	sb_add(&h, browser_headers);
+	sb_add(&h, "Content-Type: text/html; charset=utf-8\r\n");
+	http_respond(s, c, r, "200 OK", hdr, body, b.len, 0);
+}
+
+/*
+ * The /derp upgrade (derp-protocol.md section 5).  Upgrade: DERP (or a bare
+ * "websocket" without the derp subprotocol: very old clients said that and
+ * spoke raw DERP) switches to the DERP stream; anything else gets 426.
+ */
+static void
+http_derp(struct derp_server *s, struct conn *c, const struct http_req *r)
+{
+	static const char resp_fmt[] = "HTTP/1.1 101 Switching Protocols\r\n"
+	    "Upgrade: DERP\r\nConnection: Upgrade\r\nDerp-Version: 2\r\n"
+	    "Derp-Public-Key: ";
+	const struct http_hdr *up, *h;
+	char hex[2 * KEY_BYTES + 1], low[16];
+	struct sbuf sb;
+	char buf[256];
+	size_t i;
+	int fast;
+
+	if (!s->cfg.derp) {
+		http_error(s, c, r, "404 Not Found", "derp server disabled", 0);
+		return;
+	}
+	up = http_header(r, "Upgrade");
+	if (up != NULL && up->vlen < sizeof low) {
+		for (i = 0; i < up->vlen; i++)
+			low[i] = (char)ascii_lower((unsigned char)up->val[i]);
+		low[i] = '\0';
+	} else {
+		low[0] = '\0';
+	}
+	if (strcmp(low, "websocket") == 0 &&
+	    (h = http_header(r, "Sec-WebSocket-Protocol")) != NULL) {
+		for (i = 0; i + 4 <= h->vlen; i++)
+			if (memcmp(h->val + i, "derp", 4) == 0)
+				break;
+		if (i + 4 <= h->vlen) {
+			http_error(s, c, r, "501 Not Implemented",
+			    "DERP over WebSocket is not supported by this server yet",
+			    RESP_CLOSE);
+			return;
+		}
+	}
+	if (strcmp(low, "derp") != 0 && strcmp(low, "websocket") != 0) {
+		http_error(s, c, r, "426 Upgrade Required",
+		    "DERP requires connection upgrade", 0);
+		return;
+	}
+	h = http_header(r, "Derp-Fast-Start");
+	fast = h != NULL && h->vlen == 1 && h->val[0] == '1';
+	h = http_header(r, "Ideal-Node");
+	c->notideal = h != NULL && h->vlen > 0;
+	if (!fast) {
+		sb.p = buf;
+		sb.len = 0;
+		sb.cap = sizeof buf;
+		sb.overflow = 0;
+		hex_encode(hex, s->pub, KEY_BYTES);
+		sb_add(&sb, resp_fmt);
+		sb_add(&sb, hex);
+		sb_add(&sb, "\r\n\r\n");
+		if (cbuf_append(&s->pool, &c->raw, (uint8_t *)buf, sb.len) != 0) {
+			c->dead = 1;
+			return;
+		}
+	}
+	/* derper writes 101 and ServerKey in one write; so do we (one record). */
+	if (derp_queue_server_key(s, c) != 0) {
+		c->dead = 1;
+		return;
+	}
+	s->st.accepts++;
+	c->state = CS_DERP_INFO;
+	c->fhdr_len = 0;
+	c->deadline_ms = s->now + CLIENTINFO_TIMEOUT_MS;
+	mark_dirty(s, c);
+}
+
+/* Debug access (tsweb.AllowDebugAccess) without the env knobs: loopback and
+ * Tailscale addresses. */
+static int
+peer_has_debug_access(const struct conn *c)
+{
+	const uint8_t *ip = c->peer_ip;
+
+	if (ip16_is_v4(ip))
+		return ip[12] == 127 || (ip[12] == 100 && (ip[13] & 0xc0) == 64 &&
+		    !(ip[13] == 115 && (ip[14] & 0xfe) == 92));
+	return is_zero(ip, 15) && ip[15] == 1 ? 1 :
+	    (ip[0] == 0xfd && ip[1] == 0x7a && ip[2] == 0x11 && ip[3] == 0x5c &&
+	    ip[4] == 0xa1 && ip[5] == 0xe0 && ip[6] == 0 && ip[7] == 0);
+}
+
+/* The port-80 listener in TLS mode (derper-compat.md section 5). */
+static void
+http_port80(struct derp_server *s, struct conn *c, const struct http_req *r,
+    const char *path, size_t plen)
+{
+	const struct http_hdr *host = http_header(r, "Host");
+	char url[2048];
+	struct sbuf sb = { url, 0, sizeof url, 0 };
+
+	if (path_is(path, plen, "/generate_204")) {
+		http_generate_204(s, c, r);
+		return;
+	}
+	if (plen >= 6 && memcmp(path, "/debug", 6) == 0) {
+		http_error(s, c, r, "404 Not Found", "404 page not found", 0);
+		return;
+	}
+	if (!http_method_is(r, "GET") && !http_method_is(r, "HEAD")) {
+		http_error(s, c, r, "400 Bad Request", "Use HTTPS", 0);
+		return;
+	}
+	sb_add(&sb, "https://");
+	if (host != NULL)
+		sb_addn(&sb, host->val, host->vlen);
+	if (path_is(path, plen, "/") && peer_has_debug_access(c))
+		sb_add(&sb, "/debug/");
+	else
+		sb_addn(&sb, r->target, r->tlen);
+	http_redirect(s, c, r, "302 Found", url, sb.overflow ? 0 : sb.len);
+}
+
+/* A complete request head in buf: route it (derper's mux). */
+static void
+http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
+{
+	struct http_req r;
+	const char *path;
+	size_t plen;
+	const struct http_hdr *h;
+	int rc = http_parse(buf, len, &r);
+
+	c->close_after = 0;
+	c->body_left = 0;
+	if (rc == -2) {
+		http_respond(s, c, NULL, "431 Request Header Fields Too Large",
+		    "Content-Type: text/plain; charset=utf-8\r\n",
+		    "431 Request Header Fields Too Large", 35, RESP_CLOSE);
+		return;
+	}
+	if (rc != 0) {
+		http_respond(s, c, NULL, "400 Bad Request",
+		    "Content-Type: text/plain; charset=utf-8\r\n",
+		    "400 Bad Request", 15, RESP_CLOSE);
+		return;
+	}
+	if (r.minor == 1 && http_header(&r, "Host") == NULL) {
+		http_respond(s, c, NULL, "400 Bad Request",
+		    "Content-Type: text/plain; charset=utf-8\r\n",
+		    "400 Bad Request: missing required Host header", 45,
+		    RESP_CLOSE);
+		return;
+	}
+	/* A body, if any, is skipped before the next request (keep-alive). */
+	if ((h = http_header(&r, "Transfer-Encoding")) != NULL) {
+		c->close_after = 1;
+	} else if ((h = http_header(&r, "Content-Length")) != NULL) {
+		uint64_t v = 0;
+		size_t i;
+
+		for (i = 0; i < h->vlen && i < 19; i++) {
+			if (h->val[i] < '0' || h->val[i] > '9')
+				break;
+			v = v * 10 + (uint64_t)(h->val[i] - '0');
+		}
+		if (i == 0 || i != h->vlen) {
+			http_respond(s, c, NULL, "400 Bad Request",
+			    "Content-Type: text/plain; charset=utf-8\r\n",
+			    "400 Bad Request: bad Content-Length", 35, RESP_CLOSE);
+			return;
+		}
+		c->body_left = v;
+	}
+	http_path(&r, &path, &plen);
+	if (c->port80) {
+		http_port80(s, c, &r, path, plen);
+	} else if (http_method_is(&r, "CONNECT")) {
+		if (c->tls)
+			http_error(s, c, &r, "403 Forbidden", "CONNECT not enabled", 0);
+		else
+			http_error(s, c, &r, "404 Not Found", "404 page not found", 0);
+	} else if (path_is(path, plen, "/derp")) {
+		http_derp(s, c, &r);
+	} else if (path_is(path, plen, "/derp/probe") ||
+	    path_is(path, plen, "/derp/latency-check")) {
+		if (http_method_is(&r, "GET") || http_method_is(&r, "HEAD"))
+			http_respond(s, c, &r, "200 OK",
+			    "Access-Control-Allow-Origin: *\r\n", "", 0, 0);
+		else
+			http_error(s, c, &r, "405 Method Not Allowed",
+			    "bogus probe method", 0);
+	} else if (path_is(path, plen, "/generate_204")) {
+		http_generate_204(s, c, &r);
+	} else if (path_is(path, plen, "/robots.txt")) {
+		char hdr[1024];
+		struct sbuf sb = { hdr, 0, sizeof hdr, 0 };
+
+		sb_add(&sb, browser_headers);
+		sb_add(&sb, "Content-Type: text/plain; charset=utf-8\r\n");
+		http_respond(s, c, &r, "200 OK", hdr,
+		    "User-agent: *\nDisallow: /\n", 26, 0);
+	} else if (path_is(path, plen, "/bootstrap-dns")) {
+		/* No -bootstrap-dns-names: derper answers an empty body. */
+		char hdr[1024];
+		struct sbuf sb = { hdr, 0, sizeof hdr, 0 };
+
+		sb_add(&sb, browser_headers);
+		sb_add(&sb, "Content-Type: application/json\r\n");
+		http_respond(s, c, &r, "200 OK", hdr, "", 0, RESP_CLOSE);
+	} else if (plen >= 7 && memcmp(path, "/debug/", 7) == 0) {
+		http_error(s, c, &r, "404 Not Found", "404 page not found", 0);
+	} else {
+		http_home(s, c, &r);
+	}
+	if (c->state == CS_DERP_INFO && c->body_left > 0)
+		conn_fail(c, "upgrade request with a body");
+	if (c->body_left > HTTP_BODY_SKIP_MAX)
+		c->close_after = 1;
+}
+
+/*
+ * Request-head bytes.  The end is the first empty line.  Usually the whole head
+ * arrives in one read (or one TLS record) and is parsed where it lies; otherwise
+ * it accumulates in c->head.  Returns bytes consumed (0: paused).
+ */
+static size_t
+http_head_feed(struct derp_server *s, struct conn *c, const uint8_t *p,
+    size_t len)
+{
+	size_t i, total;
+	uint8_t m = c->head_match;
+
+	/* head_match: 0 mid-line, 1 just after LF, 2 after LF CR. */
+	for (i = 0; i < len; i++) {
+		if (p[i] == '\n') {
+			if (m >= 1 && c->head.len + i > 0)
+				break;
+			m = 1;
+		} else if (p[i] == '\r' && m == 1) {
+			m = 2;
+		} else {
+			m = 0;
+		}
+	}
+	c->head_match = m;
+	total = c->head.len + (i < len ? i + 1 : len);
+	if (total > HTTP_HEAD_MAX_BYTES) {
+		cbuf_clear(&s->pool, &c->head);
+		http_respond(s, c, NULL, "431 Request Header Fields Too Large",
+		    "Content-Type: text/plain; charset=utf-8\r\n",
+		    "431 Request Header Fields Too Large", 35, RESP_CLOSE);
+		return len;
+	}
+	if (i == len) {
+		if (cbuf_append(&s->pool, &c->head, p, len) != 0) {
+			mark_paused(s, c);
+			return 0;
+		}
+		return len;
+	}
+	i++;			/* include the final LF */
+	c->head_match = 1;	/* the next request starts a line */
+	if (c->head.len == 0) {
+		http_request(s, c, (const char *)p, i);
+	} else {
+		cbuf_peek(&s->pool, &c->head, s->scratch, c->head.len);
+		memcpy(s->scratch + c->head.len, p, i);
+		total = c->head.len + i;
+		cbuf_clear(&s->pool, &c->head);
+		http_request(s, c, (const char *)s->scratch, total);
+	}
+	return i;
+}
+
+/* ============================================================== CONN (I/O) */
+
+/* Plaintext bytes from the client, by state.  Returns bytes consumed. */
+static size_t
+conn_consume(struct derp_server *s, struct conn *c, const uint8_t *p,
+    size_t len)
+{
+	size_t off = 0, n;
+
+	while (off < len && !c->dead && !c->in_paused) {
+		switch (c->state) {
+		case CS_HTTP_HEAD:
+			n = http_head_feed(s, c, p + off, len - off);
+			break;
+		case CS_HTTP_BODY:
+			n = len - off < c->body_left ? len - off :
+			    (size_t)c->body_left;
+			c->body_left -= n;
+			if (c->body_left == 0)
+				c->state = CS_HTTP_HEAD;
+			break;
+		case CS_DERP_INFO:
+		case CS_DERP:
+			n = derp_feed(s, c, p + off, len - off);
+			break;
+		default:	/* CS_HTTP_DRAIN: wait for the response */
+			return off;
+		}
+		if (n == 0)
+			break;
+		off += n;
+	}
+	return c->dead ? len : off;
+}
+
+/* A response is written out: next request, or close. */
+static void
+conn_http_drained(struct derp_server *s, struct conn *c)
+{
+	if (c->state != CS_HTTP_DRAIN || c->raw.len > 0 || conn_out_pending(c))
+		return;
+	if (c->close_after) {
+		c->dead = 1;
+		return;
+	}
+	c->state = c->body_left > 0 ? CS_HTTP_BODY : CS_HTTP_HEAD;
+	c->deadline_ms = s->now + HTTP_READ_TIMEOUT_MS;
+}
+
+/*
+ * Move bytes for one connection until nothing moves: read (if can_read and
+ * within budget), hand plaintext to conn_consume, fill output, write.  TLS
+ * runs the same steps through BearSSL's four buffers.
+ */
+static void
+conn_pump(struct derp_server *s, struct conn *c, int can_read)
+{
+	br_ssl_engine_context *e = c->tls ? &c->ssl->eng : NULL;
+	int budget = TLS_RECORDS_PER_ROUND, progress, err;
+	unsigned st;
+	uint8_t *buf;
+	size_t len, used;
+	ssize_t n;
+
+	while (!c->dead) {
+		progress = 0;
+		if (e != NULL) {
+			st = br_ssl_engine_current_state(e);
+			if (st & BR_SSL_CLOSED) {
+				err = br_ssl_engine_last_error(e);
+				if (err != BR_ERR_OK && err != BR_ERR_IO) {
+					s->st.tls_handshake_fail++;
+					if (c->state == CS_HTTP_HEAD && c->raw.len == 0) {
+						char why[64];
+						snprintf(why, sizeof why,
+						    "TLS error %d", err);
+						conn_fail(c, why);
+					}
+				}
+				c->dead = 1;
+				break;
+			}
+			if (conn_write(s, c))
+				progress = 1;
+			if (st & BR_SSL_RECVAPP) {
+				buf = br_ssl_engine_recvapp_buf(e, &len);
+				used = conn_consume(s, c, buf, len);
+				if (used > 0 && !c->dead) {
+					br_ssl_engine_recvapp_ack(e, used);
+					progress = 1;
+				}
+			} else if ((st & BR_SSL_RECVREC) && can_read && budget > 0) {
+				buf = br_ssl_engine_recvrec_buf(e, &len);
+				n = read(c->fd, buf, len);
+				if (n > 0) {
+					br_ssl_engine_recvrec_ack(e, (size_t)n);
+					budget--;
+					progress = 1;
+				} else if (n == 0 || (errno != EAGAIN &&
+				    errno != EWOULDBLOCK && errno != EINTR)) {
+					c->dead = 1;	/* EOF or reset */
+				} else {
+					can_read = 0;
+				}
+			}
+			if (!c->dead && (br_ssl_engine_current_state(e) &
+			    BR_SSL_SENDAPP) && conn_fill(s, c) > 0) {
+				br_ssl_engine_flush(e, 0);
+				progress = 1;
+			}
+		} else {
+			if (c->ilen > 0) {
+				used = conn_consume(s, c, c->ibuf, c->ilen);
+				if (used > 0 && !c->dead) {
+					memmove(c->ibuf, c->ibuf + used, c->ilen - used);
+					c->ilen -= used;
+					progress = 1;
+				}
+			}
+			if (can_read && budget > 0 && c->ilen < IBUF_BYTES &&
+			    !c->in_paused && !c->dead) {
+				n = read(c->fd, c->ibuf + c->ilen, IBUF_BYTES - c->ilen);
+				if (n > 0) {
+					c->ilen += (size_t)n;
+					budget--;
+					progress = 1;
+				} else if (n == 0 && c->state == CS_HTTP_DRAIN) {
+					c->close_after = 1;	/* finish the response */
+					can_read = 0;
+				} else if (n == 0 || (errno != EAGAIN &&
+				    errno != EWOULDBLOCK && errno != EINTR)) {
+					c->dead = 1;
+				} else {
+					can_read = 0;
+				}
+			}
+			if (!c->dead && conn_fill(s, c) > 0)
+				progress = 1;
+			if (!c->dead && conn_write(s, c))
+				progress = 1;
+		}
+		if (!c->dead && c->state == CS_HTTP_DRAIN) {
+			conn_http_drained(s, c);
+			if (c->state != CS_HTTP_DRAIN)
+				progress = 1;
+		}
+		if (!progress)
+			break;
+	}
+}
+
+/* Poll interest from the state: read while input can be taken, write while
+ * output waits for the socket. */
+static void
+conn_update_interest(struct derp_server *s, struct conn *c)
+{
+	short ev = 0;
+	unsigned st;
+
+	if (c->tls) {
+		st = br_ssl_engine_current_state(&c->ssl->eng);
+		if ((st & BR_SSL_RECVREC) && !c->in_paused)
+			ev |= POLLIN;
+		if (st & BR_SSL_SENDREC)
+			ev |= POLLOUT;
+	} else {
+		if (c->ilen < IBUF_BYTES && !c->in_paused)
+			ev |= POLLIN;
+		if (c->olen > c->oofs)
+			ev |= POLLOUT;
+	}
+	if (!(ev & POLLOUT))
+		c->wstall_ms = 0;
+	else if (c->wstall_ms == 0)
+		c->wstall_ms = s->now;
+	if (s->pl.pfd[c->pidx].events != ev)
+		poller_set(&s->pl, c->pidx, ev);
+}
+
+/* Free a slot: unregister, drop what it held, close the socket. */
+static void
+conn_close(struct derp_server *s, struct conn *c)
+{
+	uint32_t idx = (uint32_t)(c - s->conns), first;
+	int32_t moved;
+	int k;
+
+	if (c->state == CS_FREE)
+		return;
+	if (c->state == CS_DERP) {
+		route_unregister(s, c);
+		if (c->preferred)
+			s->st.current_home--;
+		if (c->notideal)
+			s->st.current_notideal--;
+	}
+	for (k = Q_DISCO; k <= Q_OTHER; k++)
+		while ((first = pktq_pop(&s->pool, &c->q[k])) != NIL) {
+			s->st.dropped_gone_disconnected[k]++;
+			pool_give_chain(&s->pool, first);
+		}
+	if (c->out_pkt != NIL)
+		pool_give_chain(&s->pool, c->out_pkt);
+	if (c->fpkt != NIL)
+		pool_give_chain(&s->pool, c->fpkt);
+	cbuf_clear(&s->pool, &c->head);
+	cbuf_clear(&s->pool, &c->info);
+	cbuf_clear(&s->pool, &c->raw);
+	close(c->fd);
+	moved = poller_del(&s->pl, c->pidx);
+	if (moved >= 0)
+		s->conns[moved].pidx = c->pidx;
+	memset(c, 0, sizeof *c);
+	c->state = CS_FREE;
+	c->fd = -1;
+	s->free_slots[s->nfree++] = (int32_t)idx;
+}
+
+/* Service one connection after readiness, then close it if it failed. */
+static void
+conn_service(struct derp_server *s, struct conn *c, short revents)
+{
+	conn_pump(s, c, (revents & (POLLIN | POLLHUP | POLLERR)) != 0);
+	if (c->dead)
+		conn_close(s, c);
+	else
+		conn_update_interest(s, c);
+}
+
+static void
+conn_accept(struct derp_server *s, int lfd, int port80)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	struct conn *c;
+	int fd, n;
+	uint32_t idx;
+
+	for (n = 0; n < ACCEPTS_PER_ROUND; n++) {
+		sl = sizeof ss;
+		fd = accept(lfd, (struct sockaddr *)&ss, &sl);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR && errno != ECONNABORTED)
+				logf("accept: %s", strerror(errno));
+			return;
+		}
+		if (s->nfree == 0 || sock_nonblock(fd) != 0) {
+			/* Over -max-clients: accept and close at once, which a
+			 * client sees as a reset, as derper's accept limiter. */
+			s->st.refused++;
+			close(fd);
+			continue;
+		}
+		sock_tune_accepted(fd, &s->cfg);
+		idx = (uint32_t)s->free_slots[--s->nfree];
+		c = &s->conns[idx];
+		c->fd = fd;
+		c->state = CS_HTTP_HEAD;
+		c->port80 = (uint8_t)port80;
+		c->key_next = -1;
+		c->accepted_ms = s->now;
+		c->deadline_ms = s->now + HTTP_READ_TIMEOUT_MS;
+		sockaddr_to_ip16(&ss, c->peer_ip, &c->peer_port);
+		c->ibuf = s->bufs + (size_t)idx * (IBUF_BYTES + OBUF_BYTES);
+		c->obuf = c->ibuf + IBUF_BYTES;
+		if (s->tls_mode && !port80 && tls_conn_init(s, c, idx) != 0) {
+			logf("TLS setup failed: %d",
+			    br_ssl_engine_last_error(&s->ssl[idx].eng));
+			close(fd);
+			c->state = CS_FREE;
+			s->free_slots[s->nfree++] = (int32_t)idx;
+			continue;
+		}
+		c->pidx = poller_add(&s->pl, fd, POLLIN, (int32_t)idx);
+	}
+}
+
+/* Fill and flush every connection that got something to send this round. */
+static void
+output_flush_dirty(struct derp_server *s)
+{
+	uint32_t i;
+	struct conn *c;
+
+	for (i = 0; i < s->ndirty; i++) {	/* grows while we close */
+		c = &s->conns[s->dirty[i]];
+		c->dirty = 0;
+		if (c->state == CS_FREE)
+			continue;
+		conn_pump(s, c, 0);
+		if (c->dead)
+			conn_close(s, c);
+		else
+			conn_update_interest(s, c);
+	}
+	s->ndirty = 0;
+}
+
+/* Give paused connections another go once chunks are free again. */
+static void
+input_resume_paused(struct derp_server *s)
+{
+	uint32_t i, n = s->npaused;
+	struct conn *c;
+
+	if (n == 0 || s->pool.free_count < CHUNKS_PER_CONN)
+		return;
+	s->npaused = 0;
+	for (i = 0; i < n; i++) {
+		c = &s->conns[s->paused[i]];
+		if (c->state == CS_FREE || !c->in_paused)
+			continue;
+		c->in_paused = 0;
+		conn_service(s, c, 0);
+	}
+}
+
+/* ===================================================================== STUN */
+
+static void
+stun_service(struct derp_server *s, int fd)
+{
+	uint8_t buf[STUN_RECV_BYTES], reply[STUN_REPLY_MAX], ip[16];
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	ssize_t n;
+	size_t rlen;
+	uint16_t port;
+	int i;
+
+	for (i = 0; i < STUN_DATAGRAMS_PER_ROUND; i++) {
+		sl = sizeof ss;
+		n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&ss, &sl);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR)
+				s->st.stun_read_error++;
+			return;
+		}
+		sockaddr_to_ip16(&ss, ip, &port);
+		rlen = stun_answer(reply, buf, (size_t)n, ip, 16, port);
+		if (rlen == 0) {
+			s->st.stun_not_stun++;
+			continue;
+		}
+		if (ip16_is_v4(ip))
+			s->st.stun_ipv4++;
+		else
+			s->st.stun_ipv6++;
+		if (sendto(fd, reply, rlen, 0, (struct sockaddr *)&ss, sl) < 0)
+			s->st.stun_write_error++;
+		else
+			s->st.stun_success++;
+	}
+}
+
+/* ==================================================================== TIMERS */
+
+/*
+ * Once per tick: deadlines, write stalls, KeepAlives.  A sweep over all slots
+ * costs far less per second than the traffic it supervises, and it keeps every
+ * timer in one place instead of a timer heap.
+ */
+static void
+timers_sweep(struct derp_server *s)
+{
+	uint32_t i;
+	struct conn *c;
+
+	for (i = 0; i < s->max; i++) {
+		c = &s->conns[i];
+		if (c->state == CS_FREE)
+			continue;
+		if (c->deadline_ms != 0 && s->now >= c->deadline_ms) {
+			conn_fail(c, c->state == CS_DERP_INFO ?
+			    "timeout waiting for ClientInfo" : NULL);
+		} else if (c->wstall_ms != 0 && s->cfg.tcp_write_timeout_ms > 0 &&
+		    s->now - c->wstall_ms >= s->cfg.tcp_write_timeout_ms) {
+			if (c->state == CS_DERP)
+				s->st.write_timeouts++;
+			conn_fail(c, c->state == CS_DERP ? "write timeout" : NULL);
+		} else if (c->state == CS_DERP && s->now >= c->next_keepalive_ms) {
+			c->keepalive_pending = 1;
+			c->next_keepalive_ms += KEEPALIVE_MS;
+			mark_dirty(s, c);
+		}
+		if (c->dead)
+			conn_close(s, c);
+	}
+}
+
+/* =============================================================== KEYS/CERTS */
+
+/* mkdir -p for the directories above path's last component. */
+static int
+mkdir_parents(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	size_t i, n = strlen(path);
+
+	if (n >= sizeof tmp)
+		return -1;
+	memcpy(tmp, path, n + 1);
+	for (i = 1; i < n; i++) {
+		if (tmp[i] != '/')
+			continue;
+		tmp[i] = '\0';
+		if (mkdir(tmp, mode) != 0 && errno != EEXIST)
+			return -1;
+		tmp[i] = '/';
+	}
+	return 0;
+}
+
+/* Write a whole file atomically (temporary file, fsync, rename), mode 0600. */
+static int
+write_file_atomic(const char *path, const void *data, size_t len)
+{
+	char tmp[PATH_MAX];
+	const uint8_t *p = data;
+	ssize_t n;
+	int fd;
+
+	if (snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid()) >=
+	    (int)sizeof tmp)
+		return -1;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_EXCL, 0600);
+	if (fd < 0)
+		return -1;
+	while (len > 0) {
+		n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto fail;
+		p += n;
+		len -= (size_t)n;
+	}
+	if (fsync(fd) != 0 || close(fd) != 0) {
+		fd = -1;
+		goto fail;
+	}
+	if (rename(tmp, path) != 0) {
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	return -1;
+}
+
+/*
+ * The -c key file (derper-compat.md section 8): JSON with a "privkey:" key;
+ * created with a fresh key when missing, in derper's exact bytes.
+ */
+static int
+keyfile_load_or_create(const char *path, uint8_t priv[KEY_BYTES], char *err,
+    size_t errlen)
+{
+	char buf[65536];
+	const char *why;
+	size_t len = 0;
+	ssize_t n;
+	int fd;
+
+	fd = open(path, O_RDONLY);
+	if (fd < 0 && errno == ENOENT) {
+		rng_bytes(priv, KEY_BYTES);
+		priv[0] &= 248;
+		priv[31] = (uint8_t)((priv[31] & 127) | 64);
+		len = keyfile_format(buf, sizeof buf, priv);
+		if (mkdir_parents(path, 0777) != 0 ||
+		    write_file_atomic(path, buf, len) != 0) {
+			snprintf(err, errlen, "derper: config: write %s: %s", path,
+			    strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
+	if (fd < 0) {
+		snprintf(err, errlen, "derper: config: open %s: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	while (len < sizeof buf && (n = read(fd, buf + len, sizeof buf - len)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			snprintf(err, errlen, "derper: config: read %s: %s", path,
+			    strerror(errno));
+			close(fd);
+			return -1;
+		}
+		len += (size_t)n;
+	}
+	close(fd);
+	if (len == sizeof buf) {
+		snprintf(err, errlen, "derper: config: %s is too large", path);
+		return -1;
+	}
+	if (keyfile_parse(buf, len, priv, &why) != 0) {
+		snprintf(err, errlen, "derper: config: %s: %s", path, why);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+is_ip_literal(const char *h)
+{
+	uint8_t tmp[16];
+
+	return inet_pton(AF_INET, h, tmp) == 1 || inet_pton(AF_INET6, h, tmp) == 1;
+}
+
+static int
+file_exists(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0;
+}
+
+/*
+ * Certificates by -certmode (derper-compat.md section 7).  manual: the
+ * operator's <certdir>/<name>.crt and .key, or for an IP -hostname a self-signed
+ * certificate made here on first start.  letsencrypt on port 443: we have no
+ * ACME client yet, but serve an existing autocert cache file if one is there.
+ */
+static int
+certs_setup(struct derp_server *s, char *err, size_t errlen)
+{
+	const struct derp_config *cfg = &s->cfg;
+	char name[256], crt[PATH_MAX], key[PATH_MAX], hex[65], cerr[256];
+	size_t i, n = 0;
+	int ip = is_ip_literal(cfg->hostname);
+
+	if (cfg->certdir[0] == '\0') {
+		snprintf(err, errlen, "missing required --certdir flag");
+		return -1;
+	}
+	for (i = 0; cfg->hostname[i] != '\0' && n < sizeof name - 1; i++) {
+		char ch = cfg->hostname[i];
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.')
+			name[n++] = ch;
+	}
+	name[n] = '\0';
+	if (strcmp(cfg->certmode, "manual") == 0) {
+		snprintf(crt, sizeof crt, "%s/%s.crt", cfg->certdir, name);
+		snprintf(key, sizeof key, "%s/%s.key", cfg->certdir, name);
+		if (ip && !file_exists(crt) && !file_exists(key)) {
+			if (cert_generate_ip(crt, key, cfg->hostname, time(NULL),
+			    cerr, sizeof cerr) != 0) {
+				snprintf(err, errlen, "derper: %s", cerr);
+				return -1;
+			}
+			logf("generated self-signed certificate %s", crt);
+		}
+		if (cert_load_files(&s->certs, crt, key, cerr, sizeof cerr) != 0) {
+			snprintf(err, errlen, "derper: can not start cert provider: %s",
+			    cerr);
+			return -1;
+		}
+	} else {
+		if (ip) {
+			snprintf(err, errlen, "derper: -certmode letsencrypt needs a "
+			    "DNS -hostname (IP certificates from Let's Encrypt need "
+			    "-acme-ip-certs, which this relay does not have); use "
+			    "-certmode manual for a self-signed IP certificate");
+			return -1;
+		}
+		snprintf(crt, sizeof crt, "%s/%s", cfg->certdir, cfg->hostname);
+		if (!file_exists(crt)) {
+			snprintf(err, errlen, "derper: -certmode %s needs ACME, which "
+			    "this relay does not have yet: use -certmode manual with "
+			    "%s/%s.crt and %s/%s.key, or an IP address as -hostname "
+			    "for a self-signed certificate", cfg->certmode,
+			    cfg->certdir, name, cfg->certdir, name);
+			return -1;
+		}
+		if (cert_load_combined(&s->certs, crt, cerr, sizeof cerr) != 0) {
+			snprintf(err, errlen, "derper: %s", cerr);
+			return -1;
+		}
+		logf("serving the existing certificate %s (no ACME renewal: "
+		    "renew it by other means)", crt);
+	}
+	s->have_certs = 1;
+	if (!cert_matches_host(&s->certs, cfg->hostname)) {
+		snprintf(err, errlen, "derper: certificate %s is not valid for "
+		    "hostname %s", crt, cfg->hostname);
+		return -1;
+	}
+	s->sni_strict = !ip;
+	sni_hostname = cfg->hostname;
+	if (ip) {
+		hex_encode(hex, s->certs.leaf_sha256, 32);
+		logf("Using self-signed certificate for IP address %s. Configure "
+		    "it in DERPMap using: (https://tailscale.com/s/custom-derp)",
+		    cfg->hostname);
+		logf("  {\"Name\":\"custom\",\"RegionID\":900,\"HostName\":\"%s\","
+		    "\"CertName\":\"sha256-raw:%s\"}", cfg->hostname, hex);
+	}
+	return 0;
+}
+
+/* ==================================================================== SERVER */
+
+void
+derp_config_defaults(struct derp_config *cfg)
+{
+	static char certdir[PATH_MAX];
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+
+	memset(cfg, 0, sizeof *cfg);
+	cfg->addr = ":443";
+	cfg->http_port = 80;
+	cfg->stun_port = 3478;
+	cfg->stun = 1;
+	cfg->derp = 1;
+	cfg->config_path = "";
+	cfg->hostname = "derp.tailscale.com";
+	cfg->certmode = "letsencrypt";
+	/* Go's os.UserCacheDir: $XDG_CACHE_HOME, else $HOME/.cache. */
+	if (xdg != NULL && xdg[0] != '\0')
+		snprintf(certdir, sizeof certdir, "%s/tailscale/derper-certs", xdg);
+	else if (home != NULL && home[0] != '\0')
+		snprintf(certdir, sizeof certdir,
+		    "%s/.cache/tailscale/derper-certs", home);
+	else
+		certdir[0] = '\0';
+	cfg->certdir = certdir;
+	cfg->home = "";
+	cfg->tcp_keepalive_ms = 10 * 60 * 1000;
+	cfg->tcp_user_timeout_ms = 15000;
+	cfg->tcp_write_timeout_ms = WRITE_TIMEOUT_DEFAULT_MS;
+	cfg->max_clients = MAX_CLIENTS_DEFAULT;
+	cfg->queue_depth = QUEUE_DEPTH_DEFAULT;
+}
+
+static uint32_t
+keytab_size(uint32_t max)
+{
+	uint32_t n = 16;
+
+	while (n < 2 * max)
+		n <<= 1;
+	return n;
+}
+
+static uint32_t
+pool_chunks(uint32_t max)
+{
+	return max * CHUNKS_PER_CONN + CHUNKS_SPARE;
+}
+
+size_t
+derp_memory_bytes(const struct derp_config *cfg)
+{
+	size_t max = cfg->max_clients, n;
+
+	n = max * (sizeof(struct conn) + IBUF_BYTES + OBUF_BYTES +
+	    sizeof(br_ssl_server_context) + sizeof(struct sni_policy) +
+	    3 * sizeof(int32_t) + sizeof(struct pollfd) + sizeof(int32_t));
+	n += (size_t)pool_chunks(cfg->max_clients) * sizeof(struct chunk);
+	n += (size_t)keytab_size(cfg->max_clients) * sizeof(struct keyent);
+	n += SCRATCH_BYTES + sizeof(struct derp_server);
+	return n;
+}
+
+static int
+derp_alloc(struct derp_server *s, char *err, size_t errlen)
+{
+	uint32_t max = s->cfg.max_clients, i, ks = keytab_size(max);
+	uint32_t pcap = max + 4;
+
+	s->max = max;
+	s->conns = calloc(max, sizeof *s->conns);
+	s->bufs = calloc(max, IBUF_BYTES + OBUF_BYTES);
+	s->free_slots = calloc(max, sizeof *s->free_slots);
+	s->dirty = calloc(max, sizeof *s->dirty);
+	s->paused = calloc(max, sizeof *s->paused);
+	s->keytab = calloc(ks, sizeof *s->keytab);
+	s->pl.pfd = calloc(pcap, sizeof *s->pl.pfd);
+	s->pl.tag = calloc(pcap, sizeof *s->pl.tag);
+	s->scratch = malloc(SCRATCH_BYTES);
+	s->pool.chunks = calloc((size_t)pool_chunks(max) + 1, sizeof(struct chunk));
+	if (s->tls_mode) {
+		s->ssl = calloc(max, sizeof *s->ssl);
+		sni_policies = calloc(max, sizeof *sni_policies);
+	}
+	if (s->conns == NULL || s->bufs == NULL || s->free_slots == NULL ||
+	    s->dirty == NULL || s->paused == NULL || s->keytab == NULL ||
+	    s->pl.pfd == NULL || s->pl.tag == NULL || s->scratch == NULL ||
+	    s->pool.chunks == NULL ||
+	    (s->tls_mode && (s->ssl == NULL || sni_policies == NULL))) {
+		snprintf(err, errlen, "cannot reserve %zu bytes for -max-clients %u",
+		    derp_memory_bytes(&s->cfg), max);
+		return -1;
+	}
+	pool_init(&s->pool, s->pool.chunks, pool_chunks(max));
+	s->pl.cap = pcap;
+	for (i = 0; i < max; i++) {
+		s->conns[i].fd = -1;
+		s->free_slots[i] = (int32_t)(max - 1 - i);
+	}
+	s->nfree = max;
+	for (i = 0; i < ks; i++)
+		s->keytab[i].first = -1;
+	s->keytab_mask = ks - 1;
+	rng_bytes(s->hash_seed, sizeof s->hash_seed);
+	return 0;
+}
+
+struct derp_server *
+derp_create(const struct derp_config *cfg, char *err, size_t errlen)
+{
+	struct derp_server *s;
+	char pubhex[65];
+	int port;
+
+	s = calloc(1, sizeof *s);
+	if (s == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	s->cfg = *cfg;
+	s->main_fd = s->http_fd = s->stun_fd[0] = s->stun_fd[1] = -1;
+	if (rng_init() != 0) {
+		snprintf(err, errlen, "cannot read /dev/urandom: %s", strerror(errno));
+		goto fail;
+	}
+	if (s->cfg.dev)
+		s->cfg.addr = ":3340";
+	if (parse_hostport(s->cfg.addr, s->host, sizeof s->host, &s->port) != 0) {
+		snprintf(err, errlen, "invalid -a %s", s->cfg.addr);
+		goto fail;
+	}
+	if (s->cfg.max_clients == 0 || s->cfg.max_clients > (1u << 24)) {
+		snprintf(err, errlen, "-max-clients must be 1..16777216");
+		goto fail;
+	}
+	if (s->cfg.queue_depth == 0 || s->cfg.queue_depth > 65536) {
+		snprintf(err, errlen, "queue depth must be 1..65536");
+		goto fail;
+	}
+	s->tls_mode = s->port == 443 || strcmp(s->cfg.certmode, "manual") == 0;
+
+	if (s->cfg.stun) {
+		s->stun_fd[0] = sock_listen(s->host, s->cfg.stun_port, SOCK_DGRAM,
+		    err, errlen);
+		if (s->stun_fd[0] < 0)
+			goto fail;
+		logf("STUN server listening on %s%s%s:%d",
+		    strchr(s->host, ':') ? "[" : "", s->host[0] ? s->host : "[::]",
+		    strchr(s->host, ':') ? "]" : "", s->cfg.stun_port);
+	}
+
+	if (s->cfg.dev) {
+		rng_bytes(s->priv, KEY_BYTES);
+		s->priv[0] &= 248;
+		s->priv[31] = (uint8_t)((s->priv[31] & 127) | 64);
+	} else if (keyfile_load_or_create(s->cfg.config_path, s->priv, err,
+	    errlen) != 0) {
+		goto fail;
+	}
+	nacl_x25519_base(s->pub, s->priv);
+	logf("No mesh key configured");
+
+	if (s->tls_mode) {
+		if (certs_setup(s, err, errlen) != 0)
+			goto fail;
+		tls_choose_suites(s);
+	}
+	s->main_fd = sock_listen(s->host, s->port, SOCK_STREAM, err, errlen);
+	if (s->main_fd < 0)
+		goto fail;
+	if (s->tls_mode && s->cfg.http_port >= 0) {
+		port = s->cfg.http_port;
+		s->http_fd = sock_listen(s->host, port, SOCK_STREAM, err, errlen);
+		if (s->http_fd < 0)
+			goto fail;
+	}
+	if (derp_alloc(s, err, errlen) != 0)
+		goto fail;
+	s->main_pidx = poller_add(&s->pl, s->main_fd, POLLIN, TAG_MAIN);
+	if (s->http_fd >= 0)
+		(void)poller_add(&s->pl, s->http_fd, POLLIN, TAG_HTTP);
+	if (s->stun_fd[0] >= 0)
+		(void)poller_add(&s->pl, s->stun_fd[0], POLLIN, TAG_STUN4);
+
+	hex_encode(pubhex, s->pub, KEY_BYTES);
+	logf("server public key nodekey:%s", pubhex);
+	logf("reserved %zu bytes for -max-clients %u (%u packet chunks of %u "
+	    "bytes); resident memory grows with use up to that",
+	    derp_memory_bytes(&s->cfg), s->max, pool_chunks(s->max),
+	    (unsigned)sizeof(struct chunk));
+	if (s->tls_mode)
+		logf("derper: serving on %s with TLS (%s first)", s->cfg.addr,
+		    s->suites[0] == BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 ||
+		    s->suites[0] == BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 ?
+		    "AES-GCM" : "ChaCha20-Poly1305");
+	else
+		logf("derper: serving on %s", s->cfg.addr);
+	return s;
+fail:
+	derp_destroy(s);
+	return NULL;
+}
+
+int
+derp_run(struct derp_server *s)
+{
+	int n, timeout;
+	uint32_t i;
+	int32_t tag;
+	short rev;
+
+	s->now = now_ms();
+	s->next_sweep_ms = s->now + LOOP_TICK_MS;
+	while (!s->stop) {
+		timeout = (int)(s->next_sweep_ms - now_ms());
+		if (timeout < 0)
+			timeout = 0;
+		if (timeout > LOOP_TICK_MS)
+			timeout = LOOP_TICK_MS;
+		n = poller_wait(&s->pl, timeout);
+		if (n < 0 && errno != EINTR) {
+			logf("poll: %s", strerror(errno));
+			return -1;
+		}
+		s->now = now_ms();
+		/* Downwards: a close moves the last entry into the hole, and
+		 * that entry has been visited already (or was just accepted). */
+		for (i = s->pl.n; n > 0 && i-- > 0;) {
+			rev = s->pl.pfd[i].revents;
+			if (rev == 0)
+				continue;
+			s->pl.pfd[i].revents = 0;
+			tag = s->pl.tag[i];
+			if (tag >= 0)
+				conn_service(s, &s->conns[tag], rev);
+			else if (tag == TAG_MAIN)
+				conn_accept(s, s->main_fd, 0);
+			else if (tag == TAG_HTTP)
+				conn_accept(s, s->http_fd, 1);
+			else
+				stun_service(s, s->pl.pfd[i].fd);
+		}
+		input_resume_paused(s);
+		output_flush_dirty(s);
+		if (s->now >= s->next_sweep_ms) {
+			timers_sweep(s);
+			output_flush_dirty(s);
+			s->next_sweep_ms = s->now + LOOP_TICK_MS;
+		}
+	}
+	return 0;
+}
+
+void
+derp_stop(struct derp_server *s)
+{
+	s->stop = 1;
+}
+
+void
+derp_destroy(struct derp_server *s)
+{
+	uint32_t i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; s->conns != NULL && i < s->max; i++)
+		if (s->conns[i].fd >= 0)
+			close(s->conns[i].fd);
+	if (s->main_fd >= 0)
+		close(s->main_fd);
+	if (s->http_fd >= 0)
+		close(s->http_fd);
+	if (s->stun_fd[0] >= 0)
+		close(s->stun_fd[0]);
+	if (s->have_certs)
+		cert_free(&s->certs);
+	free(s->conns);
+	free(s->bufs);
+	free(s->free_slots);
+	free(s->dirty);
+	free(s->paused);
+	free(s->keytab);
+	free(s->pl.pfd);
+	free(s->pl.tag);
+	free(s->scratch);
+	free(s->pool.chunks);
+	free(s->ssl);
+	free(sni_policies);
+	sni_policies = NULL;
+	free(s);
+}
+
+/* ================================================================ FLAGS, MAIN */
+
+#ifndef DERP_NO_MAIN
+
+/*
+ * derper's command line, parsed with Go's flag package rules
+ * (derper-compat.md section 1): -name or --name; -name=value or -name value;
+ * booleans only as -name or -name=bool; parsing stops at the first non-flag
+ * or "--".  A flag whose feature this relay lacks is accepted only at a value
+ * that leaves the feature off; otherwise the relay refuses to start, naming it.
+ */
+enum flag_type { F_BOOL, F_STRING, F_INT, F_DURATION, F_FLOAT };
+
+struct flag {
+	const char *name;
+	enum flag_type type;
+	const char *def;	/* Go's "(default ...)" text; NULL = zero value */
+	const char *usage;
+	const char *missing;	/* feature not built: refuse enabling values */
+	const char *sval;	/* value as given (strings) */
+	int64_t ival;		/* ints; durations in ns; bools 0/1 */
+	double fval;
+	int set;
+};
+
+static struct flag flags[] = {
+	{ "a", F_STRING, "\":443\"", "server HTTP/HTTPS listen address, in form \":port\", \"ip:port\", or for IPv6 \"[ip]:port\". If the IP is omitted, it defaults to all interfaces. Serves HTTPS if the port is 443 and/or -certmode is manual, otherwise HTTP.", NULL, ":443", 0, 0, 0 },
+	{ "accept-connection-burst", F_INT, "9223372036854775807", "burst limit for accepting new connection", "accept rate limiting", NULL, INT64_MAX, 0, 0 },
+	{ "accept-connection-limit", F_FLOAT, "+Inf", "rate limit for accepting new connection", "accept rate limiting", NULL, 0, INFINITY, 0 },
+	{ "ace", F_BOOL, NULL, "enable the CONNECT proxy to Tailscale control hosts (experimental)", "the CONNECT proxy (-ace)", NULL, 0, 0, 0 },
+	{ "acme-eab-key", F_STRING, NULL, "ACME External Account Binding (EAB) Key (base64)", "ACME", "", 0, 0, 0 },
+	{ "acme-eab-kid", F_STRING, NULL, "ACME External Account Binding (EAB) Key ID", "ACME", "", 0, 0, 0 },
+	{ "acme-email", F_STRING, NULL, "ACME account contact email address", "ACME", "", 0, 0, 0 },
+	{ "acme-ip-certs", F_BOOL, NULL, "obtain certificates for the server's IP addresses from Let's Encrypt", "ACME", NULL, 0, 0, 0 },
+	{ "bootstrap-dns-names", F_STRING, NULL, "optional comma-separated list of hostnames to make available at /bootstrap-dns", "bootstrap DNS", "", 0, 0, 0 },
+	{ "c", F_STRING, NULL, "config file path", NULL, "", 0, 0, 0 },
+	{ "certdir", F_STRING, NULL, "directory to store LetsEncrypt certs, if addr's port is :443", NULL, NULL, 0, 0, 0 },
+	{ "certmode", F_STRING, "\"letsencrypt\"", "mode for getting a cert. possible options: manual, letsencrypt", NULL, "letsencrypt", 0, 0, 0 },
+	{ "derp", F_BOOL, "true", "whether to run a DERP server. The only reason to set this false is if you're decommissioning a server but want to keep its bootstrap DNS functionality still running.", NULL, NULL, 1, 0, 0 },
+	{ "dev", F_BOOL, NULL, "run in localhost development mode (overrides -a)", NULL, NULL, 0, 0, 0 },
+	{ "home", F_STRING, NULL, "what to serve at the root path. It may be left empty (the default, for a default homepage), \"blank\" for a blank page, or a URL to redirect to", NULL, "", 0, 0, 0 },
+	{ "hostname", F_STRING, "\"derp.tailscale.com\"", "TLS host name for certs, if addr's port is :443. When --certmode=manual, this can be an IP address to avoid SNI checks", NULL, "derp.tailscale.com", 0, 0, 0 },
+	{ "http-port", F_INT, "80", "The port on which to serve HTTP. Set to -1 to disable. The listener is bound to the same IP (if any) as specified in the -a flag.", NULL, NULL, 80, 0, 0 },
+	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (this relay, not derper); memory is reserved for this many and connections beyond it are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
+	{ "mesh-psk-file", F_STRING, NULL, "if non-empty, path to file containing the mesh pre-shared key file. It should contain some hex string; whitespace is trimmed.", "meshing", "", 0, 0, 0 },
+	{ "mesh-with", F_STRING, NULL, "optional comma-separated list of hostnames to mesh with; the server's own hostname can be in the list. If an entry contains a slash, the second part names a hostname to be used when dialing the target.", "meshing", "", 0, 0, 0 },
+	{ "rate-config", F_STRING, NULL, "path to a JSON file with per-client rate limit configuration, reloaded on SIGHUP", "per-client rate limiting", "", 0, 0, 0 },
+	{ "secrets-cache-dir", F_STRING, NULL, "directory to cache setec secrets in (only with --secrets-url)", NULL, "", 0, 0, 0 },
+	{ "secrets-path-prefix", F_STRING, "\"prod/derp\"", "setec path prefix for \"meshkey\" secret for DERP mesh (only with --secrets-url)", NULL, "prod/derp", 0, 0, 0 },
+	{ "secrets-url", F_STRING, NULL, "SETEC server URL for secrets retrieval of mesh key", "setec secrets", "", 0, 0, 0 },
+	{ "socket", F_STRING, NULL, "optional alternate path to tailscaled socket (only relevant when using --verify-clients)", NULL, "", 0, 0, 0 },
+	{ "stun", F_BOOL, "true", "whether to run a STUN server. It will bind to the same IP (if any) as the --addr flag value.", NULL, NULL, 1, 0, 0 },
+	{ "stun-port", F_INT, "3478", "The UDP port on which to serve STUN. The listener is bound to the same IP (if any) as specified in the -a flag.", NULL, NULL, 3478, 0, 0 },
+	{ "tcp-keepalive-time", F_DURATION, "10m0s", "TCP keepalive time", NULL, NULL, 600000000000LL, 0, 0 },
+	{ "tcp-user-timeout", F_DURATION, "15s", "TCP user timeout", NULL, NULL, 15000000000LL, 0, 0 },
+	{ "tcp-write-timeout", F_DURATION, "2s", "TCP write timeout; 0 results in no timeout being set on writes", NULL, NULL, 2000000000LL, 0, 0 },
+	{ "unpublished-bootstrap-dns-names", F_STRING, NULL, "optional comma-separated list of hostnames to make available at /bootstrap-dns and not publish in the list. If an entry contains a slash, the second part names a DNS record to poll for its TXT record with a `0` to `100` value for rollout percentage.", "bootstrap DNS", "", 0, 0, 0 },
+	{ "verify-client-url", F_STRING, NULL, "if non-empty, an admission controller URL for permitting client connections; see tailcfg.DERPAdmitClientRequest", "client verification", "", 0, 0, 0 },
+	{ "verify-client-url-fail-open", F_BOOL, "true", "whether we fail open if --verify-client-url is unreachable", NULL, NULL, 1, 0, 0 },
+	{ "verify-clients", F_BOOL, NULL, "verify clients to this DERP server through a local tailscaled instance.", "client verification", NULL, 0, 0, 0 },
+	{ "version", F_BOOL, NULL, "print version and exit", NULL, NULL, 0, 0, 0 },
+};
+#define NFLAGS (sizeof flags / sizeof flags[0])
+
+static const char *progname = "derp";
+
+static struct flag *
+flag_find(const char *name, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < NFLAGS; i++)
+		if (strlen(flags[i].name) == len &&
+		    memcmp(flags[i].name, name, len) == 0)
+			return &flags[i];
+	return NULL;
+}
+
+static void
+usage(FILE *f)
+{
+	static const char *tn[] = { "", "string", "int", "duration", "float" };
+	const char *u;
+	size_t i;
+
+	fprintf(f, "Usage of %s:\n", progname);
+	for (i = 0; i < NFLAGS; i++) {
+		fprintf(f, "  -%s", flags[i].name);
+		if (flags[i].type != F_BOOL)
+			fprintf(f, " %s", tn[flags[i].type]);
+		fprintf(f, "%s", strlen(flags[i].name) +
+		    (flags[i].type != F_BOOL ? 1 + strlen(tn[flags[i].type]) : 0) <= 1 ?
+		    "\t" : "\n    \t");
+		for (u = flags[i].usage; *u != '\0'; u++) {
+			fputc(*u, f);
+			if (*u == '\n')
+				fputs("    \t", f);
+		}
+		if (flags[i].def != NULL)
+			fprintf(f, " (default %s)", flags[i].def);
+		if (flags[i].missing != NULL)
+			fprintf(f, " [not built yet: %s]", flags[i].missing);
+		fputc('\n', f);
+	}
+}
+
+/* Go's strconv.ParseInt(s, 0, 64): sign, 0x/0o/0b or leading-0 octal,
+ * underscores only between digits of a prefixed or octal literal. */
+static int
+parse_go_int(const char *s, int64_t *out)
+{
+	int neg = 0, base = 10, under = 0, any = 0;
+	uint64_t v = 0, lim;
+	unsigned d;
+	char ch, prev = '_';
+
+	if (*s == '+' || *s == '-')
+		neg = *s++ == '-';
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+	} else if (s[0] == '0' && (s[1] == 'o' || s[1] == 'O')) {
+		base = 8;
+		s += 2;
+	} else if (s[0] == '0' && (s[1] == 'b' || s[1] == 'B')) {
+		base = 2;
+		s += 2;
+	} else if (s[0] == '0' && s[1] != '\0') {
+		base = 8;
+		s++;
+		any = 1;
+		prev = '0';
+	}
+	lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+	for (; (ch = *s) != '\0'; s++) {
+		if (ch == '_') {
+			if (base == 10 || prev == '_')
+				return -1;
+			under = 1;
+			prev = ch;
+			continue;
+		}
+		if (ch >= '0' && ch <= '9')
+			d = (unsigned)(ch - '0');
+		else if (ch >= 'a' && ch <= 'f')
+			d = (unsigned)(ch - 'a' + 10);
+		else if (ch >= 'A' && ch <= 'F')
+			d = (unsigned)(ch - 'A' + 10);
+		else
+			return -1;
+		if (d >= (unsigned)base)
+			return -1;
+		if (v > (lim - d) / (uint64_t)base)
+			return -1;
+		v = v * (uint64_t)base + d;
+		any = 1;
+		prev = ch;
+	}
+	if (!any || prev == '_' || (under && base == 10))
+		return -1;
+	*out = neg ? (int64_t)(0 - v) : (int64_t)v;
+	return 0;
+}
+
+/* Go's time.ParseDuration, in nanoseconds. */
+static int
+parse_go_duration(const char *s, int64_t *ns)
+{
+	static const struct { const char *u; double mult; } units[] = {
+		{ "ns", 1 }, { "us", 1e3 }, { "\xc2\xb5s", 1e3 }, { "\xce\xbcs", 1e3 },
+		{ "ms", 1e6 }, { "s", 1e9 }, { "m", 60e9 }, { "h", 3600e9 },
+	};
+	double total = 0, v, frac;
+	int neg = 0, digits;
+	size_t i, ul;
+
+	if (*s == '+' || *s == '-')
+		neg = *s++ == '-';
+	if (strcmp(s, "0") == 0) {
+		*ns = 0;
+		return 0;
+	}
+	if (*s == '\0')
+		return -1;
+	while (*s != '\0') {
+		v = 0;
+		digits = 0;
+		while (*s >= '0' && *s <= '9') {
+			v = v * 10 + (*s++ - '0');
+			digits++;
+		}
+		if (*s == '.') {
+			s++;
+			frac = 0.1;
+			while (*s >= '0' && *s <= '9') {
+				v += (*s++ - '0') * frac;
+				frac /= 10;
+				digits++;
+			}
+		}
+		if (digits == 0)
+			return -1;
+		for (i = 0; i < sizeof units / sizeof units[0]; i++) {
+			ul = strlen(units[i].u);
+			/* "m" must not swallow "ms": try the longer units first */
+			if (strncmp(s, units[i].u, ul) == 0 &&
+			    !(ul == 1 && s[0] == 'm' && s[1] == 's'))
+				break;
+		}
+		if (i == sizeof units / sizeof units[0])
+			return -1;
+		total += v * units[i].mult;
+		s += ul;
+	}
+	if (total > 9.2e18)
+		return -1;
+	*ns = (int64_t)(neg ? -total : total);
+	return 0;
+}
+
+static int
+parse_go_bool(const char *v, int64_t *out)
+{
+	static const char *t[] = { "1", "t", "T", "TRUE", "true", "True" };
+	static const char *f[] = { "0", "f", "F", "FALSE", "false", "False" };
+	size_t i;
+
+	for (i = 0; i < 6; i++) {
+		if (strcmp(v, t[i]) == 0) {
+			*out = 1;
+			return 0;
+		}
+		if (strcmp(v, f[i]) == 0) {
+			*out = 0;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int
+flag_set(struct flag *f, const char *v)
+{
+	char *end;
+
+	switch (f->type) {
+	case F_BOOL:
+		if (parse_go_bool(v, &f->ival) != 0) {
+			fprintf(stderr, "invalid boolean value \"%s\" for -%s: "
+			    "parse error\n", v, f->name);
+			return -1;
+		}
+		break;
+	case F_STRING:
+		f->sval = v;
+		break;
+	case F_INT:
+		if (parse_go_int(v, &f->ival) != 0)
+			goto bad;
+		break;
+	case F_DURATION:
+		if (parse_go_duration(v, &f->ival) != 0)
+			goto bad;
+		break;
+	case F_FLOAT:
+		errno = 0;
+		f->fval = strtod(v, &end);
+		if (*v == '\0' || *end != '\0' || errno != 0)
+			goto bad;
+		break;
+	}
+	f->set = 1;
+	return 0;
+bad:
+	fprintf(stderr, "invalid value \"%s\" for flag -%s: parse error\n", v,
+	    f->name);
+	return -1;
+}
+
+/* 0 ok, 1 help requested, -1 error (message printed). */
+static int
+flags_parse(int argc, char **argv)
+{
+	const char *a, *eq, *name;
+	size_t nlen;
+	struct flag *f;
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		a = argv[i];
+		if (a[0] != '-' || a[1] == '\0')
+			break;			/* first positional: stop */
+		name = a + 1;
+		if (name[0] == '-') {
+			name++;
+			if (name[0] == '\0')
+				break;		/* "--" */
+		}
+		if (name[0] == '-' || name[0] == '=') {
+			fprintf(stderr, "bad flag syntax: %s\n", a);
+			return -1;
+		}
+		eq = strchr(name, '=');
+		nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
+		f = flag_find(name, nlen);
+		if (f == NULL) {
+			if ((nlen == 1 && name[0] == 'h') ||
+			    (nlen == 4 && memcmp(name, "help", 4) == 0))
+				return 1;
+			fprintf(stderr, "flag provided but not defined: -%.*s\n",
+			    (int)nlen, name);
+			return -1;
+		}
+		if (eq != NULL) {
+			if (flag_set(f, eq + 1) != 0)
+				return -1;
+		} else if (f->type == F_BOOL) {
+			f->ival = 1;
+			f->set = 1;
+		} else {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "flag needs an argument: -%s\n",
+				    f->name);
+				return -1;
+			}
+			if (flag_set(f, argv[++i]) != 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* A missing feature is refused at any value that would turn it on. */
+static int
+flags_check_missing(void)
+{
+	size_t i;
+	struct flag *f;
+	int on;
+
+	for (i = 0; i < NFLAGS; i++) {
+		f = &flags[i];
+		if (f->missing == NULL || !f->set)
+			continue;
+		switch (f->type) {
+		case F_BOOL: on = f->ival != 0; break;
+		case F_STRING: on = f->sval[0] != '\0'; break;
+		case F_INT: on = f->ival != INT64_MAX; break;
+		case F_FLOAT: on = !isinf(f->fval) || f->fval < 0; break;
+		default: on = 1; break;
+		}
+		if (on) {
+			fprintf(stderr, "derp: -%s: %s is not built into this relay "
+			    "yet\n", f->name, f->missing);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int64_t
+ns_to_ms(int64_t ns)
+{
+	if (ns <= 0)
+		return 0;
+	return ns < 1000000 ? 1 : ns / 1000000;
+}
+
+static struct derp_server *running;
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	if (running != NULL)
+		derp_stop(running);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct derp_config cfg;
+	struct sigaction sa;
+	char err[512];
+	const char *qd;
+	int64_t v;
+	int rc;
+
+	if (argc > 0 && argv[0] != NULL)
+		progname = argv[0];
+	rc = flags_parse(argc, argv);
+	if (rc != 0) {
+		usage(stderr);
+		return rc > 0 ? 0 : 2;
+	}
+	if (flag_find("version", 7)->ival) {
+		printf("%s\n", DERP_VERSION);
+		return 0;
+	}
+	if (flags_check_missing() != 0)
+		return 1;
+	derp_config_defaults(&cfg);
+	cfg.addr = flag_find("a", 1)->sval;
+	cfg.http_port = (int)flag_find("http-port", 9)->ival;
+	cfg.stun_port = (int)flag_find("stun-port", 9)->ival;
+	cfg.stun = (int)flag_find("stun", 4)->ival;
+	cfg.derp = (int)flag_find("derp", 4)->ival;
+	cfg.config_path = flag_find("c", 1)->sval;
+	cfg.dev = (int)flag_find("dev", 3)->ival;
+	cfg.hostname = flag_find("hostname", 8)->sval;
+	cfg.certmode = flag_find("certmode", 8)->sval;
+	if (flag_find("certdir", 7)->set)
+		cfg.certdir = flag_find("certdir", 7)->sval;
+	cfg.home = flag_find("home", 4)->sval;
+	cfg.tcp_keepalive_ms = ns_to_ms(flag_find("tcp-keepalive-time", 18)->ival);
+	cfg.tcp_user_timeout_ms = ns_to_ms(flag_find("tcp-user-timeout", 16)->ival);
+	cfg.tcp_write_timeout_ms = ns_to_ms(flag_find("tcp-write-timeout", 17)->ival);
+	v = flag_find("max-clients", 11)->ival;
+	if (v < 1 || v > (1 << 24)) {
+		fprintf(stderr, "derp: -max-clients must be between 1 and %d\n",
+		    1 << 24);
+		return 2;
+	}
+	cfg.max_clients = (unsigned)v;
+	qd = getenv("TS_DEBUG_DERP_PER_CLIENT_SEND_QUEUE_DEPTH");
+	if (qd != NULL && qd[0] != '\0') {
+		if (parse_go_int(qd, &v) != 0 || v < 1 || v > 65536) {
+			fprintf(stderr, "derp: bad TS_DEBUG_DERP_PER_CLIENT_SEND_"
+			    "QUEUE_DEPTH %s\n", qd);
+			return 1;
+		}
+		cfg.queue_depth = (unsigned)v;
+	}
+	if (strcmp(cfg.certmode, "manual") != 0 &&
+	    strcmp(cfg.certmode, "letsencrypt") != 0) {
+		if (strcmp(cfg.certmode, "gcp") == 0)
+			fprintf(stderr, "derp: -certmode gcp: ACME is not built into "
+			    "this relay yet; use -certmode manual\n");
+		else
+			fprintf(stderr, "derper: unsupported cert mode: \"%s\"\n",
+			    cfg.certmode);
+		return 1;
+	}
+	if (cfg.home[0] != '\0' && strcmp(cfg.home, "blank") != 0 &&
+	    strncmp(cfg.home, "http://", 7) != 0 &&
+	    strncmp(cfg.home, "https://", 8) != 0) {
+		fprintf(stderr, "derper: unsupported -home value \"%s\"; must be "
+		    "empty, \"blank\", or a URL\n", cfg.home);
+		return 1;
+	}
+	if (!cfg.dev && cfg.config_path[0] == '\0') {
+		if (geteuid() != 0) {
+			fprintf(stderr, "derper: -c <config path> not specified\n");
+			return 1;
+		}
+		cfg.config_path = "/var/lib/derper/derper.key";
+		logf("no config path specified; using %s", cfg.config_path);
+	}
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_IGN;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGPIPE, &sa, NULL) != 0) {
+		perror("sigaction");
+		return 1;
+	}
+	running = derp_create(&cfg, err, sizeof err);
+	if (running == NULL) {
+		logf("%s", err);
+		return 1;
+	}
+	sa.sa_handler = on_signal;	/* no SA_RESTART: poll returns EINTR */
+	if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
+		perror("sigaction");
+		return 1;
+	}
+	rc = derp_run(running);
+	derp_destroy(running);
+	running = NULL;
+	return rc == 0 ? 0 : 1;
+}
+
+#endif /* DERP_NO_MAIN */

@@ -1,0 +1,72 @@
+/*
+ * derp.h -- a DERP relay server (Tailscale's derper protocol v2) you can embed.
+ *
+ * A firmware build compiles derp.c, stun.c, nacl.c and cert.c with -DDERP_NO_MAIN
+ * and drives the relay through this interface:
+ *
+ *	struct derp_config cfg;
+ *	derp_config_defaults(&cfg);
+ *	cfg.addr = ":443"; cfg.hostname = "203.0.113.7"; cfg.certmode = "manual";
+ *	srv = derp_create(&cfg, err, sizeof err);   (binds, loads keys; may fail)
+ *	derp_run(srv);                              (until derp_stop)
+ *	derp_destroy(srv);
+ *
+ * The relay is single-threaded.  derp_stop() only sets a flag and is safe to call
+ * from a signal handler; derp_run() returns within one loop round (at most
+ * LOOP_TICK_MS) after it.  All memory is reserved by derp_create() from the limits
+ * in the config; derp_run() never allocates.
+ */
+#ifndef DERP_H
+#define DERP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DERP_VERSION "0.1.0"
+
+/*
+ * The options of Tailscale's derper that this relay implements, with derper's
+ * defaults (derp_config_defaults).  Strings are borrowed, not copied: they must
+ * outlive the server.  Durations are in milliseconds.
+ */
+struct derp_config {
+	const char *addr;		/* -a: ":443", "ip:port", "[v6]:port" */
+	int http_port;			/* -http-port: 80; -1 disables */
+	int stun_port;			/* -stun-port: 3478 */
+	int stun;			/* -stun: run the STUN server */
+	int derp;			/* -derp: serve DERP (else /derp is 404) */
+	const char *config_path;	/* -c: key file ("" = derper's default rule) */
+	int dev;			/* -dev: :3340, throw-away key */
+	const char *hostname;		/* -hostname: "derp.tailscale.com" */
+	const char *certmode;		/* -certmode: "letsencrypt" */
+	const char *certdir;		/* -certdir: $XDG_CACHE_HOME/tailscale/derper-certs */
+	const char *home;		/* -home: "", "blank" or an http(s) URL */
+	int64_t tcp_keepalive_ms;	/* -tcp-keepalive-time: 10 min */
+	int64_t tcp_user_timeout_ms;	/* -tcp-user-timeout: 15 s */
+	int64_t tcp_write_timeout_ms;	/* -tcp-write-timeout: 2 s; 0 disables */
+	unsigned max_clients;		/* -max-clients (ours): connection slots */
+	unsigned queue_depth;		/* per-client packets per queue: 32 */
+};
+
+struct derp_server;
+
+void derp_config_defaults(struct derp_config *cfg);
+
+/* Validate cfg, bind every socket, load or create the key and certificates,
+ * reserve all memory.  NULL with a one-line reason in err on failure. */
+struct derp_server *derp_create(const struct derp_config *cfg, char *err,
+    size_t errlen);
+
+/* Serve until derp_stop().  Returns 0 after a stop, -1 on a fatal loop error. */
+int derp_run(struct derp_server *srv);
+
+/* Ask derp_run() to return.  Async-signal-safe. */
+void derp_stop(struct derp_server *srv);
+
+/* Close every socket and free everything derp_create() reserved. */
+void derp_destroy(struct derp_server *srv);
+
+/* Bytes derp_create() reserved for these limits (what start-up prints). */
+size_t derp_memory_bytes(const struct derp_config *cfg);
+
+#endif

@@ -1,0 +1,1088 @@
+/*
+ * client.c -- the blocking DERP client of client.h.
+ *
+ * Sections, in the order a connection uses them:
+ *   clock and randomness
+ *   sockets        non-blocking connect with a timeout, poll()-bounded I/O
+ *   x509           a certificate "validator" that accepts any chain but records
+ *                  the leaf's SHA-256, its public key and the chain length
+ *   TLS            the BearSSL engine driven by hand so every wait can time out
+ *   bytes          dc_write / dc_read over either transport, with rbuf holding
+ *                  what was received but not yet consumed
+ *   HTTP           request, response head, body
+ *   DERP           keys, upgrade, handshake, frames
+ *
+ * Every blocking step turns its timeout into an absolute deadline on the
+ * monotonic clock first, so loops that wait several times still end in time.
+ */
+#include "client.h"
+#include "../nacl.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FRAME_HEADER_BYTES 5		/* type 1 + big-endian length 4 */
+#define SERVER_KEY_MAGIC_BYTES 8
+#define SERVER_KEY_MAX_BYTES 1024	/* the Go client rejects longer ServerKey frames */
+#define CLIENT_INFO_MAX_JSON 1024	/* our own ClientInfo JSON documents are small */
+#define DEFAULT_JSON "{\"version\":2,\"CanAckPings\":true}"
+
+/* Frame types used here (derp-protocol.md section 8). */
+#define FT_SERVER_KEY 0x01
+#define FT_CLIENT_INFO 0x02
+#define FT_SERVER_INFO 0x03
+#define FT_SEND_PACKET 0x04
+#define FT_RECV_PACKET 0x05
+
+static const uint8_t server_key_magic[SERVER_KEY_MAGIC_BYTES] = {
+	0x44, 0x45, 0x52, 0x50, 0xf0, 0x9f, 0x94, 0x91	/* "DERP" U+1F511 */
+};
+
+/* ---- clock and randomness ---------------------------------------------- */
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds left until deadline, never negative, capped for poll(). */
+static int
+left_ms(int64_t deadline)
+{
+	int64_t d = deadline - now_ms();
+
+	if (d < 0)
+		return 0;
+	if (d > 1000000)
+		return 1000000;
+	return (int)d;
+}
+
+void
+dc_random(void *buf, size_t n)
+{
+	uint8_t *p = buf;
+	int fd = open("/dev/urandom", O_RDONLY);
+
+	if (fd < 0) {
+		perror("client: open /dev/urandom");
+		abort();
+	}
+	while (n > 0) {
+		ssize_t r = read(fd, p, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			perror("client: read /dev/urandom");
+			abort();
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+	close(fd);
+}
+
+static void
+put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t
+get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* ---- sockets ------------------------------------------------------------ */
+
+/* Wait for events on c->fd until deadline: 1 ready, -2 timeout, -1 error. */
+static int
+wait_fd(int fd, short events, int64_t deadline)
+{
+	for (;;) {
+		struct pollfd p;
+		int r;
+
+		p.fd = fd;
+		p.events = events;
+		p.revents = 0;
+		r = poll(&p, 1, left_ms(deadline));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			return -2;
+		return 1;	/* POLLERR/POLLHUP: the read or write reports it */
+	}
+}
+
+/* Read some bytes: >0, 0 EOF (or reset: the peer closed), -1 error, -2 timeout. */
+static int
+sock_read_some(int fd, uint8_t *buf, size_t cap, int64_t deadline)
+{
+	for (;;) {
+		ssize_t r = recv(fd, buf, cap, 0);
+		int w;
+
+		if (r >= 0)
+			return (int)r;
+		if (errno == EINTR)
+			continue;
+		if (errno == ECONNRESET || errno == EPIPE)
+			return 0;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -1;
+		w = wait_fd(fd, POLLIN, deadline);
+		if (w < 0)
+			return w;
+	}
+}
+
+/* Write all of buf: 0, -1 error or closed, -2 timeout. */
+static int
+sock_write_all(int fd, const uint8_t *buf, size_t len, int64_t deadline)
+{
+	while (len > 0) {
+		ssize_t r = send(fd, buf, len, MSG_NOSIGNAL);
+		int w;
+
+		if (r > 0) {
+			buf += r;
+			len -= (size_t)r;
+			continue;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+			return -1;
+		w = wait_fd(fd, POLLOUT, deadline);
+		if (w < 0)
+			return w;
+	}
+	return 0;
+}
+
+static int
+sock_connect(const char *host, int port, int rcvbuf, int timeout_ms)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	int fd, one = 1, err = 0, w;
+	socklen_t errlen = sizeof(err);
+
+	memset(&ss, 0, sizeof(ss));
+	if (strchr(host, ':') != NULL) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+			return -1;
+		sslen = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+			return -1;
+		sslen = sizeof(*s4);
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -1;
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+		goto fail;
+	if (rcvbuf > 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
+		    sizeof(rcvbuf));
+	if (connect(fd, (struct sockaddr *)&ss, sslen) < 0) {
+		if (errno != EINPROGRESS && errno != EINTR)
+			goto fail;
+		w = wait_fd(fd, POLLOUT, now_ms() + timeout_ms);
+		if (w < 0)
+			goto fail;
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0 ||
+		    err != 0)
+			goto fail;
+	}
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+fail:
+	close(fd);
+	return -1;
+}
+
+/* ---- x509: accept any chain, remember the leaf -------------------------- */
+
+static struct dc_x509 *
+x509_of(const br_x509_class **ctx)
+{
+	return (struct dc_x509 *)(void *)ctx;	/* vtable is the first member */
+}
+
+static void
+x509_start_chain(const br_x509_class **ctx, const char *server_name)
+{
+	struct dc_x509 *x = x509_of(ctx);
+
+	(void)server_name;
+	x->cert_index = 0;
+	x->ncerts = 0;
+	x->pkey_ok = 0;
+	memset(x->leaf_sha256, 0, sizeof(x->leaf_sha256));
+}
+
+static void
+x509_start_cert(const br_x509_class **ctx, uint32_t length)
+{
+	struct dc_x509 *x = x509_of(ctx);
+
+	(void)length;
+	if (x->cert_index == 0) {
+		br_sha256_init(&x->sha);
+		br_x509_decoder_init(&x->dec, NULL, NULL);
+	}
+}
+
+static void
+x509_append(const br_x509_class **ctx, const unsigned char *buf, size_t len)
+{
+	struct dc_x509 *x = x509_of(ctx);
+
+	if (x->cert_index == 0) {
+		br_sha256_update(&x->sha, buf, len);
+		br_x509_decoder_push(&x->dec, buf, len);
+	}
+}
+
+/* Copy the decoded leaf key out of the decoder into keybuf. */
+static void
+x509_keep_pkey(struct dc_x509 *x)
+{
+	const br_x509_pkey *pk = br_x509_decoder_get_pkey(&x->dec);
+
+	if (pk == NULL)
+		return;
+	x->pkey.key_type = pk->key_type;
+	if (pk->key_type == BR_KEYTYPE_EC) {
+		if (pk->key.ec.qlen > sizeof(x->keybuf))
+			return;
+		memcpy(x->keybuf, pk->key.ec.q, pk->key.ec.qlen);
+		x->pkey.key.ec.curve = pk->key.ec.curve;
+		x->pkey.key.ec.q = x->keybuf;
+		x->pkey.key.ec.qlen = pk->key.ec.qlen;
+	} else if (pk->key_type == BR_KEYTYPE_RSA) {
+		size_t nl = pk->key.rsa.nlen, el = pk->key.rsa.elen;
+		if (nl + el > sizeof(x->keybuf))
+			return;
+		memcpy(x->keybuf, pk->key.rsa.n, nl);
+		memcpy(x->keybuf + nl, pk->key.rsa.e, el);
+		x->pkey.key.rsa.n = x->keybuf;
+		x->pkey.key.rsa.nlen = nl;
+		x->pkey.key.rsa.e = x->keybuf + nl;
+		x->pkey.key.rsa.elen = el;
+	} else {
+		return;
+	}
+	x->pkey_ok = 1;
+}
+
+static void
+x509_end_cert(const br_x509_class **ctx)
+{
+	struct dc_x509 *x = x509_of(ctx);
+
+	if (x->cert_index == 0) {
+		br_sha256_out(&x->sha, x->leaf_sha256);
+		x509_keep_pkey(x);
+	}
+	x->cert_index++;
+	x->ncerts++;
+}
+
+static unsigned
+x509_end_chain(const br_x509_class **ctx)
+{
+	struct dc_x509 *x = x509_of(ctx);
+
+	if (x->ncerts == 0)
+		return BR_ERR_X509_EMPTY_CHAIN;
+	return x->pkey_ok ? 0 : BR_ERR_X509_UNSUPPORTED;
+}
+
+static const br_x509_pkey *
+x509_get_pkey(const br_x509_class *const *ctx, unsigned *usages)
+{
+	struct dc_x509 *x = (struct dc_x509 *)(void *)ctx;
+
+	if (usages != NULL)
+		*usages = BR_KEYTYPE_KEYX | BR_KEYTYPE_SIGN;
+	return x->pkey_ok ? &x->pkey : NULL;
+}
+
+static const br_x509_class x509_accept_any = {
+	sizeof(struct dc_x509),
+	x509_start_chain,
+	x509_start_cert,
+	x509_append,
+	x509_end_cert,
+	x509_end_chain,
+	x509_get_pkey
+};
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+/* The transport under the engine failed (EOF, reset, write error): the
+ * engine cannot be told (br_ssl_engine_fail is internal), so remember it. */
+static void
+tls_break(struct dclient *c)
+{
+	c->tls_broken = 1;
+	if (c->tls_err == 0)
+		c->tls_err = BR_ERR_IO;
+}
+
+/*
+ * Drive the engine until one of the `want` state bits is set.  Pending records
+ * are always sent first.  Returns 1 when wanted, 0 when the connection closed
+ * (EOF, reset, or close_notify), -1 on a TLS or socket error, -2 at the
+ * deadline.  When the engine fails its error code is kept in c->tls_err.
+ */
+static int
+tls_run(struct dclient *c, unsigned want, int64_t deadline)
+{
+	br_ssl_engine_context *eng = &c->sc.eng;
+
+	for (;;) {
+		unsigned st = br_ssl_engine_current_state(eng);
+		unsigned char *buf;
+		size_t len;
+		int r;
+
+		if (c->tls_broken)
+			return c->tls_broken_eof ? 0 : -1;
+		if (st & BR_SSL_CLOSED) {
+			c->tls_err = br_ssl_engine_last_error(eng);
+			return c->tls_err == BR_ERR_OK ? 0 : -1;
+		}
+		if (st & BR_SSL_SENDREC) {
+			buf = br_ssl_engine_sendrec_buf(eng, &len);
+			r = sock_write_all(c->fd, buf, len, deadline);
+			if (r < 0) {
+				if (r == -1)
+					tls_break(c);
+				return r;
+			}
+			br_ssl_engine_sendrec_ack(eng, len);
+			continue;
+		}
+		if (st & want)
+			return 1;
+		if ((st & BR_SSL_RECVAPP) && c->rlen < sizeof(c->rbuf)) {
+			/* Application data nobody asked for yet: keep it. */
+			size_t n;
+			buf = br_ssl_engine_recvapp_buf(eng, &len);
+			n = sizeof(c->rbuf) - c->rlen;
+			if (n > len)
+				n = len;
+			memcpy(c->rbuf + c->rlen, buf, n);
+			c->rlen += n;
+			br_ssl_engine_recvapp_ack(eng, n);
+			continue;
+		}
+		if (st & BR_SSL_RECVREC) {
+			buf = br_ssl_engine_recvrec_buf(eng, &len);
+			r = sock_read_some(c->fd, buf, len, deadline);
+			if (r == 0) {
+				tls_break(c);
+				c->tls_broken_eof = 1;
+				return 0;
+			}
+			if (r < 0)
+				return r;
+			br_ssl_engine_recvrec_ack(eng, (size_t)r);
+			continue;
+		}
+		return -1;	/* nothing to do and not what we want: stuck */
+	}
+}
+
+static int
+tls_setup(struct dclient *c, const char *sni, int64_t deadline)
+{
+	br_x509_minimal_context unused;	/* init_full wants one; replaced below */
+
+	br_ssl_client_init_full(&c->sc, &unused, NULL, 0);
+	c->x509.vtable = &x509_accept_any;
+	br_ssl_engine_set_x509(&c->sc.eng, &c->x509.vtable);
+	br_ssl_engine_set_versions(&c->sc.eng, c->tls_min, c->tls_max);
+	br_ssl_engine_set_buffer(&c->sc.eng, c->iobuf, sizeof(c->iobuf), 1);
+	if (!br_ssl_client_reset(&c->sc, sni, 0))
+		return -1;
+	/* The handshake is done when application data may be sent. */
+	return tls_run(c, BR_SSL_SENDAPP, deadline) == 1 ? 0 : -1;
+}
+
+/* ---- bytes -------------------------------------------------------------- */
+
+struct dclient *
+dc_new(void)
+{
+	struct dclient *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->fd = -1;
+	c->tls_min = BR_TLS12;
+	c->tls_max = BR_TLS12;
+	c->write_timeout_ms = 5000;
+	return c;
+}
+
+void
+dc_free(struct dclient *c)
+{
+	if (c == NULL)
+		return;
+	dc_close(c);
+	free(c);
+}
+
+int
+dc_connect(struct dclient *c, const char *host, int port, int tls,
+    const char *sni, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	dc_close(c);
+	c->rlen = 0;
+	c->tls_err = 0;
+	c->tls_broken = 0;
+	c->tls_broken_eof = 0;
+	c->got_server_key = 0;
+	memset(&c->x509, 0, sizeof(c->x509));
+	if (strchr(host, ':') != NULL)
+		snprintf(c->host, sizeof(c->host), "[%s]:%d", host, port);
+	else
+		snprintf(c->host, sizeof(c->host), "%s:%d", host, port);
+	c->fd = sock_connect(host, port, c->rcvbuf, timeout_ms);
+	if (c->fd < 0)
+		return -1;
+	c->use_tls = tls;
+	if (tls && tls_setup(c, sni, deadline) < 0) {
+		dc_close(c);
+		return -1;
+	}
+	return 0;
+}
+
+void
+dc_close(struct dclient *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
+/* Write len bytes without flushing TLS: used to build one write of several
+ * parts.  0, -1 (closed or error), -2 (timeout). */
+static int
+write_part(struct dclient *c, const uint8_t *p, size_t len, int64_t deadline)
+{
+	br_ssl_engine_context *eng = &c->sc.eng;
+
+	if (c->fd < 0)
+		return -1;
+	if (!c->use_tls)
+		return sock_write_all(c->fd, p, len, deadline);
+	while (len > 0) {
+		unsigned char *buf;
+		size_t alen;
+		int r = tls_run(c, BR_SSL_SENDAPP, deadline);
+
+		if (r != 1)
+			return r == -2 ? -2 : -1;
+		buf = br_ssl_engine_sendapp_buf(eng, &alen);
+		if (alen > len)
+			alen = len;
+		memcpy(buf, p, alen);
+		br_ssl_engine_sendapp_ack(eng, alen);
+		p += alen;
+		len -= alen;
+	}
+	return 0;
+}
+
+/* Push buffered TLS records out to the socket. */
+static int
+write_flush(struct dclient *c, int64_t deadline)
+{
+	br_ssl_engine_context *eng = &c->sc.eng;
+
+	if (!c->use_tls)
+		return 0;
+	br_ssl_engine_flush(eng, 0);
+	for (;;) {
+		unsigned st = br_ssl_engine_current_state(eng);
+		unsigned char *buf;
+		size_t len;
+
+		if (c->tls_broken || (st & BR_SSL_CLOSED))
+			return -1;
+		if (!(st & BR_SSL_SENDREC))
+			return 0;
+		buf = br_ssl_engine_sendrec_buf(eng, &len);
+		if (sock_write_all(c->fd, buf, len, deadline) < 0) {
+			tls_break(c);
+			return -1;
+		}
+		br_ssl_engine_sendrec_ack(eng, len);
+	}
+}
+
+int
+dc_write(struct dclient *c, const void *buf, size_t len)
+{
+	int64_t deadline = now_ms() + c->write_timeout_ms;
+
+	if (write_part(c, buf, len, deadline) < 0)
+		return -1;
+	return write_flush(c, deadline) < 0 ? -1 : 0;
+}
+
+/* Append more received bytes to rbuf: >0, 0 closed, -1 error, -2 timeout. */
+static int
+fill(struct dclient *c, int64_t deadline)
+{
+	size_t room = sizeof(c->rbuf) - c->rlen;
+	br_ssl_engine_context *eng = &c->sc.eng;
+	unsigned char *buf;
+	size_t len;
+	int r;
+
+	if (c->fd < 0)
+		return -1;
+	if (room == 0)
+		return -1;
+	if (!c->use_tls) {
+		r = sock_read_some(c->fd, c->rbuf + c->rlen, room, deadline);
+		if (r > 0)
+			c->rlen += (size_t)r;
+		return r;
+	}
+	r = tls_run(c, BR_SSL_RECVAPP, deadline);
+	if (r != 1)
+		return r;
+	buf = br_ssl_engine_recvapp_buf(eng, &len);
+	if (len > room)
+		len = room;
+	memcpy(c->rbuf + c->rlen, buf, len);
+	c->rlen += len;
+	br_ssl_engine_recvapp_ack(eng, len);
+	return (int)len;
+}
+
+static void
+consume(struct dclient *c, size_t n)
+{
+	memmove(c->rbuf, c->rbuf + n, c->rlen - n);
+	c->rlen -= n;
+}
+
+/* Make rbuf hold at least n bytes: 1, 0, -1, -2. */
+static int
+need(struct dclient *c, size_t n, int64_t deadline)
+{
+	if (n > sizeof(c->rbuf))
+		return -1;
+	while (c->rlen < n) {
+		int r = fill(c, deadline);
+		if (r <= 0)
+			return r;
+	}
+	return 1;
+}
+
+int
+dc_read(struct dclient *c, void *buf, size_t cap, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	size_t n;
+
+	if (c->rlen == 0) {
+		int r = fill(c, deadline);
+		if (r <= 0)
+			return r;
+	}
+	n = c->rlen < cap ? c->rlen : cap;
+	memcpy(buf, c->rbuf, n);
+	consume(c, n);
+	return (int)n;
+}
+
+int
+dc_read_full(struct dclient *c, void *buf, size_t n, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	uint8_t *p = buf;
+
+	while (n > 0) {
+		int r = dc_read(c, p, n, left_ms(deadline));
+		if (r <= 0)
+			return r;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 1;
+}
+
+/* ---- HTTP --------------------------------------------------------------- */
+
+/* Read a response head into head[cap]; the rest stays in rbuf.  0 or -1. */
+static int
+read_head(struct dclient *c, char *head, size_t cap, int64_t deadline)
+{
+	for (;;) {
+		size_t i;
+
+		for (i = 0; i + 3 < c->rlen; i++) {
+			if (memcmp(c->rbuf + i, "\r\n\r\n", 4) == 0) {
+				size_t n = i + 4;
+				if (n + 1 > cap)
+					return -1;
+				memcpy(head, c->rbuf, n);
+				head[n] = '\0';
+				consume(c, n);
+				return 0;
+			}
+		}
+		if (c->rlen >= cap || fill(c, deadline) <= 0)
+			return -1;
+	}
+}
+
+int
+dc_http_request(struct dclient *c, const char *request, char *head,
+    size_t cap, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	if (cap > 0)
+		head[0] = '\0';
+	if (dc_write(c, request, strlen(request)) < 0)
+		return -1;
+	return read_head(c, head, cap, deadline);
+}
+
+int
+dc_http_status(const char *head)
+{
+	int code;
+
+	if (strncmp(head, "HTTP/1.", 7) != 0 || head[8] != ' ')
+		return -1;
+	if (sscanf(head + 9, "%3d", &code) != 1)
+		return -1;
+	return code;
+}
+
+int
+dc_http_header(const char *head, const char *name, char *out, size_t cap)
+{
+	size_t nl = strlen(name);
+	const char *p = strstr(head, "\r\n");
+
+	while (p != NULL && p[2] != '\r' && p[2] != '\0') {
+		const char *line = p + 2, *end = strstr(line, "\r\n");
+		if (end == NULL)
+			break;
+		if ((size_t)(end - line) > nl && line[nl] == ':' &&
+		    strncasecmp(line, name, nl) == 0) {
+			const char *v = line + nl + 1;
+			size_t n;
+			while (v < end && (*v == ' ' || *v == '\t'))
+				v++;
+			n = (size_t)(end - v);
+			while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+				n--;
+			if (cap > 0) {
+				if (n >= cap)
+					n = cap - 1;
+				memcpy(out, v, n);
+				out[n] = '\0';
+			}
+			return 1;
+		}
+		p = end;
+	}
+	return 0;
+}
+
+/* Read one CRLF-terminated line (chunked encoding) into line[cap]. */
+static int
+read_line(struct dclient *c, char *line, size_t cap, int64_t deadline)
+{
+	for (;;) {
+		size_t i;
+		for (i = 0; i + 1 < c->rlen; i++) {
+			if (c->rbuf[i] == '\r' && c->rbuf[i + 1] == '\n') {
+				if (i + 1 > cap)
+					return -1;
+				memcpy(line, c->rbuf, i);
+				line[i] = '\0';
+				consume(c, i + 2);
+				return 0;
+			}
+		}
+		if (c->rlen > cap || fill(c, deadline) <= 0)
+			return -1;
+	}
+}
+
+int
+dc_http_body(struct dclient *c, const char *head, int head_request,
+    char *body, size_t cap, size_t *len, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	int status = dc_http_status(head);
+	char v[64];
+	size_t got = 0;
+
+	*len = 0;
+	if (cap > 0)
+		body[0] = '\0';
+	if (status < 0)
+		return -1;
+	if (head_request || (status >= 100 && status < 200) || status == 204 ||
+	    status == 304)
+		return 0;
+	if (dc_http_header(head, "Transfer-Encoding", v, sizeof(v)) &&
+	    strcasecmp(v, "chunked") == 0) {
+		for (;;) {
+			char line[128];
+			unsigned long n;
+			if (read_line(c, line, sizeof(line), deadline) < 0)
+				return -1;
+			n = strtoul(line, NULL, 16);
+			if (n == 0)
+				return read_line(c, line, sizeof(line), deadline);
+			if (got + n + 1 > cap)
+				return -1;
+			if (dc_read_full(c, body + got, n, left_ms(deadline)) != 1)
+				return -1;
+			got += n;
+			body[got] = '\0';
+			*len = got;
+			if (read_line(c, line, sizeof(line), deadline) < 0)
+				return -1;
+		}
+	}
+	if (dc_http_header(head, "Content-Length", v, sizeof(v))) {
+		unsigned long n = strtoul(v, NULL, 10);
+		if (n + 1 > cap)
+			return -1;
+		if (n > 0 && dc_read_full(c, body, n, left_ms(deadline)) != 1)
+			return -1;
+		body[n] = '\0';
+		*len = n;
+		return 0;
+	}
+	/* Neither: the body runs to the end of the connection. */
+	for (;;) {
+		int r;
+		if (got + 1 >= cap)
+			return -1;
+		r = dc_read(c, body + got, cap - 1 - got, left_ms(deadline));
+		if (r == 0)
+			break;
+		if (r < 0)
+			return -1;
+		got += (size_t)r;
+	}
+	body[got] = '\0';
+	*len = got;
+	return 0;
+}
+
+/* ---- DERP --------------------------------------------------------------- */
+
+void
+dc_genkey(struct dclient *c)
+{
+	dc_random(c->sk, 32);
+	c->sk[0] &= 248;
+	c->sk[31] = (uint8_t)((c->sk[31] & 127) | 64);
+	nacl_x25519_base(c->pk, c->sk);
+}
+
+int
+dc_send_frame(struct dclient *c, uint8_t type, const void *payload,
+    size_t len)
+{
+	int64_t deadline = now_ms() + c->write_timeout_ms;
+	uint8_t h[FRAME_HEADER_BYTES];
+
+	h[0] = type;
+	put_be32(h + 1, (uint32_t)len);
+	if (write_part(c, h, sizeof(h), deadline) < 0)
+		return -1;
+	if (len > 0 && write_part(c, payload, len, deadline) < 0)
+		return -1;
+	return write_flush(c, deadline) < 0 ? -1 : 0;
+}
+
+int
+dc_recv_frame(struct dclient *c, uint8_t *type, uint8_t *payload,
+    size_t cap, size_t *len, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	uint32_t n;
+	int r;
+
+	r = need(c, FRAME_HEADER_BYTES, deadline);
+	if (r != 1)
+		return r;
+	/* Length read byte by byte, big-endian (derp-protocol.md section 1). */
+	n = get_be32(c->rbuf + 1);
+	if (n > cap || n > sizeof(c->rbuf) - FRAME_HEADER_BYTES)
+		return -1;
+	r = need(c, FRAME_HEADER_BYTES + (size_t)n, deadline);
+	if (r != 1)
+		return r;
+	*type = c->rbuf[0];
+	if (n > 0)
+		memcpy(payload, c->rbuf + FRAME_HEADER_BYTES, n);
+	*len = n;
+	consume(c, FRAME_HEADER_BYTES + (size_t)n);
+	return 1;
+}
+
+int
+dc_send_packet(struct dclient *c, const uint8_t dst[32], const void *pkt,
+    size_t len)
+{
+	int64_t deadline = now_ms() + c->write_timeout_ms;
+	uint8_t h[FRAME_HEADER_BYTES + 32];
+
+	h[0] = FT_SEND_PACKET;
+	put_be32(h + 1, (uint32_t)(32 + len));
+	memcpy(h + FRAME_HEADER_BYTES, dst, 32);
+	if (write_part(c, h, sizeof(h), deadline) < 0)
+		return -1;
+	if (len > 0 && write_part(c, pkt, len, deadline) < 0)
+		return -1;
+	return write_flush(c, deadline) < 0 ? -1 : 0;
+}
+
+int
+dc_recv_packet(struct dclient *c, uint8_t src[32], uint8_t *pkt,
+    size_t cap, size_t *len, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	static uint8_t scratch[DC_MAX_FRAME];	/* frames we skip */
+
+	for (;;) {
+		uint8_t type;
+		size_t n;
+		int r;
+
+		/* Peek at the header so a RecvPacket lands in pkt directly. */
+		r = need(c, FRAME_HEADER_BYTES, deadline);
+		if (r != 1)
+			return r;
+		if (c->rbuf[0] != FT_RECV_PACKET) {
+			r = dc_recv_frame(c, &type, scratch, sizeof(scratch), &n,
+			    left_ms(deadline));
+			if (r != 1)
+				return r;
+			continue;
+		}
+		n = get_be32(c->rbuf + 1);
+		if (n < 32 || n - 32 > cap ||
+		    n > sizeof(c->rbuf) - FRAME_HEADER_BYTES)
+			return -1;
+		r = need(c, FRAME_HEADER_BYTES + n, deadline);
+		if (r != 1)
+			return r;
+		memcpy(src, c->rbuf + FRAME_HEADER_BYTES, 32);
+		if (n > 32)
+			memcpy(pkt, c->rbuf + FRAME_HEADER_BYTES + 32, n - 32);
+		*len = n - 32;
+		consume(c, FRAME_HEADER_BYTES + n);
+		return 1;
+	}
+}
+
+int
+dc_expect_close(struct dclient *c, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	for (;;) {
+		int r;
+
+		c->rlen = 0;	/* discard whatever came before the close */
+		r = fill(c, deadline);
+		if (r == -2)
+			return 0;
+		if (r <= 0)
+			return 1;
+	}
+}
+
+static int
+read_server_key(struct dclient *c, int64_t deadline)
+{
+	uint8_t p[SERVER_KEY_MAX_BYTES];
+	uint8_t type;
+	size_t n;
+
+	if (dc_recv_frame(c, &type, p, sizeof(p), &n, left_ms(deadline)) != 1)
+		return -1;
+	if (type != FT_SERVER_KEY || n < SERVER_KEY_MAGIC_BYTES + 32 ||
+	    memcmp(p, server_key_magic, SERVER_KEY_MAGIC_BYTES) != 0)
+		return -1;
+	if (c->got_server_key &&
+	    memcmp(c->server_pk, p + SERVER_KEY_MAGIC_BYTES, 32) != 0)
+		return -1;
+	memcpy(c->server_pk, p + SERVER_KEY_MAGIC_BYTES, 32);
+	c->got_server_key = 1;
+	return 0;
+}
+
+/* The upgrade request, byte for byte as the Go client writes it
+ * (derp-protocol.md 5.1: headers after User-Agent sorted by name). */
+static int
+upgrade_request(struct dclient *c, int fast_start, char *out, size_t cap)
+{
+	int n = snprintf(out, cap,
+	    "GET /derp HTTP/1.1\r\n"
+	    "Host: %s\r\n"
+	    "User-Agent: Go-http-client/1.1\r\n"
+	    "Connection: Upgrade\r\n"
+	    "%s"
+	    "Upgrade: DERP\r\n"
+	    "\r\n", c->host, fast_start ? "Derp-Fast-Start: 1\r\n" : "");
+
+	return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+int
+dc_upgrade(struct dclient *c, int fast_start, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	char req[512];
+	int n = upgrade_request(c, fast_start, req, sizeof(req));
+
+	c->head[0] = '\0';
+	if (n < 0 || dc_write(c, req, (size_t)n) < 0)
+		return -1;
+	if (!fast_start) {
+		if (read_head(c, c->head, sizeof(c->head), deadline) < 0)
+			return -1;
+		if (dc_http_status(c->head) != 101)
+			return -1;
+	}
+	return read_server_key(c, deadline);
+}
+
+size_t
+dc_client_info_frame(struct dclient *c, const char *json, uint8_t *out,
+    size_t cap)
+{
+	size_t jl, plen;
+	uint8_t *nonce;
+
+	if (json == NULL)
+		json = DEFAULT_JSON;
+	jl = strlen(json);
+	plen = 32 + NACL_NONCE_BYTES + NACL_TAG_BYTES + jl;
+	if (FRAME_HEADER_BYTES + plen > cap)
+		return 0;
+	out[0] = FT_CLIENT_INFO;
+	put_be32(out + 1, (uint32_t)plen);
+	memcpy(out + FRAME_HEADER_BYTES, c->pk, 32);
+	nonce = out + FRAME_HEADER_BYTES + 32;
+	dc_random(nonce, NACL_NONCE_BYTES);
+	if (nacl_box_seal(nonce + NACL_NONCE_BYTES, (const uint8_t *)json, jl,
+	    nonce, c->server_pk, c->sk) < 0)
+		return 0;
+	return FRAME_HEADER_BYTES + plen;
+}
+
+int
+dc_recv_server_info(struct dclient *c, int timeout_ms)
+{
+	static const char want[] = "{\"version\":2}";
+	uint8_t p[1024], msg[1024];
+	uint8_t type;
+	size_t n;
+
+	if (dc_recv_frame(c, &type, p, sizeof(p), &n, timeout_ms) != 1)
+		return -1;
+	if (type != FT_SERVER_INFO || n < NACL_NONCE_BYTES + NACL_TAG_BYTES)
+		return -1;
+	if (nacl_box_open(msg, p + NACL_NONCE_BYTES, n - NACL_NONCE_BYTES, p,
+	    c->server_pk, c->sk) < 0)
+		return -1;
+	n -= NACL_NONCE_BYTES + NACL_TAG_BYTES;
+	if (n != sizeof(want) - 1 || memcmp(msg, want, n) != 0)
+		return -1;
+	return 0;
+}
+
+int
+dc_handshake(struct dclient *c, int fast_start, const char *json,
+    int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	uint8_t ci[FRAME_HEADER_BYTES + 32 + NACL_NONCE_BYTES + NACL_TAG_BYTES +
+	    CLIENT_INFO_MAX_JSON];
+	size_t cilen;
+
+	if (fast_start && c->got_server_key) {
+		/* Request and ClientInfo in one write, as the Go client after a
+		 * TLS 1.3 meta certificate; then skip (check) the ServerKey. */
+		char req[512];
+		int n = upgrade_request(c, 1, req, sizeof(req));
+		int64_t wd = now_ms() + c->write_timeout_ms;
+
+		cilen = dc_client_info_frame(c, json, ci, sizeof(ci));
+		if (n < 0 || cilen == 0)
+			return -1;
+		c->head[0] = '\0';
+		if (write_part(c, (const uint8_t *)req, (size_t)n, wd) < 0 ||
+		    write_part(c, ci, cilen, wd) < 0 || write_flush(c, wd) < 0)
+			return -1;
+		if (read_server_key(c, deadline) < 0)
+			return -1;
+	} else {
+		if (dc_upgrade(c, fast_start, left_ms(deadline)) < 0)
+			return -1;
+		cilen = dc_client_info_frame(c, json, ci, sizeof(ci));
+		if (cilen == 0 || dc_write(c, ci, cilen) < 0)
+			return -1;
+	}
+	return dc_recv_server_info(c, left_ms(deadline));
+}

@@ -1,0 +1,126 @@
+/*
+ * client.h -- a blocking DERP client for the tests (and later the benchmark):
+ * TCP, optional TLS (BearSSL client, certificate pinned by SHA-256 or accepted
+ * blindly), the /derp upgrade, the handshake, and frames.  Every call that waits
+ * takes a timeout; nothing waits forever.
+ *
+ * A struct dclient is large (it holds a full TLS I/O buffer and one maximal frame),
+ * so get one from dc_new() rather than the stack.
+ */
+#ifndef TEST_CLIENT_H
+#define TEST_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <bearssl.h>
+
+#define DC_MAX_FRAME (5 + 65536 + 64)	/* largest frame we expect to read */
+#define DC_HEAD_MAX 8192		/* largest HTTP response head we keep */
+
+struct dclient {
+	/* Options: dc_new() sets the defaults, dc_connect() keeps them. */
+	int rcvbuf;			/* SO_RCVBUF before connect; 0 = system default */
+	unsigned tls_min, tls_max;	/* BR_TLS10..BR_TLS12; default TLS 1.2 only */
+	int write_timeout_ms;		/* bound for one dc_write (default 5000) */
+
+	int fd;
+	int use_tls;
+	int tls_err;			/* BearSSL error when the engine failed, else 0 */
+	int tls_broken;			/* the socket under the engine failed ... */
+	int tls_broken_eof;		/* ... by EOF or reset (a close, not an error) */
+	char host[80];			/* Host header: "127.0.0.1:443", "[::1]:3340" */
+	br_ssl_client_context sc;
+	/* x509 state for "accept any certificate, remember the chain's leaf hash" */
+	struct dc_x509 {
+		const br_x509_class *vtable;
+		br_sha256_context sha;
+		int cert_index;
+		uint8_t leaf_sha256[32];
+		int ncerts;			/* certificates the server presented */
+		br_x509_decoder_context dec;
+		br_x509_pkey pkey;
+		uint8_t keybuf[600];		/* 4096-bit RSA modulus 512 + exponent */
+		int pkey_ok;
+	} x509;
+	uint8_t iobuf[BR_SSL_BUFSIZE_BIDI];
+	/* received, not yet consumed plaintext */
+	uint8_t rbuf[DC_MAX_FRAME + 16384];
+	size_t rlen;
+	uint8_t sk[32], pk[32];		/* our key pair */
+	uint8_t server_pk[32];		/* from ServerKey (or preset for fast start) */
+	int got_server_key;
+	char head[DC_HEAD_MAX];		/* last HTTP response head (dc_upgrade) */
+};
+
+/* A zeroed client with default options and no connection; NULL if out of
+ * memory.  dc_free() closes and frees (NULL is fine). */
+struct dclient *dc_new(void);
+void dc_free(struct dclient *c);
+
+/* Connect to host:port (numeric IPv4 or IPv6).  tls: 0 plain, 1 TLS.  sni: server
+ * name to send, or NULL for none.  Returns 0 or -1. */
+int dc_connect(struct dclient *c, const char *host, int port, int tls,
+    const char *sni, int timeout_ms);
+void dc_close(struct dclient *c);
+
+/* Raw bytes (after TLS).  dc_write: 0 or -1.  dc_read: >0 bytes, 0 EOF/closed,
+ * -1 error, -2 timeout.  dc_read_full: exactly n bytes: 1, 0, -1, -2. */
+int dc_write(struct dclient *c, const void *buf, size_t len);
+int dc_read(struct dclient *c, void *buf, size_t cap, int timeout_ms);
+int dc_read_full(struct dclient *c, void *buf, size_t n, int timeout_ms);
+
+/* HTTP: send a request, read the response head (up to the blank line) into
+ * head[cap] (NUL-terminated); extra bytes stay buffered for frames. 0 or -1. */
+int dc_http_request(struct dclient *c, const char *request, char *head,
+    size_t cap, int timeout_ms);
+/* The body of the response whose head is `head` (Content-Length, chunked, or up
+ * to EOF; none for HEAD requests and 1xx/204/304).  NUL-terminated when room.
+ * 0 or -1. */
+int dc_http_body(struct dclient *c, const char *head, int head_request,
+    char *body, size_t cap, size_t *len, int timeout_ms);
+/* Value of header `name` in a response head (case-insensitive name), copied
+ * into out[cap] with surrounding blanks removed; 1 found, 0 not. */
+int dc_http_header(const char *head, const char *name, char *out, size_t cap);
+/* Status code of a response head, or -1. */
+int dc_http_status(const char *head);
+
+/* n random bytes from /dev/urandom (aborts if it cannot be read). */
+void dc_random(void *buf, size_t n);
+/* Fresh random key pair in c->sk / c->pk. */
+void dc_genkey(struct dclient *c);
+
+/* Full handshake: upgrade (fast_start: send Derp-Fast-Start: 1 and expect no HTTP
+ * response), read ServerKey, send ClientInfo with json (NULL: the tailscaled
+ * default {"version":2,"CanAckPings":true}), read and open ServerInfo.  0 or -1.
+ * With fast_start and c->got_server_key already set (the caller knows the key,
+ * as a Go client does after a TLS 1.3 meta certificate) the request and the
+ * ClientInfo go out in one write, as the Go client sends them, and the
+ * ServerKey that arrives is checked against the known key. */
+int dc_handshake(struct dclient *c, int fast_start, const char *json,
+    int timeout_ms);
+/* The steps of dc_handshake, for tests that break one of them.
+ * dc_upgrade: request (+ 101 unless fast start) + ServerKey; 0 or -1.
+ * dc_client_info_frame: the ClientInfo frame (5-byte header included) for json
+ *   into out[cap]; returns its length, or 0 if it does not fit.
+ * dc_recv_server_info: next frame must be ServerInfo holding {"version":2}. */
+int dc_upgrade(struct dclient *c, int fast_start, int timeout_ms);
+size_t dc_client_info_frame(struct dclient *c, const char *json, uint8_t *out,
+    size_t cap);
+int dc_recv_server_info(struct dclient *c, int timeout_ms);
+
+/* Frames.  dc_recv_frame: 1 frame read, 0 EOF/closed, -1 error, -2 timeout. */
+int dc_send_frame(struct dclient *c, uint8_t type, const void *payload,
+    size_t len);
+int dc_recv_frame(struct dclient *c, uint8_t *type, uint8_t *payload,
+    size_t cap, size_t *len, int timeout_ms);
+int dc_send_packet(struct dclient *c, const uint8_t dst[32], const void *pkt,
+    size_t len);
+/* Read frames until a RecvPacket arrives (KeepAlive etc. skipped).  Fills src and
+ * the packet.  1, 0, -1, -2 as dc_recv_frame. */
+int dc_recv_packet(struct dclient *c, uint8_t src[32], uint8_t *pkt,
+    size_t cap, size_t *len, int timeout_ms);
+/* 1 if the server closes the connection within timeout_ms (frames before the
+ * close are discarded), 0 if it stays open. */
+int dc_expect_close(struct dclient *c, int timeout_ms);
+
+#endif

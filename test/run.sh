@@ -1,0 +1,48 @@
+#!/bin/sh
+# test/run.sh BUILD_DIR... -- run every test program of each build directory
+# (build/ as shipped, build/san/ with AddressSanitizer and UBSan) and add up
+# their "N passed, N failed[, N skipped]" lines.  A program that crashes or exits
+# non-zero without reporting a failure counts as one failure.
+set -u
+data=test/data
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/derp-test.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT INT TERM
+pass=0 fail=0 skip=0 n=0
+
+run() {
+	dir=$1 prog=$2
+	shift 2
+	n=$((n + 1))
+	log="$scratch/$n.log"
+	"$dir/$prog" "$@" >"$log" 2>&1
+	rc=$?
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+	p=$(echo "$line" | sed -n 's/^\([0-9]*\) passed.*/\1/p')
+	f=$(echo "$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
+	s=$(echo "$line" | sed -n 's/.* \([0-9]*\) skipped.*/\1/p')
+	p=${p:-0} f=${f:-0} s=${s:-0}
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1
+		echo "FAIL $dir/$prog exited with status $rc"
+	fi
+	grep -E '^(FAIL|skip)' "$log" | sed "s|^|  $dir/$prog: |"
+	if [ "$f" -gt 0 ]; then
+		echo "---- last lines of $dir/$prog output:"
+		tail -n 30 "$log"
+		echo "----"
+	fi
+	echo "$dir/$prog: $p passed, $f failed, $s skipped"
+	pass=$((pass + p)) fail=$((fail + f)) skip=$((skip + s))
+}
+
+for dir in "$@"; do
+	run "$dir" test_stun "$data"
+	run "$dir" test_nacl "$data/derp/nacl_box_vectors.txt"
+	run "$dir" test_units "$data/derp"
+	mkdir -p "$scratch/cert$n"
+	run "$dir" test_cert "$scratch/cert$n"
+	mkdir -p "$scratch/int$n"
+	run "$dir" test_integration "$dir/derp" "$scratch/int$n"
+done
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]

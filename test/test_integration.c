@@ -1,0 +1,2718 @@
+/*
+ * test_integration.c -- runs the real ./derp as a child process on loopback and
+ * talks to it as Tailscale clients would: DERP over plain HTTP and over TLS, the
+ * HTTP endpoints, STUN over IPv4, IPv6 and a dual-stack socket.
+ *
+ * Usage: test_integration DERP_BINARY SCRATCH_DIR [DATA_DIR]
+ *   DERP_BINARY  the server to test, e.g. ./derp
+ *   SCRATCH_DIR  created if missing; holds the key file, certificates, logs
+ *                (derp-<mode>.log: the server's stdout and stderr)
+ *   DATA_DIR     the test vectors, default test/data (copies of the shared
+ *                testdata; nothing outside the repository is read)
+ *
+ * Modes, one server each: plain (HTTP on 127.0.0.1), tls (-certmode manual with a
+ * self-signed certificate for 127.0.0.1, plus the port-80 style listener),
+ * ipv6 (-a [::1]:P) and dual (-a :P, one dual-stack socket), both skipped when
+ * the host has no IPv6 loopback; mesh (plain, with -mesh-psk-file: the test
+ * plays the mesh peer: WatchConns, ForwardPacket, ClosePeer).
+ *
+ * Output: one line per check, "ok MODE NAME", "FAIL MODE NAME: DETAIL" or
+ * "skip MODE NAME: WHY", then "N passed, N failed, N skipped".  Exit status 0
+ * iff nothing failed.
+ *
+ * Nothing waits without a bound: every read has a timeout of a few seconds, the
+ * server gets 10 s to come up and 2 s to exit on SIGTERM, and alarm() is a
+ * global watchdog that kills the server and fails the run.  Only loopback
+ * addresses are ever contacted.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bearssl.h>
+
+#include "client.h"
+#include "../nacl.h"
+#include "../stun.h"
+
+/* ---- limits and timeouts ------------------------------------------------ */
+
+#define WATCHDOG_S 240		/* whole run; four modes of well under 60 s each */
+#define START_MS 10000		/* server start-up: key, certificate generation */
+#define STOP_MS 2000		/* SIGTERM to exit, as derper (brief requirement) */
+#define CONNECT_MS 3000
+#define IO_MS 3000		/* one request/response on loopback */
+#define CLOSE_MS 3000		/* a bad connection must be closed within this */
+#define QUIET_MS 300		/* "nothing more arrives" windows */
+#define HANDSHAKE_DEADLINE_MIN_MS 9000	/* derper: 10 s after ServerKey */
+#define HANDSHAKE_DEADLINE_MAX_MS 12500	/* ... plus a coarse once-a-second sweep */
+#define FLOOD_MS 5000		/* > 2 s write timeout + time to fill the buffers */
+#define MAX_PACKET 65536
+#define PORT_TRIES 3		/* fresh ports when a start fails (port in use) */
+#define FILE_MAX (256 * 1024)	/* largest data file or log we read */
+#define BODY_MAX 16384		/* largest HTTP body we expect */
+
+#define FT_SERVER_KEY 0x01
+#define FT_CLIENT_INFO 0x02
+#define FT_SERVER_INFO 0x03
+#define FT_SEND_PACKET 0x04
+#define FT_RECV_PACKET 0x05
+#define FT_KEEP_ALIVE 0x06
+#define FT_NOTE_PREFERRED 0x07
+#define FT_PEER_GONE 0x08
+#define FT_FORWARD_PACKET 0x0a
+#define FT_WATCH_CONNS 0x10
+#define FT_CLOSE_PEER 0x11
+#define FT_PING 0x12
+#define FT_PONG 0x13
+
+/* ---- state -------------------------------------------------------------- */
+
+static const char *derp_path, *scratch, *datadir;
+static int n_pass, n_fail, n_skip;
+
+/* The current mode and its server. */
+static const char *mode = "-";
+static int mode_tls;
+static const char *srv_host;		/* address clients dial */
+static int srv_port, stun_port, http_port;
+static volatile pid_t server_pid = -1;
+static volatile pid_t helper_pid[4] = { -1, -1, -1, -1 };
+static char log_path[512];
+static int next_port;
+
+/* Vectors from DATA_DIR. */
+static uint8_t v_server_pk[32], v_client_sk[32], v_client_pk[32];
+static uint8_t v_config[512];
+static size_t v_config_len;
+static uint8_t v_ci_frame[256];		/* [derp-client-info] frame */
+static size_t v_ci_frame_len;
+static uint8_t v_req[256], v_req_fast[256], v_resp101[512], v_server_key[64];
+static size_t v_req_len, v_req_fast_len, v_resp101_len, v_server_key_len;
+static int vectors_ok;
+
+/* Scratch buffers (one test runs at a time; forked helpers get copies). */
+static uint8_t pbuf[DC_MAX_FRAME], qbuf[DC_MAX_FRAME];
+
+/* ---- reporting ---------------------------------------------------------- */
+
+static void
+ok(const char *name)
+{
+	printf("ok %s %s\n", mode, name);
+	fflush(stdout);
+	n_pass++;
+}
+
+#ifdef __GNUC__
+static void fail(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void skip(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#endif
+
+static void
+fail(const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("FAIL %s %s: ", mode, name);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+	n_fail++;
+}
+
+static void
+skip(const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("skip %s %s: ", mode, name);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+	n_skip++;
+}
+
+/* Most checks end here: detail == NULL means success. */
+static void
+verdict(const char *name, const char *detail)
+{
+	if (detail == NULL)
+		ok(name);
+	else
+		fail(name, "%s", detail);
+}
+
+static void
+kill_children(void)
+{
+	int i;
+
+	if (server_pid > 0)
+		kill(server_pid, SIGKILL);
+	for (i = 0; i < 4; i++)
+		if (helper_pid[i] > 0)
+			kill(helper_pid[i], SIGKILL);
+}
+
+static void
+on_alarm(int sig)
+{
+	static const char msg[] = "FAIL watchdog: the suite exceeded its time"
+	    " budget; server killed\n";
+
+	(void)sig;
+	kill_children();
+	if (write(STDOUT_FILENO, msg, sizeof(msg) - 1) < 0)
+		_exit(2);
+	_exit(1);
+}
+
+/* ---- small utilities ---------------------------------------------------- */
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+sleep_ms(int ms)
+{
+	struct timespec ts;
+
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void
+put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static int
+hexval(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Decode hex digits up to the first non-hex character: byte count, or -1. */
+static long
+unhex(const char *s, uint8_t *out, size_t cap)
+{
+	size_t n = 0;
+
+	while (hexval((unsigned char)s[0]) >= 0) {
+		if (hexval((unsigned char)s[1]) < 0 || n >= cap)
+			return -1;
+		out[n++] = (uint8_t)(hexval((unsigned char)s[0]) << 4 |
+		    hexval((unsigned char)s[1]));
+		s += 2;
+	}
+	return (long)n;
+}
+
+static void
+tohex(const uint8_t *p, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* Whole file into a malloc'd NUL-terminated buffer; NULL on failure. */
+static char *
+read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	size_t n;
+
+	if (f == NULL)
+		return NULL;
+	buf = malloc(FILE_MAX + 1);
+	if (buf == NULL) {
+		fclose(f);
+		return NULL;
+	}
+	n = fread(buf, 1, FILE_MAX, f);
+	fclose(f);
+	buf[n] = '\0';
+	if (len != NULL)
+		*len = n;
+	return buf;
+}
+
+static void
+data_path(char *out, size_t cap, const char *rel)
+{
+	snprintf(out, cap, "%s/%s", datadir, rel);
+}
+
+/* ---- test vectors ------------------------------------------------------- */
+
+/* "name = hex" in the [section] of a file (section NULL: anywhere). */
+static long
+kv_hex(const char *file, const char *section, const char *name, uint8_t *out,
+    size_t cap)
+{
+	char path[512], *text, *line, *save = NULL;
+	int in = section == NULL;
+	size_t nl = strlen(name);
+	long r = -1;
+
+	data_path(path, sizeof(path), file);
+	text = read_file(path, NULL);
+	if (text == NULL)
+		return -1;
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		if (line[0] == '[') {
+			in = section == NULL || strncmp(line, section,
+			    strlen(section)) == 0;
+			continue;
+		}
+		if (in && strncmp(line, name, nl) == 0 &&
+		    strncmp(line + nl, " = ", 3) == 0) {
+			r = unhex(line + nl + 3, out, cap);
+			break;
+		}
+	}
+	free(text);
+	return r;
+}
+
+/* The hex: line of the first "## " step of the transcript containing what. */
+static long
+transcript_hex(const char *what, uint8_t *out, size_t cap)
+{
+	char path[512], *text, *line, *save = NULL;
+	int in = 0;
+	long r = -1;
+
+	data_path(path, sizeof(path), "derp/handshake_transcript.txt");
+	text = read_file(path, NULL);
+	if (text == NULL)
+		return -1;
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, "## ", 3) == 0)
+			in = strstr(line, what) != NULL;
+		else if (in && strncmp(line, "hex: ", 5) == 0) {
+			r = unhex(line + 5, out, cap);
+			break;
+		}
+	}
+	free(text);
+	return r;
+}
+
+static void
+load_vectors(void)
+{
+	const char *nv = "derp/nacl_box_vectors.txt";
+	long n;
+	int good = 1;
+
+	good &= kv_hex(nv, "[derp-client-info]", "server_public", v_server_pk,
+	    32) == 32;
+	good &= kv_hex(nv, "[derp-client-info]", "client_private", v_client_sk,
+	    32) == 32;
+	good &= kv_hex(nv, "[derp-client-info]", "client_public", v_client_pk,
+	    32) == 32;
+	n = kv_hex(nv, "[derp-client-info]", "frame", v_ci_frame,
+	    sizeof(v_ci_frame));
+	good &= n > 0;
+	v_ci_frame_len = n > 0 ? (size_t)n : 0;
+	n = kv_hex("derp/keys_and_config.txt", NULL, "config_file_hex",
+	    v_config, sizeof(v_config));
+	good &= n > 0;
+	v_config_len = n > 0 ? (size_t)n : 0;
+	n = transcript_hex("C>S HTTP upgrade request", v_req, sizeof(v_req));
+	good &= n > 0;
+	v_req_len = n > 0 ? (size_t)n : 0;
+	n = transcript_hex("C>S variant: fast-start", v_req_fast,
+	    sizeof(v_req_fast));
+	good &= n > 0;
+	v_req_fast_len = n > 0 ? (size_t)n : 0;
+	n = transcript_hex("S>C HTTP 101 response", v_resp101,
+	    sizeof(v_resp101));
+	good &= n > 0;
+	v_resp101_len = n > 0 ? (size_t)n : 0;
+	n = transcript_hex("S>C ServerKey frame alone", v_server_key,
+	    sizeof(v_server_key));
+	good &= n == 45;
+	v_server_key_len = n > 0 ? (size_t)n : 0;
+	vectors_ok = good;
+}
+
+/* ---- the server process ------------------------------------------------- */
+
+static int
+server_spawn(char *const argv[])
+{
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+			close(fd);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	server_pid = pid;
+	return 0;
+}
+
+/* 0 when the server accepts TCP connections, -1 when it exited or timed out. */
+static int
+server_wait_ready(void)
+{
+	int64_t deadline = now_ms() + START_MS;
+
+	while (now_ms() < deadline) {
+		struct dclient *c;
+		int status, r;
+
+		if (waitpid(server_pid, &status, WNOHANG) == server_pid) {
+			server_pid = -1;
+			return -1;
+		}
+		c = dc_new();
+		if (c == NULL)
+			return -1;
+		r = dc_connect(c, srv_host, srv_port, 0, NULL, 200);
+		dc_free(c);
+		if (r == 0)
+			return 0;
+		sleep_ms(50);
+	}
+	return -1;
+}
+
+/* Print the end of the server log (for a failed start). */
+static void
+show_log_tail(void)
+{
+	size_t n;
+	char *text = read_file(log_path, &n);
+
+	if (text == NULL)
+		return;
+	printf("# --- last lines of %s ---\n%s%s# ---\n", log_path,
+	    n > 2000 ? text + n - 2000 : text,
+	    n > 0 && text[n - 1] != '\n' ? "\n" : "");
+	free(text);
+}
+
+/*
+ * Start the server for the current mode with the flags built by mk (which
+ * gets the ports to use), retrying with fresh ports when it dies at start
+ * (most likely a port someone else holds).  0 or -1 (reported).
+ */
+static int
+server_start(int (*mk)(char **argv, char bufs[][600]))
+{
+	static char bufs[24][600];
+	char *argv[32];
+	int t;
+
+	for (t = 1; t <= PORT_TRIES; t++) {
+		srv_port = next_port++;
+		stun_port = next_port++;
+		http_port = next_port++;
+		if (mk(argv, bufs) < 0)
+			return -1;
+		if (server_spawn(argv) < 0) {
+			fail("server_start", "fork: %s", strerror(errno));
+			return -1;
+		}
+		if (server_wait_ready() == 0) {
+			ok("server_start");
+			return 0;
+		}
+		if (server_pid > 0) {
+			/* Alive but not listening: fresh ports will not help. */
+			kill(server_pid, SIGKILL);
+			waitpid(server_pid, NULL, 0);
+			server_pid = -1;
+			fail("server_start", "not accepting connections on %s port"
+			    " %d after %d ms; log %s", srv_host, srv_port, START_MS,
+			    log_path);
+			show_log_tail();
+			return -1;
+		}
+	}
+	fail("server_start", "the server exited at start-up %d times (last"
+	    " ports %d/%d/%d); log %s", PORT_TRIES, srv_port, stun_port,
+	    http_port, log_path);
+	show_log_tail();
+	return -1;
+}
+
+/* SIGTERM; the server must exit with status 0 within STOP_MS. */
+static void
+server_stop(void)
+{
+	int64_t deadline;
+	int status = 0;
+	char *text;
+
+	if (server_pid <= 0)
+		return;
+	kill(server_pid, SIGTERM);
+	deadline = now_ms() + STOP_MS;
+	for (;;) {
+		pid_t r = waitpid(server_pid, &status, WNOHANG);
+		if (r == server_pid)
+			break;
+		if (now_ms() > deadline) {
+			kill(server_pid, SIGKILL);
+			waitpid(server_pid, &status, 0);
+			server_pid = -1;
+			fail("sigterm_exit", "still running %d ms after SIGTERM;"
+			    " killed", STOP_MS);
+			goto log;
+		}
+		sleep_ms(10);
+	}
+	server_pid = -1;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		ok("sigterm_exit");
+	else if (WIFEXITED(status))
+		fail("sigterm_exit", "exit status %d", WEXITSTATUS(status));
+	else
+		fail("sigterm_exit", "killed by signal %d", WTERMSIG(status));
+log:
+	text = read_file(log_path, NULL);
+	if (text == NULL)
+		return;
+	if (strstr(text, "AddressSanitizer") != NULL ||
+	    strstr(text, "LeakSanitizer") != NULL ||
+	    strstr(text, "runtime error:") != NULL)
+		fail("server_log_clean", "sanitizer report in %s", log_path);
+	else
+		ok("server_log_clean");
+	free(text);
+}
+
+/* ---- client helpers ----------------------------------------------------- */
+
+static struct dclient *
+cl_connect_to(const char *host, int port, int tls, const char *sni)
+{
+	struct dclient *c = dc_new();
+
+	if (c == NULL)
+		return NULL;
+	if (dc_connect(c, host, port, tls, sni, CONNECT_MS) < 0) {
+		dc_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static struct dclient *
+cl_connect(void)
+{
+	return cl_connect_to(srv_host, srv_port, mode_tls, NULL);
+}
+
+/* A connected, handshaken client with a fresh key; NULL on failure. */
+static struct dclient *
+cl_derp(void)
+{
+	struct dclient *c = dc_new();
+
+	if (c == NULL)
+		return NULL;
+	dc_genkey(c);
+	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
+	    dc_handshake(c, 0, NULL, IO_MS) < 0) {
+		dc_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Set by ping_len when a frame other than KeepAlive came before the Pong. */
+static int ping_saw_other;
+
+/* Ping with data[len] (first 8 bytes echoed); 1 when the right Pong came. */
+static int
+ping_len(struct dclient *c, size_t len)
+{
+	static uint8_t data[1100];
+	int64_t deadline = now_ms() + IO_MS;
+
+	ping_saw_other = 0;
+	dc_random(data, len);
+	if (dc_send_frame(c, FT_PING, data, len) < 0)
+		return 0;
+	for (;;) {
+		uint8_t type;
+		size_t n;
+		int left = (int)(deadline - now_ms());
+
+		if (left <= 0 || dc_recv_frame(c, &type, qbuf, sizeof(qbuf), &n,
+		    left) != 1)
+			return 0;
+		if (type == FT_PONG)
+			return n == 8 && memcmp(qbuf, data, 8) == 0;
+		if (type != FT_KEEP_ALIVE)
+			ping_saw_other = 1;
+	}
+}
+
+static int
+ping(struct dclient *c)
+{
+	return ping_len(c, 8);
+}
+
+/*
+ * a sends len random bytes to b; b must receive them from a's key.
+ * NULL on success, else a static description.
+ */
+static const char *
+relay(struct dclient *a, struct dclient *b, size_t len)
+{
+	static char why[160];
+	uint8_t src[32];
+	size_t n;
+	int r;
+
+	dc_random(pbuf, len);
+	if (dc_send_packet(a, b->pk, pbuf, len) < 0)
+		return "send failed";
+	r = dc_recv_packet(b, src, qbuf, sizeof(qbuf), &n, IO_MS);
+	if (r != 1) {
+		snprintf(why, sizeof(why), "no packet of %zu bytes arrived (%s)",
+		    len, r == -2 ? "timeout" : r == 0 ? "closed" : "error");
+		return why;
+	}
+	if (memcmp(src, a->pk, 32) != 0)
+		return "wrong source key";
+	if (n != len) {
+		snprintf(why, sizeof(why), "sent %zu bytes, received %zu", len,
+		    n);
+		return why;
+	}
+	if (memcmp(qbuf, pbuf, len) != 0)
+		return "content differs";
+	return NULL;
+}
+
+/* The long-lived pair that must keep working while others misbehave. */
+static struct dclient *pair_a, *pair_b;
+
+static const char *
+pair_works(void)
+{
+	const char *e;
+
+	if (pair_a == NULL || pair_b == NULL)
+		return "no established pair";
+	e = relay(pair_a, pair_b, 100);
+	if (e == NULL)
+		e = relay(pair_b, pair_a, 100);
+	return e == NULL ? NULL : "the established pair stopped exchanging";
+}
+
+/* After a bad input on c: c must be closed, the pair must still work. */
+static void
+expect_closed_only(const char *name, struct dclient *c)
+{
+	const char *e;
+
+	if (c == NULL) {
+		fail(name, "could not set up the connection");
+		return;
+	}
+	if (!dc_expect_close(c, CLOSE_MS)) {
+		fail(name, "connection still open after %d ms", CLOSE_MS);
+		return;
+	}
+	e = pair_works();
+	verdict(name, e);
+}
+
+/* No frame other than KeepAlive within ms: NULL, or what arrived. */
+static const char *
+quiet(struct dclient *c, int ms)
+{
+	static char why[80];
+	int64_t deadline = now_ms() + ms;
+
+	for (;;) {
+		uint8_t type;
+		size_t n;
+		int left = (int)(deadline - now_ms()), r;
+
+		if (left <= 0)
+			return NULL;
+		r = dc_recv_frame(c, &type, qbuf, sizeof(qbuf), &n, left);
+		if (r == -2)
+			return NULL;
+		if (r != 1)
+			return "connection closed";
+		if (type != FT_KEEP_ALIVE) {
+			snprintf(why, sizeof(why), "unexpected frame type 0x%02x"
+			    " (%zu bytes)", type, n);
+			return why;
+		}
+	}
+}
+
+/* Wait for a frame of the given type (skipping KeepAlive); 1 found. */
+static int
+wait_frame(struct dclient *c, uint8_t want, uint8_t *buf, size_t cap,
+    size_t *len, int ms)
+{
+	int64_t deadline = now_ms() + ms;
+
+	for (;;) {
+		uint8_t type;
+		int left = (int)(deadline - now_ms());
+
+		if (left <= 0 || dc_recv_frame(c, &type, buf, cap, len, left) != 1)
+			return 0;
+		if (type == want)
+			return 1;
+		if (type != FT_KEEP_ALIVE && type != FT_PONG)
+			return 0;
+	}
+}
+
+/* Upgrade only (ServerKey read), no ClientInfo yet. */
+static struct dclient *
+cl_upgraded(void)
+{
+	struct dclient *c = cl_connect();
+
+	if (c == NULL)
+		return NULL;
+	dc_genkey(c);
+	if (dc_upgrade(c, 0, IO_MS) < 0) {
+		dc_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* ---- HTTP helpers ------------------------------------------------------- */
+
+struct http_resp {
+	int status;
+	char head[DC_HEAD_MAX];
+	char body[BODY_MAX];
+	size_t body_len;
+};
+
+/* One request of len bytes on a fresh connection to host:port.  0, or -1
+ * when no complete response came. */
+static int
+http_do_len(const char *host, int port, int tls, const char *req, size_t len,
+    int head_req, struct http_resp *r)
+{
+	struct dclient *c = cl_connect_to(host, port, tls, NULL);
+	int rc = -1;
+
+	memset(r, 0, sizeof(*r));
+	r->status = -1;
+	if (c == NULL)
+		return -1;
+	/* The request goes out first so it may hold NUL bytes; then read. */
+	if (dc_write(c, req, len) == 0 &&
+	    dc_http_request(c, "", r->head, sizeof(r->head), IO_MS) == 0) {
+		r->status = dc_http_status(r->head);
+		rc = dc_http_body(c, r->head, head_req, r->body, sizeof(r->body),
+		    &r->body_len, IO_MS);
+	}
+	dc_free(c);
+	return rc;
+}
+
+static int
+http_do(const char *host, int port, int tls, const char *req, int head_req,
+    struct http_resp *r)
+{
+	return http_do_len(host, port, tls, req, strlen(req), head_req, r);
+}
+
+static struct http_resp hr;	/* the last response (large: keep it static) */
+
+static int
+http_main(const char *req, int head_req)
+{
+	return http_do(srv_host, srv_port, mode_tls, req, head_req, &hr);
+}
+
+/* Does header name have exactly value in hr? */
+static int
+hdr_is(const char *name, const char *value)
+{
+	char v[512];
+
+	return dc_http_header(hr.head, name, v, sizeof(v)) &&
+	    strcmp(v, value) == 0;
+}
+
+/* ---- scenarios: handshake ----------------------------------------------- */
+
+static void
+t_handshake(void)
+{
+	struct dclient *c = dc_new();
+	char hex[65], v[128];
+
+	dc_genkey(c);
+	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0) {
+		fail("handshake", "connect failed (tls error %d)", c->tls_err);
+		dc_free(c);
+		return;
+	}
+	if (dc_handshake(c, 0, NULL, IO_MS) < 0) {
+		fail("handshake", "handshake failed; response head: %.200s",
+		    c->head);
+		dc_free(c);
+		return;
+	}
+	ok("handshake");
+	tohex(v_server_pk, 32, hex);
+	if (memcmp(c->server_pk, v_server_pk, 32) != 0)
+		fail("server_key_from_file", "ServerKey is not the -c file's key");
+	else
+		ok("server_key_from_file");
+	if (strncmp(c->head, "HTTP/1.1 101 Switching Protocols\r\n", 34) != 0)
+		fail("upgrade_101_headers", "status line: %.40s", c->head);
+	else if (!dc_http_header(c->head, "Upgrade", v, sizeof(v)) ||
+	    strcmp(v, "DERP") != 0)
+		fail("upgrade_101_headers", "Upgrade header missing or wrong");
+	else if (!dc_http_header(c->head, "Connection", v, sizeof(v)) ||
+	    strcmp(v, "Upgrade") != 0)
+		fail("upgrade_101_headers", "Connection header missing or wrong");
+	else if (!dc_http_header(c->head, "Derp-Version", v, sizeof(v)) ||
+	    strcmp(v, "2") != 0)
+		fail("upgrade_101_headers", "Derp-Version missing or not 2");
+	else if (!dc_http_header(c->head, "Derp-Public-Key", v, sizeof(v)) ||
+	    strcmp(v, hex) != 0)
+		fail("upgrade_101_headers", "Derp-Public-Key is not %s", hex);
+	else
+		ok("upgrade_101_headers");
+	verdict("ping_after_handshake", ping(c) ? NULL : "no Pong");
+	dc_free(c);
+
+	/* Fast start without knowing the key: no HTTP response, ServerKey first. */
+	c = dc_new();
+	dc_genkey(c);
+	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
+	    dc_handshake(c, 1, NULL, IO_MS) < 0)
+		fail("handshake_fast_start", "failed");
+	else
+		verdict("handshake_fast_start", ping(c) ? NULL : "no Pong");
+	dc_free(c);
+
+	/* Fast start as the Go client does it: request + ClientInfo in one write. */
+	c = dc_new();
+	dc_genkey(c);
+	memcpy(c->server_pk, v_server_pk, 32);
+	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0) {
+		fail("handshake_fast_start_pipelined", "connect failed");
+	} else {
+		c->got_server_key = 1;
+		if (dc_handshake(c, 1, NULL, IO_MS) < 0)
+			fail("handshake_fast_start_pipelined", "failed");
+		else
+			verdict("handshake_fast_start_pipelined",
+			    ping(c) ? NULL : "no Pong");
+	}
+	dc_free(c);
+}
+
+/* The transcript's exact bytes against the server holding the test key. */
+static void
+t_vectors(void)
+{
+	struct dclient *c, *b;
+	static uint8_t got[1024];
+	const char *e;
+	uint8_t src[32];
+	size_t n;
+	int r;
+
+	if (!vectors_ok) {
+		fail("vector_transcript", "test vectors missing in %s", datadir);
+		return;
+	}
+	c = cl_connect();
+	if (c == NULL || dc_write(c, v_req, v_req_len) < 0) {
+		fail("vector_transcript", "connect/write failed");
+		dc_free(c);
+		return;
+	}
+	r = dc_read_full(c, got, v_resp101_len, IO_MS);
+	if (r != 1) {
+		fail("vector_transcript", "short 101 + ServerKey (%d)", r);
+		dc_free(c);
+		return;
+	}
+	if (memcmp(got, v_resp101, v_resp101_len) != 0) {
+		fail("vector_101_exact", "101 + ServerKey differs from the"
+		    " transcript: got %.*s", (int)(v_resp101_len - 45),
+		    (const char *)got);
+	} else {
+		ok("vector_101_exact");
+	}
+	memcpy(c->sk, v_client_sk, 32);
+	memcpy(c->pk, v_client_pk, 32);
+	memcpy(c->server_pk, v_server_pk, 32);
+	if (dc_write(c, v_ci_frame, v_ci_frame_len) < 0 ||
+	    dc_recv_server_info(c, IO_MS) < 0) {
+		fail("vector_client_info", "no ServerInfo that opens with the"
+		    " client test key");
+		dc_free(c);
+		return;
+	}
+	ok("vector_client_info");
+	/* The server registered the vector's key: route to it. */
+	b = cl_derp();
+	e = "second client failed";
+	if (b != NULL) {
+		e = NULL;
+		dc_random(pbuf, 50);
+		if (dc_send_packet(b, v_client_pk, pbuf, 50) < 0 ||
+		    dc_recv_packet(c, src, qbuf, sizeof(qbuf), &n, IO_MS) != 1)
+			e = "packet to the vector key not delivered";
+		else if (n != 50 || memcmp(qbuf, pbuf, 50) != 0 ||
+		    memcmp(src, b->pk, 32) != 0)
+			e = "packet to the vector key corrupted";
+	}
+	verdict("vector_key_routed", e);
+	dc_free(b);
+	dc_free(c);
+
+	/* Fast start: request and ClientInfo in one write; only ServerKey back. */
+	c = cl_connect();
+	if (c == NULL) {
+		fail("vector_fast_start", "connect failed");
+		return;
+	}
+	memcpy(got, v_req_fast, v_req_fast_len);
+	memcpy(got + v_req_fast_len, v_ci_frame, v_ci_frame_len);
+	memcpy(c->sk, v_client_sk, 32);
+	memcpy(c->pk, v_client_pk, 32);
+	memcpy(c->server_pk, v_server_pk, 32);
+	if (dc_write(c, got, v_req_fast_len + v_ci_frame_len) < 0 ||
+	    dc_read_full(c, got, v_server_key_len, IO_MS) != 1)
+		fail("vector_fast_start", "no response");
+	else if (memcmp(got, v_server_key, v_server_key_len) != 0)
+		fail("vector_fast_start", "first bytes are not the ServerKey"
+		    " frame (an HTTP response was sent?): %.20s",
+		    (const char *)got);
+	else if (dc_recv_server_info(c, IO_MS) < 0)
+		fail("vector_fast_start", "no valid ServerInfo");
+	else
+		ok("vector_fast_start");
+	dc_free(c);
+}
+
+/* Every ClientInfo JSON case of client_info_json.tsv over the wire. */
+static void
+t_client_info_json(void)
+{
+	char path[512], *text, *line, *save = NULL;
+	int cases = 0, bad = 0;
+
+	data_path(path, sizeof(path), "derp/client_info_json.tsv");
+	text = read_file(path, NULL);
+	if (text == NULL) {
+		fail("client_info_json", "cannot read %s", path);
+		return;
+	}
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		char *t1, *t2, *t3, *json;
+		int accept, got;
+		struct dclient *c;
+
+		if (line[0] == '#' || strncmp(line, "verdict\t", 8) == 0)
+			continue;
+		t1 = strchr(line, '\t');
+		t2 = t1 != NULL ? strchr(t1 + 1, '\t') : NULL;
+		t3 = t2 != NULL ? strchr(t2 + 1, '\t') : NULL;
+		if (t3 == NULL)
+			continue;
+		*t3 = '\0';
+		json = t2 + 1;
+		accept = strncmp(line, "accept", 6) == 0;
+		cases++;
+		c = cl_upgraded();
+		if (c == NULL) {
+			fail("client_info_json", "upgrade failed for %s", json);
+			bad++;
+			continue;
+		}
+		{
+			uint8_t frame[1200];
+			size_t fl = dc_client_info_frame(c, json, frame,
+			    sizeof(frame));
+			got = fl > 0 && dc_write(c, frame, fl) == 0 &&
+			    dc_recv_server_info(c, IO_MS) == 0;
+		}
+		if (got && accept && !ping(c))
+			got = 0;
+		if (got != accept) {
+			fail("client_info_json", "%s was %s (expected %s): %s",
+			    json, got ? "accepted" : "rejected",
+			    accept ? "accept" : "reject", t3 + 1);
+			bad++;
+		}
+		dc_free(c);
+	}
+	free(text);
+	if (cases == 0)
+		fail("client_info_json", "no cases in %s", path);
+	else if (bad == 0)
+		ok("client_info_json");
+}
+
+/* ---- scenarios: packets ------------------------------------------------- */
+
+static void
+t_exchange(void)
+{
+	static const size_t sizes[] = { 0, 1, 1200, MAX_PACKET };
+	struct dclient *a = cl_derp(), *b = cl_derp();
+	char name[64];
+	size_t i;
+
+	if (a == NULL || b == NULL) {
+		fail("exchange", "could not connect two clients");
+		goto out;
+	}
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		const char *e = relay(a, b, sizes[i]);
+		if (e == NULL)
+			e = relay(b, a, sizes[i]);
+		snprintf(name, sizeof(name), "exchange_%zu", sizes[i]);
+		verdict(name, e);
+	}
+	/* Self-send is allowed (derp-protocol.md 10.2). */
+	verdict("send_to_self", relay(a, a, 64));
+	/* A burst well under the 32-packet queue arrives complete, in order. */
+	{
+		const char *e = NULL;
+		uint8_t src[32];
+		size_t n;
+		int k;
+
+		for (k = 0; k < 20 && e == NULL; k++) {
+			memset(pbuf, k, 300);
+			if (dc_send_packet(a, b->pk, pbuf, 300) < 0)
+				e = "send failed";
+		}
+		for (k = 0; k < 20 && e == NULL; k++) {
+			if (dc_recv_packet(b, src, qbuf, sizeof(qbuf), &n,
+			    IO_MS) != 1)
+				e = "packet of the burst missing";
+			else if (n != 300 || qbuf[0] != k || qbuf[299] != k)
+				e = "burst out of order or corrupted";
+		}
+		verdict("burst_in_order", e);
+	}
+out:
+	dc_free(a);
+	dc_free(b);
+}
+
+static void
+t_packet_too_big(void)
+{
+	struct dclient *x = cl_derp();
+	static uint8_t big[5 + 32 + MAX_PACKET + 1];
+
+	if (x == NULL) {
+		fail("packet_65537_closes", "connect failed");
+		return;
+	}
+	big[0] = FT_SEND_PACKET;
+	put_be32(big + 1, 32 + MAX_PACKET + 1);
+	memcpy(big + 5, pair_b != NULL ? pair_b->pk : x->pk, 32);
+	(void)dc_write(x, big, sizeof(big));	/* may fail: closed early */
+	expect_closed_only("packet_65537_closes", x);
+	dc_free(x);
+}
+
+static void
+t_ping(void)
+{
+	struct dclient *c = cl_derp();
+	uint8_t p[1001];
+
+	if (c == NULL) {
+		fail("ping", "connect failed");
+		return;
+	}
+	verdict("ping_pong", ping(c) ? NULL : "no Pong with the same 8 bytes");
+	verdict("ping_1000_echoes_8", ping_len(c, 1000) ? NULL :
+	    "no Pong with the first 8 bytes");
+	memset(p, 7, sizeof(p));
+	(void)dc_send_frame(c, FT_PING, p, 7);
+	expect_closed_only("ping_7_closes", c);
+	dc_free(c);
+	c = cl_derp();
+	if (c != NULL)
+		(void)dc_send_frame(c, FT_PING, p, 1001);
+	expect_closed_only("ping_1001_closes", c);
+	dc_free(c);
+}
+
+static void
+t_note_preferred(void)
+{
+	struct dclient *c = cl_derp();
+	uint8_t p[2] = { 1, 0 };
+
+	if (c == NULL) {
+		fail("note_preferred", "connect failed");
+		return;
+	}
+	if (dc_send_frame(c, FT_NOTE_PREFERRED, p, 1) < 0 || !ping(c))
+		fail("note_preferred_1", "connection broken after NotePreferred");
+	else
+		ok("note_preferred_1");
+	p[0] = 0;
+	if (dc_send_frame(c, FT_NOTE_PREFERRED, p, 1) < 0 || !ping(c))
+		fail("note_preferred_0", "connection broken after NotePreferred");
+	else
+		ok("note_preferred_0");
+	(void)dc_send_frame(c, FT_NOTE_PREFERRED, p, 2);
+	expect_closed_only("note_preferred_2_closes", c);
+	dc_free(c);
+}
+
+/* Check a PeerGone(key, reason) frame of exactly 33 bytes arrives on c. */
+static const char *
+expect_peer_gone(struct dclient *c, const uint8_t key[32], uint8_t reason)
+{
+	static char why[120];
+	size_t n;
+
+	if (!wait_frame(c, FT_PEER_GONE, qbuf, sizeof(qbuf), &n, IO_MS))
+		return "no PeerGone frame";
+	if (n != 33) {
+		snprintf(why, sizeof(why), "PeerGone payload is %zu bytes, not 33",
+		    n);
+		return why;
+	}
+	if (memcmp(qbuf, key, 32) != 0)
+		return "PeerGone names another key";
+	if (qbuf[32] != reason) {
+		snprintf(why, sizeof(why), "PeerGone reason 0x%02x, expected "
+		    "0x%02x", qbuf[32], reason);
+		return why;
+	}
+	return NULL;
+}
+
+static void
+t_peer_gone(void)
+{
+	struct dclient *a = cl_derp(), *b = cl_derp(), *c = cl_derp();
+	uint8_t key[32];
+	const char *e;
+
+	if (a == NULL || b == NULL || c == NULL) {
+		fail("peer_gone", "connect failed");
+		goto out;
+	}
+	/* b receives from a and from c; a leaves: only b hears of it. */
+	e = relay(a, b, 10);
+	if (e == NULL)
+		e = relay(c, b, 10);
+	if (e != NULL) {
+		fail("peer_gone_disconnected", "setup: %s", e);
+		goto out;
+	}
+	memcpy(key, a->pk, 32);
+	dc_free(a);
+	a = NULL;
+	verdict("peer_gone_disconnected", expect_peer_gone(b, key, 0x00));
+	/* c never received from a: it must hear nothing (ping as a barrier). */
+	e = !ping(c) ? "no Pong" : ping_saw_other ? "an unexpected frame came"
+	    " before the Pong" : NULL;
+	if (e == NULL)
+		e = quiet(c, QUIET_MS);
+	verdict("peer_gone_only_to_receivers", e);
+out:
+	dc_free(a);
+	dc_free(b);
+	dc_free(c);
+}
+
+static void
+t_not_here(void)
+{
+	struct dclient *a = cl_derp();
+	uint8_t dst[32], pkt[100];
+	static const uint8_t disco[6] = { 0x54, 0x53, 0xf0, 0x9f, 0x92, 0xac };
+	const char *e;
+
+	if (a == NULL) {
+		fail("not_here", "connect failed");
+		return;
+	}
+	/* Non-disco and too-short disco to unknown keys: nothing comes back. */
+	dc_random(dst, 32);
+	memset(pkt, 0, sizeof(pkt));
+	e = dc_send_packet(a, dst, pkt, 100) < 0 ? "send failed" : NULL;
+	memcpy(pkt, disco, 6);
+	dc_random(dst, 32);
+	if (e == NULL && dc_send_packet(a, dst, pkt, 61) < 0)
+		e = "send failed";
+	if (e == NULL && !ping(a))
+		e = "no Pong after the packets";
+	if (e == NULL && ping_saw_other)
+		e = "a frame (PeerGone?) came back for a non-disco packet";
+	if (e == NULL)
+		e = quiet(a, QUIET_MS);
+	verdict("unknown_dest_non_disco_silent", e);
+	/* A disco packet (>= 62 bytes, magic) to an unknown key: NotHere. */
+	dc_random(dst, 32);
+	if (dc_send_packet(a, dst, pkt, 62) < 0)
+		fail("unknown_dest_disco_not_here", "send failed");
+	else
+		verdict("unknown_dest_disco_not_here",
+		    expect_peer_gone(a, dst, 0x01));
+	dc_free(a);
+}
+
+static void
+t_duplicates(void)
+{
+	struct dclient *d1 = cl_derp(), *d2 = dc_new(), *s = cl_derp();
+	uint8_t key[32], src[32];
+	const char *e = NULL;
+	size_t n;
+
+	if (d1 == NULL || d2 == NULL || s == NULL) {
+		fail("duplicate_key", "connect failed");
+		goto out;
+	}
+	memcpy(d2->sk, d1->sk, 32);
+	memcpy(d2->pk, d1->pk, 32);
+	memcpy(key, d1->pk, 32);
+	/* s receives from the key first, so it is owed a PeerGone later. */
+	e = relay(d1, s, 20);
+	if (e != NULL) {
+		fail("duplicate_key", "setup: %s", e);
+		goto out;
+	}
+	if (dc_connect(d2, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
+	    dc_handshake(d2, 0, NULL, IO_MS) < 0) {
+		fail("duplicate_key", "second connection with the key refused");
+		goto out;
+	}
+	/* The newest registration is active. */
+	e = relay(s, d2, 30);
+	if (e == NULL && dc_recv_packet(d1, src, qbuf, sizeof(qbuf), &n,
+	    QUIET_MS) != -2)
+		e = "the older connection also got the packet";
+	verdict("duplicate_newest_gets_traffic", e);
+	/* Sending makes a connection the active one. */
+	e = ping(d1) ? relay(s, d1, 31) : "no Pong on the older connection";
+	verdict("duplicate_last_sender_gets_traffic", e);
+	e = ping(d2) ? relay(s, d2, 32) : "no Pong on the newer connection";
+	verdict("duplicate_switch_back", e);
+	/* The active one leaves: the other takes over, no PeerGone to s. */
+	dc_close(d2);
+	sleep_ms(200);
+	e = relay(s, d1, 33);
+	if (e == NULL)
+		e = quiet(s, QUIET_MS);
+	verdict("duplicate_survivor_takes_over", e);
+	/* The last one leaves: now s hears PeerGone. */
+	dc_close(d1);
+	verdict("duplicate_last_gone_peer_gone", expect_peer_gone(s, key, 0));
+out:
+	dc_free(d1);
+	dc_free(d2);
+	dc_free(s);
+}
+
+/* ---- scenarios: bad inputs ---------------------------------------------- */
+
+static void
+t_bad_http(void)
+{
+	struct dclient *c;
+	static char big[120 * 1024];
+	size_t n = 0;
+	int i;
+
+	c = cl_connect();
+	if (c != NULL)
+		(void)dc_write(c, "\x01\x02\x03 garbage, not HTTP\r\n\r\n", 26);
+	expect_closed_only("garbage_instead_of_http", c);
+	dc_free(c);
+
+	/* An upgrade request with 100 KB of headers: refused (no 101), closed. */
+	n += (size_t)snprintf(big + n, sizeof(big) - n, "GET /derp HTTP/1.1\r\n"
+	    "Host: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: DERP\r\n");
+	for (i = 0; n + 200 < sizeof(big) && n < 100 * 1024 + 200; i++)
+		n += (size_t)snprintf(big + n, sizeof(big) - n, "X-Pad-%05d: "
+		    "%080d\r\n", i, 0);
+	n += (size_t)snprintf(big + n, sizeof(big) - n, "\r\n");
+	c = cl_connect();
+	if (c != NULL) {
+		char head[256];
+		c->write_timeout_ms = 2000;
+		(void)dc_write(c, big, n);
+		if (dc_read(c, head, 12, 1000) == 12 &&
+		    memcmp(head, "HTTP/1.1 101", 12) == 0) {
+			fail("oversized_headers", "100 KB of headers upgraded");
+			dc_free(c);
+			return;
+		}
+	}
+	expect_closed_only("oversized_headers", c);
+	dc_free(c);
+}
+
+static void
+t_bad_client_info(void)
+{
+	static uint8_t f[300 * 1024];
+	struct dclient *c;
+	size_t fl;
+
+	/* First frame not ClientInfo. */
+	c = cl_upgraded();
+	if (c != NULL)
+		(void)dc_send_frame(c, FT_PING, "12345678", 8);
+	expect_closed_only("first_frame_not_client_info", c);
+	dc_free(c);
+
+	/* ClientInfo shorter than 56 bytes. */
+	c = cl_upgraded();
+	if (c != NULL) {
+		dc_random(f, 55);
+		(void)dc_send_frame(c, FT_CLIENT_INFO, f, 55);
+	}
+	expect_closed_only("client_info_short", c);
+	dc_free(c);
+
+	/* ClientInfo longer than 262144 bytes (header and all). */
+	c = cl_upgraded();
+	if (c != NULL) {
+		memset(f, 0x41, 262145);
+		c->write_timeout_ms = 2000;
+		(void)dc_send_frame(c, FT_CLIENT_INFO, f, 262145);
+	}
+	expect_closed_only("client_info_too_long", c);
+	dc_free(c);
+
+	/* All-zero client key (box sealed with a real key; the key field zeroed). */
+	c = cl_upgraded();
+	if (c != NULL) {
+		fl = dc_client_info_frame(c, NULL, f, sizeof(f));
+		memset(f + 5, 0, 32);
+		(void)dc_write(c, f, fl);
+	}
+	expect_closed_only("client_info_zero_key", c);
+	dc_free(c);
+
+	/* A box that does not open (last byte flipped). */
+	c = cl_upgraded();
+	if (c != NULL) {
+		fl = dc_client_info_frame(c, NULL, f, sizeof(f));
+		f[fl - 1] ^= 1;
+		(void)dc_write(c, f, fl);
+	}
+	expect_closed_only("client_info_box_does_not_open", c);
+	dc_free(c);
+
+	/* A box sealed for another server key. */
+	c = cl_upgraded();
+	if (c != NULL) {
+		dc_random(c->server_pk, 32);
+		fl = dc_client_info_frame(c, NULL, f, sizeof(f));
+		(void)dc_write(c, f, fl);
+	}
+	expect_closed_only("client_info_wrong_server_key", c);
+	dc_free(c);
+
+	/* Bad JSON inside a good box. */
+	c = cl_upgraded();
+	if (c != NULL) {
+		fl = dc_client_info_frame(c, "{\"version\":\"2\"}", f, sizeof(f));
+		(void)dc_write(c, f, fl);
+	}
+	expect_closed_only("client_info_bad_json", c);
+	dc_free(c);
+}
+
+static void
+t_bad_frames(void)
+{
+	static uint8_t p[300 * 1024];
+	struct dclient *c;
+
+	memset(p, 0, 200);
+	c = cl_derp();
+	if (c != NULL)
+		(void)dc_send_frame(c, FT_SEND_PACKET, p, 31);
+	expect_closed_only("send_packet_short", c);
+	dc_free(c);
+
+	c = cl_derp();
+	if (c != NULL)
+		(void)dc_send_frame(c, FT_FORWARD_PACKET, p, 64 + 10);
+	expect_closed_only("forward_packet_non_mesh_closes", c);
+	dc_free(c);
+
+	c = cl_derp();
+	if (c != NULL)
+		(void)dc_send_frame(c, FT_WATCH_CONNS, p, 0);
+	expect_closed_only("watch_conns_non_mesh_closes", c);
+	dc_free(c);
+
+	c = cl_derp();
+	if (c != NULL)
+		(void)dc_send_frame(c, FT_CLOSE_PEER, pair_a != NULL ?
+		    pair_a->pk : p, 32);
+	expect_closed_only("close_peer_non_mesh_closes", c);
+	dc_free(c);
+
+	/* Frames the server skips: unknown types (small and large), Pong,
+	 * KeepAlive, a second ClientInfo.  Ping answered after each. */
+	c = cl_derp();
+	if (c == NULL) {
+		fail("unknown_frame_skipped", "connect failed");
+		return;
+	}
+	dc_random(p, 100);
+	verdict("unknown_frame_skipped",
+	    dc_send_frame(c, 0x20, p, 100) == 0 && ping(c) ? NULL :
+	    "no Pong after an unknown 100-byte frame");
+	dc_random(p, 300000);
+	verdict("unknown_frame_300k_skipped",
+	    dc_send_frame(c, 0x21, p, 300000) == 0 && ping(c) ? NULL :
+	    "no Pong after an unknown 300000-byte frame");
+	verdict("client_pong_skipped",
+	    dc_send_frame(c, FT_PONG, p, 8) == 0 && ping(c) ? NULL :
+	    "no Pong after a client Pong");
+	verdict("client_keepalive_skipped",
+	    dc_send_frame(c, FT_KEEP_ALIVE, p, 0) == 0 && ping(c) ? NULL :
+	    "no Pong after a client KeepAlive");
+	{
+		uint8_t f[200];
+		size_t fl = dc_client_info_frame(c, NULL, f, sizeof(f));
+		verdict("second_client_info_skipped",
+		    dc_write(c, f, fl) == 0 && ping(c) ? NULL :
+		    "no Pong after a second ClientInfo");
+	}
+	verdict("pair_after_skipped_frames", pair_works());
+	dc_free(c);
+}
+
+static void
+t_tls_garbage(void)
+{
+	struct dclient *c;
+	uint8_t junk[200];
+
+	/* Plain HTTP to the TLS port. */
+	c = cl_connect_to(srv_host, srv_port, 0, NULL);
+	if (c != NULL)
+		(void)dc_write(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
+	expect_closed_only("tls_port_plain_http", c);
+	dc_free(c);
+
+	/* Random bytes, then a TLS-looking record with a broken body. */
+	c = cl_connect_to(srv_host, srv_port, 0, NULL);
+	if (c != NULL) {
+		dc_random(junk, sizeof(junk));
+		(void)dc_write(c, junk, sizeof(junk));
+	}
+	expect_closed_only("tls_port_garbage", c);
+	dc_free(c);
+
+	c = cl_connect_to(srv_host, srv_port, 0, NULL);
+	if (c != NULL) {
+		dc_random(junk, sizeof(junk));
+		junk[0] = 0x16;
+		junk[1] = 3;
+		junk[2] = 1;
+		junk[3] = 0;
+		junk[4] = 195;
+		junk[5] = 1;	/* ClientHello with random content */
+		(void)dc_write(c, junk, sizeof(junk));
+	}
+	expect_closed_only("tls_port_bad_client_hello", c);
+	dc_free(c);
+}
+
+/* ---- scenarios: HTTP endpoints ------------------------------------------ */
+
+static char host_hdr[80];
+
+static void
+t_http(void)
+{
+	char req[1024];
+	char path[512], *text, *line, *save = NULL;
+	int cases = 0, bad = 0;
+
+	snprintf(req, sizeof(req), "GET /derp HTTP/1.1\r\nHost: %s\r\n\r\n",
+	    host_hdr);
+	if (http_main(req, 0) < 0 || hr.status != 426)
+		fail("derp_without_upgrade_426", "status %d", hr.status);
+	else if (strcmp(hr.body, "DERP requires connection upgrade\n") != 0)
+		fail("derp_without_upgrade_426", "body %.80s", hr.body);
+	else if (!hdr_is("Content-Type", "text/plain; charset=utf-8"))
+		fail("derp_without_upgrade_426", "Content-Type not text/plain;"
+		    " charset=utf-8");
+	else
+		ok("derp_without_upgrade_426");
+
+	snprintf(req, sizeof(req), "GET /derp HTTP/1.1\r\nHost: %s\r\n"
+	    "Connection: Upgrade\r\nUpgrade: websocket, derp\r\n\r\n", host_hdr);
+	verdict("derp_upgrade_list_426", http_main(req, 0) == 0 &&
+	    hr.status == 426 ? NULL : "a list as Upgrade value did not get 426");
+
+	/* Variants the server must still upgrade: query string, odd case and
+	 * blanks, "websocket" without the derp subprotocol (old clients). */
+	{
+		static const char *const up[] = { "DERP", " dErP ", "WebSocket" };
+		static const char *const nm[] = { "derp_upgrade_query_ignored",
+		    "derp_upgrade_case_blanks", "derp_upgrade_websocket_raw" };
+		int i;
+		for (i = 0; i < 3; i++) {
+			snprintf(req, sizeof(req), "GET /derp%s HTTP/1.1\r\n"
+			    "Host: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n"
+			    "\r\n", i == 0 ? "?x=1" : "", host_hdr, up[i]);
+			(void)http_main(req, 0);
+			verdict(nm[i], hr.status == 101 ? NULL :
+			    "no 101 Switching Protocols");
+		}
+	}
+
+	snprintf(req, sizeof(req), "GET /derp/probe HTTP/1.1\r\nHost: %s\r\n\r\n",
+	    host_hdr);
+	verdict("probe_get_200", http_main(req, 0) == 0 && hr.status == 200 &&
+	    hdr_is("Access-Control-Allow-Origin", "*") ? NULL :
+	    "not 200 with Access-Control-Allow-Origin: *");
+	snprintf(req, sizeof(req), "HEAD /derp/probe HTTP/1.1\r\nHost: %s\r\n"
+	    "\r\n", host_hdr);
+	verdict("probe_head_200", http_main(req, 1) == 0 && hr.status == 200 &&
+	    hdr_is("Access-Control-Allow-Origin", "*") ? NULL :
+	    "not 200 with Access-Control-Allow-Origin: *");
+	snprintf(req, sizeof(req), "POST /derp/probe HTTP/1.1\r\nHost: %s\r\n"
+	    "Content-Length: 0\r\n\r\n", host_hdr);
+	verdict("probe_post_405", http_main(req, 0) == 0 && hr.status == 405 ?
+	    NULL : "not 405");
+	snprintf(req, sizeof(req), "GET /derp/latency-check HTTP/1.1\r\n"
+	    "Host: %s\r\n\r\n", host_hdr);
+	verdict("latency_check_200", http_main(req, 0) == 0 && hr.status == 200 ?
+	    NULL : "not 200");
+	snprintf(req, sizeof(req), "GET /robots.txt HTTP/1.1\r\nHost: %s\r\n\r\n",
+	    host_hdr);
+	verdict("robots_txt", http_main(req, 0) == 0 && hr.status == 200 &&
+	    strcmp(hr.body, "User-agent: *\nDisallow: /\n") == 0 ? NULL :
+	    "not 200 with the robots body");
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n",
+	    host_hdr);
+	verdict("home_page", http_main(req, 0) == 0 && hr.status == 200 &&
+	    hdr_is("Content-Type", "text/html; charset=utf-8") ? NULL :
+	    "not 200 text/html; charset=utf-8");
+	snprintf(req, sizeof(req), "GET /no/such/page HTTP/1.1\r\nHost: %s\r\n"
+	    "\r\n", host_hdr);
+	verdict("unknown_path_home_page", http_main(req, 0) == 0 &&
+	    hr.status == 200 ? NULL : "not 200");
+
+	/* Keep-alive: two requests on one connection. */
+	{
+		struct dclient *c = cl_connect();
+		const char *e = "connect failed";
+		if (c != NULL) {
+			int k;
+			snprintf(req, sizeof(req), "GET /derp/probe HTTP/1.1\r\n"
+			    "Host: %s\r\n\r\n", host_hdr);
+			e = NULL;
+			for (k = 0; k < 2 && e == NULL; k++) {
+				if (dc_http_request(c, req, hr.head,
+				    sizeof(hr.head), IO_MS) < 0 ||
+				    dc_http_status(hr.head) != 200 ||
+				    dc_http_body(c, hr.head, 0, hr.body,
+				    sizeof(hr.body), &hr.body_len, IO_MS) < 0)
+					e = k == 0 ? "first request failed" :
+					    "second request on the connection"
+					    " failed";
+			}
+		}
+		verdict("http_keepalive", e);
+		dc_free(c);
+	}
+
+	/* /generate_204 with every challenge of the vector file. */
+	data_path(path, sizeof(path), "http/generate_204_challenges.tsv");
+	text = read_file(path, NULL);
+	if (text == NULL) {
+		fail("generate_204", "cannot read %s", path);
+		return;
+	}
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		char *t1, *t2, *note, want[200], got[200];
+		uint8_t raw[200];
+		size_t k;
+		long rn;
+		int has_nul, has_resp;
+
+		if (line[0] == '#' || strncmp(line, "challenge_hex", 13) == 0)
+			continue;
+		t1 = strchr(line, '\t');
+		t2 = t1 != NULL ? strchr(t1 + 1, '\t') : NULL;
+		if (t2 == NULL)
+			continue;
+		*t1 = '\0';
+		*t2 = '\0';
+		note = t2 + 1;
+		snprintf(want, sizeof(want), "%s", t1 + 1);
+		cases++;
+		has_nul = 0;
+		k = (size_t)snprintf(req, sizeof(req), "GET /generate_204 HTTP/1.1"
+		    "\r\nHost: %s\r\n", host_hdr);
+		if (strcmp(line, "-") != 0) {
+			rn = unhex(line, raw, sizeof(raw));
+			if (rn < 0)
+				continue;
+			has_nul = memchr(raw, 0, (size_t)rn) != NULL;
+			k += (size_t)snprintf(req + k, sizeof(req) - k,
+			    "X-Tailscale-Challenge: ");
+			memcpy(req + k, raw, (size_t)rn);	/* may hold NUL */
+			k += (size_t)rn;
+			memcpy(req + k, "\r\n", 2);
+			k += 2;
+		}
+		memcpy(req + k, "\r\n", 2);
+		k += 2;
+		(void)http_do_len(srv_host, srv_port, mode_tls, req, k, 0, &hr);
+		has_resp = dc_http_header(hr.head, "X-Tailscale-Response", got,
+		    sizeof(got));
+		if (has_nul && hr.status == 400)
+			continue;	/* allowed: NUL is invalid in a header */
+		if (hr.status != 204) {
+			fail("generate_204", "%s: status %d", note, hr.status);
+			bad++;
+		} else if (strcmp(want, "-") == 0 ? has_resp :
+		    !has_resp || strcmp(got, want) != 0) {
+			fail("generate_204", "%s: X-Tailscale-Response %s%s%s,"
+			    " expected %s", note, has_resp ? "\"" : "",
+			    has_resp ? got : "absent", has_resp ? "\"" : "",
+			    want);
+			bad++;
+		} else if (!hdr_is("Cache-Control", "no-cache, no-store, "
+		    "must-revalidate, no-transform, max-age=0")) {
+			fail("generate_204", "%s: Cache-Control missing or wrong",
+			    note);
+			bad++;
+		}
+	}
+	free(text);
+	if (cases > 0 && bad == 0)
+		ok("generate_204");
+}
+
+/* The port-80 style listener of TLS mode. */
+static void
+t_http_port(void)
+{
+	char req[512], v[512];
+	struct http_resp *r = &hr;
+
+	snprintf(req, sizeof(req), "GET /generate_204 HTTP/1.1\r\nHost: "
+	    "127.0.0.1\r\nX-Tailscale-Challenge: ts_127.0.0.1\r\n\r\n");
+	verdict("http_port_generate_204", http_do("127.0.0.1", http_port, 0,
+	    req, 0, r) == 0 && r->status == 204 &&
+	    hdr_is("X-Tailscale-Response", "response ts_127.0.0.1") ? NULL :
+	    "not 204 with the challenge response");
+
+	snprintf(req, sizeof(req), "GET /foo?a=b HTTP/1.1\r\nHost: "
+	    "derp.example.test\r\n\r\n");
+	if (http_do("127.0.0.1", http_port, 0, req, 0, r) < 0 ||
+	    r->status != 302)
+		fail("http_port_redirect", "status %d, expected 302", r->status);
+	else if (!dc_http_header(r->head, "Location", v, sizeof(v)) ||
+	    strcmp(v, "https://derp.example.test/foo?a=b") != 0)
+		fail("http_port_redirect", "Location is not https://"
+		    "derp.example.test/foo?a=b");
+	else
+		ok("http_port_redirect");
+
+	snprintf(req, sizeof(req), "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+	    "Connection: Upgrade\r\nUpgrade: DERP\r\n\r\n");
+	verdict("http_port_never_upgrades", http_do("127.0.0.1", http_port, 0,
+	    req, 0, r) == 0 && r->status == 302 ? NULL :
+	    "GET /derp with Upgrade was not redirected");
+
+	snprintf(req, sizeof(req), "POST /foo HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+	    "Content-Length: 0\r\n\r\n");
+	verdict("http_port_post_400", http_do("127.0.0.1", http_port, 0, req, 0,
+	    r) == 0 && r->status == 400 ? NULL : "POST was not answered 400");
+}
+
+/* ---- scenarios: TLS certificate ----------------------------------------- */
+
+struct der_sink {
+	uint8_t *buf;
+	size_t cap, len;
+	int overflow;
+};
+
+static void
+der_append(void *ctx, const void *src, size_t len)
+{
+	struct der_sink *s = ctx;
+
+	if (s->len + len > s->cap) {
+		s->overflow = 1;
+		return;
+	}
+	memcpy(s->buf + s->len, src, len);
+	s->len += len;
+}
+
+/* First CERTIFICATE of a PEM file into der; the number of certificates in
+ * *count.  Length, or -1. */
+static long
+pem_first_cert(const char *path, uint8_t *der, size_t cap, int *count)
+{
+	br_pem_decoder_context pc;
+	struct der_sink sink;
+	size_t len, off = 0;
+	char *text = read_file(path, &len);
+	int inobj = 0, done = 0;
+
+	*count = 0;
+	if (text == NULL)
+		return -1;
+	sink.buf = der;
+	sink.cap = cap;
+	sink.len = 0;
+	sink.overflow = 0;
+	br_pem_decoder_init(&pc);
+	while (off < len) {
+		off += br_pem_decoder_push(&pc, text + off, len - off);
+		switch (br_pem_decoder_event(&pc)) {
+		case BR_PEM_BEGIN_OBJ:
+			inobj = strcmp(br_pem_decoder_name(&pc),
+			    "CERTIFICATE") == 0;
+			if (inobj)
+				(*count)++;
+			br_pem_decoder_setdest(&pc, inobj && !done ?
+			    der_append : NULL, &sink);
+			break;
+		case BR_PEM_END_OBJ:
+			if (inobj)
+				done = 1;
+			inobj = 0;
+			break;
+		case BR_PEM_ERROR:
+			free(text);
+			return -1;
+		default:
+			break;
+		}
+	}
+	free(text);
+	return done && !sink.overflow ? (long)sink.len : -1;
+}
+
+static void
+t_tls_cert(const char *certdir)
+{
+	static uint8_t der[8192];
+	uint8_t sha[32], logged[32];
+	char crt[600], key[600], hex[65], *log, *p;
+	struct stat st;
+	struct dclient *c;
+	int count;
+	long n;
+	static const char *const snis[] = { NULL, "127.0.0.1", "127.0.0.1:443" };
+	static const char *const sni_names[] = { "sni_none", "sni_ip",
+	    "sni_ip_port" };
+	int i;
+
+	snprintf(crt, sizeof(crt), "%s/127.0.0.1.crt", certdir);
+	snprintf(key, sizeof(key), "%s/127.0.0.1.key", certdir);
+	if (stat(key, &st) < 0)
+		fail("cert_key_file", "%s missing", key);
+	else if ((st.st_mode & 0777) != 0600)
+		fail("cert_key_file", "%s has mode %03o, not 0600", key,
+		    (unsigned)(st.st_mode & 0777));
+	else
+		ok("cert_key_file");
+	if (stat(crt, &st) < 0)
+		fail("cert_crt_file", "%s missing", crt);
+	else if ((st.st_mode & 0022) != 0)
+		fail("cert_crt_file", "%s is writable by others (mode %03o)", crt,
+		    (unsigned)(st.st_mode & 0777));
+	else
+		ok("cert_crt_file");
+	n = pem_first_cert(crt, der, sizeof(der), &count);
+	if (n < 0) {
+		fail("cert_pem", "no CERTIFICATE in %s", crt);
+		return;
+	}
+	verdict("cert_pem", count == 1 ? NULL : "more than one certificate");
+	{
+		br_sha256_context h;
+		br_sha256_init(&h);
+		br_sha256_update(&h, der, (size_t)n);
+		br_sha256_out(&h, sha);
+	}
+	tohex(sha, 32, hex);
+	log = read_file(log_path, NULL);
+	p = log != NULL ? strstr(log, "\"CertName\":\"sha256-raw:") : NULL;
+	if (p == NULL)
+		fail("cert_name_logged", "no \"CertName\":\"sha256-raw:...\" in %s",
+		    log_path);
+	else if (unhex(p + 23, logged, 32) != 32 || p[23 + 64] != '"')
+		fail("cert_name_logged", "malformed CertName hash");
+	else if (memcmp(logged, sha, 32) != 0)
+		fail("cert_name_logged", "logged hash differs from the SHA-256 of"
+		    " %s (%s)", crt, hex);
+	else
+		ok("cert_name_logged");
+	free(log);
+
+	for (i = 0; i < 3; i++) {
+		const char *e = NULL;
+		c = dc_new();
+		dc_genkey(c);
+		if (dc_connect(c, srv_host, srv_port, 1, snis[i], CONNECT_MS) < 0)
+			e = "TLS handshake failed";
+		else if (c->x509.ncerts != 1)
+			e = "not exactly one certificate presented";
+		else if (memcmp(c->x509.leaf_sha256, sha, 32) != 0)
+			e = "presented leaf differs from the .crt file";
+		else if (dc_handshake(c, 0, NULL, IO_MS) < 0)
+			e = "DERP handshake failed";
+		verdict(sni_names[i], e);
+		dc_free(c);
+	}
+
+	/* TLS 1.0/1.1 only: refused (derper's minimum is 1.2). */
+	c = dc_new();
+	c->tls_min = BR_TLS10;
+	c->tls_max = BR_TLS11;
+	verdict("tls_below_1_2_refused", dc_connect(c, srv_host, srv_port, 1,
+	    NULL, CONNECT_MS) < 0 ? NULL : "a TLS 1.1 handshake succeeded");
+	dc_free(c);
+}
+
+/* ---- scenarios: timeouts (forked helpers) -------------------------------- */
+
+/*
+ * The handshake deadline costs 10 s, so it runs in a child process beside the
+ * other scenarios.  The child reports one line through a pipe: "ok" or the
+ * failure text.  partial: send part of a ClientInfo before going silent.
+ */
+struct helper {
+	pid_t pid;
+	int fd;
+	const char *name;
+	int slot;
+};
+
+static void
+deadline_child(int wfd, int partial)
+{
+	struct dclient *c = cl_upgraded();
+	char msg[200];
+	int64_t t0, dt;
+	int closed;
+
+	server_pid = -1;	/* this process's watchdog must not kill the server */
+	alarm(30);
+	if (c == NULL) {
+		snprintf(msg, sizeof(msg), "upgrade failed");
+	} else {
+		if (partial) {
+			uint8_t f[200];
+			size_t fl = dc_client_info_frame(c, NULL, f, sizeof(f));
+			(void)dc_write(c, f, fl - 20);
+		}
+		t0 = now_ms();
+		closed = dc_expect_close(c, HANDSHAKE_DEADLINE_MAX_MS + 1500);
+		dt = now_ms() - t0;
+		if (!closed)
+			snprintf(msg, sizeof(msg), "still open %d ms after "
+			    "ServerKey", HANDSHAKE_DEADLINE_MAX_MS + 1500);
+		else if (dt < HANDSHAKE_DEADLINE_MIN_MS ||
+		    dt > HANDSHAKE_DEADLINE_MAX_MS)
+			snprintf(msg, sizeof(msg), "closed after %lld ms, expected"
+			    " %d..%d", (long long)dt, HANDSHAKE_DEADLINE_MIN_MS,
+			    HANDSHAKE_DEADLINE_MAX_MS);
+		else
+			snprintf(msg, sizeof(msg), "ok");
+	}
+	if (write(wfd, msg, strlen(msg)) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+static int
+helper_start(struct helper *h, const char *name, int slot, int partial)
+{
+	int fds[2];
+
+	h->pid = -1;
+	h->fd = -1;
+	h->name = name;
+	h->slot = slot;
+	if (pipe(fds) < 0)
+		return -1;
+	fflush(stdout);
+	h->pid = fork();
+	if (h->pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (h->pid == 0) {
+		close(fds[0]);
+		deadline_child(fds[1], partial);
+	}
+	close(fds[1]);
+	h->fd = fds[0];
+	helper_pid[slot] = h->pid;
+	return 0;
+}
+
+static void
+helper_finish(struct helper *h)
+{
+	char msg[256];
+	struct pollfd p;
+	ssize_t n = 0;
+	int64_t deadline = now_ms() + HANDSHAKE_DEADLINE_MAX_MS + 5000;
+
+	if (h->pid < 0) {
+		fail(h->name, "could not fork");
+		return;
+	}
+	p.fd = h->fd;
+	p.events = POLLIN;
+	while (poll(&p, 1, (int)(deadline - now_ms() > 0 ?
+	    deadline - now_ms() : 0)) < 0 && errno == EINTR)
+		;
+	if (p.revents & (POLLIN | POLLHUP))
+		n = read(h->fd, msg, sizeof(msg) - 1);
+	msg[n > 0 ? n : 0] = '\0';
+	kill(h->pid, SIGKILL);
+	waitpid(h->pid, NULL, 0);
+	helper_pid[h->slot] = -1;
+	close(h->fd);
+	if (n <= 0)
+		fail(h->name, "helper process reported nothing");
+	else
+		verdict(h->name, strcmp(msg, "ok") == 0 ? NULL : msg);
+}
+
+/* A client that stops reading while another floods it is closed (2 s write
+ * timeout); the flooder and the pair keep working. */
+static void
+t_slow_reader(void)
+{
+	struct dclient *r = dc_new(), *f = cl_derp();
+	const char *e = NULL;
+	int64_t start;
+	long sent = 0;
+
+	if (r == NULL || f == NULL) {
+		fail("slow_reader_closed", "connect failed");
+		goto out;
+	}
+	r->rcvbuf = 4096;	/* fill the path quickly */
+	dc_genkey(r);
+	if (dc_connect(r, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
+	    dc_handshake(r, 0, NULL, IO_MS) < 0) {
+		fail("slow_reader_closed", "reader connect failed");
+		goto out;
+	}
+	start = now_ms();
+	dc_random(pbuf, 8000);
+	while (now_ms() - start < FLOOD_MS) {
+		if (dc_send_packet(f, r->pk, pbuf, 8000) < 0) {
+			e = "the flooding client was cut off";
+			break;
+		}
+		if (++sent % 4 == 0)
+			sleep_ms(1);	/* about 8 MB/s: a flood, not a CPU test */
+	}
+	if (e == NULL && !ping(f))
+		e = "the flooding client gets no Pong";
+	verdict("slow_reader_sender_unaffected", e);
+	verdict("slow_reader_pair_unaffected", pair_works());
+	/* Drain: a closed reader ends in EOF; an open one just goes quiet. */
+	verdict("slow_reader_closed", dc_expect_close(r, CLOSE_MS) ? NULL :
+	    "the non-reading client was never closed");
+out:
+	dc_free(r);
+	dc_free(f);
+}
+
+/* ---- scenarios: STUN ---------------------------------------------------- */
+
+/* The response the spec prescribes, computed here independently of stun.c. */
+static size_t
+stun_expected(uint8_t out[44], const uint8_t txid[12], const uint8_t *addr,
+    size_t alen, uint16_t port)
+{
+	static const uint8_t cookie[4] = { 0x21, 0x12, 0xa4, 0x42 };
+	size_t i;
+
+	out[0] = 0x01;
+	out[1] = 0x01;
+	out[2] = 0x00;
+	out[3] = alen == 4 ? 0x0c : 0x18;
+	memcpy(out + 4, cookie, 4);
+	memcpy(out + 8, txid, 12);
+	out[20] = 0x00;
+	out[21] = 0x20;
+	out[22] = 0x00;
+	out[23] = alen == 4 ? 0x08 : 0x14;
+	out[24] = 0x00;
+	out[25] = alen == 4 ? 0x01 : 0x02;
+	out[26] = (uint8_t)((port >> 8) ^ 0x21);
+	out[27] = (uint8_t)((port & 0xff) ^ 0x12);
+	for (i = 0; i < alen; i++)
+		out[28 + i] = addr[i] ^ (i < 4 ? cookie[i] : txid[i - 4]);
+	return 28 + alen;
+}
+
+/* A UDP socket bound to host:0; its port in *port.  -1 on failure. */
+static int
+udp_socket(const char *host, uint16_t *port)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int fd;
+
+	memset(&ss, 0, sizeof(ss));
+	if (strchr(host, ':') != NULL) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		s6->sin6_family = AF_INET6;
+		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+			return -1;
+		sl = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		s4->sin_family = AF_INET;
+		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+			return -1;
+		sl = sizeof(*s4);
+	}
+	fd = socket(ss.ss_family, SOCK_DGRAM, 0);
+	if (fd < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		close(fd);
+		return -1;
+	}
+	*port = ntohs(ss.ss_family == AF_INET6 ?
+	    ((struct sockaddr_in6 *)&ss)->sin6_port :
+	    ((struct sockaddr_in *)&ss)->sin_port);
+	return fd;
+}
+
+static int
+udp_send(int fd, const char *host, int port, const uint8_t *p, size_t n)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+
+	memset(&ss, 0, sizeof(ss));
+	if (strchr(host, ':') != NULL) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		inet_pton(AF_INET6, host, &s6->sin6_addr);
+		sl = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		inet_pton(AF_INET, host, &s4->sin_addr);
+		sl = sizeof(*s4);
+	}
+	return sendto(fd, p, n, 0, (struct sockaddr *)&ss, sl) == (ssize_t)n ?
+	    0 : -1;
+}
+
+/* One datagram within ms: its length, -2 timeout, -1 error. */
+static long
+udp_recv(int fd, uint8_t *buf, size_t cap, int ms)
+{
+	struct pollfd p;
+	int r;
+
+	p.fd = fd;
+	p.events = POLLIN;
+	do
+		r = poll(&p, 1, ms);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		return -2;
+	if (r < 0)
+		return -1;
+	return (long)recv(fd, buf, cap, 0);
+}
+
+/*
+ * One binding request from a socket bound to from_host, to to_host:stun_port;
+ * the answer must be exactly the prescribed response for from_addr (4 or 16
+ * bytes) and our port.  NULL or why.
+ */
+static const char *
+stun_roundtrip(const char *from_host, const char *to_host,
+    const uint8_t *from_addr, size_t alen)
+{
+	static char why[256];
+	uint8_t txid[12], req[STUN_REQUEST_BYTES], want[44], got[600];
+	uint16_t port;
+	size_t wl;
+	long n;
+	int fd = udp_socket(from_host, &port);
+
+	if (fd < 0)
+		return "cannot bind a UDP socket";
+	dc_random(txid, sizeof(txid));
+	stun_build_request(req, txid);
+	if (udp_send(fd, to_host, stun_port, req, sizeof(req)) < 0) {
+		close(fd);
+		return "sendto failed";
+	}
+	n = udp_recv(fd, got, sizeof(got), IO_MS);
+	close(fd);
+	if (n < 0)
+		return n == -2 ? "no answer" : "recv failed";
+	wl = stun_expected(want, txid, from_addr, alen, port);
+	if ((size_t)n != wl || memcmp(got, want, wl) != 0) {
+		char hx[2 * 64 + 1];
+		tohex(got, (size_t)n < 64 ? (size_t)n : 64, hx);
+		snprintf(why, sizeof(why), "answer of %ld bytes, expected %zu:"
+		    " %s", n, wl, hx);
+		return why;
+	}
+	return NULL;
+}
+
+/* Read a .hex vector file: comment lines and hex lines, alternating. */
+static int
+stun_vectors(const char *rel, uint8_t pkts[][200], size_t *lens, int max)
+{
+	char path[512], *text, *line, *save = NULL;
+	int n = 0;
+
+	data_path(path, sizeof(path), rel);
+	text = read_file(path, NULL);
+	if (text == NULL)
+		return -1;
+	for (line = strtok_r(text, "\n", &save); line != NULL && n < max;
+	    line = strtok_r(NULL, "\n", &save)) {
+		long l;
+		if (line[0] == '#')
+			continue;
+		l = unhex(line, pkts[n], 200);
+		if (l >= 0)
+			lens[n++] = (size_t)l;
+	}
+	free(text);
+	return n;
+}
+
+static void
+t_stun_v4(void)
+{
+	static uint8_t valid[32][200], invalid[64][200];
+	size_t vlen[32], ilen[64];
+	static const uint8_t lo4[4] = { 127, 0, 0, 1 };
+	uint8_t got[600];
+	uint16_t port;
+	int nv, ni, i, fd, bad = 0;
+	long n;
+
+	verdict("stun_ipv4", stun_roundtrip("127.0.0.1", "127.0.0.1", lo4, 4));
+
+	nv = stun_vectors("stun/stun_binding_requests_valid.hex", valid, vlen, 32);
+	ni = stun_vectors("stun/stun_binding_requests_invalid.hex", invalid,
+	    ilen, 64);
+	if (nv <= 0 || ni <= 0) {
+		fail("stun_vectors", "cannot read the STUN vectors");
+		return;
+	}
+	fd = udp_socket("127.0.0.1", &port);
+	if (fd < 0) {
+		fail("stun_vectors", "cannot bind a UDP socket");
+		return;
+	}
+	for (i = 0; i < nv; i++) {
+		if (udp_send(fd, "127.0.0.1", stun_port, valid[i], vlen[i]) < 0 ||
+		    (n = udp_recv(fd, got, sizeof(got), IO_MS)) != 32 ||
+		    memcmp(got + 8, valid[i] + 8, 12) != 0) {
+			fail("stun_valid_vectors", "vector %d not answered with"
+			    " a 32-byte response carrying its transaction ID",
+			    i + 1);
+			bad++;
+		}
+	}
+	if (bad == 0)
+		ok("stun_valid_vectors");
+	/* All the malformed ones, then one good request: only it is answered. */
+	for (i = 0; i < ni; i++)
+		(void)udp_send(fd, "127.0.0.1", stun_port, invalid[i], ilen[i]);
+	(void)udp_send(fd, "127.0.0.1", stun_port, valid[0], vlen[0]);
+	n = udp_recv(fd, got, sizeof(got), IO_MS);
+	if (n == -2)
+		fail("stun_invalid_dropped", "no answer to the valid request sent"
+		    " after the invalid ones (server stopped serving STUN?)");
+	else if (n != 32 || memcmp(got + 8, valid[0] + 8, 12) != 0)
+		fail("stun_invalid_dropped", "an invalid datagram was answered"
+		    " (%ld bytes)", n);
+	else if (udp_recv(fd, got, sizeof(got), QUIET_MS) != -2)
+		fail("stun_invalid_dropped", "an extra datagram arrived");
+	else
+		ok("stun_invalid_dropped");
+	close(fd);
+	verdict("stun_after_garbage", stun_roundtrip("127.0.0.1", "127.0.0.1",
+	    lo4, 4));
+}
+
+/* ---- modes -------------------------------------------------------------- */
+
+static char key_path[512], cert_dir[512];
+
+static int
+mk_plain(char **argv, char bufs[][600])
+{
+	int i = 0;
+
+	argv[i++] = (char *)derp_path;
+	argv[i++] = "-a";
+	snprintf(bufs[0], 600, "127.0.0.1:%d", srv_port);
+	argv[i++] = bufs[0];
+	argv[i++] = "-c";
+	argv[i++] = key_path;
+	argv[i++] = "-stun-port";
+	snprintf(bufs[1], 600, "%d", stun_port);
+	argv[i++] = bufs[1];
+	argv[i++] = "-http-port";
+	argv[i++] = "-1";
+	argv[i] = NULL;
+	return 0;
+}
+
+static int
+mk_tls(char **argv, char bufs[][600])
+{
+	int i = 0;
+
+	argv[i++] = (char *)derp_path;
+	snprintf(bufs[0], 600, "-a=127.0.0.1:%d", srv_port);
+	argv[i++] = bufs[0];
+	argv[i++] = "-certmode";
+	argv[i++] = "manual";
+	argv[i++] = "-hostname=127.0.0.1";
+	argv[i++] = "-certdir";
+	argv[i++] = cert_dir;
+	snprintf(bufs[1], 600, "-c=%s", key_path);
+	argv[i++] = bufs[1];
+	snprintf(bufs[2], 600, "-stun-port=%d", stun_port);
+	argv[i++] = bufs[2];
+	argv[i++] = "-http-port";
+	snprintf(bufs[3], 600, "%d", http_port);
+	argv[i++] = bufs[3];
+	argv[i] = NULL;
+	return 0;
+}
+
+static int
+mk_ipv6(char **argv, char bufs[][600])
+{
+	mk_plain(argv, bufs);
+	snprintf(bufs[0], 600, "[::1]:%d", srv_port);
+	return 0;
+}
+
+static int
+mk_dual(char **argv, char bufs[][600])
+{
+	mk_plain(argv, bufs);
+	snprintf(bufs[0], 600, ":%d", srv_port);
+	return 0;
+}
+
+static void
+begin_mode(const char *name, int tls, const char *host)
+{
+	mode = name;
+	mode_tls = tls;
+	srv_host = host;
+	snprintf(log_path, sizeof(log_path), "%s/derp-%s.log", scratch, name);
+	unlink(log_path);
+}
+
+/* plain and tls: the full scenario list. */
+static void
+run_full_mode(const char *name, int tls)
+{
+	struct helper h1, h2;
+	int64_t t0 = now_ms();
+
+	begin_mode(name, tls, "127.0.0.1");
+	if (tls) {
+		char p[600];
+		snprintf(p, sizeof(p), "%s/127.0.0.1.crt", cert_dir);
+		unlink(p);
+		snprintf(p, sizeof(p), "%s/127.0.0.1.key", cert_dir);
+		unlink(p);
+		rmdir(cert_dir);
+	}
+	if (server_start(tls ? mk_tls : mk_plain) < 0)
+		return;
+	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
+	if (helper_start(&h1, "handshake_deadline", 0, 0) < 0)
+		h1.pid = -1;
+	if (helper_start(&h2, "handshake_deadline_partial", 1, 1) < 0)
+		h2.pid = -1;
+	if (tls)
+		t_tls_cert(cert_dir);
+	pair_a = cl_derp();
+	pair_b = cl_derp();
+	verdict("pair_established", pair_a != NULL && pair_b != NULL ? NULL :
+	    "two clients could not connect");
+	t_handshake();
+	t_vectors();
+	t_client_info_json();
+	t_exchange();
+	t_packet_too_big();
+	t_ping();
+	t_note_preferred();
+	t_peer_gone();
+	t_not_here();
+	t_duplicates();
+	t_bad_http();
+	t_bad_client_info();
+	t_bad_frames();
+	if (tls)
+		t_tls_garbage();
+	t_http();
+	if (tls)
+		t_http_port();
+	t_stun_v4();
+	t_slow_reader();
+	verdict("pair_still_works_at_end", pair_works());
+	helper_finish(&h1);
+	helper_finish(&h2);
+	dc_free(pair_a);
+	dc_free(pair_b);
+	pair_a = pair_b = NULL;
+	server_stop();
+	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
+}
+
+static int
+have_ipv6_loopback(void)
+{
+	uint16_t port;
+	int fd = udp_socket("::1", &port);
+
+	if (fd < 0)
+		return 0;
+	close(fd);
+	return 1;
+}
+
+static void
+run_ipv6_mode(void)
+{
+	static const uint8_t lo6[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0, 0, 1 };
+	struct dclient *a, *b;
+
+	begin_mode("ipv6", 0, "::1");
+	if (!have_ipv6_loopback()) {
+		skip("all", "no IPv6 loopback");
+		return;
+	}
+	if (server_start(mk_ipv6) < 0)
+		return;
+	a = cl_derp();
+	b = cl_derp();
+	verdict("handshake_ipv6", a != NULL && b != NULL ? NULL :
+	    "handshake over ::1 failed");
+	if (a != NULL && b != NULL)
+		verdict("exchange_ipv6", relay(a, b, 1200));
+	dc_free(a);
+	dc_free(b);
+	verdict("stun_ipv6", stun_roundtrip("::1", "::1", lo6, 16));
+	server_stop();
+}
+
+static void
+run_dual_mode(void)
+{
+	static const uint8_t lo4[4] = { 127, 0, 0, 1 };
+	static const uint8_t lo6[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0, 0, 1 };
+	struct dclient *a, *b;
+
+	begin_mode("dual", 0, "127.0.0.1");
+	if (!have_ipv6_loopback()) {
+		skip("all", "no IPv6 loopback");
+		return;
+	}
+	if (server_start(mk_dual) < 0)
+		return;
+	a = cl_derp();
+	srv_host = "::1";
+	b = cl_derp();
+	srv_host = "127.0.0.1";
+	verdict("handshake_dual_stack", a != NULL && b != NULL ? NULL :
+	    "handshake over 127.0.0.1 or ::1 failed");
+	if (a != NULL && b != NULL)
+		verdict("exchange_v4_v6", relay(a, b, 1200) == NULL ?
+		    relay(b, a, 1200) : "IPv4 to IPv6 client failed");
+	dc_free(a);
+	dc_free(b);
+	verdict("stun_dual_ipv4_family_01", stun_roundtrip("127.0.0.1",
+	    "127.0.0.1", lo4, 4));
+	verdict("stun_dual_ipv6_family_02", stun_roundtrip("::1", "::1", lo6,
+	    16));
+	server_stop();
+}
+
+/* ---- mode: mesh (server with a mesh key; we act as the mesh peer) -------- */
+
+static const char mesh_key_hex[] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+static char mesh_path[512];
+
+static int
+mk_mesh(char **argv, char bufs[][600])
+{
+	int i;
+
+	mk_plain(argv, bufs);
+	for (i = 0; argv[i] != NULL; i++)
+		;
+	argv[i++] = "-mesh-psk-file";
+	argv[i++] = mesh_path;
+	argv[i] = NULL;
+	return 0;
+}
+
+/* A handshaken client whose ClientInfo carries json. */
+static struct dclient *
+cl_derp_json(const char *json)
+{
+	struct dclient *c = dc_new();
+
+	if (c == NULL)
+		return NULL;
+	dc_genkey(c);
+	if (dc_connect(c, srv_host, srv_port, 0, NULL, CONNECT_MS) < 0 ||
+	    dc_handshake(c, 0, json, IO_MS) < 0) {
+		dc_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Wait for PeerPresent(key) on watcher m; check ip/port/flags when port > 0. */
+static const char *
+expect_peer_present(struct dclient *m, const uint8_t key[32], int port,
+    uint8_t flags)
+{
+	static const uint8_t mapped_lo[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0xff, 0xff, 127, 0, 0, 1 };
+	static char why[120];
+	int64_t deadline = now_ms() + IO_MS;
+	size_t n;
+
+	for (;;) {
+		int left = (int)(deadline - now_ms());
+		if (left <= 0 || !wait_frame(m, 0x09, qbuf, sizeof(qbuf), &n, left))
+			return "no PeerPresent for the key";
+		if (n < 32 || memcmp(qbuf, key, 32) != 0)
+			continue;	/* another key's PeerPresent */
+		if (n != 51) {
+			snprintf(why, sizeof(why), "PeerPresent of %zu bytes, not"
+			    " 51", n);
+			return why;
+		}
+		if (port > 0 && (memcmp(qbuf + 32, mapped_lo, 16) != 0 ||
+		    (qbuf[48] << 8 | qbuf[49]) != port))
+			return "PeerPresent address is not ::ffff:127.0.0.1 and"
+			    " the client's port";
+		if (qbuf[50] != flags) {
+			snprintf(why, sizeof(why), "PeerPresent flags 0x%02x,"
+			    " expected 0x%02x", qbuf[50], flags);
+			return why;
+		}
+		return NULL;
+	}
+}
+
+/* Like expect_peer_gone, but a watcher also sees other keys come and go. */
+static const char *
+expect_peer_gone_among(struct dclient *m, const uint8_t key[32])
+{
+	int64_t deadline = now_ms() + IO_MS;
+
+	for (;;) {
+		uint8_t type;
+		size_t n;
+		int left = (int)(deadline - now_ms());
+
+		if (left <= 0 || dc_recv_frame(m, &type, qbuf, sizeof(qbuf), &n,
+		    left) != 1)
+			return "no PeerGone for the key";
+		if (type != FT_PEER_GONE || n < 32 || memcmp(qbuf, key, 32) != 0)
+			continue;
+		return n == 33 && qbuf[32] == 0 ? NULL :
+		    "PeerGone not 33 bytes with reason 0x00";
+	}
+}
+
+static int
+local_port(struct dclient *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -1;
+	return ss.ss_family == AF_INET ?
+	    ntohs(((struct sockaddr_in *)&ss)->sin_port) :
+	    ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+static void
+run_mesh_mode(void)
+{
+	char json[256];
+	struct dclient *r = NULL, *m = NULL, *n = NULL, *w = NULL;
+	uint8_t key[32], f[200];
+	const char *e;
+	int fd;
+
+	begin_mode("mesh", 0, "127.0.0.1");
+	snprintf(mesh_path, sizeof(mesh_path), "%s/mesh.key", scratch);
+	fd = open(mesh_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || write(fd, mesh_key_hex, 64) != 64 ||
+	    write(fd, "\n", 1) != 1) {
+		fail("mesh_key_file", "cannot write %s", mesh_path);
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	close(fd);
+	if (server_start(mk_mesh) < 0)
+		return;
+	r = cl_derp();
+	snprintf(json, sizeof(json), "{\"meshKey\":\"%s\",\"version\":2,"
+	    "\"CanAckPings\":false}", mesh_key_hex);
+	m = cl_derp_json(json);
+	if (r == NULL || m == NULL) {
+		fail("mesh_client_info", "mesh peer or regular client refused");
+		goto out;
+	}
+	ok("mesh_client_info");
+	/* WatchConns: a PeerPresent for every connected key, the peer's own
+	 * included (flag 0x02 mesh), the regular one with its address. */
+	if (dc_send_frame(m, FT_WATCH_CONNS, NULL, 0) < 0) {
+		fail("mesh_watch_initial", "write failed");
+		goto out;
+	}
+	e = expect_peer_present(m, r->pk, local_port(r), 0x01);
+	verdict("mesh_watch_initial", e);
+	/* (the peer's own entry may come before or after r's: not checked) */
+	n = cl_derp();
+	verdict("mesh_watch_new_client", n == NULL ? "connect failed" :
+	    expect_peer_present(m, n->pk, local_port(n), 0x01));
+	if (n != NULL) {
+		memcpy(key, n->pk, 32);
+		dc_free(n);
+		n = NULL;
+		verdict("mesh_watch_gone", expect_peer_gone_among(m, key));
+	}
+	/* ForwardPacket: delivered to the local client with the given source. */
+	dc_random(key, 32);
+	memcpy(f, key, 32);
+	memcpy(f + 32, r->pk, 32);
+	dc_random(f + 64, 40);
+	if (dc_send_frame(m, FT_FORWARD_PACKET, f, 104) < 0) {
+		fail("mesh_forward_packet", "write failed");
+	} else {
+		uint8_t src[32];
+		size_t len;
+		if (dc_recv_packet(r, src, qbuf, sizeof(qbuf), &len, IO_MS) != 1)
+			fail("mesh_forward_packet", "not delivered");
+		else if (memcmp(src, key, 32) != 0 || len != 40 ||
+		    memcmp(qbuf, f + 64, 40) != 0)
+			fail("mesh_forward_packet", "wrong source or content");
+		else
+			ok("mesh_forward_packet");
+	}
+	/* A well-formed but wrong mesh key makes a regular client. */
+	snprintf(json, sizeof(json), "{\"meshKey\":\"%064d\"}", 0);
+	json[12] = 'f';
+	w = cl_derp_json(json);
+	if (w == NULL) {
+		fail("mesh_wrong_key_regular", "handshake refused");
+	} else {
+		(void)dc_send_frame(w, FT_WATCH_CONNS, NULL, 0);
+		verdict("mesh_wrong_key_regular", dc_expect_close(w, CLOSE_MS) ?
+		    NULL : "WatchConns accepted from a wrong mesh key");
+	}
+	/* ClosePeer: the target is closed, the mesh peer hears PeerGone. */
+	memcpy(key, r->pk, 32);
+	if (dc_send_frame(m, FT_CLOSE_PEER, key, 32) < 0)
+		fail("mesh_close_peer", "write failed");
+	else if (!dc_expect_close(r, CLOSE_MS))
+		fail("mesh_close_peer", "target still open");
+	else
+		verdict("mesh_close_peer", expect_peer_gone_among(m, key));
+	verdict("mesh_peer_still_works", ping(m) ? NULL : "no Pong");
+out:
+	dc_free(r);
+	dc_free(m);
+	dc_free(n);
+	dc_free(w);
+	server_stop();
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static int
+write_key_file(void)
+{
+	int fd;
+
+	snprintf(key_path, sizeof(key_path), "%s/derper.key", scratch);
+	fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		return -1;
+	if (write(fd, v_config, v_config_len) != (ssize_t)v_config_len) {
+		close(fd);
+		return -1;
+	}
+	return close(fd);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct sigaction sa;
+
+	if (argc < 3 || argc > 4) {
+		fprintf(stderr, "usage: %s DERP_BINARY SCRATCH_DIR [DATA_DIR]\n",
+		    argv[0]);
+		return 2;
+	}
+	derp_path = argv[1];
+	scratch = argv[2];
+	datadir = argc > 3 ? argv[3] : "test/data";
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm;
+	sigaction(SIGALRM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	alarm(WATCHDOG_S);
+
+	if (access(derp_path, X_OK) < 0) {
+		printf("FAIL - setup: %s is not executable\n", derp_path);
+		printf("0 passed, 1 failed, 0 skipped\n");
+		return 1;
+	}
+	if (mkdir(scratch, 0700) < 0 && errno != EEXIST) {
+		printf("FAIL - setup: mkdir %s: %s\n", scratch, strerror(errno));
+		printf("0 passed, 1 failed, 0 skipped\n");
+		return 1;
+	}
+	load_vectors();
+	if (!vectors_ok || write_key_file() < 0) {
+		printf("FAIL - setup: vectors in %s unreadable or key file not"
+		    " written\n", datadir);
+		printf("0 passed, 1 failed, 0 skipped\n");
+		return 1;
+	}
+	snprintf(cert_dir, sizeof(cert_dir), "%s/certs", scratch);
+	/* Ports below the usual ephemeral range, spread by pid. */
+	next_port = 10000 + (int)(getpid() % 1500) * 12;
+
+	run_full_mode("plain", 0);
+	run_full_mode("tls", 1);
+	run_ipv6_mode();
+	run_dual_mode();
+	run_mesh_mode();
+
+	kill_children();
+	printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
+	return n_fail == 0 ? 0 : 1;
+}

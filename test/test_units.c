@@ -1,0 +1,510 @@
+/*
+ * test_units.c -- unit tests of derp.c's internals (it includes derp.c).
+ *
+ * JSON: known answers for the ClientInfo and key-file parsers: every row of
+ * client_info_json.tsv, the -c key file of keys_and_config.txt, hand-made edge
+ * cases for Go's encoding/json rules, the hex helpers, and a fixed-seed mutation
+ * loop that must never crash (build with -fsanitize=address,undefined).
+ *
+ * usage: test_json DATADIR   (DATADIR holds client_info_json.tsv and keys_and_config.txt)
+ * Prints "ok <name>" or "FAIL <name>: <detail>" per check, then "N passed, N failed".
+ */
+#define DERP_NO_MAIN
+#include "../derp.c"
+
+static int passed, failed;
+
+static void check(int cond, const char *name, const char *detail)
+{
+	if (cond) {
+		printf("ok %s\n", name);
+		passed++;
+	} else {
+		printf("FAIL %s: %s\n", name, detail);
+		failed++;
+	}
+}
+
+/* The whole file in a malloc'd buffer (NUL-terminated for the line parsers). */
+static char *slurp(const char *dir, const char *file, size_t *len)
+{
+	char path[1024];
+	FILE *f;
+	char *buf;
+	long n;
+
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	if ((f = fopen(path, "rb")) == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0) {
+		fprintf(stderr, "test_json: cannot read %s\n", path);
+		exit(2);
+	}
+	rewind(f);
+	buf = malloc((size_t)n + 1);
+	if (buf == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n)
+		exit(2);
+	fclose(f);
+	buf[n] = '\0';
+	*len = (size_t)n;
+	return buf;
+}
+
+/* Parses from an exactly-sized heap copy, so that ASan sees any read past len. */
+static int parse_ci(const char *json, size_t len, struct clientinfo *ci)
+{
+	char *copy = malloc(len ? len : 1);
+	int r;
+
+	memcpy(copy, json, len);
+	r = clientinfo_parse(copy, len, ci);
+	free(copy);
+	return r;
+}
+
+static int parse_key(const char *json, size_t len, uint8_t key[32], const char **why)
+{
+	char *copy = malloc(len ? len : 1);
+	int r;
+
+	memcpy(copy, json, len);
+	*why = "";
+	r = keyfile_parse(copy, len, key, why);
+	free(copy);
+	return r;
+}
+
+static uint8_t mesh_key[32];	/* 000102...1f, the server mesh key of the TSV */
+
+static void test_tsv(const char *dir)
+{
+	size_t len, lineno = 0;
+	char *buf = slurp(dir, "client_info_json.tsv", &len), *line, *next, *f[4];
+	char name[160], detail[160];
+	struct clientinfo ci;
+	int i, r, mesh, rows = 0;
+
+	for (line = buf; line && *line; line = next) {
+		lineno++;
+		if ((next = strchr(line, '\n')) != NULL)
+			*next++ = '\0';
+		if (line[0] == '#' || strncmp(line, "verdict\t", 8) == 0 || line[0] == '\0')
+			continue;
+		/* Columns are tab-separated; the json column is the raw document. */
+		for (i = 0, f[0] = line; i < 3; i++) {
+			if ((f[i + 1] = strchr(f[i], '\t')) == NULL) {
+				snprintf(name, sizeof name, "tsv line %zu", lineno);
+				check(0, name, "fewer than 4 columns");
+				goto nextline;
+			}
+			*f[i + 1]++ = '\0';
+		}
+		rows++;
+		snprintf(name, sizeof name, "tsv line %zu (%s)", lineno, f[3]);
+		r = parse_ci(f[2], strlen(f[2]), &ci);
+		mesh = r == 0 && clientinfo_is_mesh(&ci, mesh_key, 1);
+		snprintf(detail, sizeof detail, "got %s/%s for %s", r ? "reject" : "accept",
+		    r ? "-" : mesh ? "yes" : "no", f[2]);
+		check((strcmp(f[0], "accept") == 0) == (r == 0)
+		    && strcmp(f[1], r ? "-" : mesh ? "yes" : "no") == 0, name, detail);
+nextline:	;
+	}
+	check(rows >= 29, "tsv has all 29 rows", "too few rows read");
+	free(buf);
+}
+
+/* Hand-made cases: verdict and, when accepted, the fields. */
+struct ci_case {
+	const char *name, *json;
+	int ok, version, ack, prober, mesh;
+	const char *app;
+};
+
+#define MK "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+#define MK_TAIL "00102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"	/* MK less one digit */
+
+static const struct ci_case ci_cases[] = {
+	{ "dup last wins", "{\"version\":2,\"version\":3}", 1, 3, 0, 0, 0, NULL },
+	{ "null keeps earlier value", "{\"version\":7,\"version\":null,\"CanAckPings\":true,\"canackpings\":null}", 1, 7, 1, 0, 0, NULL },
+	{ "appname escapes", "{\"AppName\":\"caf\\u00e9 \\\"x\\\"\"}", 1, 0, 0, 0, 0, "caf\xc3\xa9 \"x\"" },
+	{ "appname surrogate pair", "{\"appname\":\"\\ud83d\\ude00\"}", 1, 0, 0, 0, 0, "\xf0\x9f\x98\x80" },
+	{ "appname lone surrogates", "{\"appname\":\"\\ud800x\\udc00\"}", 1, 0, 0, 0, 0, "\xef\xbf\xbdx\xef\xbf\xbd" },
+	{ "appname control escaped", "{\"appname\":\"a\\nb\\u0000c\"}", 1, 0, 0, 0, 0, "a?b?c" },
+	{ "appname raw utf8 and 0x80", "{\"appname\":\"\xc3\xa9\x80\xff\"}", 1, 0, 0, 0, 0, "\xc3\xa9\x80\xff" },
+	{ "appname slash escapes", "{\"appname\":\"\\/\\\\\\b\\f\\r\\t\"}", 1, 0, 0, 0, 0, "/\\????" },
+	{ "appname truncated", "{\"appname\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}", 1, 0, 0, 0, 0, "012345678901234567890123456789012345678901234567890123456789012" },
+	{ "appname number", "{\"AppName\":5}", 0, 0, 0, 0, 0, NULL },
+	{ "appname bool", "{\"AppName\":true}", 0, 0, 0, 0, 0, NULL },
+	{ "kelvin raw", "{\"mesh\xe2\x84\xaa" "ey\":\"" MK "\"}", 1, 0, 0, 0, 1, NULL },
+	{ "kelvin escaped", "{\"mesh\\u212aey\":\"" MK "\"}", 1, 0, 0, 0, 1, NULL },
+	{ "long s", "{\"I\\u017fProber\":true,\"CanAckPing\xc5\xbf\":true}", 1, 0, 1, 1, 0, NULL },
+	{ "escaped name", "{\"\\u0076ersion\":4}", 1, 4, 0, 0, 0, NULL },
+	{ "name with space", "{\"version \":4}", 1, 0, 0, 0, 0, NULL },
+	{ "name prefix", "{\"versio\":4,\"versions\":5}", 1, 0, 0, 0, 0, NULL },
+	{ "long unknown name", "{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\":[1,{\"x\":2}]}", 1, 0, 0, 0, 0, NULL },
+	{ "dotless i no fold", "{\"\xc4\xb1sProber\":true}", 1, 0, 0, 0, 0, NULL },
+	{ "escaped mesh key", "{\"meshKey\":\"\\u0030" MK_TAIL "\"}", 1, 0, 0, 0, 1, NULL },
+	{ "mesh key 65", "{\"meshKey\":\"" MK "0\"}", 0, 0, 0, 0, 0, NULL },
+	{ "mesh key 63", "{\"meshKey\":\"" MK_TAIL "\"}", 0, 0, 0, 0, 0, NULL },
+	{ "mesh key object", "{\"meshKey\":{}}", 0, 0, 0, 0, 0, NULL },
+	{ "mesh key bool", "{\"meshKey\":true}", 0, 0, 0, 0, 0, NULL },
+	{ "mesh key zero", "{\"meshKey\":\"0000000000000000000000000000000000000000000000000000000000000000\"}", 1, 0, 0, 0, 0, NULL },
+	{ "mesh key dup bad", "{\"meshKey\":\"" MK "\",\"meshkey\":\"x\"}", 0, 0, 0, 0, 0, NULL },
+	{ "mesh key bad then good", "{\"meshKey\":\"" MK "f\",\"meshkey\":\"" MK "\"}", 0, 0, 0, 0, 0, NULL },
+	{ "version int64 max", "{\"version\":9223372036854775807}", 1, JSON_INT_MAX, 0, 0, 0, NULL },
+	{ "version int64 min", "{\"version\":-9223372036854775808}", 1, -JSON_INT_MAX - 1, 0, 0, 0, NULL },
+	{ "version over int64", "{\"version\":9223372036854775808}", 0, 0, 0, 0, 0, NULL },
+	{ "version under int64", "{\"version\":-9223372036854775809}", 0, 0, 0, 0, 0, NULL },
+	{ "version huge", "{\"version\":123456789012345678901234567890}", 0, 0, 0, 0, 0, NULL },
+	{ "version -0", "{\"version\":-0}", 1, 0, 0, 0, 0, NULL },
+	{ "version 1.0", "{\"version\":1.0}", 0, 0, 0, 0, 0, NULL },
+	{ "version 1E2", "{\"version\":1E2}", 0, 0, 0, 0, 0, NULL },
+	{ "version leading zero", "{\"version\":02}", 0, 0, 0, 0, 0, NULL },
+	{ "version plus", "{\"version\":+2}", 0, 0, 0, 0, 0, NULL },
+	{ "version bool", "{\"version\":true}", 0, 0, 0, 0, 0, NULL },
+	{ "version array", "{\"version\":[2]}", 0, 0, 0, 0, 0, NULL },
+	{ "bool number", "{\"CanAckPings\":1}", 0, 0, 0, 0, 0, NULL },
+	{ "bool false", "{\"CanAckPings\":true,\"CanAckPings\":false}", 1, 0, 0, 0, 0, NULL },
+	{ "prober string", "{\"IsProber\":\"true\"}", 0, 0, 0, 0, 0, NULL },
+	{ "unknown numbers", "{\"a\":-0.5e-3,\"b\":1E+9,\"c\":0,\"d\":[],\"e\":{},\"f\":[[]],\"g\":\"\\u0000\"}", 1, 0, 0, 0, 0, NULL },
+	{ "whitespace everywhere", " \t\r\n{ \"version\" : 2 , \"x\" : [ 1 , { } ] } \n", 1, 2, 0, 0, 0, NULL },
+	{ "empty input", "", 0, 0, 0, 0, 0, NULL },
+	{ "only space", "  ", 0, 0, 0, 0, 0, NULL },
+	{ "top string", "\"x\"", 0, 0, 0, 0, 0, NULL },
+	{ "top number", "2", 0, 0, 0, 0, 0, NULL },
+	{ "top true", "true", 0, 0, 0, 0, 0, NULL },
+	{ "null garbage", "nullx", 0, 0, 0, 0, 0, NULL },
+	{ "null space", " null ", 1, 0, 0, 0, 0, NULL },
+	{ "two objects", "{}{}", 0, 0, 0, 0, 0, NULL },
+	{ "bom", "\xef\xbb\xbf{}", 0, 0, 0, 0, 0, NULL },
+	{ "unterminated", "{\"version\":2", 0, 0, 0, 0, 0, NULL },
+	{ "trailing comma", "{\"version\":2,}", 0, 0, 0, 0, 0, NULL },
+	{ "leading comma", "{,\"version\":2}", 0, 0, 0, 0, 0, NULL },
+	{ "array trailing comma", "{\"a\":[1,]}", 0, 0, 0, 0, 0, NULL },
+	{ "missing colon", "{\"a\" 1}", 0, 0, 0, 0, 0, NULL },
+	{ "number key", "{1:2}", 0, 0, 0, 0, 0, NULL },
+	{ "single quotes", "{'a':1}", 0, 0, 0, 0, 0, NULL },
+	{ "bad escape", "{\"a\":\"\\x\"}", 0, 0, 0, 0, 0, NULL },
+	{ "bad escape quote", "{\"a\":\"\\'\"}", 0, 0, 0, 0, 0, NULL },
+	{ "short u escape", "{\"a\":\"\\u12\"}", 0, 0, 0, 0, 0, NULL },
+	{ "bad u escape", "{\"a\":\"\\u12g4\"}", 0, 0, 0, 0, 0, NULL },
+	{ "surrogate then bad u", "{\"a\":\"\\ud800\\u12\"}", 0, 0, 0, 0, 0, NULL },
+	{ "raw tab in string", "{\"a\":\"x\ty\"}", 0, 0, 0, 0, 0, NULL },
+	{ "raw newline in name", "{\"a\nb\":1}", 0, 0, 0, 0, 0, NULL },
+	{ "del in string", "{\"a\":\"\x7f\"}", 1, 0, 0, 0, 0, NULL },
+	{ "bad literal", "{\"a\":tru}", 0, 0, 0, 0, 0, NULL },
+	{ "nan", "{\"a\":NaN}", 0, 0, 0, 0, 0, NULL },
+	{ "number dot", "{\"a\":1.}", 0, 0, 0, 0, 0, NULL },
+	{ "number dot first", "{\"a\":.5}", 0, 0, 0, 0, 0, NULL },
+	{ "number e", "{\"a\":1e}", 0, 0, 0, 0, 0, NULL },
+	{ "number e sign", "{\"a\":1e+}", 0, 0, 0, 0, 0, NULL },
+	{ "minus alone", "{\"a\":-}", 0, 0, 0, 0, 0, NULL },
+	{ "mismatched close", "{\"a\":[1}", 0, 0, 0, 0, 0, NULL },
+	{ "mismatched close 2", "{\"a\":{\"b\":1]}", 0, 0, 0, 0, 0, NULL },
+	{ "object value no name", "{\"a\":{1}}", 0, 0, 0, 0, 0, NULL },
+};
+
+static void test_ci_cases(void)
+{
+	char name[128], detail[256];
+	struct clientinfo ci;
+	size_t i;
+	int r, ok;
+
+	for (i = 0; i < sizeof ci_cases / sizeof ci_cases[0]; i++) {
+		const struct ci_case *t = &ci_cases[i];
+
+		r = parse_ci(t->json, strlen(t->json), &ci);
+		snprintf(name, sizeof name, "clientinfo %s", t->name);
+		ok = (r == 0) == t->ok;
+		if (ok && r == 0)
+			ok = ci.version == t->version && ci.can_ack_pings == t->ack
+			    && ci.is_prober == t->prober && clientinfo_is_mesh(&ci, mesh_key, 1) == t->mesh
+			    && (t->app == NULL || strcmp(ci.app_name, t->app) == 0);
+		snprintf(detail, sizeof detail, "r=%d version=%d ack=%d prober=%d mesh=%d app=\"%s\"",
+		    r, ci.version, ci.can_ack_pings, ci.is_prober,
+		    r == 0 && clientinfo_is_mesh(&ci, mesh_key, 1), r == 0 ? ci.app_name : "");
+		check(ok, name, detail);
+	}
+}
+
+/* Nesting: exactly JSON_MAX_DEPTH levels pass, one more fails, and a very deep
+   document fails without recursion. */
+static void test_depth(void)
+{
+	size_t deep = 200000, n, i;
+	char *buf = malloc(deep * 2 + 16);
+	struct clientinfo ci;
+	int levels;
+
+	for (levels = JSON_MAX_DEPTH; levels <= JSON_MAX_DEPTH + 1; levels++) {
+		memcpy(buf, "{\"x\":", 5);
+		n = 5;
+		for (i = 1; i < (size_t)levels; i++)
+			buf[n++] = '[';
+		for (i = 1; i < (size_t)levels; i++)
+			buf[n++] = ']';
+		buf[n++] = '}';
+		check((parse_ci(buf, n, &ci) == 0) == (levels == JSON_MAX_DEPTH),
+		    levels == JSON_MAX_DEPTH ? "depth limit accepted" : "depth limit + 1 rejected",
+		    "wrong verdict");
+	}
+	memcpy(buf, "{\"x\":", 5);
+	for (i = 0; i < deep; i++)
+		buf[5 + i] = i & 1 ? '{' : '[';
+	check(parse_ci(buf, 5 + deep, &ci) < 0, "very deep rejected", "accepted");
+	free(buf);
+}
+
+static void test_mesh_rule(void)
+{
+	struct clientinfo ci;
+	uint8_t zero[32] = { 0 };
+	const char *j = "{\"meshKey\":\"" MK "\"}";
+	const char *z = "{\"meshKey\":\"0000000000000000000000000000000000000000000000000000000000000000\"}";
+
+	parse_ci(j, strlen(j), &ci);
+	check(clientinfo_is_mesh(&ci, mesh_key, 1) == 1, "mesh: equal keys", "not mesh");
+	check(clientinfo_is_mesh(&ci, mesh_key, 0) == 0, "mesh: server without key", "mesh");
+	ci.mesh_key[31] ^= 1;
+	check(clientinfo_is_mesh(&ci, mesh_key, 1) == 0, "mesh: last byte differs", "mesh");
+	ci.mesh_key[31] ^= 1;
+	ci.has_mesh_key = 0;
+	check(clientinfo_is_mesh(&ci, mesh_key, 1) == 0, "mesh: client without key", "mesh");
+	parse_ci(z, strlen(z), &ci);
+	check(clientinfo_is_mesh(&ci, zero, 1) == 0, "mesh: both keys zero", "mesh");
+}
+
+/* The value of `name = value` in keys_and_config.txt (up to blanks or '#'). */
+static void kv(const char *text, const char *name, char *out, size_t cap)
+{
+	const char *p = text;
+	size_t n = strlen(name), i = 0;
+
+	while ((p = strstr(p, name)) != NULL) {
+		if ((p == text || p[-1] == '\n') && strncmp(p + n, " = ", 3) == 0)
+			break;
+		p += n;
+	}
+	if (p == NULL) {
+		fprintf(stderr, "test_json: %s missing\n", name);
+		exit(2);
+	}
+	for (p += n + 3; *p && *p != '\n' && *p != ' ' && i + 1 < cap; p++)
+		out[i++] = *p;
+	out[i] = '\0';
+}
+
+static void test_keyfile(const char *dir)
+{
+	size_t len, flen, i;
+	char *text = slurp(dir, "keys_and_config.txt", &len);
+	char hex[512], priv[128], file[256], out[256], *b, *e;
+	uint8_t want[32], key[32];
+	const char *why;
+	unsigned v;
+
+	kv(text, "config_file_hex", hex, sizeof hex);
+	kv(text, "server_private_text", priv, sizeof priv);
+	for (flen = 0; hex[2 * flen] && sscanf(hex + 2 * flen, "%2x", &v) == 1; flen++)
+		file[flen] = (char)v;
+	b = strstr(text, "config_file_text_begin\n");
+	e = strstr(text, "\nconfig_file_text_end");
+	check(b && e && (size_t)(e - b - 23) == flen && memcmp(b + 23, file, flen) == 0,
+	    "keyfile: text block equals config_file_hex", "data file inconsistent");
+	check(hex_decode32(want, priv + 8) == 0 && strncmp(priv, "privkey:", 8) == 0,
+	    "keyfile: server_private_text decodes", priv);
+
+	check(parse_key(file, flen, key, &why) == 0 && memcmp(key, want, 32) == 0,
+	    "keyfile: derper file gives the server key", why);
+	memset(out, 'x', sizeof out);
+	i = keyfile_format(out, sizeof out, want);
+	check(i == flen && memcmp(out, file, flen) == 0 && out[flen] == '\0',
+	    "keyfile: format reproduces config_file_hex", out);
+	check(keyfile_format(out, flen, want) == 0 && keyfile_format(out, flen + 1, want) == flen,
+	    "keyfile: format needs len + 1 bytes", "wrong capacity rule");
+	free(text);
+}
+
+struct key_case {
+	const char *name, *json;
+	int ok;
+	const char *why;	/* expected reason when rejected */
+};
+
+#define PK "0002030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f60"
+#define PK_TAIL "002030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f60"	/* PK less one digit */
+
+static const struct key_case key_cases[] = {
+	{ "lower-case member", "{\"privatekey\":\"privkey:" PK "\"}", 1, NULL },
+	{ "kelvin member", "{\"Private\\u212aey\":\"privkey:" PK "\"}", 1, NULL },
+	{ "upper-case hex", "{\"PrivateKey\":\"privkey:0002030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F60\"}", 1, NULL },
+	{ "unknown members", "{\"x\":[null,{}],\"PrivateKey\":\"privkey:" PK "\",\"y\":1}", 1, NULL },
+	{ "escaped text", "{\"PrivateKey\":\"privkey\\u003a" PK "\"}", 1, NULL },
+	{ "duplicate last wins", "{\"PrivateKey\":\"privkey:" PK "\",\"PrivateKey\":\"privkey:" PK "\"}", 1, NULL },
+	{ "not json", "PrivateKey = privkey:" PK, 0, "invalid JSON" },
+	{ "empty file", "", 0, "invalid JSON" },
+	{ "trailing garbage", "{\"PrivateKey\":\"privkey:" PK "\"}x", 0, "invalid JSON" },
+	{ "array", "[\"privkey:" PK "\"]", 0, "invalid JSON" },
+	{ "missing member", "{\"Other\":\"privkey:" PK "\"}", 0, "no PrivateKey" },
+	{ "empty object", "{}", 0, "no PrivateKey" },
+	{ "top-level null", "null", 0, "no PrivateKey" },
+	{ "null member", "{\"PrivateKey\":null}", 0, "PrivateKey is not a string" },
+	{ "number member", "{\"PrivateKey\":5}", 0, "PrivateKey is not a string" },
+	{ "nodekey prefix", "{\"PrivateKey\":\"nodekey:" PK "\"}", 0, "PrivateKey does not start with privkey:" },
+	{ "upper prefix", "{\"PrivateKey\":\"PRIVKEY:" PK "\"}", 0, "PrivateKey does not start with privkey:" },
+	{ "bare hex", "{\"PrivateKey\":\"" PK "\"}", 0, "PrivateKey does not start with privkey:" },
+	{ "63 digits", "{\"PrivateKey\":\"privkey:" PK_TAIL "\"}", 0, "PrivateKey needs exactly 64 hex digits" },
+	{ "65 digits", "{\"PrivateKey\":\"privkey:" PK "0\"}", 0, "PrivateKey needs exactly 64 hex digits" },
+	{ "non-hex digit", "{\"PrivateKey\":\"privkey:0002030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f6g\"}", 0, "PrivateKey has a non-hex digit" },
+	{ "zero key", "{\"PrivateKey\":\"privkey:0000000000000000000000000000000000000000000000000000000000000000\"}", 0, "PrivateKey is zero" },
+	{ "bad second", "{\"PrivateKey\":\"privkey:" PK "\",\"privateKEY\":\"x\"}", 0, "PrivateKey does not start with privkey:" },
+};
+
+static void test_key_cases(void)
+{
+	char name[128], detail[160];
+	uint8_t key[32];
+	const char *why;
+	size_t i;
+	int r;
+
+	for (i = 0; i < sizeof key_cases / sizeof key_cases[0]; i++) {
+		const struct key_case *t = &key_cases[i];
+
+		r = parse_key(t->json, strlen(t->json), key, &why);
+		snprintf(name, sizeof name, "keyfile %s", t->name);
+		snprintf(detail, sizeof detail, "r=%d why=\"%s\"", r, r ? why : "");
+		check(t->ok ? r == 0 && key[0] == 0 && key[1] == 2 && key[31] == 0x60
+		    : r < 0 && strcmp(why, t->why) == 0, name, detail);
+	}
+}
+
+static void test_hex(void)
+{
+	char text[65], enc[65];
+	uint8_t out[32], in[32];
+	int c, pos, bad = 0, want, i;
+
+	/* Every byte value at the first, a middle and the last position. */
+	for (pos = 0; pos < 64; pos += 31) {
+		for (c = 0; c < 256; c++) {
+			memset(text, '0', 64);
+			text[pos] = (char)c;
+			want = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+			if ((hex_decode32(out, text) == 0) != want)
+				bad++;
+			else if (want && out[pos / 2] != (pos & 1 ? 1 : 16) * (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10))
+				bad++;
+		}
+	}
+	check(bad == 0, "hex_decode32 every byte value", "wrong verdict or value");
+	for (i = 0; i < 32; i++)
+		in[i] = (uint8_t)(i * 37 + 11);
+	hex_encode(enc, in, 32);
+	check(strlen(enc) == 64 && hex_decode32(out, enc) == 0 && memcmp(in, out, 32) == 0,
+	    "hex round trip", enc);
+	memset(in, 0xAB, 32);
+	hex_encode(enc, in, 2);
+	check(strcmp(enc, "abab") == 0, "hex_encode lower case", enc);
+	check(hex_decode32(out, "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFffffffffffffffffffffffffffffffff") == 0
+	    && out[0] == 0xff && out[31] == 0xff, "hex_decode32 mixed case", "rejected");
+	check(hex_decode32(out, "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1 ") < 0,
+	    "hex_decode32 last digit space", "accepted");
+}
+
+/* Fixed-seed mutations of valid documents: byte flips, insertions of bytes and
+   tokens, deletions, truncations.  Only crashes (sanitizers) count as failures. */
+static void test_mutations(void)
+{
+	static const char *seeds[] = {
+		"{\"meshKey\":\"" MK "\",\"version\":2,\"CanAckPings\":false}",
+		"{\"version\":2,\"CanAckPings\":true,\"IsProber\":true,\"AppName\":\"caf\\u00e9\\ud83d\\ude00\"}",
+		"{\"version\":2,\"Unknown\":{\"a\":[1,2,{\"b\":null}],\"c\":-1.5e+3},\"x\":\"y\"}",
+		"{\n\t\"PrivateKey\": \"privkey:" PK "\"\n}",
+		" null ",
+	};
+	static const char *tokens[] = { "{", "}", "[", "]", ",", ":", "\"", "\\", "\\u", "\\ud800",
+		"null", "true", "-", "e", ".", "0", "\xe2\x84\xaa", "\xc5\xbf" };
+	uint64_t s = 0x9E3779B97F4A7C15u;
+	char buf[512], name[80], *copy;
+	struct clientinfo ci;
+	uint8_t key[32];
+	const char *why;
+	size_t len, pos, k;
+	long iter, accepted = 0;
+	int ops;
+
+	for (iter = 0; iter < 200000; iter++) {
+		const char *seed = seeds[iter % 5];
+
+		len = strlen(seed);
+		memcpy(buf, seed, len);
+		for (ops = 1 + (int)(iter % 4); ops > 0; ops--) {
+			s ^= s << 13, s ^= s >> 7, s ^= s << 17;	/* xorshift64 */
+			pos = len ? (size_t)(s >> 8) % (len + 1) : 0;
+			switch ((s >> 3) % 5) {
+			case 0:		/* flip a byte */
+				if (pos < len)
+					buf[pos] = (char)(s >> 40);
+				break;
+			case 1:		/* insert a byte */
+				if (len + 1 < sizeof buf) {
+					memmove(buf + pos + 1, buf + pos, len - pos);
+					buf[pos] = (char)(s >> 48);
+					len++;
+				}
+				break;
+			case 2:		/* insert a token */
+				k = strlen(tokens[(s >> 32) % (sizeof tokens / sizeof tokens[0])]);
+				if (len + k < sizeof buf) {
+					memmove(buf + pos + k, buf + pos, len - pos);
+					memcpy(buf + pos, tokens[(s >> 32) % (sizeof tokens / sizeof tokens[0])], k);
+					len += k;
+				}
+				break;
+			case 3:		/* delete a byte */
+				if (pos < len) {
+					memmove(buf + pos, buf + pos + 1, len - pos - 1);
+					len--;
+				}
+				break;
+			default:	/* truncate */
+				len = pos;
+				break;
+			}
+		}
+		copy = malloc(len ? len : 1);	/* exact size: ASan catches over-reads */
+		memcpy(copy, buf, len);
+		if (clientinfo_parse(copy, len, &ci) == 0) {
+			accepted++;
+			if (memchr(ci.app_name, '\0', sizeof ci.app_name) == NULL)
+				break;
+			(void)clientinfo_is_mesh(&ci, mesh_key, 1);
+		}
+		(void)keyfile_parse(copy, len, key, &why);
+		free(copy);
+	}
+	snprintf(name, sizeof name, "200000 mutations without a crash (%ld accepted)", accepted);
+	check(iter == 200000, name, "app_name not terminated");
+}
+
+int main(int argc, char **argv)
+{
+	int i;
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: test_json DATADIR\n");
+		return 2;
+	}
+	for (i = 0; i < 32; i++)
+		mesh_key[i] = (uint8_t)i;
+	test_tsv(argv[1]);
+	test_ci_cases();
+	test_depth();
+	test_mesh_rule();
+	test_keyfile(argv[1]);
+	test_key_cases();
+	test_hex();
+	test_mutations();
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed != 0;
+}
