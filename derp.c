@@ -299,7 +299,9 @@ ascii_eq_ci(const char *a, size_t len, const char *b)
 	return b[len] == '\0';
 }
 
-/* A bounded string builder for HTTP responses and log text; sticky overflow. */
+/* A bounded string builder for HTTP responses; sticky overflow.  The text is
+ * kept NUL-terminated (cap includes the NUL), so a built header block can be
+ * passed on as a C string. */
 struct sbuf {
 	char *p;
 	size_t len, cap;
@@ -309,12 +311,13 @@ struct sbuf {
 static void
 sb_addn(struct sbuf *sb, const char *s, size_t n)
 {
-	if (sb->overflow || n > sb->cap - sb->len) {
+	if (sb->overflow || n >= sb->cap - sb->len) {
 		sb->overflow = 1;
 		return;
 	}
 	memcpy(sb->p + sb->len, s, n);
 	sb->len += n;
+	sb->p[sb->len] = '\0';
 }
 
 static void
@@ -1452,7 +1455,7 @@ struct conn {
 	uint8_t in_paused;		/* input waits for pool chunks */
 	uint8_t dirty;			/* on the output-dirty list */
 	uint8_t want_out;		/* POLLOUT registered */
-	uint8_t http10;			/* request was HTTP/1.0 */
+	uint8_t tls_closing;		/* close_notify sent */
 	uint8_t peer_ip[16];		/* IPv4 mapped */
 	uint16_t peer_port;
 	int64_t accepted_ms;
@@ -3276,18 +3279,25 @@ conn_consume(struct derp_server *s, struct conn *c, const uint8_t *p,
 	return c->dead ? len : off;
 }
 
-/* A response is written out: next request, or close. */
-static void
+/* A response is written out: next request, or close (after a TLS
+ * close_notify, as Go's server sends).  1 if something changed. */
+static int
 conn_http_drained(struct derp_server *s, struct conn *c)
 {
 	if (c->state != CS_HTTP_DRAIN || c->raw.len > 0 || conn_out_pending(c))
-		return;
+		return 0;
 	if (c->close_after) {
+		if (c->tls && !c->tls_closing) {
+			c->tls_closing = 1;
+			br_ssl_engine_close(&c->ssl->eng);
+			return 1;
+		}
 		c->dead = 1;
-		return;
+		return 1;
 	}
 	c->state = c->body_left > 0 ? CS_HTTP_BODY : CS_HTTP_HEAD;
 	c->deadline_ms = s->now + HTTP_READ_TIMEOUT_MS;
+	return 1;
 }
 
 /*
@@ -3382,11 +3392,8 @@ conn_pump(struct derp_server *s, struct conn *c, int can_read)
 			if (!c->dead && conn_write(s, c))
 				progress = 1;
 		}
-		if (!c->dead && c->state == CS_HTTP_DRAIN) {
-			conn_http_drained(s, c);
-			if (c->state != CS_HTTP_DRAIN)
-				progress = 1;
-		}
+		if (!c->dead && conn_http_drained(s, c))
+			progress = 1;
 		if (!progress)
 			break;
 	}
