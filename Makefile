@@ -63,7 +63,7 @@ $(1)test_cert: cert.c cert.h test/test_cert.c $(1).dir
 $(1)test_units: $(RELAY_SRC) $(RELAY_HDR) test/test_units.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c stun.c nacl.c cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h stun.h $(1).dir
-	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) $$(LDFLAGS) $$(LIBS)
+	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) $$(LDFLAGS) $$(LIBS)
 endef
 
 $(eval $(call test_rules,build/,$(CFLAGS)))
