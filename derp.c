@@ -1456,6 +1456,7 @@ struct conn {
 	uint8_t dirty;			/* on the output-dirty list */
 	uint8_t want_out;		/* POLLOUT registered */
 	uint8_t tls_closing;		/* close_notify sent */
+	uint8_t tls_started;		/* first bytes looked at (not HTTP) */
 	uint8_t peer_ip[16];		/* IPv4 mapped */
 	uint16_t peer_port;
 	int64_t accepted_ms;
@@ -2768,6 +2769,83 @@ path_is(const char *path, size_t plen, const char *want)
 	return plen == strlen(want) && memcmp(path, want, plen) == 0;
 }
 
+static int
+hex_digit(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decode a path (Go's URL.Path).  Returns the length, or -1 for a bad
+ * escape or no room. */
+static long
+http_unescape(const char *p, size_t n, char *out, size_t cap)
+{
+	size_t i, o = 0;
+	int hi, lo;
+
+	for (i = 0; i < n; i++) {
+		if (o == cap)
+			return -1;
+		if (p[i] != '%') {
+			out[o++] = p[i];
+			continue;
+		}
+		if (i + 2 >= n)
+			return -1;
+		hi = hex_digit((unsigned char)p[i + 1]);
+		lo = hex_digit((unsigned char)p[i + 2]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[o++] = (char)(hi * 16 + lo);
+		i += 2;
+	}
+	return (long)o;
+}
+
+/*
+ * Go's ServeMux cleanPath: path.Clean (collapse "//", drop ".", resolve
+ * ".."), rooted, keeping a trailing slash.  out needs n + 2 bytes.
+ */
+static size_t
+http_clean_path(const char *p, size_t n, char *out)
+{
+	size_t r = 0, w = 1, dotdot = 1, back;
+
+	out[0] = '/';
+	if (n > 0 && p[0] == '/')
+		r = 1;
+	while (r < n) {
+		if (p[r] == '/') {
+			r++;
+		} else if (p[r] == '.' && (r + 1 == n || p[r + 1] == '/')) {
+			r++;
+		} else if (p[r] == '.' && p[r + 1] == '.' &&
+		    (r + 2 == n || p[r + 2] == '/')) {
+			r += 2;
+			if (w > dotdot) {
+				back = w - 1;
+				while (back > dotdot && out[back] != '/')
+					back--;
+				w = back;
+			}
+		} else {
+			if (w != 1)
+				out[w++] = '/';
+			while (r < n && p[r] != '/')
+				out[w++] = p[r++];
+		}
+	}
+	if (n > 0 && p[n - 1] == '/' && w != 1)
+		out[w++] = '/';
+	return w;
+}
+
 /* "Wed, 25 Nov 2026 15:04:05 GMT", as Go's Date header. */
 static void
 http_date(char out[32])
@@ -3100,6 +3178,10 @@ http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
 	const char *path;
 	size_t plen;
 	const struct http_hdr *h;
+	char upath[HTTP_HEAD_MAX_BYTES], cpath[HTTP_HEAD_MAX_BYTES + 2];
+	const char *q;
+	size_t clen;
+	long n;
 	int rc = http_parse(buf, len, &r);
 
 	c->close_after = 0;
@@ -3144,6 +3226,35 @@ http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
 		c->body_left = v;
 	}
 	http_path(&r, &path, &plen);
+	if (!c->port80 && !http_method_is(&r, "CONNECT")) {
+		if (r.tlen == 1 && r.target[0] == '*' &&
+		    http_method_is(&r, "OPTIONS")) {
+			http_respond(s, c, &r, "200 OK", NULL, "", 0, 0);
+			return;
+		}
+		/* Route on the decoded path; an unclean one is redirected to its
+		 * clean form, as Go's mux does. */
+		n = http_unescape(path, plen, upath, sizeof upath);
+		if (n < 0 || (n > 0 && upath[0] != '/')) {
+			http_respond(s, c, NULL, "400 Bad Request",
+			    "Content-Type: text/plain; charset=utf-8\r\n",
+			    "400 Bad Request", 15, RESP_CLOSE);
+			return;
+		}
+		clen = http_clean_path(upath, (size_t)n, cpath);
+		if (clen != (size_t)n || memcmp(cpath, upath, clen) != 0) {
+			q = memchr(r.target, '?', r.tlen);
+			if (q != NULL && clen + (size_t)(r.target + r.tlen - q) <
+			    sizeof cpath) {
+				memcpy(cpath + clen, q, (size_t)(r.target + r.tlen - q));
+				clen += (size_t)(r.target + r.tlen - q);
+			}
+			http_redirect(s, c, &r, "301 Moved Permanently", cpath, clen);
+			return;
+		}
+		path = upath;
+		plen = (size_t)n;
+	}
 	if (c->port80) {
 		http_port80(s, c, &r, path, plen);
 	} else if (http_method_is(&r, "CONNECT")) {
@@ -3301,6 +3412,33 @@ conn_http_drained(struct derp_server *s, struct conn *c)
 }
 
 /*
+ * Plain HTTP sent to the TLS port.  Go's server answers it in clear text before
+ * closing (net/http checks the first record header against a few methods); a
+ * user who typed http:// sees why.  Called once, on the first bytes read.
+ */
+static int
+tls_first_bytes_are_http(struct conn *c, const uint8_t *p, size_t n)
+{
+	static const char msg[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
+	    "Client sent an HTTP request to an HTTPS server.\n";
+	static const char *starts[] = { "GET /", "HEAD ", "POST ", "PUT /", "OPTIO" };
+	size_t i;
+
+	if (n < 5)
+		return 0;	/* not enough to tell: BearSSL will judge */
+	c->tls_started = 1;
+	for (i = 0; i < sizeof starts / sizeof starts[0]; i++)
+		if (memcmp(p, starts[i], 5) == 0) {
+			/* Best effort: the socket is fresh, so this fits. */
+			ssize_t w = write(c->fd, msg, sizeof msg - 1);
+			(void)w;
+			c->dead = 1;
+			return 1;
+		}
+	return 0;
+}
+
+/*
  * Move bytes for one connection until nothing moves: read (if can_read and
  * within budget), hand plaintext to conn_consume, fill output, write.  TLS
  * runs the same steps through BearSSL's four buffers.
@@ -3345,6 +3483,9 @@ conn_pump(struct derp_server *s, struct conn *c, int can_read)
 			} else if ((st & BR_SSL_RECVREC) && can_read && budget > 0) {
 				buf = br_ssl_engine_recvrec_buf(e, &len);
 				n = read(c->fd, buf, len);
+				if (n > 0 && !c->tls_started &&
+				    tls_first_bytes_are_http(c, buf, (size_t)n))
+					break;
 				if (n > 0) {
 					br_ssl_engine_recvrec_ack(e, (size_t)n);
 					budget--;

@@ -1,8 +1,9 @@
 /*
  * client.h -- a blocking DERP client for the tests (and later the benchmark):
- * TCP, optional TLS (BearSSL client, certificate pinned by SHA-256 or accepted
- * blindly), the /derp upgrade, the handshake, and frames.  Every call that waits
- * takes a timeout; nothing waits forever.
+ * TCP, optional TLS (BearSSL client; any certificate chain is accepted, and the
+ * leaf's SHA-256, public key and the chain length are recorded in x509 so the
+ * caller can pin the sha256-raw: way), the /derp upgrade, the handshake, and
+ * frames.  Every call that waits takes a timeout; nothing waits forever.
  *
  * A struct dclient is large (it holds a full TLS I/O buffer and one maximal frame),
  * so get one from dc_new() rather than the stack.
@@ -14,8 +15,12 @@
 #include <stdint.h>
 #include <bearssl.h>
 
-#define DC_MAX_FRAME (5 + 65536 + 64)	/* largest frame we expect to read */
-#define DC_HEAD_MAX 8192		/* largest HTTP response head we keep */
+/* Largest frame we expect to read: header 5 + the biggest legal payload, a
+ * RecvPacket of key 32 + packet 65536, with room to spare (ForwardPacket 64). */
+#define DC_MAX_FRAME (5 + 65536 + 64)
+/* Largest HTTP response head we keep: derper's heads are under 1 KB; 8 KB is
+ * Go's and most servers' own header-line budget. */
+#define DC_HEAD_MAX 8192
 
 struct dclient {
 	/* Options: dc_new() sets the defaults, dc_connect() keeps them. */
@@ -43,7 +48,8 @@ struct dclient {
 		int pkey_ok;
 	} x509;
 	uint8_t iobuf[BR_SSL_BUFSIZE_BIDI];
-	/* received, not yet consumed plaintext */
+	/* Received, not yet consumed plaintext: one maximal frame plus one full
+	 * TLS record (16384) of whatever follows it. */
 	uint8_t rbuf[DC_MAX_FRAME + 16384];
 	size_t rlen;
 	uint8_t sk[32], pk[32];		/* our key pair */

@@ -1836,6 +1836,37 @@ pem_first_cert(const char *path, uint8_t *der, size_t cap, int *count)
 	return done && !sink.overflow ? (long)sink.len : -1;
 }
 
+static uint8_t tls_leaf_sha[32];	/* the certificate generated at first start */
+
+/*
+ * What a sha256-raw: client needs of the generated certificate (cert.md,
+ * derper-compat.md 7.3): an ECDSA P-256 key, self-signed with ECDSA, not a CA,
+ * valid now and for about a year.  The dates are read from the decoder's
+ * public struct fields (BearSSL has no accessor): days since 0000-01-01.
+ */
+static const char *
+cert_contents(const uint8_t *der, size_t len)
+{
+	static br_x509_decoder_context dec;
+	const br_x509_pkey *pk;
+	uint32_t today = 719528 + (uint32_t)(time(NULL) / 86400); /* 1970-01-01 */
+
+	br_x509_decoder_init(&dec, NULL, NULL);
+	br_x509_decoder_push(&dec, der, len);
+	pk = br_x509_decoder_get_pkey(&dec);
+	if (pk == NULL)
+		return "the certificate does not decode";
+	if (pk->key_type != BR_KEYTYPE_EC || pk->key.ec.curve != BR_EC_secp256r1)
+		return "the key is not ECDSA P-256";
+	if (br_x509_decoder_get_signer_key_type(&dec) != BR_KEYTYPE_EC)
+		return "not signed with ECDSA";
+	if (br_x509_decoder_isCA(&dec))
+		return "the certificate is a CA";
+	if (dec.notbefore_days > today || dec.notafter_days < today + 300)
+		return "validity does not cover now .. 300 days from now";
+	return NULL;
+}
+
 static void
 t_tls_cert(const char *certdir)
 {
@@ -1867,6 +1898,10 @@ t_tls_cert(const char *certdir)
 		    (unsigned)(st.st_mode & 0777));
 	else
 		ok("cert_crt_file");
+	if (stat(certdir, &st) < 0 || (st.st_mode & 0777) != 0700)
+		fail("certdir_mode_0700", "%s missing or not mode 0700", certdir);
+	else
+		ok("certdir_mode_0700");
 	n = pem_first_cert(crt, der, sizeof(der), &count);
 	if (n < 0) {
 		fail("cert_pem", "no CERTIFICATE in %s", crt);
@@ -1880,6 +1915,8 @@ t_tls_cert(const char *certdir)
 		br_sha256_out(&h, sha);
 	}
 	tohex(sha, 32, hex);
+	memcpy(tls_leaf_sha, sha, 32);
+	verdict("cert_contents", cert_contents(der, (size_t)n));
 	log = read_file(log_path, NULL);
 	p = log != NULL ? strstr(log, "\"CertName\":\"sha256-raw:") : NULL;
 	if (p == NULL)
@@ -1917,6 +1954,35 @@ t_tls_cert(const char *certdir)
 	verdict("tls_below_1_2_refused", dc_connect(c, srv_host, srv_port, 1,
 	    NULL, CONNECT_MS) < 0 ? NULL : "a TLS 1.1 handshake succeeded");
 	dc_free(c);
+}
+
+/* A restart with the files in place serves (and logs) the same certificate. */
+static void
+t_cert_reused(void)
+{
+	struct dclient *c;
+	char *log, *p;
+	uint8_t logged[32];
+
+	unlink(log_path);
+	if (server_start(mk_tls) < 0)
+		return;
+	c = dc_new();
+	if (dc_connect(c, srv_host, srv_port, 1, NULL, CONNECT_MS) < 0)
+		fail("cert_reused_on_restart", "TLS handshake failed");
+	else if (memcmp(c->x509.leaf_sha256, tls_leaf_sha, 32) != 0)
+		fail("cert_reused_on_restart", "a different certificate after"
+		    " restart");
+	else
+		ok("cert_reused_on_restart");
+	dc_free(c);
+	log = read_file(log_path, NULL);
+	p = log != NULL ? strstr(log, "\"CertName\":\"sha256-raw:") : NULL;
+	verdict("cert_name_logged_on_restart", p != NULL &&
+	    unhex(p + 23, logged, 32) == 32 && memcmp(logged, tls_leaf_sha,
+	    32) == 0 ? NULL : "CertName line missing or with another hash");
+	free(log);
+	server_stop();
 }
 
 /* ---- scenarios: timeouts (forked helpers) -------------------------------- */
@@ -2430,6 +2496,8 @@ run_full_mode(const char *name, int tls)
 	dc_free(pair_b);
 	pair_a = pair_b = NULL;
 	server_stop();
+	if (tls)
+		t_cert_reused();
 	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
 }
 
@@ -2763,7 +2831,7 @@ main(int argc, char **argv)
 	}
 	snprintf(cert_dir, sizeof(cert_dir), "%s/certs", scratch);
 	/* Ports below the usual ephemeral range, spread by pid. */
-	next_port = 10000 + (int)(getpid() % 1500) * 12;
+	next_port = 10000 + (int)(getpid() % 1000) * 20;
 
 	run_full_mode("plain", 0);
 	run_full_mode("tls", 1);
