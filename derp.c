@@ -4320,41 +4320,41 @@ struct flag {
 };
 
 static struct flag flags[] = {
-	{ "a", F_STRING, "\":443\"", "server HTTP/HTTPS listen address, in form \":port\", \"ip:port\", or for IPv6 \"[ip]:port\". If the IP is omitted, it defaults to all interfaces. Serves HTTPS if the port is 443 and/or -certmode is manual, otherwise HTTP.", NULL, ":443", 0, 0, 0 },
-	{ "accept-connection-burst", F_INT, "9223372036854775807", "burst limit for accepting new connection", "accept rate limiting", NULL, INT64_MAX, 0, 0 },
-	{ "accept-connection-limit", F_FLOAT, "+Inf", "rate limit for accepting new connection", "accept rate limiting", NULL, 0, INFINITY, 0 },
-	{ "ace", F_BOOL, NULL, "enable the CONNECT proxy to Tailscale control hosts (experimental)", "the CONNECT proxy (-ace)", NULL, 0, 0, 0 },
-	{ "acme-eab-key", F_STRING, NULL, "ACME External Account Binding (EAB) Key (base64)", "ACME", "", 0, 0, 0 },
-	{ "acme-eab-kid", F_STRING, NULL, "ACME External Account Binding (EAB) Key ID", "ACME", "", 0, 0, 0 },
-	{ "acme-email", F_STRING, NULL, "ACME account contact email address", "ACME", "", 0, 0, 0 },
-	{ "acme-ip-certs", F_BOOL, NULL, "obtain certificates for the server's IP addresses from Let's Encrypt", "ACME", NULL, 0, 0, 0 },
-	{ "bootstrap-dns-names", F_STRING, NULL, "optional comma-separated list of hostnames to make available at /bootstrap-dns", "bootstrap DNS", "", 0, 0, 0 },
-	{ "c", F_STRING, NULL, "config file path", NULL, "", 0, 0, 0 },
-	{ "certdir", F_STRING, NULL, "directory to store LetsEncrypt certs, if addr's port is :443", NULL, NULL, 0, 0, 0 },
-	{ "certmode", F_STRING, "\"letsencrypt\"", "mode for getting a cert. possible options: manual, letsencrypt", NULL, "letsencrypt", 0, 0, 0 },
-	{ "derp", F_BOOL, "true", "whether to run a DERP server. The only reason to set this false is if you're decommissioning a server but want to keep its bootstrap DNS functionality still running.", NULL, NULL, 1, 0, 0 },
-	{ "dev", F_BOOL, NULL, "run in localhost development mode (overrides -a)", NULL, NULL, 0, 0, 0 },
-	{ "home", F_STRING, NULL, "what to serve at the root path. It may be left empty (the default, for a default homepage), \"blank\" for a blank page, or a URL to redirect to", NULL, "", 0, 0, 0 },
-	{ "hostname", F_STRING, "\"derp.tailscale.com\"", "TLS host name for certs, if addr's port is :443. When --certmode=manual, this can be an IP address to avoid SNI checks", NULL, "derp.tailscale.com", 0, 0, 0 },
-	{ "http-port", F_INT, "80", "The port on which to serve HTTP. Set to -1 to disable. The listener is bound to the same IP (if any) as specified in the -a flag.", NULL, NULL, 80, 0, 0 },
-	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (this relay, not derper); memory is reserved for this many and connections beyond it are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
-	{ "mesh-psk-file", F_STRING, NULL, "if non-empty, path to file containing the mesh pre-shared key file. It should contain some hex string; whitespace is trimmed.", "meshing", "", 0, 0, 0 },
-	{ "mesh-with", F_STRING, NULL, "optional comma-separated list of hostnames to mesh with; the server's own hostname can be in the list. If an entry contains a slash, the second part names a hostname to be used when dialing the target.", "meshing", "", 0, 0, 0 },
-	{ "rate-config", F_STRING, NULL, "path to a JSON file with per-client rate limit configuration, reloaded on SIGHUP", "per-client rate limiting", "", 0, 0, 0 },
-	{ "secrets-cache-dir", F_STRING, NULL, "directory to cache setec secrets in (only with --secrets-url)", NULL, "", 0, 0, 0 },
-	{ "secrets-path-prefix", F_STRING, "\"prod/derp\"", "setec path prefix for \"meshkey\" secret for DERP mesh (only with --secrets-url)", NULL, "prod/derp", 0, 0, 0 },
-	{ "secrets-url", F_STRING, NULL, "SETEC server URL for secrets retrieval of mesh key", "setec secrets", "", 0, 0, 0 },
-	{ "socket", F_STRING, NULL, "optional alternate path to tailscaled socket (only relevant when using --verify-clients)", NULL, "", 0, 0, 0 },
-	{ "stun", F_BOOL, "true", "whether to run a STUN server. It will bind to the same IP (if any) as the --addr flag value.", NULL, NULL, 1, 0, 0 },
-	{ "stun-port", F_INT, "3478", "The UDP port on which to serve STUN. The listener is bound to the same IP (if any) as specified in the -a flag.", NULL, NULL, 3478, 0, 0 },
-	{ "tcp-keepalive-time", F_DURATION, "10m0s", "TCP keepalive time", NULL, NULL, 600000000000LL, 0, 0 },
-	{ "tcp-user-timeout", F_DURATION, "15s", "TCP user timeout", NULL, NULL, 15000000000LL, 0, 0 },
-	{ "tcp-write-timeout", F_DURATION, "2s", "TCP write timeout; 0 results in no timeout being set on writes", NULL, NULL, 2000000000LL, 0, 0 },
-	{ "unpublished-bootstrap-dns-names", F_STRING, NULL, "optional comma-separated list of hostnames to make available at /bootstrap-dns and not publish in the list. If an entry contains a slash, the second part names a DNS record to poll for its TXT record with a `0` to `100` value for rollout percentage.", "bootstrap DNS", "", 0, 0, 0 },
-	{ "verify-client-url", F_STRING, NULL, "if non-empty, an admission controller URL for permitting client connections; see tailcfg.DERPAdmitClientRequest", "client verification", "", 0, 0, 0 },
-	{ "verify-client-url-fail-open", F_BOOL, "true", "whether we fail open if --verify-client-url is unreachable", NULL, NULL, 1, 0, 0 },
-	{ "verify-clients", F_BOOL, NULL, "verify clients to this DERP server through a local tailscaled instance.", "client verification", NULL, 0, 0, 0 },
-	{ "version", F_BOOL, NULL, "print version and exit", NULL, NULL, 0, 0, 0 },
+	{ "a", F_STRING, "\":443\"", "listen address: \":port\", \"ip:port\" or \"[ipv6]:port\"; no host means every interface. TLS when the port is 443 or -certmode is manual, plain HTTP otherwise", NULL, ":443", 0, 0, 0 },
+	{ "accept-connection-burst", F_INT, "9223372036854775807", "connections accepted at once above -accept-connection-limit", "accept rate limiting", NULL, INT64_MAX, 0, 0 },
+	{ "accept-connection-limit", F_FLOAT, "+Inf", "connections accepted per second on the TLS listener", "accept rate limiting", NULL, 0, INFINITY, 0 },
+	{ "ace", F_BOOL, NULL, "serve the experimental CONNECT proxy", "the CONNECT proxy (-ace)", NULL, 0, 0, 0 },
+	{ "acme-eab-key", F_STRING, NULL, "ACME external account binding key, base64", "ACME", "", 0, 0, 0 },
+	{ "acme-eab-kid", F_STRING, NULL, "ACME external account binding key ID", "ACME", "", 0, 0, 0 },
+	{ "acme-email", F_STRING, NULL, "contact address for the ACME account", "ACME", "", 0, 0, 0 },
+	{ "acme-ip-certs", F_BOOL, NULL, "get Let's Encrypt certificates for this machine's IP addresses", "ACME", NULL, 0, 0, 0 },
+	{ "bootstrap-dns-names", F_STRING, NULL, "comma-separated names whose addresses /bootstrap-dns publishes", "bootstrap DNS", "", 0, 0, 0 },
+	{ "c", F_STRING, NULL, "path of the JSON file holding the server's private key (created if missing)", NULL, "", 0, 0, 0 },
+	{ "certdir", F_STRING, NULL, "directory of the TLS certificate and key files", NULL, NULL, 0, 0, 0 },
+	{ "certmode", F_STRING, "\"letsencrypt\"", "where the TLS certificate comes from: manual or letsencrypt", NULL, "letsencrypt", 0, 0, 0 },
+	{ "derp", F_BOOL, "true", "relay DERP traffic; false keeps STUN and the other endpoints but /derp answers 404", NULL, NULL, 1, 0, 0 },
+	{ "dev", F_BOOL, NULL, "development mode: listen on :3340 with a fresh key each run (overrides -a and -c)", NULL, NULL, 0, 0, 0 },
+	{ "home", F_STRING, NULL, "the page at /: empty for the default page, \"blank\" for an empty one, or an http(s) URL to redirect to", NULL, "", 0, 0, 0 },
+	{ "hostname", F_STRING, "\"derp.tailscale.com\"", "TLS server name for the certificate; with -certmode manual it may be an IP address (a self-signed certificate is made for it, and SNI is not checked)", NULL, "derp.tailscale.com", 0, 0, 0 },
+	{ "http-port", F_INT, "80", "plain-HTTP port in TLS mode (captive-portal check, redirects), on the host of -a; -1 disables it", NULL, NULL, 80, 0, 0 },
+	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (not a derper flag); memory is reserved for this many and further connections are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
+	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits)", "meshing", "", 0, 0, 0 },
+	{ "mesh-with", F_STRING, NULL, "comma-separated host or host/dialhost entries of the region's other servers", "meshing", "", 0, 0, 0 },
+	{ "rate-config", F_STRING, NULL, "JSON file with per-client receive rate limits, reloaded on SIGHUP", "per-client rate limiting", "", 0, 0, 0 },
+	{ "secrets-cache-dir", F_STRING, NULL, "cache directory for -secrets-url", NULL, "", 0, 0, 0 },
+	{ "secrets-path-prefix", F_STRING, "\"prod/derp\"", "secret name prefix for -secrets-url", NULL, "prod/derp", 0, 0, 0 },
+	{ "secrets-url", F_STRING, NULL, "setec server to fetch the mesh key from", "setec secrets", "", 0, 0, 0 },
+	{ "socket", F_STRING, NULL, "tailscaled socket for -verify-clients", NULL, "", 0, 0, 0 },
+	{ "stun", F_BOOL, "true", "serve STUN on UDP, on the host of -a", NULL, NULL, 1, 0, 0 },
+	{ "stun-port", F_INT, "3478", "UDP port for STUN", NULL, NULL, 3478, 0, 0 },
+	{ "tcp-keepalive-time", F_DURATION, "10m0s", "TCP keepalive idle time and interval on accepted connections", NULL, NULL, 600000000000LL, 0, 0 },
+	{ "tcp-user-timeout", F_DURATION, "15s", "TCP_USER_TIMEOUT on accepted connections", NULL, NULL, 15000000000LL, 0, 0 },
+	{ "tcp-write-timeout", F_DURATION, "2s", "close a client whose output makes no progress for this long; 0 never", NULL, NULL, 2000000000LL, 0, 0 },
+	{ "unpublished-bootstrap-dns-names", F_STRING, NULL, "comma-separated names /bootstrap-dns answers only when asked for them", "bootstrap DNS", "", 0, 0, 0 },
+	{ "verify-client-url", F_STRING, NULL, "admission webhook URL asked about every client", "client verification", "", 0, 0, 0 },
+	{ "verify-client-url-fail-open", F_BOOL, "true", "admit clients when -verify-client-url cannot be reached", NULL, NULL, 1, 0, 0 },
+	{ "verify-clients", F_BOOL, NULL, "admit only clients the local tailscaled knows", "client verification", NULL, 0, 0, 0 },
+	{ "version", F_BOOL, NULL, "print the version and exit", NULL, NULL, 0, 0, 0 },
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
 
@@ -4400,59 +4400,49 @@ usage(FILE *f)
 	}
 }
 
-/* Go's strconv.ParseInt(s, 0, 64): sign, 0x/0o/0b or leading-0 octal,
- * underscores only between digits of a prefixed or octal literal. */
+/*
+ * Go's strconv.ParseInt(s, 0, 64): sign; 0x, 0o, 0b or a leading 0 (octal);
+ * underscores only between digits or right after a base prefix.
+ */
 static int
 parse_go_int(const char *s, int64_t *out)
 {
-	int neg = 0, base = 10, under = 0, any = 0;
+	int neg = 0, base = 10, any = 0, sep_ok = 0;
 	uint64_t v = 0, lim;
-	unsigned d;
-	char ch, prev = '_';
+	int d;
 
 	if (*s == '+' || *s == '-')
 		neg = *s++ == '-';
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
 		base = 16;
-		s += 2;
-	} else if (s[0] == '0' && (s[1] == 'o' || s[1] == 'O')) {
+	else if (s[0] == '0' && (s[1] == 'o' || s[1] == 'O'))
 		base = 8;
-		s += 2;
-	} else if (s[0] == '0' && (s[1] == 'b' || s[1] == 'B')) {
+	else if (s[0] == '0' && (s[1] == 'b' || s[1] == 'B'))
 		base = 2;
+	if (base != 10) {
 		s += 2;
+		sep_ok = 1;
 	} else if (s[0] == '0' && s[1] != '\0') {
-		base = 8;
-		s++;
-		any = 1;
-		prev = '0';
+		base = 8;		/* "017": the 0 is a digit and a prefix */
 	}
 	lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-	for (; (ch = *s) != '\0'; s++) {
-		if (ch == '_') {
-			if (base == 10 || prev == '_')
+	for (; *s != '\0'; s++) {
+		if (*s == '_') {
+			if (!sep_ok || s[1] == '\0' || s[1] == '_')
 				return -1;
-			under = 1;
-			prev = ch;
+			sep_ok = 0;
 			continue;
 		}
-		if (ch >= '0' && ch <= '9')
-			d = (unsigned)(ch - '0');
-		else if (ch >= 'a' && ch <= 'f')
-			d = (unsigned)(ch - 'a' + 10);
-		else if (ch >= 'A' && ch <= 'F')
-			d = (unsigned)(ch - 'A' + 10);
-		else
+		d = hex_digit((unsigned char)*s);
+		if (d < 0 || d >= base)
 			return -1;
-		if (d >= (unsigned)base)
+		if (v > (lim - (uint64_t)d) / (uint64_t)base)
 			return -1;
-		if (v > (lim - d) / (uint64_t)base)
-			return -1;
-		v = v * (uint64_t)base + d;
+		v = v * (uint64_t)base + (uint64_t)d;
 		any = 1;
-		prev = ch;
+		sep_ok = 1;
 	}
-	if (!any || prev == '_' || (under && base == 10))
+	if (!any)
 		return -1;
 	*out = neg ? (int64_t)(0 - v) : (int64_t)v;
 	return 0;

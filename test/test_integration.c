@@ -105,6 +105,8 @@ static uint8_t v_req[256], v_req_fast[256], v_resp101[512], v_server_key[64];
 static size_t v_req_len, v_req_fast_len, v_resp101_len, v_server_key_len;
 static int vectors_ok;
 
+static int mk_tls(char **argv, char bufs[][600]);
+
 /* Scratch buffers (one test runs at a time; forked helpers get copies). */
 static uint8_t pbuf[DC_MAX_FRAME], qbuf[DC_MAX_FRAME];
 

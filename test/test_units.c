@@ -9,8 +9,10 @@
  * usage: test_json DATADIR   (DATADIR holds client_info_json.tsv and keys_and_config.txt)
  * Prints "ok <name>" or "FAIL <name>: <detail>" per check, then "N passed, N failed".
  */
-#define DERP_NO_MAIN
+/* derp.c's main becomes derp_main, so its flag parser is reachable too. */
+#define main derp_main
 #include "../derp.c"
+#undef main
 
 static int passed, failed;
 
