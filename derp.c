@@ -3001,25 +3001,16 @@ http_generate_204(struct derp_server *s, struct conn *c, const struct http_req *
 	http_respond(s, c, r, "204 No Content", hdr, NULL, 0, RESP_NO_LENGTH);
 }
 
+/* derper's home page says what the server is; the wording is free. */
 static const char home_page[] =
     "<html><body>\n"
-    "<h1>DERP</h1>\n"
-    "<p>\n"
-    "  This is a <a href=\"https://tailscale.com/\">Tailscale</a> DERP server.\n"
-    "</p>\n"
-    "<p>\n"
-    "  It provides STUN, interactive connectivity establishment, and relaying"
-    " of end-to-end encrypted traffic\n"
-    "  for Tailscale clients.\n"
-    "</p>\n"
-    "<p>\n"
-    "  Documentation:\n"
-    "</p>\n"
-    "<ul>\n"
-    "<li><a href=\"https://tailscale.com/kb/1232/derp-servers\">About DERP</a></li>\n"
-    "<li><a href=\"https://pkg.go.dev/tailscale.com/derp\">Protocol & Go docs</a></li>\n"
-    "<li><a href=\"https://github.com/tailscale/tailscale/tree/main/cmd/derper#derp\">How to run a DERP server</a></li>\n"
-    "</ul>\n";
+    "<h1>DERP relay</h1>\n"
+    "<p>This server relays end-to-end encrypted traffic between Tailscale\n"
+    "clients that cannot reach each other directly, and answers STUN so they\n"
+    "can learn their public address (DERP protocol version 2).</p>\n"
+    "<p>See <a href=\"https://tailscale.com/kb/1232/derp-servers\">DERP servers"
+    "</a> and <a href=\"https://tailscale.com/kb/1118/custom-derp-servers\">"
+    "running your own</a>.</p>\n";
 
 static void
 http_home(struct derp_server *s, struct conn *c, const struct http_req *r)
