@@ -1060,7 +1060,7 @@ cbuf_append(struct pool *p, struct cbuf *b, const uint8_t *data, size_t n)
 	}
 	if (b->tail == NIL) {
 		b->head = b->tail = first;
-		first = NIL;
+		first = p->chunks[first].next;	/* taken chunks are linked already */
 	}
 	while (n > 0) {
 		t = &p->chunks[b->tail];
@@ -4670,12 +4670,12 @@ main(int argc, char **argv)
 		usage(stderr);
 		return rc > 0 ? 0 : 2;
 	}
+	if (flags_check_missing() != 0)
+		return 1;
 	if (flag_find("version", 7)->ival) {
 		printf("%s\n", DERP_VERSION);
 		return 0;
 	}
-	if (flags_check_missing() != 0)
-		return 1;
 	derp_config_defaults(&cfg);
 	cfg.addr = flag_find("a", 1)->sval;
 	cfg.http_port = (int)flag_find("http-port", 9)->ival;

@@ -106,6 +106,7 @@ static size_t v_req_len, v_req_fast_len, v_resp101_len, v_server_key_len;
 static int vectors_ok;
 
 static int mk_tls(char **argv, char bufs[][600]);
+static char host_hdr[80];	/* Host header for the main listener */
 
 /* Scratch buffers (one test runs at a time; forked helpers get copies). */
 static uint8_t pbuf[DC_MAX_FRAME], qbuf[DC_MAX_FRAME];
@@ -713,7 +714,7 @@ quiet(struct dclient *c, int ms)
 	}
 }
 
-/* Wait for a frame of the given type (skipping KeepAlive); 1 found. */
+/* Wait for a frame of the given type (skipping KeepAlive and Pong); 1 found. */
 static int
 wait_frame(struct dclient *c, uint8_t want, uint8_t *buf, size_t cap,
     size_t *len, int ms)
@@ -1361,6 +1362,192 @@ out:
 	dc_free(s);
 }
 
+/* ---- scenarios: byte-stream handling ------------------------------------ */
+
+/* Frames in the same write as ClientInfo (the client does not wait for
+ * ServerInfo): processed, in order, after the handshake. */
+static void
+t_pipelined(void)
+{
+	static uint8_t w[600];
+	struct dclient *c;
+	size_t k;
+	uint8_t src[32], ping8[8];
+	size_t n;
+	const char *e = NULL;
+
+	if (pair_b == NULL) {
+		fail("pipelined_after_client_info", "no pair");
+		return;
+	}
+	c = cl_upgraded();
+	if (c == NULL) {
+		fail("pipelined_after_client_info", "upgrade failed");
+		return;
+	}
+	k = dc_client_info_frame(c, NULL, w, sizeof(w));
+	w[k] = FT_NOTE_PREFERRED;
+	put_be32(w + k + 1, 1);
+	w[k + 5] = 1;
+	k += 6;
+	dc_random(ping8, 8);
+	w[k] = FT_PING;
+	put_be32(w + k + 1, 8);
+	memcpy(w + k + 5, ping8, 8);
+	k += 13;
+	w[k] = FT_SEND_PACKET;
+	put_be32(w + k + 1, 32 + 20);
+	memcpy(w + k + 5, pair_b->pk, 32);
+	memset(w + k + 37, 0x5a, 20);
+	k += 57;
+	if (dc_write(c, w, k) < 0 || dc_recv_server_info(c, IO_MS) < 0)
+		e = "no ServerInfo first";
+	else if (!wait_frame(c, FT_PONG, qbuf, sizeof(qbuf), &n, IO_MS) ||
+	    n != 8 || memcmp(qbuf, ping8, 8) != 0)
+		e = "no Pong for the pipelined Ping";
+	else if (dc_recv_packet(pair_b, src, qbuf, sizeof(qbuf), &n, IO_MS) != 1
+	    || n != 20 || qbuf[0] != 0x5a || memcmp(src, c->pk, 32) != 0)
+		e = "the pipelined packet did not arrive";
+	verdict("pipelined_after_client_info", e);
+	dc_free(c);
+}
+
+/* A frame written one byte per write (one TCP segment or TLS record each),
+ * and many frames in one write. */
+static void
+t_split_coalesced(void)
+{
+	struct dclient *c = cl_derp();
+	static uint8_t w[20 * (5 + 32 + 100)];
+	uint8_t src[32];
+	size_t i, k = 0, n;
+	const char *e = NULL;
+
+	if (c == NULL || pair_b == NULL) {
+		fail("frame_split_bytewise", "connect failed");
+		dc_free(c);
+		return;
+	}
+	w[0] = FT_SEND_PACKET;
+	put_be32(w + 1, 32 + 10);
+	memcpy(w + 5, pair_b->pk, 32);
+	memset(w + 37, 0x33, 10);
+	for (i = 0; i < 47 && e == NULL; i++)
+		if (dc_write(c, w + i, 1) < 0)
+			e = "write failed";
+	if (e == NULL && (dc_recv_packet(pair_b, src, qbuf, sizeof(qbuf), &n,
+	    IO_MS) != 1 || n != 10 || qbuf[9] != 0x33 ||
+	    memcmp(src, c->pk, 32) != 0))
+		e = "the packet did not arrive intact";
+	verdict("frame_split_bytewise", e);
+
+	for (i = 0; i < 20; i++) {
+		w[k] = FT_SEND_PACKET;
+		put_be32(w + k + 1, 32 + 100);
+		memcpy(w + k + 5, pair_b->pk, 32);
+		memset(w + k + 37, (int)i, 100);
+		k += 5 + 32 + 100;
+	}
+	e = dc_write(c, w, k) < 0 ? "write failed" : NULL;
+	for (i = 0; i < 20 && e == NULL; i++)
+		if (dc_recv_packet(pair_b, src, qbuf, sizeof(qbuf), &n, IO_MS) != 1
+		    || n != 100 || qbuf[0] != i || qbuf[99] != i)
+			e = "packets of the coalesced write missing or out of order";
+	verdict("frames_coalesced", e);
+	dc_free(c);
+}
+
+/* The upgrade request arriving in pieces. */
+static void
+t_http_split(void)
+{
+	struct dclient *c = cl_connect();
+	char req[256];
+	size_t len, i;
+	const char *e = NULL;
+
+	if (c == NULL) {
+		fail("http_request_split", "connect failed");
+		return;
+	}
+	dc_genkey(c);
+	len = (size_t)snprintf(req, sizeof(req), "GET /derp HTTP/1.1\r\n"
+	    "Host: %s\r\nConnection: Upgrade\r\nUpgrade: DERP\r\n\r\n",
+	    host_hdr);
+	for (i = 0; i < len && e == NULL; i += 7) {
+		if (dc_write(c, req + i, len - i < 7 ? len - i : 7) < 0)
+			e = "write failed";
+		sleep_ms(5);
+	}
+	if (e == NULL && (dc_http_request(c, "", c->head, sizeof(c->head),
+	    IO_MS) < 0 || dc_http_status(c->head) != 101))
+		e = "no 101";
+	if (e == NULL) {
+		/* Finish the handshake by hand: ServerKey, ClientInfo, ServerInfo. */
+		uint8_t f[300], type;
+		size_t n;
+		if (dc_recv_frame(c, &type, f, sizeof(f), &n, IO_MS) != 1 ||
+		    type != FT_SERVER_KEY || n < 40)
+			e = "no ServerKey";
+		else {
+			memcpy(c->server_pk, f + 8, 32);
+			n = dc_client_info_frame(c, NULL, f, sizeof(f));
+			if (dc_write(c, f, n) < 0 || dc_recv_server_info(c, IO_MS) < 0)
+				e = "no ServerInfo";
+			else if (!ping(c))
+				e = "no Pong";
+		}
+	}
+	verdict("http_request_split", e);
+	dc_free(c);
+}
+
+/* A hundred clients at once, each sending to the next. */
+#define MANY_CLIENTS 100
+
+static void
+t_many_clients(void)
+{
+	static struct dclient *cs[MANY_CLIENTS];
+	const char *e = NULL;
+	char why[120];
+	int i, got = 0;
+
+	for (i = 0; i < MANY_CLIENTS; i++) {
+		cs[i] = cl_derp();
+		if (cs[i] == NULL && e == NULL) {
+			snprintf(why, sizeof(why), "client %d of %d could not"
+			    " connect", i + 1, MANY_CLIENTS);
+			e = why;
+		}
+	}
+	for (i = 0; i < MANY_CLIENTS && e == NULL; i++) {
+		memset(pbuf, i & 0xff, 200);
+		if (dc_send_packet(cs[i], cs[(i + 1) % MANY_CLIENTS]->pk, pbuf,
+		    200) < 0)
+			e = "send failed";
+	}
+	for (i = 0; i < MANY_CLIENTS && e == NULL; i++) {
+		uint8_t src[32];
+		size_t n;
+		int from = (i + MANY_CLIENTS - 1) % MANY_CLIENTS;
+		if (dc_recv_packet(cs[i], src, qbuf, sizeof(qbuf), &n, IO_MS) == 1
+		    && n == 200 && qbuf[0] == (from & 0xff) &&
+		    memcmp(src, cs[from]->pk, 32) == 0)
+			got++;
+	}
+	if (e == NULL && got != MANY_CLIENTS) {
+		snprintf(why, sizeof(why), "%d of %d packets arrived", got,
+		    MANY_CLIENTS);
+		e = why;
+	}
+	verdict("many_clients_100", e);
+	for (i = 0; i < MANY_CLIENTS; i++) {
+		dc_free(cs[i]);
+		cs[i] = NULL;
+	}
+}
+
 /* ---- scenarios: bad inputs ---------------------------------------------- */
 
 static void
@@ -1550,10 +1737,11 @@ t_tls_garbage(void)
 	expect_closed_only("tls_port_plain_http", c);
 	dc_free(c);
 
-	/* Random bytes, then a TLS-looking record with a broken body. */
+	/* Random bytes; then a TLS record with a broken ClientHello. */
 	c = cl_connect_to(srv_host, srv_port, 0, NULL);
 	if (c != NULL) {
 		dc_random(junk, sizeof(junk));
+		junk[0] = 0;	/* no TLS content type: nothing to wait for */
 		(void)dc_write(c, junk, sizeof(junk));
 	}
 	expect_closed_only("tls_port_garbage", c);
@@ -1567,7 +1755,15 @@ t_tls_garbage(void)
 		junk[2] = 1;
 		junk[3] = 0;
 		junk[4] = 195;
-		junk[5] = 1;	/* ClientHello with random content */
+		/* A complete ClientHello message (so nothing more is awaited)
+		 * whose session ID length, 255, is impossible (max 32). */
+		junk[5] = 1;
+		junk[6] = 0;
+		junk[7] = 0;
+		junk[8] = 191;
+		junk[9] = 3;
+		junk[10] = 3;
+		junk[43] = 255;
 		(void)dc_write(c, junk, sizeof(junk));
 	}
 	expect_closed_only("tls_port_bad_client_hello", c);
@@ -1575,8 +1771,6 @@ t_tls_garbage(void)
 }
 
 /* ---- scenarios: HTTP endpoints ------------------------------------------ */
-
-static char host_hdr[80];
 
 static void
 t_http(void)
@@ -2496,6 +2690,10 @@ run_full_mode(const char *name, int tls)
 	t_peer_gone();
 	t_not_here();
 	t_duplicates();
+	t_pipelined();
+	t_split_coalesced();
+	t_http_split();
+	t_many_clients();
 	t_bad_http();
 	t_bad_client_info();
 	t_bad_frames();
@@ -2510,10 +2708,14 @@ run_full_mode(const char *name, int tls)
 	verdict("pair_still_works_at_end", pair_works());
 	helper_finish(&h1);
 	helper_finish(&h2);
+	/* SIGTERM with DERP connections open: exit 0, and they see the close. */
+	server_stop();
+	if (pair_a != NULL)
+		verdict("connections_closed_on_exit", dc_expect_close(pair_a,
+		    CLOSE_MS) ? NULL : "a client connection outlived the server");
 	dc_free(pair_a);
 	dc_free(pair_b);
 	pair_a = pair_b = NULL;
-	server_stop();
 	if (tls)
 		t_cert_reused();
 	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
@@ -2696,6 +2898,132 @@ local_port(struct dclient *c)
 	    ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 }
 
+/* ---- the command line of the real binary ------------------------------------ */
+
+/* Run derp with args (NULL-terminated), stdout+stderr to out (cap bytes,
+ * NUL-terminated).  Returns the exit status, or -1. */
+static int
+run_derp_cli(const char *const *args, char *out, size_t cap)
+{
+	char *argv[24], path[700];
+	int i = 0, fd, st;
+	ssize_t n;
+	pid_t pid;
+
+	argv[i++] = (char *)derp_path;
+	while (*args != NULL && i < 23)
+		argv[i++] = (char *)*args++;
+	argv[i] = NULL;
+	snprintf(path, sizeof(path), "%s/cli.out", scratch);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0)
+			_exit(127);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execv(derp_path, argv);
+		_exit(127);
+	}
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1;
+	out[0] = '\0';
+	fd = open(path, O_RDONLY);
+	if (fd >= 0) {
+		n = read(fd, out, cap - 1);
+		out[n > 0 ? n : 0] = '\0';
+		close(fd);
+	}
+	return WEXITSTATUS(st);
+}
+
+static void
+run_cli_mode(void)
+{
+	static const char *const help[] = { "-h", NULL };
+	static const char *const unknown[] = { "-no-such-flag", NULL };
+	static const char *const badint[] = { "-http-port", "x", NULL };
+	static const char *const emptybool[] = { "--verify-clients=", NULL };
+	static const char *const version[] = { "--version", NULL };
+	static const char *const gcp[] = { "-certmode", "gcp", NULL };
+	static const char *const badmode[] = { "-certmode", "nope", NULL };
+	static const char *const badhome[] = { "-home", "ftp://x", NULL };
+	char out[16384], keyp[600], addr[64], sp[16];
+	const char *refused[][3] = {
+		{ "-mesh-with", "a,b", "meshing" },
+		{ "-mesh-psk-file", "/nonexistent", "meshing" },
+		{ "-verify-clients", NULL, "client verification" },
+		{ "-verify-client-url", "http://127.0.0.1:1/", "client verification" },
+		{ "-bootstrap-dns-names", "a.example", "bootstrap DNS" },
+		{ "-accept-connection-limit", "10", "accept rate limiting" },
+		{ "-rate-config", "/x.json", "rate limiting" },
+		{ "-acme-email", "a@b", "ACME" },
+		{ "-ace", NULL, "CONNECT proxy" },
+	};
+	const char *args[12];
+	size_t i;
+	int rc;
+
+	begin_mode("cli", 0, "127.0.0.1");
+	rc = run_derp_cli(help, out, sizeof(out));
+	verdict("help_exit_0", rc == 0 && strstr(out, "-hostname") != NULL &&
+	    strstr(out, "-stun-port") != NULL ? NULL : "-h did not list the flags");
+	rc = run_derp_cli(unknown, out, sizeof(out));
+	verdict("unknown_flag_exit_2", rc == 2 &&
+	    strstr(out, "flag provided but not defined: -no-such-flag") != NULL ?
+	    NULL : "unknown flag not refused with status 2");
+	rc = run_derp_cli(badint, out, sizeof(out));
+	verdict("bad_value_exit_2", rc == 2 ? NULL : "bad int not status 2");
+	rc = run_derp_cli(emptybool, out, sizeof(out));
+	verdict("empty_bool_exit_2", rc == 2 ? NULL : "--verify-clients= not status 2");
+	rc = run_derp_cli(version, out, sizeof(out));
+	verdict("version", rc == 0 && out[0] >= '0' && out[0] <= '9' ? NULL :
+	    "--version did not print a version");
+	rc = run_derp_cli(gcp, out, sizeof(out));
+	verdict("certmode_gcp_refused", rc != 0 && strstr(out, "ACME") != NULL ?
+	    NULL : "-certmode gcp not refused naming ACME");
+	rc = run_derp_cli(badmode, out, sizeof(out));
+	verdict("certmode_unknown_refused", rc != 0 ? NULL : "started");
+	rc = run_derp_cli(badhome, out, sizeof(out));
+	verdict("home_bad_refused", rc != 0 ? NULL : "started");
+	snprintf(keyp, sizeof(keyp), "%s/cli.key", scratch);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", next_port++);
+	snprintf(sp, sizeof(sp), "%d", next_port++);
+	for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		char name[80];
+		int k = 0;
+
+		args[k++] = "-a";
+		args[k++] = addr;
+		args[k++] = "-c";
+		args[k++] = keyp;
+		args[k++] = "-stun-port";
+		args[k++] = sp;
+		args[k++] = refused[i][0];
+		if (refused[i][1] != NULL)
+			args[k++] = refused[i][1];
+		args[k] = NULL;
+		rc = run_derp_cli(args, out, sizeof(out));
+		snprintf(name, sizeof(name), "missing_feature_refused%s", refused[i][0]);
+		verdict(name, rc != 0 && rc != 2 && strstr(out, refused[i][2]) != NULL &&
+		    strstr(out, "not built") != NULL ? NULL :
+		    "not refused with a message naming the feature");
+	}
+	/* The same flags at values that leave the feature off are accepted:
+	 * -verify-clients=false makes the server start (checked by -version
+	 * exiting 0 after parsing). */
+	args[0] = "-verify-clients=false";
+	args[1] = "-mesh-with=";
+	args[2] = "-accept-connection-limit=+Inf";
+	args[3] = "-version";
+	args[4] = NULL;
+	rc = run_derp_cli(args, out, sizeof(out));
+	verdict("missing_features_off_accepted", rc == 0 ? NULL :
+	    "flags at their off values refused");
+}
+
 static void
 run_mesh_mode(void)
 {
@@ -2855,7 +3183,13 @@ main(int argc, char **argv)
 	run_full_mode("tls", 1);
 	run_ipv6_mode();
 	run_dual_mode();
-	run_mesh_mode();
+	run_cli_mode();
+	/* Meshing is a later issue: the relay refuses -mesh-psk-file (checked
+	 * in cli mode), so the mesh scenarios cannot run yet. */
+	begin_mode("mesh", 0, "127.0.0.1");
+	skip("all", "meshing is not built into the relay yet");
+	if (getenv("DERP_TEST_MESH") != NULL)
+		run_mesh_mode();
 
 	kill_children();
 	printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);

@@ -489,6 +489,314 @@ static void test_mutations(void)
 	check(iter == 200000, name, "app_name not terminated");
 }
 
+/* ---- derp.c internals: HTTP, paths, flags, key table, chunk pool ---- */
+
+static void test_http_parse(void)
+{
+	static const char ok_req[] = "GET /derp?x=1 HTTP/1.1\r\nHost: a\r\n"
+	    "Upgrade:  DERP \t\r\nX-Empty:\r\nupgrade: second\r\n\r\n";
+	static const char lf_req[] = "HEAD / HTTP/1.0\nHost: b\n\n";
+	struct http_req r;
+	const struct http_hdr *h;
+	const char *path;
+	size_t plen;
+	char big[8192];
+	size_t n, i;
+
+	check(http_parse(ok_req, sizeof ok_req - 1, &r) == 0 && r.nh == 4 &&
+	    r.minor == 1 && http_method_is(&r, "GET"), "http: request parses", "");
+	h = http_header(&r, "UPGRADE");
+	check(h != NULL && h->vlen == 4 && memcmp(h->val, "DERP", 4) == 0,
+	    "http: first header wins, case-insensitive, value trimmed", "");
+	h = http_header(&r, "x-empty");
+	check(h != NULL && h->vlen == 0, "http: empty header value", "");
+	http_path(&r, &path, &plen);
+	check(path_is(path, plen, "/derp"), "http: query stripped from path", "");
+	check(http_parse(lf_req, sizeof lf_req - 1, &r) == 0 && r.minor == 0 &&
+	    http_method_is(&r, "HEAD"), "http: bare LF line ends", "");
+	check(http_parse("GET http://h:1/derp/probe?q HTTP/1.1\r\n\r\n", 40, &r) == 0,
+	    "http: absolute-form parses", "");
+	http_path(&r, &path, &plen);
+	check(path_is(path, plen, "/derp/probe"), "http: absolute-form path", "");
+	check(http_parse("GET / HTTP/2.0\r\n\r\n", 18, &r) == -1, "http: HTTP/2.0 refused", "");
+	check(http_parse("GET /\r\n\r\n", 9, &r) == -1, "http: no version refused", "");
+	check(http_parse("GET  / HTTP/1.1\r\n\r\n", 19, &r) == -1, "http: empty target refused", "");
+	check(http_parse("G(T / HTTP/1.1\r\n\r\n", 18, &r) == -1, "http: bad method token", "");
+	check(http_parse("GET / HTTP/1.1\r\nNoColon\r\n\r\n", 27, &r) == -1, "http: header without colon", "");
+	check(http_parse("GET / HTTP/1.1\r\nA B: c\r\n\r\n", 26, &r) == -1, "http: space in header name", "");
+	check(http_parse("GET / HTTP/1.1\r\n: v\r\n\r\n", 22, &r) == -1, "http: empty header name", "");
+	n = (size_t)snprintf(big, sizeof big, "GET / HTTP/1.1\r\n");
+	for (i = 0; i < HTTP_HEADERS_MAX; i++)
+		n += (size_t)snprintf(big + n, sizeof big - n, "H%zu: v\r\n", i);
+	memcpy(big + n, "\r\n", 2);
+	check(http_parse(big, n + 2, &r) == 0 && r.nh == HTTP_HEADERS_MAX,
+	    "http: 64 headers accepted", "");
+	n += (size_t)snprintf(big + n, sizeof big - n, "Extra: v\r\n\r\n");
+	check(http_parse(big, n, &r) == -2, "http: 65 headers -> 431", "");
+	check(http_parse("GET / HTTP/1.1\r\nHost: x\r\n", 25, &r) == -1,
+	    "http: unterminated head refused", "");
+}
+
+static void test_paths(void)
+{
+	static const struct { const char *in, *out; } cases[] = {
+		{ "", "/" }, { "/", "/" }, { "/a//b", "/a/b" }, { "/a/./b", "/a/b" },
+		{ "/a/../b", "/b" }, { "/..", "/" }, { "/../..//x", "/x" },
+		{ "/a/b/", "/a/b/" }, { "/a/b/..", "/a" }, { "/a/b/../", "/a/" },
+		{ "a", "/a" }, { "/.", "/" }, { "/./", "/" }, { "//", "/" },
+		{ "/derp", "/derp" }, { "/a/...", "/a/..." }, { "/a/.b", "/a/.b" },
+	};
+	char out[64], name[128], un[64];
+	size_t i, n;
+	long u;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		n = http_clean_path(cases[i].in, strlen(cases[i].in), out);
+		snprintf(name, sizeof name, "path: clean \"%s\" -> \"%s\"", cases[i].in, cases[i].out);
+		check(n == strlen(cases[i].out) && memcmp(out, cases[i].out, n) == 0, name, "");
+	}
+	u = http_unescape("/derp%2fprobe", 13, un, sizeof un);
+	check(u == 11 && memcmp(un, "/derp/probe", 11) == 0, "path: %2f decoded", "");
+	check(http_unescape("/%zz", 4, un, sizeof un) == -1, "path: bad escape refused", "");
+	check(http_unescape("/%2", 3, un, sizeof un) == -1, "path: cut escape refused", "");
+	check(http_unescape("/abc", 4, un, 2) == -1, "path: no room refused", "");
+}
+
+static void test_go_numbers(void)
+{
+	static const struct { const char *in; int ok; int64_t v; } ints[] = {
+		{ "80", 1, 80 }, { "-1", 1, -1 }, { "+7", 1, 7 }, { "0x50", 1, 80 },
+		{ "0X_5_0", 1, 80 }, { "0o17", 1, 15 }, { "017", 1, 15 }, { "0b101", 1, 5 },
+		{ "1_000", 1, 1000 }, { "0", 1, 0 }, { "9223372036854775807", 1, INT64_MAX },
+		{ "-9223372036854775808", 1, INT64_MIN }, { "9223372036854775808", 0, 0 },
+		{ "", 0, 0 }, { "1__0", 0, 0 }, { "_1", 0, 0 }, { "1_", 0, 0 }, { "08", 0, 0 },
+		{ "0x", 0, 0 }, { "12a", 0, 0 }, { " 1", 0, 0 }, { "0b2", 0, 0 },
+	};
+	static const struct { const char *in; int ok; int64_t ns; } durs[] = {
+		{ "2s", 1, 2000000000LL }, { "0", 1, 0 }, { "10m0s", 1, 600000000000LL },
+		{ "1h30m", 1, 5400000000000LL }, { "500ms", 1, 500000000LL },
+		{ "1.5s", 1, 1500000000LL }, { "-1s", 1, -1000000000LL }, { "1us", 1, 1000 },
+		{ "1\xc2\xb5s", 1, 1000 }, { "3ns", 1, 3 }, { ".5s", 1, 500000000LL },
+		{ "1", 0, 0 }, { "", 0, 0 }, { "s", 0, 0 }, { "1x", 0, 0 }, { "1s2", 0, 0 },
+		{ "+", 0, 0 }, { "1.s", 1, 1000000000LL },
+	};
+	static const char *t[] = { "1", "t", "T", "TRUE", "true", "True" };
+	static const char *bad[] = { "", "yes", "tRUE", "2", "on" };
+	char name[128];
+	int64_t v;
+	size_t i;
+
+	for (i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+		snprintf(name, sizeof name, "flags: int \"%s\"", ints[i].in);
+		v = -42;
+		check(ints[i].ok ? parse_go_int(ints[i].in, &v) == 0 && v == ints[i].v :
+		    parse_go_int(ints[i].in, &v) != 0, name, "");
+	}
+	for (i = 0; i < sizeof durs / sizeof durs[0]; i++) {
+		snprintf(name, sizeof name, "flags: duration \"%s\"", durs[i].in);
+		v = -42;
+		check(durs[i].ok ? parse_go_duration(durs[i].in, &v) == 0 && v == durs[i].ns :
+		    parse_go_duration(durs[i].in, &v) != 0, name, "");
+	}
+	for (i = 0; i < 6; i++) {
+		snprintf(name, sizeof name, "flags: bool \"%s\"", t[i]);
+		check(parse_go_bool(t[i], &v) == 0 && v == 1, name, "");
+	}
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		snprintf(name, sizeof name, "flags: bool \"%s\" refused", bad[i]);
+		check(parse_go_bool(bad[i], &v) != 0, name, "");
+	}
+}
+
+static struct flag flags_initial[NFLAGS];
+
+static int parse_args(const char *const *args)
+{
+	char *argv[16];
+	int argc = 0;
+
+	memcpy(flags, flags_initial, sizeof flags);
+	argv[argc++] = (char *)"derp";
+	while (*args != NULL && argc < 15)
+		argv[argc++] = (char *)*args++;
+	argv[argc] = NULL;
+	return flags_parse(argc, argv);
+}
+
+static void test_flags(void)
+{
+	static const char *const a1[] = { "-a=:1234", "--http-port", "-1", "-dev", NULL };
+	static const char *const a2[] = { "-dev", "false", "-a", ":9", NULL };
+	static const char *const a3[] = { "-dev=false", "--stun=0", NULL };
+	static const char *const a4[] = { "-nosuch", NULL };
+	static const char *const a5[] = { "-h", NULL };
+	static const char *const a6[] = { "--help", NULL };
+	static const char *const a7[] = { "-a", NULL };
+	static const char *const a8[] = { "--verify-clients=", NULL };
+	static const char *const a9[] = { "---a", ":1", NULL };
+	static const char *const a10[] = { "--", "-a", ":1", NULL };
+	static const char *const a11[] = { "-http-port", "eighty", NULL };
+	static const char *const a12[] = { "-tcp-write-timeout=500ms", "-c", "/x", NULL };
+	static const char *const a13[] = { "-mesh-with", "a,b", NULL };
+	static const char *const a14[] = { "-verify-clients=false", "-mesh-with=", NULL };
+	static const char *const a15[] = { "-accept-connection-limit", "+Inf", NULL };
+	static const char *const a16[] = { "-accept-connection-limit", "100", NULL };
+	int rc;
+	FILE *saved = stderr;
+
+	memcpy(flags_initial, flags, sizeof flags);
+	stderr = fopen("/dev/null", "w");	/* the parser's messages */
+	rc = parse_args(a1);
+	check(rc == 0 && strcmp(flag_find("a", 1)->sval, ":1234") == 0 &&
+	    flag_find("http-port", 9)->ival == -1 && flag_find("dev", 3)->ival == 1,
+	    "flags: -a=v, --flag v, bool", "");
+	rc = parse_args(a2);
+	check(rc == 0 && flag_find("dev", 3)->ival == 1 &&
+	    strcmp(flag_find("a", 1)->sval, ":443") == 0,
+	    "flags: \"-dev false\" stops parsing at false (Go rule)", "");
+	rc = parse_args(a3);
+	check(rc == 0 && flag_find("dev", 3)->ival == 0 && flag_find("stun", 4)->ival == 0,
+	    "flags: -bool=false", "");
+	check(parse_args(a4) == -1, "flags: unknown flag is an error", "");
+	check(parse_args(a5) == 1 && parse_args(a6) == 1, "flags: -h and --help", "");
+	check(parse_args(a7) == -1, "flags: missing value is an error", "");
+	check(parse_args(a8) == -1, "flags: --verify-clients= is an error", "");
+	check(parse_args(a9) == -1, "flags: three dashes is an error", "");
+	check(parse_args(a10) == 0 && !flag_find("a", 1)->set, "flags: -- ends flags", "");
+	check(parse_args(a11) == -1, "flags: bad int is an error", "");
+	rc = parse_args(a12);
+	check(rc == 0 && ns_to_ms(flag_find("tcp-write-timeout", 17)->ival) == 500 &&
+	    strcmp(flag_find("c", 1)->sval, "/x") == 0, "flags: duration and string", "");
+	check(parse_args(a13) == 0 && flags_check_missing() != 0,
+	    "flags: -mesh-with refused (feature missing)", "");
+	check(parse_args(a14) == 0 && flags_check_missing() == 0,
+	    "flags: missing features at their off values accepted", "");
+	check(parse_args(a15) == 0 && flags_check_missing() == 0,
+	    "flags: -accept-connection-limit +Inf accepted", "");
+	check(parse_args(a16) == 0 && flags_check_missing() != 0,
+	    "flags: -accept-connection-limit 100 refused (feature missing)", "");
+	check(ns_to_ms(1) == 1 && ns_to_ms(0) == 0 && ns_to_ms(2500000) == 2,
+	    "flags: ns to ms rounds sub-ms up", "");
+	fclose(stderr);
+	stderr = saved;
+	memcpy(flags, flags_initial, sizeof flags);
+}
+
+static uint32_t xs_state = 12345;
+static uint32_t xs(void)
+{
+	xs_state ^= xs_state << 13;
+	xs_state ^= xs_state >> 17;
+	xs_state ^= xs_state << 5;
+	return xs_state;
+}
+
+/* The key table against a plain array: inserts, backward-shift deletes. */
+static void test_keytab(void)
+{
+	static struct derp_server s;
+	static struct keyent tab[64];
+	static uint8_t keys[48][32];
+	static int present[48];
+	struct keyent *e;
+	uint32_t i, k, round, bad = 0;
+
+	s.keytab = tab;
+	s.keytab_mask = 63;
+	s.hash_seed[0] = 1;
+	s.hash_seed[1] = 2;
+	for (i = 0; i < 64; i++)
+		tab[i].first = -1;
+	for (k = 0; k < 48; k++)
+		for (i = 0; i < 32; i++)
+			keys[k][i] = (uint8_t)xs();
+	for (round = 0; round < 20000; round++) {
+		k = xs() % 48;
+		if (!present[k]) {
+			i = keytab_slot(&s, keys[k]);
+			if (tab[i].first >= 0)
+				bad++;
+			memcpy(tab[i].key, keys[k], 32);
+			tab[i].first = (int32_t)k;
+			present[k] = 1;
+		} else {
+			i = keytab_slot(&s, keys[k]);
+			if (tab[i].first != (int32_t)k)
+				bad++;
+			keytab_delete(&s, i);
+			present[k] = 0;
+		}
+		for (k = 0; k < 48; k++) {
+			e = keytab_find(&s, keys[k]);
+			if (present[k] ? (e == NULL || e->first != (int32_t)k) : e != NULL)
+				bad++;
+		}
+	}
+	check(bad == 0, "keytab: 20000 random inserts/deletes agree with a reference", "mismatch");
+}
+
+/* Chunk pool and byte chains across chunk boundaries, and exhaustion. */
+static void test_pool(void)
+{
+	static struct chunk mem[8];
+	static uint8_t in[7 * CHUNK_DATA_BYTES], out[sizeof in];
+	struct pool p;
+	struct cbuf b;
+	size_t i, got = 0;
+	int ok = 1;
+
+	pool_init(&p, mem, 7);
+	memset(&b, 0, sizeof b);
+	for (i = 0; i < sizeof in; i++)
+		in[i] = (uint8_t)(i * 7 + i / 251);
+	check(cbuf_append(&p, &b, in, 1000) == 0 && cbuf_append(&p, &b, in + 1000,
+	    3 * CHUNK_DATA_BYTES) == 0 && b.len == 1000 + 3 * CHUNK_DATA_BYTES &&
+	    p.free_count == 3, "pool: append across chunks", "");
+	check(cbuf_append(&p, &b, in, 4 * CHUNK_DATA_BYTES) == -1 &&
+	    b.len == 1000 + 3 * CHUNK_DATA_BYTES && p.free_count == 3,
+	    "pool: exhaustion appends nothing", "");
+	while (b.len > 0) {
+		size_t k = b.len < 777 ? b.len : 777;
+		cbuf_peek(&p, &b, out + got, k);
+		cbuf_consume(&p, &b, k);
+		got += k;
+	}
+	ok = got == 1000 + 3 * CHUNK_DATA_BYTES && memcmp(in, out, got) == 0;
+	check(ok && p.free_count == 7 && b.head == NIL && b.tail == NIL,
+	    "pool: peek/consume returns bytes in order and every chunk", "");
+	check(cbuf_append(&p, &b, in, 7 * CHUNK_DATA_BYTES) == 0 && p.free_count == 0,
+	    "pool: whole pool usable", "");
+	cbuf_clear(&p, &b);
+	check(p.free_count == 7 && pool_take(&p) != NIL, "pool: clear returns chunks", "");
+	check(chunks_for(0) == 0 && chunks_for(1) == 1 && chunks_for(CHUNK_DATA_BYTES) == 1 &&
+	    chunks_for(CHUNK_DATA_BYTES + 1) == 2 &&
+	    chunks_for(RECV_PREFIX_BYTES + MAX_PACKET_BYTES) == 33,
+	    "pool: chunks_for", "");
+}
+
+static void test_misc(void)
+{
+	char host[64];
+	int port = 0;
+	struct derp_config a, b;
+
+	check(parse_hostport(":443", host, sizeof host, &port) == 0 && host[0] == 0 && port == 443,
+	    "addr: :443", "");
+	check(parse_hostport("[::1]:80", host, sizeof host, &port) == 0 &&
+	    strcmp(host, "::1") == 0 && port == 80, "addr: [::1]:80", "");
+	check(parse_hostport("1.2.3.4:https", host, sizeof host, &port) == 0 &&
+	    strcmp(host, "1.2.3.4") == 0 && port == 443, "addr: port name https", "");
+	check(parse_hostport("::1:80", host, sizeof host, &port) == -1, "addr: bare v6 refused", "");
+	check(parse_hostport("x:70000", host, sizeof host, &port) == -1, "addr: port range", "");
+	check(parse_hostport("nocolon", host, sizeof host, &port) == -1, "addr: no port", "");
+	derp_config_defaults(&a);
+	b = a;
+	b.max_clients = 2 * a.max_clients;
+	check(derp_memory_bytes(&b) > derp_memory_bytes(&a) &&
+	    derp_memory_bytes(&a) > (size_t)a.max_clients * (IBUF_BYTES + OBUF_BYTES),
+	    "memory: reservation grows with -max-clients", "");
+}
+
 int main(int argc, char **argv)
 {
 	int i;
@@ -507,6 +815,13 @@ int main(int argc, char **argv)
 	test_key_cases();
 	test_hex();
 	test_mutations();
+	test_http_parse();
+	test_paths();
+	test_go_numbers();
+	test_flags();
+	test_keytab();
+	test_pool();
+	test_misc();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;
 }
