@@ -30,6 +30,7 @@
 #define _DEFAULT_SOURCE	/* TCP_KEEPIDLE, TCP_USER_TIMEOUT, IPV6_V6ONLY on glibc/musl */
 
 #include <sys/types.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
@@ -4099,6 +4100,39 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Every slot needs a descriptor: raise the soft RLIMIT_NOFILE towards the hard
+ * limit, and if that is still short, serve fewer slots (saying so) rather than
+ * spin on accept() failing with EMFILE.
+ */
+#define FDS_RESERVED	32	/* listeners, STUN, stdio, files opened at start-up */
+
+static int
+fd_limit_fit(struct derp_server *s)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)s->cfg.max_clients + FDS_RESERVED;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return -1;
+	if (rl.rlim_cur < want) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ?
+		    want : rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+		if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+			return -1;
+	}
+	if (rl.rlim_cur < want) {
+		logf("open-file limit %lu leaves room for %lu of -max-clients %u",
+		    (unsigned long)rl.rlim_cur,
+		    (unsigned long)(rl.rlim_cur > FDS_RESERVED ?
+		    rl.rlim_cur - FDS_RESERVED : 1), s->cfg.max_clients);
+		s->cfg.max_clients = rl.rlim_cur > FDS_RESERVED + 1 ?
+		    (unsigned)(rl.rlim_cur - FDS_RESERVED) : 1;
+	}
+	return 0;
+}
+
 struct derp_server *
 derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 {
@@ -4167,6 +4201,10 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 		s->http_fd = sock_listen(s->host, port, SOCK_STREAM, err, errlen);
 		if (s->http_fd < 0)
 			goto fail;
+	}
+	if (fd_limit_fit(s) != 0) {
+		snprintf(err, errlen, "getrlimit: %s", strerror(errno));
+		goto fail;
 	}
 	if (derp_alloc(s, err, errlen) != 0)
 		goto fail;
