@@ -2,7 +2,7 @@
 #
 #   make            the relay, ./derp
 #   make run        a dev relay on loopback (plain HTTP on 127.0.0.1:3340, STUN 3478)
-#   make test       unit and integration tests, plain build and ASan+UBSan build
+#   make test       unit and integration tests: epoll build, and ASan+UBSan build with poll(2)
 #   make clean
 #
 # Cross builds override CC, CFLAGS, LDFLAGS and the BearSSL paths, e.g.
@@ -14,7 +14,12 @@ LDFLAGS ?=
 BEARSSL_CFLAGS ?=
 BEARSSL_LIBS ?= -lbearssl
 WARN = -std=c99 -Wall -Wextra -pedantic
-SAN = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# The readiness back-end: epoll on Linux, poll(2) elsewhere; POLLER=poll forces
+# the portable one.  `make test` runs the sanitizer build with poll(2).
+ifeq ($(POLLER),poll)
+WARN += -DDERP_POLLER_POLL
+endif
+SAN = -DDERP_POLLER_POLL -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LIBS = $(BEARSSL_LIBS) -lm
 
 RELAY_SRC = derp.c stun.c nacl.c cert.c
