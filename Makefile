@@ -28,7 +28,7 @@ CLIENT_SRC = test/client.c nacl.c stun.c
 
 TESTS = test_stun test_nacl test_cert test_units test_integration
 
-.PHONY: all run test deps clean
+.PHONY: all run test deps clean cross-test static
 
 all: derp
 
@@ -74,9 +74,25 @@ endef
 $(eval $(call test_rules,build/,$(CFLAGS)))
 $(eval $(call test_rules,build/san/,$(SAN)))
 
+# The same rules for a directory of test/cross.sh's or test/static.sh's choosing,
+# e.g. make TESTOUT=build/cross/mips/ CC=mips-linux-gnu-gcc ... build/cross/mips/derp
+ifneq ($(TESTOUT),)
+$(TESTOUT).dir:
+	@mkdir -p $(TESTOUT) && touch $@
+$(eval $(call test_rules,$(TESTOUT),$(CFLAGS)))
+endif
+
 test: deps
 	@$(MAKE) --no-print-directory $(addprefix build/,derp $(TESTS)) $(addprefix build/san/,derp $(TESTS))
 	@sh test/run.sh build build/san
+
+# Another CPU under qemu-user (ARCH=mips, mipsel, armhf or aarch64), and a static
+# musl binary (build/static/derp): the scripts install and build what they need.
+cross-test:
+	@sh test/cross.sh $(ARCH)
+
+static:
+	@sh test/static.sh
 
 clean:
 	rm -rf derp build

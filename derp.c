@@ -1652,6 +1652,7 @@ struct conn {
 	int32_t key_next;		/* next connection with the same key, -1 */
 	uint64_t send_seq;		/* when this connection last sent (duplicates) */
 	uint8_t can_ack_pings, is_prober, preferred, notideal, mesh;
+	uint8_t dup;			/* other connections share this key */
 
 	/* output */
 	struct cbuf raw;
@@ -1667,7 +1668,7 @@ struct conn {
 
 	/* PeerGone bookkeeping: first 8 bytes of the keys we delivered from */
 	uint64_t senders[SENDERS_TRACKED];
-	uint8_t senders_n, senders_next;
+	uint8_t senders_n, senders_next, senders_hit;
 
 	/* NotHere limiter: tokens scaled by 1000 (milli-tokens) */
 	int64_t nh_tokens_milli;
@@ -2289,6 +2290,31 @@ keytab_delete(struct derp_server *s, uint32_t i)
 	}
 }
 
+/* Any frame from c makes it the active connection of its key (derper's "last
+ * writer is active" policy for duplicate keys). */
+static void
+route_note_sender(struct derp_server *s, struct conn *c)
+{
+	struct keyent *e;
+
+	c->send_seq = ++s->send_seq;
+	if (!c->dup)
+		return;		/* the common case costs no lookup */
+	e = keytab_find(s, c->key);
+	if (e != NULL)
+		e->active = (int32_t)(c - s->conns);
+}
+
+/* Keep conn.dup (its key has other connections) true on every member. */
+static void
+route_mark_dups(struct derp_server *s, const struct keyent *e)
+{
+	int32_t i;
+
+	for (i = e->first; i >= 0; i = s->conns[i].key_next)
+		s->conns[i].dup = e->nconns > 1;
+}
+
 /* Register c under c->key; the newest connection of a key gets its traffic. */
 static void
 route_register(struct derp_server *s, struct conn *c)
@@ -2311,19 +2337,8 @@ route_register(struct derp_server *s, struct conn *c)
 	e->nconns++;
 	c->send_seq = ++s->send_seq;
 	s->st.current_connections++;
-}
-
-/* Any frame from c makes it the active connection of its key (derper's "last
- * writer is active" policy for duplicate keys). */
-static void
-route_note_sender(struct derp_server *s, struct conn *c)
-{
-	struct keyent *e;
-
-	c->send_seq = ++s->send_seq;
-	e = keytab_find(s, c->key);
-	if (e != NULL && e->nconns > 1)
-		e->active = (int32_t)(c - s->conns);
+	if (e->nconns > 1)
+		route_mark_dups(s, e);
 }
 
 /* PeerGone(Disconnected) to everyone who received from key since connecting. */
@@ -2342,6 +2357,7 @@ route_key_gone(struct derp_server *s, const uint8_t key[KEY_BYTES])
 		for (j = 0; j < d->senders_n; j++) {
 			if (d->senders[j] == tag) {
 				d->senders[j] = d->senders[--d->senders_n];
+				d->senders_hit = 0;
 				peergone_push(s, d, key, PEER_GONE_DISCONNECTED);
 				break;
 			}
@@ -2372,6 +2388,8 @@ route_unregister(struct derp_server *s, struct conn *c)
 		route_key_gone(s, c->key);
 		return;
 	}
+	if (e->nconns == 1)
+		route_mark_dups(s, e);
 	if (e->active == idx) {
 		/* The most recent sender (or registration) still connected. */
 		for (idx = e->first; idx >= 0; idx = s->conns[idx].key_next)
@@ -2390,9 +2408,13 @@ senders_note(struct conn *d, const uint8_t key[KEY_BYTES])
 	uint64_t tag = get_le64(key);
 	int j;
 
+	if (d->senders_hit < d->senders_n && d->senders[d->senders_hit] == tag)
+		return;		/* same source as last time: the common case */
 	for (j = 0; j < d->senders_n; j++)
-		if (d->senders[j] == tag)
+		if (d->senders[j] == tag) {
+			d->senders_hit = (uint8_t)j;
 			return;
+		}
 	if (d->senders_n < SENDERS_TRACKED) {
 		d->senders[d->senders_n++] = tag;
 	} else {

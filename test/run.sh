@@ -3,7 +3,12 @@
 # (build/ as shipped, build/san/ with AddressSanitizer and UBSan) and add up
 # their "N passed, N failed[, N skipped]" lines.  A program that crashes or exits
 # non-zero without reporting a failure counts as one failure.
+#
+# TEST_EMULATOR (optional, one word): runs every test program through it, e.g.
+# qemu-mips-static for a cross build (test/cross.sh); test_integration is then
+# handed a wrapper script that starts derp through it too.
 set -u
+emu=${TEST_EMULATOR:-}
 data=test/data
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/derp-test.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT INT TERM
@@ -14,7 +19,7 @@ run() {
 	shift 2
 	n=$((n + 1))
 	log="$scratch/$n.log"
-	"$dir/$prog" "$@" >"$log" 2>&1
+	${emu:+"$emu"} "$dir/$prog" "$@" >"$log" 2>&1
 	rc=$?
 	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
 	p=$(echo "$line" | sed -n 's/^\([0-9]*\) passed.*/\1/p')
@@ -42,7 +47,13 @@ for dir in "$@"; do
 	mkdir -p "$scratch/cert$n"
 	run "$dir" test_cert "$scratch/cert$n"
 	mkdir -p "$scratch/int$n"
-	run "$dir" test_integration "$dir/derp" "$scratch/int$n"
+	derp=$dir/derp
+	if [ -n "$emu" ]; then
+		derp=$scratch/derp$n.sh
+		printf '#!/bin/sh\nexec %s %s "$@"\n' "$emu" "$(cd "$dir" && pwd)/derp" >"$derp"
+		chmod +x "$derp"
+	fi
+	run "$dir" test_integration "$derp" "$scratch/int$n"
 done
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
