@@ -1694,7 +1694,7 @@ struct stats {
 	    dropped_gone_disconnected[2], dropped_dup_client[2];
 	uint64_t got_ping, sent_pong, peer_gone_disconnected, peer_gone_not_here;
 	uint64_t peer_gone_overflow, write_timeouts, total_dup_client_conns;
-	uint64_t home_moves_in, home_moves_out, pool_evictions;
+	uint64_t home_moves_in, home_moves_out, pool_evictions, accept_limited;
 	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
 	uint64_t stun_ipv4, stun_ipv6;
 	uint32_t current_connections, current_home, current_notideal;
@@ -1742,6 +1742,8 @@ struct derp_server {
 	uint64_t send_seq;
 	int64_t now;			/* loop time, ms, set once per round */
 	int64_t next_sweep_ms;
+	double accept_tokens;		/* -accept-connection-limit bucket */
+	int64_t accept_last_ms;
 	struct stats st;
 };
 
@@ -3855,6 +3857,28 @@ conn_service(struct derp_server *s, struct conn *c, short revents)
 		conn_update_interest(s, c);
 }
 
+/*
+ * -accept-connection-limit/-burst: a token bucket over accepted connections on
+ * the TLS listener, full at start (derper uses golang.org/x/time/rate the same
+ * way).  +Inf, the default, never limits.
+ */
+static int
+accept_allow(struct derp_server *s)
+{
+	double limit = s->cfg.accept_limit_per_sec, burst = (double)s->cfg.accept_burst;
+
+	if (isinf(limit) && limit > 0)
+		return 1;
+	s->accept_tokens += (double)(s->now - s->accept_last_ms) * limit / 1000.0;
+	s->accept_last_ms = s->now;
+	if (s->accept_tokens > burst)
+		s->accept_tokens = burst;
+	if (s->accept_tokens < 1.0)
+		return 0;
+	s->accept_tokens -= 1.0;
+	return 1;
+}
+
 static void
 conn_accept(struct derp_server *s, int lfd, int port80)
 {
@@ -3872,6 +3896,12 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			    errno != EINTR && errno != ECONNABORTED)
 				logf("accept: %s", strerror(errno));
 			return;
+		}
+		if (s->tls_mode && !port80 && !accept_allow(s)) {
+			/* derper's accept limiter: accepted, then closed. */
+			s->st.accept_limited++;
+			close(fd);
+			continue;
 		}
 		if (s->nfree == 0 || sock_nonblock(fd) != 0) {
 			/* Over -max-clients: accept and close at once, which a
@@ -4275,6 +4305,8 @@ derp_config_defaults(struct derp_config *cfg)
 	cfg->tcp_user_timeout_ms = 15000;
 	cfg->tcp_write_timeout_ms = WRITE_TIMEOUT_DEFAULT_MS;
 	cfg->max_clients = MAX_CLIENTS_DEFAULT;
+	cfg->accept_limit_per_sec = INFINITY;
+	cfg->accept_burst = INT64_MAX;
 	cfg->queue_depth = QUEUE_DEPTH_DEFAULT;
 }
 
@@ -4498,6 +4530,8 @@ derp_run(struct derp_server *s)
 
 	s->now = now_ms();
 	s->next_sweep_ms = s->now + LOOP_TICK_MS;
+	s->accept_last_ms = s->now;
+	s->accept_tokens = (double)s->cfg.accept_burst;
 	while (!s->stop) {
 		timeout = (int)(s->next_sweep_ms - now_ms());
 		if (timeout < 0)
@@ -4604,8 +4638,8 @@ struct flag {
 
 static struct flag flags[] = {
 	{ "a", F_STRING, "\":443\"", "listen address: \":port\", \"ip:port\" or \"[ipv6]:port\"; no host means every interface. TLS when the port is 443 or -certmode is manual, plain HTTP otherwise", NULL, ":443", 0, 0, 0 },
-	{ "accept-connection-burst", F_INT, "9223372036854775807", "connections accepted at once above -accept-connection-limit", "accept rate limiting", NULL, INT64_MAX, 0, 0 },
-	{ "accept-connection-limit", F_FLOAT, "+Inf", "connections accepted per second on the TLS listener", "accept rate limiting", NULL, 0, INFINITY, 0 },
+	{ "accept-connection-burst", F_INT, "9223372036854775807", "connections accepted at once above -accept-connection-limit", NULL, NULL, INT64_MAX, 0, 0 },
+	{ "accept-connection-limit", F_FLOAT, "+Inf", "connections accepted per second on the TLS listener", NULL, NULL, 0, INFINITY, 0 },
 	{ "ace", F_BOOL, NULL, "serve the experimental CONNECT proxy", "the CONNECT proxy (-ace)", NULL, 0, 0, 0 },
 	{ "acme-eab-key", F_STRING, NULL, "ACME external account binding key, base64", "ACME", "", 0, 0, 0 },
 	{ "acme-eab-kid", F_STRING, NULL, "ACME external account binding key ID", "ACME", "", 0, 0, 0 },
@@ -4984,6 +5018,14 @@ main(int argc, char **argv)
 	cfg.tcp_keepalive_ms = ns_to_ms(flag_find("tcp-keepalive-time", 18)->ival);
 	cfg.tcp_user_timeout_ms = ns_to_ms(flag_find("tcp-user-timeout", 16)->ival);
 	cfg.tcp_write_timeout_ms = ns_to_ms(flag_find("tcp-write-timeout", 17)->ival);
+	cfg.accept_limit_per_sec = flag_find("accept-connection-limit", 23)->fval;
+	cfg.accept_burst = flag_find("accept-connection-burst", 23)->ival;
+	if (isnan(cfg.accept_limit_per_sec) || cfg.accept_limit_per_sec < 0 ||
+	    cfg.accept_burst < 0) {
+		fprintf(stderr, "derp: -accept-connection-limit and -burst must "
+		    "not be negative\n");
+		return 2;
+	}
 	v = flag_find("max-clients", 11)->ival;
 	if (v < 1 || v > (1 << 24)) {
 		fprintf(stderr, "derp: -max-clients must be between 1 and %d\n",

@@ -44,6 +44,8 @@ struct derp_config {
 	int64_t tcp_keepalive_ms;	/* -tcp-keepalive-time: 10 min */
 	int64_t tcp_user_timeout_ms;	/* -tcp-user-timeout: 15 s */
 	int64_t tcp_write_timeout_ms;	/* -tcp-write-timeout: 2 s; 0 disables */
+	double accept_limit_per_sec;	/* -accept-connection-limit: +Inf */
+	int64_t accept_burst;		/* -accept-connection-burst: INT64_MAX */
 	unsigned max_clients;		/* -max-clients (ours): connection slots */
 	unsigned queue_depth;		/* per-client packets per queue: 32 */
 };

@@ -2759,6 +2759,51 @@ run_ipv6_mode(void)
 	server_stop();
 }
 
+/* TLS with derper's accept limiter: a burst of 4, practically no refill. */
+static int
+mk_tls_limited(char **argv, char bufs[][600])
+{
+	int i;
+
+	mk_tls(argv, bufs);
+	for (i = 0; argv[i] != NULL; i++)
+		;
+	argv[i++] = "-accept-connection-limit=0.001";
+	argv[i++] = "-accept-connection-burst";
+	argv[i++] = "4";
+	argv[i] = NULL;
+	return 0;
+}
+
+/*
+ * The accept limiter: the readiness probe takes one token, three TLS clients
+ * take the rest, and the next connections are accepted and closed at once.
+ */
+static void
+run_limit_mode(void)
+{
+	struct dclient *c[5];
+	int i, okn = 0;
+
+	begin_mode("limit", 1, "127.0.0.1");
+	if (server_start(mk_tls_limited) < 0)
+		return;
+	for (i = 0; i < 5; i++) {
+		c[i] = cl_derp();
+		if (c[i] != NULL)
+			okn++;
+	}
+	verdict("accept_burst_then_refused", c[0] != NULL && c[1] != NULL &&
+	    c[2] != NULL && c[3] == NULL && c[4] == NULL ? NULL :
+	    "expected exactly 3 handshakes to succeed after the probe");
+	if (c[0] != NULL && c[1] != NULL)
+		verdict("limited_pair_still_relays", relay(c[0], c[1], 1200));
+	for (i = 0; i < 5; i++)
+		dc_free(c[i]);
+	(void)okn;
+	server_stop();
+}
+
 static void
 run_dual_mode(void)
 {
@@ -2957,7 +3002,6 @@ run_cli_mode(void)
 		{ "-verify-clients", NULL, "client verification" },
 		{ "-verify-client-url", "http://127.0.0.1:1/", "client verification" },
 		{ "-bootstrap-dns-names", "a.example", "bootstrap DNS" },
-		{ "-accept-connection-limit", "10", "accept rate limiting" },
 		{ "-rate-config", "/x.json", "rate limiting" },
 		{ "-acme-email", "a@b", "ACME" },
 		{ "-ace", NULL, "CONNECT proxy" },
@@ -3183,6 +3227,7 @@ main(int argc, char **argv)
 	run_full_mode("tls", 1);
 	run_ipv6_mode();
 	run_dual_mode();
+	run_limit_mode();
 	run_cli_mode();
 	/* Meshing is a later issue: the relay refuses -mesh-psk-file (checked
 	 * in cli mode), so the mesh scenarios cannot run yet. */
