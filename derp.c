@@ -145,6 +145,7 @@
 #define QUEUE_DEPTH_DEFAULT	32	/* derper's per-client send queue depth */
 #define MAX_CLIENTS_DEFAULT	4096	/* ~260 MB reserved worst case, see README */
 #define ACCEPTS_PER_ROUND	64	/* accept() calls per listener per round */
+#define HANDSHAKES_PER_ROUND	8	/* handshake steps per round: ~3 ms of crypto */
 #define TLS_RECORDS_PER_ROUND	16	/* read(2) calls per connection per round */
 #define READ_BATCH_BYTES	32768	/* one read(2) of ciphertext: ~2 records */
 #define STUN_DATAGRAMS_PER_ROUND 64
@@ -1620,6 +1621,7 @@ struct conn {
 	uint8_t want_out;		/* POLLOUT registered */
 	uint8_t tls_closing;		/* close_notify sent */
 	uint8_t tls_started;		/* first bytes looked at (not HTTP) */
+	uint8_t tls_up;			/* handshake done */
 	uint8_t peer_ip[16];		/* IPv4 mapped */
 	uint16_t peer_port;
 	int64_t accepted_ms;
@@ -3731,6 +3733,9 @@ conn_pump(struct derp_server *s, struct conn *c, int can_read)
 			    tls_feed(s, c, &can_read, &budget)) {
 				progress = 1;
 			}
+			if (!c->tls_up && (br_ssl_engine_current_state(e) &
+			    BR_SSL_SENDAPP))
+				c->tls_up = 1;
 			if (!c->dead && (br_ssl_engine_current_state(e) &
 			    BR_SSL_SENDAPP) && conn_fill(s, c) > 0) {
 				br_ssl_engine_flush(e, 0);
@@ -4520,10 +4525,18 @@ fail:
 	return NULL;
 }
 
+/* Still doing expensive public-key work: the TLS handshake or ClientInfo. */
+static int
+conn_in_handshake(const struct conn *c)
+{
+	return c->state == CS_DERP_INFO || (c->tls && !c->tls_up);
+}
+
 int
 derp_run(struct derp_server *s)
 {
-	int n, timeout;
+	struct conn *c;
+	int n, timeout, hs_budget;
 	uint32_t i;
 	int32_t tag;
 	short rev;
@@ -4544,14 +4557,24 @@ derp_run(struct derp_server *s)
 			return -1;
 		}
 		s->now = now_ms();
+		hs_budget = HANDSHAKES_PER_ROUND;
 		/* A slot closed earlier in this round is skipped; one reused by
 		 * an accept meanwhile just finds nothing to read. */
 		for (i = 0; n > 0 && i < (uint32_t)n; i++) {
 			tag = s->pl.ready[i].tag;
 			rev = s->pl.ready[i].revents;
 			if (tag >= 0) {
-				if (s->conns[tag].state != CS_FREE)
-					conn_service(s, &s->conns[tag], rev);
+				c = &s->conns[tag];
+				if (c->state == CS_FREE)
+					continue;
+				/* Handshake crypto (ECDSA signature, X25519) costs
+				 * ~0.3 ms a step: a few per round at most, so a
+				 * flood of new clients cannot stall the traffic of
+				 * established ones.  The rest stay ready and are
+				 * reported again next round (level-triggered). */
+				if (conn_in_handshake(c) && hs_budget-- <= 0)
+					continue;
+				conn_service(s, c, rev);
 			} else if (tag == TAG_MAIN) {
 				conn_accept(s, s->main_fd, 0);
 			} else if (tag == TAG_HTTP) {
