@@ -103,6 +103,7 @@
 /* The sweep runs this often; it bounds how late a deadline fires (a 2 s write
  * timeout fires between 2.0 and 2.25 s) and how long derp_stop() takes. */
 #define LOOP_TICK_MS		250
+#define PAUSED_RETRY_MS		5	/* wake-ups while reads wait (rate, pool) */
 
 /*
  * Memory.  A connection slot owns its struct, a BearSSL server context (TLS mode)
@@ -360,9 +361,10 @@ sb_add_u64(struct sbuf *sb, uint64_t v)
 /* Deepest nesting accepted, the top-level object counting as 1.  Go allows 10000;
    clients send flat objects, and 64 lets one uint64_t hold the container stack. */
 #define JSON_MAX_DEPTH 64
-/* Longest member name compared: "CanAckPings" is 11 bytes, 14 when spelled with a
-   3-byte KELVIN SIGN and a 2-byte LONG S.  Longer names match no field. */
-#define JSON_NAME_MAX 16
+/* Longest member name compared: "PerClientRateLimitBytesPerSec" (-rate-config) is
+   29 bytes, a few more when spelled with a 3-byte KELVIN SIGN or 2-byte LONG S.
+   Longer names match no field. */
+#define JSON_NAME_MAX 40
 /* Go int is 64-bit; ClientInfo.version is only logged, so it saturates to C int. */
 #define JSON_INT_MAX ((int)(~0u >> 1))
 
@@ -942,6 +944,47 @@ static size_t keyfile_format(char *out, size_t cap, const uint8_t key[32])
 	hex_encode(out + hl, key, 32);
 	memcpy(out + hl + 64, tail, sizeof tail);
 	return n;
+}
+
+/* ---- -rate-config (derp-protocol.md 13.1) ---- */
+
+struct ratecfg {
+	uint64_t rate;		/* PerClientRateLimitBytesPerSec; 0 = off */
+	uint64_t burst;		/* PerClientRateBurstBytes */
+};
+
+/* A Go uint64 member: null leaves it, a negative, fraction or non-number is
+ * an error. */
+static int json_uint64(struct json_cur *c, uint64_t *out)
+{
+	int64_t v;
+	int is_int;
+
+	if (json_lit(c, "null") == 0)
+		return 0;
+	if (c->p == c->end || *c->p < '0' || *c->p > '9')
+		return -1;
+	if (json_number(c, &v, &is_int) < 0 || !is_int || v < 0)
+		return -1;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+static int ratecfg_member(void *ctx, const unsigned char *name, size_t n, struct json_cur *c)
+{
+	struct ratecfg *r = ctx;
+
+	if (json_name_is(name, n, "perclientratelimitbytespersec"))
+		return json_uint64(c, &r->rate);
+	if (json_name_is(name, n, "perclientrateburstbytes"))
+		return json_uint64(c, &r->burst);
+	return json_skip_value(c, 1);
+}
+
+static int ratecfg_parse(const char *json, size_t len, struct ratecfg *r)
+{
+	memset(r, 0, sizeof *r);
+	return json_object(json, len, ratecfg_member, r) < 0 ? -1 : 0;
 }
 
 /* ===================================================================== POOLS */
@@ -1672,6 +1715,10 @@ struct conn {
 	uint64_t senders[SENDERS_TRACKED];
 	uint8_t senders_n, senders_next, senders_hit;
 
+	/* -rate-config bucket: bytes; negative while waiting (Go's WaitN) */
+	double rate_tokens;
+	int64_t rate_last_ms, rate_until_ms;
+
 	/* NotHere limiter: tokens scaled by 1000 (milli-tokens) */
 	int64_t nh_tokens_milli;
 	int64_t nh_last_ms;
@@ -1697,6 +1744,7 @@ struct stats {
 	uint64_t got_ping, sent_pong, peer_gone_disconnected, peer_gone_not_here;
 	uint64_t peer_gone_overflow, write_timeouts, total_dup_client_conns;
 	uint64_t home_moves_in, home_moves_out, pool_evictions, accept_limited;
+	uint64_t rate_limit_waited;
 	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
 	uint64_t stun_ipv4, stun_ipv6;
 	uint32_t current_connections, current_home, current_notideal;
@@ -1745,6 +1793,8 @@ struct derp_server {
 	int64_t now;			/* loop time, ms, set once per round */
 	int64_t next_sweep_ms;
 	double accept_tokens;		/* -accept-connection-limit bucket */
+	struct ratecfg rate;		/* -rate-config, as last loaded */
+	volatile sig_atomic_t reload;	/* SIGHUP: reload -rate-config */
 	int64_t accept_last_ms;
 	struct stats st;
 };
@@ -2517,6 +2567,47 @@ static const uint8_t server_key_magic[8] = {
 	0x44, 0x45, 0x52, 0x50, 0xf0, 0x9f, 0x94, 0x91	/* "DERP" U+1F511 */
 };
 
+/*
+ * -rate-config: each frame's payload (at most MAX_PACKET_BYTES + 32) is charged
+ * to the connection's token bucket before it is read, as derper does; when the
+ * bucket goes negative the connection stops being read (TCP pushes back on the
+ * sender) until it refills.  Mesh peers are exempt.
+ */
+#define RATE_FRAME_CAP_BYTES	(MAX_PACKET_BYTES + 32)
+
+static double
+rate_burst(const struct derp_server *s)
+{
+	return s->rate.burst < RATE_FRAME_CAP_BYTES ? RATE_FRAME_CAP_BYTES :
+	    (double)s->rate.burst;
+}
+
+static void
+rate_refill(const struct derp_server *s, struct conn *c)
+{
+	c->rate_tokens += (double)(s->now - c->rate_last_ms) *
+	    (double)s->rate.rate / 1000.0;
+	c->rate_last_ms = s->now;
+	if (c->rate_tokens > rate_burst(s))
+		c->rate_tokens = rate_burst(s);
+}
+
+static void
+rate_charge(struct derp_server *s, struct conn *c)
+{
+	if (s->rate.rate == 0 || c->mesh)
+		return;
+	rate_refill(s, c);
+	c->rate_tokens -= c->flen < RATE_FRAME_CAP_BYTES ? c->flen :
+	    RATE_FRAME_CAP_BYTES;
+	if (c->rate_tokens < 0) {
+		c->rate_until_ms = s->now + 1 +
+		    (int64_t)(-c->rate_tokens * 1000.0 / (double)s->rate.rate);
+		s->st.rate_limit_waited++;
+		mark_paused(s, c);
+	}
+}
+
 /* Queue the ServerKey frame (the server speaks first, unprompted). */
 static int
 derp_queue_server_key(struct derp_server *s, struct conn *c)
@@ -2592,6 +2683,8 @@ derp_client_info(struct derp_server *s, struct conn *c)
 	}
 	c->state = CS_DERP;
 	c->deadline_ms = 0;
+	c->rate_tokens = rate_burst(s);
+	c->rate_last_ms = s->now;
 	c->nh_tokens_milli = (int64_t)NOT_HERE_BURST * 1000;
 	c->nh_last_ms = s->now;
 	c->next_keepalive_ms = s->now + KEEPALIVE_MS +
@@ -2621,6 +2714,7 @@ frame_begin(struct derp_server *s, struct conn *c)
 		return 0;
 	}
 	route_note_sender(s, c);
+	rate_charge(s, c);
 	switch (c->ftype) {
 	case FRAME_SEND_PACKET:
 		if (c->flen < KEY_BYTES || c->flen - KEY_BYTES > MAX_PACKET_BYTES) {
@@ -2796,7 +2890,7 @@ derp_feed(struct derp_server *s, struct conn *c, const uint8_t *p, size_t len)
 			off += k;
 			if (c->fhdr_len < FRAME_HEADER_BYTES)
 				break;
-			if (frame_begin(s, c) != 0)
+			if (frame_begin(s, c) != 0 || c->in_paused)
 				break;
 		} else {
 			k = c->flen - c->fgot;
@@ -3974,15 +4068,21 @@ input_resume_paused(struct derp_server *s)
 	uint32_t i, n = s->npaused;
 	struct conn *c;
 
-	if (n == 0 || s->pool.free_count < CHUNKS_PER_CONN)
+	if (n == 0)
 		return;
 	s->npaused = 0;
 	for (i = 0; i < n; i++) {
 		c = &s->conns[s->paused[i]];
 		if (c->state == CS_FREE || !c->in_paused)
 			continue;
+		if (c->rate_until_ms > s->now ||
+		    s->pool.free_count < CHUNKS_PER_CONN) {
+			s->paused[s->npaused++] = s->paused[i];	/* keep waiting */
+			continue;
+		}
 		c->in_paused = 0;
-		conn_service(s, c, 0);
+		c->rate_until_ms = 0;
+		conn_service(s, c, POLLIN);
 	}
 }
 
@@ -4179,6 +4279,36 @@ keyfile_load_or_create(const char *path, uint8_t priv[KEY_BYTES], char *err,
 	return 0;
 }
 
+/* Read -rate-config.  0, or -1 with err set (the old limits stay). */
+static int
+rate_load(struct derp_server *s, char *err, size_t errlen)
+{
+	char buf[4096];
+	struct ratecfg r;
+	ssize_t n;
+	size_t len = 0;
+	int fd;
+
+	fd = open(s->cfg.rate_config, O_RDONLY);
+	if (fd < 0) {
+		snprintf(err, errlen, "rate config: open %s: %s", s->cfg.rate_config,
+		    strerror(errno));
+		return -1;
+	}
+	while (len < sizeof buf && (n = read(fd, buf + len, sizeof buf - len)) > 0)
+		len += (size_t)n;
+	close(fd);
+	if (len == sizeof buf || ratecfg_parse(buf, len, &r) != 0) {
+		snprintf(err, errlen, "rate config: %s: invalid JSON",
+		    s->cfg.rate_config);
+		return -1;
+	}
+	s->rate = r;
+	logf("per-client rate limit: %llu bytes/s, burst %.0f bytes%s",
+	    (unsigned long long)r.rate, rate_burst(s), r.rate ? "" : " (off)");
+	return 0;
+}
+
 static int
 is_ip_literal(const char *h)
 {
@@ -4306,6 +4436,7 @@ derp_config_defaults(struct derp_config *cfg)
 		certdir[0] = '\0';
 	cfg->certdir = certdir;
 	cfg->home = "";
+	cfg->rate_config = "";
 	cfg->tcp_keepalive_ms = 10 * 60 * 1000;
 	cfg->tcp_user_timeout_ms = 15000;
 	cfg->tcp_write_timeout_ms = WRITE_TIMEOUT_DEFAULT_MS;
@@ -4477,6 +4608,9 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 	nacl_x25519_base(s->pub, s->priv);
 	logf("No mesh key configured");
 
+	if (s->cfg.rate_config != NULL && s->cfg.rate_config[0] != '\0' &&
+	    rate_load(s, err, errlen) != 0)
+		goto fail;
 	if (s->tls_mode) {
 		if (certs_setup(s, err, errlen) != 0)
 			goto fail;
@@ -4551,6 +4685,16 @@ derp_run(struct derp_server *s)
 			timeout = 0;
 		if (timeout > LOOP_TICK_MS)
 			timeout = LOOP_TICK_MS;
+		if (s->npaused > 0 && timeout > PAUSED_RETRY_MS)
+			timeout = PAUSED_RETRY_MS;
+		if (s->reload) {
+			char err[256];
+
+			s->reload = 0;
+			if (s->cfg.rate_config != NULL && s->cfg.rate_config[0] &&
+			    rate_load(s, err, sizeof err) != 0)
+				logf("%s; keeping the previous limits", err);
+		}
 		n = poller_wait(&s->pl, timeout);
 		if (n < 0 && errno != EINTR) {
 			logf("poll: %s", strerror(errno));
@@ -4598,6 +4742,12 @@ void
 derp_stop(struct derp_server *s)
 {
 	s->stop = 1;
+}
+
+void
+derp_reload(struct derp_server *s)
+{
+	s->reload = 1;
 }
 
 void
@@ -4680,7 +4830,7 @@ static struct flag flags[] = {
 	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (not a derper flag); memory is reserved for this many and further connections are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
 	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits)", "meshing", "", 0, 0, 0 },
 	{ "mesh-with", F_STRING, NULL, "comma-separated host or host/dialhost entries of the region's other servers", "meshing", "", 0, 0, 0 },
-	{ "rate-config", F_STRING, NULL, "JSON file with per-client receive rate limits, reloaded on SIGHUP", "per-client rate limiting", "", 0, 0, 0 },
+	{ "rate-config", F_STRING, NULL, "JSON file with per-client receive rate limits, reloaded on SIGHUP", NULL, "", 0, 0, 0 },
 	{ "secrets-cache-dir", F_STRING, NULL, "cache directory for -secrets-url", NULL, "", 0, 0, 0 },
 	{ "secrets-path-prefix", F_STRING, "\"prod/derp\"", "secret name prefix for -secrets-url", NULL, "prod/derp", 0, 0, 0 },
 	{ "secrets-url", F_STRING, NULL, "setec server to fetch the mesh key from", "setec secrets", "", 0, 0, 0 },
@@ -4997,8 +5147,11 @@ static struct derp_server *running;
 static void
 on_signal(int sig)
 {
-	(void)sig;
-	if (running != NULL)
+	if (running == NULL)
+		return;
+	if (sig == SIGHUP)
+		derp_reload(running);
+	else
 		derp_stop(running);
 }
 
@@ -5038,6 +5191,7 @@ main(int argc, char **argv)
 	if (flag_find("certdir", 7)->set)
 		cfg.certdir = flag_find("certdir", 7)->sval;
 	cfg.home = flag_find("home", 4)->sval;
+	cfg.rate_config = flag_find("rate-config", 11)->sval;
 	cfg.tcp_keepalive_ms = ns_to_ms(flag_find("tcp-keepalive-time", 18)->ival);
 	cfg.tcp_user_timeout_ms = ns_to_ms(flag_find("tcp-user-timeout", 16)->ival);
 	cfg.tcp_write_timeout_ms = ns_to_ms(flag_find("tcp-write-timeout", 17)->ival);
@@ -5104,7 +5258,10 @@ main(int argc, char **argv)
 		return 1;
 	}
 	sa.sa_handler = on_signal;	/* no SA_RESTART: poll returns EINTR */
-	if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
+	/* SIGHUP reloads -rate-config; without one it keeps its default
+	 * effect (termination), as derper. */
+	if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
+	    (cfg.rate_config[0] != '\0' && sigaction(SIGHUP, &sa, NULL) != 0)) {
 		perror("sigaction");
 		return 1;
 	}

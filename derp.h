@@ -41,6 +41,7 @@ struct derp_config {
 	const char *certmode;		/* -certmode: "letsencrypt" */
 	const char *certdir;		/* -certdir: $XDG_CACHE_HOME/tailscale/derper-certs */
 	const char *home;		/* -home: "", "blank" or an http(s) URL */
+	const char *rate_config;	/* -rate-config: per-client limits JSON, or "" */
 	int64_t tcp_keepalive_ms;	/* -tcp-keepalive-time: 10 min */
 	int64_t tcp_user_timeout_ms;	/* -tcp-user-timeout: 15 s */
 	int64_t tcp_write_timeout_ms;	/* -tcp-write-timeout: 2 s; 0 disables */
@@ -64,6 +65,9 @@ int derp_run(struct derp_server *srv);
 
 /* Ask derp_run() to return.  Async-signal-safe. */
 void derp_stop(struct derp_server *srv);
+
+/* Ask derp_run() to reload -rate-config.  Async-signal-safe. */
+void derp_reload(struct derp_server *srv);
 
 /* Close every socket and free everything derp_create() reserved. */
 void derp_destroy(struct derp_server *srv);

@@ -798,6 +798,23 @@ static void test_misc(void)
 	    "memory: reservation grows with -max-clients", "");
 }
 
+static void test_ratecfg(void)
+{
+	struct ratecfg r;
+
+	check(ratecfg_parse("{\"PerClientRateLimitBytesPerSec\": 1000, \"perclientrateburstbytes\":5}", 68, &r) == 0 &&
+	    r.rate == 1000 && r.burst == 5, "ratecfg: both members, any case", "");
+	check(ratecfg_parse("{\"Other\":[1,2],\"PerClientRateLimitBytesPerSec\":null}", 52, &r) == 0 &&
+	    r.rate == 0 && r.burst == 0, "ratecfg: unknown member, null", "");
+	check(ratecfg_parse("{\"PerClientRateLimitBytesPerSec\":-1}", 36, &r) == -1,
+	    "ratecfg: negative refused", "");
+	check(ratecfg_parse("{\"PerClientRateLimitBytesPerSec\":1.5}", 37, &r) == -1,
+	    "ratecfg: fraction refused", "");
+	check(ratecfg_parse("{\"PerClientRateLimitBytesPerSec\":\"1\"}", 37, &r) == -1,
+	    "ratecfg: string refused", "");
+	check(ratecfg_parse("[1]", 3, &r) == -1, "ratecfg: not an object", "");
+}
+
 int main(int argc, char **argv)
 {
 	int i;
@@ -823,6 +840,7 @@ int main(int argc, char **argv)
 	test_keytab();
 	test_pool();
 	test_misc();
+	test_ratecfg();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;
 }
