@@ -74,7 +74,7 @@ endef
 $(eval $(call test_rules,build/,$(CFLAGS)))
 $(eval $(call test_rules,build/san/,$(SAN)))
 
-# The same rules for a directory of test/cross.sh's or test/static.sh's choosing,
+# The same rules for a directory of test/cross.sh's choosing,
 # e.g. make TESTOUT=build/cross/mips/ CC=mips-linux-gnu-gcc ... build/cross/mips/derp
 ifneq ($(TESTOUT),)
 $(TESTOUT).dir:
@@ -92,7 +92,7 @@ cross-test:
 	@sh test/cross.sh $(ARCH)
 
 static:
-	@sh test/static.sh
+	@sh test/cross.sh static
 
 clean:
 	rm -rf derp build

@@ -3949,6 +3949,10 @@ conn_close(struct derp_server *s, struct conn *c)
 static void
 conn_service(struct derp_server *s, struct conn *c, short revents)
 {
+	/* A hang-up or error while we are not reading (paused, or a response
+	 * waiting) would be reported again every round: the peer is gone. */
+	if ((revents & (POLLHUP | POLLERR)) && !(c->events & POLLIN))
+		c->dead = 1;
 	conn_pump(s, c, (revents & (POLLIN | POLLHUP | POLLERR)) != 0);
 	if (c->dead)
 		conn_close(s, c);
@@ -4145,11 +4149,13 @@ timers_sweep(struct derp_server *s)
 		if (c->deadline_ms != 0 && s->now >= c->deadline_ms) {
 			conn_fail(c, c->state == CS_DERP_INFO ?
 			    "timeout waiting for ClientInfo" : NULL);
-		} else if (c->wstall_ms != 0 && s->cfg.tcp_write_timeout_ms > 0 &&
+		} else if (c->state == CS_DERP && c->wstall_ms != 0 &&
+		    s->cfg.tcp_write_timeout_ms > 0 &&
 		    s->now - c->wstall_ms >= s->cfg.tcp_write_timeout_ms) {
-			if (c->state == CS_DERP)
-				s->st.write_timeouts++;
-			conn_fail(c, c->state == CS_DERP ? "write timeout" : NULL);
+			/* derper's per-frame write deadline; before the
+			 * handshake the 30 s HTTP deadline covers writes. */
+			s->st.write_timeouts++;
+			conn_fail(c, "write timeout");
 		} else if (c->state == CS_DERP && s->now >= c->next_keepalive_ms) {
 			c->keepalive_pending = 1;
 			c->next_keepalive_ms += KEEPALIVE_MS;

@@ -55,5 +55,9 @@ for dir in "$@"; do
 	fi
 	run "$dir" test_integration "$derp" "$scratch/int$n"
 done
+# The OpenWrt init script's UCI-to-flags logic: a shell test, once, natively.
+if [ -z "$emu" ]; then
+	run test openwrt_init_test.sh
+fi
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
