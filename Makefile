@@ -28,7 +28,7 @@ CLIENT_SRC = test/client.c nacl.c stun.c
 
 TESTS = test_stun test_nacl test_cert test_units test_integration
 
-.PHONY: all run test deps clean cross-test static
+.PHONY: all run test deps clean cross-test static install
 
 all: derp
 
@@ -86,6 +86,17 @@ test: deps
 	@$(MAKE) --no-print-directory $(addprefix build/,derp $(TESTS)) $(addprefix build/san/,derp $(TESTS))
 	@sh test/run.sh build build/san
 
+# make bench: the load generator (test/bench.c) starts ./derp on loopback and
+# measures throughput, overload, latency, memory and the crypto ceiling in under
+# 5 minutes.  ./build/bench --quick (seconds) or --smoke (pass/fail) for less.
+.PHONY: bench
+build/bench: test/bench.c test/client.c test/client.h nacl.c stun.c build/.dir
+	$(CC) $(WARN) -O2 -g -D_POSIX_C_SOURCE=200809L $(BEARSSL_CFLAGS) -o $@ test/bench.c test/client.c nacl.c stun.c $(LDFLAGS) $(LIBS)
+
+bench: deps
+	@$(MAKE) --no-print-directory derp build/bench
+	./build/bench ./derp
+
 # Another CPU under qemu-user (ARCH=mips, mipsel, armhf or aarch64), and a static
 # musl binary (build/static/derp): the scripts install and build what they need.
 cross-test:
@@ -93,6 +104,16 @@ cross-test:
 
 static:
 	@sh test/cross.sh static
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the relay and its systemd unit
+# (contrib/derp.service, ExecStart pointed at the installed binary).
+PREFIX ?= /usr/local
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+install: derp
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR)
+	install -m 0755 derp $(DESTDIR)$(PREFIX)/bin/derp
+	sed 's|/usr/local/bin/derp|$(PREFIX)/bin/derp|' contrib/derp.service >$(DESTDIR)$(UNITDIR)/derp.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/derp.service
 
 clean:
 	rm -rf derp build

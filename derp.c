@@ -1729,9 +1729,9 @@ struct conn {
 /* One entry per key with at least one registered connection. */
 struct keyent {
 	uint8_t key[KEY_BYTES];
-	int32_t first;		/* connections with this key, via key_next; -1 = empty slot */
+	int32_t first;		/* connections with this key, via key_next */
 	int32_t active;		/* the one that gets the traffic */
-	uint32_t nconns;
+	uint32_t nconns;	/* 0: the slot is empty (so calloc makes an empty table) */
 };
 
 /* Counters, named after derper's metrics (derper-compat.md section 11). */
@@ -1771,8 +1771,9 @@ struct derp_server {
 	struct conn *conns;		/* [max] */
 	br_ssl_server_context *ssl;	/* [max] in TLS mode, else NULL */
 	uint8_t *bufs;			/* [max][IBUF_BYTES + OBUF_BYTES] */
-	int32_t *free_slots;		/* stack of free slot indexes */
+	int32_t *free_slots;		/* stack of returned slot indexes */
 	uint32_t nfree, max;
+	uint32_t fresh;			/* slots [fresh, max) never used yet */
 
 	struct pool pool;
 	struct keyent *keytab;		/* [keytab_mask + 1], open addressing */
@@ -2309,7 +2310,7 @@ keytab_slot(const struct derp_server *s, const uint8_t key[KEY_BYTES])
 {
 	uint32_t i = key_hash(s, key) & s->keytab_mask;
 
-	while (s->keytab[i].first >= 0 &&
+	while (s->keytab[i].nconns != 0 &&
 	    memcmp(s->keytab[i].key, key, KEY_BYTES) != 0)
 		i = (i + 1) & s->keytab_mask;
 	return i;
@@ -2320,7 +2321,7 @@ keytab_find(struct derp_server *s, const uint8_t key[KEY_BYTES])
 {
 	struct keyent *e = &s->keytab[keytab_slot(s, key)];
 
-	return e->first >= 0 ? e : NULL;
+	return e->nconns != 0 ? e : NULL;
 }
 
 static void
@@ -2329,10 +2330,10 @@ keytab_delete(struct derp_server *s, uint32_t i)
 	uint32_t j = i, home;
 
 	for (;;) {
-		s->keytab[i].first = -1;
+		s->keytab[i].nconns = 0;
 		for (;;) {
 			j = (j + 1) & s->keytab_mask;
-			if (s->keytab[j].first < 0)
+			if (s->keytab[j].nconns == 0)
 				return;
 			home = key_hash(s, s->keytab[j].key) & s->keytab_mask;
 			/* Move j back to i unless its home lies cyclically in (i, j]. */
@@ -2377,7 +2378,7 @@ route_register(struct derp_server *s, struct conn *c)
 	struct keyent *e = &s->keytab[i];
 	int32_t idx = (int32_t)(c - s->conns);
 
-	if (e->first < 0) {
+	if (e->nconns == 0) {
 		memcpy(e->key, c->key, KEY_BYTES);
 		e->nconns = 0;
 		c->key_next = -1;
@@ -2427,7 +2428,7 @@ route_unregister(struct derp_server *s, struct conn *c)
 	int32_t idx = (int32_t)(c - s->conns), *pp, best = -1;
 	uint64_t best_seq = 0;
 
-	if (e->first < 0)
+	if (e->nconns == 0)
 		return;
 	for (pp = &e->first; *pp >= 0; pp = &s->conns[*pp].key_next)
 		if (*pp == idx) {
@@ -4006,7 +4007,8 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			close(fd);
 			continue;
 		}
-		if (s->nfree == 0 || sock_nonblock(fd) != 0) {
+		if ((s->nfree == 0 && s->fresh == s->max) ||
+		    sock_nonblock(fd) != 0) {
 			/* Over -max-clients: accept and close at once, which a
 			 * client sees as a reset, as derper's accept limiter. */
 			s->st.refused++;
@@ -4014,7 +4016,8 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			continue;
 		}
 		sock_tune_accepted(fd, &s->cfg);
-		idx = (uint32_t)s->free_slots[--s->nfree];
+		idx = s->nfree > 0 ? (uint32_t)s->free_slots[--s->nfree] :
+		    s->fresh++;
 		c = &s->conns[idx];
 		c->fd = fd;
 		c->state = CS_HTTP_HEAD;
@@ -4485,7 +4488,7 @@ derp_memory_bytes(const struct derp_config *cfg)
 static int
 derp_alloc(struct derp_server *s, char *err, size_t errlen)
 {
-	uint32_t max = s->cfg.max_clients, i, ks = keytab_size(max);
+	uint32_t max = s->cfg.max_clients, ks = keytab_size(max);
 	uint32_t pcap = max + 4;
 
 	s->max = max;
@@ -4513,13 +4516,11 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 		return -1;
 	}
 	pool_init(&s->pool, s->pool.chunks, pool_chunks(max));
-	for (i = 0; i < max; i++) {
-		s->conns[i].fd = -1;
-		s->free_slots[i] = (int32_t)(max - 1 - i);
-	}
-	s->nfree = max;
-	for (i = 0; i < ks; i++)
-		s->keytab[i].first = -1;
+	/* Nothing here touches the slot, pool or table memory: a slot is
+	 * CS_FREE and a table entry empty when zero, so pages become resident
+	 * only when used, and idle RSS does not grow with -max-clients. */
+	s->nfree = 0;
+	s->fresh = 0;
 	s->keytab_mask = ks - 1;
 	rng_bytes(s->hash_seed, sizeof s->hash_seed);
 	return 0;
@@ -4764,7 +4765,7 @@ derp_destroy(struct derp_server *s)
 	if (s == NULL)
 		return;
 	for (i = 0; s->conns != NULL && i < s->max; i++)
-		if (s->conns[i].fd >= 0)
+		if (s->conns[i].state != CS_FREE)
 			close(s->conns[i].fd);
 	if (s->main_fd >= 0)
 		close(s->main_fd);

@@ -184,14 +184,19 @@ sock_write_all(int fd, const uint8_t *buf, size_t len, int64_t deadline)
 	return 0;
 }
 
+/*
+ * A non-blocking socket with its connect() started: the descriptor, with
+ * *pending set when the connect is still in progress (wait for POLLOUT, then
+ * read SO_ERROR); -1 on failure.  TCP_NODELAY is set here, before connecting.
+ */
 static int
-sock_connect(const char *host, int port, int rcvbuf, int timeout_ms)
+sock_connect_begin(const char *host, int port, int rcvbuf, int *pending)
 {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
-	int fd, one = 1, err = 0, w;
-	socklen_t errlen = sizeof(err);
+	int fd, one = 1;
 
+	*pending = 0;
 	memset(&ss, 0, sizeof(ss));
 	if (strchr(host, ':') != NULL) {
 		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
@@ -211,26 +216,40 @@ sock_connect(const char *host, int port, int rcvbuf, int timeout_ms)
 	fd = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (fd < 0)
 		return -1;
-	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
-		goto fail;
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+		close(fd);
+		return -1;
+	}
 	if (rcvbuf > 0)
 		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf,
 		    sizeof(rcvbuf));
-	if (connect(fd, (struct sockaddr *)&ss, sslen) < 0) {
-		if (errno != EINPROGRESS && errno != EINTR)
-			goto fail;
-		w = wait_fd(fd, POLLOUT, now_ms() + timeout_ms);
-		if (w < 0)
-			goto fail;
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0 ||
-		    err != 0)
-			goto fail;
-	}
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&ss, sslen) < 0) {
+		if (errno != EINPROGRESS && errno != EINTR) {
+			close(fd);
+			return -1;
+		}
+		*pending = 1;
+	}
 	return fd;
-fail:
-	close(fd);
-	return -1;
+}
+
+static int
+sock_connect(const char *host, int port, int rcvbuf, int timeout_ms)
+{
+	int pending, err = 0;
+	socklen_t errlen = sizeof(err);
+	int fd = sock_connect_begin(host, port, rcvbuf, &pending);
+
+	if (fd < 0)
+		return -1;
+	if (pending && (wait_fd(fd, POLLOUT, now_ms() + timeout_ms) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0 ||
+	    err != 0)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 /* ---- x509: accept any chain, remember the leaf -------------------------- */
@@ -428,8 +447,10 @@ tls_run(struct dclient *c, unsigned want, int64_t deadline)
 	}
 }
 
+/* The client engine with the accept-any validator, reset for sni: its
+ * ClientHello is ready to go.  0 or -1. */
 static int
-tls_setup(struct dclient *c, const char *sni, int64_t deadline)
+tls_init(struct dclient *c, const char *sni)
 {
 	br_x509_minimal_context unused;	/* init_full wants one; replaced below */
 
@@ -438,7 +459,13 @@ tls_setup(struct dclient *c, const char *sni, int64_t deadline)
 	br_ssl_engine_set_x509(&c->sc.eng, &c->x509.vtable);
 	br_ssl_engine_set_versions(&c->sc.eng, c->tls_min, c->tls_max);
 	br_ssl_engine_set_buffer(&c->sc.eng, c->iobuf, sizeof(c->iobuf), 1);
-	if (!br_ssl_client_reset(&c->sc, sni, 0))
+	return br_ssl_client_reset(&c->sc, sni, 0) ? 0 : -1;
+}
+
+static int
+tls_setup(struct dclient *c, const char *sni, int64_t deadline)
+{
+	if (tls_init(c, sni) < 0)
 		return -1;
 	/* The handshake is done when application data may be sent. */
 	return tls_run(c, BR_SSL_SENDAPP, deadline) == 1 ? 0 : -1;
@@ -491,6 +518,32 @@ dc_connect(struct dclient *c, const char *host, int port, int tls,
 		return -1;
 	c->use_tls = tls;
 	if (tls && tls_setup(c, sni, deadline) < 0) {
+		dc_close(c);
+		return -1;
+	}
+	return 0;
+}
+
+int
+dc_start(struct dclient *c, const char *host, int port, int tls,
+    const char *sni, int *pending)
+{
+	dc_close(c);
+	c->rlen = 0;
+	c->tls_err = 0;
+	c->tls_broken = 0;
+	c->tls_broken_eof = 0;
+	c->got_server_key = 0;
+	memset(&c->x509, 0, sizeof(c->x509));
+	if (strchr(host, ':') != NULL)
+		snprintf(c->host, sizeof(c->host), "[%s]:%d", host, port);
+	else
+		snprintf(c->host, sizeof(c->host), "%s:%d", host, port);
+	c->fd = sock_connect_begin(host, port, c->rcvbuf, pending);
+	if (c->fd < 0)
+		return -1;
+	c->use_tls = tls;
+	if (tls && tls_init(c, sni) < 0) {
 		dc_close(c);
 		return -1;
 	}
@@ -986,6 +1039,12 @@ upgrade_request(struct dclient *c, int fast_start, char *out, size_t cap)
 	    "\r\n", c->host, fast_start ? "Derp-Fast-Start: 1\r\n" : "");
 
 	return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+int
+dc_upgrade_request(struct dclient *c, int fast_start, char *out, size_t cap)
+{
+	return upgrade_request(c, fast_start, out, cap);
 }
 
 int

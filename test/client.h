@@ -69,6 +69,19 @@ int dc_connect(struct dclient *c, const char *host, int port, int tls,
     const char *sni, int timeout_ms);
 void dc_close(struct dclient *c);
 
+/* For programs that drive many connections at once without blocking (the
+ * benchmark).  dc_start: as dc_connect, but it returns at once: c->fd is a
+ * non-blocking socket whose connect may still be in progress (*pending = 1:
+ * wait until it is writable, then check SO_ERROR), and with tls the engine
+ * c->sc.eng is reset with this client's accept-any validator, its ClientHello
+ * waiting to be sent; the caller pumps engine and socket itself.  0 or -1.
+ * dc_upgrade_request: the /derp upgrade request as dc_upgrade sends it, into
+ * out[cap] (NUL-terminated); its length, or -1 if it does not fit. */
+int dc_start(struct dclient *c, const char *host, int port, int tls,
+    const char *sni, int *pending);
+int dc_upgrade_request(struct dclient *c, int fast_start, char *out,
+    size_t cap);
+
 /* Raw bytes (after TLS).  dc_write: 0 or -1.  dc_read: >0 bytes, 0 EOF/closed,
  * -1 error, -2 timeout.  dc_read_full: exactly n bytes: 1, 0, -1, -2. */
 int dc_write(struct dclient *c, const void *buf, size_t len);

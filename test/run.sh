@@ -55,9 +55,11 @@ for dir in "$@"; do
 	fi
 	run "$dir" test_integration "$derp" "$scratch/int$n"
 done
-# The OpenWrt init script's UCI-to-flags logic: a shell test, once, natively.
+# Shell tests, once, natively: the OpenWrt init script's UCI-to-flags logic;
+# make install, the systemd unit and the Docker files.
 if [ -z "$emu" ]; then
 	run test openwrt_init_test.sh
+	run test packaging_test.sh
 fi
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

@@ -706,8 +706,6 @@ static void test_keytab(void)
 	s.keytab_mask = 63;
 	s.hash_seed[0] = 1;
 	s.hash_seed[1] = 2;
-	for (i = 0; i < 64; i++)
-		tab[i].first = -1;
 	for (k = 0; k < 48; k++)
 		for (i = 0; i < 32; i++)
 			keys[k][i] = (uint8_t)xs();
@@ -715,10 +713,11 @@ static void test_keytab(void)
 		k = xs() % 48;
 		if (!present[k]) {
 			i = keytab_slot(&s, keys[k]);
-			if (tab[i].first >= 0)
+			if (tab[i].nconns != 0)
 				bad++;
 			memcpy(tab[i].key, keys[k], 32);
 			tab[i].first = (int32_t)k;
+			tab[i].nconns = 1;
 			present[k] = 1;
 		} else {
 			i = keytab_slot(&s, keys[k]);
