@@ -1706,6 +1706,8 @@ struct conn {
 	uint32_t out_pkt, out_chunk;	/* packet being written; NIL if none */
 	uint16_t out_off;		/* bytes of out_chunk already written */
 	uint8_t pong_pending, keepalive_pending;
+	uint8_t out_unflushed;		/* TLS: app data written, record not closed */
+	uint8_t routed;			/* this SendPacket went the direct path */
 	uint8_t pong[PING_MIN_BYTES];
 	uint8_t pg_count, pg_head;
 	uint8_t pg_reason[PEERGONE_PENDING];
@@ -2010,15 +2012,17 @@ tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
  * one TLS record (or one write) carries many frames.
  */
 
+/* "TS" U+1F4AC: the start of a disco packet (disco/disco.go). */
+static const uint8_t disco_magic[6] = { 0x54, 0x53, 0xf0, 0x9f, 0x92, 0xac };
+
 static int
 pkt_is_disco(const struct pool *p, uint32_t first, uint32_t plen)
 {
-	static const uint8_t magic[6] = { 0x54, 0x53, 0xf0, 0x9f, 0x92, 0xac };
 
 	/* The packet starts at RECV_PREFIX_BYTES in the first chunk, and
 	 * CHUNK_DATA_BYTES > RECV_PREFIX_BYTES + 6, so the magic is contiguous. */
 	return plen >= DISCO_MIN_BYTES &&
-	    memcmp(p->chunks[first].data + RECV_PREFIX_BYTES, magic, 6) == 0;
+	    memcmp(p->chunks[first].data + RECV_PREFIX_BYTES, disco_magic, 6) == 0;
 }
 
 static uint32_t
@@ -2562,6 +2566,51 @@ route_packet(struct derp_server *s, struct conn *c)
 	mark_dirty(s, d);
 }
 
+/*
+ * The direct path: a packet that arrived whole (the usual case: Go clients send
+ * one packet per TLS record) for a destination with nothing queued is written
+ * straight into the destination's output buffer, skipping the chunk pool and
+ * the queue: one copy instead of two.  Order is kept, since nothing of that
+ * destination waits.  Returns 1 if the packet was delivered so.
+ */
+static int
+route_direct(struct derp_server *s, struct conn *c, const uint8_t *pkt,
+    size_t plen)
+{
+	struct keyent *e = keytab_find(s, c->fsmall);
+	struct conn *d;
+	uint8_t *buf;
+	size_t avail;
+	int kind;
+
+	if (e == NULL)
+		return 0;
+	d = &s->conns[e->active];
+	if (d->state != CS_DERP || d->dead || d->out_pkt != NIL ||
+	    d->q[Q_DISCO].head != NIL || d->q[Q_OTHER].head != NIL ||
+	    d->raw.len > 0)
+		return 0;
+	buf = out_space(d, &avail);
+	if (buf == NULL || avail < RECV_PREFIX_BYTES + plen)
+		return 0;
+	frame_put_header(buf, FRAME_RECV_PACKET, (uint32_t)(KEY_BYTES + plen));
+	memcpy(buf + FRAME_HEADER_BYTES, c->key, KEY_BYTES);
+	memcpy(buf + RECV_PREFIX_BYTES, pkt, plen);
+	out_commit(d, RECV_PREFIX_BYTES + plen);
+	d->out_unflushed = 1;
+	kind = plen >= DISCO_MIN_BYTES && memcmp(pkt, disco_magic, 6) == 0 ?
+	    Q_DISCO : Q_OTHER;
+	s->st.packets_received++;
+	s->st.bytes_received += plen;
+	s->st.received_kind[kind]++;
+	s->st.packets_sent++;
+	s->st.bytes_sent += plen;
+	senders_note(d, c->key);
+	mark_dirty(s, d);
+	c->routed = 1;
+	return 1;
+}
+
 /* ====================================================================== DERP */
 
 static const uint8_t server_key_magic[8] = {
@@ -2799,6 +2848,10 @@ frame_payload(struct derp_server *s, struct conn *c, const uint8_t *p, size_t n)
 			taken = k;
 			if (c->fgot + k < KEY_BYTES)
 				return taken;
+			/* The whole packet is here: try the direct path. */
+			if (c->fgot + n == c->flen &&
+			    route_direct(s, c, p + taken, n - taken))
+				return n;
 		}
 		if (c->fpkt == NIL && frame_alloc_packet(s, c) != 0)
 			return taken;
@@ -2841,6 +2894,10 @@ frame_end(struct derp_server *s, struct conn *c)
 			derp_client_info(s, c);
 		break;
 	case FRAME_SEND_PACKET:
+		if (c->routed) {
+			c->routed = 0;
+			break;
+		}
 		if (c->fpkt == NIL && frame_alloc_packet(s, c) != 0) {
 			/* Only for an empty packet: pause until chunks free up,
 			 * with the frame still complete. */
@@ -3832,8 +3889,10 @@ conn_pump(struct derp_server *s, struct conn *c, int can_read)
 			    BR_SSL_SENDAPP))
 				c->tls_up = 1;
 			if (!c->dead && (br_ssl_engine_current_state(e) &
-			    BR_SSL_SENDAPP) && conn_fill(s, c) > 0) {
+			    BR_SSL_SENDAPP) && (conn_fill(s, c) > 0 ||
+			    c->out_unflushed)) {
 				br_ssl_engine_flush(e, 0);
+				c->out_unflushed = 0;
 				progress = 1;
 			}
 		} else {
