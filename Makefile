@@ -3,6 +3,7 @@
 #   make            the relay, ./derp
 #   make run        a dev relay on loopback (plain HTTP on 127.0.0.1:3340, STUN 3478)
 #   make test       unit and integration tests: epoll build, and ASan+UBSan build with poll(2)
+#   make fuzz       every libFuzzer target of test/fuzz/ for FUZZ_SECONDS (60) each (clang)
 #   make clean
 #
 # Cross builds override CC, CFLAGS, LDFLAGS and the BearSSL paths, e.g.
@@ -27,6 +28,10 @@ RELAY_HDR = derp.h stun.h nacl.h cert.h
 CLIENT_SRC = test/client.c nacl.c stun.c
 
 TESTS = test_stun test_nacl test_cert test_units test_integration
+# The fuzz targets (test/fuzz/fuzz_*.c); make test replays their corpus and
+# regression inputs with fuzz_replay_* (no libFuzzer needed).
+FUZZ_TARGETS = http derp stun json cert
+TESTS += $(addprefix fuzz_replay_,$(FUZZ_TARGETS))
 
 .PHONY: all run test deps clean cross-test static install
 
@@ -69,6 +74,8 @@ $(1)test_units: $(RELAY_SRC) $(RELAY_HDR) test/test_units.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c stun.c nacl.c cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h stun.h $(1).dir
 	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) $$(LDFLAGS) $$(LIBS)
+$(1)fuzz_replay_%: test/fuzz/fuzz_%.c test/fuzz/replay.c test/fuzz/fuzz.h test/fuzz/fuzz_server.h $(RELAY_SRC) $(RELAY_HDR) $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c stun.c nacl.c cert.c $$(LDFLAGS) $$(LIBS)
 endef
 
 $(eval $(call test_rules,build/,$(CFLAGS)))
@@ -80,6 +87,8 @@ ifneq ($(TESTOUT),)
 $(TESTOUT).dir:
 	@mkdir -p $(TESTOUT) && touch $@
 $(eval $(call test_rules,$(TESTOUT),$(CFLAGS)))
+.PHONY: testout
+testout: $(addprefix $(TESTOUT),derp $(TESTS))
 endif
 
 test: deps
@@ -96,6 +105,26 @@ build/bench: test/bench.c test/client.c test/client.h nacl.c stun.c build/.dir
 bench: deps
 	@$(MAKE) --no-print-directory derp build/bench
 	./build/bench ./derp
+
+# make fuzz [FUZZ_SECONDS=60]: the libFuzzer targets of test/fuzz/ one after
+# another, built with clang, ASan and UBSan, each from a scratch copy of its
+# corpus under build/fuzz/ (test/fuzz/run.sh); prints executions, exec/s and
+# coverage per target and fails if any crashes (inputs kept in build/fuzz/crashes/).
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_FLAGS = -g -O1 -fno-omit-frame-pointer -DDERP_POLLER_POLL \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h test/fuzz/fuzz_server.h $(RELAY_SRC) $(RELAY_HDR)
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(BEARSSL_CFLAGS) -o $@ $< stun.c nacl.c cert.c $(LDFLAGS) $(LIBS)
+
+fuzz: deps
+	@printf 'int LLVMFuzzerTestOneInput(const char *d, long n) { return (int)n & !d; }\n' | \
+	    $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null || \
+	    { echo "make fuzz needs clang with libFuzzer (apt-get install clang), or FUZZ_CC=" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(addprefix build/fuzz/fuzz_,$(FUZZ_TARGETS))
+	@sh test/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # Another CPU under qemu-user (ARCH=mips, mipsel, armhf or aarch64), and a static
 # musl binary (build/static/derp): the scripts install and build what they need.

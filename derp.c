@@ -148,7 +148,7 @@
 #define MAX_CLIENTS_DEFAULT	4096	/* ~260 MB reserved worst case, see README */
 #define ACCEPTS_PER_ROUND	64	/* accept() calls per listener per round */
 #define HANDSHAKES_PER_ROUND	8	/* handshake steps per round: ~3 ms of crypto */
-#define TLS_RECORDS_PER_ROUND	16	/* read(2) calls per connection per round */
+#define TLS_RECORDS_PER_ROUND	2	/* read(2) calls per connection per round */
 #define READ_BATCH_BYTES	32768	/* one read(2) of ciphertext: ~2 records */
 #define STUN_DATAGRAMS_PER_ROUND 64
 #define STUN_RECV_BYTES		2048	/* requests are 40 bytes; longer ones fail CRC */
@@ -1670,8 +1670,7 @@ struct conn {
 	uint8_t port80;			/* accepted on the -http-port listener */
 	uint8_t dead;			/* sticky failure: close at top level */
 	uint8_t close_after;		/* close once output drained */
-	uint8_t in_paused;		/* input waits for pool chunks */
-	uint8_t dirty;			/* on the output-dirty list */
+	uint8_t in_paused;		/* input waits (pool, rate limit, full queue) */
 	uint8_t want_out;		/* POLLOUT registered */
 	uint8_t tls_closing;		/* close_notify sent */
 	uint8_t tls_started;		/* first bytes looked at (not HTTP) */
@@ -1740,6 +1739,49 @@ struct conn {
 
 /* ============================================================ SERVER STATE */
 
+/*
+ * A FIFO of slot indexes in which each slot appears at most once: membership
+ * lives in on[], which belongs to the ring, not to the slot, so it survives the
+ * slot being closed and reused.  Hence at most `cap` entries, and a ring of
+ * `cap` never overflows.  Used for the dirty list (output to fill) and the
+ * paused list (input to retry).
+ */
+struct slot_ring {
+	uint32_t *slot;		/* [cap] */
+	uint8_t *on;		/* [cap]: slot i is in the ring */
+	uint32_t cap, head, count;
+};
+
+static void
+ring_init(struct slot_ring *r, uint32_t cap)
+{
+	r->slot = calloc(cap, sizeof *r->slot);
+	r->on = calloc(cap, 1);
+	r->cap = cap;
+	r->head = r->count = 0;
+}
+
+static void
+ring_push(struct slot_ring *r, uint32_t i)
+{
+	if (r->on[i])
+		return;
+	r->on[i] = 1;
+	r->slot[(r->head + r->count) % r->cap] = i;
+	r->count++;
+}
+
+static uint32_t
+ring_pop(struct slot_ring *r)
+{
+	uint32_t i = r->slot[r->head];
+
+	r->head = (r->head + 1) % r->cap;
+	r->count--;
+	r->on[i] = 0;
+	return i;
+}
+
 /* One entry per key with at least one registered connection. */
 struct keyent {
 	uint8_t key[KEY_BYTES];
@@ -1794,10 +1836,8 @@ struct derp_server {
 	uint32_t keytab_mask, nkeys;
 	uint64_t hash_seed[2];
 
-	int32_t *dirty;			/* [max]: slots with output to fill */
-	uint32_t ndirty;
-	int32_t *paused;		/* [max]: slots whose input waits for chunks */
-	uint32_t npaused;
+	struct slot_ring dirty;		/* slots with output to fill this round */
+	struct slot_ring paused;	/* slots whose input waits */
 
 	struct poller pl;
 	uint8_t *scratch;		/* SCRATCH_BYTES: linearised heads, ClientInfo */
@@ -1819,19 +1859,14 @@ struct derp_server {
 static void
 mark_dirty(struct derp_server *s, struct conn *c)
 {
-	if (!c->dirty) {
-		c->dirty = 1;
-		s->dirty[s->ndirty++] = (int32_t)(c - s->conns);
-	}
+	ring_push(&s->dirty, (uint32_t)(c - s->conns));
 }
 
 static void
 mark_paused(struct derp_server *s, struct conn *c)
 {
-	if (!c->in_paused) {
-		c->in_paused = 1;
-		s->paused[s->npaused++] = (int32_t)(c - s->conns);
-	}
+	c->in_paused = 1;
+	ring_push(&s->paused, (uint32_t)(c - s->conns));
 }
 
 static void
@@ -2557,13 +2592,13 @@ nothere_allow(struct derp_server *s, struct conn *c)
  * relay never holds, so a slow reader cannot slow its senders' other traffic.
  * Returns 1 when the packet is held (the caller pauses the sender).
  */
-#define HOLD_MAX_MS	100
+#define HOLD_MAX_MS	50
 #define HOLD_STALL_MS	10
 
 static int
 route_hold(struct derp_server *s, struct conn *c, struct conn *d, int kind)
 {
-	if (!s->saturated || d->q[kind].count < s->cfg.queue_depth || d == c)
+	if (d->q[kind].count < s->cfg.queue_depth || d == c)
 		return 0;
 	if (d->wstall_ms != 0 && s->now - d->wstall_ms > HOLD_STALL_MS)
 		return 0;
@@ -4162,12 +4197,13 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 static void
 output_flush_dirty(struct derp_server *s)
 {
-	uint32_t i;
+	uint32_t n;
 	struct conn *c;
 
-	for (i = 0; i < s->ndirty; i++) {	/* grows while we close */
-		c = &s->conns[s->dirty[i]];
-		c->dirty = 0;
+	/* Serving one slot can mark others (a close sends PeerGone, buffered
+	 * input routes packets); the bound keeps a round finite regardless. */
+	for (n = 4 * s->max; n > 0 && s->dirty.count > 0; n--) {
+		c = &s->conns[ring_pop(&s->dirty)];
 		if (c->state == CS_FREE)
 			continue;
 		conn_pump(s, c, 0);
@@ -4176,30 +4212,42 @@ output_flush_dirty(struct derp_server *s)
 		else
 			conn_update_interest(s, c);
 	}
-	s->ndirty = 0;
+}
+
+static void
+derp_resume_frame(struct derp_server *s, struct conn *c)
+{
+	if ((c->state == CS_DERP || c->state == CS_DERP_INFO) &&
+	    c->fhdr_len == FRAME_HEADER_BYTES && c->fgot == c->flen) {
+		frame_end(s, c);
+		if (c->fhdr_len != 0 && !c->dead && !c->in_paused)
+			mark_paused(s, c);
+	}
 }
 
 /* Give paused connections another go once chunks are free again. */
 static void
 input_resume_paused(struct derp_server *s)
 {
-	uint32_t i, n = s->npaused;
+	uint32_t i, n = s->paused.count, idx;
 	struct conn *c;
 
-	if (n == 0)
-		return;
-	s->npaused = 0;
 	for (i = 0; i < n; i++) {
-		c = &s->conns[s->paused[i]];
+		idx = ring_pop(&s->paused);
+		c = &s->conns[idx];
 		if (c->state == CS_FREE || !c->in_paused)
 			continue;
 		if (c->rate_until_ms > s->now ||
 		    s->pool.free_count < CHUNKS_PER_CONN) {
-			s->paused[s->npaused++] = s->paused[i];	/* keep waiting */
+			ring_push(&s->paused, idx);	/* keep waiting */
 			continue;
 		}
 		c->in_paused = 0;
 		c->rate_until_ms = 0;
+		/* A frame that was complete when it paused (a held packet, an
+		 * empty one without chunks, a 0-byte frame over the rate) has
+		 * no bytes left to drive it: finish it here. */
+		derp_resume_frame(s, c);
 		conn_service(s, c, POLLIN);
 	}
 }
@@ -4606,8 +4654,8 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	s->conns = calloc(max, sizeof *s->conns);
 	s->bufs = calloc(max, IBUF_BYTES + OBUF_BYTES);
 	s->free_slots = calloc(max, sizeof *s->free_slots);
-	s->dirty = calloc(max, sizeof *s->dirty);
-	s->paused = calloc(max, sizeof *s->paused);
+	ring_init(&s->dirty, max);
+	ring_init(&s->paused, max);
 	s->keytab = calloc(ks, sizeof *s->keytab);
 	s->scratch = malloc(SCRATCH_BYTES);
 	s->rbatch = malloc(READ_BATCH_BYTES);
@@ -4617,10 +4665,11 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 		sni_policies = calloc(max, sizeof *sni_policies);
 	}
 	if (s->conns == NULL || s->bufs == NULL || s->free_slots == NULL ||
-	    s->dirty == NULL || s->paused == NULL || s->keytab == NULL ||
+	    s->dirty.slot == NULL || s->paused.slot == NULL || s->keytab == NULL ||
 	    poller_init(&s->pl, pcap) != 0 || s->scratch == NULL ||
 	    s->rbatch == NULL ||
 	    s->pool.chunks == NULL ||
+	    s->dirty.on == NULL || s->paused.on == NULL ||
 	    (s->tls_mode && (s->ssl == NULL || sni_policies == NULL))) {
 		snprintf(err, errlen, "cannot reserve %zu bytes for -max-clients %u",
 		    derp_memory_bytes(&s->cfg), max);
@@ -4804,7 +4853,7 @@ derp_run(struct derp_server *s)
 			timeout = 0;
 		if (timeout > LOOP_TICK_MS)
 			timeout = LOOP_TICK_MS;
-		if (s->npaused > 0 && timeout > PAUSED_RETRY_MS)
+		if (s->paused.count > 0 && timeout > PAUSED_RETRY_MS)
 			timeout = PAUSED_RETRY_MS;
 		if (s->reload) {
 			char err[256];
@@ -4899,8 +4948,10 @@ derp_destroy(struct derp_server *s)
 	free(s->conns);
 	free(s->bufs);
 	free(s->free_slots);
-	free(s->dirty);
-	free(s->paused);
+	free(s->dirty.slot);
+	free(s->dirty.on);
+	free(s->paused.slot);
+	free(s->paused.on);
 	free(s->keytab);
 	poller_free(&s->pl);
 	free(s->scratch);

@@ -54,6 +54,21 @@ for dir in "$@"; do
 		chmod +x "$derp"
 	fi
 	run "$dir" test_integration "$derp" "$scratch/int$n"
+	# The fuzz harnesses (test/fuzz/) over their seed corpus and regression
+	# inputs, where built; the cert target also over seeds made now around a
+	# key it generates (never committed).
+	for t in http derp stun json cert; do
+		[ -x "$dir/fuzz_replay_$t" ] || continue
+		export FUZZ_CERT_DIR="$scratch/fuzzcert$n" FUZZ_DATA="$data"
+		gen=''
+		if [ "$t" = cert ]; then
+			gen=$scratch/fuzzseeds$n
+			FUZZ_ALL_SEEDS=1 FUZZ_WRITE_SEEDS="$gen" ${emu:+"$emu"} \
+			    "$dir/fuzz_replay_$t" >/dev/null 2>&1
+		fi
+		run "$dir" "fuzz_replay_$t" "test/fuzz/corpus/$t" \
+		    "test/fuzz/regress/$t" ${gen:+"$gen"}
+	done
 done
 # Shell tests, once, natively: the OpenWrt init script's UCI-to-flags logic;
 # make install, the systemd unit and the Docker files.

@@ -1,0 +1,81 @@
+#!/bin/sh
+# test/packaging_test.sh -- what ships around the binary: `make install` with
+# DESTDIR and PREFIX, the systemd unit, the Docker entry point (flags from the
+# environment), and that the Dockerfile's build stage stays the commands .ci/run
+# runs (Docker itself does not run here).  Prints "ok"/"FAIL" lines and
+# "N passed, N failed, N skipped".
+set -u
+cd "$(dirname "$0")/.." || exit 1
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/derp-pkg.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT INT TERM
+pass=0 fail=0 skip=0
+
+check() {
+	if [ "$2" = "$3" ]; then
+		pass=$((pass + 1))
+		echo "ok $1"
+	else
+		fail=$((fail + 1))
+		echo "FAIL $1"
+		echo "  got:  $2"
+		echo "  want: $3"
+	fi
+}
+
+# ---- make install ----
+make --no-print-directory -s install DESTDIR="$tmp/a" >"$tmp/install.log" 2>&1
+check "install: exit status" "$?" 0
+check "install: files" "$(cd "$tmp/a" && find . -type f | sort | tr '\n' ' ')" \
+	"./usr/local/bin/derp ./usr/local/lib/systemd/system/derp.service "
+check "install: binary runs" "$("$tmp/a/usr/local/bin/derp" -version >/dev/null 2>&1 && echo yes)" yes
+check "install: modes" "$(stat -c %a "$tmp/a/usr/local/bin/derp" "$tmp/a/usr/local/lib/systemd/system/derp.service" | tr '\n' ' ')" \
+	"755 644 "
+make --no-print-directory -s install DESTDIR="$tmp/b" PREFIX=/usr >>"$tmp/install.log" 2>&1
+unit=$tmp/b/usr/lib/systemd/system/derp.service
+check "install PREFIX=/usr: ExecStart" "$(grep -c '^ExecStart=/usr/bin/derp ' "$unit" 2>/dev/null)" 1
+
+# ---- the unit: sandboxing present; systemd's own check where it exists ----
+for k in DynamicUser=yes StateDirectory=derp AmbientCapabilities=CAP_NET_BIND_SERVICE \
+    ProtectSystem=strict ProtectHome=yes NoNewPrivileges=yes; do
+	check "unit: $k" "$(grep -c "^$k\$" contrib/derp.service)" 1
+done
+if command -v systemd-analyze >/dev/null 2>&1; then
+	sed "s|/usr/local/bin/derp|$tmp/a/usr/local/bin/derp|" contrib/derp.service >"$tmp/derp.service"
+	check "unit: systemd-analyze verify" "$(systemd-analyze verify "$tmp/derp.service" 2>&1)" ""
+else
+	skip=$((skip + 1))
+	echo "skip unit: systemd-analyze verify (no systemd-analyze)"
+fi
+
+# ---- Dockerfile: the build stage is .ci/run's commands ----
+runs=$(sed -n 's/^RUN //p' Dockerfile | tr '\n' '|')
+check "Dockerfile: build steps" "$runs" \
+	"apt-get update && apt-get install -y --no-install-recommends make|make static|"
+check "Dockerfile: .ci/run runs make static" "$(grep -c '^make static$' .ci/run)" 1
+check "Dockerfile: copies make static's output" \
+	"$(grep -c '^COPY --from=build /src/build/static/derp ' Dockerfile)" 1
+check "make static writes build/static/derp" "$(grep -c '^	out=build/static$' test/cross.sh)" 1
+check "compose: ports" "$(grep -cE '"(443:443/tcp|80:80/tcp|3478:3478/udp)"' docker-compose.yml)" 3
+
+# ---- the entry point: environment to flags (derp stood in for by a stub) ----
+# shellcheck disable=SC2016 # the stub's own "$@"
+printf '#!/bin/sh\nfor a in "$@"; do printf "[%%s]" "$a"; done\n' >"$tmp/stub"
+chmod +x "$tmp/stub"
+got=$(env -i PATH="$PATH" DERP_BIN="$tmp/stub" DERP_DOMAIN=derp.example.com \
+	sh contrib/docker-entrypoint.sh)
+check "entrypoint: defaults" "$got" \
+	"[-hostname][derp.example.com][-certmode][manual][-certdir][/app/certs][-a][:443][-http-port][80][-stun-port][3478][-c][/var/lib/derper/derper.key]"
+got=$(env -i PATH="$PATH" DERP_BIN="$tmp/stub" DERP_DOMAIN=203.0.113.7 \
+	DERP_CERT_MODE=letsencrypt DERP_CERT_DIR="/my certs" DERP_ADDR=:8443 \
+	DERP_HTTP_PORT=-1 DERP_STUN=false DERP_STUN_PORT=3479 DERP_KEY_FILE=/k \
+	sh contrib/docker-entrypoint.sh -max-clients 100)
+check "entrypoint: every variable, and arguments" "$got" \
+	"[-hostname][203.0.113.7][-certmode][letsencrypt][-certdir][/my certs][-a][:8443][-http-port][-1][-stun-port][3479][-c][/k][-stun=false][-max-clients][100]"
+env -i PATH="$PATH" DERP_BIN="$tmp/stub" sh contrib/docker-entrypoint.sh >/dev/null 2>&1
+check "entrypoint: DERP_DOMAIN required" "$?" 2
+got=$(env -i PATH="$PATH" DERP_DOMAIN=127.0.0.1 DERP_STUN=false DERP_BIN="$tmp/a/usr/local/bin/derp" \
+	sh contrib/docker-entrypoint.sh -version 2>&1)
+check "entrypoint: flags accepted by derp" "$got" "$("$tmp/a/usr/local/bin/derp" -version)"
+
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]
