@@ -5,19 +5,22 @@
  *
  *   LIMITS        constants, each derived where it is defined
  *   UTIL          logging, clocks, randomness, big-endian helpers, strings
- *   JSON          ClientInfo and key-file parsing (Go encoding/json rules)
+ *   JSON          ClientInfo, key-file and -rate-config parsing (Go's rules)
  *   POOLS         chunk pool (packets, HTTP heads, ClientInfo), chained buffers
- *   POLLER        the readiness interface (poll(2) back-end)
+ *   POLLER        the readiness interface (epoll and poll(2) back-ends)
  *   SOCKETS       listen/accept helpers, socket options
- *   CONN          connection slots, the state machine, close
- *   TLS           BearSSL server contexts, the SNI policy, record pumping
- *   OUTPUT        filling a connection's output from its queues, flushing
+ *   CONN          connection slots and their state machine
+ *   SERVER STATE  the server struct, slot rings (dirty and paused lists)
+ *   TLS           BearSSL server contexts, the SNI policy
+ *   OUTPUT        filling a connection's output from its queues, writing
+ *   ROUTING       the key table, duplicates, queues, holds, PeerGone
+ *   DERP          rate limit, handshake (ClientInfo/ServerInfo), frame reader
  *   HTTP          request parsing, derper's endpoints, the /derp upgrade
- *   DERP          frame reader, handshake (ClientInfo/ServerInfo), frames
- *   ROUTING       the key table, duplicates, queues, PeerGone
+ *   CONN (I/O)    the pump (read, TLS records, consume, fill, write), accept,
+ *                 close, the dirty and paused lists
  *   STUN          the UDP glue around stun.c
  *   TIMERS        the once-a-tick sweep: deadlines, keepalives, write stalls
- *   KEYS/CERTS    the -c key file, certificate modes
+ *   KEYS/CERTS    the -c key file, -rate-config, certificate modes
  *   SERVER        derp_create / derp_run / derp_stop / derp_destroy
  *   FLAGS, MAIN   derper's command line
  *
