@@ -3900,6 +3900,10 @@ tls_feed(struct derp_server *s, struct conn *c, int *can_read, int *budget)
 	n = read(c->fd, s->rbatch, READ_BATCH_BYTES);
 	if (n > 0) {
 		(*budget)--;
+		/* A short read emptied the socket: another read would only
+		 * return EAGAIN (level-triggered readiness tells us when). */
+		if ((size_t)n < READ_BATCH_BYTES)
+			*can_read = 0;
 		if (!c->tls_started &&
 		    tls_first_bytes_are_http(c, s->rbatch, (size_t)n))
 			return 0;
@@ -3996,11 +4000,14 @@ conn_pump(struct derp_server *s, struct conn *c, int can_read)
 			}
 			if (can_read && budget > 0 && c->ilen < IBUF_BYTES &&
 			    !c->in_paused && !c->dead) {
-				n = read(c->fd, c->ibuf + c->ilen, IBUF_BYTES - c->ilen);
+				len = IBUF_BYTES - c->ilen;
+				n = read(c->fd, c->ibuf + c->ilen, len);
 				if (n > 0) {
 					c->ilen += (size_t)n;
 					budget--;
 					progress = 1;
+					if ((size_t)n < len)
+						can_read = 0;	/* drained */
 				} else if (n == 0 && c->state == CS_HTTP_DRAIN) {
 					c->close_after = 1;	/* finish the response */
 					can_read = 0;
@@ -4909,6 +4916,12 @@ derp_run(struct derp_server *s)
 		}
 		input_resume_paused(s);
 		output_flush_dirty(s);
+		/* Senders held on a full queue that this flush just drained go
+		 * on now, not after the next wait. */
+		if (s->paused.count > 0) {
+			input_resume_paused(s);
+			output_flush_dirty(s);
+		}
 		if (s->now >= s->next_sweep_ms) {
 			timers_sweep(s);
 			output_flush_dirty(s);
