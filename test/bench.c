@@ -61,6 +61,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -70,6 +71,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <linux/sockios.h>	/* SIOCOUTQNSD: bytes not yet sent */
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -157,7 +159,10 @@
 #define START_MS 10000			/* relay start-up (certificate generation) */
 #define STOP_MS 3000
 #define DRAIN_WINDOW_MS 3000		/* windowed: every packet back by then */
-#define DRAIN_QUIET_MS 300		/* overload / latency: nothing more arrives */
+/* Overload and latency runs are drained when every pair's last packet is
+ * back (the relay drops the oldest, so the last one arrives), at most
+ * DRAIN_MAX_MS, or after DRAIN_QUIET_MS without any arrival. */
+#define DRAIN_QUIET_MS 1000
 #define DRAIN_MAX_MS 5000
 #define SETTLE_MS 500			/* before reading RSS */
 /* Nothing delivered for this long while windows are full: look where the
@@ -694,6 +699,7 @@ static struct {
 	/* Pacing tokens: made, and thrown away because A's output was full
 	 * (TCP backpressure from the relay) or because our loop was late. */
 	double tok_total, tok_blocked, tok_late;
+	int reconnect;			/* the drain failed: fresh connections */
 } B;
 
 static struct pair idle_pair;		/* owner of idle clients (idx -1) */
@@ -1636,7 +1642,8 @@ struct result {
 	double srv_util, bench_util;	/* of one core */
 	double other_util;		/* other processes, of one core */
 	double srv_ns;			/* relay CPU per delivered packet */
-	double loss;			/* whole phase, after the drain */
+	double loss;			/* whole phase, after the drain (what
+					 * the drain did not see is lost) */
 	double frac_min, frac_med, frac_max;	/* per-pair delivered/sent */
 	double share_min, share_max;	/* per-pair delivered / mean */
 	double stall_ms;
@@ -1699,6 +1706,33 @@ snapshot(int end)
 	}
 }
 
+/* Bytes of the active pairs waiting in our output buffers (*ours), in the
+ * kernel's send queues toward the relay (*outq: not sent at all, because the
+ * relay's receive window is closed; SIOCOUTQNSD, unlike SIOCOUTQ, leaves out
+ * bytes sent and merely not acknowledged yet) and in the receive queues from
+ * it (*inq: not read by us yet). */
+static void
+queued_bytes(uint64_t *ours, uint64_t *outq, uint64_t *inq)
+{
+	int i, k;
+
+	*ours = *outq = *inq = 0;
+	for (i = 0; i < B.nactive; i++) {
+		struct pair *pr = &B.pairs[i];
+		if (pr->dead)
+			continue;
+		for (k = 0; k < 2; k++) {
+			struct conn *c = k ? &pr->b : &pr->a;
+			int v;
+			*ours += c->wlen - c->woff;
+			if (ioctl(c->fd, SIOCOUTQNSD, &v) == 0 && v > 0)
+				*outq += (uint64_t)v;
+			if (ioctl(c->fd, FIONREAD, &v) == 0 && v > 0)
+				*inq += (uint64_t)v;
+		}
+	}
+}
+
 static uint64_t
 in_flight(void)
 {
@@ -1707,9 +1741,35 @@ in_flight(void)
 
 	for (i = 0; i < B.nactive; i++)
 		if (!B.pairs[i].dead)
-			n += B.pairs[i].sent - B.pairs[i].next;
+			n += B.pairs[i].sent - (B.mode == M_ECHO ?
+			    B.pairs[i].echo_next : B.pairs[i].next);
 	return n;
 }
+
+/* The drain ended with pairs whose last packet never came back: what is
+ * still on its way would leak into the next phase (as stale packets, and as
+ * load), so say where it is and give the next phase fresh connections. */
+static void
+drain_failed(int waiting, int64_t waited_ns, uint64_t got)
+{
+	uint64_t ours, outq, inq;
+
+	queued_bytes(&ours, &outq, &inq);
+	anomaly("drain: after %.1f s (%llu packets arrived meanwhile), %d of %d"
+	    " pairs still wait for their last packet (%llu in flight, %.1f s"
+	    " since anything arrived); bytes in"
+	    " our buffers %llu, unsent toward the relay %llu, unread from it"
+	    " %llu; the rest is inside the relay (its buffers or its sockets'"
+	    " receive queues); the next phase gets fresh connections",
+	    (double)waited_ns / 1e9, (unsigned long long)got, waiting,
+	    B.nactive,
+	    (unsigned long long)in_flight(),
+	    (double)(now_ns() - B.last_any_rx_ns) / 1e9,
+	    (unsigned long long)ours, (unsigned long long)outq,
+	    (unsigned long long)inq);
+	B.reconnect = 1;
+}
+
 
 /*
  * Nothing has arrived for STALL_PROBE_MS while we keep sending: find where the
@@ -1722,39 +1782,46 @@ in_flight(void)
 static void
 stall_probe(int64_t now)
 {
-	uint64_t inflight = 0, ours = 0, outq = 0, inq = 0;
+	uint64_t inflight = 0, ours, outq, inq;
 	int full = 0, i;
 	char path[64], st[2048], wchan[64] = "?", state = '?', *p;
+	const char *verdict;
 
 	for (i = 0; i < B.nactive; i++) {
 		struct pair *pr = &B.pairs[i];
-		int v;
 		if (pr->dead)
 			continue;
 		inflight += pr->sent - pr->next;
 		if (B.mode == M_WINDOW && pr->sent - pr->next >= (uint64_t)B.window)
 			full++;
-		ours += pr->a.wlen - pr->a.woff;
-		if (ioctl(pr->a.fd, TIOCOUTQ, &v) == 0 && v > 0)
-			outq += (uint64_t)v;
-		if (ioctl(pr->b.fd, FIONREAD, &v) == 0 && v > 0)
-			inq += (uint64_t)v;
 	}
+	queued_bytes(&ours, &outq, &inq);
 	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)srv.pid);
 	if (read_text(path, st, sizeof(st)) > 0 && (p = strrchr(st, ')')) &&
 	    p[1] == ' ')
 		state = p[2];
 	snprintf(path, sizeof(path), "/proc/%ld/wchan", (long)srv.pid);
 	(void)read_text(path, wchan, sizeof(wchan));
+	if (inq > 0)
+		verdict = "we are behind reading (load generator short of CPU)";
+	else if (outq > 0 && state == 'S')
+		verdict = "RELAY ASLEEP while a sender's bytes wait for it";
+	else if (outq > 0)
+		verdict = "the relay is busy and not reading";
+	else if (ours == 0)
+		verdict = "the packets are inside the relay (its buffers or its"
+		    " sockets' receive queues)";
+	else
+		verdict = "our output is waiting";
 	anomaly("stall: nothing delivered for %.0f ms (%.2f s into the phase);"
 	    " %llu packets in flight, %d of %d pairs at their window; bytes in"
-	    " our output buffers %llu, in kernel queues toward the relay %llu,"
-	    " in kernel queues from the relay %llu; relay state %c wchan %s",
+	    " our output buffers %llu, unsent toward the relay %llu, unread from"
+	    " the relay %llu; relay state %c wchan %s: %s",
 	    (double)(now - B.last_any_rx_ns) / 1e6,
 	    (double)(now - B.t_phase) / 1e9, (unsigned long long)inflight,
-	    full, B.nactive,
-	    (unsigned long long)ours, (unsigned long long)outq,
-	    (unsigned long long)inq, state, wchan);
+	    full, B.nactive, (unsigned long long)ours,
+	    (unsigned long long)outq, (unsigned long long)inq, state,
+	    wchan[0] == '0' || wchan[0] == '\0' ? "-" : wchan, verdict);
 }
 
 /* Run one phase on pairs [0, B.nactive).  0, or -1 if the relay died. */
@@ -1845,16 +1912,18 @@ run_phase(const struct spec *sp, struct result *r)
 	B.generate = 0;
 	{
 		int64_t start = now_ns();
+		uint64_t rel_start = B.relayed;
+		int waiting;
 		for (;;) {
 			int64_t now = now_ns();
-			int done = 1;
-			for (i = 0; i < B.nactive && done; i++) {
+			waiting = 0;
+			for (i = 0; i < B.nactive; i++) {
 				const struct pair *p = &B.pairs[i];
 				if (!p->dead && (B.mode == M_ECHO ?
 				    p->echo_next < p->sent : p->next < p->sent))
-					done = 0;
+					waiting++;
 			}
-			if (done)
+			if (waiting == 0)
 				break;
 			if (B.mode == M_WINDOW ? now - start >
 			    (int64_t)DRAIN_WINDOW_MS * 1000000 :
@@ -1866,6 +1935,9 @@ run_phase(const struct spec *sp, struct result *r)
 				return -1;
 			loop_once(5);
 		}
+		if (waiting > 0)
+			drain_failed(waiting, now_ns() - start,
+			    B.relayed - rel_start);
 	}
 	/* Results. */
 	frac = calloc((size_t)B.nactive + 1, sizeof(double));
@@ -1957,6 +2029,11 @@ run_phase(const struct spec *sp, struct result *r)
 		    r->delivered_total), (unsigned long long)r->sent_total,
 		    (unsigned long long)lost_out);
 	r->ran = 1;
+	if (B.reconnect) {
+		for (i = 0; i < B.nactive; i++)
+			B.pairs[i].dead = 1;
+		B.reconnect = 0;
+	}
 	phase_name = "between phases";
 	return 0;
 }
@@ -2756,6 +2833,30 @@ run_smoke(void)
 
 /* ---- main ---------------------------------------------------------------- */
 
+/* Remove a directory we made (two levels: logs, key, certs/). */
+static void
+rm_tree(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	char sub[400];
+	struct stat st;
+
+	if (d == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name);
+		if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+			rm_tree(sub);
+		else
+			(void)unlink(sub);
+	}
+	closedir(d);
+	(void)rmdir(path);
+}
+
 static void
 print_machine(void)
 {
@@ -2822,30 +2923,33 @@ print_tables(void)
 		    r->bench_util * 100, r->other_util * 100, r->share_min,
 		    r->share_max, r->stall_ms, r->errors);
 	}
-	printf("\n== overload (senders paced at 3x the windowed rate) ==\n");
-	printf("%-5s %5s %6s %10s %10s %7s %16s %6s %11s %s\n", "mode",
-	    "pairs", "size", "offered/s", "deliv/s", "loss", "pair deliv frac",
-	    "relay", "relay ns/pk", "errors");
+	printf("\n== overload (senders paced at 3x the windowed rate; offered ="
+	    " what TCP let them send) ==\n");
+	printf("%-5s %5s %6s %10s %10s %10s %7s %16s %6s %11s %s\n", "mode",
+	    "pairs", "size", "target/s", "offered/s", "deliv/s", "loss",
+	    "pair deliv frac", "relay", "relay ns/pk", "errors");
 	for (i = 0; i < nresults; i++) {
 		const struct result *r = &results[i];
 		if (r->mode != M_RATE)
 			continue;
-		printf("%-5s %5d %6zu %10.0f %10.0f %6.1f%% %4.2f/%4.2f/%4.2f"
+		printf("%-5s %5d %6zu %10.0f %10.0f %10.0f %6.1f%% %4.2f/%4.2f/%4.2f"
 		    " %5.0f%% %11.0f %d\n", tname(r->tls), r->pairs, r->size,
-		    r->offered_pps, r->pps, r->loss * 100, r->frac_min,
+		    r->target_pps, r->offered_pps, r->pps, r->loss * 100, r->frac_min,
 		    r->frac_med, r->frac_max, r->srv_util * 100, r->srv_ns,
 		    r->errors);
 	}
-	printf("\n== latency (round trips A->B->A at half the windowed rate) ==\n");
-	printf("%-5s %5s %6s %11s %9s %9s %9s %8s %6s %s\n", "mode", "pairs",
-	    "size", "relayed/s", "p50 us", "p99 us", "max us", "samples",
-	    "loss", "errors");
+	printf("\n== latency (round trips A->B->A at half capacity: half the"
+	    " smaller of the windowed and overload rates) ==\n");
+	printf("%-5s %5s %6s %11s %11s %9s %9s %9s %8s %6s %s\n", "mode",
+	    "pairs", "size", "target/s", "relayed/s", "p50 us", "p99 us",
+	    "max us", "samples", "loss", "errors");
 	for (i = 0; i < nresults; i++) {
 		const struct result *r = &results[i];
 		if (r->mode != M_ECHO)
 			continue;
-		printf("%-5s %5d %6zu %11.0f %9.1f %9.1f %9.1f %8llu %5.2f%% %d\n",
-		    tname(r->tls), r->pairs, r->size, r->pps, r->p50_us,
+		printf("%-5s %5d %6zu %11.0f %11.0f %9.1f %9.1f %9.1f %8llu %5.2f%%"
+		    " %d\n", tname(r->tls), r->pairs, r->size, 2 * r->target_pps,
+		    r->pps, r->p50_us,
 		    r->p99_us, r->max_us, (unsigned long long)r->nrtt,
 		    r->loss * 100, r->errors);
 	}
@@ -2952,7 +3056,10 @@ main(int argc, char **argv)
 
 	if (smoke) {
 		rc = run_smoke();
-		printf("(scratch directory %s)\n", scratch);
+		if (rc == 0)
+			rm_tree(scratch);	/* keep the logs only of a failure */
+		else
+			printf("(relay logs in %s)\n", scratch);
 		return rc;
 	}
 

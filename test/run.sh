@@ -59,7 +59,8 @@ for dir in "$@"; do
 	# key it generates (never committed).
 	for t in http derp stun json cert; do
 		[ -x "$dir/fuzz_replay_$t" ] || continue
-		export FUZZ_CERT_DIR="$scratch/fuzzcert$n" FUZZ_DATA="$data"
+		export FUZZ_CERT_DIR="$scratch/fuzzcert$n" FUZZ_DATA="$data" \
+		    FUZZ_TMPDIR="$scratch"
 		gen=''
 		if [ "$t" = cert ]; then
 			gen=$scratch/fuzzseeds$n

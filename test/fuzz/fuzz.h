@@ -14,6 +14,9 @@
  *   FUZZ_ALL_SEEDS=1      ... also those not for the repository (large ones,
  *                         and any holding a key or certificate made now)
  *   FUZZ_DATA=DIR         the project's test/data (seeds read from it)
+ *   FUZZ_TMPDIR=DIR       where the relay harness makes its scratch directory
+ *   FUZZ_CERT_DIR=DIR     fuzz_cert's work directory (its own key is kept)
+ *   FUZZ_TRACE=1          fuzz_server.h prints every round (debugging)
  *
  * A harness check that fails (a leaked chunk, a broken invariant, a reply
  * that does not parse back) calls fuzz_die: one line on the real stderr, then

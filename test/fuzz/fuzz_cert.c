@@ -298,10 +298,11 @@ emit(const char *name, int mode, const char *host, const void *a, size_t an,
 }
 
 /*
- * hand-*: no key, no real certificate (safe to commit): broken PEM, and DER
- * skeletons of Certificate > TBSCertificate > [3] > Extensions > SAN with
- * dNSName and iPAddress entries (not certificates: no key, no signature).
- * gen-*: the harness's own key and certificate (never committed).
+ * hand-*: no key, no real certificate: broken PEM, and DER skeletons of
+ * Certificate > TBSCertificate > [3] > Extensions > SAN with dNSName and
+ * iPAddress entries (not certificates: no key, no signature).  Those with
+ * private-key armour (around junk) and gen-* (the harness's own key and
+ * certificate) only with FUZZ_ALL_SEEDS: never committed.
  */
 static void
 fuzz_seeds(const char *datadir)
@@ -340,6 +341,11 @@ fuzz_seeds(const char *datadir)
 	emit("hand-san-wild", 3, "derp.example.com", san, sizeof san, NULL, 0);
 	emit("hand-san-pem", 2, "a.example.com", san, sizeof san, NULL, 0);
 	for (i = 0; i < sizeof pems / sizeof pems[0]; i++) {
+		/* Key armour, even around junk, stays out of the repository
+		 * (secret scanners): only in scratch corpora. */
+		if (strstr(pems[i], "PRIVATE KEY") != NULL &&
+		    getenv("FUZZ_ALL_SEEDS") == NULL)
+			continue;
 		snprintf(name, sizeof name, "hand-pem-%02zu", i);
 		emit(name, (int)(i & 1), "example.com", pems[i], strlen(pems[i]),
 		    pems[i], strlen(pems[i]));

@@ -10,7 +10,7 @@
  *   h0  bit 0  the first client has sent a fast-start upgrade (it starts in
  *              CS_DERP_INFO, the relay's ServerKey queued); else plain HTTP
  *       bit 1  clients connect to the -http-port listener (port80)
- *       bit 2  clients are not on loopback (no debug access)
+ *       bit 2  clients are on 203.0.113.9, not loopback (no debug access)
  *       bit 3  the peer client (below) does not read
  *       bit 4  rounds only on request (0xEC); else a round after every write
  *       bit 5  -derp=false
@@ -19,9 +19,12 @@
  *       bits 3-4  pool pressure at the start: none, 40, 8 or 0 chunks free
  *       bits 5-6  -rate-config: off, 1 MB/s, 1000 B/s, 100 B/s burst 100
  *       bit 7  no peer client
- *   h2  bit 0  the loop is saturated (s->saturated: packets for a full
- *              queue are held, their sender paused)
- *       bit 1  saturation toggles at every tick
+ *   h2  bit 0  s->saturated, the loop's overload flag (derp_run sets it
+ *              from its idle time; here the input decides)
+ *       bit 1  it toggles at every tick
+ *       bits 2-3  clients' address instead of h0 bit 2: 100.101.102.103,
+ *              fd7a:115c:a1e0::53 (Tailscale's: debug access), ::1
+ *       bits 4-5  the key table's hash seed (one of four)
  *
  * Unless h1 bit 7, handle 0 is a "peer" client registered under fz_keys[0]
  * (the transcript's peer key), so SendPacket to that key is delivered.  The
@@ -68,9 +71,9 @@ fuzz_init(void)
 
 /* Open a client of the given kind; returns its handle or -1. */
 static int
-client_open(int kind, int key, int port80, int loopback)
+client_open(int kind, int key, int port80, int addr)
 {
-	int h = fz_open(port80, loopback);
+	int h = fz_open(port80, addr);
 
 	if (h < 0)
 		return -1;
@@ -96,18 +99,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t off = 3, n, jlen;
 	uint8_t h0 = size > 0 ? data[0] : 0, h1 = size > 1 ? data[1] : 0, b;
 	uint8_t h2 = size > 2 ? data[2] : 0;
-	int port80 = (h0 >> 1) & 1, loopback = !((h0 >> 2) & 1);
+	int port80 = (h0 >> 1) & 1, addr = (h2 >> 2) & 3 ? 1 + ((h2 >> 2) & 3) :
+	    (h0 >> 2) & 1;
 	int manual = (h0 >> 4) & 1, cur, h;
 
 	fz_begin(!((h0 >> 5) & 1), homes[h0 >> 6], (h1 & 7) ? (h1 & 7) : 32,
-	    rates[(h1 >> 5) & 3][0], rates[(h1 >> 5) & 3][1]);
+	    rates[(h1 >> 5) & 3][0], rates[(h1 >> 5) & 3][1], (h2 >> 4) & 3);
 	if (!(h1 & 0x80)) {
-		h = client_open(2, 0, 0, 1);
+		h = client_open(2, 0, 0, 0);
 		if (h >= 0)
 			fz_h[h].stalled = (h0 >> 3) & 1;
 	}
 	fz_s->saturated = h2 & 1;
-	cur = client_open(h0 & 1, 0, port80, loopback);
+	cur = client_open(h0 & 1, 0, port80, addr);
 	if (pressure[(h1 >> 3) & 3] != UINT32_MAX)
 		fz_hold_chunks(pressure[(h1 >> 3) & 3]);
 	while (off < size) {
@@ -136,7 +140,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 0xE9:
 		case 0xEA:
 			h = client_open(b - 0xE8, off < size ? data[off] % FZ_NKEYS : 0,
-			    port80, loopback);
+			    port80, addr);
 			if (b == 0xEA && off < size)
 				off++;
 			if (h >= 0)
@@ -555,7 +559,7 @@ fuzz_seeds(const char *datadir)
 	s_emit("registered-peergone-stall");
 
 	/* A peer that does not read: its output buffer, then its queues fill
-	 * (depth 2: the oldest are dropped); saturated, the sender is held. */
+	 * (depth 2): the sender is held, then the oldest packets dropped. */
 	for (k = 0; k < 2; k++) {
 		s_start3(0x09, 0x02, (uint8_t)k);
 		s_hex(CLIENT_INFO);
@@ -571,6 +575,43 @@ fuzz_seeds(const char *datadir)
 		s_byte(0xEE);
 		s_byte(0xEC);
 		s_emit(k ? "queue-full-saturated" : "queue-full");
+	}
+
+	/* The pool runs dry while P's queues hold packets: the longest queue
+	 * pays (pool_reclaim), not the sender. */
+	s_start3(0x09, 0, 0);
+	s_hex(CLIENT_INFO);
+	for (i = 0; i < 40; i++)
+		s_packet(0, 1000, 0);
+	s_byte(0xF1);
+	s_byte(0);
+	s_packet(0, 3000, 0);
+	s_emit("pool-reclaim");
+
+	/* Every slot taken, then one more client (refused); clients from
+	 * other addresses on the port-80 listener; a hash seed with
+	 * collisions, keys registered and dropped in different orders. */
+	for (k = 1; k < 4; k++) {
+		s_start3(0x02, 0, (uint8_t)(k << 2 | k << 4));
+		s_str("GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+		for (i = 1; i < 5; i++) {
+			s_byte(0xEA);
+			s_byte((uint8_t)(5 - i));
+		}
+		s_byte(0xE8);
+		s_byte(0xE3);
+		s_byte(0xF2);
+		s_byte(0xE8);
+		s_str("GET /derp/probe HTTP/1.1\r\nHost: h\r\n\r\n");
+		s_byte(0xE0);
+		s_byte(0xEF);
+		s_byte(0xE4);
+		s_byte(0xEF);
+		s_byte(0xEC);
+		s_byte(0xEA);
+		s_byte(0);
+		snprintf(name, sizeof name, "full-house-%zu", k);
+		s_emit(name);
 	}
 
 	/* NotHere: disco to an unknown key, past the limiter's burst. */

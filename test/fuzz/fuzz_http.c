@@ -105,14 +105,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	parse_only((const char *)data, head);
 
-	fz_begin(1, "", QUEUE_DEPTH_DEFAULT, 0, 0);
-	h = fz_open(0, 1);
+	fz_begin(1, "", QUEUE_DEPTH_DEFAULT, 0, 0, 0);
+	h = fz_open(0, 0);
 	FUZZ_CHECK(h >= 0, "no slot");
 	fz_send(h, data, size);
 	fz_round();
 	fz_hangup(h, 0);
 	fz_round();
-	h = fz_open(1, 1);
+	h = fz_open(1, 0);
 	FUZZ_CHECK(h >= 0, "no slot");
 	fz_send(h, data, size / 2);
 	fz_round();

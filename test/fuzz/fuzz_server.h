@@ -5,29 +5,31 @@
  * Connections come through the relay's own conn_accept, from a Unix-domain
  * listener the harness owns (no TCP port, no TIME_WAIT per input).  The
  * harness keeps the client end ("remote"): it writes the client's bytes there
- * and reads (drains) what the relay sends.  fz_round is
- * one round of derp_run's loop with the harness's clock: poller_wait(0), every
- * ready connection serviced (conn_service -> conn_pump -> conn_consume), paused
- * input resumed, dirty output flushed, and the timer sweep when a tick is due.
- * So every byte goes through the relay's own read, parse, route, fill and write
- * code, split wherever the harness splits its writes.
+ * and reads (drains) what the relay sends.  fz_round is one round of
+ * derp_run's loop with the harness's clock (keep the two in step):
+ * poller_wait(0), every ready connection serviced (conn_service -> conn_pump
+ * -> conn_consume), paused input resumed, dirty output flushed, and the timer
+ * sweep when a tick is due.  So every byte goes through the relay's own read,
+ * parse, route, fill and write code, split wherever the harness splits its
+ * writes.
  *
- * The clock only moves when the harness says (fz_tick), the random generator
- * and the key-table seed are fixed, so an input always does the same thing.
+ * The clock only moves when the harness says (fz_tick); the random generator
+ * and the key-table seed are set per input, so an input always does the same.
  *
  * After every step fz_check verifies the invariants derp.c states: each pool
  * chunk is on exactly one list (free, a byte chain, a packet, a queue, or the
- * harness's hold), byte chains' lengths add up, queues count right, every
- * registered connection is in the key table with the right duplicate flags,
- * and the gauges match the connections.  fz_end closes everything and checks
- * that the pool, the slots and the key table are back to empty: a leak of a
- * single chunk aborts.
+ * harness's hold), byte chains' lengths add up, queues count right, the dirty
+ * and paused rings hold each slot at most once, every registered connection is
+ * in the key table with the right duplicate flags, and the gauges match the
+ * connections.  fz_end checks that no complete packet is left unrouted, closes
+ * everything and checks that the pool, the slots, the key table, the rings and
+ * the descriptors are back to empty: a single leaked chunk aborts.
  *
- * Connections the harness registers itself (fz_open_registered: what
- * derp_client_info does after the box opened, without the X25519) get a
- * stream checker on what the relay sends them: ServerInfo first, then only
- * RecvPacket (from one of the harness's keys), KeepAlive, PeerGone and Pong,
- * each with its exact length.
+ * Connections the harness registers itself (fz_register: what
+ * derp_client_info does after the box opened, without the X25519; keep the
+ * two in step) get a stream checker on what the relay sends them: ServerInfo
+ * first, then only RecvPacket (from one of the harness's keys), KeepAlive,
+ * PeerGone and Pong, each with its exact length.
  */
 #ifndef FUZZ_SERVER_H
 #define FUZZ_SERVER_H
@@ -147,14 +149,24 @@ fz_server_init(void)
 {
 	static char dir[] = "/dev/shm/derp-fuzz.XXXXXX";
 	static char tdir[] = "/tmp/derp-fuzz.XXXXXX";
+	static char edir[160];
+	const char *parent = getenv("FUZZ_TMPDIR");
 	char path[256], err[256];
 	struct derp_config cfg;
 	uint8_t want[KEY_BYTES];
-	char *d;
+	char *d = NULL;
 	FILE *f;
 	int i;
 
-	d = mkdtemp(dir);
+	/* A directory for the key file and the listener's socket: under
+	 * $FUZZ_TMPDIR when set (make fuzz removes it even after a crash),
+	 * else on tmpfs, else in /tmp; removed at exit. */
+	if (parent != NULL && parent[0] != '\0' && strlen(parent) < 100) {
+		snprintf(edir, sizeof edir, "%s/derp-fuzz.XXXXXX", parent);
+		d = mkdtemp(edir);
+	}
+	if (d == NULL)
+		d = mkdtemp(dir);
 	if (d == NULL)
 		d = mkdtemp(tdir);
 	FUZZ_CHECK(d != NULL, "mkdtemp: %s", strerror(errno));
@@ -189,8 +201,6 @@ fz_server_init(void)
 	fuzz_unhex(fz_server_pub_hex, want, sizeof want);
 	FUZZ_CHECK(memcmp(fz_s->pub, want, KEY_BYTES) == 0,
 	    "server key is not the test key");
-	fz_s->hash_seed[0] = 0x0123456789abcdefULL;	/* the table is empty */
-	fz_s->hash_seed[1] = 0xfedcba9876543210ULL;
 	fz_seen = malloc(fz_s->pool.count + 1);
 	FUZZ_CHECK(fz_seen != NULL, "malloc");
 
@@ -557,10 +567,15 @@ fz_release(void)
 /* Per input: the clock, the random generator and the knobs. */
 FUZZ_HELPER static void
 fz_begin(int derp_on, const char *home, unsigned queue_depth, uint64_t rate,
-    uint64_t burst)
+    uint64_t burst, unsigned hash_variant)
 {
 	static const uint8_t seed[] = "derp fuzz: same input, same run";
 	struct derp_server *s = fz_s;
+
+	/* The key table is empty between inputs, so its hash seed may change:
+	 * other seeds, other collisions among the harness's five keys. */
+	s->hash_seed[0] = 0x0123456789abcdefULL * (hash_variant + 1);
+	s->hash_seed[1] = 0xfedcba9876543210ULL ^ hash_variant;
 
 	s->now = FZ_T0;
 	s->next_sweep_ms = FZ_T0 + LOOP_TICK_MS;
@@ -577,16 +592,28 @@ fz_begin(int derp_on, const char *home, unsigned queue_depth, uint64_t rate,
 	    "previous input left state behind");
 }
 
+/* Client addresses (IPv4 mapped): loopback, public, Tailscale's CGNAT range
+ * and IPv6 ULA (both have debug access), IPv6 loopback. */
+#define FZ_NADDRS	5
+static const uint8_t fz_addrs[FZ_NADDRS][16] = {
+	{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 },
+	{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 203, 0, 113, 9 },
+	{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 100, 101, 102, 103 },
+	{ 0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53 },
+	{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 },
+};
+
 /*
  * A new connection, accepted by the relay's own conn_accept from a
  * Unix-domain listener the harness owns (so no TCP port or TIME_WAIT per
  * input), then the rest of the accept round.  The peer address, which a Unix
- * socket does not have, is set afterwards: 127.0.0.1 or 203.0.113.9.
- * Returns the handle index, or -1 when every slot is taken (the relay then
- * accepts and closes, as it does over -max-clients).
+ * socket does not have, is set afterwards: fz_addrs[addr].  A handle whose
+ * connection the relay closed is reused (its client hangs up first).
+ * Returns the handle index, or -1 when every slot is taken: the relay then
+ * accepts and closes, as it does over -max-clients.
  */
 FUZZ_HELPER static int
-fz_open(int port80, int loopback)
+fz_open(int port80, int addr)
 {
 	struct derp_server *s = fz_s;
 	struct fz_handle *h = NULL;
@@ -597,10 +624,12 @@ fz_open(int port80, int loopback)
 
 	fz_sync();
 	for (i = 0; i < FZ_MAX && h == NULL; i++)
-		if (!fz_h[i].open && fz_h[i].remote < 0)
+		if (!fz_h[i].open)
 			h = &fz_h[i];
-	if (h == NULL)
-		return -1;
+	if (h != NULL && h->remote >= 0) {
+		close(h->remote);
+		h->remote = -1;
+	}
 	for (i = 0; i < FZ_MAX; i++)
 		before[i] = s->conns[i].state != CS_FREE;
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -614,7 +643,8 @@ fz_open(int port80, int loopback)
 	for (i = 0; i < FZ_MAX; i++)
 		if (!before[i] && s->conns[i].state != CS_FREE)
 			idx = i;
-	if (idx == UINT32_MAX) {	/* refused: no free slot */
+	if (idx == UINT32_MAX || h == NULL) {	/* refused: no free slot */
+		FUZZ_CHECK(idx == UINT32_MAX, "a slot with no handle");
 		close(fd);
 		return -1;
 	}
@@ -622,11 +652,7 @@ fz_open(int port80, int loopback)
 	if (fz_nfds < (int)(sizeof fz_fds / sizeof fz_fds[0]))
 		fz_fds[fz_nfds++] = c->fd;
 	(void)setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
-	memset(c->peer_ip, 0, 16);
-	c->peer_ip[10] = c->peer_ip[11] = 0xff;
-	c->peer_ip[12] = loopback ? 127 : 203;	/* 127.0.0.1 or 203.0.113.9 */
-	c->peer_ip[14] = loopback ? 0 : 113;
-	c->peer_ip[15] = loopback ? 1 : 9;
+	memcpy(c->peer_ip, fz_addrs[addr % FZ_NADDRS], 16);
 	c->peer_port = (uint16_t)(40000 + idx);
 	memset(h, 0, sizeof *h);
 	h->open = 1;

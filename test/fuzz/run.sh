@@ -20,6 +20,8 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 # The cert target's own key and certificate: one directory for the seed
 # writer and the fuzzer, so seeds built around that key load in the fuzzer.
 export FUZZ_CERT_DIR="$tmp/cert" FUZZ_DATA=test/data
+# The relay harness's key file and listener socket (left behind by a crash).
+export FUZZ_TMPDIR="$tmp"
 mkdir -p "$FUZZ_CERT_DIR"
 ok=0 bad=0
 
@@ -27,6 +29,7 @@ ok=0 bad=0
 # host, then A and B; mode 1 puts A's length in front, as the harness reads it).
 cert_seed() {
 	f=$1 mode=$2 host=$3 a=$4 b=${5:-}
+	# shellcheck disable=SC2059 # the formats are octal escapes made here
 	{
 		printf "\\$(printf %03o "$mode")\\$(printf %03o ${#host})%s" "$host"
 		if [ "$mode" = 1 ]; then
@@ -70,7 +73,7 @@ for t in "$@"; do
 	fi
 	FUZZ_ALL_SEEDS=1 FUZZ_WRITE_SEEDS="$corpus" "$bin" >/dev/null 2>&1
 	[ "$t" = cert ] && openssl_seeds "$corpus"
-	seeds=$(ls "$corpus" | wc -l)
+	seeds=$(find "$corpus" -type f | wc -l)
 	case $t in
 	derp) maxlen=140000 ;;	# a 64 KiB packet or two, with the ops around them
 	http) maxlen=12000 ;;	# past the 8 KiB head limit
@@ -92,7 +95,7 @@ for t in "$@"; do
 	eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
 	[ -z "$runs" ] && runs=$(echo "$final" | sed -n 's/^#\([0-9]*\).*/\1/p')
 	[ -z "$eps" ] && eps=$(echo "$final" | sed -n 's/.* exec\/s: \([0-9]*\).*/\1/p')
-	files=$(ls "$corpus" | wc -l)
+	files=$(find "$corpus" -type f | wc -l)
 	if [ "$rc" -eq 0 ] && ! grep -qE '^(==[0-9]+==ERROR|SUMMARY: |fuzz: )' "$log"; then
 		verdict=clean
 		ok=$((ok + 1))
