@@ -2815,11 +2815,11 @@ derp_client_info(struct derp_server *s, struct conn *c)
 	 * in ClientInfo makes a regular client, as derper without -mesh-psk-file. */
 	c->mesh = (uint8_t)clientinfo_is_mesh(&ci, no_mesh_key, 0);
 	route_register(s, c);
+	c->state = CS_DERP;	/* registered: conn_close must unregister it */
 	if (derp_queue_server_info(s, c) != 0) {
 		conn_fail(c, "out of buffer memory");
 		return;
 	}
-	c->state = CS_DERP;
 	c->deadline_ms = 0;
 	c->rate_tokens = rate_burst(s);
 	c->rate_last_ms = s->now;
