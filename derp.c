@@ -13,7 +13,7 @@
  *   SERVER STATE  the server struct, slot rings (dirty and paused lists)
  *   TLS           BearSSL server contexts, the SNI policy
  *   OUTPUT        filling a connection's output from its queues, writing
- *   ROUTING       the key table, duplicates, queues, holds, PeerGone
+ *   ROUTING       the key table, duplicates, queues, PeerGone
  *   DERP          rate limit, handshake (ClientInfo/ServerInfo), frame reader
  *   HTTP          request parsing, derper's endpoints, the /derp upgrade
  *   CONN (I/O)    the pump (read, TLS records, consume, fill, write), accept,
@@ -107,7 +107,6 @@
  * timeout fires between 2.0 and 2.25 s) and how long derp_stop() takes. */
 #define LOOP_TICK_MS		250
 #define PAUSED_RETRY_MS		5	/* wake-ups while reads wait (rate, pool) */
-#define SATURATION_WINDOW_MS	100	/* how often the loop judges its load */
 
 /*
  * Memory.  A connection slot owns its struct, a BearSSL server context (TLS mode)
@@ -187,16 +186,6 @@ now_ms(void)
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
 		abort();	/* POSIX guarantees CLOCK_MONOTONIC here */
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t
-now_us(void)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		abort();
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static uint32_t
@@ -1733,7 +1722,6 @@ struct conn {
 	/* -rate-config bucket: bytes; negative while waiting (Go's WaitN) */
 	double rate_tokens;
 	int64_t rate_last_ms, rate_until_ms;
-	int64_t hold_since_ms;		/* a packet waits for a full queue (overload) */
 
 	/* NotHere limiter: tokens scaled by 1000 (milli-tokens) */
 	int64_t nh_tokens_milli;
@@ -1803,7 +1791,7 @@ struct stats {
 	uint64_t got_ping, sent_pong, peer_gone_disconnected, peer_gone_not_here;
 	uint64_t peer_gone_overflow, write_timeouts, total_dup_client_conns;
 	uint64_t home_moves_in, home_moves_out, pool_evictions, accept_limited;
-	uint64_t rate_limit_waited, held;
+	uint64_t rate_limit_waited;
 	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
 	uint64_t stun_ipv4, stun_ipv6;
 	uint32_t current_connections, current_home, current_notideal;
@@ -1851,8 +1839,6 @@ struct derp_server {
 	int64_t now;			/* loop time, ms, set once per round */
 	int64_t next_sweep_ms;
 	double accept_tokens;		/* -accept-connection-limit bucket */
-	int saturated;			/* the loop had no idle time lately */
-	int64_t idle_us, window_start_ms;	/* ... measured per window */
 	struct ratecfg rate;		/* -rate-config, as last loaded */
 	volatile sig_atomic_t reload;	/* SIGHUP: reload -rate-config */
 	int64_t accept_last_ms;
@@ -2583,40 +2569,8 @@ nothere_allow(struct derp_server *s, struct conn *c)
 	return 1;
 }
 
-/*
- * Overload.  When the relay's CPU is saturated, decrypting a packet only to
- * drop the oldest one of a full queue wastes the CPU every other client needs:
- * offered three times its capacity, a relay that reads everything delivers a
- * fraction of what it could.  So while saturated, a packet for a full queue is
- * held and its sender is not read (TCP pushes back) until the destination
- * drains -- as long as the destination is actually draining (its writes made
- * progress in the last HOLD_STALL_MS) and for at most HOLD_MAX_MS; otherwise
- * the oldest queued packet is dropped, as derper does.  Without saturation the
- * relay never holds, so a slow reader cannot slow its senders' other traffic.
- * Returns 1 when the packet is held (the caller pauses the sender).
- */
-#define HOLD_MAX_MS	50
-#define HOLD_STALL_MS	10
-
-static int
-route_hold(struct derp_server *s, struct conn *c, struct conn *d, int kind)
-{
-	if (d->q[kind].count < s->cfg.queue_depth || d == c)
-		return 0;
-	if (d->wstall_ms != 0 && s->now - d->wstall_ms > HOLD_STALL_MS)
-		return 0;
-	if (c->hold_since_ms == 0)
-		c->hold_since_ms = s->now;
-	else if (s->now - c->hold_since_ms >= HOLD_MAX_MS)
-		return 0;
-	s->st.held++;
-	mark_paused(s, c);
-	return 1;
-}
-
-/* A complete SendPacket from c, held in the chain c->fpkt, to c->fsmall.
- * Returns 0 when it is held (route_hold), 1 when routed or dropped. */
-static int
+/* A complete SendPacket from c, held in the chain c->fpkt, to c->fsmall. */
+static void
 route_packet(struct derp_server *s, struct conn *c)
 {
 	uint32_t first = c->fpkt, plen = c->flen - KEY_BYTES;
@@ -2625,9 +2579,6 @@ route_packet(struct derp_server *s, struct conn *c)
 	struct conn *d;
 
 	e = keytab_find(s, c->fsmall);
-	if (e != NULL && route_hold(s, c, &s->conns[e->active], kind))
-		return 0;
-	c->hold_since_ms = 0;
 	c->fpkt = c->fpkt_cur = NIL;
 	s->st.packets_received++;
 	s->st.bytes_received += plen;
@@ -2636,14 +2587,14 @@ route_packet(struct derp_server *s, struct conn *c)
 		pool_give_chain(&s->pool, first);
 		if (e != NULL) {
 			s->st.dropped_dup_client[kind]++;
-			return 1;
+			return;
 		}
 		s->st.dropped_unknown_dest[kind]++;
 		/* Tell the sender the peer is not here, so it stops using this
 		 * region for it (derper does this for disco only, rate-limited). */
 		if (kind == Q_DISCO && nothere_allow(s, c))
 			peergone_push(s, c, c->fsmall, PEER_GONE_NOT_HERE);
-		return 1;
+		return;
 	}
 	d = &s->conns[e->active];
 	if (d->q[kind].count >= s->cfg.queue_depth)
@@ -2651,7 +2602,6 @@ route_packet(struct derp_server *s, struct conn *c)
 	pktq_push(&s->pool, &d->q[kind], first);
 	senders_note(d, c->key);
 	mark_dirty(s, d);
-	return 1;
 }
 
 /*
@@ -2986,15 +2936,16 @@ frame_end(struct derp_server *s, struct conn *c)
 			c->routed = 0;
 			break;
 		}
-		if ((c->fpkt == NIL && frame_alloc_packet(s, c) != 0) ||
-		    !route_packet(s, c)) {
-			/* Paused (no chunks for an empty packet, or held):
-			 * the frame stays complete and is retried. */
+		if (c->fpkt == NIL && frame_alloc_packet(s, c) != 0) {
+			/* Only for an empty packet: paused until chunks free
+			 * up, with the frame still complete (derp_resume_frame
+			 * finishes it). */
 			if (!c->in_paused)
 				mark_paused(s, c);
 			c->fgot = c->flen;
 			return;
 		}
+		route_packet(s, c);
 		break;
 	case FRAME_PING:
 		/* One Pong waits at most; a Ping meanwhile is ignored (derper). */
@@ -4254,9 +4205,9 @@ input_resume_paused(struct derp_server *s)
 		}
 		c->in_paused = 0;
 		c->rate_until_ms = 0;
-		/* A frame that was complete when it paused (a held packet, an
-		 * empty one without chunks, a 0-byte frame over the rate) has
-		 * no bytes left to drive it: finish it here. */
+		/* A frame that was complete when it paused (an empty packet
+		 * without chunks, a 0-byte frame over the rate) has no bytes
+		 * left to drive it: finish it here. */
 		derp_resume_frame(s, c);
 		conn_service(s, c, POLLIN);
 	}
@@ -4847,7 +4798,6 @@ int
 derp_run(struct derp_server *s)
 {
 	struct conn *c;
-	int64_t t0;
 	int n, timeout, hs_budget;
 	uint32_t i;
 	int32_t tag;
@@ -4873,21 +4823,12 @@ derp_run(struct derp_server *s)
 			    rate_load(s, err, sizeof err) != 0)
 				logf("%s; keeping the previous limits", err);
 		}
-		t0 = now_us();
 		n = poller_wait(&s->pl, timeout);
 		if (n < 0 && errno != EINTR) {
 			logf("poll: %s", strerror(errno));
 			return -1;
 		}
-		s->idle_us += now_us() - t0;
 		s->now = now_ms();
-		/* Saturated: under 2% of the last window spent waiting. */
-		if (s->now - s->window_start_ms >= SATURATION_WINDOW_MS) {
-			s->saturated = s->idle_us * 50 <
-			    (s->now - s->window_start_ms) * 1000;
-			s->idle_us = 0;
-			s->window_start_ms = s->now;
-		}
 		hs_budget = HANDSHAKES_PER_ROUND;
 		/* A slot closed earlier in this round is skipped; one reused by
 		 * an accept meanwhile just finds nothing to read. */
@@ -4916,12 +4857,6 @@ derp_run(struct derp_server *s)
 		}
 		input_resume_paused(s);
 		output_flush_dirty(s);
-		/* Senders held on a full queue that this flush just drained go
-		 * on now, not after the next wait. */
-		if (s->paused.count > 0) {
-			input_resume_paused(s);
-			output_flush_dirty(s);
-		}
 		if (s->now >= s->next_sweep_ms) {
 			timers_sweep(s);
 			output_flush_dirty(s);

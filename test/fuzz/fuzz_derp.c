@@ -19,9 +19,7 @@
  *       bits 3-4  pool pressure at the start: none, 40, 8 or 0 chunks free
  *       bits 5-6  -rate-config: off, 1 MB/s, 1000 B/s, 100 B/s burst 100
  *       bit 7  no peer client
- *   h2  bit 0  s->saturated, the loop's overload flag (derp_run sets it
- *              from its idle time; here the input decides)
- *       bit 1  it toggles at every tick
+ *   h2  bits 0-1  unused (were the overload flag of a removed feature)
  *       bits 2-3  clients' address instead of h0 bit 2: 100.101.102.103,
  *              fd7a:115c:a1e0::53 (Tailscale's: debug access), ::1
  *       bits 4-5  the key table's hash seed (one of four)
@@ -110,7 +108,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (h >= 0)
 			fz_h[h].stalled = (h0 >> 3) & 1;
 	}
-	fz_s->saturated = h2 & 1;
 	cur = client_open(h0 & 1, 0, port80, addr);
 	if (pressure[(h1 >> 3) & 3] != UINT32_MAX)
 		fz_hold_chunks(pressure[(h1 >> 3) & 3]);
@@ -164,8 +161,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fz_round();
 			break;
 		case 0xED:
-			if (h2 & 2)
-				fz_s->saturated ^= 1;
 			fz_tick(off < size ? (int64_t)data[off++] * 256 + 1 : 1);
 			break;
 		case 0xEE:

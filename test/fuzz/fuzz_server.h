@@ -106,7 +106,7 @@ fz_trace(const char *what)
 	if (n < sizeof line)
 		n += (size_t)snprintf(line + n, sizeof line - n, " | free %u "
 		    "keys %u http %llu upg %llu rx %llu tx %llu drop %llu/%llu "
-		    "pong %llu pg %llu/%llu held %llu\n", fz_s->pool.free_count,
+		    "pong %llu pg %llu/%llu\n", fz_s->pool.free_count,
 		    fz_s->nkeys, (unsigned long long)st->http_requests,
 		    (unsigned long long)st->accepts,
 		    (unsigned long long)st->packets_received,
@@ -117,8 +117,7 @@ fz_trace(const char *what)
 		    st->dropped_queue_head[1]),
 		    (unsigned long long)st->sent_pong,
 		    (unsigned long long)st->peer_gone_disconnected,
-		    (unsigned long long)st->peer_gone_not_here,
-		    (unsigned long long)st->held);
+		    (unsigned long long)st->peer_gone_not_here);
 	if (n > sizeof line)
 		n = sizeof line;
 	w = write(fuzz_errfd, line, n);
