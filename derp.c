@@ -1787,7 +1787,7 @@ struct stats {
 	uint64_t packets_received, bytes_received, packets_sent, bytes_sent;
 	uint64_t received_kind[2];
 	uint64_t dropped_unknown_dest[2], dropped_queue_head[2],
-	    dropped_gone_disconnected[2], dropped_dup_client[2];
+	    dropped_gone_disconnected[2];
 	uint64_t got_ping, sent_pong, peer_gone_disconnected, peer_gone_not_here;
 	uint64_t peer_gone_overflow, write_timeouts, total_dup_client_conns;
 	uint64_t home_moves_in, home_moves_out, pool_evictions, accept_limited;
@@ -1820,7 +1820,8 @@ struct derp_server {
 	uint8_t *bufs;			/* [max][IBUF_BYTES + OBUF_BYTES] */
 	int32_t *free_slots;		/* stack of returned slot indexes */
 	uint32_t nfree, max;
-	uint32_t fresh;			/* slots [fresh, max) never used yet */
+	uint32_t fresh;			/* slots [fresh, max) never used yet, so every
+					 * scan of the slots stops at fresh */
 
 	struct pool pool;
 	struct keyent *keytab;		/* [keytab_mask + 1], open addressing */
@@ -2447,7 +2448,7 @@ route_key_gone(struct derp_server *s, const uint8_t key[KEY_BYTES])
 	struct conn *d;
 	int j;
 
-	for (i = 0; i < s->max; i++) {
+	for (i = 0; i < s->fresh; i++) {
 		d = &s->conns[i];
 		if (d->state != CS_DERP || d->dead)
 			continue;
@@ -2536,7 +2537,7 @@ pool_reclaim(struct derp_server *s, uint32_t need)
 	while (s->pool.free_count < need) {
 		best = UINT32_MAX;
 		best_n = 0;
-		for (i = 0; i < s->max; i++) {
+		for (i = 0; i < s->fresh; i++) {
 			c = &s->conns[i];
 			if (c->state == CS_DERP &&
 			    c->q[0].count + c->q[1].count > best_n) {
@@ -2583,12 +2584,10 @@ route_packet(struct derp_server *s, struct conn *c)
 	s->st.packets_received++;
 	s->st.bytes_received += plen;
 	s->st.received_kind[kind]++;
-	if (e == NULL || e->active < 0) {
+	/* A key with connections always has an active one (route_register,
+	 * route_unregister), so derper's dup_client drop cannot happen here. */
+	if (e == NULL) {
 		pool_give_chain(&s->pool, first);
-		if (e != NULL) {
-			s->st.dropped_dup_client[kind]++;
-			return;
-		}
 		s->st.dropped_unknown_dest[kind]++;
 		/* Tell the sender the peer is not here, so it stops using this
 		 * region for it (derper does this for disco only, rate-limited). */
@@ -4265,7 +4264,7 @@ timers_sweep(struct derp_server *s)
 	uint32_t i;
 	struct conn *c;
 
-	for (i = 0; i < s->max; i++) {
+	for (i = 0; i < s->fresh; i++) {
 		c = &s->conns[i];
 		if (c->state == CS_FREE)
 			continue;
@@ -4885,7 +4884,7 @@ derp_destroy(struct derp_server *s)
 
 	if (s == NULL)
 		return;
-	for (i = 0; s->conns != NULL && i < s->max; i++)
+	for (i = 0; s->conns != NULL && i < s->fresh; i++)
 		if (s->conns[i].state != CS_FREE)
 			close(s->conns[i].fd);
 	if (s->main_fd >= 0)
