@@ -51,9 +51,12 @@ deps:
 		fi; \
 	fi
 
+# As root, the relay switches to nobody once its ports are bound (it refuses
+# to keep root unless told -allow-root).
+RUN_AS = $(if $(filter 0,$(shell id -u)),-user nobody)
 run: deps
 	@$(MAKE) --no-print-directory derp
-	./derp -a 127.0.0.1:3340 -c derp-dev.key -stun-port 3478
+	./derp -a 127.0.0.1:3340 -c derp-dev.key -stun-port 3478 $(RUN_AS)
 
 # The test programs, built twice: build/ as shipped, build/san/ with sanitizers.
 build/.dir:

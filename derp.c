@@ -41,9 +41,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -52,6 +54,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>	/* PR_SET_NO_NEW_PRIVS */
+#endif
 
 #include <bearssl.h>
 
@@ -4947,6 +4952,7 @@ static struct flag flags[] = {
 	{ "acme-eab-kid", F_STRING, NULL, "ACME external account binding key ID", "ACME", "", 0, 0, 0 },
 	{ "acme-email", F_STRING, NULL, "contact address for the ACME account", "ACME", "", 0, 0, 0 },
 	{ "acme-ip-certs", F_BOOL, NULL, "get Let's Encrypt certificates for this machine's IP addresses", "ACME", NULL, 0, 0, 0 },
+	{ "allow-root", F_BOOL, NULL, "run as root without -user (not a derper flag); without either the relay refuses to start as root", NULL, NULL, 0, 0, 0 },
 	{ "bootstrap-dns-names", F_STRING, NULL, "comma-separated names whose addresses /bootstrap-dns publishes", "bootstrap DNS", "", 0, 0, 0 },
 	{ "c", F_STRING, NULL, "path of the JSON file holding the server's private key (created if missing)", NULL, "", 0, 0, 0 },
 	{ "certdir", F_STRING, NULL, "directory of the TLS certificate and key files", NULL, NULL, 0, 0, 0 },
@@ -4970,6 +4976,7 @@ static struct flag flags[] = {
 	{ "tcp-user-timeout", F_DURATION, "15s", "TCP_USER_TIMEOUT on accepted connections", NULL, NULL, 15000000000LL, 0, 0 },
 	{ "tcp-write-timeout", F_DURATION, "2s", "close a client whose output makes no progress for this long; 0 never", NULL, NULL, 2000000000LL, 0, 0 },
 	{ "unpublished-bootstrap-dns-names", F_STRING, NULL, "comma-separated names /bootstrap-dns answers only when asked for them", "bootstrap DNS", "", 0, 0, 0 },
+	{ "user", F_STRING, NULL, "after binding the ports and reading the key and certificate, switch to this user and its group (not a derper flag)", NULL, "", 0, 0, 0 },
 	{ "verify-client-url", F_STRING, NULL, "admission webhook URL asked about every client", "client verification", "", 0, 0, 0 },
 	{ "verify-client-url-fail-open", F_BOOL, "true", "admit clients when -verify-client-url cannot be reached", NULL, NULL, 1, 0, 0 },
 	{ "verify-clients", F_BOOL, NULL, "admit only clients the local tailscaled knows", "client verification", NULL, 0, 0, 0 },
@@ -5271,6 +5278,93 @@ ns_to_ms(int64_t ns)
 	return ns < 1000000 ? 1 : ns / 1000000;
 }
 
+/*
+ * Privileges.  Root is needed only to bind ports below 1024 and perhaps to read
+ * the key and certificate; all of that happens in derp_create().  Running a
+ * network parser as root afterwards is a risk nothing pays for, so as root the
+ * relay either switches to -user or is told with -allow-root that root is meant
+ * (derper has neither flag: it runs as whoever starts it).
+ */
+struct run_as {
+	uid_t uid;
+	gid_t gid;
+	char name[64];
+};
+
+/* Resolve -user before anything is bound, so a typo fails at once. */
+static int
+run_as_lookup(const char *user, int allow_root, struct run_as *ra)
+{
+	struct passwd *pw;
+
+	if (user[0] == '\0') {
+		if (geteuid() == 0 && !allow_root) {
+			fprintf(stderr, "derp: refusing to run as root: give -user "
+			    "NAME to switch to NAME once the ports are bound, or "
+			    "-allow-root\n");
+			return -1;
+		}
+		return 0;
+	}
+	errno = 0;
+	pw = getpwnam(user);
+	if (pw == NULL) {
+		fprintf(stderr, "derp: -user %s: %s\n", user,
+		    errno != 0 ? strerror(errno) : "no such user");
+		return -1;
+	}
+	if (pw->pw_uid == 0) {
+		fprintf(stderr, "derp: -user %s: that is root; name an "
+		    "unprivileged user (or use -allow-root)\n", user);
+		return -1;
+	}
+	if (geteuid() != 0 && pw->pw_uid != geteuid()) {
+		fprintf(stderr, "derp: -user %s: only root can switch users\n",
+		    user);
+		return -1;
+	}
+	if (strlen(pw->pw_name) >= sizeof ra->name) {
+		fprintf(stderr, "derp: -user %s: name too long\n", user);
+		return -1;
+	}
+	ra->uid = pw->pw_uid;
+	ra->gid = pw->pw_gid;
+	memcpy(ra->name, pw->pw_name, strlen(pw->pw_name) + 1);
+	return 0;
+}
+
+/*
+ * Groups first (they need root), then the uid, then proof that root cannot
+ * come back.  PR_SET_NO_NEW_PRIVS in any case: the relay never executes
+ * anything, so no set-uid program or file capability can ever raise it again.
+ */
+static int
+privileges_drop(const struct run_as *ra)
+{
+	if (ra->name[0] != '\0' && geteuid() == 0) {
+		if (setgroups(1, &ra->gid) != 0 || setgid(ra->gid) != 0 ||
+		    setuid(ra->uid) != 0) {
+			logf("-user %s: %s", ra->name, strerror(errno));
+			return -1;
+		}
+		if (setuid(0) == 0 || getuid() != ra->uid ||
+		    geteuid() != ra->uid || getgid() != ra->gid ||
+		    getegid() != ra->gid) {
+			logf("-user %s: root privileges still held", ra->name);
+			return -1;
+		}
+		logf("running as user %s (uid %lu, gid %lu)", ra->name,
+		    (unsigned long)ra->uid, (unsigned long)ra->gid);
+	}
+#ifdef PR_SET_NO_NEW_PRIVS
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 && errno != EINVAL) {
+		logf("prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+		return -1;
+	}
+#endif
+	return 0;
+}
+
 static struct derp_server *running;
 
 static void
@@ -5288,6 +5382,7 @@ int
 main(int argc, char **argv)
 {
 	struct derp_config cfg;
+	struct run_as ra;
 	struct sigaction sa;
 	char err[512];
 	const char *qd;
@@ -5365,6 +5460,10 @@ main(int argc, char **argv)
 		    "empty, \"blank\", or a URL\n", cfg.home);
 		return 1;
 	}
+	memset(&ra, 0, sizeof ra);
+	if (run_as_lookup(flag_find("user", 4)->sval,
+	    (int)flag_find("allow-root", 10)->ival, &ra) != 0)
+		return 1;
 	if (!cfg.dev && cfg.config_path[0] == '\0') {
 		if (geteuid() != 0) {
 			fprintf(stderr, "derper: -c <config path> not specified\n");
@@ -5384,6 +5483,10 @@ main(int argc, char **argv)
 	running = derp_create(&cfg, err, sizeof err);
 	if (running == NULL) {
 		logf("%s", err);
+		return 1;
+	}
+	if (privileges_drop(&ra) != 0) {
+		derp_destroy(running);
 		return 1;
 	}
 	sa.sa_handler = on_signal;	/* no SA_RESTART: poll returns EINTR */

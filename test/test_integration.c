@@ -30,6 +30,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -391,10 +392,38 @@ load_vectors(void)
 
 /* ---- the server process ------------------------------------------------- */
 
-static int
-server_spawn(char *const argv[])
+/*
+ * As root the relay wants -user NAME or -allow-root (derp.c, "Privileges").
+ * The tests are about everything else, so they add -allow-root right after
+ * argv[0] unless the arguments already decide it (the privileges mode's).
+ * out has room for cap pointers, the terminating NULL included.
+ */
+static void
+argv_root_choice(char *const in[], char **out, size_t cap)
 {
+	size_t i, j = 0;
+	int decided = 0;
+
+	for (i = 1; in[i] != NULL; i++)
+		if (strstr(in[i], "allow-root") != NULL ||
+		    strcmp(in[i], "-user") == 0 || strcmp(in[i], "--user") == 0 ||
+		    strncmp(in[i], "-user=", 6) == 0)
+			decided = 1;
+	out[j++] = in[0];
+	if (geteuid() == 0 && !decided)
+		out[j++] = "-allow-root";
+	for (i = 1; in[i] != NULL && j + 1 < cap; i++)
+		out[j++] = in[i];
+	out[j] = NULL;
+}
+
+static int
+server_spawn(char *const given[])
+{
+	char *argv[40];
 	pid_t pid;
+
+	argv_root_choice(given, argv, sizeof(argv) / sizeof(argv[0]));
 
 	fflush(stdout);
 	pid = fork();
@@ -3073,15 +3102,16 @@ local_port(struct dclient *c)
 static int
 run_derp_cli(const char *const *args, char *out, size_t cap)
 {
-	char *argv[24], path[700];
+	char *given[24], *argv[26], path[700];
 	int i = 0, fd, st;
 	ssize_t n;
 	pid_t pid;
 
-	argv[i++] = (char *)derp_path;
+	given[i++] = (char *)derp_path;
 	while (*args != NULL && i < 23)
-		argv[i++] = (char *)*args++;
-	argv[i] = NULL;
+		given[i++] = (char *)*args++;
+	given[i] = NULL;
+	argv_root_choice(given, argv, sizeof(argv) / sizeof(argv[0]));
 	snprintf(path, sizeof(path), "%s/cli.out", scratch);
 	pid = fork();
 	if (pid < 0)
@@ -3188,6 +3218,141 @@ run_cli_mode(void)
 	rc = run_derp_cli(args, out, sizeof(out));
 	verdict("missing_features_off_accepted", rc == 0 ? NULL :
 	    "flags at their off values refused");
+}
+
+/* ---- privileges ----------------------------------------------------------- */
+
+static int
+mk_user_nobody(char **argv, char bufs[][600])
+{
+	int i;
+
+	mk_plain(argv, bufs);
+	for (i = 0; argv[i] != NULL; i++)
+		continue;
+	argv[i++] = "-user";
+	argv[i++] = "nobody";
+	argv[i] = NULL;
+	return 0;
+}
+
+/*
+ * The numbers of the "Name:" line of /proc/PID/status (Uid: real, effective,
+ * saved, filesystem) into v[cap]; how many, or -1 without /proc.
+ */
+static int
+proc_status_nums(pid_t pid, const char *name, long *v, int cap)
+{
+	char path[64], *text, *p, *end;
+	size_t len, nlen = strlen(name);
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	text = read_file(path, &len);
+	if (text == NULL)
+		return -1;
+	for (p = text; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : p)
+		if (strncmp(p, name, nlen) == 0)
+			break;
+	if (p != NULL && *p != '\0') {
+		p += nlen;
+		while (n < cap) {
+			long x = strtol(p, &end, 10);
+			if (end == p)
+				break;
+			v[n++] = x;
+			p = end;
+		}
+	}
+	free(text);
+	return n;
+}
+
+/* Every number on the line equals want (and there is at least one). */
+static int
+proc_status_all(pid_t pid, const char *name, long want)
+{
+	long v[8];
+	int i, n = proc_status_nums(pid, name, v, 8);
+
+	for (i = 0; i < n; i++)
+		if (v[i] != want)
+			return 0;
+	return n > 0;
+}
+
+/*
+ * As root: refused without -user or -allow-root; -user nobody ends with every
+ * uid and gid nobody's, no supplementary group but its own, no_new_privs set,
+ * and the relay serving.  Bad -user values are refused before anything binds.
+ */
+static void
+run_privileges_mode(void)
+{
+	/* -a is bad, so a relay that fails to refuse still exits at once. */
+	static const char *const refuse[] = { "-allow-root=false", "-a", "x:y",
+	    NULL };
+	static const char *const as_root[] = { "-user", "root", "-a", "x:y", NULL };
+	static const char *const unknown[] = { "-user", "no-such-user-derp",
+	    "-a", "x:y", NULL };
+	static const char *const other[] = { "-user", "nobody", "-a", "x:y",
+	    NULL };
+	struct passwd *pw;
+	char out[4096], *logt;
+	uid_t uid;
+	gid_t gid;
+	size_t n;
+	int rc;
+
+	begin_mode("privileges", 0, "127.0.0.1");
+	rc = run_derp_cli(unknown, out, sizeof(out));
+	verdict("user_unknown_refused", rc == 1 &&
+	    strstr(out, "no such user") != NULL ? NULL :
+	    "-user with an unknown name not refused");
+	rc = run_derp_cli(as_root, out, sizeof(out));
+	verdict("user_root_refused", rc == 1 &&
+	    strstr(out, "that is root") != NULL ? NULL : "-user root accepted");
+	pw = getpwnam("nobody");
+	if (pw == NULL) {
+		skip("user_nobody", "this system has no user nobody");
+		return;
+	}
+	uid = pw->pw_uid;
+	gid = pw->pw_gid;
+	if (geteuid() != 0) {
+		rc = run_derp_cli(other, out, sizeof(out));
+		verdict("user_switch_needs_root", geteuid() == uid || (rc == 1 &&
+		    strstr(out, "only root") != NULL) ? NULL :
+		    "-user accepted without root");
+		skip("root_refused", "not running as root");
+		skip("user_nobody", "not running as root");
+		return;
+	}
+	rc = run_derp_cli(refuse, out, sizeof(out));
+	verdict("root_refused", rc == 1 && strstr(out, "refusing to run as root")
+	    != NULL ? NULL : "started as root without -user or -allow-root");
+	if (server_start(mk_user_nobody) < 0)
+		return;
+	verdict("user_uids", proc_status_all(server_pid, "Uid:", (long)uid) ?
+	    NULL : "a uid of the relay is not nobody's");
+	verdict("user_gids", proc_status_all(server_pid, "Gid:", (long)gid) ?
+	    NULL : "a gid of the relay is not nobody's");
+	verdict("user_groups", proc_status_all(server_pid, "Groups:", (long)gid) ?
+	    NULL : "supplementary groups other than nobody's kept");
+	verdict("no_new_privs", proc_status_all(server_pid, "NoNewPrivs:", 1) ?
+	    NULL : "NoNewPrivs not set");
+	pair_a = cl_derp();
+	pair_b = cl_derp();
+	verdict("user_relay_works", pair_works());
+	dc_free(pair_a);
+	dc_free(pair_b);
+	pair_a = pair_b = NULL;
+	server_stop();
+	logt = read_file(log_path, &n);
+	verdict("user_logged", logt != NULL &&
+	    strstr(logt, "running as user nobody") != NULL ? NULL :
+	    "no \"running as user nobody\" in the log");
+	free(logt);
 }
 
 static void
@@ -3352,6 +3517,7 @@ main(int argc, char **argv)
 	run_limit_mode();
 	run_rate_mode();
 	run_cli_mode();
+	run_privileges_mode();
 	/* Meshing is a later issue: the relay refuses -mesh-psk-file (checked
 	 * in cli mode), so the mesh scenarios cannot run yet. */
 	begin_mode("mesh", 0, "127.0.0.1");
