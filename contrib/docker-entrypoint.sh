@@ -11,6 +11,10 @@
 #   DERP_STUN        -stun      true (false disables)
 #   DERP_STUN_PORT   -stun-port 3478
 #   DERP_KEY_FILE    -c         /var/lib/derper/derper.key (a volume)
+#   DERP_USER        -user      nobody, when the container runs as root: derp
+#                               binds its ports, reads key and certificate, then
+#                               switches to it; DERP_USER=root keeps root
+#                               (-allow-root)
 set -eu
 DERP_BIN=${DERP_BIN:-/usr/bin/derp}
 if [ -z "${DERP_DOMAIN:-}" ]; then
@@ -21,8 +25,15 @@ stun=
 case ${DERP_STUN:-true} in
 false | 0 | no) stun=-stun=false ;;
 esac
+user=
+if [ "$(id -u)" = 0 ]; then
+	case ${DERP_USER:-nobody} in
+	root) user=-allow-root ;;
+	*) user=-user=${DERP_USER:-nobody} ;;
+	esac
+fi
 exec "$DERP_BIN" -hostname "$DERP_DOMAIN" \
     -certmode "${DERP_CERT_MODE:-manual}" -certdir "${DERP_CERT_DIR:-/app/certs}" \
     -a "${DERP_ADDR:-:443}" -http-port "${DERP_HTTP_PORT:-80}" \
     -stun-port "${DERP_STUN_PORT:-3478}" -c "${DERP_KEY_FILE:-/var/lib/derper/derper.key}" \
-    ${stun:+"$stun"} "$@"
+    ${stun:+"$stun"} ${user:+"$user"} "$@"

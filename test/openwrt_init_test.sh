@@ -110,10 +110,11 @@ uci_set main stun 1
 uci_set main stun_port 3478
 uci_set main key_file "$tmp/keys/derp.key"
 uci_set main max_clients 256
+uci_set main user nobody
 start
 check "default config: started" "$rc $instances" "0 1"
 check "default config: command" "$cmd" \
-	"[/usr/bin/derp][-hostname][derp.example.com][-certmode][manual][-certdir][$tmp/certs][-c][$tmp/keys/derp.key][-a][:443][-http-port][80][-stun-port][3478][-max-clients][256]"
+	"[/usr/bin/derp][-hostname][derp.example.com][-certmode][manual][-certdir][$tmp/certs][-c][$tmp/keys/derp.key][-user][nobody][-a][:443][-http-port][80][-stun-port][3478][-max-clients][256]"
 check "default config: watched files" "$files" \
 	"[/etc/config/derp][$tmp/certs/derp.example.com.crt][$tmp/certs/derp.example.com.key]"
 accepted "default config: derp accepts the flags"
@@ -137,7 +138,7 @@ uci_set main enabled on
 uci_set main hostname 203.0.113.7
 start
 check "minimal: command" "$cmd" \
-	"[/usr/bin/derp][-hostname][203.0.113.7][-certmode][manual][-certdir][/etc/derp/certs][-c][/etc/derp/derp.key]"
+	"[/usr/bin/derp][-hostname][203.0.113.7][-certmode][manual][-certdir][/etc/derp/certs][-c][/etc/derp/derp.key][-user][nobody]"
 check "minimal: no limits without max_clients" "$limits" ""
 
 # ---- plain HTTP behind a proxy, STUN off, options with spaces ----
@@ -156,7 +157,7 @@ uci_set main accept_connection_burst 100
 uci_set main rate_config /etc/derp/rate.json
 start
 check "plain HTTP: command" "$cmd" \
-	"[/usr/bin/derp][-hostname][derp.example.com][-certmode][letsencrypt][-certdir][$tmp/le certs][-c][$tmp/derp.key][-a][127.0.0.1:8080][-http-port][-1][-stun=false][-home][blank][-accept-connection-limit][50][-accept-connection-burst][100][-rate-config][/etc/derp/rate.json]"
+	"[/usr/bin/derp][-hostname][derp.example.com][-certmode][letsencrypt][-certdir][$tmp/le certs][-c][$tmp/derp.key][-user][nobody][-a][127.0.0.1:8080][-http-port][-1][-stun=false][-home][blank][-accept-connection-limit][50][-accept-connection-burst][100][-rate-config][/etc/derp/rate.json]"
 accepted "plain HTTP: derp accepts the flags"
 check "letsencrypt: watches the autocert cache file" "$files" \
 	"[/etc/config/derp][$tmp/le certs/derp.example.com]"
@@ -185,12 +186,22 @@ echo key >"$tmp/acme/router.example.net.key"
 start
 check "acme: started" "$rc $instances" "0 1"
 check "acme: command" "$cmd" \
-	"[/usr/bin/derp][-hostname][router.example.net][-certmode][manual][-certdir][$tmp/run/certs][-c][$tmp/derp.key]"
+	"[/usr/bin/derp][-hostname][router.example.net][-certmode][manual][-certdir][$tmp/run/certs][-c][$tmp/derp.key][-user][nobody]"
 check "acme: certificate linked" "$(cat "$tmp/run/certs/router.example.net.crt" "$tmp/run/certs/router.example.net.key")" \
 	"chain
 key"
 check "acme: watches the acme files" "$files" \
 	"[/etc/config/derp][$tmp/acme/router.example.net.fullchain.crt][$tmp/acme/router.example.net.key]"
+
+# ---- user root: derp is told to keep root ----
+uci_reset
+uci_set main enabled 1
+uci_set main hostname derp.example.com
+uci_set main user root
+start
+check "user root: -allow-root" "$cmd" \
+	"[/usr/bin/derp][-hostname][derp.example.com][-certmode][manual][-certdir][/etc/derp/certs][-c][/etc/derp/derp.key][-allow-root]"
+accepted "user root: derp accepts the flags"
 
 # ---- triggers: config changes and acme renewals reload ----
 triggers=

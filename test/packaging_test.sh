@@ -58,19 +58,27 @@ check "make static writes build/static/derp" "$(grep -c '^	out=build/static$' te
 check "compose: ports" "$(grep -cE '"(443:443/tcp|80:80/tcp|3478:3478/udp)"' docker-compose.yml)" 3
 
 # ---- the entry point: environment to flags (derp stood in for by a stub) ----
+# As root it adds -user=nobody (derp refuses to keep root otherwise).
+asroot=
+[ "$(id -u)" = 0 ] && asroot='[-user=nobody]'
 # shellcheck disable=SC2016 # the stub's own "$@"
 printf '#!/bin/sh\nfor a in "$@"; do printf "[%%s]" "$a"; done\n' >"$tmp/stub"
 chmod +x "$tmp/stub"
 got=$(env -i PATH="$PATH" DERP_BIN="$tmp/stub" DERP_DOMAIN=derp.example.com \
 	sh contrib/docker-entrypoint.sh)
 check "entrypoint: defaults" "$got" \
-	"[-hostname][derp.example.com][-certmode][manual][-certdir][/app/certs][-a][:443][-http-port][80][-stun-port][3478][-c][/var/lib/derper/derper.key]"
+	"[-hostname][derp.example.com][-certmode][manual][-certdir][/app/certs][-a][:443][-http-port][80][-stun-port][3478][-c][/var/lib/derper/derper.key]$asroot"
 got=$(env -i PATH="$PATH" DERP_BIN="$tmp/stub" DERP_DOMAIN=203.0.113.7 \
 	DERP_CERT_MODE=letsencrypt DERP_CERT_DIR="/my certs" DERP_ADDR=:8443 \
 	DERP_HTTP_PORT=-1 DERP_STUN=false DERP_STUN_PORT=3479 DERP_KEY_FILE=/k \
 	sh contrib/docker-entrypoint.sh -max-clients 100)
 check "entrypoint: every variable, and arguments" "$got" \
-	"[-hostname][203.0.113.7][-certmode][letsencrypt][-certdir][/my certs][-a][:8443][-http-port][-1][-stun-port][3479][-c][/k][-stun=false][-max-clients][100]"
+	"[-hostname][203.0.113.7][-certmode][letsencrypt][-certdir][/my certs][-a][:8443][-http-port][-1][-stun-port][3479][-c][/k][-stun=false]$asroot[-max-clients][100]"
+if [ "$(id -u)" = 0 ]; then
+	got=$(env -i PATH="$PATH" DERP_BIN="$tmp/stub" DERP_DOMAIN=d DERP_USER=root \
+		sh contrib/docker-entrypoint.sh)
+	check "entrypoint: DERP_USER=root keeps root" "$(echo "$got" | grep -c '\[-allow-root\]')" 1
+fi
 env -i PATH="$PATH" DERP_BIN="$tmp/stub" sh contrib/docker-entrypoint.sh >/dev/null 2>&1
 check "entrypoint: DERP_DOMAIN required" "$?" 2
 got=$(env -i PATH="$PATH" DERP_DOMAIN=127.0.0.1 DERP_STUN=false DERP_BIN="$tmp/a/usr/local/bin/derp" \
