@@ -95,19 +95,34 @@ testout: $(addprefix $(TESTOUT),derp $(TESTS))
 endif
 
 test: deps
-	@$(MAKE) --no-print-directory $(addprefix build/,derp $(TESTS)) $(addprefix build/san/,derp $(TESTS))
+	@$(MAKE) --no-print-directory $(addprefix build/,derp $(TESTS)) $(addprefix build/san/,derp $(TESTS)) build/soak
 	@sh test/run.sh build build/san
 
 # make bench: the load generator (test/bench.c) starts ./derp on loopback and
 # measures throughput, overload, latency, memory and the crypto ceiling in under
 # 5 minutes.  ./build/bench --quick (seconds) or --smoke (pass/fail) for less.
 .PHONY: bench
-build/bench: test/bench.c test/client.c test/client.h nacl.c stun.c build/.dir
-	$(CC) $(WARN) -O2 -g -D_POSIX_C_SOURCE=200809L $(BEARSSL_CFLAGS) -o $@ test/bench.c test/client.c nacl.c stun.c $(LDFLAGS) $(LIBS)
+LOADGEN = test/loadgen.c test/loadgen.h test/client.c test/client.h nacl.c nacl.h stun.c
+build/bench: test/bench.c $(LOADGEN) build/.dir
+	$(CC) $(WARN) -O2 -g -D_POSIX_C_SOURCE=200809L $(BEARSSL_CFLAGS) -o $@ test/bench.c test/loadgen.c test/client.c nacl.c stun.c $(LDFLAGS) $(LIBS)
 
 bench: deps
 	@$(MAKE) --no-print-directory derp build/bench
 	./build/bench ./derp
+
+# make soak: correctness under load (test/soak.c), loopback only, about 10
+# minutes: 10,000 idle TLS clients answering pings, 100,000 handshake cycles
+# with the relay's descriptors and RSS back where they were, a non-reader cut
+# off while a flooder is not allowed to slow other pairs below 80%, a
+# handshake flood during traffic, bad input at every stage.  make test runs
+# ./build/soak --short (seconds).
+.PHONY: soak
+build/soak: test/soak.c $(LOADGEN) build/.dir
+	$(CC) $(WARN) -O2 -g -D_POSIX_C_SOURCE=200809L $(BEARSSL_CFLAGS) -o $@ test/soak.c test/loadgen.c test/client.c nacl.c stun.c $(LDFLAGS) $(LIBS)
+
+soak: deps
+	@$(MAKE) --no-print-directory derp build/soak
+	./build/soak ./derp
 
 # make fuzz [FUZZ_SECONDS=60]: the libFuzzer targets of test/fuzz/ one after
 # another, built with clang, ASan and UBSan, each from a scratch copy of its
