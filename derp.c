@@ -155,6 +155,12 @@
 #define MAX_CLIENTS_DEFAULT	4096	/* ~260 MB reserved worst case, see README */
 #define ACCEPTS_PER_ROUND	64	/* accept() calls per listener per round */
 #define HANDSHAKES_PER_ROUND	8	/* handshake steps per round: ~3 ms of crypto */
+/* Unfinished connections (TLS, HTTP request, ClientInfo) at once: 256 full
+ * handshakes are ~0.5 s of one core's crypto.  At the cap a newcomer evicts the
+ * oldest only if that one has had HANDSHAKE_GRACE_MS: four round trips of a
+ * slow mobile link, far more than any client needs. */
+#define MAX_HANDSHAKES_DEFAULT	256
+#define HANDSHAKE_GRACE_MS	5000
 #define TLS_RECORDS_PER_ROUND	2	/* read(2) calls per connection per round */
 #define READ_BATCH_BYTES	32768	/* one read(2) of ciphertext: ~2 records */
 #define STUN_DATAGRAMS_PER_ROUND 64
@@ -1675,6 +1681,8 @@ struct conn {
 	uint8_t peer_ip[16];		/* IPv4 mapped */
 	uint16_t peer_port;
 	int64_t accepted_ms;
+	int32_t pend_prev, pend_next;	/* the unfinished list while state is not
+					 * CS_DERP; -1 ends it */
 	int64_t deadline_ms;		/* HTTP / ClientInfo deadline; 0 none */
 	int64_t wstall_ms;		/* output pending without progress since */
 	int64_t next_keepalive_ms;
@@ -1796,7 +1804,7 @@ struct stats {
 	uint64_t got_ping, sent_pong, peer_gone_disconnected, peer_gone_not_here;
 	uint64_t peer_gone_overflow, write_timeouts, total_dup_client_conns;
 	uint64_t home_moves_in, home_moves_out, pool_evictions, accept_limited;
-	uint64_t rate_limit_waited;
+	uint64_t rate_limit_waited, handshakes_refused, handshakes_evicted;
 	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
 	uint64_t stun_ipv4, stun_ipv6;
 	uint32_t current_connections, current_home, current_notideal;
@@ -1833,6 +1841,11 @@ struct derp_server {
 	uint32_t keytab_mask, nkeys;
 	uint64_t hash_seed[2];
 
+	/* Connections not yet registered (state not CS_DERP), oldest first:
+	 * the cap on unfinished handshakes evicts from the head. */
+	int32_t pend_head, pend_tail;
+	uint32_t npending, pending_cap;
+
 	struct slot_ring dirty;		/* slots with output to fill this round */
 	struct slot_ring paused;	/* slots whose input waits */
 
@@ -1862,6 +1875,38 @@ mark_paused(struct derp_server *s, struct conn *c)
 {
 	c->in_paused = 1;
 	ring_push(&s->paused, (uint32_t)(c - s->conns));
+}
+
+static void
+pending_append(struct derp_server *s, struct conn *c)
+{
+	int32_t idx = (int32_t)(c - s->conns);
+
+	c->pend_prev = s->pend_tail;
+	c->pend_next = -1;
+	if (s->pend_tail >= 0)
+		s->conns[s->pend_tail].pend_next = idx;
+	else
+		s->pend_head = idx;
+	s->pend_tail = idx;
+	s->npending++;
+}
+
+/* Called exactly once per connection: when it registers or, unregistered,
+ * when it closes. */
+static void
+pending_remove(struct derp_server *s, struct conn *c)
+{
+	if (c->pend_prev >= 0)
+		s->conns[c->pend_prev].pend_next = c->pend_next;
+	else
+		s->pend_head = c->pend_next;
+	if (c->pend_next >= 0)
+		s->conns[c->pend_next].pend_prev = c->pend_prev;
+	else
+		s->pend_tail = c->pend_prev;
+	c->pend_prev = c->pend_next = -1;
+	s->npending--;
 }
 
 static void
@@ -2735,6 +2780,30 @@ derp_queue_server_info(struct derp_server *s, struct conn *c)
  */
 static const uint8_t no_mesh_key[KEY_BYTES];
 
+/* ClientInfo accepted (key and flags set): the connection joins the key table
+ * and leaves the unfinished list; ServerInfo is its first frame. */
+static void
+conn_register(struct derp_server *s, struct conn *c)
+{
+	route_register(s, c);
+	pending_remove(s, c);
+	c->state = CS_DERP;	/* registered: conn_close must unregister it */
+	if (derp_queue_server_info(s, c) != 0) {
+		conn_fail(c, "out of buffer memory");
+		return;
+	}
+	c->deadline_ms = 0;
+	c->rate_tokens = rate_burst(s);
+	c->rate_last_ms = s->now;
+	c->nh_tokens_milli = (int64_t)NOT_HERE_BURST * 1000;
+	c->nh_last_ms = s->now;
+	c->next_keepalive_ms = s->now + KEEPALIVE_MS +
+	    (int64_t)(rng_u32() % KEEPALIVE_JITTER_MS);
+	if (c->notideal)
+		s->st.current_notideal++;
+	mark_dirty(s, c);
+}
+
 static void
 derp_client_info(struct derp_server *s, struct conn *c)
 {
@@ -2768,22 +2837,7 @@ derp_client_info(struct derp_server *s, struct conn *c)
 	/* No mesh key is configured yet, so no client is a mesh peer: a meshKey
 	 * in ClientInfo makes a regular client, as derper without -mesh-psk-file. */
 	c->mesh = (uint8_t)clientinfo_is_mesh(&ci, no_mesh_key, 0);
-	route_register(s, c);
-	c->state = CS_DERP;	/* registered: conn_close must unregister it */
-	if (derp_queue_server_info(s, c) != 0) {
-		conn_fail(c, "out of buffer memory");
-		return;
-	}
-	c->deadline_ms = 0;
-	c->rate_tokens = rate_burst(s);
-	c->rate_last_ms = s->now;
-	c->nh_tokens_milli = (int64_t)NOT_HERE_BURST * 1000;
-	c->nh_last_ms = s->now;
-	c->next_keepalive_ms = s->now + KEEPALIVE_MS +
-	    (int64_t)(rng_u32() % KEEPALIVE_JITTER_MS);
-	if (c->notideal)
-		s->st.current_notideal++;
-	mark_dirty(s, c);
+	conn_register(s, c);
 }
 
 /* A frame header is complete: check it against the state.  0 or -1 (close). */
@@ -4027,6 +4081,8 @@ conn_close(struct derp_server *s, struct conn *c)
 
 	if (c->state == CS_FREE)
 		return;
+	if (c->state != CS_DERP)
+		pending_remove(s, c);
 	if (c->state == CS_DERP) {
 		route_unregister(s, c);
 		if (c->preferred)
@@ -4070,6 +4126,31 @@ conn_service(struct derp_server *s, struct conn *c, short revents)
 		conn_close(s, c);
 	else
 		conn_update_interest(s, c);
+}
+
+/*
+ * -max-handshakes.  A connection that has not yet sent its ClientInfo holds a
+ * slot and costs crypto; a flood of them, or a few that never finish
+ * (slow loris), must not crowd out the clients that do.  At the cap the oldest
+ * unfinished connection gives way if it has had HANDSHAKE_GRACE_MS, so holders
+ * are evicted; otherwise the newcomer is refused, so a fast flood cannot evict
+ * clients that are still in a normal handshake.  1: room made, 0: refuse.
+ */
+static int
+pending_make_room(struct derp_server *s)
+{
+	struct conn *old;
+
+	if (s->npending < s->pending_cap)
+		return 1;
+	old = &s->conns[s->pend_head];
+	if (s->now - old->accepted_ms < HANDSHAKE_GRACE_MS)
+		return 0;
+	/* Not logged: a flood would make one line per connection. */
+	s->st.handshakes_evicted++;
+	old->dead = 1;
+	conn_close(s, old);
+	return 1;
 }
 
 /*
@@ -4118,6 +4199,11 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			close(fd);
 			continue;
 		}
+		if (!pending_make_room(s)) {
+			s->st.handshakes_refused++;
+			close(fd);
+			continue;
+		}
 		if ((s->nfree == 0 && s->fresh == s->max) ||
 		    sock_nonblock(fd) != 0) {
 			/* Over -max-clients: accept and close at once, which a
@@ -4135,6 +4221,7 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 		c->port80 = (uint8_t)port80;
 		c->key_next = -1;
 		c->accepted_ms = s->now;
+		pending_append(s, c);
 		c->deadline_ms = s->now + HTTP_READ_TIMEOUT_MS;
 		sockaddr_to_ip16(&ss, c->peer_ip, &c->peer_port);
 		c->ibuf = s->bufs + (size_t)idx * (IBUF_BYTES + OBUF_BYTES);
@@ -4142,6 +4229,7 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 		if (s->tls_mode && !port80 && tls_conn_init(s, c, idx) != 0) {
 			logf("TLS setup failed: %d",
 			    br_ssl_engine_last_error(&s->ssl[idx].eng));
+			pending_remove(s, c);
 			close(fd);
 			c->state = CS_FREE;
 			s->free_slots[s->nfree++] = (int32_t)idx;
@@ -4150,6 +4238,7 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 		c->events = POLLIN;
 		if (poller_add(&s->pl, fd, (int32_t)idx, POLLIN, &c->pidx) != 0) {
 			logf("poller: %s", strerror(errno));
+			pending_remove(s, c);
 			close(fd);
 			memset(c, 0, sizeof *c);
 			c->fd = -1;
@@ -4574,6 +4663,7 @@ derp_config_defaults(struct derp_config *cfg)
 	cfg->tcp_user_timeout_ms = 15000;
 	cfg->tcp_write_timeout_ms = WRITE_TIMEOUT_DEFAULT_MS;
 	cfg->max_clients = MAX_CLIENTS_DEFAULT;
+	cfg->max_handshakes = MAX_HANDSHAKES_DEFAULT;
 	cfg->accept_limit_per_sec = INFINITY;
 	cfg->accept_burst = INT64_MAX;
 	cfg->queue_depth = QUEUE_DEPTH_DEFAULT;
@@ -4646,6 +4736,9 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	 * only when used, and idle RSS does not grow with -max-clients. */
 	s->nfree = 0;
 	s->fresh = 0;
+	s->pend_head = s->pend_tail = -1;
+	s->npending = 0;
+	s->pending_cap = s->cfg.max_handshakes < max ? s->cfg.max_handshakes : max;
 	s->keytab_mask = ks - 1;
 	rng_bytes(s->hash_seed, sizeof s->hash_seed);
 	return 0;
@@ -4711,6 +4804,10 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 	}
 	if (s->cfg.max_clients == 0 || s->cfg.max_clients > (1u << 24)) {
 		snprintf(err, errlen, "-max-clients must be 1..16777216");
+		goto fail;
+	}
+	if (s->cfg.max_handshakes == 0) {
+		snprintf(err, errlen, "-max-handshakes must be at least 1");
 		goto fail;
 	}
 	if (s->cfg.queue_depth == 0 || s->cfg.queue_depth > 65536) {
@@ -4963,6 +5060,7 @@ static struct flag flags[] = {
 	{ "hostname", F_STRING, "\"derp.tailscale.com\"", "TLS server name for the certificate; with -certmode manual it may be an IP address (a self-signed certificate is made for it, and SNI is not checked)", NULL, "derp.tailscale.com", 0, 0, 0 },
 	{ "http-port", F_INT, "80", "plain-HTTP port in TLS mode (captive-portal check, redirects), on the host of -a; -1 disables it", NULL, NULL, 80, 0, 0 },
 	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (not a derper flag); memory is reserved for this many and further connections are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
+	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo (not a derper flag); at the limit the oldest, if it has had 5s, makes room, else the newcomer is closed", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
 	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits)", "meshing", "", 0, 0, 0 },
 	{ "mesh-with", F_STRING, NULL, "comma-separated host or host/dialhost entries of the region's other servers", "meshing", "", 0, 0, 0 },
 	{ "rate-config", F_STRING, NULL, "JSON file with per-client receive rate limits, reloaded on SIGHUP", NULL, "", 0, 0, 0 },
@@ -5434,6 +5532,13 @@ main(int argc, char **argv)
 		return 2;
 	}
 	cfg.max_clients = (unsigned)v;
+	v = flag_find("max-handshakes", 14)->ival;
+	if (v < 1 || v > (1 << 24)) {
+		fprintf(stderr, "derp: -max-handshakes must be between 1 and %d\n",
+		    1 << 24);
+		return 2;
+	}
+	cfg.max_handshakes = (unsigned)v;
 	qd = getenv("TS_DEBUG_DERP_PER_CLIENT_SEND_QUEUE_DEPTH");
 	if (qd != NULL && qd[0] != '\0') {
 		if (parse_go_int(qd, &v) != 0 || v < 1 || v > 65536) {

@@ -48,6 +48,8 @@ struct derp_config {
 	double accept_limit_per_sec;	/* -accept-connection-limit: +Inf */
 	int64_t accept_burst;		/* -accept-connection-burst: INT64_MAX */
 	unsigned max_clients;		/* -max-clients (ours): connection slots */
+	unsigned max_handshakes;	/* -max-handshakes (ours): connections not
+					 * yet past ClientInfo at once: 256 */
 	unsigned queue_depth;		/* per-client packets per queue: 32 */
 };
 

@@ -2833,6 +2833,77 @@ run_limit_mode(void)
 	server_stop();
 }
 
+static int
+mk_tls_hs_cap(char **argv, char bufs[][600])
+{
+	int i;
+
+	mk_tls(argv, bufs);
+	for (i = 0; argv[i] != NULL; i++)
+		;
+	argv[i++] = "-max-handshakes=4";
+	argv[i] = NULL;
+	return 0;
+}
+
+/*
+ * -max-handshakes 4: four TCP connections that never send a ClientHello fill
+ * the unfinished list (the registered pair does not count).  A newcomer is
+ * refused while they are younger than the 5 s grace; after it, a newcomer
+ * evicts the oldest holder only, and completes its handshake.
+ */
+static void
+run_handshake_cap_mode(void)
+{
+	struct dclient *hold[4] = { NULL, NULL, NULL, NULL }, *late, *fresh;
+	int64_t t_hold;
+	int i, n = 0, still = 0;
+
+	begin_mode("handshakes", 1, "127.0.0.1");
+	if (server_start(mk_tls_hs_cap) < 0)
+		return;
+	pair_a = cl_derp();
+	pair_b = cl_derp();
+	verdict("hs_cap_pair", pair_a != NULL && pair_b != NULL ? NULL :
+	    "two clients could not connect below the cap");
+	t_hold = now_ms();
+	for (i = 0; i < 4; i++) {
+		hold[i] = dc_new();
+		if (hold[i] != NULL && dc_connect(hold[i], srv_host, srv_port, 0,
+		    NULL, IO_MS) == 0)
+			n++;
+	}
+	/* A relayed round trip: the relay has run its loop since the holders
+	 * connected, so all four are accepted. */
+	verdict("hs_cap_holders_pair_works", n == 4 ? pair_works() :
+	    "holders could not connect");
+	late = cl_derp();
+	verdict("hs_cap_newcomer_refused", late == NULL ? NULL :
+	    "a fifth unfinished connection was admitted within the grace");
+	dc_free(late);
+	verdict("hs_cap_refused_pair_works", pair_works());
+	if (now_ms() < t_hold + 5300)
+		sleep_ms((int)(t_hold + 5300 - now_ms()));
+	fresh = cl_derp();
+	verdict("hs_cap_newcomer_evicts", fresh != NULL ? NULL :
+	    "no handshake once the holders had their grace");
+	verdict("hs_cap_oldest_evicted", hold[0] != NULL &&
+	    dc_expect_close(hold[0], IO_MS) ? NULL : "oldest holder not closed");
+	for (i = 1; i < 4; i++)
+		still += hold[i] != NULL && !dc_expect_close(hold[i], 100);
+	verdict("hs_cap_others_kept", still == 3 ? NULL :
+	    "more than the oldest holder was closed");
+	verdict("hs_cap_evictor_relays", fresh != NULL && pair_a != NULL ?
+	    relay(fresh, pair_a, 1200) : "no client");
+	dc_free(fresh);
+	for (i = 0; i < 4; i++)
+		dc_free(hold[i]);
+	dc_free(pair_a);
+	dc_free(pair_b);
+	pair_a = pair_b = NULL;
+	server_stop();
+}
+
 static char rate_path[600];
 
 static int
@@ -3515,6 +3586,7 @@ main(int argc, char **argv)
 	run_ipv6_mode();
 	run_dual_mode();
 	run_limit_mode();
+	run_handshake_cap_mode();
 	run_rate_mode();
 	run_cli_mode();
 	run_privileges_mode();
