@@ -811,9 +811,6 @@ main(int argc, char **argv)
 	int quick = 0, smoke = 0, i, rc = 0, errors = 0;
 	int one_tls = -1, one_pairs = 0;
 	size_t one_size = 0;
-	struct rlimit rl;
-	struct sigaction sa;
-	uint32_t x = 0x9e3779b9u;
 
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--quick") == 0)
@@ -844,37 +841,8 @@ main(int argc, char **argv)
 		return 2;
 	}
 	/* 2,000 sockets here, 12,000 in the relay, 2,500 in each child. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &rl);
-	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_fatal_signal;
-	sigaction(SIGALRM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	alarm(WATCHDOG_S);
-
-	snprintf(scratch, sizeof(scratch), "/tmp/derp-bench.XXXXXX");
-	if (mkdtemp(scratch) == NULL) {
-		perror("bench: mkdtemp");
+	if (loadgen_init("bench", WATCHDOG_S) < 0)
 		return 2;
-	}
-	for (i = 0; i < PATTERN_BYTES; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		pattern[i] = (uint8_t)(x >> 24);
-	}
-	B.epfd = epoll_create1(0);
-	B.pairs = calloc(MAX_PAIRS, sizeof(struct pair));
-	B.flushq = calloc(2 * MAX_PAIRS, sizeof(struct conn *));
-	B.rtt = malloc(sizeof(uint32_t) * RTT_MAX_SAMPLES);
-	if (B.epfd < 0 || B.pairs == NULL || B.flushq == NULL || B.rtt == NULL) {
-		perror("bench: setup");
-		return 2;
-	}
 
 	if (smoke) {
 		rc = run_smoke();

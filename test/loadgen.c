@@ -2111,6 +2111,57 @@ idle_total(const struct idle_child *ch)
 
 /* ---- checks -------------------------------------------------------------- */
 
+/* A program's start: open files raised (as root the hard limit too, to
+ * 65,536: the relay holds 10,000 clients and more), the watchdog and the
+ * signals that kill the relay and the children, the scratch directory
+ * /tmp/derp-NAME.XXXXXX, the packet pattern, the loop's tables.  0 or -1. */
+int
+loadgen_init(const char *name, unsigned watchdog_s)
+{
+	struct rlimit rl;
+	struct sigaction sa;
+	uint32_t x = 0x9e3779b9u;
+	int i;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		struct rlimit want = rl;
+		if (geteuid() == 0 && want.rlim_max < 65536)
+			want.rlim_max = 65536;
+		want.rlim_cur = want.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &want) < 0) {
+			rl.rlim_cur = rl.rlim_max;
+			(void)setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_fatal_signal;
+	sigaction(SIGALRM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	alarm(watchdog_s);
+	snprintf(scratch, sizeof(scratch), "/tmp/derp-%s.XXXXXX", name);
+	if (mkdtemp(scratch) == NULL) {
+		fprintf(stderr, "%s: mkdtemp: %s\n", name, strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < PATTERN_BYTES; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		pattern[i] = (uint8_t)(x >> 24);
+	}
+	B.epfd = epoll_create1(0);
+	B.pairs = calloc(MAX_PAIRS, sizeof(struct pair));
+	B.flushq = calloc(2 * MAX_PAIRS, sizeof(struct conn *));
+	B.rtt = malloc(sizeof(uint32_t) * RTT_MAX_SAMPLES);
+	if (B.epfd < 0 || B.pairs == NULL || B.flushq == NULL || B.rtt == NULL) {
+		fprintf(stderr, "%s: setup: %s\n", name, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 int npass, nfail;
 
 void

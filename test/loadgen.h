@@ -366,6 +366,7 @@ long idle_total(const struct idle_child *ch);
 
 /* ---- checks ---- */
 
+int loadgen_init(const char *name, unsigned watchdog_s);	/* 0 or -1 */
 /* "ok NAME" or "FAIL NAME: detail", counted in npass / nfail. */
 void check(int ok, const char *name, const char *detail);
 extern int npass, nfail;

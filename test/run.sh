@@ -54,6 +54,12 @@ for dir in "$@"; do
 		chmod +x "$derp"
 	fi
 	run "$dir" test_integration "$derp" "$scratch/int$n"
+	# The short soak (test/soak.c, make soak): idle clients, handshake
+	# cycles, a non-reader, a handshake flood, bad input, in seconds.  Built
+	# once, in build/ (make test builds build/soak); native runs only.
+	if [ -z "$emu" ] && [ -x "$dir/soak" ]; then
+		run "$dir" soak --short "$derp"
+	fi
 	# The fuzz harnesses (test/fuzz/) over their seed corpus and regression
 	# inputs, where built; the cert target also over seeds made now around a
 	# key it generates (never committed).

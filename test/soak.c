@@ -82,11 +82,13 @@ static const struct settings *S = &full;
 #define FLOOD_CHILDREN 2
 #define FLOOD_AT_ONCE 50	/* per child: 100 handshakes in flight */
 #define FLOOD_ABORT_EVERY 4
-/* The flooder sends at most what one pair's sender can per round of our
- * loop (its window), so it costs this generator no more than one pair does:
- * otherwise the ratio would measure how the two shared cores split between
- * the generator's own encryption and the relay. */
-#define FLOOD_FRAMES_PER_ROUND PAIR_WINDOW
+/* The flooder sends as fast as one pair's sender did undisturbed (paced at
+ * the mean per-pair rate, bursts of a window): far more than the non-reader
+ * takes (nothing), so its queue and socket buffers fill within a second, but
+ * no more than a pair costs this generator.  Unpaced, it would take a share
+ * of the two shared cores from the generator's own encryption, and the ratio
+ * would measure that split rather than the relay. */
+#define FLOOD_BURST PAIR_WINDOW
 /* RSS after the cycles may exceed the warm-up figure by this much: pages of
  * the reserved key table and slots first touched after the warm-up, and
  * allocator noise.  A leak of one byte per cycle would exceed it. */
@@ -441,7 +443,8 @@ static struct {
 	uint8_t n_pk[KEY_BYTES];
 	int n_fd;			/* N's socket, never read until the end */
 	long fds;			/* relay descriptors with N connected */
-	int64_t t_start, t_cut, t_fd_check;
+	int64_t t_start, t_cut, t_fd_check, t_tokens;
+	double rate, tokens;		/* packets/s, and what may go now */
 	uint64_t frames;
 } fl;
 
@@ -456,11 +459,16 @@ flood_tick(void)
 	if (!B.generate || fl.fp.a.dead)
 		return;
 	if (fl.t_start == 0)
-		fl.t_start = now;
-	for (k = 0; k < FLOOD_FRAMES_PER_ROUND; k++) {
+		fl.t_start = fl.t_tokens = now;
+	fl.tokens += fl.rate * (double)(now - fl.t_tokens) / 1e9;
+	fl.t_tokens = now;
+	if (fl.tokens > FLOOD_BURST)
+		fl.tokens = FLOOD_BURST;
+	for (k = 0; k < FLOOD_BURST && fl.tokens >= 1.0; k++) {
 		if (conn_frame(&fl.fp.a, FT_SEND_PACKET, fl.n_pk, pattern,
 		    PAIR_PKT_BYTES, NULL, 0) < 0)
 			break;
+		fl.tokens -= 1.0;
 		fl.frames++;
 	}
 	if (fl.t_cut == 0 && now - fl.t_fd_check > 20000000) {
@@ -555,6 +563,7 @@ scenario_nonreader(void)
 	memset(&u2, 0, sizeof(u2));
 	if (pairs_phase("undisturbed", &u1) < 0)
 		goto out;
+	fl.rate = u1.pps / K_PAIRS;
 	B.tick = flood_tick;
 	if (pairs_phase("flooder -> non-reader", &d) < 0)
 		goto out;
@@ -564,10 +573,11 @@ scenario_nonreader(void)
 	base = (u1.pps + u2.pps) / 2;
 	ratio = base > 0 ? d.pps / base : 0;
 	cut_s = fl.t_cut > 0 ? (double)(fl.t_cut - fl.t_start) / 1e9 : -1;
-	printf("  flooder: %llu packets of %d bytes offered; non-reader cut off"
-	    " %.2f s after the flood began; throughput with the flood %.3f of"
-	    " undisturbed (%.0f / %.0f pkt/s)\n", (unsigned long long)fl.frames,
-	    PAIR_PKT_BYTES, cut_s, ratio, d.pps, base);
+	printf("  flooder: %llu packets of %d bytes at %.0f/s (a pair's rate);"
+	    " non-reader cut off %.2f s after the flood began; pairs' throughput"
+	    " with the flood %.3f of undisturbed (%.0f / %.0f pkt/s)\n",
+	    (unsigned long long)fl.frames, PAIR_PKT_BYTES, fl.rate, cut_s, ratio,
+	    d.pps, base);
 	check_pairs("nonreader: pairs intact while flooded", &d);
 	check_pairs("nonreader: pairs intact after the flood", &u2);
 	snprintf(why, sizeof(why), "%.3f (%.0f pkt/s flooded, %.0f and %.0f"
@@ -1340,8 +1350,6 @@ main(int argc, char **argv)
 	    scenario_nonreader, scenario_hsflood, scenario_garbage };
 	const char *only = NULL;
 	struct rlimit rl;
-	struct sigaction sa;
-	uint32_t x = 0x9e3779b9u;
 	int i, shortrun = 0;
 
 	for (i = 1; i < argc; i++) {
@@ -1362,50 +1370,14 @@ main(int argc, char **argv)
 		    derp_path);
 		return 2;
 	}
-	/* The relay holds 10,000 clients plus its own files; as root the hard
-	 * limit can be raised too.  Children hold 2,500 each. */
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-		if (geteuid() == 0 && rl.rlim_max < 65536)
-			rl.rlim_max = 65536;
-		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) < 0 && getrlimit(RLIMIT_NOFILE,
-		    &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-			rl.rlim_cur = rl.rlim_max;
-			(void)setrlimit(RLIMIT_NOFILE, &rl);
-		}
-		(void)getrlimit(RLIMIT_NOFILE, &rl);
-	}
+	if (loadgen_init("soak", shortrun ? WATCHDOG_SHORT_S : WATCHDOG_S) < 0)
+		return 2;
+	(void)getrlimit(RLIMIT_NOFILE, &rl);
 	if (rl.rlim_cur < (rlim_t)S->idle + 1000) {
 		printf("FAIL setup: open-file limit %lu, %d needed\n",
 		    (unsigned long)rl.rlim_cur, S->idle + 1000);
 		printf("0 passed, 1 failed\n");
 		return 1;
-	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_fatal_signal;
-	sigaction(SIGALRM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	alarm(shortrun ? WATCHDOG_SHORT_S : WATCHDOG_S);
-	snprintf(scratch, sizeof(scratch), "/tmp/derp-soak.XXXXXX");
-	if (mkdtemp(scratch) == NULL) {
-		perror("soak: mkdtemp");
-		return 2;
-	}
-	for (i = 0; i < PATTERN_BYTES; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		pattern[i] = (uint8_t)(x >> 24);
-	}
-	B.epfd = epoll_create1(0);
-	B.pairs = calloc(MAX_PAIRS, sizeof(struct pair));
-	B.flushq = calloc(2 * MAX_PAIRS, sizeof(struct conn *));
-	B.rtt = malloc(sizeof(uint32_t) * RTT_MAX_SAMPLES);
-	if (B.epfd < 0 || B.pairs == NULL || B.flushq == NULL || B.rtt == NULL) {
-		perror("soak: setup");
-		return 2;
 	}
 	printf("derp soak%s: relay %s, open files %lu, %ld cores\n",
 	    shortrun ? " --short" : "", derp_path, (unsigned long)rl.rlim_cur,
