@@ -30,7 +30,7 @@ CLIENT_SRC = test/client.c nacl.c stun.c
 TESTS = test_stun test_nacl test_cert test_units test_integration
 # The fuzz targets (test/fuzz/fuzz_*.c); make test replays their corpus and
 # regression inputs with fuzz_replay_* (no libFuzzer needed).
-FUZZ_TARGETS = http derp stun json cert
+FUZZ_TARGETS = http derp stun json cert tls
 TESTS += $(addprefix fuzz_replay_,$(FUZZ_TARGETS))
 
 .PHONY: all run test deps clean cross-test static install

@@ -63,7 +63,7 @@ for dir in "$@"; do
 	# The fuzz harnesses (test/fuzz/) over their seed corpus and regression
 	# inputs, where built; the cert target also over seeds made now around a
 	# key it generates (never committed).
-	for t in http derp stun json cert; do
+	for t in http derp stun json cert tls; do
 		[ -x "$dir/fuzz_replay_$t" ] || continue
 		export FUZZ_CERT_DIR="$scratch/fuzzcert$n" FUZZ_DATA="$data" \
 		    FUZZ_TMPDIR="$scratch"

@@ -1,6 +1,9 @@
 /*
  * fuzz_server.h -- a real relay (derp_create, plain HTTP on loopback) driven
  * in memory, for fuzz_derp.c and fuzz_http.c.  Include after derp.c and fuzz.h.
+ * fuzz_tls.c sets fz_tls before fz_server_init for the relay in TLS mode on the
+ * same listener, and fz_drain_hook to read what the relay sends (ciphertext)
+ * with its own client engines.
  *
  * Connections come through the relay's own conn_accept, from a Unix-domain
  * listener the harness owns (no TCP port, no TIME_WAIT per input).  The
@@ -81,6 +84,14 @@ static uint8_t *fz_seen;			/* fz_check's chunk marks */
 static uint8_t fz_drain_buf[65536];
 static int fz_fds[64], fz_nfds;		/* accepted by the relay */
 static int fz_tracing;				/* FUZZ_TRACE set: fz_trace prints */
+/* TLS mode (fuzz_tls.c): -certmode manual with the IP -hostname FZ_TLS_IP, so
+ * the relay makes its own self-signed certificate on first start. */
+#define FZ_TLS_IP	"192.0.2.1"
+static int fz_tls;
+static char fz_certdir[240];	/* where that certificate is */
+/* Set: reads (and checks) what the relay sent to a client, in fz_drain's
+ * place.  Called only for clients that read. */
+static void (*fz_drain_hook)(struct fz_handle *h);
 
 /* FUZZ_TRACE=1: the handles' states and the relay's counters after every
  * round, to see what an input does (replay it with the replay driver). */
@@ -140,6 +151,12 @@ fz_cleanup(void)
 		return;		/* a replay child: the parent cleans up */
 	snprintf(path, sizeof path, "%s/listen", fz_dir);
 	unlink(path);
+	if (strcmp(fz_certdir, fz_dir) == 0) {
+		snprintf(path, sizeof path, "%s/" FZ_TLS_IP ".crt", fz_dir);
+		unlink(path);
+		snprintf(path, sizeof path, "%s/" FZ_TLS_IP ".key", fz_dir);
+		unlink(path);
+	}
 	rmdir(fz_dir);
 }
 
@@ -180,9 +197,24 @@ fz_server_init(void)
 	cfg.max_clients = FZ_MAX;
 	cfg.tcp_keepalive_ms = 0;	/* no TCP options to set on Unix sockets */
 	cfg.tcp_user_timeout_ms = 0;
+	if (fz_tls) {
+		/* The certificate in $FUZZ_CERT_DIR/tls when set (made once,
+		 * shared by every process of a run), else in the scratch
+		 * directory (removed at exit).  No port-80 listener. */
+		parent = getenv("FUZZ_CERT_DIR");
+		if (parent != NULL && parent[0] != '\0' && strlen(parent) < 200)
+			snprintf(fz_certdir, sizeof fz_certdir, "%s/tls", parent);
+		else
+			snprintf(fz_certdir, sizeof fz_certdir, "%s", d);
+		cfg.certmode = "manual";
+		cfg.hostname = FZ_TLS_IP;
+		cfg.certdir = fz_certdir;
+		cfg.http_port = -1;
+	}
 	fz_s = derp_create(&cfg, err, sizeof err);
 	unlink(path);
 	FUZZ_CHECK(fz_s != NULL, "derp_create: %s", err);
+	FUZZ_CHECK(fz_s->tls_mode == fz_tls, "TLS mode %d", fz_s->tls_mode);
 
 	/* The listener conn_accept takes the harness's connections from. */
 	memset(&fz_addr, 0, sizeof fz_addr);
@@ -502,6 +534,10 @@ fz_drain(struct fz_handle *h, int even_stalled)
 
 	if (h->remote < 0 || (h->stalled && !even_stalled))
 		return;
+	if (fz_drain_hook != NULL) {
+		fz_drain_hook(h);
+		return;
+	}
 	while ((n = read(h->remote, fz_drain_buf, sizeof fz_drain_buf)) > 0 ||
 	    (n < 0 && errno == EINTR))
 		if (n > 0 && h->checked)
