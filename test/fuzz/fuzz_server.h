@@ -798,6 +798,49 @@ fz_hangup(int hi, int whole)
 }
 
 /*
+ * The operations on the current client that fuzz_derp.c's and fuzz_tls.c's
+ * inputs share (same byte, same meaning): EE the client stops / resumes
+ * reading, EF resets, F0 half-closes, F1 n pool pressure (hold chunks until
+ * n are free; FF releases), F2 the relay closes it (as a deadline would), F3
+ * it resets after the next round's poll.  1 if b is one of them (its operand
+ * consumed from data at *off).
+ */
+FUZZ_HELPER static int
+fz_client_op(uint8_t b, int cur, const uint8_t *data, size_t size, size_t *off)
+{
+	switch (b) {
+	case 0xEE:
+		if (cur >= 0)
+			fz_h[cur].stalled ^= 1;
+		return 1;
+	case 0xEF:
+	case 0xF0:
+		if (cur >= 0)
+			fz_hangup(cur, b == 0xEF);
+		return 1;
+	case 0xF1:
+		if (*off < size && data[*off] == 0xFF)
+			fz_release();
+		else if (*off < size)
+			fz_hold_chunks(data[*off]);
+		(*off)++;
+		return 1;
+	case 0xF2:
+		if (cur >= 0 && fz_h[cur].open)
+			conn_close(fz_s, &fz_s->conns[fz_h[cur].idx]);
+		fz_sync();
+		fz_check();
+		return 1;
+	case 0xF3:
+		if (cur >= 0)
+			fz_h[cur].reset_pending = 1;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/*
  * End of an input: let output settle and a second pass, check that no packet
  * is stuck, hang up every client and let the relay notice, close what is
  * left, and check that everything came back: pool, slots, key table, gauges,

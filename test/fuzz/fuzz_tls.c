@@ -66,16 +66,15 @@
  *   E8           new raw client on the port-80 listener (plain HTTP)
  *   E9 k         the /derp upgrade (k bit 0: fast start) and a ClientInfo
  *                sealed by fz_keys[1 + (k >> 1) % 4], one record
- *   EA k         register under fz_keys[k % 5] (harness shortcut; engine up)
+ *   EA k         register under fz_keys[k % 5] (harness shortcut: the engine
+ *                up, nothing sent yet)
  *   EB k n       SendPacket to fz_keys[k % 5] (k bit 7: disco), payload of
  *                n * 16 bytes (n >= F0: MAX_PACKET_BYTES - (FF - n))
  *   EC           one round of the relay's loop
  *   ED t         the clock moves t*256+1 ms, then a round
- *   EE           the client stops / resumes reading
- *   EF           the client resets; F0: half-closes; F3: resets after the
- *                next round's poll
- *   F1 n         pool pressure: hold chunks until n are free (FF: release)
- *   F2           the relay closes the client (as a deadline would)
+ *   EE-F3        as in fuzz_derp (fz_client_op): stop / resume reading,
+ *                reset, half-close, pool pressure (F1 n), the relay closes
+ *                the client, reset after the next poll
  *   F4           the engine closes a record (flush)
  *   F5           the engine sends close_notify
  *   F6           coalescing on / off
@@ -573,6 +572,44 @@ client_inject(int hi, const uint8_t *p, size_t n)
 	tls_pump(&fz_h[hi], t, 0);
 }
 
+/*
+ * After the input and a second of rounds with the pool free: a TLS
+ * connection that is not paused and has no record waiting for the socket has
+ * taken all the ciphertext it read ahead (`rawin`, the shared batch) and
+ * handed on all the plaintext BearSSL decrypted.  Bytes left there would wait
+ * for the client's next bytes, which may never come: the socket is empty, so
+ * poll does not wake the connection.
+ */
+FUZZ_NOCOV static void
+check_input_taken(void)
+{
+	struct derp_server *s = fz_s;
+	struct conn *c;
+	unsigned st;
+	uint32_t i;
+	int k;
+
+	fz_release();
+	for (k = 0; k < 3; k++)
+		round_all();
+	s->now += 1000;
+	for (k = 0; k < 2; k++)
+		round_all();
+	FUZZ_CHECK(s->rb_owner == NULL, "a read batch still has an owner");
+	for (i = 0; i < s->max; i++) {
+		c = &s->conns[i];
+		if (c->state == CS_FREE || !c->tls || c->dead || c->in_paused)
+			continue;
+		st = br_ssl_engine_current_state(&c->ssl->eng);
+		if (st & (BR_SSL_SENDREC | BR_SSL_CLOSED))
+			continue;
+		FUZZ_CHECK(c->rawin.len == 0 && !(st & BR_SSL_RECVAPP),
+		    "slot %u (state %u): %u bytes of ciphertext and %s left "
+		    "unread with nothing to wake it", i, c->state, c->rawin.len,
+		    st & BR_SSL_RECVAPP ? "plaintext" : "no plaintext");
+	}
+}
+
 /* ---- the input ---- */
 
 /* Write ops' lengths (00-DF); 0 for other ops. */
@@ -639,6 +676,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			step_done();
 			continue;
 		}
+		if (fz_client_op(b, cur, data, size, &off))
+			continue;
+		if ((b == 0xE6 || b == 0xE9 || b == 0xEA || b == 0xED ||
+		    b == 0xF8 || b == 0xF9) && off >= size)
+			break;		/* the operand is missing */
 		k = off < size ? data[off] : 0;
 		t = cur >= 0 ? tc_of[cur] : NULL;
 		switch (b) {
@@ -659,8 +701,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 0xEA:
 			off++;
-			if (engine_up(cur) && fz_h[cur].open)
+			/* As fz_register expects: a fresh connection (here
+			 * one whose handshake is done, nothing sent yet). */
+			if (engine_up(cur) && fz_h[cur].open && !t->sent_app &&
+			    fz_s->conns[fz_h[cur].idx].state == CS_HTTP_HEAD) {
+				t->sent_app = 1;
 				fz_register(cur, k % FZ_NKEYS);
+			}
 			break;
 		case 0xEB:
 			if (size - off < 2)
@@ -678,32 +725,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			off++;
 			fz_s->now += (int64_t)k * 256 + 1;
 			round_all();
-			break;
-		case 0xEE:
-			if (cur >= 0)
-				fz_h[cur].stalled ^= 1;
-			break;
-		case 0xEF:
-		case 0xF0:
-			if (cur >= 0)
-				fz_hangup(cur, b == 0xEF);
-			break;
-		case 0xF1:
-			off++;
-			if (k == 0xFF)
-				fz_release();
-			else
-				fz_hold_chunks(k);
-			break;
-		case 0xF2:
-			if (cur >= 0 && fz_h[cur].open)
-				conn_close(fz_s, &fz_s->conns[fz_h[cur].idx]);
-			fz_sync();
-			fz_check();
-			break;
-		case 0xF3:
-			if (cur >= 0)
-				fz_h[cur].reset_pending = 1;
 			break;
 		case 0xF4:
 		case 0xF5:
@@ -759,6 +780,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 	}
 done:
+	check_input_taken();
 	fz_end();
 	return 0;
 }
