@@ -55,10 +55,14 @@ for dir in "$@"; do
 	fi
 	run "$dir" test_integration "$derp" "$scratch/int$n"
 	# The short soak (test/soak.c, make soak): idle clients, handshake
-	# cycles, a non-reader, a handshake flood, bad input, in seconds.  Built
-	# once, in build/ (make test builds build/soak); native runs only.
-	if [ -z "$emu" ] && [ -x "$dir/soak" ]; then
-		run "$dir" soak --short "$derp"
+	# cycles, a non-reader, a handshake flood, bad input, in seconds.  One
+	# load generator, build/soak (make test builds it), drives each build's
+	# relay; the sanitizer relay, several times slower, with --tiny counts.
+	# Native runs only.
+	if [ -z "$emu" ] && [ -x build/soak ]; then
+		size=--short
+		case $dir in *san*) size=--tiny ;; esac
+		run build soak "$size" "$derp"
 	fi
 	# The fuzz harnesses (test/fuzz/) over their seed corpus and regression
 	# inputs, where built; the cert target also over seeds made now around a

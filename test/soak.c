@@ -4,7 +4,9 @@
  * (the relay and this generator share two cores); the one ratio asserted is
  * the 80% the issue asks for.  Figures are printed along the way.
  *
- * Usage: soak [--short] [DERP_BINARY]   (default ./derp)
+ * Usage: soak [--short | --tiny] [--only SCENARIO] [DERP_BINARY]
+ *        (default ./derp; --short: seconds, as make test runs it; --tiny:
+ *        smaller still, for the relay built with sanitizers)
  *
  *   idle       10,000 concurrent idle TLS clients (500 with --short), opened by
  *              four children (each keeps its clients' TLS state), then every
@@ -36,7 +38,9 @@
  * Each scenario has its own relay, started as bench does (TLS with a
  * self-signed IP certificate), so a failure stays in its scenario.  The
  * engine (connections, pairs, phases, idle children) is test/loadgen.c.
- * The output ends with "N passed, N failed"; exit status 0 or 1.
+ * The output ends with "N passed, N failed, N skipped"; exit status 0 or
+ * 1.  The 80% ratio is skipped (reported, not judged) when other processes
+ * took more than OTHER_LOAD_MAX of a core during its phases.
  *
  * Sections: settings; relay figures; idle; cycles; nonreader; hsflood;
  * garbage; main.
@@ -50,6 +54,7 @@
 #include <arpa/inet.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,13 +68,17 @@
 
 struct settings {
 	int idle;			/* idle clients */
+	int warm_cycles;		/* before the figures cycles compares */
 	int cycles;			/* handshake cycles after the warm-up */
 	int cycle_chunks;		/* printed steps of the cycle run */
 	int phase_ms;			/* each measured traffic phase */
 	int rounds;			/* of the garbage table */
+	int judge_rss;			/* 0: a sanitizer's quarantine grows it */
 };
-static const struct settings full = { 10000, 100000, 10, 5000, 20 };
-static const struct settings brief = { 500, 2000, 2, 2500, 2 };
+static const struct settings full = { 10000, 5000, 100000, 10, 5000, 20, 1 };
+static const struct settings brief = { 500, 500, 2000, 2, 2500, 2, 1 };
+/* For a relay built with sanitizers (several times slower handshakes). */
+static const struct settings tiny = { 200, 40, 400, 1, 2500, 1, 0 };
 static const struct settings *S = &full;
 
 #define K_PAIRS 8		/* the flooder's fair share of the relay: 1/9 */
@@ -103,6 +112,25 @@ static const struct settings *S = &full;
 #define FDS_SETTLE_MS 10000		/* descriptors back to their figure */
 #define WATCHDOG_S 1500		/* whole run, hard */
 #define WATCHDOG_SHORT_S 120
+
+/* Other processes' CPU above which throughput ratios are not judged. */
+#define OTHER_LOAD_MAX 0.25
+
+static int nskip;
+
+/* A check that could not be judged here: "skip NAME: why". */
+static void
+skip(const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	nskip++;
+	printf("skip %s: ", name);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+}
 
 static double
 secs_since(int64_t t)
@@ -181,9 +209,17 @@ stop_relay(const char *scenario)
 {
 	char name[80];
 
+	long before;
+
 	snprintf(name, sizeof(name), "%s: relay alive at the end", scenario);
 	check(server_alive(), name, srv.log);
+	/* server_stop reports an exit status other than 0 as an anomaly (with
+	 * sanitizers: a leak or an error found at exit). */
+	before = anomalies_total;
 	server_stop();
+	snprintf(name, sizeof(name), "%s: relay exits with status 0 on SIGTERM",
+	    scenario);
+	check(anomalies_total == before, name, srv.log);
 }
 
 static int
@@ -329,8 +365,9 @@ cycles_run(struct idle_child *ch, long n, const char *what,
 	    " %4.0f/s, relay CPU %.2f ms each | relay descriptors %ld, RSS"
 	    " %.2f MB\n", what, (unsigned long)rp.ok, (unsigned long)rp.aborted,
 	    (unsigned long)rp.failed, s, (rp.ok + rp.aborted) / s,
-	    (double)(proc_cpu_ns(srv.pid) - cpu0) / 1e6 / (double)(rp.ok +
-	    rp.aborted + 1), relay_fds(), proc_rss_bytes(srv.pid) / 1e6);
+	    (double)(proc_cpu_ns(srv.pid) - cpu0) / 1e6 / (double)
+	    (rp.ok + rp.aborted > 0 ? rp.ok + rp.aborted : 1), relay_fds(),
+	    proc_rss_bytes(srv.pid) / 1e6);
 	total->ok += rp.ok;
 	total->aborted += rp.aborted;
 	total->failed += rp.failed;
@@ -359,7 +396,7 @@ scenario_cycles(void)
 	fds_start = relay_fds();
 	memset(&warm, 0, sizeof(warm));
 	memset(&all, 0, sizeof(all));
-	ok = cycles_run(ch, S->cycles / 20, "warm-up", &warm) == 0;
+	ok = cycles_run(ch, S->warm_cycles, "warm-up", &warm) == 0;
 	fds_warm = relay_fds_stable(FDS_SETTLE_MS);
 	rss_warm = proc_rss_bytes(srv.pid);
 	printf("  after the warm-up: %ld descriptors (%ld at start), RSS %.2f MB\n",
@@ -388,8 +425,13 @@ scenario_cycles(void)
 	    "cycles: relay descriptors back to their start value", why);
 	snprintf(why, sizeof(why), "RSS %ld after the warm-up, %ld at the end",
 	    rss_warm, rss_end);
-	check(rss_warm > 0 && rss_end > 0 && rss_end - rss_warm <=
-	    RSS_SLACK_BYTES, "cycles: relay RSS back to its warm-up value", why);
+	if (!S->judge_rss)
+		skip("cycles: relay RSS back to its warm-up value", "%s (not"
+		    " judged: a sanitizer's quarantine holds freed memory)", why);
+	else
+		check(rss_warm > 0 && rss_end > 0 && rss_end - rss_warm <=
+		    RSS_SLACK_BYTES, "cycles: relay RSS back to its warm-up"
+		    " value", why);
 	stop_children(ch, IDLE_CHILDREN);
 	stop_relay("cycles");
 	printf("cycles: %.1f s\n", secs_since(t));
@@ -543,7 +585,7 @@ scenario_nonreader(void)
 	struct result u1, d, u2;
 	char why[240];
 	int64_t t = now_ns();
-	double base, ratio, cut_s;
+	double base, ratio, cut_s, other;
 	int closed;
 
 	printf("\n== nonreader: %d pairs alone, then with a flooder sending to a"
@@ -582,8 +624,19 @@ scenario_nonreader(void)
 	check_pairs("nonreader: pairs intact after the flood", &u2);
 	snprintf(why, sizeof(why), "%.3f (%.0f pkt/s flooded, %.0f and %.0f"
 	    " undisturbed)", ratio, d.pps, u1.pps, u2.pps);
-	check(ratio >= 0.8, "nonreader: pairs keep at least 80% of their"
-	    " throughput", why);
+	other = u1.other_util > d.other_util ? u1.other_util : d.other_util;
+	if (u2.other_util > other)
+		other = u2.other_util;
+	/* Other processes on the two cores change what the relay and this
+	 * generator get between the phases: a ratio taken then says nothing
+	 * about the relay, so it is reported and not judged. */
+	if (other > OTHER_LOAD_MAX)
+		skip("nonreader: pairs keep at least 80% of their throughput",
+		    "other processes took up to %.0f%% of a core: %s", other *
+		    100, why);
+	else
+		check(ratio >= 0.8, "nonreader: pairs keep at least 80% of their"
+		    " throughput", why);
 	snprintf(why, sizeof(why), "cut off %.2f s after the flood began"
 	    " (allowed %.1f-%.1f s)", cut_s, WRITE_TIMEOUT_MS / 1e3,
 	    CUTOFF_MAX_MS / 1e3);
@@ -1336,7 +1389,7 @@ out:
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: soak [--short] [--only idle|cycles|nonreader|"
+	fprintf(stderr, "usage: soak [--short | --tiny] [--only idle|cycles|nonreader|"
 	    "hsflood|garbage] [DERP_BINARY]\n");
 	exit(2);
 }
@@ -1355,6 +1408,8 @@ main(int argc, char **argv)
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--short") == 0)
 			shortrun = 1;
+		else if (strcmp(argv[i], "--tiny") == 0)
+			shortrun = 2;
 		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
 			only = argv[++i];
 		else if (argv[i][0] == '-')
@@ -1362,7 +1417,7 @@ main(int argc, char **argv)
 		else
 			derp_path = argv[i];
 	}
-	S = shortrun ? &brief : &full;
+	S = shortrun == 2 ? &tiny : shortrun ? &brief : &full;
 	t_program = now_ns();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (access(derp_path, X_OK) != 0) {
@@ -1376,11 +1431,11 @@ main(int argc, char **argv)
 	if (rl.rlim_cur < (rlim_t)S->idle + 1000) {
 		printf("FAIL setup: open-file limit %lu, %d needed\n",
 		    (unsigned long)rl.rlim_cur, S->idle + 1000);
-		printf("0 passed, 1 failed\n");
+		printf("0 passed, 1 failed, 0 skipped\n");
 		return 1;
 	}
 	printf("derp soak%s: relay %s, open files %lu, %ld cores\n",
-	    shortrun ? " --short" : "", derp_path, (unsigned long)rl.rlim_cur,
+	    shortrun == 2 ? " --tiny" : shortrun ? " --short" : "", derp_path, (unsigned long)rl.rlim_cur,
 	    sysconf(_SC_NPROCESSORS_ONLN));
 	for (i = 0; i < 5; i++)
 		if (only == NULL || strcmp(only, names[i]) == 0)
@@ -1396,6 +1451,6 @@ main(int argc, char **argv)
 		rm_tree(scratch);	/* keep the relay logs only of a failure */
 	else
 		printf("(relay logs in %s)\n", scratch);
-	printf("%d passed, %d failed\n", npass, nfail);
+	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);
 	return nfail == 0 ? 0 : 1;
 }
