@@ -120,12 +120,11 @@ br_prng_seeder_system(const char **name)
 	return &seed_nothing;
 }
 
+/* Everything before iobuf is cleared for each new client. */
 struct tls_client {
 	br_ssl_client_context cc;
 	br_x509_minimal_context xm;	/* what init_full wants; replaced by xc */
 	br_x509_knownkey_context xc;	/* the relay's key, nothing else checked */
-	uint8_t iobuf[BR_SSL_BUFSIZE_BIDI];
-	uint8_t pend[PEND_BYTES];	/* ciphertext not yet written */
 	size_t npend;
 	int manual;		/* pend reaches the socket only by F8 */
 	int coalesce;		/* no record flush after each write */
@@ -136,6 +135,8 @@ struct tls_client {
 	/* The upgrade's answer, checked byte for byte before the frames. */
 	uint8_t expect[256];
 	size_t expect_len, expect_off;
+	uint8_t iobuf[BR_SSL_BUFSIZE_BIDI];
+	uint8_t pend[PEND_BYTES];	/* ciphertext not yet written */
 };
 
 static struct tls_client tc[TLS_CLIENTS];
@@ -419,7 +420,6 @@ open_engine(uint8_t k, int addr)
 		return -1;
 	t = &tc[tc_used++];
 	memset(t, 0, offsetof(struct tls_client, iobuf));
-	t->npend = 0;
 	br_ssl_client_init_full(&t->cc, &t->xm, NULL, 0);
 	br_x509_knownkey_init_ec(&t->xc, &srv_pub, BR_KEYTYPE_SIGN);
 	br_ssl_engine_set_x509(&t->cc.eng, &t->xc.vtable);
@@ -521,7 +521,7 @@ client_upgrade(int hi, uint8_t k)
 	    "\r\n", k & 1 ? "Derp-Fast-Start: 1\r\n" : "");
 	n += fz_client_info(msg + n, sizeof msg - n, 1 + (k >> 1) % 4,
 	    (const uint8_t *)json, sizeof json - 1);
-	first = !t->sent_app && engine_up(hi);
+	first = !t->sent_app && !fz_h[hi].checked && engine_up(hi);
 	if (app_write(hi, msg, n) != n || !first)
 		return;
 	hex_encode(hex, fz_s->pub, KEY_BYTES);
@@ -656,6 +656,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!((h0 >> 2) & 1)) {
 		hi = open_engine(h0 & 1 ? 2 : 0, 0);
 		if (engine_up(hi)) {
+			tc_of[hi]->sent_app = 1;
 			fz_register(hi, 0);
 			fz_h[hi].stalled = (h0 >> 3) & 1;
 		}
