@@ -3889,7 +3889,12 @@ tls_feed(struct derp_server *s, struct conn *c, int *can_read, int *budget)
 	size_t len, k;
 	ssize_t n;
 
+	/* The state the caller read may be stale: a write in between can
+	 * have sent an alert and closed the engine, which then wants no
+	 * record (NULL, 0). */
 	buf = br_ssl_engine_recvrec_buf(e, &len);
+	if (buf == NULL || len == 0)
+		return 0;
 	if (c->rawin.len > 0) {
 		k = c->rawin.len < len ? c->rawin.len : len;
 		cbuf_peek(&s->pool, &c->rawin, buf, k);
@@ -3979,7 +3984,7 @@ conn_pump(struct derp_server *s, struct conn *c, int can_read)
 				progress = 1;
 			if (st & BR_SSL_RECVAPP) {
 				buf = br_ssl_engine_recvapp_buf(e, &len);
-				used = conn_consume(s, c, buf, len);
+				used = buf != NULL ? conn_consume(s, c, buf, len) : 0;
 				if (used > 0 && !c->dead) {
 					br_ssl_engine_recvapp_ack(e, used);
 					progress = 1;
