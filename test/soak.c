@@ -14,14 +14,17 @@
  *   cycles     100,000 connect / TLS handshake / ClientInfo / ServerInfo /
  *              close cycles (2,000), one in ten closed early at a handshake
  *              state instead (each state in turn).  The relay's descriptors
- *              (/proc/PID/fd) after the run equal those after a warm-up of 5%;
- *              its VmRSS is within RSS_SLACK_BYTES of the warm-up figure.
+ *              (/proc/PID/fd) after the run equal those after a warm-up of
+ *              5,000 cycles (500); its VmRSS is within RSS_SLACK_BYTES of
+ *              the warm-up figure.
  *   nonreader  K pairs (windowed, lossless) measured alone, then while a
- *              flooder sends to a client that never reads, then alone again.
- *              The pairs keep at least 80% of the mean of the two undisturbed
- *              rates; the non-reader is cut off (derper: -tcp-write-timeout
- *              2 s; here: no output progress for 2 s, checked every 250 ms);
- *              the flooder stays connected.
+ *              flooder (paced at a pair's mean rate) sends to a client that
+ *              never reads, then alone again.  The pairs keep at least 80% of
+ *              the mean of the two undisturbed rates; the non-reader is cut
+ *              off (derper: -tcp-write-timeout 2 s; here: no output progress
+ *              for 2 s, checked every 250 ms), between WRITE_TIMEOUT_MS and
+ *              CUTOFF_MAX_MS after the flood began, and sees a close; the
+ *              flooder stays connected.
  *   hsflood    K pairs measured alone, then while two children run
  *              handshake cycles (100 in flight, a quarter of them abandoned
  *              mid-handshake): the pairs keep flowing, lossless, every pair
@@ -30,7 +33,7 @@
  *   garbage    garbage, truncated and oversized input at every stage (before
  *              and inside the TLS handshake, HTTP request line and headers,
  *              the /derp upgrade, ClientInfo, DERP frames after registration,
- *              STUN), ROUNDS times with fresh random bytes: each bad
+ *              STUN), 20 rounds (2) with fresh random bytes: each bad
  *              connection sees a clean close (EOF or reset) or an HTTP 4xx,
  *              a bad STUN datagram no answer; after every case a sentinel
  *              pair still exchanges packets and STUN answers a good request.
