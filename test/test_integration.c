@@ -3370,10 +3370,11 @@ run_privileges_mode(void)
 	    NULL };
 	struct passwd *pw;
 	char out[4096], *logt;
+	int64_t deadline;
 	uid_t uid;
 	gid_t gid;
 	size_t n;
-	int rc;
+	int rc, switched = 0;
 
 	begin_mode("privileges", 0, "127.0.0.1");
 	rc = run_derp_cli(unknown, out, sizeof(out));
@@ -3404,6 +3405,18 @@ run_privileges_mode(void)
 	    != NULL ? NULL : "started as root without -user or -allow-root");
 	if (server_start(mk_user_nobody) < 0)
 		return;
+	/* The port opens in derp_create, the switch comes just after it:
+	 * wait for the log line before reading /proc. */
+	for (deadline = now_ms() + IO_MS; now_ms() < deadline; sleep_ms(20)) {
+		logt = read_file(log_path, &n);
+		switched = logt != NULL &&
+		    strstr(logt, "running as user nobody") != NULL;
+		free(logt);
+		if (switched)
+			break;
+	}
+	verdict("user_logged", switched ? NULL :
+	    "no \"running as user nobody\" in the log");
 	verdict("user_uids", proc_status_all(server_pid, "Uid:", (long)uid) ?
 	    NULL : "a uid of the relay is not nobody's");
 	verdict("user_gids", proc_status_all(server_pid, "Gid:", (long)gid) ?
@@ -3419,11 +3432,6 @@ run_privileges_mode(void)
 	dc_free(pair_b);
 	pair_a = pair_b = NULL;
 	server_stop();
-	logt = read_file(log_path, &n);
-	verdict("user_logged", logt != NULL &&
-	    strstr(logt, "running as user nobody") != NULL ? NULL :
-	    "no \"running as user nobody\" in the log");
-	free(logt);
 }
 
 static void
