@@ -574,21 +574,7 @@ run_memory(int large, const struct timing *tm)
 			close_all_pairs();
 		}
 	}
-	for (i = 0; i < IDLE_CHILDREN; i++)
-		close(ch[i].cmd);	/* EOF: the child exits */
-	for (i = 0; i < IDLE_CHILDREN; i++) {
-		int64_t deadline = now_ns() + (int64_t)STOP_MS * 1000000;
-		while (waitpid(ch[i].pid, NULL, WNOHANG) != ch[i].pid) {
-			if (now_ns() > deadline) {
-				kill(ch[i].pid, SIGKILL);
-				waitpid(ch[i].pid, NULL, 0);
-				break;
-			}
-			sleep_ms(10);
-		}
-		close(ch[i].rep);
-		idle_pids[i] = 0;
-	}
+	idle_stop(ch, IDLE_CHILDREN);
 	server_stop();
 	return rc;
 }

@@ -2098,6 +2098,30 @@ idle_grow(struct idle_child *ch, int nch, uint32_t each)
 	return (long)sum.failed;
 }
 
+/* EOF on the command pipes: the children exit (the kernel closes their
+ * sockets); one that does not within STOP_MS is killed. */
+void
+idle_stop(struct idle_child *ch, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		close(ch[i].cmd);
+	for (i = 0; i < n; i++) {
+		int64_t deadline = now_ns() + (int64_t)STOP_MS * 1000000;
+		while (waitpid(ch[i].pid, NULL, WNOHANG) != ch[i].pid) {
+			if (now_ns() > deadline) {
+				kill(ch[i].pid, SIGKILL);
+				waitpid(ch[i].pid, NULL, 0);
+				break;
+			}
+			sleep_ms(10);
+		}
+		close(ch[i].rep);
+		idle_pids[i] = 0;
+	}
+}
+
 long
 idle_total(const struct idle_child *ch)
 {

@@ -363,6 +363,7 @@ int idle_collect(struct idle_child *ch, int nch, const struct idle_cmd *ic,
     int timeout_ms, struct idle_reply *sum);
 long idle_grow(struct idle_child *ch, int nch, uint32_t each);
 long idle_total(const struct idle_child *ch);
+void idle_stop(struct idle_child *ch, int n);	/* children exit */
 
 /* ---- checks ---- */
 

@@ -242,29 +242,6 @@ spawn_children(struct idle_child *ch, int n)
 	return 0;
 }
 
-/* EOF on the command pipes: the children exit (and their sockets close). */
-static void
-stop_children(struct idle_child *ch, int n)
-{
-	int i;
-
-	for (i = 0; i < n; i++)
-		close(ch[i].cmd);
-	for (i = 0; i < n; i++) {
-		int64_t deadline = now_ns() + 5000000000LL;
-		while (waitpid(ch[i].pid, NULL, WNOHANG) != ch[i].pid) {
-			if (now_ns() > deadline) {
-				kill(ch[i].pid, SIGKILL);
-				waitpid(ch[i].pid, NULL, 0);
-				break;
-			}
-			sleep_ms(10);
-		}
-		close(ch[i].rep);
-		idle_pids[i] = 0;
-	}
-}
-
 /* The same command to n children, and their summed replies.  0 or -1. */
 static int
 children_do(struct idle_child *ch, int n, const struct idle_cmd *ic,
@@ -338,7 +315,7 @@ scenario_idle(void)
 	    (unsigned long)rp.ok, (unsigned long)rp.failed);
 	check(ok && rp.ok == each * IDLE_CHILDREN && rp.failed == 0,
 	    "idle: every client answered (Ping -> Pong)", why);
-	stop_children(ch, IDLE_CHILDREN);
+	idle_stop(ch, IDLE_CHILDREN);
 	snprintf(why, sizeof(why), "%ld descriptors, %ld before the clients",
 	    relay_fds_settle(fds0, FDS_SETTLE_MS), fds0);
 	check(relay_fds() == fds0, "idle: relay descriptors back after the"
@@ -439,7 +416,7 @@ scenario_cycles(void)
 		check(rss_warm > 0 && rss_end > 0 && rss_end - rss_warm <=
 		    RSS_SLACK_BYTES, "cycles: relay RSS back to its warm-up"
 		    " value", why);
-	stop_children(ch, IDLE_CHILDREN);
+	idle_stop(ch, IDLE_CHILDREN);
 	stop_relay("cycles");
 	printf("cycles: %.1f s\n", secs_since(t));
 }
@@ -720,7 +697,7 @@ scenario_hsflood(void)
 	    " traffic", why);
 out:
 	close_all_pairs();
-	stop_children(ch, FLOOD_CHILDREN);
+	idle_stop(ch, FLOOD_CHILDREN);
 	stop_relay("hsflood");
 	printf("hsflood: %.1f s\n", secs_since(t));
 }
