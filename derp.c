@@ -3098,6 +3098,15 @@ http_is_tchar(int ch)
 	    (ch >= '0' && ch <= '9') || (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
+/* A byte Go's net/textproto takes in a header value: VCHAR, SP, HTAB and
+ * obs-text.  Any other control byte (NUL, a lone CR, DEL) makes it answer
+ * 400, and so do we. */
+static int
+http_is_value_byte(int ch)
+{
+	return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+}
+
 /* Next line of buf[*pos, len): sets line and llen, without the line end. */
 static int
 http_next_line(const char *buf, size_t len, size_t *pos, const char **line,
@@ -3159,6 +3168,9 @@ http_parse(const char *buf, size_t len, struct http_req *r)
 				return -1;
 		v = colon + 1;
 		ve = line + llen;
+		for (i = 0; v + i < ve; i++)
+			if (!http_is_value_byte((unsigned char)v[i]))
+				return -1;
 		while (v < ve && (*v == ' ' || *v == '\t'))
 			v++;
 		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))

@@ -1593,6 +1593,25 @@ t_bad_http(void)
 	expect_closed_only("garbage_instead_of_http", c);
 	dc_free(c);
 
+	/* A NUL in a header value: 400, as Go's net/textproto, then closed. */
+	c = cl_connect();
+	if (c != NULL) {
+		static const char req[] = "GET /generate_204 HTTP/1.1\r\n"
+		    "Host: 127.0.0.1\r\nX-A: a\0b\r\n\r\n";
+		char head[16];
+
+		(void)dc_write(c, req, sizeof(req) - 1);
+		if (dc_read_full(c, head, 12, IO_MS) != 1 ||
+		    memcmp(head, "HTTP/1.1 400", 12) != 0) {
+			fail("nul_in_header_value", "no 400 for a NUL in a header");
+			dc_free(c);
+			c = NULL;
+		}
+	}
+	if (c != NULL)
+		expect_closed_only("nul_in_header_value", c);
+	dc_free(c);
+
 	/* An upgrade request with 100 KB of headers: refused (no 101), closed. */
 	n += (size_t)snprintf(big + n, sizeof(big) - n, "GET /derp HTTP/1.1\r\n"
 	    "Host: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: DERP\r\n");

@@ -525,6 +525,18 @@ static void test_http_parse(void)
 	check(http_parse("GET / HTTP/1.1\r\nNoColon\r\n\r\n", 27, &r) == -1, "http: header without colon", "");
 	check(http_parse("GET / HTTP/1.1\r\nA B: c\r\n\r\n", 26, &r) == -1, "http: space in header name", "");
 	check(http_parse("GET / HTTP/1.1\r\n: v\r\n\r\n", 22, &r) == -1, "http: empty header name", "");
+	/* Header values as Go's net/textproto takes them: VCHAR, SP, HTAB and
+	 * obs-text; NUL, other controls, a lone CR and DEL are 400. */
+	check(http_parse("GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", 26, &r) == -1,
+	    "http: NUL in a header value", "");
+	check(http_parse("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", 26, &r) == -1,
+	    "http: lone CR in a header value", "");
+	check(http_parse("GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n", 25, &r) == -1,
+	    "http: DEL in a header value", "");
+	check(http_parse("GET / HTTP/1.1\r\nX: a\x01\r\n\r\n", 25, &r) == -1,
+	    "http: control byte in a header value", "");
+	check(http_parse("GET / HTTP/1.1\r\nX: \ta\t\xc3\xa9 b\xff\r\n\r\n", 31, &r) ==
+	    0 && r.nh == 1 && r.h[0].vlen == 7, "http: tab and obs-text in a header value", "");
 	n = (size_t)snprintf(big, sizeof big, "GET / HTTP/1.1\r\n");
 	for (i = 0; i < HTTP_HEADERS_MAX; i++)
 		n += (size_t)snprintf(big + n, sizeof big - n, "H%zu: v\r\n", i);
