@@ -154,7 +154,6 @@
 #define QUEUE_DEPTH_DEFAULT	32	/* derper's per-client send queue depth */
 #define MAX_CLIENTS_DEFAULT	4096	/* ~260 MB reserved worst case, see README */
 #define ACCEPTS_PER_ROUND	64	/* accept() calls per listener per round */
-#define HANDSHAKES_PER_ROUND	8	/* handshake steps per round: ~3 ms of crypto */
 /* Unfinished connections (TLS, HTTP request, ClientInfo) at once: 256 full
  * handshakes are ~0.5 s of one core's crypto.  At the cap a newcomer evicts the
  * oldest only if that one has had HANDSHAKE_GRACE_MS: four round trips of a
@@ -197,6 +196,16 @@ now_ms(void)
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
 		abort();	/* POSIX guarantees CLOCK_MONOTONIC here */
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		abort();
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static uint32_t
@@ -1857,6 +1866,7 @@ struct derp_server {
 	uint64_t send_seq;
 	int64_t now;			/* loop time, ms, set once per round */
 	int64_t next_sweep_ms;
+	int64_t hs_slice_us;		/* handshake time allowed this round */
 	double accept_tokens;		/* -accept-connection-limit bucket */
 	struct ratecfg rate;		/* -rate-config, as last loaded */
 	volatile sig_atomic_t reload;	/* SIGHUP: reload -rate-config */
@@ -4912,11 +4922,27 @@ conn_in_handshake(const struct conn *c)
 	return c->state == CS_DERP_INFO || (c->tls && !c->tls_up);
 }
 
+/*
+ * Handshakes against traffic.  A full handshake costs ~2 ms of this core
+ * (ECDSA signature, two X25519, the ClientInfo box); a flood of them must not
+ * starve established clients.  So each round handshake steps may take as long
+ * as everything else took in the round before, and always at least one step:
+ * under contention each side gets about half the core, and with no traffic
+ * handshakes run one per (cheap) round, back to back.  Steps not taken stay
+ * ready and are reported again next round (level-triggered).
+ */
+static int
+hs_admit(const struct derp_server *s, int64_t hs_used_us)
+{
+	return hs_used_us == 0 || hs_used_us < s->hs_slice_us;
+}
+
 int
 derp_run(struct derp_server *s)
 {
 	struct conn *c;
-	int n, timeout, hs_budget;
+	int n, timeout;
+	int64_t round_us, hs_used_us, t_us;
 	uint32_t i;
 	int32_t tag;
 	short rev;
@@ -4947,7 +4973,8 @@ derp_run(struct derp_server *s)
 			return -1;
 		}
 		s->now = now_ms();
-		hs_budget = HANDSHAKES_PER_ROUND;
+		round_us = now_us();
+		hs_used_us = 0;
 		/* A slot closed earlier in this round is skipped; one reused by
 		 * an accept meanwhile just finds nothing to read. */
 		for (i = 0; n > 0 && i < (uint32_t)n; i++) {
@@ -4957,14 +4984,13 @@ derp_run(struct derp_server *s)
 				c = &s->conns[tag];
 				if (c->state == CS_FREE)
 					continue;
-				/* Handshake crypto (ECDSA signature, X25519) costs
-				 * ~0.3 ms a step: a few per round at most, so a
-				 * flood of new clients cannot stall the traffic of
-				 * established ones.  The rest stay ready and are
-				 * reported again next round (level-triggered). */
-				if (conn_in_handshake(c) && hs_budget-- <= 0)
-					continue;
-				conn_service(s, c, rev);
+				if (!conn_in_handshake(c)) {
+					conn_service(s, c, rev);
+				} else if (hs_admit(s, hs_used_us)) {
+					t_us = now_us();
+					conn_service(s, c, rev);
+					hs_used_us += now_us() - t_us + 1;
+				}
 			} else if (tag == TAG_MAIN) {
 				conn_accept(s, s->main_fd, 0);
 			} else if (tag == TAG_HTTP) {
@@ -4980,6 +5006,7 @@ derp_run(struct derp_server *s)
 			output_flush_dirty(s);
 			s->next_sweep_ms = s->now + LOOP_TICK_MS;
 		}
+		s->hs_slice_us = now_us() - round_us - hs_used_us;
 	}
 	return 0;
 }
