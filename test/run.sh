@@ -15,11 +15,12 @@ trap 'rm -rf "$scratch"' EXIT INT TERM
 pass=0 fail=0 skip=0 n=0
 
 run() {
-	dir=$1 prog=$2
+	# POSIX sh has no locals: rdir, not the caller's loop variable dir.
+	rdir=$1 prog=$2
 	shift 2
 	n=$((n + 1))
 	log="$scratch/$n.log"
-	${emu:+"$emu"} "$dir/$prog" "$@" >"$log" 2>&1
+	${emu:+"$emu"} "$rdir/$prog" "$@" >"$log" 2>&1
 	rc=$?
 	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
 	p=$(echo "$line" | sed -n 's/^\([0-9]*\) passed.*/\1/p')
@@ -28,15 +29,15 @@ run() {
 	p=${p:-0} f=${f:-0} s=${s:-0}
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		f=1
-		echo "FAIL $dir/$prog exited with status $rc"
+		echo "FAIL $rdir/$prog exited with status $rc"
 	fi
-	grep -E '^(FAIL|skip)' "$log" | sed "s|^|  $dir/$prog: |"
+	grep -E '^(FAIL|skip)' "$log" | sed "s|^|  $rdir/$prog: |"
 	if [ "$f" -gt 0 ]; then
-		echo "---- last lines of $dir/$prog output:"
+		echo "---- last lines of $rdir/$prog output:"
 		tail -n 30 "$log"
 		echo "----"
 	fi
-	echo "$dir/$prog: $p passed, $f failed, $s skipped"
+	echo "$rdir/$prog: $p passed, $f failed, $s skipped"
 	pass=$((pass + p)) fail=$((fail + f)) skip=$((skip + s))
 }
 
