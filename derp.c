@@ -5412,6 +5412,21 @@ flags_check_missing(void)
 	return 0;
 }
 
+/* An int flag that counts slots: 1 to 2^24.  0, or -1 with a message. */
+static int
+flag_count(const char *name, unsigned *out)
+{
+	int64_t v = flag_find(name, strlen(name))->ival;
+
+	if (v < 1 || v > (1 << 24)) {
+		fprintf(stderr, "derp: -%s must be between 1 and %d\n", name,
+		    1 << 24);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
 static int64_t
 ns_to_ms(int64_t ns)
 {
@@ -5569,20 +5584,9 @@ main(int argc, char **argv)
 		    "not be negative\n");
 		return 2;
 	}
-	v = flag_find("max-clients", 11)->ival;
-	if (v < 1 || v > (1 << 24)) {
-		fprintf(stderr, "derp: -max-clients must be between 1 and %d\n",
-		    1 << 24);
+	if (flag_count("max-clients", &cfg.max_clients) != 0 ||
+	    flag_count("max-handshakes", &cfg.max_handshakes) != 0)
 		return 2;
-	}
-	cfg.max_clients = (unsigned)v;
-	v = flag_find("max-handshakes", 14)->ival;
-	if (v < 1 || v > (1 << 24)) {
-		fprintf(stderr, "derp: -max-handshakes must be between 1 and %d\n",
-		    1 << 24);
-		return 2;
-	}
-	cfg.max_handshakes = (unsigned)v;
 	qd = getenv("TS_DEBUG_DERP_PER_CLIENT_SEND_QUEUE_DEPTH");
 	if (qd != NULL && qd[0] != '\0') {
 		if (parse_go_int(qd, &v) != 0 || v < 1 || v > 65536) {

@@ -3233,6 +3233,8 @@ run_cli_mode(void)
 	static const char *const help[] = { "-h", NULL };
 	static const char *const unknown[] = { "-no-such-flag", NULL };
 	static const char *const badint[] = { "-http-port", "x", NULL };
+	static const char *const zero_hs[] = { "-max-handshakes", "0", NULL };
+	static const char *const zero_mc[] = { "-max-clients=0", NULL };
 	static const char *const emptybool[] = { "--verify-clients=", NULL };
 	static const char *const version[] = { "--version", NULL };
 	static const char *const gcp[] = { "-certmode", "gcp", NULL };
@@ -3262,6 +3264,14 @@ run_cli_mode(void)
 	    NULL : "unknown flag not refused with status 2");
 	rc = run_derp_cli(badint, out, sizeof(out));
 	verdict("bad_value_exit_2", rc == 2 ? NULL : "bad int not status 2");
+	rc = run_derp_cli(zero_hs, out, sizeof(out));
+	verdict("max_handshakes_0_exit_2", rc == 2 &&
+	    strstr(out, "-max-handshakes must be") != NULL ? NULL :
+	    "-max-handshakes 0 not refused with status 2");
+	rc = run_derp_cli(zero_mc, out, sizeof(out));
+	verdict("max_clients_0_exit_2", rc == 2 &&
+	    strstr(out, "-max-clients must be") != NULL ? NULL :
+	    "-max-clients=0 not refused with status 2");
 	rc = run_derp_cli(emptybool, out, sizeof(out));
 	verdict("empty_bool_exit_2", rc == 2 ? NULL : "--verify-clients= not status 2");
 	rc = run_derp_cli(version, out, sizeof(out));
