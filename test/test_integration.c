@@ -3406,10 +3406,24 @@ run_privileges_mode(void)
 	int rc, switched = 0;
 
 	begin_mode("privileges", 0, "127.0.0.1");
+	if (geteuid() == 0) {
+		rc = run_derp_cli(refuse, out, sizeof(out));
+		verdict("root_refused", rc == 1 && strstr(out,
+		    "refusing to run as root") != NULL ? NULL :
+		    "started as root without -user or -allow-root");
+	} else {
+		skip("root_refused", "not running as root");
+	}
 	rc = run_derp_cli(unknown, out, sizeof(out));
 	verdict("user_unknown_refused", rc == 1 &&
 	    strstr(out, "no such user") != NULL ? NULL :
 	    "-user with an unknown name not refused");
+	/* A static glibc build (the cross tests under qemu) has no user
+	 * database without its NSS modules: neither has this program. */
+	if (getpwnam("root") == NULL) {
+		skip("user", "no user database here (static glibc without NSS)");
+		return;
+	}
 	rc = run_derp_cli(as_root, out, sizeof(out));
 	verdict("user_root_refused", rc == 1 &&
 	    strstr(out, "that is root") != NULL ? NULL : "-user root accepted");
@@ -3425,13 +3439,9 @@ run_privileges_mode(void)
 		verdict("user_switch_needs_root", geteuid() == uid || (rc == 1 &&
 		    strstr(out, "only root") != NULL) ? NULL :
 		    "-user accepted without root");
-		skip("root_refused", "not running as root");
 		skip("user_nobody", "not running as root");
 		return;
 	}
-	rc = run_derp_cli(refuse, out, sizeof(out));
-	verdict("root_refused", rc == 1 && strstr(out, "refusing to run as root")
-	    != NULL ? NULL : "started as root without -user or -allow-root");
 	if (server_start(mk_user_nobody) < 0)
 		return;
 	/* The port opens in derp_create, the switch comes just after it:
