@@ -163,33 +163,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 0xED:
 			fz_tick(off < size ? (int64_t)data[off++] * 256 + 1 : 1);
 			break;
-		case 0xEE:
-			if (cur >= 0)
-				fz_h[cur].stalled ^= 1;
-			break;
-		case 0xEF:
-		case 0xF0:
-			if (cur >= 0)
-				fz_hangup(cur, b == 0xEF);
-			break;
-		case 0xF1:
-			if (off < size && data[off] == 0xFF)
-				fz_release();
-			else if (off < size)
-				fz_hold_chunks(data[off]);
-			off++;
-			break;
-		case 0xF3:
-			if (cur >= 0)
-				fz_h[cur].reset_pending = 1;
-			break;
-		case 0xF2:
-			if (cur >= 0 && fz_h[cur].open)
-				conn_close(fz_s, &fz_s->conns[fz_h[cur].idx]);
-			fz_sync();
-			fz_check();
-			break;
 		default:
+			/* EE-F3: the client operations fuzz_tls shares. */
+			if (fz_client_op(b, cur, data, size, &off))
+				break;
 			if (b < 0xE8)
 				cur = (b - 0xE0) % FZ_MAX;
 			break;
