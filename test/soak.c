@@ -1024,6 +1024,15 @@ c_http_many_lines(void)
 }
 
 static const char *
+c_http_nul_value(void)
+{
+	/* Go's net/textproto answers a control byte in a value with 400. */
+	static const char r[] = "GET /generate_204 HTTP/1.1\r\n"
+	    "Host: 127.0.0.1\r\nX-A: a\0b\r\n\r\n";
+	return g_send(g_at(1), r, sizeof(r) - 1, 0, 1);
+}
+
+static const char *
 c_http_truncated(void)
 {
 	static const char r[] = "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgr";
@@ -1243,6 +1252,7 @@ static struct gcase gcases[] = {
 	{ "HTTP: 20 KB request line", c_http_long_line, 0, NULL },
 	{ "HTTP: 100 KB of headers", c_http_big_headers, 0, NULL },
 	{ "HTTP: 100 header lines", c_http_many_lines, 0, NULL },
+	{ "HTTP: NUL in a header value", c_http_nul_value, 0, NULL },
 	{ "HTTP: truncated headers", c_http_truncated, 0, NULL },
 	{ "upgrade: /derp without Upgrade", c_up_no_upgrade, 0, NULL },
 	{ "upgrade: Upgrade list", c_up_list, 0, NULL },
