@@ -208,6 +208,9 @@ start_relay(const char *scenario, int max_clients)
 		return -1;
 	printf("relay pid %ld on 127.0.0.1:%d (TLS), log %s\n", (long)srv.pid,
 	    srv.port, srv.log);
+	/* The readiness probe's connection may still be open in the relay
+	 * until it reads the close: descriptor baselines start after it. */
+	(void)relay_fds_stable(FDS_SETTLE_MS);
 	return 0;
 }
 
