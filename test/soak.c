@@ -43,7 +43,8 @@
  * engine (connections, pairs, phases, idle children) is test/loadgen.c.
  * The output ends with "N passed, N failed, N skipped"; exit status 0 or
  * 1.  The 80% ratio is skipped (reported, not judged) when other processes
- * took more than OTHER_LOAD_MAX of a core during its phases.
+ * took more than OTHER_LOAD_MAX of a core during its phases, and with
+ * --tiny (a relay built with sanitizers), as is the RSS figure.
  *
  * Sections: settings; relay figures; idle; cycles; nonreader; hsflood;
  * garbage; main.
@@ -76,12 +77,15 @@ struct settings {
 	int cycle_chunks;		/* printed steps of the cycle run */
 	int phase_ms;			/* each measured traffic phase */
 	int rounds;			/* of the garbage table */
-	int judge_rss;			/* 0: a sanitizer's quarantine grows it */
+	int sanitized;			/* the relay is built with sanitizers: its
+					 * RSS (a quarantine holds freed memory)
+					 * and the 80% ratio are reported, not
+					 * judged */
 };
-static const struct settings full = { 10000, 5000, 100000, 10, 5000, 20, 1 };
-static const struct settings brief = { 500, 500, 2000, 2, 2500, 2, 1 };
+static const struct settings full = { 10000, 5000, 100000, 10, 5000, 20, 0 };
+static const struct settings brief = { 500, 500, 2000, 2, 2500, 2, 0 };
 /* For a relay built with sanitizers (several times slower handshakes). */
-static const struct settings tiny = { 200, 40, 400, 1, 2500, 1, 0 };
+static const struct settings tiny = { 200, 40, 400, 1, 2500, 1, 1 };
 static const struct settings *S = &full;
 
 #define K_PAIRS 8		/* the flooder's fair share of the relay: 1/9 */
@@ -412,7 +416,7 @@ scenario_cycles(void)
 	    "cycles: relay descriptors back to their start value", why);
 	snprintf(why, sizeof(why), "RSS %ld after the warm-up, %ld at the end",
 	    rss_warm, rss_end);
-	if (!S->judge_rss)
+	if (S->sanitized)
 		skip("cycles: relay RSS back to its warm-up value", "%s (not"
 		    " judged: a sanitizer's quarantine holds freed memory)", why);
 	else
@@ -621,6 +625,12 @@ scenario_nonreader(void)
 		skip("nonreader: pairs keep at least 80% of their throughput",
 		    "other processes took up to %.0f%% of a core: %s", other *
 		    100, why);
+	else if (S->sanitized)
+		/* Instrumented, the relay is the bottleneck (100% CPU), and
+		 * its 2.5 s phases varied by up to 30% (measured): the ratio
+		 * is judged on the shipped build (--short, make soak). */
+		skip("nonreader: pairs keep at least 80% of their throughput",
+		    "%s (not judged: relay built with sanitizers)", why);
 	else
 		check(ratio >= 0.8, "nonreader: pairs keep at least 80% of their"
 		    " throughput", why);
