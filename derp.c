@@ -4158,17 +4158,20 @@ conn_service(struct derp_server *s, struct conn *c, short revents)
 /*
  * -max-handshakes.  A connection that has not yet sent its ClientInfo holds a
  * slot and costs crypto; a flood of them, or a few that never finish
- * (slow loris), must not crowd out the clients that do.  At the cap the oldest
- * unfinished connection gives way if it has had HANDSHAKE_GRACE_MS, so holders
- * are evicted; otherwise the newcomer is refused, so a fast flood cannot evict
- * clients that are still in a normal handshake.  1: room made, 0: refuse.
+ * (slow loris), must not crowd out the clients that do.  At the cap, or when
+ * every slot is taken, the oldest unfinished connection gives way if it has
+ * had HANDSHAKE_GRACE_MS, so holders are evicted; otherwise the newcomer is
+ * refused, so a fast flood cannot evict clients that are still in a normal
+ * handshake.  1: go on (slots full of registered clients: -max-clients
+ * refuses), 0: refuse.
  */
 static int
 pending_make_room(struct derp_server *s)
 {
 	struct conn *old;
+	int slot_free = s->nfree > 0 || s->fresh < s->max;
 
-	if (s->npending < s->pending_cap)
+	if ((s->npending < s->pending_cap && slot_free) || s->npending == 0)
 		return 1;
 	old = &s->conns[s->pend_head];
 	if (s->now - old->accepted_ms < HANDSHAKE_GRACE_MS)

@@ -2865,21 +2865,36 @@ mk_tls_hs_cap(char **argv, char bufs[][600])
 	return 0;
 }
 
+/* The same with every slot taken instead: 2 registered + 4 holders. */
+static int
+mk_tls_slots_full(char **argv, char bufs[][600])
+{
+	int i;
+
+	mk_tls(argv, bufs);
+	for (i = 0; argv[i] != NULL; i++)
+		;
+	argv[i++] = "-max-clients=6";
+	argv[i] = NULL;
+	return 0;
+}
+
 /*
- * -max-handshakes 4: four TCP connections that never send a ClientHello fill
- * the unfinished list (the registered pair does not count).  A newcomer is
- * refused while they are younger than the 5 s grace; after it, a newcomer
- * evicts the oldest holder only, and completes its handshake.
+ * -max-handshakes 4 (or -max-clients 6): four TCP connections that never send
+ * a ClientHello fill the unfinished list (the registered pair does not count)
+ * or the last slots.  A newcomer is refused while they are younger than the
+ * 5 s grace; after it, a newcomer evicts the oldest holder only, and
+ * completes its handshake.
  */
 static void
-run_handshake_cap_mode(void)
+run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]))
 {
 	struct dclient *hold[4] = { NULL, NULL, NULL, NULL }, *late, *fresh;
 	int64_t t_hold;
 	int i, n = 0, still = 0;
 
-	begin_mode("handshakes", 1, "127.0.0.1");
-	if (server_start(mk_tls_hs_cap) < 0)
+	begin_mode(name, 1, "127.0.0.1");
+	if (server_start(mk) < 0)
 		return;
 	pair_a = cl_derp();
 	pair_b = cl_derp();
@@ -3633,7 +3648,8 @@ main(int argc, char **argv)
 	run_ipv6_mode();
 	run_dual_mode();
 	run_limit_mode();
-	run_handshake_cap_mode();
+	run_handshake_cap_mode("handshakes", mk_tls_hs_cap);
+	run_handshake_cap_mode("slots_full", mk_tls_slots_full);
 	run_rate_mode();
 	run_cli_mode();
 	run_privileges_mode();
