@@ -5107,7 +5107,7 @@ static struct flag flags[] = {
 	{ "hostname", F_STRING, "\"derp.tailscale.com\"", "TLS server name for the certificate; with -certmode manual it may be an IP address (a self-signed certificate is made for it, and SNI is not checked)", NULL, "derp.tailscale.com", 0, 0, 0 },
 	{ "http-port", F_INT, "80", "plain-HTTP port in TLS mode (captive-portal check, redirects), on the host of -a; -1 disables it", NULL, NULL, 80, 0, 0 },
 	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (not a derper flag); memory is reserved for this many and further connections are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
-	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo (not a derper flag); at the limit the oldest, if it has had 5s, makes room, else the newcomer is closed", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
+	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo (not a derper flag); at the limit, or with every -max-clients slot taken, the oldest, if it has had 5s, makes room, else the newcomer is closed", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
 	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits)", "meshing", "", 0, 0, 0 },
 	{ "mesh-with", F_STRING, NULL, "comma-separated host or host/dialhost entries of the region's other servers", "meshing", "", 0, 0, 0 },
 	{ "rate-config", F_STRING, NULL, "JSON file with per-client receive rate limits, reloaded on SIGHUP", NULL, "", 0, 0, 0 },
