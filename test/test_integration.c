@@ -2629,6 +2629,24 @@ t_stun_v4(void)
 
 static char key_path[512], cert_dir[512];
 
+/* Append the arguments, up to a (char *)NULL, to a NULL-terminated argv
+ * with room for them (the mk_ functions fill arrays of 32). */
+static void
+argv_append(char **argv, ...)
+{
+	va_list ap;
+	char *a;
+	int i;
+
+	for (i = 0; argv[i] != NULL; i++)
+		continue;
+	va_start(ap, argv);
+	while ((a = va_arg(ap, char *)) != NULL)
+		argv[i++] = a;
+	va_end(ap);
+	argv[i] = NULL;
+}
+
 static int
 mk_plain(char **argv, char bufs[][600])
 {
@@ -2811,15 +2829,9 @@ run_ipv6_mode(void)
 static int
 mk_tls_limited(char **argv, char bufs[][600])
 {
-	int i;
-
 	mk_tls(argv, bufs);
-	for (i = 0; argv[i] != NULL; i++)
-		;
-	argv[i++] = "-accept-connection-limit=0.001";
-	argv[i++] = "-accept-connection-burst";
-	argv[i++] = "4";
-	argv[i] = NULL;
+	argv_append(argv, "-accept-connection-limit=0.001",
+	    "-accept-connection-burst", "4", (char *)NULL);
 	return 0;
 }
 
@@ -2855,13 +2867,8 @@ run_limit_mode(void)
 static int
 mk_tls_hs_cap(char **argv, char bufs[][600])
 {
-	int i;
-
 	mk_tls(argv, bufs);
-	for (i = 0; argv[i] != NULL; i++)
-		;
-	argv[i++] = "-max-handshakes=4";
-	argv[i] = NULL;
+	argv_append(argv, "-max-handshakes=4", (char *)NULL);
 	return 0;
 }
 
@@ -2869,13 +2876,8 @@ mk_tls_hs_cap(char **argv, char bufs[][600])
 static int
 mk_tls_slots_full(char **argv, char bufs[][600])
 {
-	int i;
-
 	mk_tls(argv, bufs);
-	for (i = 0; argv[i] != NULL; i++)
-		;
-	argv[i++] = "-max-clients=6";
-	argv[i] = NULL;
+	argv_append(argv, "-max-clients=6", (char *)NULL);
 	return 0;
 }
 
@@ -2961,14 +2963,8 @@ write_rate_config(uint64_t rate)
 static int
 mk_rate(char **argv, char bufs[][600])
 {
-	int i;
-
 	mk_plain(argv, bufs);
-	for (i = 0; argv[i] != NULL; i++)
-		;
-	argv[i++] = "-rate-config";
-	argv[i++] = rate_path;
-	argv[i] = NULL;
+	argv_append(argv, "-rate-config", rate_path, (char *)NULL);
 	return 0;
 }
 
@@ -3103,14 +3099,8 @@ static char mesh_path[512];
 static int
 mk_mesh(char **argv, char bufs[][600])
 {
-	int i;
-
 	mk_plain(argv, bufs);
-	for (i = 0; argv[i] != NULL; i++)
-		;
-	argv[i++] = "-mesh-psk-file";
-	argv[i++] = mesh_path;
-	argv[i] = NULL;
+	argv_append(argv, "-mesh-psk-file", mesh_path, (char *)NULL);
 	return 0;
 }
 
@@ -3340,14 +3330,8 @@ run_cli_mode(void)
 static int
 mk_user_nobody(char **argv, char bufs[][600])
 {
-	int i;
-
 	mk_plain(argv, bufs);
-	for (i = 0; argv[i] != NULL; i++)
-		continue;
-	argv[i++] = "-user";
-	argv[i++] = "nobody";
-	argv[i] = NULL;
+	argv_append(argv, "-user", "nobody", (char *)NULL);
 	return 0;
 }
 
