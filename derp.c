@@ -3911,12 +3911,7 @@ tls_feed(struct derp_server *s, struct conn *c, int *can_read, int *budget)
 	size_t len, k;
 	ssize_t n;
 
-	/* The state the caller read may be stale: a write in between can
-	 * have sent an alert and closed the engine, which then wants no
-	 * record (NULL, 0). */
 	buf = br_ssl_engine_recvrec_buf(e, &len);
-	if (buf == NULL || len == 0)
-		return 0;
 	if (c->rawin.len > 0) {
 		k = c->rawin.len < len ? c->rawin.len : len;
 		cbuf_peek(&s->pool, &c->rawin, buf, k);
@@ -4002,11 +3997,17 @@ conn_pump(struct derp_server *s, struct conn *c, int can_read)
 				c->dead = 1;
 				break;
 			}
-			if (conn_write(s, c))
+			if (conn_write(s, c)) {
+				/* A write can end the engine (its alert went
+				 * out): read on from the state as it is now. */
 				progress = 1;
+				st = br_ssl_engine_current_state(e);
+				if (st & BR_SSL_CLOSED)
+					continue;
+			}
 			if (st & BR_SSL_RECVAPP) {
 				buf = br_ssl_engine_recvapp_buf(e, &len);
-				used = buf != NULL ? conn_consume(s, c, buf, len) : 0;
+				used = conn_consume(s, c, buf, len);
 				if (used > 0 && !c->dead) {
 					br_ssl_engine_recvapp_ack(e, used);
 					progress = 1;
@@ -4108,14 +4109,14 @@ conn_close(struct derp_server *s, struct conn *c)
 
 	if (c->state == CS_FREE)
 		return;
-	if (c->state != CS_DERP)
-		pending_remove(s, c);
 	if (c->state == CS_DERP) {
 		route_unregister(s, c);
 		if (c->preferred)
 			s->st.current_home--;
 		if (c->notideal)
 			s->st.current_notideal--;
+	} else {
+		pending_remove(s, c);
 	}
 	for (k = Q_DISCO; k <= Q_OTHER; k++)
 		while ((first = pktq_pop(&s->pool, &c->q[k])) != NIL) {
