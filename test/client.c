@@ -98,6 +98,24 @@ dc_random(void *buf, size_t n)
 	close(fd);
 }
 
+void
+dc_bad_client_hello(uint8_t out[DC_BAD_HELLO_BYTES])
+{
+	dc_random(out, DC_BAD_HELLO_BYTES);
+	out[0] = 0x16;		/* handshake record, TLS 1.0 version field */
+	out[1] = 3;
+	out[2] = 1;
+	out[3] = 0;
+	out[4] = DC_BAD_HELLO_BYTES - 5;
+	out[5] = 1;		/* ClientHello of the record's remaining 191 */
+	out[6] = 0;
+	out[7] = 0;
+	out[8] = DC_BAD_HELLO_BYTES - 9;
+	out[9] = 3;		/* client_version TLS 1.2 */
+	out[10] = 3;
+	out[43] = 255;		/* after the 32-byte random: session ID length */
+}
+
 static void
 put_be32(uint8_t *p, uint32_t v)
 {

@@ -105,6 +105,11 @@ int dc_http_status(const char *head);
 
 /* n random bytes from /dev/urandom (aborts if it cannot be read). */
 void dc_random(void *buf, size_t n);
+/* A TLS record holding one complete ClientHello (so a server awaits nothing
+ * more) whose session ID length, 255, is impossible (at most 32); the rest
+ * random.  DC_BAD_HELLO_BYTES bytes into out. */
+#define DC_BAD_HELLO_BYTES 200
+void dc_bad_client_hello(uint8_t out[DC_BAD_HELLO_BYTES]);
 /* Fresh random key pair in c->sk / c->pk. */
 void dc_genkey(struct dclient *c);
 

@@ -946,17 +946,8 @@ c_pre_oversized(void)
 static const char *
 c_pre_bad_hello(void)
 {
-	/* A whole ClientHello whose session ID length, 255, is impossible. */
-	g_record(0x16, 195, 200);
-	junk[2] = 1;
-	junk[5] = 1;
-	junk[6] = 0;
-	junk[7] = 0;
-	junk[8] = 191;
-	junk[9] = 3;
-	junk[10] = 3;
-	junk[43] = 255;
-	return g_send(g_at(0), junk, 200, 0, 0);
+	dc_bad_client_hello(junk);
+	return g_send(g_at(0), junk, DC_BAD_HELLO_BYTES, 0, 0);
 }
 
 /* ... inside the TLS handshake */

@@ -1776,7 +1776,7 @@ static void
 t_tls_garbage(void)
 {
 	struct dclient *c;
-	uint8_t junk[200];
+	uint8_t junk[DC_BAD_HELLO_BYTES];
 
 	/* Plain HTTP to the TLS port. */
 	c = cl_connect_to(srv_host, srv_port, 0, NULL);
@@ -1797,22 +1797,8 @@ t_tls_garbage(void)
 
 	c = cl_connect_to(srv_host, srv_port, 0, NULL);
 	if (c != NULL) {
-		dc_random(junk, sizeof(junk));
-		junk[0] = 0x16;
-		junk[1] = 3;
-		junk[2] = 1;
-		junk[3] = 0;
-		junk[4] = 195;
-		/* A complete ClientHello message (so nothing more is awaited)
-		 * whose session ID length, 255, is impossible (max 32). */
-		junk[5] = 1;
-		junk[6] = 0;
-		junk[7] = 0;
-		junk[8] = 191;
-		junk[9] = 3;
-		junk[10] = 3;
-		junk[43] = 255;
-		(void)dc_write(c, junk, sizeof(junk));
+		dc_bad_client_hello(junk);
+		(void)dc_write(c, junk, DC_BAD_HELLO_BYTES);
 	}
 	expect_closed_only("tls_port_bad_client_hello", c);
 	dc_free(c);
