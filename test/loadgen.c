@@ -593,6 +593,33 @@ tls_put(struct conn *c, const uint8_t *p, size_t n)
 }
 
 /*
+ * Append k parts (empty ones allowed) for which wbuf has room: copied in plain
+ * mode, sealed as one TLS record (flushed) in TLS mode.  0 or -1.
+ */
+static int
+conn_append(struct conn *c, const uint8_t *const *p, const size_t *n, int k)
+{
+	int i;
+
+	for (i = 0; i < k; i++) {
+		if (n[i] == 0)
+			continue;
+		if (!c->tls) {
+			memcpy(c->wbuf + c->wlen, p[i], n[i]);
+			c->wlen += n[i];
+		} else if (tls_put(c, p[i], n[i]) < 0) {
+			return -1;
+		}
+	}
+	if (c->tls) {
+		br_ssl_engine_flush(&c->dc->sc.eng, 0);
+		tls_drain_out(c);
+	}
+	conn_mark(c);
+	return 0;
+}
+
+/*
  * Append one frame: type, optional 32-byte key, then two payload parts.  For
  * TLS it is flushed as its own record (the Go client flushes per packet).
  * 0, or -1 when wbuf has no room (the caller retries later) or on failure.
@@ -605,6 +632,8 @@ conn_frame(struct conn *c, uint8_t type, const uint8_t *key,
 	size_t klen = key != NULL ? KEY_BYTES : 0;
 	size_t flen = FRAME_HDR_BYTES + klen + n1 + n2;
 	size_t need = flen + (c->tls ? TLS_RECORD_OVERHEAD : 0);
+	const uint8_t *parts[4];
+	size_t lens[4];
 
 	if (c->dead)
 		return -1;
@@ -616,30 +645,15 @@ conn_frame(struct conn *c, uint8_t type, const uint8_t *key,
 		return -1;
 	h[0] = type;
 	put_be32(h + 1, (uint32_t)(flen - FRAME_HDR_BYTES));
-	if (!c->tls) {
-		uint8_t *w = c->wbuf + c->wlen;
-		memcpy(w, h, FRAME_HDR_BYTES);
-		w += FRAME_HDR_BYTES;
-		if (klen > 0)
-			memcpy(w, key, klen);
-		w += klen;
-		if (n1 > 0)
-			memcpy(w, p1, n1);
-		w += n1;
-		if (n2 > 0)
-			memcpy(w, p2, n2);
-		c->wlen += flen;
-	} else {
-		if (tls_put(c, h, FRAME_HDR_BYTES) < 0 ||
-		    (klen > 0 && tls_put(c, key, klen) < 0) ||
-		    (n1 > 0 && tls_put(c, p1, n1) < 0) ||
-		    (n2 > 0 && tls_put(c, p2, n2) < 0))
-			return -1;
-		br_ssl_engine_flush(&c->dc->sc.eng, 0);
-		tls_drain_out(c);
-	}
-	conn_mark(c);
-	return 0;
+	parts[0] = h;
+	lens[0] = FRAME_HDR_BYTES;
+	parts[1] = key;
+	lens[1] = klen;
+	parts[2] = p1;
+	lens[2] = n1;
+	parts[3] = p2;
+	lens[3] = n2;
+	return conn_append(c, parts, lens, 4);
 }
 
 /* Append raw bytes (handshake): 0 or -1. */
@@ -654,17 +668,7 @@ conn_raw(struct conn *c, const uint8_t *p, size_t n)
 		conn_fail(c, "no room for handshake bytes");
 		return -1;
 	}
-	if (!c->tls) {
-		memcpy(c->wbuf + c->wlen, p, n);
-		c->wlen += n;
-	} else {
-		if (tls_put(c, p, n) < 0)
-			return -1;
-		br_ssl_engine_flush(&c->dc->sc.eng, 0);
-		tls_drain_out(c);
-	}
-	conn_mark(c);
-	return 0;
+	return conn_append(c, &p, &n, 1);
 }
 
 /* Write wbuf to the socket until it is empty or the socket is full. */
