@@ -135,13 +135,28 @@
 #define CHUNK_BYTES		2048
 #define CHUNK_HEADER_BYTES	12	/* next, qnext, len (see struct chunk) */
 #define CHUNK_DATA_BYTES	(CHUNK_BYTES - CHUNK_HEADER_BYTES)
-/* Chunks reserved per connection slot: on average each client's two queues a
- * quarter full of 1.2 KB packets.  The pool is shared, so one busy client may
- * hold far more; when it runs out, the longest queue pays (pool_reclaim).
- * CHUNKS_SPARE lets a few 64 KiB packets (33 chunks each) through even with
- * -max-clients 1. */
-#define CHUNKS_PER_CONN		16
-#define CHUNKS_SPARE		128
+/*
+ * Chunks reserved per connection slot, in three budgets (see POOLS for the
+ * invariants): control output (HTTP responses, 101, ServerKey, ServerInfo:
+ * at most 4 KiB at once), TLS ciphertext read ahead of the engine (the read
+ * size is cut so that what is left over always fits), and input in progress
+ * (a request head of up to 8 KiB, a ClientInfo, a packet being received or
+ * being written out).  Beyond its own budget a connection borrows from the
+ * shared spare, for at most SPARE_HOLD_MS; queued packets take whatever is
+ * free and are reclaimed (the longest queue pays) when a budget needs room.
+ */
+#define CHUNKS_CTRL		3
+#define CHUNKS_RAWIN		8
+#define CHUNKS_IN		5
+#define CHUNKS_PER_CONN		(CHUNKS_CTRL + CHUNKS_RAWIN + CHUNKS_IN)
+/* The spare: 128 chunks (about four 64 KiB packets in flight beyond their
+ * senders' budgets) plus one per slot, so its size follows -max-clients. */
+#define CHUNKS_SPARE_BASE	128
+#define CHUNKS_SPARE_PER_CONN	1
+/* A connection holding spare chunks (a large packet or ClientInfo in
+ * progress, a large packet being written out) must give them back within
+ * this long, or it is closed: 64 KiB at 100 kbit/s, with room to spare. */
+#define SPARE_HOLD_MS		5000
 #define NIL			0	/* chunk index 0 is never allocated */
 
 #define HTTP_HEAD_MAX_BYTES	8192	/* request line + headers; beyond: 431 */
@@ -149,17 +164,33 @@
 #define HTTP_BODY_SKIP_MAX	(256 * 1024)	/* Go discards this much for keep-alive */
 #define SCRATCH_BYTES		CLIENTINFO_MAX_BYTES	/* largest thing linearised */
 
-#define PEERGONE_PENDING	8	/* PeerGone notices waiting per connection */
-#define SENDERS_TRACKED		32	/* sources remembered per recipient (PeerGone) */
+/*
+ * PeerGone bookkeeping: one record per (recipient connection, source key) that
+ * has delivered a packet (derper's sentTo).  Each record is paid for by the
+ * recipient, or else by the sending connection, from a budget of
+ * SENDERS_PER_CONN each, or else by a shared spare; a record nobody can pay
+ * for is not kept, and that departure goes unannounced (counted in
+ * peer_gone_untracked).  So 32 + 32 per pair of clients, and a recipient whose
+ * senders have budget left can hear from any number of them.
+ */
+#define SENDERS_PER_CONN	32
+#define SENDERS_SPARE		1024
 #define QUEUE_DEPTH_DEFAULT	32	/* derper's per-client send queue depth */
 #define MAX_CLIENTS_DEFAULT	4096	/* ~260 MB reserved worst case, see README */
 #define ACCEPTS_PER_ROUND	64	/* accept() calls per listener per round */
-/* Unfinished connections (TLS, HTTP request, ClientInfo) at once: 256 full
- * handshakes are ~0.5 s of one core's crypto.  At the cap a newcomer evicts the
- * oldest only if that one has had HANDSHAKE_GRACE_MS: four round trips of a
- * slow mobile link, far more than any client needs. */
+/*
+ * Unfinished connections (TLS, HTTP request, ClientInfo) at once: 256 full
+ * handshakes are ~0.5 s of one core's crypto.  They are grouped by source (an
+ * IPv4 address, an IPv6 /64).  At the cap, or when every slot is taken, a
+ * newcomer from a source holding fewer than the largest source evicts that
+ * source's oldest; otherwise it competes with its own source, whose oldest
+ * gives way only once it has had HANDSHAKE_GRACE_MS (four round trips of a
+ * slow mobile link, far more than any client needs).  The -http-port
+ * listener has its own small budget, PORT80_PENDING.
+ */
 #define MAX_HANDSHAKES_DEFAULT	256
 #define HANDSHAKE_GRACE_MS	5000
+#define PORT80_PENDING		32
 #define TLS_RECORDS_PER_ROUND	2	/* read(2) calls per connection per round */
 #define READ_BATCH_BYTES	32768	/* one read(2) of ciphertext: ~2 records */
 #define STUN_DATAGRAMS_PER_ROUND 64
@@ -215,6 +246,17 @@ get_be32(const uint8_t *p)
 	    ((uint32_t)p[2] << 8) | (uint32_t)p[3];
 }
 
+static uint64_t
+get_le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
 static void
 put_be32(uint8_t *p, uint32_t v)
 {
@@ -232,12 +274,15 @@ frame_put_header(uint8_t *p, uint8_t type, uint32_t len)
 }
 
 /*
- * Randomness: one HMAC-DRBG seeded from the OS at start-up, reseeded now and
- * then.  It supplies box nonces, KeepAlive jitter, the key-table seed and the
- * entropy injected into every TLS engine (so an accept costs no syscall for it).
+ * Randomness: one HMAC-DRBG per relay, seeded from the OS at start-up, reseeded
+ * now and then.  It supplies box nonces, KeepAlive jitter, the hash seeds and
+ * the entropy injected into every TLS engine (so an accept costs no syscall
+ * for it).
  */
-static br_hmac_drbg_context rng;
-static unsigned rng_uses;
+struct rng {
+	br_hmac_drbg_context drbg;
+	unsigned uses;
+};
 
 static int
 os_random(void *buf, size_t len)
@@ -264,35 +309,36 @@ os_random(void *buf, size_t len)
 }
 
 static int
-rng_init(void)
+rng_init(struct rng *r)
 {
 	uint8_t seed[48];
 
 	if (os_random(seed, sizeof seed) != 0)
 		return -1;
-	br_hmac_drbg_init(&rng, &br_sha256_vtable, seed, sizeof seed);
+	br_hmac_drbg_init(&r->drbg, &br_sha256_vtable, seed, sizeof seed);
+	r->uses = 0;
 	return 0;
 }
 
 static void
-rng_bytes(void *out, size_t len)
+rng_bytes(struct rng *r, void *out, size_t len)
 {
 	uint8_t seed[32];
 
-	if (++rng_uses >= 65536) {
-		rng_uses = 0;
+	if (++r->uses >= 65536) {
+		r->uses = 0;
 		if (os_random(seed, sizeof seed) == 0)
-			br_hmac_drbg_update(&rng, seed, sizeof seed);
+			br_hmac_drbg_update(&r->drbg, seed, sizeof seed);
 	}
-	br_hmac_drbg_generate(&rng, out, len);
+	br_hmac_drbg_generate(&r->drbg, out, len);
 }
 
 static uint32_t
-rng_u32(void)
+rng_u32(struct rng *r)
 {
 	uint8_t b[4];
 
-	rng_bytes(b, sizeof b);
+	rng_bytes(r, b, sizeof b);
 	return get_be32(b);
 }
 
@@ -1016,8 +1062,43 @@ static int ratecfg_parse(const char *json, size_t len, struct ratecfg *r)
  * The chunk pool: one array of fixed chunks and a free list through `next`.
  * A chain is a singly linked list of chunks; the first chunk of a queued packet
  * also links the packet into its queue through `qnext`.  Index 0 is NIL.
- * Invariant: every chunk is on exactly one of the free list, one packet chain,
- * or one connection's byte chain (struct cbuf).
+ *
+ * Who may hold chunks is decided in one place, the budget functions after the
+ * server struct (hold_take, hold_give); nothing else calls pool_take.  There,
+ * R = CHUNKS_PER_CONN, n = -max-clients and the pool has n * R + SPARE chunks,
+ * SPARE = CHUNKS_SPARE_BASE + n * CHUNKS_SPARE_PER_CONN.  Invariants, after
+ * every step of the loop:
+ *
+ *  P1. Every chunk is on exactly one of: the free list, one connection's byte
+ *      chain (head, info, raw, rawin), its packet in progress (fpkt), its
+ *      packet being written (out_pkt), or one packet in one queue.
+ *  P2. Held chunks are counted where they are held: conn.hold[HOLD_CTRL] is
+ *      the chunks of raw, hold[HOLD_RAWIN] those of rawin, hold[HOLD_IN] those
+ *      of head, info, fpkt and out_pkt.  Queued packets are held by nobody:
+ *      they are reclaimable (pool_reclaim drops the oldest packet of the
+ *      connection with the most queued chunks).
+ *  P3. Each budget k of a connection has a limit L[k] (CHUNKS_CTRL,
+ *      CHUNKS_RAWIN, CHUNKS_IN; sum R).  over(c) = sum of max(0, hold[k] -
+ *      L[k]) is what c borrows from the spare, and server.spare_used = sum of
+ *      over(c) <= SPARE.  A hold that would break this is refused: the
+ *      connection stops reading (input) until the spare has room.
+ *  P4. Hence free + queued >= sum over all n slots of (R - sum min(hold[k],
+ *      L[k])): every slot, in use or not, can always fill its own budgets, by
+ *      reclaiming queued packets if the free list is short.  So no set of
+ *      connections can keep another from its 101, ServerKey, ServerInfo, HTTP
+ *      response or a 1280-byte packet, and only queued packets, longest queue
+ *      first, are ever dropped to make room.
+ *  P5. conn.spare_since is set while over(c) > 0; the sweep closes a
+ *      connection whose over(c) has stayed above 0 for SPARE_HOLD_MS.  So what
+ *      a connection borrows is bounded in size (SPARE) and in time.
+ *  P6. A connection's queued chunks are counted in conn.q_chunks, and the
+ *      connections with q_chunks > 0 form a max-heap on it (server.qheap), so
+ *      the reclaim victim is found without a scan.
+ *
+ * RAWIN never borrows: a read of ciphertext ahead of the engine is cut so that
+ * what the engine has not taken fits in CHUNKS_RAWIN (tls_feed).  CTRL never
+ * borrows: each control output fits CHUNKS_CTRL and is written before the next
+ * is made.  Only IN borrows, and what it borrows is time-bounded by P5.
  */
 struct chunk {
 	uint32_t next;		/* next chunk of the same chain */
@@ -1107,16 +1188,25 @@ struct cbuf {
 	uint16_t off;
 };
 
-/* Append n bytes; -1 (nothing appended) when the pool cannot supply chunks. */
+/* Chunks that appending n bytes to b takes from the pool. */
+static uint32_t
+cbuf_need(const struct pool *p, const struct cbuf *b, size_t n)
+{
+	size_t room = b->tail != NIL ? CHUNK_DATA_BYTES - p->chunks[b->tail].len : 0;
+
+	return n > room ? chunks_for(n - room) : 0;
+}
+
+/* Append n bytes; -1 (nothing appended) when the pool cannot supply chunks.
+ * Callers account for the chunks first (conn_append). */
 static int
 cbuf_append(struct pool *p, struct cbuf *b, const uint8_t *data, size_t n)
 {
 	struct chunk *t;
-	size_t room, k, need;
+	size_t k, need;
 	uint32_t i, first = NIL, last = NIL;
 
-	room = b->tail != NIL ? CHUNK_DATA_BYTES - p->chunks[b->tail].len : 0;
-	need = n > room ? chunks_for(n - room) : 0;
+	need = cbuf_need(p, b, n);
 	if (need > p->free_count)
 		return -1;
 	for (k = 0; k < need; k++) {	/* all or nothing: take them first */
@@ -1170,11 +1260,12 @@ cbuf_peek(const struct pool *p, const struct cbuf *b, uint8_t *out, size_t n)
 	}
 }
 
-/* Drop the first n bytes (n <= b->len), returning emptied chunks. */
-static void
+/* Drop the first n bytes (n <= b->len), returning emptied chunks.  Returns
+ * how many chunks went back to the pool. */
+static uint32_t
 cbuf_consume(struct pool *p, struct cbuf *b, size_t n)
 {
-	uint32_t next;
+	uint32_t next, freed = 0;
 	size_t k;
 
 	while (n > 0) {
@@ -1182,26 +1273,32 @@ cbuf_consume(struct pool *p, struct cbuf *b, size_t n)
 		if (k > n) {
 			b->off = (uint16_t)(b->off + n);
 			b->len -= (uint32_t)n;
-			return;
+			return freed;
 		}
 		n -= k;
 		b->len -= (uint32_t)k;
 		next = p->chunks[b->head].next;
 		pool_give(p, b->head);
+		freed++;
 		b->head = next;
 		b->off = 0;
 		if (next == NIL) {
 			b->tail = NIL;
-			return;
+			break;
 		}
 	}
+	return freed;
 }
 
-static void
-cbuf_clear(struct pool *p, struct cbuf *b)
+/* Chunks in a chain. */
+static uint32_t
+chain_count(const struct pool *p, uint32_t i)
 {
-	pool_give_chain(p, b->head);
-	memset(b, 0, sizeof *b);
+	uint32_t n = 0;
+
+	for (; i != NIL; i = p->chunks[i].next)
+		n++;
+	return n;
 }
 
 /* A FIFO of packets linked through their first chunk's qnext. */
@@ -1209,6 +1306,46 @@ struct pktq {
 	uint32_t head, tail;
 	uint32_t count;
 };
+
+/* A queued packet is its RecvPacket frame: header, source key, packet. */
+static uint32_t
+pkt_len(const struct pool *p, uint32_t first)
+{
+	return get_be32(p->chunks[first].data + 1) - KEY_BYTES;
+}
+
+static void
+pktq_push(struct pool *p, struct pktq *q, uint32_t first)
+{
+	p->chunks[first].qnext = NIL;
+	if (q->tail == NIL)
+		q->head = first;
+	else
+		p->chunks[q->tail].qnext = first;
+	q->tail = first;
+	q->count++;
+}
+
+static uint32_t
+pktq_pop(struct pool *p, struct pktq *q)
+{
+	uint32_t first = q->head;
+
+	if (first == NIL)
+		return NIL;
+	q->head = p->chunks[first].qnext;
+	if (q->head == NIL)
+		q->tail = NIL;
+	q->count--;
+	return first;
+}
+
+/* Chunks of a queued packet: its chain is filled chunk by chunk. */
+static uint32_t
+pkt_chunks(const struct pool *p, uint32_t first)
+{
+	return chunks_for(RECV_PREFIX_BYTES + (size_t)pkt_len(p, first));
+}
 
 /* ==================================================================== POLLER */
 
@@ -1682,7 +1819,8 @@ struct conn {
 	uint8_t port80;			/* accepted on the -http-port listener */
 	uint8_t dead;			/* sticky failure: close at top level */
 	uint8_t close_after;		/* close once output drained */
-	uint8_t in_paused;		/* input waits (pool, rate limit, full queue) */
+	uint8_t in_paused;		/* input waits (spare, rate limit) */
+	uint8_t out_wait;		/* a large packet waits for the spare */
 	uint8_t want_out;		/* POLLOUT registered */
 	uint8_t tls_closing;		/* close_notify sent */
 	uint8_t tls_started;		/* first bytes looked at (not HTTP) */
@@ -1690,8 +1828,12 @@ struct conn {
 	uint8_t peer_ip[16];		/* IPv4 mapped */
 	uint16_t peer_port;
 	int64_t accepted_ms;
-	int32_t pend_prev, pend_next;	/* the unfinished list while state is not
-					 * CS_DERP; -1 ends it */
+	/* Unfinished (state not CS_DERP): in its source's FIFO, oldest first. */
+	struct {
+		uint32_t src;		/* struct source index; NIL once registered */
+		uint8_t set;		/* PEND_MAIN or PEND_PORT80 */
+		int32_t prev, next;	/* the source's connections; -1 ends */
+	} pend;
 	int64_t deadline_ms;		/* HTTP / ClientInfo deadline; 0 none */
 	int64_t wstall_ms;		/* output pending without progress since */
 	int64_t next_keepalive_ms;
@@ -1712,8 +1854,14 @@ struct conn {
 	uint8_t ftype;
 	uint32_t flen, fgot;
 	uint8_t fsmall[KEY_BYTES];	/* SendPacket dst, Ping data, 1-byte frames */
-	uint32_t fpkt, fpkt_cur;	/* packet under construction: first, current chunk */
+	uint32_t fpkt, fpkt_cur;	/* packet under construction: first, last chunk */
 	struct cbuf info;		/* ClientInfo frame */
+
+	/* chunk budgets (POOLS, P2-P5) */
+	uint32_t hold[3];		/* HOLD_CTRL, HOLD_RAWIN, HOLD_IN */
+	int64_t spare_since;		/* borrowing from the spare since; 0 not */
+	uint32_t q_chunks;		/* chunks of the packets in q[] */
+	int32_t qheap_pos;		/* in server.qheap; -1 when q_chunks == 0 */
 
 	/* identity, once registered */
 	uint8_t key[KEY_BYTES];
@@ -1727,19 +1875,22 @@ struct conn {
 	struct cbuf raw;
 	struct cbuf rawin;		/* TLS: ciphertext read ahead, not yet fed */
 	struct pktq q[2];		/* Q_DISCO, Q_OTHER */
-	uint32_t out_pkt, out_chunk;	/* packet being written; NIL if none */
-	uint16_t out_off;		/* bytes of out_chunk already written */
+	uint32_t out_pkt;		/* the rest of the packet being written */
+	uint16_t out_off;		/* bytes of its first chunk written */
+	uint8_t out_held;		/* its chunks are in hold[HOLD_IN] */
 	uint8_t pong_pending, keepalive_pending;
 	uint8_t out_unflushed;		/* TLS: app data written, record not closed */
 	uint8_t routed;			/* this SendPacket went the direct path */
 	uint8_t pong[PING_MIN_BYTES];
-	uint8_t pg_count, pg_head;
-	uint8_t pg_reason[PEERGONE_PENDING];
-	uint8_t pg_key[PEERGONE_PENDING][KEY_BYTES];
 
-	/* PeerGone bookkeeping: first 8 bytes of the keys we delivered from */
-	uint64_t senders[SENDERS_TRACKED];
-	uint8_t senders_n, senders_next, senders_hit;
+	/* PeerGone records (struct sender) of which this connection is the
+	 * recipient: live ones, and the FIFO of notices to write */
+	struct {
+		uint32_t live;		/* list through dnext/dprev */
+		uint32_t gone_head, gone_tail;	/* FIFO through dnext */
+		uint32_t last;		/* the record the last packet hit */
+		uint32_t paid;		/* records this slot pays for */
+	} snd;
 
 	/* -rate-config bucket: bytes; negative while waiting (Go's WaitN) */
 	double rate_tokens;
@@ -1801,6 +1952,47 @@ struct keyent {
 	int32_t first;		/* connections with this key, via key_next */
 	int32_t active;		/* the one that gets the traffic */
 	uint32_t nconns;	/* 0: the slot is empty (so calloc makes an empty table) */
+	uint32_t senders;	/* PeerGone records of this source key (knext) */
+};
+
+/* A PeerGone record (derper's sentTo): recipient slot dst has received a
+ * packet from key since it connected.  When key leaves, the record moves to
+ * dst's FIFO of notices (gone) and is freed once the PeerGone is written.
+ * NotHere notices use the same FIFO, with no source list. */
+struct sender {
+	uint8_t key[KEY_BYTES];
+	uint32_t dst;		/* recipient slot */
+	uint32_t hnext;		/* hash chain while live; the free list */
+	uint32_t dnext, dprev;	/* dst's live list; dst's FIFO (dnext) once gone */
+	uint32_t knext, kprev;	/* the source key's list, while live */
+	uint32_t payer;		/* slot + 1 that pays for it; 0: the spare */
+	uint8_t gone;		/* a notice waiting in dst's FIFO */
+	uint8_t reason;		/* PEER_GONE_* of that notice */
+};
+
+/*
+ * Unfinished connections, grouped by source.  A source entry lives while it
+ * has connections; sources are hashed (seeded) and kept in buckets by how
+ * many connections they hold, so the largest is found at once.  Two sets:
+ * the main listener's (-max-handshakes) and the -http-port listener's.
+ */
+enum { PEND_MAIN = 0, PEND_PORT80 = 1 };
+
+struct source {
+	uint8_t addr[16];	/* IPv4-mapped address, or IPv6 /64 (low half 0) */
+	uint32_t count;		/* its unfinished connections */
+	int32_t head, tail;	/* oldest, newest (conn.pend.next) */
+	uint32_t hnext;		/* hash chain; the free list */
+	uint32_t bnext, bprev;	/* sources with the same count */
+};
+
+struct pend_set {
+	uint32_t cap, n;	/* at most cap connections; n now */
+	struct source *src;	/* [cap + 1]; [0] unused (NIL) */
+	uint32_t *hash;		/* [hmask + 1] chain heads */
+	uint32_t hmask, free;	/* free: unused entries through hnext */
+	uint32_t *bucket;	/* [cap + 1]: sources holding exactly i */
+	uint32_t top;		/* largest i with a source; 0 when n == 0 */
 };
 
 /* Counters, named after derper's metrics (derper-compat.md section 11). */
@@ -1811,9 +2003,10 @@ struct stats {
 	uint64_t dropped_unknown_dest[2], dropped_queue_head[2],
 	    dropped_gone_disconnected[2];
 	uint64_t got_ping, sent_pong, peer_gone_disconnected, peer_gone_not_here;
-	uint64_t peer_gone_overflow, write_timeouts, total_dup_client_conns;
+	uint64_t peer_gone_untracked, write_timeouts, total_dup_client_conns;
 	uint64_t home_moves_in, home_moves_out, pool_evictions, accept_limited;
 	uint64_t rate_limit_waited, handshakes_refused, handshakes_evicted;
+	uint64_t spare_refused, spare_timeouts;
 	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
 	uint64_t stun_ipv4, stun_ipv6;
 	uint32_t current_connections, current_home, current_notideal;
@@ -1829,10 +2022,13 @@ struct derp_server {
 
 	uint8_t priv[KEY_BYTES], pub[KEY_BYTES];
 
+	struct rng rng;
+
 	/* TLS */
 	struct cert_store certs;
 	int have_certs;
 	int sni_strict;			/* SNI must equal -hostname byte for byte */
+	struct sni_policy *sni;		/* [max] in TLS mode with sni_strict */
 	const uint16_t *suites;
 	size_t nsuites;
 
@@ -1846,14 +2042,18 @@ struct derp_server {
 					 * scan of the slots stops at fresh */
 
 	struct pool pool;
+	uint32_t spare_cap, spare_used;	/* POOLS, P3 */
+	uint32_t *qheap, nqheap;	/* POOLS, P6: slots by q_chunks */
 	struct keyent *keytab;		/* [keytab_mask + 1], open addressing */
 	uint32_t keytab_mask, nkeys;
 	uint64_t hash_seed[2];
 
-	/* Connections not yet registered (state not CS_DERP), oldest first:
-	 * the cap on unfinished handshakes evicts from the head. */
-	int32_t pend_head, pend_tail;
-	uint32_t npending, pending_cap;
+	/* PeerGone records: [nsnd + 1], [0] unused; hashed by (dst, key) */
+	struct sender *snd;
+	uint32_t nsnd, snd_free, snd_fresh, snd_spare_used;
+	uint32_t *snd_hash, snd_hmask;
+
+	struct pend_set pend[2];	/* PEND_MAIN, PEND_PORT80 */
 
 	struct slot_ring dirty;		/* slots with output to fill this round */
 	struct slot_ring paused;	/* slots whose input waits */
@@ -1887,19 +2087,103 @@ mark_paused(struct derp_server *s, struct conn *c)
 	ring_push(&s->paused, (uint32_t)(c - s->conns));
 }
 
+/* The source of an address: IPv4 by address, IPv6 by /64. */
 static void
-pending_append(struct derp_server *s, struct conn *c)
+source_addr(const uint8_t ip[16], uint8_t out[16])
 {
-	int32_t idx = (int32_t)(c - s->conns);
+	memcpy(out, ip, 16);
+	if (!ip16_is_v4(ip))
+		memset(out + 8, 0, 8);
+}
 
-	c->pend_prev = s->pend_tail;
-	c->pend_next = -1;
-	if (s->pend_tail >= 0)
-		s->conns[s->pend_tail].pend_next = idx;
+static uint32_t
+source_hash(const struct derp_server *s, const uint8_t addr[16])
+{
+	uint64_t h = s->hash_seed[1];
+
+	h ^= get_le64(addr);
+	h *= 0x9e3779b97f4a7c15ULL;
+	h ^= (h >> 29) ^ get_le64(addr + 8);
+	h *= 0xbf58476d1ce4e5b9ULL;
+	return (uint32_t)(h >> 32);
+}
+
+static uint32_t
+source_find(const struct derp_server *s, const struct pend_set *ps,
+    const uint8_t addr[16])
+{
+	uint32_t e = ps->hash[source_hash(s, addr) & ps->hmask];
+
+	while (e != NIL && memcmp(ps->src[e].addr, addr, 16) != 0)
+		e = ps->src[e].hnext;
+	return e;
+}
+
+/* Move source e from bucket `from` to the bucket of its count now. */
+static void
+source_rebucket(struct pend_set *ps, uint32_t e, uint32_t from)
+{
+	struct source *x = &ps->src[e];
+
+	if (from > 0) {
+		if (x->bprev != NIL)
+			ps->src[x->bprev].bnext = x->bnext;
+		else
+			ps->bucket[from] = x->bnext;
+		if (x->bnext != NIL)
+			ps->src[x->bnext].bprev = x->bprev;
+	}
+	x->bprev = NIL;
+	x->bnext = NIL;
+	if (x->count > 0) {
+		x->bnext = ps->bucket[x->count];
+		if (x->bnext != NIL)
+			ps->src[x->bnext].bprev = e;
+		ps->bucket[x->count] = e;
+		if (x->count > ps->top)
+			ps->top = x->count;
+	}
+	while (ps->top > 0 && ps->bucket[ps->top] == NIL)
+		ps->top--;
+}
+
+/* c is unfinished: it joins its source's FIFO in set `set`.  The caller has
+ * made room (ps->n < ps->cap), so an entry is free. */
+static void
+pending_append(struct derp_server *s, struct conn *c, int set)
+{
+	struct pend_set *ps = &s->pend[set];
+	int32_t idx = (int32_t)(c - s->conns);
+	uint8_t addr[16];
+	uint32_t e, h;
+	struct source *x;
+
+	source_addr(c->peer_ip, addr);
+	e = source_find(s, ps, addr);
+	if (e == NIL) {
+		e = ps->free;
+		x = &ps->src[e];
+		ps->free = x->hnext;
+		memcpy(x->addr, addr, 16);
+		x->count = 0;
+		x->head = x->tail = -1;
+		h = source_hash(s, addr) & ps->hmask;
+		x->hnext = ps->hash[h];
+		ps->hash[h] = e;
+	}
+	x = &ps->src[e];
+	c->pend.src = e;
+	c->pend.set = (uint8_t)set;
+	c->pend.prev = x->tail;
+	c->pend.next = -1;
+	if (x->tail >= 0)
+		s->conns[x->tail].pend.next = idx;
 	else
-		s->pend_head = idx;
-	s->pend_tail = idx;
-	s->npending++;
+		x->head = idx;
+	x->tail = idx;
+	x->count++;
+	source_rebucket(ps, e, x->count - 1);
+	ps->n++;
 }
 
 /* Called exactly once per connection: when it registers or, unregistered,
@@ -1907,16 +2191,31 @@ pending_append(struct derp_server *s, struct conn *c)
 static void
 pending_remove(struct derp_server *s, struct conn *c)
 {
-	if (c->pend_prev >= 0)
-		s->conns[c->pend_prev].pend_next = c->pend_next;
+	struct pend_set *ps = &s->pend[c->pend.set];
+	uint32_t e = c->pend.src, *pp;
+	struct source *x = &ps->src[e];
+
+	if (c->pend.prev >= 0)
+		s->conns[c->pend.prev].pend.next = c->pend.next;
 	else
-		s->pend_head = c->pend_next;
-	if (c->pend_next >= 0)
-		s->conns[c->pend_next].pend_prev = c->pend_prev;
+		x->head = c->pend.next;
+	if (c->pend.next >= 0)
+		s->conns[c->pend.next].pend.prev = c->pend.prev;
 	else
-		s->pend_tail = c->pend_prev;
-	c->pend_prev = c->pend_next = -1;
-	s->npending--;
+		x->tail = c->pend.prev;
+	c->pend.prev = c->pend.next = -1;
+	c->pend.src = NIL;
+	x->count--;
+	source_rebucket(ps, e, x->count + 1);
+	if (x->count == 0) {
+		pp = &ps->hash[source_hash(s, x->addr) & ps->hmask];
+		while (*pp != e)
+			pp = &ps->src[*pp].hnext;
+		*pp = x->hnext;
+		x->hnext = ps->free;
+		ps->free = e;
+	}
+	ps->n--;
 }
 
 static void
@@ -1935,6 +2234,221 @@ conn_fail(struct conn *c, const char *why)
 	if (!c->dead && why != NULL)
 		conn_log(c, why);
 	c->dead = 1;
+}
+
+/* ============================================================ CHUNK BUDGETS */
+
+/*
+ * The one place that decides who may hold chunks (POOLS, P1-P6).  Byte chains
+ * and packets in progress take chunks through hold_take; queued packets are
+ * moved between queues and the reclaim heap through conn_queue_*.
+ */
+enum { HOLD_CTRL = 0, HOLD_RAWIN = 1, HOLD_IN = 2 };
+static const uint32_t hold_limit[3] = { CHUNKS_CTRL, CHUNKS_RAWIN, CHUNKS_IN };
+
+/* What c borrows from the spare (P3). */
+static uint32_t
+hold_over(const struct conn *c)
+{
+	uint32_t over = 0;
+	int k;
+
+	for (k = HOLD_CTRL; k <= HOLD_IN; k++)
+		if (c->hold[k] > hold_limit[k])
+			over += c->hold[k] - hold_limit[k];
+	return over;
+}
+
+/* Account n more chunks to budget k of c, borrowing from the spare beyond
+ * the budget.  0, or -1 (nothing changed) when the spare has no room. */
+static int
+hold_admit(struct derp_server *s, struct conn *c, int k, uint32_t n)
+{
+	uint32_t before = hold_over(c), after;
+
+	c->hold[k] += n;
+	after = hold_over(c);
+	if (after > before && s->spare_used + (after - before) > s->spare_cap) {
+		c->hold[k] -= n;
+		s->st.spare_refused++;
+		return -1;
+	}
+	s->spare_used += after - before;
+	if (after > 0 && c->spare_since == 0)
+		c->spare_since = s->now;
+	return 0;
+}
+
+static void
+hold_give(struct derp_server *s, struct conn *c, int k, uint32_t n)
+{
+	uint32_t before = hold_over(c), after;
+
+	c->hold[k] -= n;
+	after = hold_over(c);
+	s->spare_used -= before - after;
+	if (after == 0)
+		c->spare_since = 0;
+}
+
+/* Reclaim heap (P6): slots with queued chunks, the most at qheap[0]. */
+static int
+qheap_less(const struct derp_server *s, uint32_t a, uint32_t b)
+{
+	return s->conns[a].q_chunks < s->conns[b].q_chunks;
+}
+
+static void
+qheap_set(struct derp_server *s, uint32_t pos, uint32_t slot)
+{
+	s->qheap[pos] = slot;
+	s->conns[slot].qheap_pos = (int32_t)pos;
+}
+
+static void
+qheap_sift(struct derp_server *s, uint32_t pos)
+{
+	uint32_t slot = s->qheap[pos], parent, child;
+
+	while (pos > 0 && qheap_less(s, s->qheap[parent = (pos - 1) / 2], slot)) {
+		qheap_set(s, pos, s->qheap[parent]);
+		pos = parent;
+	}
+	for (;;) {
+		child = 2 * pos + 1;
+		if (child >= s->nqheap)
+			break;
+		if (child + 1 < s->nqheap &&
+		    qheap_less(s, s->qheap[child], s->qheap[child + 1]))
+			child++;
+		if (!qheap_less(s, slot, s->qheap[child]))
+			break;
+		qheap_set(s, pos, s->qheap[child]);
+		pos = child;
+	}
+	qheap_set(s, pos, slot);
+}
+
+/* c->q_chunks changed: put c where it belongs (or out of the heap). */
+static void
+qheap_update(struct derp_server *s, struct conn *c)
+{
+	uint32_t slot = (uint32_t)(c - s->conns), pos, last;
+
+	if (c->qheap_pos < 0) {
+		if (c->q_chunks == 0)
+			return;
+		pos = s->nqheap++;
+		qheap_set(s, pos, slot);
+		qheap_sift(s, pos);
+		return;
+	}
+	pos = (uint32_t)c->qheap_pos;
+	if (c->q_chunks > 0) {
+		qheap_sift(s, pos);
+		return;
+	}
+	c->qheap_pos = -1;
+	last = s->qheap[--s->nqheap];
+	if (pos < s->nqheap) {
+		qheap_set(s, pos, last);
+		qheap_sift(s, pos);
+	}
+}
+
+static void
+conn_queue_push(struct derp_server *s, struct conn *c, int k, uint32_t first)
+{
+	pktq_push(&s->pool, &c->q[k], first);
+	c->q_chunks += pkt_chunks(&s->pool, first);
+	qheap_update(s, c);
+}
+
+static uint32_t
+conn_queue_pop(struct derp_server *s, struct conn *c, int k)
+{
+	uint32_t first = pktq_pop(&s->pool, &c->q[k]);
+
+	if (first != NIL) {
+		c->q_chunks -= pkt_chunks(&s->pool, first);
+		qheap_update(s, c);
+	}
+	return first;
+}
+
+/* Drop the oldest packet of queue k (counted under `reason`). */
+static void
+conn_queue_drop_head(struct derp_server *s, struct conn *c, int k,
+    uint64_t *reason)
+{
+	uint32_t first = conn_queue_pop(s, c, k);
+
+	if (first != NIL) {
+		reason[k]++;
+		pool_give_chain(&s->pool, first);
+	}
+}
+
+/*
+ * Make `need` chunks free by dropping the oldest packets of the connection
+ * with the most queued chunks: the one that is not keeping up pays, never a
+ * budget.  0 when enough are free; by P4 it fails only if need exceeds what
+ * hold_admit allowed.
+ */
+static int
+pool_reclaim(struct derp_server *s, uint32_t need)
+{
+	struct conn *c;
+
+	while (s->pool.free_count < need) {
+		if (s->nqheap == 0)
+			return -1;
+		c = &s->conns[s->qheap[0]];
+		conn_queue_drop_head(s, c, c->q[Q_OTHER].count > 0 ? Q_OTHER :
+		    Q_DISCO, s->st.dropped_queue_head);
+		s->st.pool_evictions++;
+	}
+	return 0;
+}
+
+/* hold_admit, then make sure the pool has the n chunks.  0 or -1. */
+static int
+hold_take(struct derp_server *s, struct conn *c, int k, uint32_t n)
+{
+	if (hold_admit(s, c, k, n) != 0)
+		return -1;
+	if (s->pool.free_count < n && pool_reclaim(s, n) != 0) {
+		hold_give(s, c, k, n);
+		return -1;
+	}
+	return 0;
+}
+
+/* Append to one of c's byte chains, charged to budget k.  0 or -1. */
+static int
+conn_append(struct derp_server *s, struct conn *c, int k, struct cbuf *b,
+    const uint8_t *data, size_t n)
+{
+	uint32_t need = cbuf_need(&s->pool, b, n);
+
+	if (hold_take(s, c, k, need) != 0)
+		return -1;
+	return cbuf_append(&s->pool, b, data, n);	/* cannot fail now */
+}
+
+static void
+conn_chain_consume(struct derp_server *s, struct conn *c, int k,
+    struct cbuf *b, size_t n)
+{
+	hold_give(s, c, k, cbuf_consume(&s->pool, b, n));
+}
+
+static void
+conn_chain_clear(struct derp_server *s, struct conn *c, int k, struct cbuf *b)
+{
+	hold_give(s, c, k, chain_count(&s->pool, b->head));
+	pool_give_chain(&s->pool, b->head);
+	memset(b, 0, sizeof *b);
 }
 
 /* ======================================================================= TLS */
@@ -1998,28 +2512,14 @@ tls_choose_suites(struct derp_server *s)
  * none for an IP, some tools send "ip:port").  BearSSL's single-chain handlers
  * ignore SNI, so this wrapper checks it and then delegates to the handler that
  * br_ssl_server_set_single_ec/_rsa installed in the same context.
+ *
+ * The wrapper sits beside each slot's context (server.sni): do_keyx/do_sign
+ * get no server context, only the policy pointer, which leads here.
  */
-static const char *sni_hostname;
-
-static int
-sni_choose(const br_ssl_server_policy_class **pctx,
-    const br_ssl_server_context *cc, br_ssl_server_choices *choices)
-{
-	/* BearSSL passes policy contexts as non-const; the cast is its idiom. */
-	const br_ssl_server_policy_class **inner =
-	    (const br_ssl_server_policy_class **)(uintptr_t)&cc->chain_handler.vtable;
-
-	(void)pctx;
-	if (strcmp(br_ssl_engine_get_server_name(&cc->eng), sni_hostname) != 0)
-		return 0;
-	return (*inner)->choose(inner, cc, choices);
-}
-
-/* do_keyx/do_sign get no server context: the wrapper sits in the conn, right
- * behind a pointer to that conn's BearSSL context. */
 struct sni_policy {
 	const br_ssl_server_policy_class *vtable;
 	br_ssl_server_context *sc;
+	const char *host;		/* -hostname, which the SNI must equal */
 };
 
 static const br_ssl_server_policy_class **
@@ -2028,6 +2528,18 @@ sni_inner(const br_ssl_server_policy_class **pctx)
 	const struct sni_policy *sp = (const struct sni_policy *)(const void *)pctx;
 
 	return &sp->sc->chain_handler.vtable;
+}
+
+static int
+sni_choose(const br_ssl_server_policy_class **pctx,
+    const br_ssl_server_context *cc, br_ssl_server_choices *choices)
+{
+	const struct sni_policy *sp = (const struct sni_policy *)(const void *)pctx;
+	const br_ssl_server_policy_class **inner = sni_inner(pctx);
+
+	if (strcmp(br_ssl_engine_get_server_name(&cc->eng), sp->host) != 0)
+		return 0;
+	return (*inner)->choose(inner, cc, choices);
 }
 
 static uint32_t
@@ -2051,9 +2563,6 @@ sni_do_sign(const br_ssl_server_policy_class **pctx, unsigned algo_id,
 static const br_ssl_server_policy_class sni_policy_vtable = {
 	sizeof(struct sni_policy), sni_choose, sni_do_keyx, sni_do_sign
 };
-
-/* The SNI wrappers, one per slot, beside the contexts. */
-static struct sni_policy *sni_policies;
 
 /* Prepare slot i's BearSSL context for a new connection.  0 or -1. */
 static int
@@ -2083,16 +2592,17 @@ tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
 		    s->certs.chain_len, &s->certs.rsa, BR_KEYTYPE_SIGN,
 		    br_rsa_private_get_default(), br_rsa_pkcs1_sign_get_default());
 	if (s->sni_strict) {
-		sni_policies[i].vtable = &sni_policy_vtable;
-		sni_policies[i].sc = sc;
-		br_ssl_server_set_policy(sc, &sni_policies[i].vtable);
+		s->sni[i].vtable = &sni_policy_vtable;
+		s->sni[i].sc = sc;
+		s->sni[i].host = s->cfg.hostname;
+		br_ssl_server_set_policy(sc, &s->sni[i].vtable);
 	}
 	br_ssl_engine_set_buffers_bidi(e, c->ibuf, IBUF_BYTES, c->obuf,
 	    OBUF_BYTES);
 	br_ssl_engine_set_protocol_names(e, alpn_names, 1);
 	br_ssl_engine_add_flags(e, BR_OPT_ENFORCE_SERVER_PREFERENCES |
 	    BR_OPT_NO_RENEGOTIATION);
-	rng_bytes(seed, sizeof seed);
+	rng_bytes(&s->rng, seed, sizeof seed);
 	br_ssl_engine_inject_entropy(e, seed, sizeof seed);
 	if (!br_ssl_server_reset(sc))
 		return -1;
@@ -2124,68 +2634,9 @@ pkt_is_disco(const struct pool *p, uint32_t first, uint32_t plen)
 	    memcmp(p->chunks[first].data + RECV_PREFIX_BYTES, disco_magic, 6) == 0;
 }
 
-static uint32_t
-pkt_len(const struct pool *p, uint32_t first)
-{
-	return get_be32(p->chunks[first].data + 1) - KEY_BYTES;
-}
 
-static void
-pktq_push(struct pool *p, struct pktq *q, uint32_t first)
-{
-	p->chunks[first].qnext = NIL;
-	if (q->tail == NIL)
-		q->head = first;
-	else
-		p->chunks[q->tail].qnext = first;
-	q->tail = first;
-	q->count++;
-}
 
-static uint32_t
-pktq_pop(struct pool *p, struct pktq *q)
-{
-	uint32_t first = q->head;
 
-	if (first == NIL)
-		return NIL;
-	q->head = p->chunks[first].qnext;
-	if (q->head == NIL)
-		q->tail = NIL;
-	q->count--;
-	return first;
-}
-
-/* Drop the oldest packet of queue k (counted under `reason`). */
-static void
-pktq_drop_head(struct derp_server *s, struct conn *c, int k, uint64_t *reason)
-{
-	uint32_t first = pktq_pop(&s->pool, &c->q[k]);
-
-	if (first != NIL) {
-		reason[k]++;
-		pool_give_chain(&s->pool, first);
-	}
-}
-
-static void
-peergone_push(struct derp_server *s, struct conn *c,
-    const uint8_t key[KEY_BYTES], uint8_t reason)
-{
-	uint8_t i;
-
-	if (c->pg_count == PEERGONE_PENDING) {
-		/* derper's list is unbounded; ours drops the notice.  The client
-		 * then learns of the departure from NotHere on its next disco. */
-		s->st.peer_gone_overflow++;
-		return;
-	}
-	i = (uint8_t)((c->pg_head + c->pg_count) % PEERGONE_PENDING);
-	memcpy(c->pg_key[i], key, KEY_BYTES);
-	c->pg_reason[i] = reason;
-	c->pg_count++;
-	mark_dirty(s, c);
-}
 
 /* Where output goes next and how much fits; NULL/0 when nothing fits now. */
 static uint8_t *
@@ -2218,16 +2669,20 @@ out_commit(struct conn *c, size_t n)
 		c->olen += n;
 }
 
-/* Copy as much as fits of the packet in progress; returns bytes copied. */
+/*
+ * Copy as much as fits of the packet being written, giving each chunk back
+ * once copied (and its budget, for a packet held over several writes: one
+ * larger than a record).  Returns bytes copied.
+ */
 static size_t
 out_packet(struct derp_server *s, struct conn *c, uint8_t *buf, size_t avail)
 {
 	struct chunk *ch;
 	size_t k, done = 0;
-	uint32_t len;
+	uint32_t next;
 
-	while (c->out_chunk != NIL && done < avail) {
-		ch = &s->pool.chunks[c->out_chunk];
+	while (c->out_pkt != NIL && done < avail) {
+		ch = &s->pool.chunks[c->out_pkt];
 		k = ch->len - c->out_off;
 		if (k > avail - done)
 			k = avail - done;
@@ -2235,20 +2690,63 @@ out_packet(struct derp_server *s, struct conn *c, uint8_t *buf, size_t avail)
 		done += k;
 		c->out_off = (uint16_t)(c->out_off + k);
 		if (c->out_off == ch->len) {
-			c->out_chunk = ch->next;
+			next = ch->next;
+			pool_give(&s->pool, c->out_pkt);
+			if (c->out_held)
+				hold_give(s, c, HOLD_IN, 1);
+			c->out_pkt = next;
 			c->out_off = 0;
 		}
 	}
+	if (c->out_pkt == NIL)
+		c->out_held = 0;
 	out_commit(c, done);
-	if (c->out_chunk == NIL) {
-		len = pkt_len(&s->pool, c->out_pkt);
-		s->st.packets_sent++;
-		s->st.bytes_sent += len;
-		pool_give_chain(&s->pool, c->out_pkt);
-		c->out_pkt = NIL;
-	}
 	return done;
 }
+
+/*
+ * Start writing the packet at the head of queue k.  A frame that fits the
+ * output is copied whole and given back at once; one that fits an empty
+ * output waits until the output is empty; a larger one (packets over 16 KiB)
+ * is written over several records and its chunks are held in the IN budget
+ * meanwhile (so a slow reader cannot pin the pool: P3, P5).  Returns bytes
+ * copied, 0 when it has to wait.
+ */
+static size_t
+out_start_packet(struct derp_server *s, struct conn *c, int k, uint8_t *buf,
+    size_t avail, int pending)
+{
+	uint32_t first = c->q[k].head, n = pkt_chunks(&s->pool, first);
+	uint32_t plen = pkt_len(&s->pool, first);
+	size_t flen = RECV_PREFIX_BYTES + (size_t)plen;
+
+	if (flen > avail && pending)
+		return 0;
+	if (flen > avail && hold_admit(s, c, HOLD_IN, n) != 0) {
+		/* Retried when the spare has room (input_resume_paused). */
+		c->out_wait = 1;
+		ring_push(&s->paused, (uint32_t)(c - s->conns));
+		return 0;
+	}
+	c->out_held = flen > avail;
+	c->out_pkt = conn_queue_pop(s, c, k);
+	c->out_off = 0;
+	s->st.packets_sent++;
+	s->st.bytes_sent += plen;
+	return out_packet(s, c, buf, avail);
+}
+
+/* Output waiting for the socket (not counting what still waits in queues). */
+static int
+conn_out_pending(const struct conn *c)
+{
+	if (c->tls)
+		return (br_ssl_engine_current_state(&c->ssl->eng) &
+		    BR_SSL_SENDREC) != 0;
+	return c->olen > c->oofs;
+}
+
+static void out_peer_gone(struct derp_server *s, struct conn *c, uint8_t *buf);
 
 /* Fill the output buffer from what waits.  Returns bytes added. */
 static size_t
@@ -2265,7 +2763,7 @@ conn_fill(struct derp_server *s, struct conn *c)
 		if (c->raw.len > 0) {
 			n = c->raw.len < avail ? c->raw.len : avail;
 			cbuf_peek(&s->pool, &c->raw, buf, n);
-			cbuf_consume(&s->pool, &c->raw, n);
+			conn_chain_consume(s, c, HOLD_CTRL, &c->raw, n);
 			out_commit(c, n);
 			total += n;
 			continue;
@@ -2287,21 +2785,12 @@ conn_fill(struct derp_server *s, struct conn *c)
 			s->st.sent_pong++;
 			continue;
 		}
-		if (c->pg_count > 0) {
+		if (c->snd.gone_head != NIL) {
 			if (avail < FRAME_HEADER_BYTES + PEERGONE_BYTES)
 				break;
-			frame_put_header(buf, FRAME_PEER_GONE, PEERGONE_BYTES);
-			memcpy(buf + FRAME_HEADER_BYTES, c->pg_key[c->pg_head],
-			    KEY_BYTES);
-			buf[FRAME_HEADER_BYTES + KEY_BYTES] = c->pg_reason[c->pg_head];
-			if (c->pg_reason[c->pg_head] == PEER_GONE_NOT_HERE)
-				s->st.peer_gone_not_here++;
-			else
-				s->st.peer_gone_disconnected++;
+			out_peer_gone(s, c, buf);
 			out_commit(c, FRAME_HEADER_BYTES + PEERGONE_BYTES);
 			total += FRAME_HEADER_BYTES + PEERGONE_BYTES;
-			c->pg_head = (uint8_t)((c->pg_head + 1) % PEERGONE_PENDING);
-			c->pg_count--;
 			continue;
 		}
 		if (c->keepalive_pending) {
@@ -2319,22 +2808,15 @@ conn_fill(struct derp_server *s, struct conn *c)
 				break;
 		if (k > Q_OTHER)
 			break;
-		c->out_pkt = pktq_pop(&s->pool, &c->q[k]);
-		c->out_chunk = c->out_pkt;
-		c->out_off = 0;
+		n = out_start_packet(s, c, k, buf, avail, total > 0 ||
+		    c->out_unflushed || conn_out_pending(c));
+		if (n == 0)
+			break;
+		total += n;
 	}
 	return total;
 }
 
-/* Output waiting for the socket (not counting what still waits in queues). */
-static int
-conn_out_pending(const struct conn *c)
-{
-	if (c->tls)
-		return (br_ssl_engine_current_state(&c->ssl->eng) &
-		    BR_SSL_SENDREC) != 0;
-	return c->olen > c->oofs;
-}
 
 /* write(2) what is ready.  1 progress, 0 nothing to write or EAGAIN. */
 static int
@@ -2381,17 +2863,6 @@ conn_write(struct derp_server *s, struct conn *c)
  * tombstones accumulate.  Keys come from clients, who can choose them, so the
  * hash is keyed with a random per-process seed.
  */
-static uint64_t
-get_le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	int i;
-
-	for (i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 static uint32_t
 key_hash(const struct derp_server *s, const uint8_t key[KEY_BYTES])
 {
@@ -2484,6 +2955,7 @@ route_register(struct derp_server *s, struct conn *c)
 	if (e->nconns == 0) {
 		memcpy(e->key, c->key, KEY_BYTES);
 		e->nconns = 0;
+		e->senders = NIL;
 		c->key_next = -1;
 		s->nkeys++;
 	} else {
@@ -2499,34 +2971,255 @@ route_register(struct derp_server *s, struct conn *c)
 		route_mark_dups(s, e);
 }
 
-/* PeerGone(Disconnected) to everyone who received from key since connecting. */
-static void
-route_key_gone(struct derp_server *s, const uint8_t key[KEY_BYTES])
+/*
+ * PeerGone records (struct sender), derper's sentTo: one per (recipient slot,
+ * source key) that delivered a packet, hashed by both, listed on the recipient
+ * (live list, then its FIFO of notices) and on the source key's entry.  A
+ * departure walks only the departing key's list (no scan of the slots), marks
+ * each record gone and moves it to its recipient's FIFO, from which conn_fill
+ * writes the PeerGone and frees it.  So every recipient hears of every
+ * departure once, as from derper, within the records' budget (LIMITS).
+ */
+static uint32_t
+snd_bucket(const struct derp_server *s, uint32_t dst,
+    const uint8_t key[KEY_BYTES])
 {
-	uint64_t tag = get_le64(key);
-	uint32_t i;
-	struct conn *d;
-	int j;
+	return (key_hash(s, key) ^ (dst * 0x9e3779b9u)) & s->snd_hmask;
+}
 
-	for (i = 0; i < s->fresh; i++) {
-		d = &s->conns[i];
-		if (d->state != CS_DERP || d->dead)
-			continue;
-		for (j = 0; j < d->senders_n; j++) {
-			if (d->senders[j] == tag) {
-				d->senders[j] = d->senders[--d->senders_n];
-				d->senders_hit = 0;
-				peergone_push(s, d, key, PEER_GONE_DISCONNECTED);
-				break;
-			}
+static uint32_t
+snd_find(const struct derp_server *s, uint32_t dst, const uint8_t key[KEY_BYTES])
+{
+	uint32_t e = s->snd_hash[snd_bucket(s, dst, key)];
+
+	while (e != NIL && (s->snd[e].dst != dst ||
+	    memcmp(s->snd[e].key, key, KEY_BYTES) != 0))
+		e = s->snd[e].hnext;
+	return e;
+}
+
+static void
+snd_unhash(struct derp_server *s, uint32_t e)
+{
+	uint32_t *pp = &s->snd_hash[snd_bucket(s, s->snd[e].dst, s->snd[e].key)];
+
+	while (*pp != e)
+		pp = &s->snd[*pp].hnext;
+	*pp = s->snd[e].hnext;
+}
+
+/* A record for recipient d, paid by d, else by the sender c (may be NULL),
+ * else by the spare.  NIL when nobody can pay or none is left. */
+static uint32_t
+snd_alloc(struct derp_server *s, struct conn *d, struct conn *c)
+{
+	uint32_t e = s->snd_free != NIL ? s->snd_free :
+	    s->snd_fresh <= s->nsnd ? s->snd_fresh : NIL;
+
+	if (e == NIL)
+		return NIL;
+	if (d->snd.paid < SENDERS_PER_CONN) {
+		d->snd.paid++;
+		s->snd[e].payer = (uint32_t)(d - s->conns) + 1;
+	} else if (c != NULL && c->snd.paid < SENDERS_PER_CONN) {
+		c->snd.paid++;
+		s->snd[e].payer = (uint32_t)(c - s->conns) + 1;
+	} else if (s->snd_spare_used < SENDERS_SPARE) {
+		s->snd_spare_used++;
+		s->snd[e].payer = 0;
+	} else {
+		return NIL;
+	}
+	if (e == s->snd_free)
+		s->snd_free = s->snd[e].hnext;
+	else
+		s->snd_fresh++;
+	s->snd[e].dst = (uint32_t)(d - s->conns);
+	s->snd[e].hnext = s->snd[e].dnext = s->snd[e].dprev = NIL;
+	s->snd[e].knext = s->snd[e].kprev = NIL;
+	s->snd[e].gone = 0;
+	s->snd[e].reason = PEER_GONE_DISCONNECTED;
+	return e;
+}
+
+static void
+snd_release(struct derp_server *s, uint32_t e)
+{
+	struct sender *x = &s->snd[e];
+
+	if (x->payer == 0)
+		s->snd_spare_used--;
+	else
+		s->conns[x->payer - 1].snd.paid--;
+	x->hnext = s->snd_free;
+	s->snd_free = e;
+}
+
+/* Append record e to d's FIFO of notices (e is on no recipient list). */
+static void
+snd_queue_notice(struct derp_server *s, struct conn *d, uint32_t e)
+{
+	s->snd[e].gone = 1;
+	s->snd[e].dnext = NIL;
+	if (d->snd.gone_tail != NIL)
+		s->snd[d->snd.gone_tail].dnext = e;
+	else
+		d->snd.gone_head = e;
+	d->snd.gone_tail = e;
+	mark_dirty(s, d);
+}
+
+/* Take live record e off its recipient's live list. */
+static void
+snd_unlink_dst(struct derp_server *s, uint32_t e)
+{
+	struct sender *x = &s->snd[e];
+	struct conn *d = &s->conns[x->dst];
+
+	if (x->dprev != NIL)
+		s->snd[x->dprev].dnext = x->dnext;
+	else
+		d->snd.live = x->dnext;
+	if (x->dnext != NIL)
+		s->snd[x->dnext].dprev = x->dprev;
+	if (d->snd.last == e)
+		d->snd.last = NIL;
+}
+
+/* PeerGone(key, NotHere) to c: a record that is a notice from the start. */
+static void
+peergone_not_here(struct derp_server *s, struct conn *c,
+    const uint8_t key[KEY_BYTES])
+{
+	uint32_t e = snd_alloc(s, c, NULL);
+
+	if (e == NIL) {
+		s->st.peer_gone_untracked++;
+		return;
+	}
+	memcpy(s->snd[e].key, key, KEY_BYTES);
+	s->snd[e].reason = PEER_GONE_NOT_HERE;
+	snd_queue_notice(s, c, e);
+}
+
+/* Write the oldest notice of c (room for a PeerGone frame is checked). */
+static void
+out_peer_gone(struct derp_server *s, struct conn *c, uint8_t *buf)
+{
+	uint32_t e = c->snd.gone_head;
+	struct sender *x = &s->snd[e];
+
+	frame_put_header(buf, FRAME_PEER_GONE, PEERGONE_BYTES);
+	memcpy(buf + FRAME_HEADER_BYTES, x->key, KEY_BYTES);
+	buf[FRAME_HEADER_BYTES + KEY_BYTES] = x->reason;
+	if (x->reason == PEER_GONE_NOT_HERE)
+		s->st.peer_gone_not_here++;
+	else
+		s->st.peer_gone_disconnected++;
+	c->snd.gone_head = x->dnext;
+	if (c->snd.gone_head == NIL)
+		c->snd.gone_tail = NIL;
+	snd_release(s, e);
+}
+
+/* d received a packet from c: remember it (derper's sentTo). */
+static void
+senders_note(struct derp_server *s, struct conn *d, struct conn *c)
+{
+	uint32_t e = d->snd.last, dst = (uint32_t)(d - s->conns);
+	struct keyent *ke;
+	struct sender *x;
+
+	if (e != NIL && memcmp(s->snd[e].key, c->key, KEY_BYTES) == 0)
+		return;		/* same source as last time: the common case */
+	e = snd_find(s, dst, c->key);
+	if (e == NIL) {
+		ke = keytab_find(s, c->key);
+		if (ke == NULL || (e = snd_alloc(s, d, c)) == NIL) {
+			s->st.peer_gone_untracked++;
+			return;
+		}
+		x = &s->snd[e];
+		memcpy(x->key, c->key, KEY_BYTES);
+		x->hnext = s->snd_hash[snd_bucket(s, dst, c->key)];
+		s->snd_hash[snd_bucket(s, dst, c->key)] = e;
+		x->dnext = d->snd.live;
+		if (x->dnext != NIL)
+			s->snd[x->dnext].dprev = e;
+		d->snd.live = e;
+		x->knext = ke->senders;
+		if (x->knext != NIL)
+			s->snd[x->knext].kprev = e;
+		ke->senders = e;
+	}
+	d->snd.last = e;
+}
+
+/*
+ * A source key's records when connection c of it closes.  gone: the key has
+ * left, so each record becomes a notice to its recipient.  Either way the
+ * records c paid for are paid by their recipient from now on (c's slot is
+ * about to be reused; a recipient may so go over its budget, for as long as
+ * the records last).
+ */
+static void
+snd_source_closed(struct derp_server *s, uint32_t head, struct conn *c,
+    int gone)
+{
+	uint32_t e, next, me = (uint32_t)(c - s->conns) + 1;
+	struct sender *x;
+
+	for (e = head; e != NIL; e = next) {
+		x = &s->snd[e];
+		next = x->knext;
+		if (x->payer == me) {
+			c->snd.paid--;
+			s->conns[x->dst].snd.paid++;
+			x->payer = x->dst + 1;
+		}
+		if (gone) {
+			snd_unhash(s, e);
+			snd_unlink_dst(s, e);
+			snd_queue_notice(s, &s->conns[x->dst], e);
 		}
 	}
+}
+
+/* Recipient c closes: free its records, live (off their source key's list)
+ * and pending notices. */
+static void
+snd_recipient_closed(struct derp_server *s, struct conn *c)
+{
+	uint32_t e, next;
+	struct sender *x;
+	struct keyent *ke;
+
+	for (e = c->snd.live; e != NIL; e = next) {
+		x = &s->snd[e];
+		next = x->dnext;
+		snd_unhash(s, e);
+		if (x->kprev != NIL) {
+			s->snd[x->kprev].knext = x->knext;
+		} else {
+			ke = keytab_find(s, x->key);
+			if (ke != NULL)
+				ke->senders = x->knext;
+		}
+		if (x->knext != NIL)
+			s->snd[x->knext].kprev = x->kprev;
+		snd_release(s, e);
+	}
+	for (e = c->snd.gone_head; e != NIL; e = next) {
+		next = s->snd[e].dnext;
+		snd_release(s, e);
+	}
+	memset(&c->snd, 0, sizeof c->snd);
 }
 
 static void
 route_unregister(struct derp_server *s, struct conn *c)
 {
-	uint32_t i = keytab_slot(s, c->key);
+	uint32_t i = keytab_slot(s, c->key), senders;
 	struct keyent *e = &s->keytab[i];
 	int32_t idx = (int32_t)(c - s->conns), *pp, best = -1;
 	uint64_t best_seq = 0;
@@ -2541,11 +3234,15 @@ route_unregister(struct derp_server *s, struct conn *c)
 	e->nconns--;
 	s->st.current_connections--;
 	if (e->nconns == 0) {
+		/* The key has left: PeerGone(Disconnected) to everyone who
+		 * received from it since connecting. */
+		senders = e->senders;
 		keytab_delete(s, i);
 		s->nkeys--;
-		route_key_gone(s, c->key);
+		snd_source_closed(s, senders, c, 1);
 		return;
 	}
+	snd_source_closed(s, e->senders, c, 0);
 	if (e->nconns == 1)
 		route_mark_dups(s, e);
 	if (e->active == idx) {
@@ -2557,62 +3254,6 @@ route_unregister(struct derp_server *s, struct conn *c)
 			}
 		e->active = best;
 	}
-}
-
-/* Remember that d received from key (for PeerGone). */
-static void
-senders_note(struct conn *d, const uint8_t key[KEY_BYTES])
-{
-	uint64_t tag = get_le64(key);
-	int j;
-
-	if (d->senders_hit < d->senders_n && d->senders[d->senders_hit] == tag)
-		return;		/* same source as last time: the common case */
-	for (j = 0; j < d->senders_n; j++)
-		if (d->senders[j] == tag) {
-			d->senders_hit = (uint8_t)j;
-			return;
-		}
-	if (d->senders_n < SENDERS_TRACKED) {
-		d->senders[d->senders_n++] = tag;
-	} else {
-		/* Full: forget one, round robin.  The forgotten source's
-		 * departure then goes unannounced to d (documented limit). */
-		d->senders[d->senders_next] = tag;
-		d->senders_next = (uint8_t)((d->senders_next + 1) % SENDERS_TRACKED);
-	}
-}
-
-/*
- * Make room in the pool for `need` chunks by dropping the oldest packets of the
- * connection holding the most queued packets: the one that is not keeping up
- * pays, never the sender.  Returns 0 when enough chunks are free.
- */
-static int
-pool_reclaim(struct derp_server *s, uint32_t need)
-{
-	uint32_t i, best, best_n;
-	struct conn *c;
-
-	while (s->pool.free_count < need) {
-		best = UINT32_MAX;
-		best_n = 0;
-		for (i = 0; i < s->fresh; i++) {
-			c = &s->conns[i];
-			if (c->state == CS_DERP &&
-			    c->q[0].count + c->q[1].count > best_n) {
-				best = i;
-				best_n = c->q[0].count + c->q[1].count;
-			}
-		}
-		if (best == UINT32_MAX)
-			return -1;
-		c = &s->conns[best];
-		pktq_drop_head(s, c, c->q[Q_OTHER].count > 0 ? Q_OTHER : Q_DISCO,
-		    s->st.dropped_queue_head);
-		s->st.pool_evictions++;
-	}
-	return 0;
 }
 
 static int
@@ -2640,6 +3281,9 @@ route_packet(struct derp_server *s, struct conn *c)
 	struct conn *d;
 
 	e = keytab_find(s, c->fsmall);
+	/* The sender's budget gave the chunks; from here the packet is queued
+	 * (reclaimable) or gone. */
+	hold_give(s, c, HOLD_IN, pkt_chunks(&s->pool, first));
 	c->fpkt = c->fpkt_cur = NIL;
 	s->st.packets_received++;
 	s->st.bytes_received += plen;
@@ -2652,14 +3296,14 @@ route_packet(struct derp_server *s, struct conn *c)
 		/* Tell the sender the peer is not here, so it stops using this
 		 * region for it (derper does this for disco only, rate-limited). */
 		if (kind == Q_DISCO && nothere_allow(s, c))
-			peergone_push(s, c, c->fsmall, PEER_GONE_NOT_HERE);
+			peergone_not_here(s, c, c->fsmall);
 		return;
 	}
 	d = &s->conns[e->active];
 	if (d->q[kind].count >= s->cfg.queue_depth)
-		pktq_drop_head(s, d, kind, s->st.dropped_queue_head);
-	pktq_push(&s->pool, &d->q[kind], first);
-	senders_note(d, c->key);
+		conn_queue_drop_head(s, d, kind, s->st.dropped_queue_head);
+	conn_queue_push(s, d, kind, first);
+	senders_note(s, d, c);
 	mark_dirty(s, d);
 }
 
@@ -2694,7 +3338,7 @@ route_direct(struct derp_server *s, struct conn *c, const uint8_t *pkt,
 	memcpy(buf + FRAME_HEADER_BYTES, c->key, KEY_BYTES);
 	memcpy(buf + RECV_PREFIX_BYTES, pkt, plen);
 	out_commit(d, RECV_PREFIX_BYTES + plen);
-	d->out_unflushed = 1;
+	d->out_unflushed = d->tls;	/* plain output has no record to close */
 	kind = plen >= DISCO_MIN_BYTES && memcmp(pkt, disco_magic, 6) == 0 ?
 	    Q_DISCO : Q_OTHER;
 	s->st.packets_received++;
@@ -2702,7 +3346,7 @@ route_direct(struct derp_server *s, struct conn *c, const uint8_t *pkt,
 	s->st.received_kind[kind]++;
 	s->st.packets_sent++;
 	s->st.bytes_sent += plen;
-	senders_note(d, c->key);
+	senders_note(s, d, c);
 	mark_dirty(s, d);
 	c->routed = 1;
 	return 1;
@@ -2764,7 +3408,7 @@ derp_queue_server_key(struct derp_server *s, struct conn *c)
 	frame_put_header(f, FRAME_SERVER_KEY, 8 + KEY_BYTES);
 	memcpy(f + FRAME_HEADER_BYTES, server_key_magic, 8);
 	memcpy(f + FRAME_HEADER_BYTES + 8, s->pub, KEY_BYTES);
-	return cbuf_append(&s->pool, &c->raw, f, sizeof f);
+	return conn_append(s, c, HOLD_CTRL, &c->raw, f, sizeof f);
 }
 
 /* ServerInfo: fresh nonce | box of {"version":2} to the client. */
@@ -2777,10 +3421,10 @@ derp_queue_server_info(struct derp_server *s, struct conn *c)
 	uint8_t *nonce = f + FRAME_HEADER_BYTES;
 
 	frame_put_header(f, FRAME_SERVER_INFO, sizeof f - FRAME_HEADER_BYTES);
-	rng_bytes(nonce, NACL_NONCE_BYTES);
+	rng_bytes(&s->rng, nonce, NACL_NONCE_BYTES);
 	nacl_box_seal_afternm(nonce + NACL_NONCE_BYTES, (const uint8_t *)json,
 	    sizeof json - 1, nonce, c->boxkey);
-	return cbuf_append(&s->pool, &c->raw, f, sizeof f);
+	return conn_append(s, c, HOLD_CTRL, &c->raw, f, sizeof f);
 }
 
 /*
@@ -2808,7 +3452,7 @@ conn_register(struct derp_server *s, struct conn *c)
 	c->nh_tokens_milli = (int64_t)NOT_HERE_BURST * 1000;
 	c->nh_last_ms = s->now;
 	c->next_keepalive_ms = s->now + KEEPALIVE_MS +
-	    (int64_t)(rng_u32() % KEEPALIVE_JITTER_MS);
+	    (int64_t)(rng_u32(&s->rng) % KEEPALIVE_JITTER_MS);
 	if (c->notideal)
 		s->st.current_notideal++;
 	mark_dirty(s, c);
@@ -2824,7 +3468,7 @@ derp_client_info(struct derp_server *s, struct conn *c)
 	uint8_t *msg;
 
 	cbuf_peek(&s->pool, &c->info, p, len);
-	cbuf_clear(&s->pool, &c->info);
+	conn_chain_clear(s, c, HOLD_IN, &c->info);
 	if (is_zero(p, KEY_BYTES)) {
 		conn_fail(c, "client sent all-zero public key");
 		return;
@@ -2903,32 +3547,32 @@ frame_begin(struct derp_server *s, struct conn *c)
 	}
 }
 
-/* Take the chunks for the RecvPacket frame c is receiving.  0 or -1 (pool
- * exhausted even after reclaiming: the caller pauses this connection). */
+/*
+ * One more chunk for the RecvPacket frame c is receiving, charged to its IN
+ * budget: packets take chunks as their bytes arrive, never for the declared
+ * length up front.  The first chunk starts with the frame header and the
+ * source key.  0, or -1 when the budget and the spare are both full (the
+ * caller pauses c).
+ */
 static int
-frame_alloc_packet(struct derp_server *s, struct conn *c)
+frame_packet_chunk(struct derp_server *s, struct conn *c)
 {
-	uint32_t plen = c->flen - KEY_BYTES;
-	uint32_t need = chunks_for(RECV_PREFIX_BYTES + (size_t)plen), i, first,
-	    prev = NIL, k;
+	uint32_t i;
 	struct chunk *ch;
 
-	if (s->pool.free_count < need && pool_reclaim(s, need) != 0)
+	if (hold_take(s, c, HOLD_IN, 1) != 0)
 		return -1;
-	first = NIL;
-	for (k = 0; k < need; k++) {
-		i = pool_take(&s->pool);
-		if (prev == NIL)
-			first = i;
-		else
-			s->pool.chunks[prev].next = i;
-		prev = i;
+	i = pool_take(&s->pool);
+	if (c->fpkt == NIL) {
+		ch = &s->pool.chunks[i];
+		frame_put_header(ch->data, FRAME_RECV_PACKET, c->flen);
+		memcpy(ch->data + FRAME_HEADER_BYTES, c->key, KEY_BYTES);
+		ch->len = RECV_PREFIX_BYTES;
+		c->fpkt = i;
+	} else {
+		s->pool.chunks[c->fpkt_cur].next = i;
 	}
-	ch = &s->pool.chunks[first];
-	frame_put_header(ch->data, FRAME_RECV_PACKET, KEY_BYTES + plen);
-	memcpy(ch->data + FRAME_HEADER_BYTES, c->key, KEY_BYTES);
-	ch->len = RECV_PREFIX_BYTES;
-	c->fpkt = c->fpkt_cur = first;
+	c->fpkt_cur = i;
 	return 0;
 }
 
@@ -2944,7 +3588,7 @@ frame_payload(struct derp_server *s, struct conn *c, const uint8_t *p, size_t n)
 	case FRAME_CLIENT_INFO:
 		if (c->state != CS_DERP_INFO)
 			return n;	/* a second ClientInfo is skipped */
-		return cbuf_append(&s->pool, &c->info, p, n) == 0 ? n : 0;
+		return conn_append(s, c, HOLD_IN, &c->info, p, n) == 0 ? n : 0;
 	case FRAME_SEND_PACKET:
 		if (c->fgot < KEY_BYTES) {
 			k = KEY_BYTES - c->fgot;
@@ -2959,12 +3603,13 @@ frame_payload(struct derp_server *s, struct conn *c, const uint8_t *p, size_t n)
 			    route_direct(s, c, p + taken, n - taken))
 				return n;
 		}
-		if (c->fpkt == NIL && frame_alloc_packet(s, c) != 0)
+		if (c->fpkt == NIL && frame_packet_chunk(s, c) != 0)
 			return taken;
 		while (taken < n) {
 			ch = &s->pool.chunks[c->fpkt_cur];
 			if (ch->len == CHUNK_DATA_BYTES) {
-				c->fpkt_cur = ch->next;
+				if (frame_packet_chunk(s, c) != 0)
+					return taken;
 				continue;
 			}
 			k = CHUNK_DATA_BYTES - ch->len;
@@ -3004,7 +3649,7 @@ frame_end(struct derp_server *s, struct conn *c)
 			c->routed = 0;
 			break;
 		}
-		if (c->fpkt == NIL && frame_alloc_packet(s, c) != 0) {
+		if (c->fpkt == NIL && frame_packet_chunk(s, c) != 0) {
 			/* Only for an empty packet: paused until chunks free
 			 * up, with the frame still complete (derp_resume_frame
 			 * finishes it). */
@@ -3335,6 +3980,23 @@ static const char browser_headers[] =
     "X-Content-Type-Options: nosniff\r\n"
     "X-Frame-Options: DENY\r\n";
 
+/* The response is built: queue it (CTRL budget, which always has room for
+ * one response, P4) and wait for it to be written. */
+static void
+http_queue(struct derp_server *s, struct conn *c, const char *resp, size_t len,
+    int flags)
+{
+	if (len == 0 || conn_append(s, c, HOLD_CTRL, &c->raw,
+	    (const uint8_t *)resp, len) != 0) {
+		c->dead = 1;
+		return;
+	}
+	c->state = CS_HTTP_DRAIN;
+	if (flags & RESP_CLOSE)
+		c->close_after = 1;
+	mark_dirty(s, c);
+}
+
 /*
  * Queue a whole response in c->raw and stop reading requests until it is
  * written (CS_HTTP_DRAIN).  headers: complete "Name: value\r\n" lines.
@@ -3374,15 +4036,7 @@ http_respond(struct derp_server *s, struct conn *c, const struct http_req *r,
 	if (!head_only && body != NULL)
 		sb_addn(&sb, body, blen);
 	s->st.http_requests++;
-	if (sb.overflow ||
-	    cbuf_append(&s->pool, &c->raw, (uint8_t *)buf, sb.len) != 0) {
-		c->dead = 1;
-		return;
-	}
-	c->state = CS_HTTP_DRAIN;
-	if (flags & RESP_CLOSE)
-		c->close_after = 1;
-	mark_dirty(s, c);
+	http_queue(s, c, buf, sb.overflow ? 0 : sb.len, flags);
 }
 
 /* Go's http.Error: text/plain, nosniff, the message plus a newline. */
@@ -3563,7 +4217,8 @@ http_derp(struct derp_server *s, struct conn *c, const struct http_req *r)
 		sb_add(&sb, resp_fmt);
 		sb_add(&sb, hex);
 		sb_add(&sb, "\r\n\r\n");
-		if (cbuf_append(&s->pool, &c->raw, (uint8_t *)buf, sb.len) != 0) {
+		if (conn_append(s, c, HOLD_CTRL, &c->raw, (uint8_t *)buf,
+		    sb.len) != 0) {
 			c->dead = 1;
 			return;
 		}
@@ -3574,6 +4229,10 @@ http_derp(struct derp_server *s, struct conn *c, const struct http_req *r)
 		return;
 	}
 	s->st.accepts++;
+	/* derper hijacks the connection whatever the method: what follows the
+	 * head, a declared body included, is the DERP stream. */
+	c->body_left = 0;
+	c->close_after = 0;
 	c->state = CS_DERP_INFO;
 	c->fhdr_len = 0;
 	c->deadline_ms = s->now + CLIENTINFO_TIMEOUT_MS;
@@ -3626,6 +4285,63 @@ http_port80(struct derp_server *s, struct conn *c, const struct http_req *r,
 	http_redirect(s, c, r, "302 Found", url, sb.overflow ? 0 : sb.len);
 }
 
+/*
+ * A request Go's server refuses before any handler runs: it writes the status
+ * (for some errors with the reason after it), no Date and no length, then the
+ * status again as the body, and closes.
+ */
+static void
+http_reject(struct derp_server *s, struct conn *c, const char *status)
+{
+	char buf[256];
+	struct sbuf sb = { buf, 0, sizeof buf, 0 };
+
+	sb_add(&sb, "HTTP/1.1 ");
+	sb_add(&sb, status);
+	sb_add(&sb, "\r\nContent-Type: text/plain; charset=utf-8\r\n"
+	    "Connection: close\r\n\r\n");
+	sb_add(&sb, status);
+	s->st.http_requests++;
+	http_queue(s, c, buf, sb.overflow ? 0 : sb.len, RESP_CLOSE);
+}
+
+/*
+ * Content-Length as Go reads it: digits only; several headers must all carry
+ * the same value (Go keeps one; differing values are refused, so a proxy in
+ * front and this server cannot disagree on where the body ends).  0 (*len
+ * set, 0 without the header) or -1.
+ */
+static int
+http_content_length(const struct http_req *r, uint64_t *len)
+{
+	const struct http_hdr *first = NULL, *h;
+	uint64_t v = 0;
+	size_t i;
+
+	for (i = 0; i < r->nh; i++) {
+		h = &r->h[i];
+		if (!ascii_eq_ci(h->name, h->nlen, "Content-Length"))
+			continue;
+		if (first == NULL)
+			first = h;
+		else if (h->vlen != first->vlen ||
+		    memcmp(h->val, first->val, h->vlen) != 0)
+			return -1;
+	}
+	*len = 0;
+	if (first == NULL)
+		return 0;
+	if (first->vlen == 0 || first->vlen > 19)
+		return -1;
+	for (i = 0; i < first->vlen; i++) {
+		if (first->val[i] < '0' || first->val[i] > '9')
+			return -1;
+		v = v * 10 + (uint64_t)(first->val[i] - '0');
+	}
+	*len = v;
+	return 0;
+}
+
 /* A complete request head in buf: route it (derper's mux). */
 static void
 http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
@@ -3633,7 +4349,6 @@ http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
 	struct http_req r;
 	const char *path;
 	size_t plen;
-	const struct http_hdr *h;
 	char upath[HTTP_HEAD_MAX_BYTES], cpath[HTTP_HEAD_MAX_BYTES + 2];
 	const char *q;
 	size_t clen;
@@ -3643,43 +4358,23 @@ http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
 	c->close_after = 0;
 	c->body_left = 0;
 	if (rc == -2) {
-		http_respond(s, c, NULL, "431 Request Header Fields Too Large",
-		    "Content-Type: text/plain; charset=utf-8\r\n",
-		    "431 Request Header Fields Too Large", 35, RESP_CLOSE);
+		http_reject(s, c, "431 Request Header Fields Too Large");
 		return;
 	}
 	if (rc != 0) {
-		http_respond(s, c, NULL, "400 Bad Request",
-		    "Content-Type: text/plain; charset=utf-8\r\n",
-		    "400 Bad Request", 15, RESP_CLOSE);
+		http_reject(s, c, "400 Bad Request");
 		return;
 	}
 	if (r.minor == 1 && http_header(&r, "Host") == NULL) {
-		http_respond(s, c, NULL, "400 Bad Request",
-		    "Content-Type: text/plain; charset=utf-8\r\n",
-		    "400 Bad Request: missing required Host header", 45,
-		    RESP_CLOSE);
+		http_reject(s, c, "400 Bad Request: missing required Host header");
 		return;
 	}
 	/* A body, if any, is skipped before the next request (keep-alive). */
-	if ((h = http_header(&r, "Transfer-Encoding")) != NULL) {
+	if (http_header(&r, "Transfer-Encoding") != NULL) {
 		c->close_after = 1;
-	} else if ((h = http_header(&r, "Content-Length")) != NULL) {
-		uint64_t v = 0;
-		size_t i;
-
-		for (i = 0; i < h->vlen && i < 19; i++) {
-			if (h->val[i] < '0' || h->val[i] > '9')
-				break;
-			v = v * 10 + (uint64_t)(h->val[i] - '0');
-		}
-		if (i == 0 || i != h->vlen) {
-			http_respond(s, c, NULL, "400 Bad Request",
-			    "Content-Type: text/plain; charset=utf-8\r\n",
-			    "400 Bad Request: bad Content-Length", 35, RESP_CLOSE);
-			return;
-		}
-		c->body_left = v;
+	} else if (http_content_length(&r, &c->body_left) != 0) {
+		http_reject(s, c, "400 Bad Request");
+		return;
 	}
 	http_path(&r, &path, &plen);
 	if (!c->port80 && !http_method_is(&r, "CONNECT")) {
@@ -3751,8 +4446,6 @@ http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
 	} else {
 		http_home(s, c, &r);
 	}
-	if (c->state == CS_DERP_INFO && c->body_left > 0)
-		conn_fail(c, "upgrade request with a body");
 	if (c->body_left > HTTP_BODY_SKIP_MAX)
 		c->close_after = 1;
 }
@@ -3784,14 +4477,12 @@ http_head_feed(struct derp_server *s, struct conn *c, const uint8_t *p,
 	c->head_match = m;
 	total = c->head.len + (i < len ? i + 1 : len);
 	if (total > HTTP_HEAD_MAX_BYTES) {
-		cbuf_clear(&s->pool, &c->head);
-		http_respond(s, c, NULL, "431 Request Header Fields Too Large",
-		    "Content-Type: text/plain; charset=utf-8\r\n",
-		    "431 Request Header Fields Too Large", 35, RESP_CLOSE);
+		conn_chain_clear(s, c, HOLD_IN, &c->head);
+		http_reject(s, c, "431 Request Header Fields Too Large");
 		return len;
 	}
 	if (i == len) {
-		if (cbuf_append(&s->pool, &c->head, p, len) != 0) {
+		if (conn_append(s, c, HOLD_IN, &c->head, p, len) != 0) {
 			mark_paused(s, c);
 			return 0;
 		}
@@ -3805,7 +4496,7 @@ http_head_feed(struct derp_server *s, struct conn *c, const uint8_t *p,
 		cbuf_peek(&s->pool, &c->head, s->scratch, c->head.len);
 		memcpy(s->scratch + c->head.len, p, i);
 		total = c->head.len + i;
-		cbuf_clear(&s->pool, &c->head);
+		conn_chain_clear(s, c, HOLD_IN, &c->head);
 		http_request(s, c, (const char *)s->scratch, total);
 	}
 	return i;
@@ -3908,14 +4599,14 @@ tls_feed(struct derp_server *s, struct conn *c, int *can_read, int *budget)
 {
 	br_ssl_engine_context *e = &c->ssl->eng;
 	uint8_t *buf;
-	size_t len, k;
+	size_t len, k, want;
 	ssize_t n;
 
 	buf = br_ssl_engine_recvrec_buf(e, &len);
 	if (c->rawin.len > 0) {
 		k = c->rawin.len < len ? c->rawin.len : len;
 		cbuf_peek(&s->pool, &c->rawin, buf, k);
-		cbuf_consume(&s->pool, &c->rawin, k);
+		conn_chain_consume(s, c, HOLD_RAWIN, &c->rawin, k);
 		br_ssl_engine_recvrec_ack(e, k);
 		return 1;
 	}
@@ -3928,12 +4619,17 @@ tls_feed(struct derp_server *s, struct conn *c, int *can_read, int *budget)
 	}
 	if (!*can_read || *budget == 0 || c->in_paused)
 		return 0;
-	n = read(c->fd, s->rbatch, READ_BATCH_BYTES);
+	/* What the engine asks for, plus what rawin could keep if c stops
+	 * before taking the rest (rawin is empty here: P3, RAWIN). */
+	want = len + (size_t)CHUNKS_RAWIN * CHUNK_DATA_BYTES;
+	if (want > READ_BATCH_BYTES)
+		want = READ_BATCH_BYTES;
+	n = read(c->fd, s->rbatch, want);
 	if (n > 0) {
 		(*budget)--;
 		/* A short read emptied the socket: another read would only
 		 * return EAGAIN (level-triggered readiness tells us when). */
-		if ((size_t)n < READ_BATCH_BYTES)
+		if ((size_t)n < want)
 			*can_read = 0;
 		if (!c->tls_started &&
 		    tls_first_bytes_are_http(c, s->rbatch, (size_t)n))
@@ -3958,9 +4654,9 @@ tls_keep_leftover(struct derp_server *s, struct conn *c)
 	s->rb_owner = NULL;
 	if (k == 0 || c->dead)
 		return;
-	if (cbuf_append(&s->pool, &c->rawin, s->rbatch + s->rb_off, k) != 0 &&
-	    (pool_reclaim(s, chunks_for(k) + 1) != 0 ||
-	    cbuf_append(&s->pool, &c->rawin, s->rbatch + s->rb_off, k) != 0))
+	/* Fits CHUNKS_RAWIN by the read size (tls_feed), so this cannot fail. */
+	if (conn_append(s, c, HOLD_RAWIN, &c->rawin, s->rbatch + s->rb_off,
+	    k) != 0)
 		conn_fail(c, "out of buffer memory");
 }
 
@@ -4099,6 +4795,16 @@ conn_update_interest(struct derp_server *s, struct conn *c)
 	}
 }
 
+/* Give back a packet chain c held (in its IN budget if held). */
+static void
+conn_packet_free(struct derp_server *s, struct conn *c, int held,
+    uint32_t first)
+{
+	if (held)
+		hold_give(s, c, HOLD_IN, chain_count(&s->pool, first));
+	pool_give_chain(&s->pool, first);
+}
+
 /* Free a slot: unregister, drop what it held, close the socket. */
 static void
 conn_close(struct derp_server *s, struct conn *c)
@@ -4118,19 +4824,18 @@ conn_close(struct derp_server *s, struct conn *c)
 	} else {
 		pending_remove(s, c);
 	}
+	snd_recipient_closed(s, c);
 	for (k = Q_DISCO; k <= Q_OTHER; k++)
-		while ((first = pktq_pop(&s->pool, &c->q[k])) != NIL) {
+		while ((first = conn_queue_pop(s, c, k)) != NIL) {
 			s->st.dropped_gone_disconnected[k]++;
 			pool_give_chain(&s->pool, first);
 		}
-	if (c->out_pkt != NIL)
-		pool_give_chain(&s->pool, c->out_pkt);
-	if (c->fpkt != NIL)
-		pool_give_chain(&s->pool, c->fpkt);
-	cbuf_clear(&s->pool, &c->head);
-	cbuf_clear(&s->pool, &c->info);
-	cbuf_clear(&s->pool, &c->raw);
-	cbuf_clear(&s->pool, &c->rawin);
+	conn_packet_free(s, c, c->out_held, c->out_pkt);
+	conn_packet_free(s, c, 1, c->fpkt);
+	conn_chain_clear(s, c, HOLD_IN, &c->head);
+	conn_chain_clear(s, c, HOLD_IN, &c->info);
+	conn_chain_clear(s, c, HOLD_CTRL, &c->raw);
+	conn_chain_clear(s, c, HOLD_RAWIN, &c->rawin);
 	moved = poller_del(&s->pl, c->fd, c->pidx);
 	if (moved >= 0)
 		s->conns[moved].pidx = c->pidx;
@@ -4158,25 +4863,44 @@ conn_service(struct derp_server *s, struct conn *c, short revents)
 
 /*
  * -max-handshakes.  A connection that has not yet sent its ClientInfo holds a
- * slot and costs crypto; a flood of them, or a few that never finish
- * (slow loris), must not crowd out the clients that do.  At the cap, or when
- * every slot is taken, the oldest unfinished connection gives way if it has
- * had HANDSHAKE_GRACE_MS, so holders are evicted; otherwise the newcomer is
- * refused, so a fast flood cannot evict clients that are still in a normal
- * handshake.  1: go on (slots full of registered clients: -max-clients
- * refuses), 0: refuse.
+ * slot and costs crypto; a flood of them, or a few that never finish (slow
+ * loris), must not crowd out the clients that do.  Room is made in set ps for
+ * a newcomer from addr when the set is at its cap or every slot is taken:
+ * a newcomer whose source holds fewer unfinished connections than the largest
+ * source evicts that source's oldest (so a flood from one source, or a few,
+ * only competes with itself, and a client from anywhere else gets in);
+ * otherwise its own source's oldest gives way if it has had
+ * HANDSHAKE_GRACE_MS, else the newcomer is refused.  1: go on (slots full of
+ * registered clients: -max-clients refuses), 0: refuse.
  */
 static int
-pending_make_room(struct derp_server *s)
+pending_make_room(struct derp_server *s, int set, const uint8_t ip[16])
 {
-	struct conn *old;
+	struct pend_set *ps = &s->pend[set];
 	int slot_free = s->nfree > 0 || s->fresh < s->max;
+	uint8_t addr[16];
+	uint32_t mine = NIL;
+	struct conn *old;
 
-	if ((s->npending < s->pending_cap && slot_free) || s->npending == 0)
+	if (ps->n < ps->cap && slot_free)
 		return 1;
-	old = &s->conns[s->pend_head];
-	if (s->now - old->accepted_ms < HANDSHAKE_GRACE_MS)
-		return 0;
+	if (ps->n == 0) {
+		/* Slots full, none of them unfinished in this set: the other
+		 * set's largest source gives way, or -max-clients refuses. */
+		ps = &s->pend[!set];
+		if (ps->n == 0)
+			return 1;
+	} else {
+		source_addr(ip, addr);
+		mine = source_find(s, ps, addr);
+	}
+	if (mine == NIL || ps->src[mine].count < ps->top) {
+		old = &s->conns[ps->src[ps->bucket[ps->top]].head];
+	} else {
+		old = &s->conns[ps->src[mine].head];
+		if (s->now - old->accepted_ms < HANDSHAKE_GRACE_MS)
+			return 0;
+	}
 	/* Not logged: a flood would make one line per connection. */
 	s->st.handshakes_evicted++;
 	old->dead = 1;
@@ -4214,6 +4938,8 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 	struct conn *c;
 	int fd, n;
 	uint32_t idx;
+	uint8_t ip[16];
+	uint16_t port;
 
 	for (n = 0; n < ACCEPTS_PER_ROUND; n++) {
 		sl = sizeof ss;
@@ -4230,7 +4956,8 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			close(fd);
 			continue;
 		}
-		if (!pending_make_room(s)) {
+		sockaddr_to_ip16(&ss, ip, &port);
+		if (!pending_make_room(s, port80 ? PEND_PORT80 : PEND_MAIN, ip)) {
 			s->st.handshakes_refused++;
 			close(fd);
 			continue;
@@ -4251,10 +4978,12 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 		c->state = CS_HTTP_HEAD;
 		c->port80 = (uint8_t)port80;
 		c->key_next = -1;
+		c->qheap_pos = -1;
 		c->accepted_ms = s->now;
-		pending_append(s, c);
+		memcpy(c->peer_ip, ip, 16);
+		c->peer_port = port;
+		pending_append(s, c, port80 ? PEND_PORT80 : PEND_MAIN);
 		c->deadline_ms = s->now + HTTP_READ_TIMEOUT_MS;
-		sockaddr_to_ip16(&ss, c->peer_ip, &c->peer_port);
 		c->ibuf = s->bufs + (size_t)idx * (IBUF_BYTES + OBUF_BYTES);
 		c->obuf = c->ibuf + IBUF_BYTES;
 		if (s->tls_mode && !port80 && tls_conn_init(s, c, idx) != 0) {
@@ -4320,13 +5049,21 @@ input_resume_paused(struct derp_server *s)
 	for (i = 0; i < n; i++) {
 		idx = ring_pop(&s->paused);
 		c = &s->conns[idx];
-		if (c->state == CS_FREE || !c->in_paused)
+		if (c->state == CS_FREE || (!c->in_paused && !c->out_wait))
 			continue;
-		if (c->rate_until_ms > s->now ||
-		    s->pool.free_count < CHUNKS_PER_CONN) {
+		/* Input waits for its rate or for the spare (P3), output for
+		 * the spare (out_start_packet). */
+		if (s->spare_used >= s->spare_cap || (c->in_paused &&
+		    c->rate_until_ms > s->now)) {
 			ring_push(&s->paused, idx);	/* keep waiting */
 			continue;
 		}
+		if (c->out_wait) {
+			c->out_wait = 0;
+			mark_dirty(s, c);
+		}
+		if (!c->in_paused)
+			continue;
 		c->in_paused = 0;
 		c->rate_until_ms = 0;
 		/* A frame that was complete when it paused (an empty packet
@@ -4396,6 +5133,11 @@ timers_sweep(struct derp_server *s)
 		if (c->deadline_ms != 0 && s->now >= c->deadline_ms) {
 			conn_fail(c, c->state == CS_DERP_INFO ?
 			    "timeout waiting for ClientInfo" : NULL);
+		} else if (c->spare_since != 0 &&
+		    s->now - c->spare_since >= SPARE_HOLD_MS) {
+			/* P5: what it borrowed goes back to everyone. */
+			s->st.spare_timeouts++;
+			conn_fail(c, "held shared buffer memory too long");
 		} else if (c->state == CS_DERP && c->wstall_ms != 0 &&
 		    s->cfg.tcp_write_timeout_ms > 0 &&
 		    s->now - c->wstall_ms >= s->cfg.tcp_write_timeout_ms) {
@@ -4481,8 +5223,8 @@ fail:
  * created with a fresh key when missing, in derper's exact bytes.
  */
 static int
-keyfile_load_or_create(const char *path, uint8_t priv[KEY_BYTES], char *err,
-    size_t errlen)
+keyfile_load_or_create(struct rng *rng, const char *path,
+    uint8_t priv[KEY_BYTES], char *err, size_t errlen)
 {
 	char buf[65536];
 	const char *why;
@@ -4492,7 +5234,7 @@ keyfile_load_or_create(const char *path, uint8_t priv[KEY_BYTES], char *err,
 
 	fd = open(path, O_RDONLY);
 	if (fd < 0 && errno == ENOENT) {
-		rng_bytes(priv, KEY_BYTES);
+		rng_bytes(rng, priv, KEY_BYTES);
 		priv[0] &= 248;
 		priv[31] = (uint8_t)((priv[31] & 127) | 64);
 		len = keyfile_format(buf, sizeof buf, priv);
@@ -4650,7 +5392,6 @@ certs_setup(struct derp_server *s, char *err, size_t errlen)
 		return -1;
 	}
 	s->sni_strict = !ip;
-	sni_hostname = cfg->hostname;
 	if (ip) {
 		hex_encode(hex, s->certs.leaf_sha256, 32);
 		logf("Using self-signed certificate for IP address %s. Configure "
@@ -4711,9 +5452,38 @@ keytab_size(uint32_t max)
 }
 
 static uint32_t
+spare_chunks(uint32_t max)
+{
+	return CHUNKS_SPARE_BASE + max * CHUNKS_SPARE_PER_CONN;
+}
+
+/* POOLS, P3: every slot's budgets plus the spare. */
+static uint32_t
 pool_chunks(uint32_t max)
 {
-	return max * CHUNKS_PER_CONN + CHUNKS_SPARE;
+	return max * CHUNKS_PER_CONN + spare_chunks(max);
+}
+
+static uint32_t
+sender_records(uint32_t max)
+{
+	return max * SENDERS_PER_CONN + SENDERS_SPARE;
+}
+
+/* Unfinished connections each set holds at most. */
+static uint32_t
+pend_cap(const struct derp_config *cfg, int set)
+{
+	uint32_t cap = set == PEND_PORT80 ? PORT80_PENDING : cfg->max_handshakes;
+
+	return cap < cfg->max_clients ? cap : cfg->max_clients;
+}
+
+static size_t
+pend_set_bytes(uint32_t cap)
+{
+	return (cap + 1) * (sizeof(struct source) + sizeof(uint32_t)) +
+	    keytab_size(cap + 1) * sizeof(uint32_t);
 }
 
 size_t
@@ -4723,11 +5493,48 @@ derp_memory_bytes(const struct derp_config *cfg)
 
 	n = max * (sizeof(struct conn) + IBUF_BYTES + OBUF_BYTES +
 	    sizeof(br_ssl_server_context) + sizeof(struct sni_policy) +
-	    3 * sizeof(int32_t) + sizeof(struct pollfd) + sizeof(int32_t));
+	    3 * sizeof(int32_t) + sizeof(struct pollfd) + sizeof(int32_t) +
+	    sizeof(uint32_t));
 	n += (size_t)pool_chunks(cfg->max_clients) * sizeof(struct chunk);
 	n += (size_t)keytab_size(cfg->max_clients) * sizeof(struct keyent);
+	n += (size_t)(sender_records(cfg->max_clients) + 1) * sizeof(struct sender);
+	n += (size_t)keytab_size(sender_records(cfg->max_clients) / 2) *
+	    sizeof(uint32_t);
+	n += pend_set_bytes(pend_cap(cfg, PEND_MAIN)) +
+	    pend_set_bytes(pend_cap(cfg, PEND_PORT80));
 	n += SCRATCH_BYTES + READ_BATCH_BYTES + sizeof(struct derp_server);
 	return n;
+}
+
+static int
+pend_set_alloc(struct derp_server *s, struct pend_set *ps, uint32_t cap)
+{
+	uint32_t i, hs = keytab_size(cap + 1);
+
+	ps->cap = cap;
+	ps->n = 0;
+	ps->top = 0;
+	ps->src = calloc((size_t)cap + 1, sizeof *ps->src);
+	ps->bucket = calloc((size_t)cap + 1, sizeof *ps->bucket);
+	ps->hash = calloc(hs, sizeof *ps->hash);
+	if (ps->src == NULL || ps->bucket == NULL || ps->hash == NULL)
+		return -1;
+	ps->hmask = hs - 1;
+	ps->free = NIL;
+	for (i = cap; i >= 1; i--) {
+		ps->src[i].hnext = ps->free;
+		ps->free = i;
+	}
+	(void)s;
+	return 0;
+}
+
+static void
+pend_set_free(struct pend_set *ps)
+{
+	free(ps->src);
+	free(ps->bucket);
+	free(ps->hash);
 }
 
 static int
@@ -4746,32 +5553,41 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	s->scratch = malloc(SCRATCH_BYTES);
 	s->rbatch = malloc(READ_BATCH_BYTES);
 	s->pool.chunks = calloc((size_t)pool_chunks(max) + 1, sizeof(struct chunk));
+	s->qheap = calloc(max, sizeof *s->qheap);
+	s->nsnd = sender_records(max);
+	s->snd = calloc((size_t)s->nsnd + 1, sizeof *s->snd);
+	s->snd_hmask = keytab_size(s->nsnd / 2) - 1;
+	s->snd_hash = calloc((size_t)s->snd_hmask + 1, sizeof *s->snd_hash);
 	if (s->tls_mode) {
 		s->ssl = calloc(max, sizeof *s->ssl);
-		sni_policies = calloc(max, sizeof *sni_policies);
+		s->sni = calloc(max, sizeof *s->sni);
 	}
 	if (s->conns == NULL || s->bufs == NULL || s->free_slots == NULL ||
 	    s->dirty.slot == NULL || s->paused.slot == NULL || s->keytab == NULL ||
 	    poller_init(&s->pl, pcap) != 0 || s->scratch == NULL ||
 	    s->rbatch == NULL ||
-	    s->pool.chunks == NULL ||
+	    s->pool.chunks == NULL || s->qheap == NULL || s->snd == NULL ||
+	    s->snd_hash == NULL ||
+	    pend_set_alloc(s, &s->pend[PEND_MAIN], pend_cap(&s->cfg, PEND_MAIN)) != 0 ||
+	    pend_set_alloc(s, &s->pend[PEND_PORT80],
+	    pend_cap(&s->cfg, PEND_PORT80)) != 0 ||
 	    s->dirty.on == NULL || s->paused.on == NULL ||
-	    (s->tls_mode && (s->ssl == NULL || sni_policies == NULL))) {
+	    (s->tls_mode && (s->ssl == NULL || s->sni == NULL))) {
 		snprintf(err, errlen, "cannot reserve %zu bytes for -max-clients %u",
 		    derp_memory_bytes(&s->cfg), max);
 		return -1;
 	}
 	pool_init(&s->pool, s->pool.chunks, pool_chunks(max));
-	/* Nothing here touches the slot, pool or table memory: a slot is
-	 * CS_FREE and a table entry empty when zero, so pages become resident
-	 * only when used, and idle RSS does not grow with -max-clients. */
+	s->spare_cap = spare_chunks(max);
+	/* Nothing here touches the slot, pool, record or table memory: a slot
+	 * is CS_FREE and a table entry empty when zero, and records are taken
+	 * in index order from snd_fresh, so pages become resident only when
+	 * used, and idle RSS does not grow with -max-clients. */
+	s->snd_fresh = 1;
 	s->nfree = 0;
 	s->fresh = 0;
-	s->pend_head = s->pend_tail = -1;
-	s->npending = 0;
-	s->pending_cap = s->cfg.max_handshakes < max ? s->cfg.max_handshakes : max;
 	s->keytab_mask = ks - 1;
-	rng_bytes(s->hash_seed, sizeof s->hash_seed);
+	rng_bytes(&s->rng, s->hash_seed, sizeof s->hash_seed);
 	return 0;
 }
 
@@ -4823,7 +5639,7 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 	}
 	s->cfg = *cfg;
 	s->main_fd = s->http_fd = s->stun_fd[0] = s->stun_fd[1] = -1;
-	if (rng_init() != 0) {
+	if (rng_init(&s->rng) != 0) {
 		snprintf(err, errlen, "cannot read /dev/urandom: %s", strerror(errno));
 		goto fail;
 	}
@@ -4858,10 +5674,10 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 	}
 
 	if (s->cfg.dev) {
-		rng_bytes(s->priv, KEY_BYTES);
+		rng_bytes(&s->rng, s->priv, KEY_BYTES);
 		s->priv[0] &= 248;
 		s->priv[31] = (uint8_t)((s->priv[31] & 127) | 64);
-	} else if (keyfile_load_or_create(s->cfg.config_path, s->priv, err,
+	} else if (keyfile_load_or_create(&s->rng, s->cfg.config_path, s->priv, err,
 	    errlen) != 0) {
 		goto fail;
 	}
@@ -5058,8 +5874,12 @@ derp_destroy(struct derp_server *s)
 	free(s->rbatch);
 	free(s->pool.chunks);
 	free(s->ssl);
-	free(sni_policies);
-	sni_policies = NULL;
+	free(s->sni);
+	free(s->qheap);
+	free(s->snd);
+	free(s->snd_hash);
+	pend_set_free(&s->pend[PEND_MAIN]);
+	pend_set_free(&s->pend[PEND_PORT80]);
 	free(s);
 }
 
