@@ -786,8 +786,8 @@ static void test_pool(void)
 	    "pool: peek/consume returns bytes in order and every chunk", "");
 	check(cbuf_append(&p, &b, in, 7 * CHUNK_DATA_BYTES) == 0 && p.free_count == 0,
 	    "pool: whole pool usable", "");
-	cbuf_clear(&p, &b);
-	check(p.free_count == 7 && pool_take(&p) != NIL, "pool: clear returns chunks", "");
+	check(cbuf_consume(&p, &b, b.len) == 7 && p.free_count == 7 &&
+	    pool_take(&p) != NIL, "pool: consuming all returns every chunk", "");
 	check(chunks_for(0) == 0 && chunks_for(1) == 1 && chunks_for(CHUNK_DATA_BYTES) == 1 &&
 	    chunks_for(CHUNK_DATA_BYTES + 1) == 2 &&
 	    chunks_for(RECV_PREFIX_BYTES + MAX_PACKET_BYTES) == 33,

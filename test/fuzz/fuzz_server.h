@@ -318,6 +318,210 @@ fz_check_ring(const struct slot_ring *r, const char *what)
 	}
 }
 
+/* P2, P3, P5 for one connection; adds its unused budgets to *unused. */
+FUZZ_HELPER FUZZ_NOCOV static void
+fz_check_budgets(const struct conn *c, uint32_t i, uint32_t *unused)
+{
+	const struct pool *p = &fz_s->pool;
+	uint32_t in, k, q, n;
+
+	in = chain_count(p, c->head.head) + chain_count(p, c->info.head) +
+	    chain_count(p, c->fpkt) + (c->out_held ? chain_count(p, c->out_pkt) : 0);
+	FUZZ_CHECK(c->hold[HOLD_CTRL] == chain_count(p, c->raw.head) &&
+	    c->hold[HOLD_RAWIN] == chain_count(p, c->rawin.head) &&
+	    c->hold[HOLD_IN] == in, "slot %u holds %u/%u/%u, chains %u/%u/%u",
+	    i, c->hold[HOLD_CTRL], c->hold[HOLD_RAWIN], c->hold[HOLD_IN],
+	    chain_count(p, c->raw.head), chain_count(p, c->rawin.head), in);
+	FUZZ_CHECK(c->out_pkt == NIL || c->out_held, "slot %u: a packet that "
+	    "fits one write is held between rounds", i);
+	FUZZ_CHECK(c->hold[HOLD_CTRL] <= CHUNKS_CTRL &&
+	    c->hold[HOLD_RAWIN] <= CHUNKS_RAWIN, "slot %u: control %u or "
+	    "read-ahead %u chunks beyond its budget", i, c->hold[HOLD_CTRL],
+	    c->hold[HOLD_RAWIN]);
+	FUZZ_CHECK((c->spare_since != 0) == (hold_over(c) > 0) &&
+	    c->spare_since <= fz_s->now && (c->spare_since == 0 ||
+	    fz_s->now - c->spare_since < SPARE_HOLD_MS + LOOP_TICK_MS),
+	    "slot %u: spare_since %lld with %u borrowed", i,
+	    (long long)c->spare_since, hold_over(c));
+	for (k = HOLD_CTRL; k <= HOLD_IN; k++)
+		*unused += c->hold[k] < hold_limit[k] ? hold_limit[k] - c->hold[k] : 0;
+	n = 0;
+	for (k = Q_DISCO; k <= Q_OTHER; k++)
+		for (q = c->q[k].head; q != NIL; q = p->chunks[q].qnext)
+			n += pkt_chunks(p, q);
+	FUZZ_CHECK(n == c->q_chunks, "slot %u: q_chunks %u, queued %u", i,
+	    c->q_chunks, n);
+}
+
+/* P6: the reclaim heap holds exactly the slots with queued chunks. */
+FUZZ_HELPER FUZZ_NOCOV static void
+fz_check_qheap(void)
+{
+	const struct derp_server *s = fz_s;
+	uint32_t i, n = 0;
+
+	for (i = 0; i < s->max; i++) {
+		const struct conn *c = &s->conns[i];
+
+		if (c->state == CS_FREE)
+			continue;
+		if (c->q_chunks == 0) {
+			FUZZ_CHECK(c->qheap_pos == -1, "slot %u in the heap "
+			    "with nothing queued", i);
+			continue;
+		}
+		n++;
+		FUZZ_CHECK(c->qheap_pos >= 0 && (uint32_t)c->qheap_pos <
+		    s->nqheap && s->qheap[c->qheap_pos] == i, "slot %u: heap "
+		    "position %d", i, c->qheap_pos);
+	}
+	FUZZ_CHECK(n == s->nqheap, "heap of %u, %u slots queue", s->nqheap, n);
+	for (i = 1; i < s->nqheap; i++)
+		FUZZ_CHECK(s->conns[s->qheap[(i - 1) / 2]].q_chunks >=
+		    s->conns[s->qheap[i]].q_chunks, "heap order at %u", i);
+}
+
+/* The unfinished connections: each in its source's FIFO in its set, oldest
+ * first; sources counted and bucketed right, the largest known. */
+FUZZ_HELPER FUZZ_NOCOV static void
+fz_check_pending(uint32_t unregistered)
+{
+	const struct derp_server *s = fz_s;
+	const struct pend_set *ps;
+	const struct source *x;
+	const struct conn *c;
+	uint32_t e, n, total = 0, cnt, top, set, entries, b;
+	uint8_t addr[16];
+	int32_t j;
+
+	for (set = PEND_MAIN; set <= PEND_PORT80; set++) {
+		ps = &s->pend[set];
+		n = 0;
+		top = 0;
+		entries = 0;
+		for (b = 0; b <= ps->hmask; b++)
+			for (e = ps->hash[b]; e != NIL; e = x->hnext) {
+				x = &ps->src[e];
+				FUZZ_CHECK(entries++ <= ps->cap, "source hash loops");
+				cnt = 0;
+				for (j = x->head; j >= 0; j = c->pend.next) {
+					c = &s->conns[j];
+					FUZZ_CHECK(cnt++ < s->max, "source list loops");
+					FUZZ_CHECK(c->state != CS_FREE &&
+					    c->state != CS_DERP && c->pend.src == e &&
+					    c->pend.set == set, "slot %d on a source "
+					    "list in state %u", j, c->state);
+					source_addr(c->peer_ip, addr);
+					FUZZ_CHECK(memcmp(addr, x->addr, 16) == 0,
+					    "slot %d on another source's list", j);
+					FUZZ_CHECK(c->pend.prev < 0 ||
+					    (s->conns[c->pend.prev].pend.next == j &&
+					    s->conns[c->pend.prev].accepted_ms <=
+					    c->accepted_ms), "source list broken "
+					    "at slot %d", j);
+					FUZZ_CHECK(c->pend.next >= 0 || x->tail == j,
+					    "source list tail");
+				}
+				FUZZ_CHECK(cnt == x->count && cnt > 0, "source of "
+				    "%u connections says %u", cnt, x->count);
+				FUZZ_CHECK(source_find(s, ps, x->addr) == e,
+				    "source not found by its address");
+				n += cnt;
+				if (cnt > top)
+					top = cnt;
+			}
+		for (b = 1; b <= ps->cap && b <= s->max; b++)
+			for (e = ps->bucket[b]; e != NIL; e = ps->src[e].bnext)
+				FUZZ_CHECK(ps->src[e].count == b, "bucket %u "
+				    "holds a source of %u", b, ps->src[e].count);
+		FUZZ_CHECK(n == ps->n && n <= ps->cap && top == ps->top,
+		    "set %u: %u connections (n %u, cap %u), largest %u (top %u)",
+		    set, n, ps->n, ps->cap, top, ps->top);
+		total += n;
+	}
+	FUZZ_CHECK(total == unregistered, "%u unfinished on source lists, %u "
+	    "unregistered slots", total, unregistered);
+}
+
+/* PeerGone records: every record in use is on exactly one recipient's live
+ * list (and then on its source key's list, and hashed) or FIFO of notices;
+ * each payer's count is right. */
+FUZZ_HELPER FUZZ_NOCOV static void
+fz_check_senders(void)
+{
+	const struct derp_server *s = fz_s;
+	const struct conn *c;
+	const struct keyent *ke;
+	uint32_t i, e, prev, live = 0, gone = 0, inkeys = 0, nfree = 0, spare = 0;
+	static uint32_t paid[FZ_MAX];
+
+	memset(paid, 0, sizeof paid);
+	for (i = 0; i < s->max; i++) {
+		c = &s->conns[i];
+		if (c->state == CS_FREE)
+			continue;
+		prev = NIL;
+		for (e = c->snd.live; e != NIL; e = s->snd[e].dnext) {
+			FUZZ_CHECK(live++ < s->nsnd, "live list loops");
+			FUZZ_CHECK(s->snd[e].dst == i && !s->snd[e].gone &&
+			    s->snd[e].dprev == prev, "slot %u: live record %u "
+			    "for %u", i, e, s->snd[e].dst);
+			FUZZ_CHECK(snd_find(s, i, s->snd[e].key) == e,
+			    "live record %u not hashed", e);
+			FUZZ_CHECK(keytab_find((struct derp_server *)s,
+			    s->snd[e].key) != NULL, "live record %u of a key "
+			    "not registered", e);
+			prev = e;
+		}
+		for (e = c->snd.gone_head; e != NIL; e = s->snd[e].dnext) {
+			FUZZ_CHECK(gone++ < s->nsnd, "notice list loops");
+			FUZZ_CHECK(s->snd[e].dst == i && s->snd[e].gone &&
+			    (s->snd[e].dnext != NIL || c->snd.gone_tail == e),
+			    "slot %u: notice %u", i, e);
+		}
+		FUZZ_CHECK(c->snd.last == NIL || (s->snd[c->snd.last].dst == i &&
+		    !s->snd[c->snd.last].gone), "slot %u: last record %u", i,
+		    c->snd.last);
+	}
+	for (i = 0; i <= s->keytab_mask; i++) {
+		ke = &s->keytab[i];
+		if (ke->nconns == 0)
+			continue;
+		prev = NIL;
+		for (e = ke->senders; e != NIL; e = s->snd[e].knext) {
+			FUZZ_CHECK(inkeys++ < s->nsnd, "key list loops");
+			FUZZ_CHECK(!s->snd[e].gone && s->snd[e].kprev == prev &&
+			    memcmp(s->snd[e].key, ke->key, KEY_BYTES) == 0,
+			    "key entry %u: record %u", i, e);
+			prev = e;
+		}
+	}
+	FUZZ_CHECK(inkeys == live, "%u records on key lists, %u live", inkeys,
+	    live);
+	for (e = s->snd_free; e != NIL; e = s->snd[e].hnext)
+		FUZZ_CHECK(nfree++ < s->nsnd, "record free list loops");
+	FUZZ_CHECK(s->snd_fresh >= 1 && s->snd_fresh <= s->nsnd + 1 &&
+	    nfree + (s->nsnd + 1 - s->snd_fresh) + live + gone == s->nsnd,
+	    "records: %u free, %u never used, %u live, %u notices of %u",
+	    nfree, s->nsnd + 1 - s->snd_fresh, live, gone, s->nsnd);
+	/* Payers: walk every record in use once more. */
+	for (i = 0; i < s->max; i++) {
+		c = &s->conns[i];
+		if (c->state == CS_FREE)
+			continue;
+		for (e = c->snd.live; e != NIL; e = s->snd[e].dnext)
+			s->snd[e].payer == 0 ? spare++ : paid[(s->snd[e].payer - 1) % FZ_MAX]++;
+		for (e = c->snd.gone_head; e != NIL; e = s->snd[e].dnext)
+			s->snd[e].payer == 0 ? spare++ : paid[(s->snd[e].payer - 1) % FZ_MAX]++;
+	}
+	FUZZ_CHECK(spare == s->snd_spare_used, "spare records %u, counted %u",
+	    spare, s->snd_spare_used);
+	for (i = 0; i < s->max && i < FZ_MAX; i++)
+		FUZZ_CHECK(s->conns[i].state != CS_FREE ? paid[i] ==
+		    s->conns[i].snd.paid : paid[i] == 0, "slot %u pays for %u "
+		    "records, counted %u", i, paid[i], s->conns[i].snd.paid);
+}
+
 FUZZ_HELPER FUZZ_NOCOV static void
 fz_check(void)
 {
@@ -326,7 +530,7 @@ fz_check(void)
 	struct conn *c;
 	struct keyent *e;
 	uint32_t i, n, nfree = 0, used = 0, derp = 0, home = 0, notideal = 0;
-	uint32_t keys = 0, last, bytes, q;
+	uint32_t keys = 0, last, bytes, q, unused = 0, queued = 0;
 	int32_t j;
 	int k, member;
 
@@ -374,7 +578,8 @@ fz_check(void)
 			FUZZ_CHECK(n <= s->cfg.queue_depth, "slot %u queue %d "
 			    "holds %u > depth %u", i, k, n, s->cfg.queue_depth);
 		}
-		FUZZ_CHECK(c->pg_count <= PEERGONE_PENDING, "pg_count");
+		fz_check_budgets(c, i, &unused);
+		queued += c->q_chunks;
 		if (c->state != CS_DERP)
 			continue;
 		derp++;
@@ -403,26 +608,23 @@ fz_check(void)
 	    "free slots %u + used %u != slots handed out %u", s->nfree, used,
 	    s->fresh);
 
-	/* The unfinished list holds exactly the connections in use and not
-	 * registered, oldest first, linked both ways. */
-	n = 0;
-	for (j = s->pend_head; j >= 0; j = s->conns[j].pend_next) {
-		c = &s->conns[j];
-		FUZZ_CHECK(n++ < s->max, "unfinished list loops");
-		FUZZ_CHECK(c->state != CS_FREE && c->state != CS_DERP,
-		    "slot %d in state %u on the unfinished list", j, c->state);
-		FUZZ_CHECK(c->pend_prev < 0 ||
-		    (s->conns[c->pend_prev].pend_next == j &&
-		    s->conns[c->pend_prev].accepted_ms <= c->accepted_ms),
-		    "unfinished list broken at slot %d", j);
-		FUZZ_CHECK(c->pend_next >= 0 || s->pend_tail == j,
-		    "unfinished list tail %d, ends at %d", s->pend_tail, j);
-	}
-	FUZZ_CHECK(n == s->npending && n == used - derp, "unfinished list of "
-	    "%u, npending %u, unregistered slots %u", n, s->npending,
-	    used - derp);
-	FUZZ_CHECK(s->npending <= s->pending_cap, "npending %u over the cap %u",
-	    s->npending, s->pending_cap);
+	/* P3, P4: what the budgets borrow is the spare in use (the harness's
+	 * own hold counts as a borrower), and free plus queued chunks cover
+	 * every slot's unused budgets, slots never used included. */
+	n = fz_hold_n;
+	for (i = 0; i < s->max; i++)
+		n += s->conns[i].state != CS_FREE ? hold_over(&s->conns[i]) : 0;
+	FUZZ_CHECK(n == s->spare_used && s->spare_used <= s->spare_cap,
+	    "spare: borrowed %u, spare_used %u of %u", n, s->spare_used,
+	    s->spare_cap);
+	unused += (s->max - used) * CHUNKS_PER_CONN;
+	FUZZ_CHECK(p->free_count + queued >= unused + (s->spare_cap -
+	    s->spare_used), "P4: free %u + queued %u < unused budgets %u + "
+	    "spare left %u", p->free_count, queued, unused,
+	    s->spare_cap - s->spare_used);
+	fz_check_qheap();
+	fz_check_pending(used - derp);
+	fz_check_senders();
 
 	/* The key table holds exactly the registered connections. */
 	for (i = 0; i <= s->keytab_mask; i++) {
@@ -601,18 +803,22 @@ fz_tick(int64_t ms)
 	fz_round();
 }
 
-/* Take chunks until at most `left` are free (the pool under pressure from
- * other clients); fz_release gives them back. */
+/* Borrow spare chunks until at most `left` are left in the spare (the pool
+ * under pressure from other clients holding what they may: POOLS, P3);
+ * fz_release gives them back. */
 FUZZ_HELPER FUZZ_NOCOV static void
 fz_hold_chunks(uint32_t left)
 {
 	uint32_t i;
 
-	while (fz_s->pool.free_count > left) {
+	while (fz_s->spare_used + left < fz_s->spare_cap) {
+		if (fz_s->pool.free_count == 0 && pool_reclaim(fz_s, 1) != 0)
+			break;
 		i = pool_take(&fz_s->pool);
 		fz_s->pool.chunks[i].next = fz_hold;
 		fz_hold = i;
 		fz_hold_n++;
+		fz_s->spare_used++;
 	}
 }
 
@@ -620,6 +826,7 @@ FUZZ_HELPER FUZZ_NOCOV static void
 fz_release(void)
 {
 	pool_give_chain(&fz_s->pool, fz_hold);
+	fz_s->spare_used -= fz_hold_n;
 	fz_hold = NIL;
 	fz_hold_n = 0;
 }
@@ -640,8 +847,8 @@ fz_begin(int derp_on, const char *home, unsigned queue_depth, uint64_t rate,
 	s->now = FZ_T0;
 	s->next_sweep_ms = FZ_T0 + LOOP_TICK_MS;
 	s->accept_last_ms = FZ_T0;
-	br_hmac_drbg_init(&rng, &br_sha256_vtable, seed, sizeof seed);
-	rng_uses = 0;
+	br_hmac_drbg_init(&s->rng.drbg, &br_sha256_vtable, seed, sizeof seed);
+	s->rng.uses = 0;
 	s->cfg.derp = derp_on;
 	s->cfg.home = home;
 	s->cfg.queue_depth = queue_depth;
@@ -649,7 +856,7 @@ fz_begin(int derp_on, const char *home, unsigned queue_depth, uint64_t rate,
 	s->rate.burst = burst;
 	/* -max-handshakes below the slot count in some runs, so newcomers
 	 * meet the cap (refused, or evicting the oldest) with slots free. */
-	s->pending_cap = FZ_MAX - (hash_variant & 3);
+	s->pend[PEND_MAIN].cap = FZ_MAX - (hash_variant & 3);
 	fz_check();
 	FUZZ_CHECK(s->nfree == s->fresh && s->pool.free_count == s->pool.count,
 	    "previous input left state behind");
@@ -715,8 +922,12 @@ fz_open(int port80, int addr)
 	if (fz_nfds < (int)(sizeof fz_fds / sizeof fz_fds[0]))
 		fz_fds[fz_nfds++] = c->fd;
 	(void)setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+	/* A Unix socket has no address: the relay filed the connection under
+	 * the empty one; file it under the harness's choice instead. */
+	pending_remove(s, c);
 	memcpy(c->peer_ip, fz_addrs[addr % FZ_NADDRS], 16);
 	c->peer_port = (uint16_t)(40000 + idx);
+	pending_append(s, c, port80 ? PEND_PORT80 : PEND_MAIN);
 	memset(h, 0, sizeof *h);
 	h->open = 1;
 	h->idx = idx;
@@ -902,6 +1113,11 @@ fz_end(void)
 	    s->dirty.count == 0 && s->paused.count == 0, "after closing all: "
 	    "%u free slots, %u keys, %u dirty, %u paused", s->nfree, s->nkeys,
 	    s->dirty.count, s->paused.count);
+	FUZZ_CHECK(s->spare_used == 0 && s->nqheap == 0 &&
+	    s->snd_spare_used == 0 && s->pend[PEND_MAIN].n == 0 &&
+	    s->pend[PEND_PORT80].n == 0, "after closing all: spare %u, heap %u, "
+	    "spare records %u, unfinished %u + %u", s->spare_used, s->nqheap,
+	    s->snd_spare_used, s->pend[PEND_MAIN].n, s->pend[PEND_PORT80].n);
 #ifndef POLLER_EPOLL
 	FUZZ_CHECK(s->pl.n == 1, "poller still holds %u descriptors", s->pl.n);
 #endif

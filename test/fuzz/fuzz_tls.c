@@ -435,7 +435,7 @@ open_engine(uint8_t k, int addr)
 	t->manual = (k >> 4) & 1;
 	t->coalesce = (k >> 5) & 1;
 	t->sni_ok = !fz_s->sni_strict ||
-	    (sni != NULL && strcmp(sni, sni_hostname) == 0);
+	    (sni != NULL && strcmp(sni, fz_s->cfg.hostname) == 0);
 	tc_of[hi] = t;
 	tls_pump(&fz_h[hi], t, 0);	/* the ClientHello */
 	if (t->manual)
@@ -446,7 +446,7 @@ open_engine(uint8_t k, int addr)
 	tls_handshake(hi);
 	FUZZ_CHECK(engine_up(hi) == t->sni_ok, "client %d: handshake %s with "
 	    "SNI %s (relay's -hostname %s%s)", hi, engine_up(hi) ? "succeeded" :
-	    "failed", sni != NULL ? sni : "(none)", sni_hostname,
+	    "failed", sni != NULL ? sni : "(none)", fz_s->cfg.hostname,
 	    fz_s->sni_strict ? ", checked" : "");
 	return hi;
 }
@@ -647,7 +647,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_begin(1, "", (h0 >> 6) ? 1u << ((h0 >> 6) - 1) : QUEUE_DEPTH_DEFAULT,
 	    rates[(h1 >> 2) & 3][0], rates[(h1 >> 2) & 3][1], h1 & 3);
 	fz_s->sni_strict = h0 & 1;
-	sni_hostname = h0 & 1 ? SNI_HOST : FZ_TLS_IP;
+	fz_s->cfg.hostname = h0 & 1 ? SNI_HOST : FZ_TLS_IP;
 	rounds_manual = (h0 >> 1) & 1;
 	tc_used = 0;
 	for (i = 0; i < FZ_MAX; i++)
