@@ -794,6 +794,350 @@ static void test_pool(void)
 	    "pool: chunks_for", "");
 }
 
+/*
+ * Issue 9's mechanisms on a real relay object (plain HTTP on 127.0.0.1, any
+ * port) with connections made up in its slots: the chunk budgets and the
+ * spare, the reclaim heap, unfinished connections by source, PeerGone
+ * records.  What they do end to end is in test_integration and the soak.
+ */
+static struct derp_server *
+ut_server(const char *dir, unsigned max_clients, unsigned max_handshakes)
+{
+	static char keypath[512];
+	struct derp_config cfg;
+	struct derp_server *s;
+	char err[256];
+
+	derp_config_defaults(&cfg);
+	snprintf(keypath, sizeof keypath, "%s/ut.key", dir);
+	cfg.addr = "127.0.0.1:0";
+	cfg.config_path = keypath;
+	cfg.stun = 0;
+	cfg.max_clients = max_clients;
+	cfg.max_handshakes = max_handshakes;
+	s = derp_create(&cfg, err, sizeof err);
+	if (s == NULL)
+		printf("FAIL derp_create: %s\n", err);
+	else
+		s->now = 1000000;
+	return s;
+}
+
+/* An unfinished connection from ip (text, v4 or v6) in the next free slot,
+ * on one end of a socket pair, in the poller (so conn_close works on it). */
+static struct conn *
+ut_conn(struct derp_server *s, const char *ip)
+{
+	struct conn *c;
+	uint32_t idx = s->nfree > 0 ? (uint32_t)s->free_slots[--s->nfree] :
+	    s->fresh++;
+	struct in_addr a4;
+
+	int sv[2];
+
+	c = &s->conns[idx];
+	memset(c, 0, sizeof *c);
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 ||
+	    poller_add(&s->pl, sv[0], (int32_t)idx, POLLIN, &c->pidx) != 0)
+		abort();
+	close(sv[1]);
+	c->fd = sv[0];
+	c->state = CS_HTTP_HEAD;
+	c->key_next = -1;
+	c->qheap_pos = -1;
+	c->accepted_ms = s->now;
+	if (inet_pton(AF_INET, ip, &a4) == 1) {
+		c->peer_ip[10] = c->peer_ip[11] = 0xff;
+		memcpy(c->peer_ip + 12, &a4, 4);
+	} else if (inet_pton(AF_INET6, ip, c->peer_ip) != 1) {
+		abort();
+	}
+	pending_append(s, c, PEND_MAIN);
+	return c;
+}
+
+/* A registered connection with a made-up key. */
+static struct conn *
+ut_client(struct derp_server *s, uint8_t tag)
+{
+	struct conn *c = ut_conn(s, "10.9.9.9");
+
+	memset(c->key, 0, KEY_BYTES);
+	c->key[0] = tag;
+	c->key[31] = 0x5a;
+	conn_register(s, c);
+	return c;
+}
+
+static void
+ut_close_all(struct derp_server *s)
+{
+	uint32_t i;
+
+	for (i = 0; i < s->fresh; i++)
+		if (s->conns[i].state != CS_FREE)
+			conn_close(s, &s->conns[i]);
+}
+
+static void
+test_unfinished_by_source(const char *dir)
+{
+	struct derp_server *s = ut_server(dir, 64, 8);
+	struct conn *c[8], *b;
+	uint8_t ip[16] = { 0 };
+	int i, ok;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < 8; i++) {
+		c[i] = ut_conn(s, "10.0.0.1");
+		s->now++;
+	}
+	ip[10] = ip[11] = 0xff;
+	ip[12] = 10, ip[15] = 2;		/* 10.0.0.2 */
+	ok = pending_make_room(s, PEND_MAIN, ip) == 1 &&
+	    c[0]->state == CS_FREE && c[1]->state != CS_FREE &&
+	    s->pend[PEND_MAIN].n == 7;
+	check(ok, "unfinished: at the cap, a newcomer from a small source "
+	    "evicts the largest source's oldest at once", "");
+	b = ut_conn(s, "10.0.0.2");
+	ip[15] = 1;				/* 10.0.0.1 again */
+	check(pending_make_room(s, PEND_MAIN, ip) == 0 && c[1]->state !=
+	    CS_FREE && b->state != CS_FREE, "unfinished: a newcomer from the "
+	    "largest source competes with itself: refused while its oldest is "
+	    "young", "");
+	s->now += HANDSHAKE_GRACE_MS;
+	check(pending_make_room(s, PEND_MAIN, ip) == 1 && c[1]->state ==
+	    CS_FREE && b->state != CS_FREE, "unfinished: ... and its own "
+	    "oldest gives way after the grace", "");
+	ut_conn(s, "10.0.0.1");
+	ut_conn(s, "2001:db8::1");
+	ip[15] = 3;				/* 10.0.0.3 */
+	check(pending_make_room(s, PEND_MAIN, ip) == 1 && c[2]->state ==
+	    CS_FREE && s->pend[PEND_MAIN].top == 6, "unfinished: counts and "
+	    "the largest source follow evictions", "");
+	ut_conn(s, "10.0.0.3");
+	/* 2001:db8::/64 now holds one; a second address in it is the same
+	 * source, one in another /64 is not. */
+	inet_pton(AF_INET6, "2001:db8::ffff:1", ip);
+	i = (int)source_find(s, &s->pend[PEND_MAIN], (source_addr(ip, ip), ip));
+	check(i != NIL && s->pend[PEND_MAIN].src[i].count == 1,
+	    "unfinished: IPv6 sources are /64s", "");
+	inet_pton(AF_INET6, "2001:db8:0:1::1", ip);
+	source_addr(ip, ip);
+	check(source_find(s, &s->pend[PEND_MAIN], ip) == NIL,
+	    "unfinished: another /64 is another source", "");
+	ut_close_all(s);
+	check(s->pend[PEND_MAIN].n == 0 && s->pend[PEND_MAIN].top == 0,
+	    "unfinished: empty after closing all", "");
+	derp_destroy(s);
+}
+
+/* A queued packet of plen bytes for c, made by hand. */
+static void
+ut_queue_packet(struct derp_server *s, struct conn *c, uint32_t plen)
+{
+	uint32_t n = chunks_for(RECV_PREFIX_BYTES + plen), first = NIL, prev = NIL,
+	    i, k, left = RECV_PREFIX_BYTES + plen;
+
+	for (k = 0; k < n; k++) {
+		i = pool_take(&s->pool);
+		if (prev == NIL)
+			first = i;
+		else
+			s->pool.chunks[prev].next = i;
+		s->pool.chunks[i].len = (uint16_t)(left < CHUNK_DATA_BYTES ?
+		    left : CHUNK_DATA_BYTES);
+		left -= s->pool.chunks[i].len;
+		prev = i;
+	}
+	frame_put_header(s->pool.chunks[first].data, FRAME_RECV_PACKET,
+	    KEY_BYTES + plen);
+	conn_queue_push(s, c, Q_OTHER, first);
+}
+
+static void
+test_budgets(const char *dir)
+{
+	struct derp_server *s = ut_server(dir, 4, 4);
+	struct conn *a, *b, *q;
+	uint32_t k, spare;
+	int ok = 1;
+
+	if (s == NULL)
+		return;
+	a = ut_client(s, 1);
+	b = ut_client(s, 2);
+	q = ut_client(s, 3);
+	spare = s->spare_cap;
+	check(s->pool.count == 4 * CHUNKS_PER_CONN + spare && spare ==
+	    CHUNKS_SPARE_BASE + 4 * CHUNKS_SPARE_PER_CONN,
+	    "budgets: the pool is every slot's budgets plus the spare", "");
+	for (k = 0; k < CHUNKS_IN && ok; k++)
+		ok = hold_take(s, a, HOLD_IN, 1) == 0;
+	check(ok && s->spare_used == 0 && a->spare_since == 0,
+	    "budgets: the IN budget costs the spare nothing", "");
+	check(hold_take(s, a, HOLD_IN, 10) == 0 && s->spare_used == 10 &&
+	    a->spare_since == s->now, "budgets: beyond it, the spare lends and "
+	    "the clock starts", "");
+	check(hold_take(s, b, HOLD_IN, CHUNKS_IN + spare - 9) == -1 &&
+	    b->hold[HOLD_IN] == 0 && s->spare_used == 10,
+	    "budgets: a loan the spare cannot cover is refused whole", "");
+	check(hold_take(s, b, HOLD_IN, CHUNKS_IN + spare - 10) == 0 &&
+	    s->spare_used == spare, "budgets: the spare lends to its last "
+	    "chunk", "");
+	hold_give(s, b, HOLD_IN, CHUNKS_IN + spare - 10);
+	hold_give(s, a, HOLD_IN, CHUNKS_IN + 10);
+	check(s->spare_used == 0 && a->spare_since == 0 && b->spare_since == 0,
+	    "budgets: given back, the spare is whole and the clocks stop", "");
+	/* Chunks only by account: take them for real now.  q's queue fills
+	 * every free chunk; a's budgets must still be served (P4) and only
+	 * q's queue pays. */
+	while (s->pool.free_count > 0)
+		ut_queue_packet(s, q, 1200);
+	k = q->q_chunks;
+	{
+		static uint8_t bytes[CHUNKS_IN * CHUNK_DATA_BYTES];
+
+		check(conn_append(s, a, HOLD_IN, &a->head, bytes,
+		    sizeof bytes) == 0 && a->hold[HOLD_IN] == CHUNKS_IN &&
+		    s->spare_used == 0 && q->q_chunks < k &&
+		    s->st.pool_evictions > 0, "budgets: with the pool full of one "
+		    "queue, a budget is still served, by that queue's oldest "
+		    "packets", "");
+	}
+	ut_close_all(s);
+	check(s->pool.free_count == s->pool.count && s->spare_used == 0 &&
+	    s->nqheap == 0, "budgets: all back after closing", "");
+	derp_destroy(s);
+}
+
+static void
+test_reclaim_heap(const char *dir)
+{
+	struct derp_server *s = ut_server(dir, 16, 16);
+	struct conn *c[10];
+	uint32_t i, k, bad = 0, prev;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < 10; i++)
+		c[i] = ut_client(s, (uint8_t)(i + 1));
+	for (k = 0; k < 200; k++) {
+		i = xs() % 10;
+		if (c[i]->q[Q_OTHER].count < 30)
+			ut_queue_packet(s, c[i], xs() % 5000);
+		for (i = 1; i < s->nqheap; i++)
+			bad += s->conns[s->qheap[(i - 1) / 2]].q_chunks <
+			    s->conns[s->qheap[i]].q_chunks;
+	}
+	check(bad == 0, "reclaim heap: ordered after random pushes", "");
+	/* Each reclaim takes from the connection with the most queued
+	 * chunks: the largest queue never grows back above the others. */
+	prev = UINT32_MAX;
+	for (k = 0; k < 100 && s->nqheap > 0; k++) {
+		uint32_t most = 0;
+
+		for (i = 0; i < 10; i++)
+			if (c[i]->q_chunks > most)
+				most = c[i]->q_chunks;
+		if (s->conns[s->qheap[0]].q_chunks != most || most > prev)
+			bad++;
+		prev = most;
+		(void)pool_reclaim(s, s->pool.free_count + 1);
+	}
+	check(bad == 0, "reclaim heap: the victim is always the connection with "
+	    "the most queued chunks", "");
+	ut_close_all(s);
+	check(s->nqheap == 0 && s->pool.free_count == s->pool.count,
+	    "reclaim heap: empty after closing", "");
+	derp_destroy(s);
+}
+
+/* The notices waiting for d: how many, and whether each key is there once. */
+static uint32_t
+ut_notices(struct derp_server *s, struct conn *d, uint8_t first, uint8_t n,
+    int *each_once)
+{
+	uint32_t e, got = 0;
+	uint8_t seen[256] = { 0 };
+
+	for (e = d->snd.gone_head; e != NIL; e = s->snd[e].dnext) {
+		got++;
+		seen[s->snd[e].key[0]]++;
+	}
+	*each_once = 1;
+	for (e = first; e < (uint32_t)first + n; e++)
+		if (seen[e] != 1)
+			*each_once = 0;
+	return got;
+}
+
+static void
+test_peergone_records(const char *dir)
+{
+	struct derp_server *s = ut_server(dir, 128, 128);
+	struct conn *d, *c[60], *dup;
+	uint8_t frame[FRAME_HEADER_BYTES + PEERGONE_BYTES];
+	uint32_t i, n;
+	int once;
+
+	if (s == NULL)
+		return;
+	d = ut_client(s, 200);
+	for (i = 0; i < 40; i++) {
+		c[i] = ut_client(s, (uint8_t)(i + 1));
+		senders_note(s, d, c[i]);
+		senders_note(s, d, c[i]);	/* the same one again: no record */
+	}
+	check(d->snd.paid == SENDERS_PER_CONN && c[39]->snd.paid == 1 &&
+	    c[0]->snd.paid == 0, "peergone: the recipient pays for its first "
+	    "records, then each sender for its own", "");
+	for (i = 0; i < 40; i++)
+		conn_close(s, c[i]);
+	n = ut_notices(s, d, 1, 40, &once);
+	check(n == 40 && once && d->snd.paid == 40, "peergone: 40 senders "
+	    "leave, 40 notices, one per key (the departed senders' records now "
+	    "paid by the recipient)", "");
+	for (i = 0; i < 40; i++)
+		out_peer_gone(s, d, frame);
+	check(d->snd.gone_head == NIL && d->snd.paid == 0 && frame[0] ==
+	    FRAME_PEER_GONE && frame[FRAME_HEADER_BYTES + KEY_BYTES] ==
+	    PEER_GONE_DISCONNECTED, "peergone: written, the records are free", "");
+	/* Duplicates: the key stays while one connection of it remains. */
+	c[0] = ut_client(s, 1);
+	senders_note(s, d, c[0]);
+	dup = ut_client(s, 1);
+	conn_close(s, c[0]);
+	check(ut_notices(s, d, 1, 1, &once) == 0, "peergone: a duplicate "
+	    "leaving announces nothing", "");
+	conn_close(s, dup);
+	check(ut_notices(s, d, 1, 1, &once) == 1 && once, "peergone: the last "
+	    "connection of the key leaving does", "");
+	out_peer_gone(s, d, frame);
+	/* Nobody can pay: the recipient and the sender at their budgets and
+	 * the spare used up.  The departure then goes unannounced, counted. */
+	c[0] = ut_client(s, 1);
+	d->snd.paid = SENDERS_PER_CONN;
+	c[0]->snd.paid = SENDERS_PER_CONN;
+	s->snd_spare_used = SENDERS_SPARE;
+	senders_note(s, d, c[0]);
+	check(s->st.peer_gone_untracked == 1 && d->snd.live == NIL,
+	    "peergone: no budget anywhere: not tracked, counted", "");
+	d->snd.paid = 0;
+	c[0]->snd.paid = 0;
+	s->snd_spare_used = 0;
+	/* A recipient closing first frees its records; the senders leaving
+	 * later find nothing of it. */
+	senders_note(s, d, c[0]);
+	conn_close(s, d);
+	conn_close(s, c[0]);
+	check(s->snd_free != NIL && s->snd_spare_used == 0 && s->nkeys == 0,
+	    "peergone: a recipient closing first frees its records", "");
+	ut_close_all(s);
+	derp_destroy(s);
+}
+
 static void test_misc(void)
 {
 	char host[64];
@@ -836,6 +1180,8 @@ static void test_ratecfg(void)
 
 int main(int argc, char **argv)
 {
+	char scratch[256], key[300];
+	const char *tmp = getenv("TMPDIR");
 	int i;
 
 	if (argc != 2) {
@@ -858,6 +1204,19 @@ int main(int argc, char **argv)
 	test_flags();
 	test_keytab();
 	test_pool();
+	snprintf(scratch, sizeof scratch, "%s/derp-units.XXXXXX",
+	    tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+	if (mkdtemp(scratch) == NULL) {
+		printf("FAIL mkdtemp %s: %s\n", scratch, strerror(errno));
+		return 1;
+	}
+	test_unfinished_by_source(scratch);
+	test_budgets(scratch);
+	test_reclaim_heap(scratch);
+	test_peergone_records(scratch);
+	snprintf(key, sizeof key, "%s/ut.key", scratch);
+	(void)unlink(key);
+	(void)rmdir(scratch);
 	test_misc();
 	test_ratecfg();
 	printf("%d passed, %d failed\n", passed, failed);
