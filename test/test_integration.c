@@ -2929,6 +2929,275 @@ run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]))
 	server_stop();
 }
 
+/* ---- mode peer_gone: PeerGone counts as derper delivers them ------------- */
+
+/*
+ * derper tells every connection that received from a key when that key's last
+ * connection leaves, with no bound on the notices owed (derp-protocol.md
+ * 10.5, 11.1): a recipient that heard from 40 sources and sees them all go at
+ * once gets 40 PeerGone frames.  PG_SENDERS is the largest count used below.
+ */
+#define PG_SENDERS 40
+#define PG_BURST 30		/* senders that close back to back */
+#define PG_STEP_MS 30		/* spacing of the senders that leave in turn */
+#define PG_WAIT_MS 3000		/* all notices due must arrive within this */
+
+static struct dclient *pg_s[PG_SENDERS];
+static uint8_t pg_keys[PG_SENDERS][32];
+
+/*
+ * Read PeerGone frames on r for up to ms (until the n keys in keys[] have all
+ * been named, then QUIET_MS more to catch duplicates).  NULL when exactly one
+ * PeerGone(key, 0x00) of 33 bytes came per key and nothing else did.
+ */
+static const char *
+peer_gone_tally(struct dclient *r, uint8_t keys[][32], int n, int ms)
+{
+	static char why[240];
+	int seen[PG_SENDERS], distinct = 0, total = 0, dup = 0, stray = 0;
+	int bad = 0, other = 0, closed = 0, i;
+	int64_t deadline = now_ms() + ms, end;
+
+	memset(seen, 0, sizeof(seen));
+	for (;;) {
+		uint8_t type;
+		size_t len;
+		int left, rc;
+
+		end = deadline;
+		if (distinct == n && end > now_ms() + QUIET_MS)
+			end = now_ms() + QUIET_MS;
+		left = (int)(end - now_ms());
+		if (left <= 0)
+			break;
+		rc = dc_recv_frame(r, &type, qbuf, sizeof(qbuf), &len, left);
+		if (rc == -2)
+			break;
+		if (rc != 1) {
+			closed = 1;
+			break;
+		}
+		if (type == FT_KEEP_ALIVE || type == FT_PONG)
+			continue;
+		if (type != FT_PEER_GONE) {
+			other++;
+			continue;
+		}
+		total++;
+		if (len != 33 || qbuf[32] != 0x00) {
+			bad++;
+			continue;
+		}
+		for (i = 0; i < n && memcmp(keys[i], qbuf, 32) != 0; i++)
+			continue;
+		if (i == n)
+			stray++;
+		else if (seen[i]++ == 0)
+			distinct++;
+		else
+			dup++;
+	}
+	if (distinct == n && total == n && other == 0 && !closed)
+		return NULL;
+	snprintf(why, sizeof(why), "%d PeerGone frames in %d ms: %d of the %d"
+	    " departed keys named, %d duplicates, %d for keys that never sent"
+	    " to this client, %d malformed; %d other frames%s", total, ms,
+	    distinct, n, dup, stray, bad, other, closed ?
+	    "; the recipient was closed" : "");
+	return why;
+}
+
+/* n fresh senders in pg_s[], each relaying one packet to r; NULL or why. */
+static const char *
+pg_senders_to(struct dclient *r, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		const char *e;
+
+		pg_s[i] = cl_derp();
+		if (pg_s[i] == NULL)
+			return "a sender could not connect";
+		memcpy(pg_keys[i], pg_s[i]->pk, 32);
+		e = relay(pg_s[i], r, 10 + (size_t)i);
+		if (e != NULL)
+			return e;
+	}
+	return NULL;
+}
+
+static void
+pg_free_senders(void)
+{
+	int i;
+
+	for (i = 0; i < PG_SENDERS; i++) {
+		dc_free(pg_s[i]);
+		pg_s[i] = NULL;
+	}
+}
+
+/* 30 senders close back to back, plus one client that sent only elsewhere. */
+static void
+t_peer_gone_burst(void)
+{
+	struct dclient *r = cl_derp(), *x = cl_derp();
+	const char *e;
+	int i;
+
+	e = r == NULL || x == NULL ? "connect failed" :
+	    pg_senders_to(r, PG_BURST);
+	/* x sends, but to a sender, never to r: r must not hear of it. */
+	if (e == NULL)
+		e = relay(x, pg_s[0], 20);
+	if (e != NULL) {
+		fail("peer_gone_burst_30", "setup: %s", e);
+		goto out;
+	}
+	for (i = 0; i < PG_BURST; i++)
+		dc_close(pg_s[i]);
+	dc_close(x);
+	verdict("peer_gone_burst_30", peer_gone_tally(r, pg_keys, PG_BURST,
+	    PG_WAIT_MS));
+out:
+	pg_free_senders();
+	dc_free(r);
+	dc_free(x);
+}
+
+/* 40 senders leave one after another: one notice each, none forgotten. */
+static void
+t_peer_gone_sequential(void)
+{
+	struct dclient *r = cl_derp();
+	const char *e;
+	int i;
+
+	e = r == NULL ? "connect failed" : pg_senders_to(r, PG_SENDERS);
+	if (e != NULL) {
+		fail("peer_gone_sequential_40", "setup: %s", e);
+		goto out;
+	}
+	for (i = 0; i < PG_SENDERS; i++) {
+		dc_close(pg_s[i]);
+		sleep_ms(PG_STEP_MS);
+	}
+	verdict("peer_gone_sequential_40", peer_gone_tally(r, pg_keys,
+	    PG_SENDERS, PG_WAIT_MS));
+out:
+	pg_free_senders();
+	dc_free(r);
+}
+
+/* A key with two connections: only the last one's departure is news. */
+static void
+t_peer_gone_duplicate(void)
+{
+	struct dclient *r = cl_derp(), *d1 = cl_derp(), *d2 = dc_new();
+	uint8_t key[1][32];
+	const char *e;
+
+	if (r == NULL || d1 == NULL || d2 == NULL) {
+		fail("peer_gone_dup_first_leaves_silent", "connect failed");
+		goto out;
+	}
+	memcpy(d2->sk, d1->sk, 32);
+	memcpy(d2->pk, d1->pk, 32);
+	memcpy(key[0], d1->pk, 32);
+	e = relay(d1, r, 10);
+	if (e == NULL && (dc_connect(d2, srv_host, srv_port, mode_tls, NULL,
+	    CONNECT_MS) < 0 || dc_handshake(d2, 0, NULL, IO_MS) < 0))
+		e = "second connection with the key refused";
+	if (e != NULL) {
+		fail("peer_gone_dup_first_leaves_silent", "setup: %s", e);
+		goto out;
+	}
+	dc_close(d1);
+	/* The key is still present: no notice, and it still receives. */
+	e = quiet(r, 2 * QUIET_MS);
+	if (e == NULL)
+		e = relay(r, d2, 30);
+	verdict("peer_gone_dup_first_leaves_silent", e);
+	dc_close(d2);
+	verdict("peer_gone_dup_last_leaves_one", peer_gone_tally(r, key, 1,
+	    PG_WAIT_MS));
+out:
+	dc_free(r);
+	dc_free(d1);
+	dc_free(d2);
+}
+
+/*
+ * A recipient that leaves first is owed nothing: its senders leave after it,
+ * and a newcomer (likely in the freed slot) must not inherit its record.  A
+ * recipient that leaves in the same burst as its senders, with notices
+ * pending, must not upset the relay either.
+ */
+static void
+t_peer_gone_recipient_first(void)
+{
+	struct dclient *r = cl_derp(), *n = NULL, *a = NULL, *b = NULL;
+	const char *e;
+	int i;
+
+	e = r == NULL ? "connect failed" : pg_senders_to(r, 5);
+	if (e != NULL) {
+		fail("peer_gone_recipient_left_first", "setup: %s", e);
+		goto out;
+	}
+	dc_close(r);
+	sleep_ms(QUIET_MS);
+	n = cl_derp();
+	for (i = 0; i < 5; i++)
+		dc_close(pg_s[i]);
+	verdict("peer_gone_recipient_left_first", n == NULL ?
+	    "a new client could not connect" : quiet(n, 2 * QUIET_MS));
+	pg_free_senders();
+
+	/* r again (same key, new connection), its senders and r in one burst. */
+	e = dc_connect(r, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ?
+	    "reconnect failed" : NULL;
+	if (e == NULL && dc_handshake(r, 0, NULL, IO_MS) < 0)
+		e = "handshake failed";
+	if (e == NULL)
+		e = pg_senders_to(r, 5);
+	if (e == NULL) {
+		for (i = 0; i < 5; i++)
+			dc_close(pg_s[i]);
+		dc_close(r);
+		a = cl_derp();
+		b = cl_derp();
+		e = a == NULL || b == NULL ? "a fresh pair could not connect" :
+		    relay(a, b, 1200);
+		if (e == NULL)
+			e = relay(b, a, 1200);
+	}
+	verdict("peer_gone_recipient_left_with_senders", e);
+out:
+	pg_free_senders();
+	dc_free(r);
+	dc_free(n);
+	dc_free(a);
+	dc_free(b);
+}
+
+static void
+run_peer_gone_mode(const char *name, int tls)
+{
+	int64_t t0 = now_ms();
+
+	begin_mode(name, tls, "127.0.0.1");
+	if (server_start(tls ? mk_tls : mk_plain) < 0)
+		return;
+	t_peer_gone_burst();
+	t_peer_gone_sequential();
+	t_peer_gone_duplicate();
+	t_peer_gone_recipient_first();
+	server_stop();
+	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
+}
+
 static char rate_path[600];
 
 static int
@@ -3649,6 +3918,10 @@ main(int argc, char **argv)
 		run_handshake_cap_mode("handshakes", mk_tls_hs_cap);
 	if (mode_wanted("slots_full"))
 		run_handshake_cap_mode("slots_full", mk_tls_slots_full);
+	if (mode_wanted("peer_gone_plain"))
+		run_peer_gone_mode("peer_gone_plain", 0);
+	if (mode_wanted("peer_gone_tls"))
+		run_peer_gone_mode("peer_gone_tls", 1);
 	if (mode_wanted("rate"))
 		run_rate_mode();
 	if (mode_wanted("cli"))
