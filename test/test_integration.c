@@ -3198,6 +3198,260 @@ run_peer_gone_mode(const char *name, int tls)
 	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
 }
 
+/* ---- mode go_http: HTTP as Go's net/http reads it ------------------------ */
+
+/* Go's own answer to a request it cannot read (net/http server.go): status
+ * line, two headers, the status as body; no Date, no Content-Length. */
+#define GO_ERR_HEADERS "\r\nContent-Type: text/plain; charset=utf-8\r\n" \
+    "Connection: close\r\n\r\n"
+#define GO_400 "400 Bad Request"
+#define GO_400_HOST "400 Bad Request: missing required Host header"
+
+/*
+ * Send req on a fresh connection and read everything until the server closes
+ * (at most CLOSE_MS) into out[cap] (NUL-terminated).  1 when it closed, 0 when
+ * still open then (or out filled up), -1 when no connection.
+ */
+static int
+raw_exchange(const char *req, size_t len, char *out, size_t cap, size_t *n)
+{
+	struct dclient *c = cl_connect();
+	int64_t deadline = now_ms() + CLOSE_MS;
+	int closed = 0;
+
+	*n = 0;
+	out[0] = '\0';
+	if (c == NULL)
+		return -1;
+	if (dc_write(c, req, len) < 0)
+		closed = 1;
+	while (!closed && *n + 1 < cap) {
+		int left = (int)(deadline - now_ms()), r;
+
+		if (left <= 0)
+			break;
+		r = dc_read(c, out + *n, cap - 1 - *n, left);
+		if (r == -2)
+			break;
+		if (r <= 0)
+			closed = 1;
+		else
+			*n += (size_t)r;
+	}
+	out[*n] = '\0';
+	dc_free(c);
+	return closed;
+}
+
+/* "HTTP/1.1 400 ...\r\n...": the response's first line, for messages. */
+static const char *
+first_line(const char *resp)
+{
+	static char line[120];
+
+	snprintf(line, sizeof(line), "%.*s", (int)strcspn(resp, "\r\n"), resp);
+	return line[0] != '\0' ? line : "(nothing)";
+}
+
+/*
+ * A request Go refuses while reading it: the status line must be exactly
+ * want_line and the connection closed; then, separately, the whole answer
+ * must be Go's bytes (want_line, GO_ERR_HEADERS, body).
+ */
+static void
+go_refusal(const char *name, const char *req, const char *want_line,
+    const char *body)
+{
+	static char resp[4096];
+	char name2[80], exact[512];
+	size_t n, wl = strlen(want_line);
+	int closed = raw_exchange(req, strlen(req), resp, sizeof(resp), &n);
+
+	snprintf(exact, sizeof(exact), "%s%s%s", want_line, GO_ERR_HEADERS,
+	    body);
+	snprintf(name2, sizeof(name2), "%s_go_bytes", name);
+	if (closed < 0) {
+		fail(name, "connect failed");
+		return;
+	}
+	if (n < wl + 2 || memcmp(resp, want_line, wl) != 0 ||
+	    memcmp(resp + wl, "\r\n", 2) != 0)
+		fail(name, "status line \"%s\", expected \"%s\"", first_line(resp),
+		    want_line);
+	else if (!closed)
+		fail(name, "connection still open %d ms after the answer",
+		    CLOSE_MS);
+	else
+		ok(name);
+	if (n == strlen(exact) && memcmp(resp, exact, n) == 0) {
+		ok(name2);
+	} else {
+		char *q;
+		for (q = resp; *q != '\0'; q++)
+			if (*q == '\r' || *q == '\n')
+				*q = '|';
+		fail(name2, "answer (%zu bytes) is not Go's %zu bytes: %.300s", n,
+		    strlen(exact), resp);
+	}
+}
+
+/*
+ * POST /derp with Upgrade: DERP.  derper checks no method and hijacks the
+ * connection, so the bytes after the head are the DERP stream, whatever
+ * Content-Length says.  body: the ClientInfo frame is the request's body
+ * (Content-Length its length); split: the body goes 50 ms after the head.
+ * The client must get 101, ServerKey, ServerInfo, then relay both ways.
+ */
+static const char *
+post_derp(int body, int split)
+{
+	static char why[160];
+	struct dclient *c = cl_connect(), *b = NULL;
+	uint8_t ci[256], type;
+	char req[512 + sizeof(ci)], head[DC_HEAD_MAX];
+	size_t cl, hl, n;
+	const char *e = NULL;
+
+	if (c == NULL)
+		return "connect failed";
+	dc_genkey(c);
+	memcpy(c->server_pk, v_server_pk, 32);	/* the -c file's key */
+	cl = dc_client_info_frame(c, NULL, ci, sizeof(ci));
+	hl = (size_t)snprintf(req, 512, "POST /derp HTTP/1.1\r\nHost: %s\r\n"
+	    "User-Agent: Go-http-client/1.1\r\nConnection: Upgrade\r\n"
+	    "Upgrade: DERP\r\n", host_hdr);
+	if (body)
+		hl += (size_t)snprintf(req + hl, 512 - hl, "Content-Length: %zu\r\n",
+		    cl);
+	hl += (size_t)snprintf(req + hl, 512 - hl, "\r\n");
+	if (body && !split) {
+		memcpy(req + hl, ci, cl);
+		hl += cl;
+	}
+	if (dc_write(c, req, hl) < 0) {
+		e = "request not sent";
+		goto out;
+	}
+	if (body && split) {
+		sleep_ms(50);
+		if (dc_write(c, ci, cl) < 0) {
+			e = "connection closed before the body went out";
+			goto out;
+		}
+	}
+	if (dc_http_request(c, "", head, sizeof(head), IO_MS) < 0) {
+		e = "no response head (connection closed?)";
+		goto out;
+	}
+	if (dc_http_status(head) != 101) {
+		snprintf(why, sizeof(why), "answer \"%s\", not 101",
+		    first_line(head));
+		e = why;
+		goto out;
+	}
+	if (dc_recv_frame(c, &type, qbuf, sizeof(qbuf), &n, IO_MS) != 1 ||
+	    type != FT_SERVER_KEY || n < 8 + 32 ||
+	    memcmp(qbuf + 8, v_server_pk, 32) != 0) {
+		e = "no ServerKey frame with the relay's key after the 101";
+		goto out;
+	}
+	if (!body && dc_write(c, ci, cl) < 0) {
+		e = "ClientInfo not sent";
+		goto out;
+	}
+	if (dc_recv_server_info(c, IO_MS) < 0) {
+		e = "no ServerInfo: the body was not read as the DERP stream";
+		goto out;
+	}
+	b = cl_derp();
+	e = b == NULL ? "a second client could not connect" : relay(c, b, 100);
+	if (e == NULL)
+		e = relay(b, c, 100);
+out:
+	dc_free(c);
+	dc_free(b);
+	return e;
+}
+
+static void
+t_go_http(void)
+{
+	static char req[10240];
+	struct dclient *c;
+	const char *e;
+	size_t n;
+
+	/* Content-Length twice, values differing: Go's fixLength refuses it
+	 * (a plain error, so the generic 400). */
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\nContent-Length:"
+	    " 0\r\nContent-Length: 5\r\n\r\n", host_hdr);
+	go_refusal("content_length_conflict_400", req, "HTTP/1.1 " GO_400,
+	    GO_400);
+
+	/* Twice with the same value: Go keeps one; the body is skipped and
+	 * the connection stays usable. */
+	c = cl_connect();
+	e = c == NULL ? "connect failed" : NULL;
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\nContent-Length:"
+	    " 3\r\nContent-Length: 3\r\n\r\nabc", host_hdr);
+	if (e == NULL && (dc_http_request(c, req, hr.head, sizeof(hr.head),
+	    IO_MS) < 0 || dc_http_body(c, hr.head, 0, hr.body, sizeof(hr.body),
+	    &hr.body_len, IO_MS) < 0))
+		e = "no complete answer";
+	else if (e == NULL && dc_http_status(hr.head) != 200)
+		e = "not 200";
+	snprintf(req, sizeof(req), "GET /derp/probe HTTP/1.1\r\nHost: %s\r\n\r\n",
+	    host_hdr);
+	if (e == NULL && (dc_http_request(c, req, hr.head, sizeof(hr.head),
+	    IO_MS) < 0 || dc_http_status(hr.head) != 200))
+		e = "the next request on the connection got no 200";
+	verdict("content_length_repeated_same_200", e);
+	dc_free(c);
+
+	/* HTTP/1.1 without Host: Go puts the reason in the status line. */
+	go_refusal("missing_host_400", "GET /derp/probe HTTP/1.1\r\n"
+	    "User-Agent: test\r\n\r\n", "HTTP/1.1 " GO_400_HOST, GO_400_HOST);
+	verdict("http10_without_host_200", http_main("GET / HTTP/1.0\r\n\r\n",
+	    0) == 0 && hr.status == 200 ? NULL : "not 200");
+
+	/* The 8 KiB head cap (ours; Go's default is 1 MB): 431 and closed;
+	 * 7 KiB is fine. */
+	n = (size_t)snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\n"
+	    "X-Pad: ", host_hdr);
+	memset(req + n, 'x', 9000);
+	memcpy(req + n + 9000, "\r\n\r\n", 5);
+	{
+		static char resp[4096];
+		size_t rn;
+		int closed = raw_exchange(req, strlen(req), resp, sizeof(resp),
+		    &rn);
+		verdict("head_over_8k_431", closed < 0 ? "connect failed" :
+		    dc_http_status(resp) != 431 ? first_line(resp) : !closed ?
+		    "connection still open after the 431" : NULL);
+	}
+	memcpy(req + n + 7000, "\r\n\r\n", 5);
+	verdict("head_7k_200", http_main(req, 0) == 0 && hr.status == 200 ?
+	    NULL : "not 200");
+
+	verdict("post_derp_body_is_derp_stream", post_derp(1, 0));
+	verdict("post_derp_body_after_head", post_derp(1, 1));
+	verdict("post_derp_no_body_upgrades", post_derp(0, 0));
+}
+
+static void
+run_go_http_mode(const char *name, int tls)
+{
+	int64_t t0 = now_ms();
+
+	begin_mode(name, tls, "127.0.0.1");
+	if (server_start(tls ? mk_tls : mk_plain) < 0)
+		return;
+	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
+	t_go_http();
+	server_stop();
+	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
+}
+
 static char rate_path[600];
 
 static int
@@ -3922,6 +4176,10 @@ main(int argc, char **argv)
 		run_peer_gone_mode("peer_gone_plain", 0);
 	if (mode_wanted("peer_gone_tls"))
 		run_peer_gone_mode("peer_gone_tls", 1);
+	if (mode_wanted("go_http_plain"))
+		run_go_http_mode("go_http_plain", 0);
+	if (mode_wanted("go_http_tls"))
+		run_go_http_mode("go_http_tls", 1);
 	if (mode_wanted("rate"))
 		run_rate_mode();
 	if (mode_wanted("cli"))
