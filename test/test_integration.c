@@ -14,7 +14,12 @@
  * self-signed certificate for 127.0.0.1, plus the port-80 style listener),
  * ipv6 (-a [::1]:P) and dual (-a :P, one dual-stack socket), both skipped when
  * the host has no IPv6 loopback; mesh (plain, with -mesh-psk-file: the test
- * plays the mesh peer: WatchConns, ForwardPacket, ClosePeer).
+ * plays the mesh peer: WatchConns, ForwardPacket, ClosePeer).  Smaller
+ * modes each start a server for one subject: limit, handshakes, slots_full,
+ * fair_handshakes, fair_slots, fair_plain (unfinished connections, fair
+ * between 127.0.0.1 and 127.0.0.2), peer_gone_plain and _tls (PeerGone
+ * counts), go_http_plain and _tls (requests as Go's net/http reads them),
+ * rate, cli, privileges.
  *
  * DERP_TEST_MODES (environment), a comma-separated list of mode names, runs
  * only those modes; e.g. DERP_TEST_MODES=handshakes,fair_handshakes.
@@ -31,6 +36,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <poll.h>
 #include <pwd.h>
@@ -3452,6 +3458,314 @@ run_go_http_mode(const char *name, int tls)
 	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
 }
 
+/* ---- modes fair_*: unfinished connections, fair between sources ---------- */
+
+/*
+ * At -max-handshakes (or with every slot taken) a newcomer evicts the oldest
+ * unfinished connection of the source (IPv4 address, IPv6 /64) holding the
+ * most of them, when its own source holds fewer; otherwise it competes with
+ * its own source as in the handshakes mode (its oldest gives way after 5 s,
+ * else the newcomer is accepted and closed).  So one address holding every
+ * unfinished place cannot lock out another.  Two loopback sources: 127.0.0.1
+ * and 127.0.0.2 (all of 127/8 is local on Linux).
+ */
+#define FAIR_CAP 8		/* -max-handshakes of the fair modes */
+#define FAIR_SLOTS 10		/* -max-clients: a pair + FAIR_CAP holders */
+#define FAIR_SERVED_MS 2000	/* "at once": well under the 5 s grace */
+#define FAIR_JUDGE_BY_MS 4500	/* after the holders connect; grace is 5000 */
+
+/* A non-blocking TCP socket bound to src and connected to the relay; -1. */
+static int
+tcp_connect_from(const char *src)
+{
+	struct sockaddr_in a, b;
+	struct pollfd p;
+	socklen_t el = sizeof(int);
+	int fd, one = 1, err = 0;
+
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	a.sin_family = b.sin_family = AF_INET;
+	b.sin_port = htons((uint16_t)srv_port);
+	if (inet_pton(AF_INET, src, &a.sin_addr) != 1 ||
+	    inet_pton(AF_INET, srv_host, &b.sin_addr) != 1)
+		return -1;
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
+	    bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		goto bad;
+	if (connect(fd, (struct sockaddr *)&b, sizeof(b)) == 0)
+		return fd;
+	if (errno != EINPROGRESS)
+		goto bad;
+	p.fd = fd;
+	p.events = POLLOUT;
+	if (poll(&p, 1, CONNECT_MS) != 1 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err != 0)
+		goto bad;
+	return fd;
+bad:
+	close(fd);
+	return -1;
+}
+
+/* 1 when the peer closed fd (EOF or reset) within ms, 0 while it is open. */
+static int
+fd_closed_within(int fd, int ms)
+{
+	int64_t deadline = now_ms() + ms;
+	char buf[512];
+
+	for (;;) {
+		struct pollfd p;
+		int left = (int)(deadline - now_ms()), r;
+		ssize_t n;
+
+		p.fd = fd;
+		p.events = POLLIN;
+		r = poll(&p, 1, left > 0 ? left : 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return 0;
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			return 1;
+		if (left <= 0)
+			return 0;
+	}
+}
+
+/* Is src a local address (a socket can be bound to it)? */
+static int
+can_bind(const char *src)
+{
+	struct sockaddr_in a;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), r;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	if (fd < 0 || inet_pton(AF_INET, src, &a.sin_addr) != 1) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	r = bind(fd, (struct sockaddr *)&a, sizeof(a));
+	close(fd);
+	return r == 0;
+}
+
+/* A client (plain or TLS as the mode) connected from src; NULL on error. */
+static struct dclient *
+cl_connect_from(const char *src)
+{
+	struct dclient *c = dc_new();
+
+	if (c == NULL)
+		return NULL;
+	snprintf(c->src_addr, sizeof(c->src_addr), "%s", src);
+	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0) {
+		dc_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static int
+mk_tls_fair(char **argv, char bufs[][600])
+{
+	mk_tls(argv, bufs);
+	argv_append(argv, "-max-handshakes=8", (char *)NULL);
+	return 0;
+}
+
+static int
+mk_tls_fair_slots(char **argv, char bufs[][600])
+{
+	mk_tls(argv, bufs);
+	argv_append(argv, "-max-clients=10", (char *)NULL);
+	return 0;
+}
+
+static int
+mk_plain_fair(char **argv, char bufs[][600])
+{
+	mk_plain(argv, bufs);
+	argv_append(argv, "-max-handshakes=8", (char *)NULL);
+	return 0;
+}
+
+/* Which holders the relay closed, as "0" or "0,3" ("none"); the count. */
+static int
+holders_closed(const int *fd, int n, int first_ms, char *out, size_t cap)
+{
+	int i, k = 0;
+	size_t len = 0;
+
+	out[0] = '\0';
+	for (i = 0; i < n; i++) {
+		if (fd[i] < 0 || !fd_closed_within(fd[i], i == 0 ? first_ms : 0))
+			continue;
+		len += (size_t)snprintf(out + len, len < cap ? cap - len : 0,
+		    "%s%d", k > 0 ? "," : "", i);
+		k++;
+	}
+	if (k == 0)
+		snprintf(out, cap, "none");
+	return k;
+}
+
+/*
+ * The fair modes.  A registered pair (it does not count), then FAIR_CAP idle
+ * TCP connections from 127.0.0.1 that never send a byte fill the unfinished
+ * places (fair_handshakes, fair_plain) or the last slots (fair_slots).  A
+ * client from 127.0.0.2 must then be served at once, and only the oldest
+ * holder closed.  Last, 127.0.0.1 at the limit again competes with itself:
+ * its newcomer is accepted and closed (its holders are younger than 5 s),
+ * while the 127.0.0.2 client goes on.
+ *
+ * fair_handshakes: the 127.0.0.2 client is a DERP client over TLS; once past
+ * ClientInfo it no longer counts, so one more 127.0.0.1 connection fits (and
+ * stays) before the next is closed.  fair_slots: its slot stays taken, so the
+ * next 127.0.0.1 connection is closed.  fair_plain: it is an HTTP keep-alive
+ * connection (GET /derp/probe, twice), which stays unfinished throughout.
+ */
+static void
+run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
+    int http_probe, int refill)
+{
+	int hold[FAIR_CAP + 1], late = -1, i, n = 0, k, served;
+	struct dclient *o = NULL;
+	int64_t t_hold, t0;
+	char which[64], req[200];
+	const char *e;
+
+	for (i = 0; i <= FAIR_CAP; i++)
+		hold[i] = -1;
+	begin_mode(name, tls, "127.0.0.1");
+	if (!can_bind("127.0.0.2")) {
+		skip("all", "127.0.0.2 is not a local address here");
+		return;
+	}
+	if (server_start(mk) < 0)
+		return;
+	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
+	pair_a = cl_derp();
+	pair_b = cl_derp();
+	verdict("fair_pair", pair_a != NULL && pair_b != NULL ? NULL :
+	    "two clients could not connect below the limit");
+	t_hold = now_ms();
+	for (i = 0, n = 0; i < FAIR_CAP; i++)
+		if ((hold[i] = tcp_connect_from("127.0.0.1")) >= 0)
+			n++;
+	/* A relayed round trip: the relay has accepted all the holders. */
+	e = n == FAIR_CAP ? pair_works() : "holders could not connect";
+	if (e != NULL) {
+		fail("fair_holders", "%s", e);
+		goto out;
+	}
+	ok("fair_holders");
+
+	/* The other source is served at once; the biggest source's oldest
+	 * unfinished connection makes room. */
+	t0 = now_ms();
+	o = cl_connect_from("127.0.0.2");
+	if (o == NULL) {
+		e = tls ? "connect or TLS handshake from 127.0.0.2 failed (closed"
+		    " at accept?)" : "connect from 127.0.0.2 failed";
+	} else if (!http_probe) {
+		dc_genkey(o);
+		e = dc_handshake(o, 0, NULL, IO_MS) < 0 ? "DERP handshake from"
+		    " 127.0.0.2 failed (closed at accept?)" : NULL;
+	} else {
+		snprintf(req, sizeof(req), "GET /derp/probe HTTP/1.1\r\nHost: %s"
+		    "\r\n\r\n", host_hdr);
+		e = dc_http_request(o, req, hr.head, sizeof(hr.head), IO_MS) < 0 ?
+		    "no answer to GET /derp/probe from 127.0.0.2 (closed at"
+		    " accept?)" : dc_http_status(hr.head) != 200 ? "not 200" :
+		    NULL;
+	}
+	if (e == NULL && now_ms() - t0 > FAIR_SERVED_MS) {
+		snprintf(which, sizeof(which), "served after %lld ms",
+		    (long long)(now_ms() - t0));
+		e = which;
+	}
+	verdict("fair_other_source_served", e);
+	served = e == NULL;
+	k = holders_closed(hold, FAIR_CAP, 1000, which, sizeof(which));
+	verdict("fair_oldest_holder_evicted", k == 1 && strcmp(which, "0") == 0 ?
+	    NULL : k == 0 ? "no holder was closed" :
+	    k == 1 ? "another holder than the oldest was closed" :
+	    "more than one holder was closed");
+	if (k != 1 || strcmp(which, "0") != 0)
+		printf("# holders closed: %s\n", which);
+
+	/* 127.0.0.1 at the limit again: it competes with itself. */
+	if (refill && e == NULL && k == 1) {
+		hold[FAIR_CAP] = tcp_connect_from("127.0.0.1");
+		if (hold[FAIR_CAP] >= 0 && pair_works() == NULL &&
+		    !fd_closed_within(hold[FAIR_CAP], QUIET_MS)) {
+			ok("fair_refill_kept");
+		} else {
+			fail("fair_refill_kept", "a connection below the limit"
+			    " again (the 127.0.0.2 client finished) was closed");
+			if (hold[FAIR_CAP] >= 0)
+				close(hold[FAIR_CAP]);
+			hold[FAIR_CAP] = -1;
+		}
+	} else if (refill) {
+		skip("fair_refill_kept", "the 127.0.0.2 client was not served"
+		    " or no single holder made room");
+	}
+	if (now_ms() - t_hold > FAIR_JUDGE_BY_MS) {
+		fail("fair_same_source_newcomer_closed", "the steps before took"
+		    " %lld ms: past the 5 s grace, cannot judge",
+		    (long long)(now_ms() - t_hold));
+		goto out;
+	}
+	late = tcp_connect_from("127.0.0.1");
+	verdict("fair_same_source_newcomer_closed", late < 0 ? "connect failed"
+	    : fd_closed_within(late, 1000) ? NULL : "a connection from the"
+	    " source holding every unfinished place was kept within the grace");
+	if (hold[0] >= 0)
+		close(hold[0]);		/* the evicted one */
+	hold[0] = -1;
+	k = holders_closed(hold, FAIR_CAP + 1, 0, which, sizeof(which));
+	verdict("fair_same_source_holders_kept", k == 0 ? NULL :
+	    "holders were closed for a newcomer of their own source");
+	if (k != 0)
+		printf("# holders closed: %s\n", which);
+	if (!served) {
+		skip("fair_other_source_unaffected", "it was never served");
+		goto out;
+	}
+	if (!http_probe) {
+		e = pair_a == NULL ? "no pair" : relay(o, pair_a, 1200);
+		if (e == NULL)
+			e = relay(pair_a, o, 1200);
+	} else {
+		e = dc_http_body(o, hr.head, 0, hr.body, sizeof(hr.body),
+		    &hr.body_len, IO_MS) < 0 || dc_http_request(o, req, hr.head,
+		    sizeof(hr.head), IO_MS) < 0 || dc_http_status(hr.head) != 200 ?
+		    "the second GET /derp/probe on the connection failed" : NULL;
+	}
+	verdict("fair_other_source_unaffected", e);
+out:
+	for (i = 0; i <= FAIR_CAP; i++)
+		if (hold[i] >= 0)
+			close(hold[i]);
+	if (late >= 0)
+		close(late);
+	dc_free(o);
+	dc_free(pair_a);
+	dc_free(pair_b);
+	pair_a = pair_b = NULL;
+	server_stop();
+}
+
 static char rate_path[600];
 
 static int
@@ -4172,6 +4486,12 @@ main(int argc, char **argv)
 		run_handshake_cap_mode("handshakes", mk_tls_hs_cap);
 	if (mode_wanted("slots_full"))
 		run_handshake_cap_mode("slots_full", mk_tls_slots_full);
+	if (mode_wanted("fair_handshakes"))
+		run_fair_mode("fair_handshakes", 1, mk_tls_fair, 0, 1);
+	if (mode_wanted("fair_slots"))
+		run_fair_mode("fair_slots", 1, mk_tls_fair_slots, 0, 0);
+	if (mode_wanted("fair_plain"))
+		run_fair_mode("fair_plain", 0, mk_plain_fair, 1, 0);
 	if (mode_wanted("peer_gone_plain"))
 		run_peer_gone_mode("peer_gone_plain", 0);
 	if (mode_wanted("peer_gone_tls"))
