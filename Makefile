@@ -27,7 +27,7 @@ RELAY_SRC = derp.c stun.c nacl.c cert.c
 RELAY_HDR = derp.h stun.h nacl.h cert.h
 CLIENT_SRC = test/client.c nacl.c stun.c
 
-TESTS = test_stun test_nacl test_cert test_units test_integration
+TESTS = test_stun test_nacl test_cert test_units test_integration test_embed
 # The fuzz targets (test/fuzz/fuzz_*.c); make test replays their corpus and
 # regression inputs with fuzz_replay_* (no libFuzzer needed).
 FUZZ_TARGETS = http derp stun json cert tls
@@ -77,6 +77,8 @@ $(1)test_units: $(RELAY_SRC) $(RELAY_HDR) test/test_units.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c stun.c nacl.c cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h stun.h $(1).dir
 	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) $$(LDFLAGS) $$(LIBS)
+$(1)test_embed: $(RELAY_SRC) $(RELAY_HDR) $(CLIENT_SRC) test/client.h test/test_embed.c $(1).dir
+	$$(CC) $$(WARN) $(2) -pthread -D_POSIX_C_SOURCE=200809L -DDERP_NO_MAIN $$(BEARSSL_CFLAGS) -o $$@ test/test_embed.c $$(RELAY_SRC) test/client.c $$(LDFLAGS) $$(LIBS) -pthread
 $(1)fuzz_replay_%: test/fuzz/fuzz_%.c test/fuzz/replay.c test/fuzz/fuzz.h test/fuzz/fuzz_server.h $(RELAY_SRC) $(RELAY_HDR) $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c stun.c nacl.c cert.c $$(LDFLAGS) $$(LIBS)
 endef

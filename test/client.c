@@ -202,39 +202,53 @@ sock_write_all(int fd, const uint8_t *buf, size_t len, int64_t deadline)
 	return 0;
 }
 
-/*
- * A non-blocking socket with its connect() started: the descriptor, with
- * *pending set when the connect is still in progress (wait for POLLOUT, then
- * read SO_ERROR); -1 on failure.  TCP_NODELAY is set here, before connecting.
- */
-static int
-sock_connect_begin(const char *host, int port, int rcvbuf, int *pending)
+/* host (numeric IPv4 or IPv6) and port into ss; its length, or 0. */
+static socklen_t
+sock_addr(const char *host, int port, struct sockaddr_storage *ss)
 {
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	int fd, one = 1;
-
-	*pending = 0;
-	memset(&ss, 0, sizeof(ss));
+	memset(ss, 0, sizeof(*ss));
 	if (strchr(host, ':') != NULL) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
 		s6->sin6_family = AF_INET6;
 		s6->sin6_port = htons((uint16_t)port);
 		if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
-			return -1;
-		sslen = sizeof(*s6);
+			return 0;
+		return sizeof(*s6);
 	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
 		s4->sin_family = AF_INET;
 		s4->sin_port = htons((uint16_t)port);
 		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
-			return -1;
-		sslen = sizeof(*s4);
+			return 0;
+		return sizeof(*s4);
 	}
+}
+
+/*
+ * A non-blocking socket with its connect() started: the descriptor, with
+ * *pending set when the connect is still in progress (wait for POLLOUT, then
+ * read SO_ERROR); -1 on failure.  TCP_NODELAY is set here, before connecting,
+ * and the socket is bound to src (any port) first when src is not empty.
+ */
+static int
+sock_connect_begin(const char *host, int port, int rcvbuf, const char *src,
+    int *pending)
+{
+	struct sockaddr_storage ss, me;
+	socklen_t sslen, melen = 0;
+	int fd, one = 1;
+
+	*pending = 0;
+	if ((sslen = sock_addr(host, port, &ss)) == 0)
+		return -1;
+	if (src[0] != '\0' && ((melen = sock_addr(src, 0, &me)) == 0 ||
+	    me.ss_family != ss.ss_family))
+		return -1;
 	fd = socket(ss.ss_family, SOCK_STREAM, 0);
 	if (fd < 0)
 		return -1;
-	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0) {
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0 ||
+	    (melen > 0 && bind(fd, (struct sockaddr *)&me, melen) < 0)) {
 		close(fd);
 		return -1;
 	}
@@ -253,11 +267,12 @@ sock_connect_begin(const char *host, int port, int rcvbuf, int *pending)
 }
 
 static int
-sock_connect(const char *host, int port, int rcvbuf, int timeout_ms)
+sock_connect(const char *host, int port, int rcvbuf, const char *src,
+    int timeout_ms)
 {
 	int pending, err = 0;
 	socklen_t errlen = sizeof(err);
-	int fd = sock_connect_begin(host, port, rcvbuf, &pending);
+	int fd = sock_connect_begin(host, port, rcvbuf, src, &pending);
 
 	if (fd < 0)
 		return -1;
@@ -531,7 +546,7 @@ dc_connect(struct dclient *c, const char *host, int port, int tls,
 		snprintf(c->host, sizeof(c->host), "[%s]:%d", host, port);
 	else
 		snprintf(c->host, sizeof(c->host), "%s:%d", host, port);
-	c->fd = sock_connect(host, port, c->rcvbuf, timeout_ms);
+	c->fd = sock_connect(host, port, c->rcvbuf, c->src_addr, timeout_ms);
 	if (c->fd < 0)
 		return -1;
 	c->use_tls = tls;
@@ -557,7 +572,8 @@ dc_start(struct dclient *c, const char *host, int port, int tls,
 		snprintf(c->host, sizeof(c->host), "[%s]:%d", host, port);
 	else
 		snprintf(c->host, sizeof(c->host), "%s:%d", host, port);
-	c->fd = sock_connect_begin(host, port, c->rcvbuf, pending);
+	c->fd = sock_connect_begin(host, port, c->rcvbuf, c->src_addr,
+	    pending);
 	if (c->fd < 0)
 		return -1;
 	c->use_tls = tls;

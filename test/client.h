@@ -25,6 +25,10 @@
 struct dclient {
 	/* Options: dc_new() sets the defaults, dc_connect() keeps them. */
 	int rcvbuf;			/* SO_RCVBUF before connect; 0 = system default */
+	/* Source address to bind before connect (numeric, the family of the
+	 * server's); "" = none, the system chooses.  Loopback tests use
+	 * 127.0.0.2 to be a second client machine. */
+	char src_addr[48];
 	unsigned tls_min, tls_max;	/* BR_TLS10..BR_TLS12; default TLS 1.2 only */
 	int write_timeout_ms;		/* bound for one dc_write (default 5000) */
 

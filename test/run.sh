@@ -55,6 +55,7 @@ for dir in "$@"; do
 		chmod +x "$derp"
 	fi
 	run "$dir" test_integration "$derp" "$scratch/int$n"
+	run "$dir" test_embed "$scratch/embed$n"
 	# The short soak (test/soak.c, make soak): idle clients, handshake
 	# cycles, a non-reader, a handshake flood, bad input, in seconds.  One
 	# load generator, build/soak (make test builds it), drives each build's
