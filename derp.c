@@ -155,7 +155,8 @@
 #define CHUNKS_SPARE_PER_CONN	1
 /* A connection holding spare chunks (a large packet or ClientInfo in
  * progress, a large packet being written out) must give them back within
- * this long, or it is closed: 64 KiB at 100 kbit/s, with room to spare. */
+ * this long, or it is closed: the 55 KiB of a 64 KiB packet beyond the IN
+ * budget take 5 s at 90 kbit/s. */
 #define SPARE_HOLD_MS		5000
 #define NIL			0	/* chunk index 0 is never allocated */
 
@@ -1821,6 +1822,8 @@ struct conn {
 	uint8_t close_after;		/* close once output drained */
 	uint8_t in_paused;		/* input waits (spare, rate limit) */
 	uint8_t out_wait;		/* a large packet waits for the spare */
+	uint8_t spare_wait;		/* a budget was refused: retry when the
+					 * spare has room */
 	uint8_t want_out;		/* POLLOUT registered */
 	uint8_t tls_closing;		/* close_notify sent */
 	uint8_t tls_started;		/* first bytes looked at (not HTTP) */
@@ -2270,6 +2273,7 @@ hold_admit(struct derp_server *s, struct conn *c, int k, uint32_t n)
 	after = hold_over(c);
 	if (after > before && s->spare_used + (after - before) > s->spare_cap) {
 		c->hold[k] -= n;
+		c->spare_wait = 1;	/* input_resume_paused retries */
 		s->st.spare_refused++;
 		return -1;
 	}
@@ -5053,11 +5057,13 @@ input_resume_paused(struct derp_server *s)
 			continue;
 		/* Input waits for its rate or for the spare (P3), output for
 		 * the spare (out_start_packet). */
-		if (s->spare_used >= s->spare_cap || (c->in_paused &&
-		    c->rate_until_ms > s->now)) {
+		if ((c->in_paused && c->rate_until_ms > s->now) ||
+		    ((c->spare_wait || c->out_wait) &&
+		    s->spare_used >= s->spare_cap)) {
 			ring_push(&s->paused, idx);	/* keep waiting */
 			continue;
 		}
+		c->spare_wait = 0;
 		if (c->out_wait) {
 			c->out_wait = 0;
 			mark_dirty(s, c);
@@ -5928,7 +5934,7 @@ static struct flag flags[] = {
 	{ "hostname", F_STRING, "\"derp.tailscale.com\"", "TLS server name for the certificate; with -certmode manual it may be an IP address (a self-signed certificate is made for it, and SNI is not checked)", NULL, "derp.tailscale.com", 0, 0, 0 },
 	{ "http-port", F_INT, "80", "plain-HTTP port in TLS mode (captive-portal check, redirects), on the host of -a; -1 disables it", NULL, NULL, 80, 0, 0 },
 	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (not a derper flag); memory is reserved for this many and further connections are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
-	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo (not a derper flag); at the limit, or with every -max-clients slot taken, the oldest, if it has had 5s, makes room, else the newcomer is closed", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
+	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo, counted by source (IPv4 address, IPv6 /64; not a derper flag); at the limit, or with every -max-clients slot taken, a newcomer from a smaller source evicts the largest source's oldest; one from the largest source makes room only if its source's oldest has had 5s, else it is closed. The -http-port listener has its own 32", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
 	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits)", "meshing", "", 0, 0, 0 },
 	{ "mesh-with", F_STRING, NULL, "comma-separated host or host/dialhost entries of the region's other servers", "meshing", "", 0, 0, 0 },
 	{ "rate-config", F_STRING, NULL, "JSON file with per-client receive rate limits, reloaded on SIGHUP", NULL, "", 0, 0, 0 },

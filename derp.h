@@ -11,6 +11,12 @@
  *	derp_run(srv);                              (until derp_stop)
  *	derp_destroy(srv);
  *
+ * A relay owns all its state (no file-level variables): several relays may run in
+ * one process, each in its own thread, and be destroyed in any order.  The
+ * embedding program must ignore SIGPIPE (derp's own main does): writes to a peer
+ * that has gone would otherwise kill the process.  derp_config_defaults() keeps
+ * the default -certdir in a static buffer: call it from one thread at a time.
+ *
  * The relay is single-threaded.  derp_stop() only sets a flag and is safe to call
  * from a signal handler; derp_run() returns within one loop round (at most
  * LOOP_TICK_MS) after it.  All memory is reserved by derp_create() from the limits
