@@ -1197,9 +1197,56 @@ read_urandom(uint8_t *buf, size_t n, char *err, size_t errlen)
 	return 0;
 }
 
+/* A DNS name as a dNSName SAN may hold it: LDH labels of 1..63, dots
+ * between, at most 253 bytes. */
+static int
+is_dns_name(const char *s)
+{
+	size_t i, label = 0, n = strlen(s);
+
+	if (n == 0 || n > 253)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (s[i] == '.') {
+			if (label == 0)
+				return 0;
+			label = 0;
+		} else if ((s[i] >= 'a' && s[i] <= 'z') ||
+		    (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+		    s[i] == '-') {
+			if (++label > 63)
+				return 0;
+		} else {
+			return 0;
+		}
+	}
+	return label > 0;
+}
+
+static int cert_generate(const char *crt_path, const char *key_path,
+    const char *name, int dns, time_t now, char *err, size_t errlen);
+
 int
 cert_generate_ip(const char *crt_path, const char *key_path,
     const char *ip_text, time_t now, char *err, size_t errlen)
+{
+	return cert_generate(crt_path, key_path, ip_text, 0, now, err, errlen);
+}
+
+int
+cert_generate_dns(const char *crt_path, const char *key_path,
+    const char *name, time_t now, char *err, size_t errlen)
+{
+	if (name == NULL || !is_dns_name(name))
+		return fail(err, errlen, "not a DNS name: %s",
+		    name != NULL ? name : "(null)");
+	return cert_generate(crt_path, key_path, name, 1, now, err, errlen);
+}
+
+/* The certificate of cert_generate_ip, for an IP literal or (dns) a name. */
+static int
+cert_generate(const char *crt_path, const char *key_path, const char *ip_text,
+    int dns, time_t now, char *err, size_t errlen)
 {
 	const br_ec_impl *ec = br_ec_get_default();
 	br_ecdsa_sign sign = br_ecdsa_sign_asn1_get_default();
@@ -1225,12 +1272,16 @@ cert_generate_ip(const char *crt_path, const char *key_path,
 	memset(&sk, 0, sizeof sk);
 	/* Only a bare IP literal: brackets or a zone ("%eth0") make no sense
 	 * in a CN, and inet_pton accepts neither. */
-	if (ip_text == NULL || strlen(ip_text) >= 46 ||
+	if (dns) {
+		iplen = 0;
+	} else if (ip_text == NULL || strlen(ip_text) >= 46 ||
 	    (inet_pton(AF_INET, ip_text, ip) != 1 &&
-	    inet_pton(AF_INET6, ip_text, ip) != 1))
+	    inet_pton(AF_INET6, ip_text, ip) != 1)) {
 		return fail(err, errlen, "not an IP address: %s",
 		    ip_text != NULL ? ip_text : "(null)");
-	iplen = parse_ip(ip_text, ip);	/* IPv4-mapped → 4 bytes, as Go */
+	} else {
+		iplen = parse_ip(ip_text, ip);	/* IPv4-mapped → 4 bytes, as Go */
+	}
 	if (strcmp(crt_path, key_path) == 0)
 		return fail(err, errlen, "certificate and key paths are the "
 		    "same: %s", crt_path);
@@ -1300,11 +1351,15 @@ cert_generate_ip(const char *crt_path, const char *key_path,
 	der_begin(&w, DER_SEQUENCE);
 	der_end(&w);
 	der_ext_end(&w);
-	/* subjectAltName: iPAddress; not critical since the subject is set. */
+	/* subjectAltName: iPAddress (or dNSName); not critical since the
+	 * subject is set. */
 	der_ext_begin(&w, oid_subject_alt_name, sizeof oid_subject_alt_name,
 	    0);
 	der_begin(&w, DER_SEQUENCE);
-	der_prim(&w, GN_IP_ADDRESS, ip, iplen);
+	if (dns)
+		der_prim(&w, GN_DNS_NAME, ip_text, strlen(ip_text));
+	else
+		der_prim(&w, GN_IP_ADDRESS, ip, iplen);
 	der_end(&w);
 	der_ext_end(&w);
 	der_end(&w);

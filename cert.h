@@ -52,6 +52,10 @@ int cert_load_combined(struct cert_store *cs, const char *path, char *err,
  * from /dev/urandom; no file is written if that fails.  0 or -1 with err. */
 int cert_generate_ip(const char *crt_path, const char *key_path,
     const char *ip_text, time_t now, char *err, size_t errlen);
+/* The same for a DNS name (CN and one dNSName SAN): derper never makes one, but
+ * the tests do, for relays that check SNI against a DNS -hostname. */
+int cert_generate_dns(const char *crt_path, const char *key_path,
+    const char *name, time_t now, char *err, size_t errlen);
 
 /* 1 if the leaf is valid for hostname, by Go's crypto/x509 VerifyHostname rules:
  * a DNS name against the dNSName SANs (ASCII case-insensitive, one trailing dot

@@ -443,6 +443,28 @@ test_generate_misc(const char *crt4, const char *key4)
 	rmdir(crt);
 	rmdir(dir);
 
+	/* A DNS name (the tests' relays that check SNI): a dNSName SAN that
+	 * Go's host check accepts for the name only. */
+	rc = cert_generate_dns(sp("dns.crt"), sp("dns.key"), "derp.example.test",
+	    time(NULL), err, sizeof err);
+	check("generate_dns", rc == 0, "%s", err);
+	rc = rc == 0 ? cert_load_files(&a, sp("dns.crt"), sp("dns.key"), err,
+	    sizeof err) : -1;
+	check("generate_dns_matches_its_name_only", rc == 0 &&
+	    cert_matches_host(&a, "derp.example.test") &&
+	    cert_matches_host(&a, "DERP.example.test.") &&
+	    !cert_matches_host(&a, "other.example.test") &&
+	    !cert_matches_host(&a, "127.0.0.1"), "rc %d %s", rc, err);
+	if (rc == 0)
+		cert_free(&a);
+	check("generate_dns_rejects_bad_names",
+	    cert_generate_dns(sp("x.crt"), sp("x.key"), "a..b", time(NULL),
+	    err, sizeof err) == -1 &&
+	    cert_generate_dns(sp("x.crt"), sp("x.key"), "a b", time(NULL),
+	    err, sizeof err) == -1 &&
+	    cert_generate_dns(sp("x.crt"), sp("x.key"), "", time(NULL),
+	    err, sizeof err) == -1 && mode_of(sp("x.crt")) == 0xffff, "");
+
 	/* Bad input. */
 	err[0] = '\0';
 	rc = cert_generate_ip(sp("bad.crt"), sp("bad.key"), "not-an-ip",

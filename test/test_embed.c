@@ -78,16 +78,6 @@
 /* A key file is derper's 109 bytes ({, tab, "PrivateKey", privkey: + 64 hex,
  * }); anything up to 4 KiB is read, more is an error. */
 #define KEYFILE_MAX 4096
-/* Self-signed P-256 certificate for a short DNS name: TBSCertificate about 250
- * bytes (version 5, serial 11, algorithm 12, issuer and subject 2 * 28,
- * validity 32, key 91, SAN extension 32) + algorithm 12 + signature 75 +
- * header 4; 1024 leaves a wide margin and overflow is checked. */
-#define CERT_DER_MAX 1024
-#define CERT_PEM_MAX 2048	/* base64 4/3 + newlines + BEGIN/END lines */
-#define KEY_DER_MAX 256		/* SEC 1 ECPrivateKey for P-256: 121 bytes */
-#define KEY_PEM_MAX 512
-/* Deepest nesting: Certificate > TBS > [3] > Exts > Ext > OCTET > SEQ. */
-#define DER_DEPTH_MAX 8
 
 /* ---- results ------------------------------------------------------------- */
 
@@ -190,31 +180,6 @@ mkdir_p(const char *path)
 	return 0;
 }
 
-/* Write all of data to path (created 0600, replaced).  0 or -1. */
-static int
-write_file(const char *path, const void *data, size_t len)
-{
-	const uint8_t *p = data;
-	ssize_t n;
-	int fd;
-
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0)
-		return -1;
-	while (len > 0) {
-		n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			close(fd);
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return close(fd);
-}
-
 static int
 hexval(int ch)
 {
@@ -271,243 +236,21 @@ keyfile_public(const char *path, uint8_t pub[32])
 
 /* ---- a self-signed certificate for a DNS name ---------------------------- */
 
-/*
- * A DER writer as in cert.c: der_begin writes a tag and remembers where the
- * value starts, der_end moves the value up by its length field.  Sticky
- * failure: the first overflow sets failed, later calls do nothing.
- */
-struct der {
-	uint8_t *buf;
-	size_t cap, len;
-	size_t open[DER_DEPTH_MAX];
-	unsigned depth;
-	int failed;
-};
-
-static void
-der_put(struct der *w, const void *p, size_t n)
-{
-	if (w->failed || n > w->cap - w->len) {
-		w->failed = 1;
-		return;
-	}
-	memcpy(w->buf + w->len, p, n);
-	w->len += n;
-}
-
-static void
-der_begin(struct der *w, uint8_t tag)
-{
-	if (w->depth == DER_DEPTH_MAX)
-		w->failed = 1;
-	der_put(w, &tag, 1);
-	if (!w->failed)
-		w->open[w->depth++] = w->len;
-}
-
-static void
-der_end(struct der *w)
-{
-	uint8_t hdr[3];
-	size_t start, vlen, hl;
-
-	if (w->failed || w->depth == 0) {
-		w->failed = 1;
-		return;
-	}
-	start = w->open[--w->depth];
-	vlen = w->len - start;
-	if (vlen < 0x80) {
-		hdr[0] = (uint8_t)vlen;
-		hl = 1;
-	} else if (vlen <= 0xff) {
-		hdr[0] = 0x81;
-		hdr[1] = (uint8_t)vlen;
-		hl = 2;
-	} else if (vlen <= 0xffff) {
-		hdr[0] = 0x82;
-		hdr[1] = (uint8_t)(vlen >> 8);
-		hdr[2] = (uint8_t)vlen;
-		hl = 3;
-	} else {
-		w->failed = 1;
-		return;
-	}
-	if (hl > w->cap - w->len) {
-		w->failed = 1;
-		return;
-	}
-	memmove(w->buf + start + hl, w->buf + start, vlen);
-	memcpy(w->buf + start, hdr, hl);
-	w->len += hl;
-}
-
-static void
-der_prim(struct der *w, uint8_t tag, const void *p, size_t n)
-{
-	der_begin(w, tag);
-	der_put(w, p, n);
-	der_end(w);
-}
-
-static const uint8_t oid_ecdsa_sha256[] =	/* 1.2.840.10045.4.3.2 */
-	{ 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02 };
-static const uint8_t oid_ec_public_key[] =	/* 1.2.840.10045.2.1 */
-	{ 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01 };
-static const uint8_t oid_prime256v1[] =		/* 1.2.840.10045.3.1.7 */
-	{ 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
-static const uint8_t oid_common_name[] = { 0x55, 0x04, 0x03 };	/* 2.5.4.3 */
-static const uint8_t oid_san[] = { 0x55, 0x1d, 0x11 };		/* 2.5.29.17 */
-
-static void
-der_alg(struct der *w)
-{
-	der_begin(w, 0x30);
-	der_prim(w, 0x06, oid_ecdsa_sha256, sizeof oid_ecdsa_sha256);
-	der_end(w);
-}
-
-/* Name: one RDN, CN = name (UTF8String). */
-static void
-der_cn(struct der *w, const char *name)
-{
-	der_begin(w, 0x30);
-	der_begin(w, 0x31);
-	der_begin(w, 0x30);
-	der_prim(w, 0x06, oid_common_name, sizeof oid_common_name);
-	der_prim(w, 0x0c, name, strlen(name));
-	der_end(w);
-	der_end(w);
-	der_end(w);
-}
-
-/* UTCTime YYMMDDHHMMSSZ (years 1950-2049).  0 or -1. */
-static int
-der_utctime(struct der *w, time_t t)
-{
-	struct tm tm;
-	char s[16];
-
-	if (gmtime_r(&t, &tm) == NULL ||
-	    strftime(s, sizeof s, "%y%m%d%H%M%SZ", &tm) != 13)
-		return -1;
-	der_prim(w, 0x17, s, 13);
-	return 0;
-}
-
-/*
- * <dir>/<name>.crt and .key: a self-signed ECDSA P-256 certificate with CN and
- * one dNSName SAN = name, valid from an hour ago for a day, as an operator
- * would put in -certdir for -certmode manual.  0 or -1.
- */
+/* <dir>/<name>.crt and .key, as an operator would put in -certdir for
+ * -certmode manual: cert.c's generator with a dNSName SAN.  0 or -1. */
 static int
 make_dns_cert(const char *dir, const char *name)
 {
-	const br_ec_impl *ec = br_ec_get_default();
-	br_ecdsa_sign sign = br_ecdsa_sign_asn1_get_default();
-	br_hmac_drbg_context drbg;
-	br_ec_private_key sk;
-	br_ec_public_key pk;
-	br_sha256_context sha;
-	uint8_t seed[48], kbuf[BR_EC_KBUF_PRIV_MAX_SIZE];
-	uint8_t qbuf[BR_EC_KBUF_PUB_MAX_SIZE], serial[8], hash[32], sig[80];
-	uint8_t der[CERT_DER_MAX], key_der[KEY_DER_MAX];
-	char pem[CERT_PEM_MAX], key_pem[KEY_PEM_MAX], path[PATH_BYTES];
-	struct der w;
-	size_t tbs, siglen, n, kn;
-	time_t now = time(NULL);
-	int rc = -1;
+	char crt[PATH_BYTES], key[PATH_BYTES], err[256];
 
-	dc_random(seed, sizeof seed);
-	br_hmac_drbg_init(&drbg, &br_sha256_vtable, seed, sizeof seed);
-	if (br_ec_keygen(&drbg.vtable, ec, &sk, kbuf, BR_EC_secp256r1) == 0 ||
-	    br_ec_compute_pub(ec, &pk, qbuf, &sk) == 0)
-		goto done;
-	br_hmac_drbg_generate(&drbg, serial, sizeof serial);
-	serial[0] = (uint8_t)((serial[0] & 0x3f) | 0x40);	/* positive, minimal */
-
-	memset(&w, 0, sizeof w);
-	w.buf = der;
-	w.cap = sizeof der;
-	der_begin(&w, 0x30);				/* Certificate */
-	tbs = w.len;
-	der_begin(&w, 0x30);				/* TBSCertificate */
-	der_begin(&w, 0xa0);				/* [0] version v3 */
-	der_prim(&w, 0x02, "\x02", 1);
-	der_end(&w);
-	der_prim(&w, 0x02, serial, sizeof serial);
-	der_alg(&w);
-	der_cn(&w, name);				/* issuer */
-	der_begin(&w, 0x30);				/* validity */
-	if (der_utctime(&w, now - 3600) != 0 ||
-	    der_utctime(&w, now + 86400) != 0)
-		goto done;
-	der_end(&w);
-	der_cn(&w, name);				/* subject */
-	der_begin(&w, 0x30);				/* subjectPublicKeyInfo */
-	der_begin(&w, 0x30);
-	der_prim(&w, 0x06, oid_ec_public_key, sizeof oid_ec_public_key);
-	der_prim(&w, 0x06, oid_prime256v1, sizeof oid_prime256v1);
-	der_end(&w);
-	der_begin(&w, 0x03);
-	der_put(&w, "", 1);				/* no unused bits */
-	der_put(&w, pk.q, pk.qlen);
-	der_end(&w);
-	der_end(&w);
-	der_begin(&w, 0xa3);				/* [3] extensions */
-	der_begin(&w, 0x30);
-	der_begin(&w, 0x30);				/* subjectAltName */
-	der_prim(&w, 0x06, oid_san, sizeof oid_san);
-	der_begin(&w, 0x04);
-	der_begin(&w, 0x30);
-	der_prim(&w, 0x82, name, strlen(name));		/* [2] dNSName */
-	der_end(&w);
-	der_end(&w);
-	der_end(&w);
-	der_end(&w);
-	der_end(&w);					/* [3] */
-	der_end(&w);					/* TBSCertificate */
-	if (w.failed)
-		goto done;
-	br_sha256_init(&sha);
-	br_sha256_update(&sha, der + tbs, w.len - tbs);
-	br_sha256_out(&sha, hash);
-	siglen = sign(ec, &br_sha256_vtable, hash, &sk, sig);
-	if (siglen == 0)
-		goto done;
-	der_alg(&w);
-	der_begin(&w, 0x03);
-	der_put(&w, "", 1);
-	der_put(&w, sig, siglen);
-	der_end(&w);
-	der_end(&w);					/* Certificate */
-	if (w.failed || w.depth != 0)
-		goto done;
-
-	n = br_pem_encode(NULL, der, w.len, "CERTIFICATE", BR_PEM_LINE64);
-	kn = br_encode_ec_raw_der(NULL, &sk, &pk);
-	if (n + 1 > sizeof pem || kn == 0 || kn > sizeof key_der)
-		goto done;
-	br_pem_encode(pem, der, w.len, "CERTIFICATE", BR_PEM_LINE64);
-	br_encode_ec_raw_der(key_der, &sk, &pk);
-	if (br_pem_encode(NULL, key_der, kn, BR_ENCODE_PEM_EC_RAW,
-	    BR_PEM_LINE64) + 1 > sizeof key_pem)
-		goto done;
-	kn = br_pem_encode(key_pem, key_der, kn, BR_ENCODE_PEM_EC_RAW,
-	    BR_PEM_LINE64);
-	if (fmt_fit(path, sizeof path, "%s/%s.key", dir, name) != 0 ||
-	    write_file(path, key_pem, kn) != 0 ||
-	    fmt_fit(path, sizeof path, "%s/%s.crt", dir, name) != 0 ||
-	    write_file(path, pem, n) != 0)
-		goto done;
-	rc = 0;
-done:
-	memset(seed, 0, sizeof seed);
-	memset(kbuf, 0, sizeof kbuf);
-	memset(key_der, 0, sizeof key_der);
-	memset(key_pem, 0, sizeof key_pem);
-	memset(&drbg, 0, sizeof drbg);
-	return rc;
+	if (fmt_fit(crt, sizeof crt, "%s/%s.crt", dir, name) != 0 ||
+	    fmt_fit(key, sizeof key, "%s/%s.key", dir, name) != 0)
+		return -1;
+	if (cert_generate_dns(crt, key, name, time(NULL), err, sizeof err) != 0) {
+		printf("cert_generate_dns %s: %s\n", name, err);
+		return -1;
+	}
+	return 0;
 }
 
 /* ---- relays -------------------------------------------------------------- */
