@@ -221,6 +221,7 @@ char scratch[128];		/* mkdtemp: key file, certificates, logs */
 struct server srv = { -1, 0, 0, 0, 0, 0, 0, "" };
 const char *const *srv_extra_args;
 int srv_stun_port;
+int srv_http_port;
 pid_t idle_pids[IDLE_CHILDREN];	/* for the watchdog */
 
 void
@@ -338,7 +339,7 @@ server_read_pool(void)
 int
 server_start(int tls, int max_clients)
 {
-	char addr[64], key[200], certdir[200], mc[32], stun[16];
+	char addr[64], key[200], certdir[200], mc[32], stun[16], http[16];
 	char *argv[40];
 	int t, a, k;
 
@@ -382,8 +383,12 @@ server_start(int tls, int max_clients)
 			argv[a++] = "127.0.0.1";
 			argv[a++] = "-certdir";
 			argv[a++] = certdir;
+			/* The port-80 listener only where a test asks for it:
+			 * port 80 itself is not ours to take. */
+			snprintf(http, sizeof(http), "%d", srv_http_port > 0 ?
+			    srv_http_port : -1);
 			argv[a++] = "-http-port";
-			argv[a++] = "-1";
+			argv[a++] = http;
 		}
 		if (max_clients > 0) {
 			argv[a++] = "-max-clients";
@@ -488,6 +493,10 @@ conn_fail(struct conn *c, const char *what)
 	if (c->hs != HS_DONE) {
 		B.hs_pending--;
 		B.hs_failed++;
+		if (B.first_fail[0] == '\0')
+			snprintf(B.first_fail, sizeof(B.first_fail), "in state %d:"
+			    " %s (TLS error %d)", c->hs, what, c->tls ?
+			    br_ssl_engine_last_error(&c->dc->sc.eng) : 0);
 		if (B.quiet_hs)
 			return;
 		anomaly("%s %d side %c: handshake failed in state %d: %s (TLS"
@@ -671,6 +680,23 @@ conn_raw(struct conn *c, const uint8_t *p, size_t n)
 	return conn_append(c, &p, &n, 1);
 }
 
+int
+conn_write(struct conn *c, const uint8_t *p, size_t n)
+{
+	/* Sealed, n takes a record per 16 KiB of plaintext (TLS's most). */
+	size_t need = n + (c->tls ? TLS_RECORD_OVERHEAD * (n / 16384 + 1) : 0);
+
+	if (c->dead)
+		return -1;
+	if (c->tls && (br_ssl_engine_current_state(&c->dc->sc.eng) &
+	    BR_SSL_SENDREC))
+		tls_drain_out(c);	/* a record left over from a full wbuf */
+	if (wbuf_room(c, need) < need || (c->tls &&
+	    (br_ssl_engine_current_state(&c->dc->sc.eng) & BR_SSL_SENDREC)))
+		return -1;
+	return conn_append(c, &p, &n, 1);
+}
+
 /* Write wbuf to the socket until it is empty or the socket is full. */
 static void
 conn_flush(struct conn *c)
@@ -794,6 +820,12 @@ hs_frame(struct conn *c, uint8_t type, const uint8_t *f, size_t n)
 		}
 		memcpy(dc->server_pk, f + SERVER_KEY_MAGIC_BYTES, KEY_BYTES);
 		dc->got_server_key = 1;
+		if (c->withhold_info) {
+			/* The caller sends its own (unfinished) ClientInfo. */
+			c->hs = HS_INFO;
+			c->t_mark = now_ns();
+			return;
+		}
 		cl = dc_client_info_frame(dc, NULL, ci, sizeof(ci));
 		if (cl == 0) {
 			conn_fail(c, "could not build ClientInfo");
@@ -1005,6 +1037,8 @@ conn_close(struct conn *c)
 }
 
 
+const char *conn_src_addr;
+
 /* Start connecting; the handshake then runs from the event loop (hs). */
 int
 conn_begin(struct conn *c, struct pair *p, int side)
@@ -1027,6 +1061,9 @@ conn_begin(struct conn *c, struct pair *p, int side)
 		return -1;
 	}
 	dc_genkey(c->dc);
+	if (conn_src_addr != NULL)
+		snprintf(c->dc->src_addr, sizeof(c->dc->src_addr), "%s",
+		    conn_src_addr);
 	if (dc_start(c->dc, "127.0.0.1", srv.port, B.tls, NULL, &pending) < 0) {
 		anomaly("side %c: cannot start a connection: %s", side,
 		    strerror(errno));
@@ -1836,6 +1873,15 @@ run_phase(const struct spec *sp, struct result *r)
  *               every abort_every-th one closes at an earlier handshake
  *               state instead, the states taken in turn.
  *   IDLE_PING   every kept client sends a Ping and must get its Pong.
+ *   IDLE_HOLD   as IDLE_OPEN, then each client sends the start of a
+ *               SendPacket: a header declaring frame_len bytes, a random
+ *               destination key and send_bytes of the packet, and stops
+ *               there (the socket kept, with the time the bytes left).
+ *   IDLE_WATCH  wait (at most ms after the last IDLE_HOLD tail left; 0: look
+ *               once) until the relay has closed every kept socket, reading
+ *               and dropping whatever it sends.
+ * IDLE_CYCLE, IDLE_OPEN and IDLE_HOLD start at most one handshake per gap_ms
+ * (when not 0), from src_ip4 (when not 0).
  */
 int
 read_full_fd(int fd, void *buf, size_t n, int timeout_ms)
@@ -1865,33 +1911,67 @@ read_full_fd(int fd, void *buf, size_t n, int timeout_ms)
 	return 0;
 }
 
+/* Sockets kept after the handshake (IDLE_OPEN, IDLE_HOLD), each with the
+ * time its last bytes left (IDLE_HOLD) or its handshake ended. */
+struct idle_held {
+	int *fds;			/* [IDLE_MAX_CLIENTS]; -1: closed */
+	int64_t *t;
+	long n;
+};
+
+/* Packet bytes an IDLE_HOLD tail carries at most: with the frame prefix and
+ * a record's overhead per 16 KiB it fits an empty wbuf (WBUF_BYTES). */
+#define HOLD_SEND_MAX 49152
+
+/* IDLE_HOLD: the start of a SendPacket that declares ic->frame_len bytes
+ * (key included), with ic->send_bytes of the packet after the key. */
+static int
+hold_send(struct conn *c, const struct idle_cmd *ic)
+{
+	static uint8_t tail[FRAME_PREFIX_BYTES + HOLD_SEND_MAX];
+	size_t n = ic->send_bytes;
+
+	if (n > HOLD_SEND_MAX)
+		n = HOLD_SEND_MAX;
+	tail[0] = FT_SEND_PACKET;
+	put_be32(tail + 1, ic->frame_len);
+	dc_random(tail + FRAME_HDR_BYTES, KEY_BYTES);
+	memset(tail + FRAME_PREFIX_BYTES, 0x5a, n);
+	return conn_write(c, tail, FRAME_PREFIX_BYTES + n);
+}
+
 /* The handshake commands.  Connections start in slot[] (at most `inflight`
- * at once) and, finished, move to kept[] or fds[] or are closed. */
+ * at once) and, finished, move to kept[] or held or are closed. */
 static void
 idle_open(const struct idle_cmd *ic, struct idle_reply *rp, struct conn *slot,
-    struct conn *kept, long *nkept, int *fds, long *nfds)
+    struct conn *kept, long *nkept, struct idle_held *held)
 {
-	int64_t deadline = now_ns() + (int64_t)(ic->ms > 0 ? ic->ms :
-	    HS_TOTAL_MS) * 1000000;
+	int64_t now, t_last = 0, deadline = now_ns() + (int64_t)(ic->ms > 0 ?
+	    ic->ms : HS_TOTAL_MS) * 1000000;
 	int inflight = ic->inflight > 0 && ic->inflight <= HS_INFLIGHT ?
 	    (int)ic->inflight : HS_INFLIGHT_CHILD;
-	long *held = ic->op == IDLE_OPEN ? nfds : ic->op == IDLE_KEEP ? nkept :
-	    NULL;
+	long *nheld = ic->op == IDLE_OPEN || ic->op == IDLE_HOLD ? &held->n :
+	    ic->op == IDLE_KEEP ? nkept : NULL;
 	uint32_t started = 0;
 	int i, busy = 0;
 
 	B.hs_pending = B.hs_failed = 0;
-	while ((started < ic->n || busy > 0) && now_ns() < deadline) {
+	B.first_fail[0] = '\0';
+	while ((started < ic->n || busy > 0) && (now = now_ns()) < deadline) {
 		for (i = 0; i < inflight; i++) {
 			struct conn *c = &slot[i];
-			if (c->dc != NULL || started >= ic->n || (held != NULL &&
-			    *held + busy >= IDLE_MAX_CLIENTS))
+			if (c->dc != NULL || started >= ic->n || (nheld != NULL &&
+			    *nheld + busy >= IDLE_MAX_CLIENTS) || (ic->gap_ms > 0 &&
+			    started > 0 && now - t_last < (int64_t)ic->gap_ms *
+			    1000000))
 				continue;
 			started++;
+			t_last = now;
 			if (conn_begin(c, &idle_pair, 'I') < 0) {
 				rp->failed++;
 				continue;
 			}
+			c->t_mark = now;
 			c->stop_at = HS_DONE;
 			if (ic->op == IDLE_CYCLE && ic->abort_every > 0 &&
 			    started % ic->abort_every == 0)
@@ -1900,6 +1980,7 @@ idle_open(const struct idle_cmd *ic, struct idle_reply *rp, struct conn *slot,
 			busy++;
 		}
 		loop_once(10);
+		now = now_ns();
 		for (i = 0; i < inflight; i++) {
 			struct conn *c = &slot[i];
 			if (c->dc == NULL)
@@ -1914,16 +1995,35 @@ idle_open(const struct idle_cmd *ic, struct idle_reply *rp, struct conn *slot,
 			}
 			if (c->hs < c->stop_at)
 				continue;
+			if (ic->op == IDLE_HOLD && !c->tail_sent) {
+				/* The handshake is done: the tail next, and
+				 * the socket kept once it has gone out. */
+				if (hold_send(c, ic) == 0)
+					c->tail_sent = 1;
+				if ((now - c->t_mark) / 1000000 > rp->max_ms)
+					rp->max_ms = (uint32_t)((now - c->t_mark) /
+					    1000000);
+				continue;
+			}
+			if (ic->op == IDLE_HOLD && (c->woff < c->wlen ||
+			    (br_ssl_engine_current_state(&c->dc->sc.eng) &
+			    BR_SSL_SENDREC)))
+				continue;
 			if (c->stop_at < HS_DONE)
 				rp->aborted++;
 			else
 				rp->ok++;
-			if (ic->op == IDLE_OPEN)
-				fds[(*nfds)++] = conn_detach(c);
-			else if (ic->op == IDLE_KEEP)
+			if (ic->op != IDLE_HOLD && (now - c->t_mark) / 1000000 >
+			    rp->max_ms)
+				rp->max_ms = (uint32_t)((now - c->t_mark) / 1000000);
+			if (ic->op == IDLE_OPEN || ic->op == IDLE_HOLD) {
+				held->t[held->n] = now;
+				held->fds[held->n++] = conn_detach(c);
+			} else if (ic->op == IDLE_KEEP) {
 				conn_move(&kept[(*nkept)++], c);
-			else
+			} else {
 				conn_close(c);
+			}
 			busy--;
 		}
 	}
@@ -1934,6 +2034,66 @@ idle_open(const struct idle_cmd *ic, struct idle_reply *rp, struct conn *slot,
 		conn_close(&slot[i]);
 	if (ic->op != IDLE_CYCLE || ic->ms == 0)
 		rp->failed += ic->n - rp->ok - rp->aborted - rp->failed;
+	snprintf(rp->why, sizeof(rp->why), "%s", B.first_fail);
+}
+
+/* IDLE_WATCH: read the kept sockets (and drop what arrives) until the relay
+ * has closed them all, or ms after the last one's tail left. */
+static void
+idle_watch(const struct idle_cmd *ic, struct idle_reply *rp,
+    struct idle_held *held)
+{
+	static uint8_t sink[16384];
+	struct pollfd *pf = calloc((size_t)held->n + 1, sizeof(*pf));
+	long *at = calloc((size_t)held->n + 1, sizeof(*at));
+	int64_t last = 0, deadline;
+	long i, k, open;
+
+	if (pf == NULL || at == NULL) {
+		free(pf);
+		free(at);
+		rp->failed = (uint32_t)held->n;
+		return;
+	}
+	for (i = 0; i < held->n; i++)
+		if (held->t[i] > last)
+			last = held->t[i];
+	deadline = last + (int64_t)ic->ms * 1000000;
+	do {
+		for (i = k = 0; i < held->n; i++) {
+			if (held->fds[i] < 0)
+				continue;
+			pf[k].fd = held->fds[i];
+			pf[k].events = POLLIN;
+			pf[k].revents = 0;
+			at[k++] = i;
+		}
+		open = k;
+		if (k == 0 || poll(pf, (nfds_t)k, ic->ms > 0 ? 20 : 0) <= 0)
+			continue;
+		for (i = 0; i < k; i++) {
+			ssize_t r;
+			long j = at[i];
+			if (pf[i].revents == 0)
+				continue;
+			while ((r = recv(pf[i].fd, sink, sizeof(sink),
+			    MSG_DONTWAIT)) > 0)
+				;
+			if (r < 0 && (errno == EAGAIN || errno == EINTR))
+				continue;
+			/* EOF or reset: the relay closed it. */
+			if ((now_ns() - held->t[j]) / 1000000 > rp->max_ms)
+				rp->max_ms = (uint32_t)((now_ns() - held->t[j]) /
+				    1000000);
+			close(held->fds[j]);
+			held->fds[j] = -1;
+			rp->ok++;
+			open--;
+		}
+	} while (open > 0 && now_ns() < deadline);
+	rp->failed = (uint32_t)open;
+	free(pf);
+	free(at);
 }
 
 /* IDLE_PING: a Ping from every kept client, PING_BATCH per round (the flush
@@ -1975,15 +2135,19 @@ idle_child_main(int cmd, int rep, int port)
 {
 	struct conn *slot = calloc(HS_INFLIGHT, sizeof(struct conn));
 	struct conn *kept = calloc(IDLE_MAX_CLIENTS, sizeof(struct conn));
-	int *fds = malloc(sizeof(int) * IDLE_MAX_CLIENTS);
-	long nfds = 0, nkept = 0;
+	struct idle_held held;
+	long nkept = 0;
 
 	signal(SIGALRM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
 	alarm(0);
 	B.epfd = epoll_create1(0);
-	if (slot == NULL || kept == NULL || fds == NULL || B.epfd < 0)
+	held.fds = malloc(sizeof(int) * IDLE_MAX_CLIENTS);
+	held.t = malloc(sizeof(int64_t) * IDLE_MAX_CLIENTS);
+	held.n = 0;
+	if (slot == NULL || kept == NULL || held.fds == NULL || held.t == NULL ||
+	    B.epfd < 0)
 		_exit(1);
 	srv.port = port;
 	srv.pid = -1;
@@ -1995,15 +2159,25 @@ idle_child_main(int cmd, int rep, int port)
 	for (;;) {
 		struct idle_cmd ic;
 		struct idle_reply rp;
+		char src[INET_ADDRSTRLEN];
+		struct in_addr ia;
 
 		if (read_full_fd(cmd, &ic, sizeof(ic), 3600 * 1000) < 0)
 			_exit(0);
 		memset(&rp, 0, sizeof(rp));
-		B.quiet_hs = ic.op == IDLE_CYCLE;
+		/* Handshakes the relay may refuse on purpose (cycles, holders,
+		 * clients from a second address) are counted, not anomalies. */
+		B.quiet_hs = ic.op == IDLE_CYCLE || ic.op == IDLE_HOLD;
+		ia.s_addr = htonl(ic.src_ip4);
+		conn_src_addr = ic.src_ip4 != 0 && inet_ntop(AF_INET, &ia, src,
+		    sizeof(src)) != NULL ? src : NULL;
 		if (ic.op == IDLE_PING)
 			idle_ping(&ic, &rp, kept, nkept);
+		else if (ic.op == IDLE_WATCH)
+			idle_watch(&ic, &rp, &held);
 		else
-			idle_open(&ic, &rp, slot, kept, &nkept, fds, &nfds);
+			idle_open(&ic, &rp, slot, kept, &nkept, &held);
+		conn_src_addr = NULL;
 		if (write(rep, &rp, sizeof(rp)) != (ssize_t)sizeof(rp))
 			_exit(1);
 	}
@@ -2068,10 +2242,17 @@ idle_collect(struct idle_child *ch, int nch, const struct idle_cmd *ic,
 		struct idle_reply rp;
 		if (read_full_fd(ch[i].rep, &rp, sizeof(rp), timeout_ms) < 0)
 			return -1;
-		if (ic->op == IDLE_OPEN || ic->op == IDLE_KEEP)
+		if (ic->op == IDLE_OPEN || ic->op == IDLE_KEEP ||
+		    ic->op == IDLE_HOLD)
 			ch[i].open += rp.ok;
+		if (ic->op == IDLE_WATCH)
+			ch[i].open -= rp.ok;
 		if (sum->first_tls_err == 0)
 			sum->first_tls_err = rp.first_tls_err;
+		if (sum->why[0] == '\0')
+			memcpy(sum->why, rp.why, sizeof(sum->why));
+		if (rp.max_ms > sum->max_ms)
+			sum->max_ms = rp.max_ms;
 		sum->ok += rp.ok;
 		sum->failed += rp.failed;
 		sum->aborted += rp.aborted;

@@ -151,6 +151,10 @@ struct conn {
 	int dead;
 	int hs;				/* handshake state, HS_DONE after */
 	int stop_at;			/* cycling children: close at this state */
+	int withhold_info;		/* at ServerKey: send no ClientInfo, go to
+					 * HS_INFO and stay (t_mark: when) */
+	int tail_sent;			/* IDLE_HOLD: the SendPacket tail is out */
+	int64_t t_mark;			/* now_ns() of the caller's event */
 	uint8_t ping[PING_BYTES];	/* conn_ping: the Ping's payload ... */
 	int ping_state;			/* ... 0 none, 1 sent, 2 answered */
 };
@@ -225,6 +229,7 @@ struct loadgen {
 	int reconnect;			/* the drain failed: fresh connections */
 	void (*tick)(void);		/* called by loop_once every round */
 	int quiet_hs;			/* failed handshakes: counted, no anomaly */
+	char first_fail[96];		/* the first failed handshake: state, why */
 	uint64_t pongs;			/* Pongs that answered our conn_ping */
 };
 
@@ -273,20 +278,31 @@ struct idle_child {
 };
 
 /* What a child is told to do (loadgen.c, idle clients) and what it says. */
-enum { IDLE_OPEN, IDLE_KEEP, IDLE_CYCLE, IDLE_PING };
+enum { IDLE_OPEN, IDLE_KEEP, IDLE_CYCLE, IDLE_PING, IDLE_HOLD, IDLE_WATCH };
 struct idle_cmd {
 	uint32_t op;
 	uint32_t n;			/* clients or cycles */
 	uint32_t inflight;		/* handshakes at once; 0: HS_INFLIGHT_CHILD */
 	uint32_t ms;			/* time bound; 0: HS_TOTAL_MS */
 	uint32_t abort_every;		/* IDLE_CYCLE: 0 = none closes early */
+	uint32_t gap_ms;		/* at least this long between two starts */
+	uint32_t src_ip4;		/* source address (host order); 0: none */
+	uint32_t frame_len;		/* IDLE_HOLD: the SendPacket's declared
+					 * length (key included) ... */
+	uint32_t send_bytes;		/* ... and the packet bytes sent of it
+					 * (at most 49,152: HOLD_SEND_MAX) */
 };
 struct idle_reply {
-	uint32_t ok;			/* handshakes done, or Pongs right */
-	uint32_t failed;		/* closed by the relay, errors, timeouts */
+	uint32_t ok;			/* handshakes done, Pongs right, or
+					 * (IDLE_WATCH) sockets the relay closed */
+	uint32_t failed;		/* closed by the relay, errors, timeouts;
+					 * IDLE_WATCH: sockets still open */
 	uint32_t aborted;		/* IDLE_CYCLE: closed early on purpose */
 	uint32_t unfinished;		/* still handshaking at the time bound */
 	uint32_t first_tls_err;
+	uint32_t max_ms;		/* longest handshake; IDLE_WATCH: longest
+					 * time from a tail to its close */
+	char why[96];			/* the first failed handshake */
 };
 /* Pings sent per round by IDLE_PING. */
 #define PING_BATCH 256
@@ -322,6 +338,7 @@ extern struct server srv;
 /* Flags added to every relay command line (NULL-terminated; NULL = none). */
 extern const char *const *srv_extra_args;
 extern int srv_stun_port;		/* > 0: STUN on it; else -stun=false */
+extern int srv_http_port;		/* TLS: > 0: -http-port on it; else -1 */
 extern pid_t idle_pids[IDLE_CHILDREN];	/* for the watchdog */
 void kill_all(void);			/* SIGKILL the relay and idle children */
 void on_fatal_signal(int sig);		/* kill_all, then exit */
@@ -336,13 +353,17 @@ extern const char *const mode_names[];
 extern struct loadgen B;		/* main sets epfd, pairs, flushq, rtt */
 extern struct pair idle_pair;		/* owner of idle clients (idx -1) */
 extern uint8_t pattern[PATTERN_BYTES];	/* packet bodies (main fills it) */
-/* Start connecting side `side` of p (B.tls decides TLS); the handshake runs
- * from loop_once.  0 or -1. */
+/* Start connecting side `side` of p (B.tls decides TLS, conn_src_addr the
+ * source address); the handshake runs from loop_once.  0 or -1. */
+extern const char *conn_src_addr;	/* NULL: the system chooses */
 int conn_begin(struct conn *c, struct pair *p, int side);
 /* Queue one frame (type, optional key, two payload parts): 0, or -1 when
  * the output is full (retry later) or the connection failed. */
 int conn_frame(struct conn *c, uint8_t type, const uint8_t *key,
     const uint8_t *p1, size_t n1, const uint8_t *p2, size_t n2);
+/* Queue raw bytes (after TLS: sealed): 0, or -1 when the output has no room
+ * (retry later) or the connection failed. */
+int conn_write(struct conn *c, const uint8_t *p, size_t n);
 void conn_close(struct conn *c);	/* frees everything, closes the socket */
 int conn_detach(struct conn *c);	/* keep only the socket: its fd */
 int conn_ping(struct conn *c, uint64_t tag);	/* see c->ping_state */
