@@ -116,7 +116,9 @@ bench: deps
 # minutes here: 10,000 idle TLS clients answering pings, 100,000 handshake cycles
 # with the relay's descriptors and RSS back where they were, a non-reader cut
 # off while a flooder is not allowed to slow other pairs below 80%, a
-# handshake flood during traffic, bad input at every stage.  make test runs
+# handshake flood during traffic, bad input at every stage, and hostile clients
+# (pinned pool, stalled ClientInfo, slow receivers, idle floods from one
+# source) while legitimate ones must get through.  make test runs
 # ./build/soak --short against build/derp and --tiny against build/san/derp
 # (seconds each).
 .PHONY: soak
