@@ -184,7 +184,8 @@
  * handshakes are ~0.5 s of one core's crypto.  They are grouped by source (an
  * IPv4 address, an IPv6 /64).  At the cap, or when every slot is taken, a
  * newcomer from a source holding fewer than the largest source evicts that
- * source's oldest; otherwise it competes with its own source, whose oldest
+ * source's oldest (among equals, the source that has held that many
+ * longest); otherwise it competes with its own source, whose oldest
  * gives way only once it has had HANDSHAKE_GRACE_MS (four round trips of a
  * slow mobile link, far more than any client needs).  The -http-port
  * listener has its own small budget, PORT80_PENDING.
@@ -1994,7 +1995,11 @@ struct pend_set {
 	struct source *src;	/* [cap + 1]; [0] unused (NIL) */
 	uint32_t *hash;		/* [hmask + 1] chain heads */
 	uint32_t hmask, free;	/* free: unused entries through hnext */
-	uint32_t *bucket;	/* [cap + 1]: sources holding exactly i */
+	struct {
+		uint32_t head, tail;
+	} *bucket;		/* [cap + 1]: sources holding exactly i, in the
+				 * order they came to hold i (the eviction order
+				 * among equals: longest there first) */
 	uint32_t top;		/* largest i with a source; 0 when n == 0 */
 };
 
@@ -2122,7 +2127,8 @@ source_find(const struct derp_server *s, const struct pend_set *ps,
 	return e;
 }
 
-/* Move source e from bucket `from` to the bucket of its count now. */
+/* Move source e from bucket `from` to the tail of the bucket of its count
+ * now. */
 static void
 source_rebucket(struct pend_set *ps, uint32_t e, uint32_t from)
 {
@@ -2132,21 +2138,25 @@ source_rebucket(struct pend_set *ps, uint32_t e, uint32_t from)
 		if (x->bprev != NIL)
 			ps->src[x->bprev].bnext = x->bnext;
 		else
-			ps->bucket[from] = x->bnext;
+			ps->bucket[from].head = x->bnext;
 		if (x->bnext != NIL)
 			ps->src[x->bnext].bprev = x->bprev;
+		else
+			ps->bucket[from].tail = x->bprev;
 	}
 	x->bprev = NIL;
 	x->bnext = NIL;
 	if (x->count > 0) {
-		x->bnext = ps->bucket[x->count];
-		if (x->bnext != NIL)
-			ps->src[x->bnext].bprev = e;
-		ps->bucket[x->count] = e;
+		x->bprev = ps->bucket[x->count].tail;
+		if (x->bprev != NIL)
+			ps->src[x->bprev].bnext = e;
+		else
+			ps->bucket[x->count].head = e;
+		ps->bucket[x->count].tail = e;
 		if (x->count > ps->top)
 			ps->top = x->count;
 	}
-	while (ps->top > 0 && ps->bucket[ps->top] == NIL)
+	while (ps->top > 0 && ps->bucket[ps->top].head == NIL)
 		ps->top--;
 }
 
@@ -4899,7 +4909,7 @@ pending_make_room(struct derp_server *s, int set, const uint8_t ip[16])
 		mine = source_find(s, ps, addr);
 	}
 	if (mine == NIL || ps->src[mine].count < ps->top) {
-		old = &s->conns[ps->src[ps->bucket[ps->top]].head];
+		old = &s->conns[ps->src[ps->bucket[ps->top].head].head];
 	} else {
 		old = &s->conns[ps->src[mine].head];
 		if (s->now - old->accepted_ms < HANDSHAKE_GRACE_MS)
@@ -5488,7 +5498,7 @@ pend_cap(const struct derp_config *cfg, int set)
 static size_t
 pend_set_bytes(uint32_t cap)
 {
-	return (cap + 1) * (sizeof(struct source) + sizeof(uint32_t)) +
+	return (cap + 1) * (sizeof(struct source) + 2 * sizeof(uint32_t)) +
 	    keytab_size(cap + 1) * sizeof(uint32_t);
 }
 

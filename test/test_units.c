@@ -930,6 +930,25 @@ test_unfinished_by_source(const char *dir)
 	ut_close_all(s);
 	check(s->pend[PEND_MAIN].n == 0 && s->pend[PEND_MAIN].top == 0,
 	    "unfinished: empty after closing all", "");
+	/* Many sources holding one each (a flood from many addresses): the
+	 * one that has held its one longest gives way, not the newest. */
+	s->pend[PEND_MAIN].cap = 3;
+	c[0] = ut_conn(s, "10.1.0.1");
+	c[1] = ut_conn(s, "10.1.0.2");
+	c[2] = ut_conn(s, "10.1.0.3");
+	ip[12] = 10, ip[13] = 1, ip[14] = 0, ip[15] = 4;
+	memset(ip, 0, 10);
+	ip[10] = ip[11] = 0xff;
+	ok = pending_make_room(s, PEND_MAIN, ip) == 1 &&
+	    c[0]->state == CS_FREE && c[1]->state != CS_FREE;
+	b = ut_conn(s, "10.1.0.4");
+	ip[15] = 5;
+	ok = ok && pending_make_room(s, PEND_MAIN, ip) == 1 &&
+	    c[1]->state == CS_FREE && c[2]->state != CS_FREE &&
+	    b->state != CS_FREE;
+	check(ok, "unfinished: among sources holding as many, the one that has "
+	    "held them longest gives way first", "");
+	ut_close_all(s);
 	derp_destroy(s);
 }
 

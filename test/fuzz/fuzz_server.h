@@ -430,10 +430,20 @@ fz_check_pending(uint32_t unregistered)
 				if (cnt > top)
 					top = cnt;
 			}
-		for (b = 1; b <= ps->cap && b <= s->max; b++)
-			for (e = ps->bucket[b]; e != NIL; e = ps->src[e].bnext)
-				FUZZ_CHECK(ps->src[e].count == b, "bucket %u "
-				    "holds a source of %u", b, ps->src[e].count);
+		for (b = 1; b <= ps->cap && b <= s->max; b++) {
+			uint32_t prev = NIL;
+
+			for (e = ps->bucket[b].head; e != NIL;
+			    e = ps->src[e].bnext) {
+				FUZZ_CHECK(ps->src[e].count == b &&
+				    ps->src[e].bprev == prev, "bucket %u holds a "
+				    "source of %u (or is broken)", b,
+				    ps->src[e].count);
+				prev = e;
+			}
+			FUZZ_CHECK(ps->bucket[b].tail == prev, "bucket %u: tail "
+			    "%u, ends at %u", b, ps->bucket[b].tail, prev);
+		}
 		FUZZ_CHECK(n == ps->n && n <= ps->cap && top == ps->top,
 		    "set %u: %u connections (n %u, cap %u), largest %u (top %u)",
 		    set, n, ps->n, ps->cap, top, ps->top);
