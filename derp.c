@@ -3056,6 +3056,14 @@ snd_alloc(struct derp_server *s, struct conn *d, struct conn *c)
 	return e;
 }
 
+/* Back to the free list; whoever paid for it has been credited. */
+static void
+snd_free(struct derp_server *s, uint32_t e)
+{
+	s->snd[e].hnext = s->snd_free;
+	s->snd_free = e;
+}
+
 static void
 snd_release(struct derp_server *s, uint32_t e)
 {
@@ -3065,8 +3073,7 @@ snd_release(struct derp_server *s, uint32_t e)
 		s->snd_spare_used--;
 	else
 		s->conns[x->payer - 1].snd.paid--;
-	x->hnext = s->snd_free;
-	s->snd_free = e;
+	snd_free(s, e);
 }
 
 /* Append record e to d's FIFO of notices (e is on no recipient list). */
@@ -3170,15 +3177,47 @@ senders_note(struct derp_server *s, struct conn *d, struct conn *c)
 }
 
 /*
- * A source key's records when connection c of it closes.  gone: the key has
- * left, so each record becomes a notice to its recipient.  Either way the
- * records c paid for are paid by their recipient from now on (c's slot is
- * about to be reused; a recipient may so go over its budget, for as long as
- * the records last).
+ * Who pays for record x now that its payer, connection c of x's source key,
+ * closes while the key stays (other connections of it remain, listed from
+ * `first`): one of those with budget left, else the recipient, else the spare.
+ * 0, or -1 when nobody can (the record is then dropped by the caller: budgets
+ * never grow, so a key reconnecting over and over cannot pile up records).
+ */
+static int
+snd_repay(struct derp_server *s, struct sender *x, int32_t first)
+{
+	struct conn *d = &s->conns[x->dst];
+	int32_t j;
+
+	for (j = first; j >= 0; j = s->conns[j].key_next)
+		if (s->conns[j].snd.paid < SENDERS_PER_CONN) {
+			s->conns[j].snd.paid++;
+			x->payer = (uint32_t)j + 1;
+			return 0;
+		}
+	if (d->snd.paid < SENDERS_PER_CONN) {
+		d->snd.paid++;
+		x->payer = x->dst + 1;
+		return 0;
+	}
+	if (s->snd_spare_used < SENDERS_SPARE) {
+		s->snd_spare_used++;
+		x->payer = 0;
+		return 0;
+	}
+	return -1;
+}
+
+/*
+ * A source key's records when connection c of it closes.  ke: the key's entry
+ * while the key stays; NULL when it has left (head: its records), and then
+ * each record becomes a notice to its recipient, who pays for it until it is
+ * written (a moment, or the recipient's write timeout).  While the key stays,
+ * the records c paid for are paid by someone else (snd_repay) or dropped.
  */
 static void
-snd_source_closed(struct derp_server *s, uint32_t head, struct conn *c,
-    int gone)
+snd_source_closed(struct derp_server *s, struct keyent *ke, uint32_t head,
+    struct conn *c)
 {
 	uint32_t e, next, me = (uint32_t)(c - s->conns) + 1;
 	struct sender *x;
@@ -3186,16 +3225,34 @@ snd_source_closed(struct derp_server *s, uint32_t head, struct conn *c,
 	for (e = head; e != NIL; e = next) {
 		x = &s->snd[e];
 		next = x->knext;
-		if (x->payer == me) {
-			c->snd.paid--;
-			s->conns[x->dst].snd.paid++;
-			x->payer = x->dst + 1;
-		}
-		if (gone) {
+		if (ke == NULL) {
+			if (x->payer == me) {
+				c->snd.paid--;
+				s->conns[x->dst].snd.paid++;
+				x->payer = x->dst + 1;
+			}
 			snd_unhash(s, e);
 			snd_unlink_dst(s, e);
 			snd_queue_notice(s, &s->conns[x->dst], e);
+			continue;
 		}
+		if (x->payer != me)
+			continue;
+		c->snd.paid--;
+		if (snd_repay(s, x, ke->first) == 0)
+			continue;
+		/* Nobody can pay: forget it (that departure will go
+		 * unannounced to this recipient). */
+		snd_unhash(s, e);
+		snd_unlink_dst(s, e);
+		if (x->kprev != NIL)
+			s->snd[x->kprev].knext = x->knext;
+		else
+			ke->senders = x->knext;
+		if (x->knext != NIL)
+			s->snd[x->knext].kprev = x->kprev;
+		s->st.peer_gone_untracked++;
+		snd_free(s, e);
 	}
 }
 
@@ -3253,10 +3310,10 @@ route_unregister(struct derp_server *s, struct conn *c)
 		senders = e->senders;
 		keytab_delete(s, i);
 		s->nkeys--;
-		snd_source_closed(s, senders, c, 1);
+		snd_source_closed(s, NULL, senders, c);
 		return;
 	}
-	snd_source_closed(s, e->senders, c, 0);
+	snd_source_closed(s, e, e->senders, c);
 	if (e->nconns == 1)
 		route_mark_dups(s, e);
 	if (e->active == idx) {

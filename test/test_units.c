@@ -1146,6 +1146,45 @@ test_peergone_records(const char *dir)
 	d->snd.paid = 0;
 	c[0]->snd.paid = 0;
 	s->snd_spare_used = 0;
+	/* A key whose connections come and go (duplicates) while the key
+	 * stays: the records a closing connection paid for pass to one that
+	 * remains, never beyond anyone's budget, so reconnecting over and over
+	 * piles up nothing; with nobody to pay, the record is dropped. */
+	{
+		struct conn *k1, *k2;
+		uint32_t live0 = s->snd_fresh, j;
+		int good = 1;
+
+		d->snd.paid = SENDERS_PER_CONN;	/* d's own budget spent */
+		k1 = ut_client(s, 7);
+		senders_note(s, d, k1);
+		good = k1->snd.paid == 1;
+		for (j = 0; j < 50 && good; j++) {
+			k2 = ut_client(s, 7);
+			conn_close(s, k1);
+			good = k2->snd.paid == 1 && d->snd.paid ==
+			    SENDERS_PER_CONN && s->snd_spare_used == 0 &&
+			    snd_find(s, (uint32_t)(d - s->conns), k2->key) != NIL;
+			k1 = k2;
+		}
+		check(good && s->snd_fresh <= live0 + 1, "peergone: a key "
+		    "reconnecting 50 times keeps one record, paid by the "
+		    "connection that remains", "");
+		k2 = ut_client(s, 7);
+		k2->snd.paid = SENDERS_PER_CONN;
+		s->snd_spare_used = SENDERS_SPARE;
+		n = (uint32_t)s->st.peer_gone_untracked;
+		conn_close(s, k1);
+		check(s->st.peer_gone_untracked == n + 1 && d->snd.live == NIL &&
+		    d->snd.paid == SENDERS_PER_CONN, "peergone: nobody left to "
+		    "pay: the record is dropped, counted", "");
+		k2->snd.paid = 0;
+		s->snd_spare_used = 0;
+		d->snd.paid = 0;
+		conn_close(s, k2);
+		check(d->snd.gone_head == NIL, "peergone: a dropped record "
+		    "announces nothing", "");
+	}
 	/* A recipient closing first frees its records; the senders leaving
 	 * later find nothing of it. */
 	senders_note(s, d, c[0]);
