@@ -1975,12 +1975,15 @@ struct sender {
 };
 
 /*
- * Unfinished connections, grouped by source.  A source entry lives while it
- * has connections; sources are hashed (seeded) and kept in buckets by how
- * many connections they hold, so the largest is found at once.  Two sets:
- * the main listener's (-max-handshakes) and the -http-port listener's.
+ * Connections grouped by source.  A source entry lives while it has
+ * connections; sources are hashed (seeded) and kept in buckets by how many
+ * connections they hold, so the largest is found at once.  Three sets, each
+ * connection in exactly one: the main listener's unfinished connections
+ * (-max-handshakes), the -http-port listener's, and the registered ones
+ * (the slots' fair share when all are taken).
  */
-enum { PEND_MAIN = 0, PEND_PORT80 = 1 };
+enum { PEND_MAIN = 0, PEND_PORT80 = 1, SET_REG = 2 };
+#define NSETS 3
 
 struct source {
 	uint8_t addr[16];	/* IPv4-mapped address, or IPv6 /64 (low half 0) */
@@ -2014,7 +2017,7 @@ struct stats {
 	uint64_t peer_gone_untracked, write_timeouts, total_dup_client_conns;
 	uint64_t home_moves_in, home_moves_out, pool_evictions, accept_limited;
 	uint64_t rate_limit_waited, handshakes_refused, handshakes_evicted;
-	uint64_t spare_refused, spare_timeouts;
+	uint64_t spare_refused, spare_timeouts, slots_reclaimed;
 	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
 	uint64_t stun_ipv4, stun_ipv6;
 	uint32_t current_connections, current_home, current_notideal;
@@ -2061,7 +2064,7 @@ struct derp_server {
 	uint32_t nsnd, snd_free, snd_fresh, snd_spare_used;
 	uint32_t *snd_hash, snd_hmask;
 
-	struct pend_set pend[2];	/* PEND_MAIN, PEND_PORT80 */
+	struct pend_set pend[NSETS];	/* PEND_MAIN, PEND_PORT80, SET_REG */
 
 	struct slot_ring dirty;		/* slots with output to fill this round */
 	struct slot_ring paused;	/* slots whose input waits */
@@ -2199,8 +2202,8 @@ pending_append(struct derp_server *s, struct conn *c, int set)
 	ps->n++;
 }
 
-/* Called exactly once per connection: when it registers or, unregistered,
- * when it closes. */
+/* c leaves its set: when it registers (and joins SET_REG), and when it
+ * closes. */
 static void
 pending_remove(struct derp_server *s, struct conn *c)
 {
@@ -3512,6 +3515,7 @@ conn_register(struct derp_server *s, struct conn *c)
 {
 	route_register(s, c);
 	pending_remove(s, c);
+	pending_append(s, c, SET_REG);
 	c->state = CS_DERP;	/* registered: conn_close must unregister it */
 	if (derp_queue_server_info(s, c) != 0) {
 		conn_fail(c, "out of buffer memory");
@@ -4892,9 +4896,8 @@ conn_close(struct derp_server *s, struct conn *c)
 			s->st.current_home--;
 		if (c->notideal)
 			s->st.current_notideal--;
-	} else {
-		pending_remove(s, c);
 	}
+	pending_remove(s, c);
 	snd_recipient_closed(s, c);
 	for (k = Q_DISCO; k <= Q_OTHER; k++)
 		while ((first = conn_queue_pop(s, c, k)) != NIL) {
@@ -4932,17 +4935,50 @@ conn_service(struct derp_server *s, struct conn *c, short revents)
 		conn_update_interest(s, c);
 }
 
+/* How many connections of set ps come from addr's source. */
+static uint32_t
+source_count(const struct derp_server *s, const struct pend_set *ps,
+    const uint8_t addr[16])
+{
+	uint32_t e = source_find(s, ps, addr);
+
+	return e != NIL ? ps->src[e].count : 0;
+}
+
+/*
+ * Every slot is taken: a source holding at least two registered slots more
+ * than the newcomer's gives up its newest (the slots' fair share: one source
+ * cannot fill the relay and keep everyone else out, while a relay full of
+ * distinct clients closes nobody).  1 if a slot was freed.
+ */
+static int
+slots_fair_share(struct derp_server *s, const uint8_t addr[16])
+{
+	struct pend_set *ps = &s->pend[SET_REG];
+	struct conn *victim;
+
+	if (ps->top < source_count(s, ps, addr) + 2)
+		return 0;
+	victim = &s->conns[ps->src[ps->bucket[ps->top].head].tail];
+	s->st.slots_reclaimed++;
+	conn_fail(victim, "relay full: its address holds the most slots");
+	conn_close(s, victim);
+	return 1;
+}
+
 /*
  * -max-handshakes.  A connection that has not yet sent its ClientInfo holds a
  * slot and costs crypto; a flood of them, or a few that never finish (slow
- * loris), must not crowd out the clients that do.  Room is made in set ps for
- * a newcomer from addr when the set is at its cap or every slot is taken:
+ * loris), must not crowd out the clients that do.  Room is made in set `set`
+ * for a newcomer from ip when the set is at its cap or every slot is taken:
  * a newcomer whose source holds fewer unfinished connections than the largest
  * source evicts that source's oldest (so a flood from one source, or a few,
  * only competes with itself, and a client from anywhere else gets in);
  * otherwise its own source's oldest gives way if it has had
- * HANDSHAKE_GRACE_MS, else the newcomer is refused.  1: go on (slots full of
- * registered clients: -max-clients refuses), 0: refuse.
+ * HANDSHAKE_GRACE_MS, else the newcomer is refused.  With every slot taken by
+ * registered clients, a source hogging them gives one up (slots_fair_share).
+ * 1: go on (slots full of registered clients: -max-clients refuses), 0:
+ * refuse.
  */
 static int
 pending_make_room(struct derp_server *s, int set, const uint8_t ip[16])
@@ -4955,14 +4991,17 @@ pending_make_room(struct derp_server *s, int set, const uint8_t ip[16])
 
 	if (ps->n < ps->cap && slot_free)
 		return 1;
+	source_addr(ip, addr);
 	if (ps->n == 0) {
 		/* Slots full, none of them unfinished in this set: the other
-		 * set's largest source gives way, or -max-clients refuses. */
-		ps = &s->pend[!set];
-		if (ps->n == 0)
+		 * set's largest source gives way; with none unfinished at all,
+		 * a source hogging the slots, or -max-clients refuses. */
+		ps = &s->pend[set == PEND_MAIN ? PEND_PORT80 : PEND_MAIN];
+		if (ps->n == 0) {
+			(void)slots_fair_share(s, addr);
 			return 1;
+		}
 	} else {
-		source_addr(ip, addr);
 		mine = source_find(s, ps, addr);
 	}
 	if (mine == NIL || ps->src[mine].count < ps->top) {
@@ -5547,7 +5586,8 @@ sender_records(uint32_t max)
 static uint32_t
 pend_cap(const struct derp_config *cfg, int set)
 {
-	uint32_t cap = set == PEND_PORT80 ? PORT80_PENDING : cfg->max_handshakes;
+	uint32_t cap = set == PEND_PORT80 ? PORT80_PENDING :
+	    set == SET_REG ? cfg->max_clients : cfg->max_handshakes;
 
 	return cap < cfg->max_clients ? cap : cfg->max_clients;
 }
@@ -5574,7 +5614,8 @@ derp_memory_bytes(const struct derp_config *cfg)
 	n += (size_t)keytab_size(sender_records(cfg->max_clients) / 2) *
 	    sizeof(uint32_t);
 	n += pend_set_bytes(pend_cap(cfg, PEND_MAIN)) +
-	    pend_set_bytes(pend_cap(cfg, PEND_PORT80));
+	    pend_set_bytes(pend_cap(cfg, PEND_PORT80)) +
+	    pend_set_bytes(pend_cap(cfg, SET_REG));
 	n += SCRATCH_BYTES + READ_BATCH_BYTES + sizeof(struct derp_server);
 	return n;
 }
@@ -5644,6 +5685,7 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	    pend_set_alloc(s, &s->pend[PEND_MAIN], pend_cap(&s->cfg, PEND_MAIN)) != 0 ||
 	    pend_set_alloc(s, &s->pend[PEND_PORT80],
 	    pend_cap(&s->cfg, PEND_PORT80)) != 0 ||
+	    pend_set_alloc(s, &s->pend[SET_REG], pend_cap(&s->cfg, SET_REG)) != 0 ||
 	    s->dirty.on == NULL || s->paused.on == NULL ||
 	    (s->tls_mode && (s->ssl == NULL || s->sni == NULL))) {
 		snprintf(err, errlen, "cannot reserve %zu bytes for -max-clients %u",
@@ -5953,6 +5995,7 @@ derp_destroy(struct derp_server *s)
 	free(s->snd_hash);
 	pend_set_free(&s->pend[PEND_MAIN]);
 	pend_set_free(&s->pend[PEND_PORT80]);
+	pend_set_free(&s->pend[SET_REG]);
 	free(s);
 }
 

@@ -17,7 +17,8 @@
  * plays the mesh peer: WatchConns, ForwardPacket, ClosePeer).  Smaller
  * modes each start a server for one subject: limit, handshakes, slots_full,
  * fair_handshakes, fair_slots, fair_plain (unfinished connections, fair
- * between 127.0.0.1 and 127.0.0.2), peer_gone_plain and _tls (PeerGone
+ * between 127.0.0.1 and 127.0.0.2), fair_registered (one address in every
+ * slot gives one up to another address), peer_gone_plain and _tls (PeerGone
  * counts), go_http_plain and _tls (requests as Go's net/http reads them),
  * rate, cli, privileges.
  *
@@ -3618,6 +3619,79 @@ holders_closed(const int *fd, int n, int first_ms, char *out, size_t cap)
 	return k;
 }
 
+#define HOG_SLOTS 12
+
+static int
+mk_plain_hog(char **argv, char bufs[][600])
+{
+	mk_plain(argv, bufs);
+	argv_append(argv, "-max-clients=12", (char *)NULL);
+	return 0;
+}
+
+/*
+ * fair_registered: one source (127.0.0.1) registers a client in every slot.
+ * A client from 127.0.0.2 must still get in (the hog's newest gives up its
+ * slot, and only it) and relay; a newcomer from the hog's own address is
+ * refused, closing nobody.
+ */
+static void
+run_fair_registered_mode(void)
+{
+	struct dclient *hog[HOG_SLOTS] = { NULL }, *o = NULL, *again = NULL;
+	int i, n = 0, closed = -1, k = 0;
+	const char *e;
+
+	begin_mode("fair_registered", 0, "127.0.0.1");
+	if (!can_bind("127.0.0.2")) {
+		skip("all", "127.0.0.2 is not a local address here");
+		return;
+	}
+	if (server_start(mk_plain_hog) < 0)
+		return;
+	for (i = 0; i < HOG_SLOTS; i++)
+		if ((hog[i] = cl_derp()) != NULL)
+			n++;
+	verdict("hog_fills_every_slot", n == HOG_SLOTS && ping(hog[0]) &&
+	    ping(hog[HOG_SLOTS - 1]) ? NULL : "could not register 12");
+	o = cl_connect_from("127.0.0.2");
+	if (o != NULL) {
+		dc_genkey(o);
+		e = dc_handshake(o, 0, NULL, IO_MS) < 0 ? "handshake failed" :
+		    relay(o, hog[0], 1200) != NULL ? "no relay to a hog client" :
+		    relay(hog[0], o, 1200);
+	} else {
+		e = "connect from 127.0.0.2 failed";
+	}
+	verdict("other_source_gets_a_slot", e);
+	for (i = 0; i < HOG_SLOTS; i++)
+		if (hog[i] != NULL && dc_expect_close(hog[i], i == HOG_SLOTS - 1 ?
+		    IO_MS : 0)) {
+			closed = i;
+			k++;
+		}
+	verdict("only_the_hogs_newest_closed", k == 1 && closed == HOG_SLOTS - 1 ?
+	    NULL : "another or more than one hog client closed");
+	again = cl_connect_from("127.0.0.1");
+	if (again != NULL) {
+		dc_genkey(again);
+		e = dc_handshake(again, 0, NULL, IO_MS) == 0 ? "the hog's own "
+		    "newcomer took a slot" : NULL;
+	} else {
+		e = NULL;	/* refused at accept: as it should */
+	}
+	for (i = 0, k = 0; i < HOG_SLOTS - 1; i++)
+		k += hog[i] != NULL && dc_expect_close(hog[i], 0);
+	verdict("hogs_own_newcomer_refused_closing_nobody", e != NULL ? e :
+	    k != 0 ? "a hog client was closed for its own newcomer" :
+	    relay(o, hog[1], 64));
+	dc_free(again);
+	dc_free(o);
+	for (i = 0; i < HOG_SLOTS; i++)
+		dc_free(hog[i]);
+	server_stop();
+}
+
 /*
  * The fair modes.  A registered pair (it does not count), then FAIR_CAP idle
  * TCP connections from 127.0.0.1 that never send a byte fill the unfinished
@@ -4492,6 +4566,8 @@ main(int argc, char **argv)
 		run_fair_mode("fair_slots", 1, mk_tls_fair_slots, 0, 0);
 	if (mode_wanted("fair_plain"))
 		run_fair_mode("fair_plain", 0, mk_plain_fair, 1, 0);
+	if (mode_wanted("fair_registered"))
+		run_fair_registered_mode();
 	if (mode_wanted("peer_gone_plain"))
 		run_peer_gone_mode("peer_gone_plain", 0);
 	if (mode_wanted("peer_gone_tls"))

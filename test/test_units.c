@@ -856,17 +856,23 @@ ut_conn(struct derp_server *s, const char *ip)
 	return c;
 }
 
-/* A registered connection with a made-up key. */
+/* A registered connection with a made-up key, from ip. */
 static struct conn *
-ut_client(struct derp_server *s, uint8_t tag)
+ut_client_from(struct derp_server *s, uint8_t tag, const char *ip)
 {
-	struct conn *c = ut_conn(s, "10.9.9.9");
+	struct conn *c = ut_conn(s, ip);
 
 	memset(c->key, 0, KEY_BYTES);
 	c->key[0] = tag;
 	c->key[31] = 0x5a;
 	conn_register(s, c);
 	return c;
+}
+
+static struct conn *
+ut_client(struct derp_server *s, uint8_t tag)
+{
+	return ut_client_from(s, tag, "10.9.9.9");
 }
 
 static void
@@ -877,6 +883,43 @@ ut_close_all(struct derp_server *s)
 	for (i = 0; i < s->fresh; i++)
 		if (s->conns[i].state != CS_FREE)
 			conn_close(s, &s->conns[i]);
+}
+
+/* Every slot registered: one source holding them all gives up its newest to
+ * a newcomer from elsewhere; a relay full of distinct sources closes nobody. */
+static void
+test_slots_fair_share(const char *dir)
+{
+	struct derp_server *s = ut_server(dir, 8, 8);
+	struct conn *c[8];
+	uint8_t ip[16] = { 0 };
+	char text[32];
+	int i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < 8; i++)
+		c[i] = ut_client(s, (uint8_t)(i + 1));
+	ip[10] = ip[11] = 0xff;
+	ip[12] = 10, ip[15] = 2;
+	check(pending_make_room(s, PEND_MAIN, ip) == 1 && c[7]->state ==
+	    CS_FREE && c[6]->state == CS_DERP && s->nfree == 1,
+	    "slots: one source holding every slot gives up its newest", "");
+	ut_client_from(s, 9, "10.0.0.2");
+	ip[12] = 10, ip[13] = 9, ip[14] = 9, ip[15] = 9;
+	check(pending_make_room(s, PEND_MAIN, ip) == 1 && s->nfree == 0 &&
+	    c[6]->state == CS_DERP, "slots: ... but not to a newcomer of its "
+	    "own (-max-clients refuses it)", "");
+	ut_close_all(s);
+	for (i = 0; i < 8; i++) {
+		snprintf(text, sizeof text, "10.0.1.%d", i + 1);
+		c[i] = ut_client_from(s, (uint8_t)(i + 1), text);
+	}
+	ip[12] = 10, ip[13] = 0, ip[14] = 2, ip[15] = 1;
+	check(pending_make_room(s, PEND_MAIN, ip) == 1 && s->nfree == 0,
+	    "slots: a relay full of distinct sources closes nobody", "");
+	ut_close_all(s);
+	derp_destroy(s);
 }
 
 static void
@@ -1269,6 +1312,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	test_unfinished_by_source(scratch);
+	test_slots_fair_share(scratch);
 	test_budgets(scratch);
 	test_reclaim_heap(scratch);
 	test_peergone_records(scratch);

@@ -384,7 +384,7 @@ fz_check_qheap(void)
 /* The unfinished connections: each in its source's FIFO in its set, oldest
  * first; sources counted and bucketed right, the largest known. */
 FUZZ_HELPER FUZZ_NOCOV static void
-fz_check_pending(uint32_t unregistered)
+fz_check_pending(uint32_t unregistered, uint32_t registered)
 {
 	const struct derp_server *s = fz_s;
 	const struct pend_set *ps;
@@ -394,7 +394,7 @@ fz_check_pending(uint32_t unregistered)
 	uint8_t addr[16];
 	int32_t j;
 
-	for (set = PEND_MAIN; set <= PEND_PORT80; set++) {
+	for (set = PEND_MAIN; set < NSETS; set++) {
 		ps = &s->pend[set];
 		n = 0;
 		top = 0;
@@ -408,9 +408,10 @@ fz_check_pending(uint32_t unregistered)
 					c = &s->conns[j];
 					FUZZ_CHECK(cnt++ < s->max, "source list loops");
 					FUZZ_CHECK(c->state != CS_FREE &&
-					    c->state != CS_DERP && c->pend.src == e &&
-					    c->pend.set == set, "slot %d on a source "
-					    "list in state %u", j, c->state);
+					    (c->state == CS_DERP) == (set == SET_REG) &&
+					    c->pend.src == e && c->pend.set == set,
+					    "slot %d on a list of set %u in state %u",
+					    j, set, c->state);
 					source_addr(c->peer_ip, addr);
 					FUZZ_CHECK(memcmp(addr, x->addr, 16) == 0,
 					    "slot %d on another source's list", j);
@@ -447,7 +448,11 @@ fz_check_pending(uint32_t unregistered)
 		FUZZ_CHECK(n == ps->n && n <= ps->cap && top == ps->top,
 		    "set %u: %u connections (n %u, cap %u), largest %u (top %u)",
 		    set, n, ps->n, ps->cap, top, ps->top);
-		total += n;
+		if (set != SET_REG)
+			total += n;
+		else
+			FUZZ_CHECK(n == registered, "%u registered on source "
+			    "lists, %u registered slots", n, registered);
 	}
 	FUZZ_CHECK(total == unregistered, "%u unfinished on source lists, %u "
 	    "unregistered slots", total, unregistered);
@@ -633,7 +638,7 @@ fz_check(void)
 	    "spare left %u", p->free_count, queued, unused,
 	    s->spare_cap - s->spare_used);
 	fz_check_qheap();
-	fz_check_pending(used - derp);
+	fz_check_pending(used - derp, derp);
 	fz_check_senders();
 
 	/* The key table holds exactly the registered connections. */
@@ -1125,9 +1130,10 @@ fz_end(void)
 	    s->dirty.count, s->paused.count);
 	FUZZ_CHECK(s->spare_used == 0 && s->nqheap == 0 &&
 	    s->snd_spare_used == 0 && s->pend[PEND_MAIN].n == 0 &&
-	    s->pend[PEND_PORT80].n == 0, "after closing all: spare %u, heap %u, "
-	    "spare records %u, unfinished %u + %u", s->spare_used, s->nqheap,
-	    s->snd_spare_used, s->pend[PEND_MAIN].n, s->pend[PEND_PORT80].n);
+	    s->pend[PEND_PORT80].n == 0 && s->pend[SET_REG].n == 0,
+	    "after closing all: spare %u, heap %u, spare records %u, sets %u + "
+	    "%u + %u", s->spare_used, s->nqheap, s->snd_spare_used,
+	    s->pend[PEND_MAIN].n, s->pend[PEND_PORT80].n, s->pend[SET_REG].n);
 #ifndef POLLER_EPOLL
 	FUZZ_CHECK(s->pl.n == 1, "poller still holds %u descriptors", s->pl.n);
 #endif
