@@ -74,6 +74,10 @@
  * (checked when opening).  derper refuses more than 256 KiB. */
 #define CLIENTINFO_MIN_BYTES	(KEY_BYTES + NACL_NONCE_BYTES)
 #define CLIENTINFO_MAX_BYTES	(256 * 1024)
+/* Ours: a ClientInfo must fit a connection's input budget (CHUNKS_IN chunks,
+ * 10,180 bytes), so no stranger can borrow the spare before registering.
+ * Tailscale's clients send about 100 bytes. */
+#define CLIENTINFO_OURS_MAX_BYTES (CHUNKS_IN * CHUNK_DATA_BYTES)
 #define PING_MIN_BYTES		8
 #define PING_MAX_BYTES		1000	/* derper reads at most this much of a Ping */
 #define PEERGONE_BYTES		(KEY_BYTES + 1)	/* key + reason; v1.40+ form */
@@ -1823,8 +1827,8 @@ struct conn {
 	uint8_t close_after;		/* close once output drained */
 	uint8_t in_paused;		/* input waits (spare, rate limit) */
 	uint8_t out_wait;		/* a large packet waits for the spare */
-	uint8_t spare_wait;		/* a budget was refused: retry when the
-					 * spare has room */
+	uint8_t spare_wait;		/* in line for the spare (server.spare_q) */
+	uint8_t spare_asked;		/* ... and asked again since its turn */
 	uint8_t want_out;		/* POLLOUT registered */
 	uint8_t tls_closing;		/* close_notify sent */
 	uint8_t tls_started;		/* first bytes looked at (not HTTP) */
@@ -1859,6 +1863,8 @@ struct conn {
 	uint32_t flen, fgot;
 	uint8_t fsmall[KEY_BYTES];	/* SendPacket dst, Ping data, 1-byte frames */
 	uint32_t fpkt, fpkt_cur;	/* packet under construction: first, last chunk */
+	uint32_t fpkt_chunks;		/* ... chunks in it */
+	uint32_t fpkt_lent;		/* ... chunks it may still take, accounted */
 	struct cbuf info;		/* ClientInfo frame */
 
 	/* chunk budgets (POOLS, P2-P5) */
@@ -2068,6 +2074,7 @@ struct derp_server {
 
 	struct slot_ring dirty;		/* slots with output to fill this round */
 	struct slot_ring paused;	/* slots whose input waits */
+	struct slot_ring spare_q;	/* slots waiting for the spare, in turn */
 
 	struct poller pl;
 	uint8_t *scratch;		/* SCRATCH_BYTES: linearised heads, ClientInfo */
@@ -2275,20 +2282,52 @@ hold_over(const struct conn *c)
 	return over;
 }
 
-/* Account n more chunks to budget k of c, borrowing from the spare beyond
- * the budget.  0, or -1 (nothing changed) when the spare has no room. */
+/* The connection first in line for the spare, or -1; entries of connections
+ * that no longer wait (served, closed) are dropped on the way. */
+static int32_t
+spare_queue_head(struct derp_server *s)
+{
+	struct conn *h;
+
+	while (s->spare_q.count > 0) {
+		h = &s->conns[s->spare_q.slot[s->spare_q.head]];
+		if (h->state != CS_FREE && h->spare_wait)
+			return (int32_t)(h - s->conns);
+		(void)ring_pop(&s->spare_q);
+	}
+	return -1;
+}
+
+/*
+ * Account n more chunks to budget k of c, borrowing from the spare beyond
+ * the budget.  Borrowers take turns: while others wait, only the first in
+ * line may borrow, so a freed chunk goes to the one that has waited longest,
+ * not to whoever reads next.  0, or -1 (nothing changed; c is in line and
+ * input_resume_paused retries it) when the spare has no room or it is not
+ * c's turn.
+ */
 static int
 hold_admit(struct derp_server *s, struct conn *c, int k, uint32_t n)
 {
 	uint32_t before = hold_over(c), after;
+	int32_t idx = (int32_t)(c - s->conns), head;
 
 	c->hold[k] += n;
 	after = hold_over(c);
-	if (after > before && s->spare_used + (after - before) > s->spare_cap) {
-		c->hold[k] -= n;
-		c->spare_wait = 1;	/* input_resume_paused retries */
-		s->st.spare_refused++;
-		return -1;
+	if (after > before) {
+		head = spare_queue_head(s);
+		if ((head >= 0 && head != idx) ||
+		    s->spare_used + (after - before) > s->spare_cap) {
+			c->hold[k] -= n;
+			c->spare_wait = 1;
+			c->spare_asked = 1;
+			ring_push(&s->spare_q, (uint32_t)idx);
+			s->st.spare_refused++;
+			return -1;
+		}
+		if (head == idx)
+			(void)ring_pop(&s->spare_q);
+		c->spare_wait = 0;
 	}
 	s->spare_used += after - before;
 	if (after > 0 && c->spare_since == 0)
@@ -3357,8 +3396,9 @@ route_packet(struct derp_server *s, struct conn *c)
 	e = keytab_find(s, c->fsmall);
 	/* The sender's budget gave the chunks; from here the packet is queued
 	 * (reclaimable) or gone. */
-	hold_give(s, c, HOLD_IN, pkt_chunks(&s->pool, first));
+	hold_give(s, c, HOLD_IN, c->fpkt_chunks);
 	c->fpkt = c->fpkt_cur = NIL;
+	c->fpkt_chunks = 0;
 	s->st.packets_received++;
 	s->st.bytes_received += plen;
 	s->st.received_kind[kind]++;
@@ -3586,6 +3626,10 @@ frame_begin(struct derp_server *s, struct conn *c)
 			conn_fail(c, "ClientInfo frame has a bad length");
 			return -1;
 		}
+		if (c->flen > CLIENTINFO_OURS_MAX_BYTES) {
+			conn_fail(c, "ClientInfo larger than this relay takes");
+			return -1;
+		}
 		return 0;
 	}
 	route_note_sender(s, c);
@@ -3625,19 +3669,34 @@ frame_begin(struct derp_server *s, struct conn *c)
 /*
  * One more chunk for the RecvPacket frame c is receiving, charged to its IN
  * budget: packets take chunks as their bytes arrive, never for the declared
- * length up front.  The first chunk starts with the frame header and the
- * source key.  0, or -1 when the budget and the spare are both full (the
- * caller pauses c).
+ * length up front.  A packet that will not fit the budget borrows what it
+ * lacks from the spare all at once, when its bytes first overflow the budget
+ * (so a borrower never waits holding part of the spare, and borrowers cannot
+ * deadlock); the chunks are then taken as bytes come.  The first chunk starts
+ * with the frame header and the source key.  0, or -1 when the spare cannot
+ * lend now (the caller pauses c; nothing is held for it meanwhile).
  */
 static int
 frame_packet_chunk(struct derp_server *s, struct conn *c)
 {
-	uint32_t i;
+	uint32_t i, need;
 	struct chunk *ch;
 
-	if (hold_take(s, c, HOLD_IN, 1) != 0)
-		return -1;
+	if (c->fpkt_lent > 0) {
+		c->fpkt_lent--;
+		if (s->pool.free_count == 0 && pool_reclaim(s, 1) != 0)
+			return -1;	/* cannot happen: P4 */
+	} else {
+		need = 1;
+		if (c->hold[HOLD_IN] + 1 > CHUNKS_IN)	/* the budget is full */
+			need = chunks_for(RECV_PREFIX_BYTES + (size_t)(c->flen -
+			    KEY_BYTES)) - c->fpkt_chunks;
+		if (hold_take(s, c, HOLD_IN, need) != 0)
+			return -1;
+		c->fpkt_lent = need - 1;
+	}
 	i = pool_take(&s->pool);
+	c->fpkt_chunks++;
 	if (c->fpkt == NIL) {
 		ch = &s->pool.chunks[i];
 		frame_put_header(ch->data, FRAME_RECV_PACKET, c->flen);
@@ -4906,6 +4965,7 @@ conn_close(struct derp_server *s, struct conn *c)
 		}
 	conn_packet_free(s, c, c->out_held, c->out_pkt);
 	conn_packet_free(s, c, 1, c->fpkt);
+	hold_give(s, c, HOLD_IN, c->fpkt_lent);
 	conn_chain_clear(s, c, HOLD_IN, &c->head);
 	conn_chain_clear(s, c, HOLD_IN, &c->info);
 	conn_chain_clear(s, c, HOLD_CTRL, &c->raw);
@@ -5154,8 +5214,14 @@ static void
 input_resume_paused(struct derp_server *s)
 {
 	uint32_t i, n = s->paused.count, idx;
+	int32_t head = spare_queue_head(s);
 	struct conn *c;
 
+	/* The first in line for the spare had its turn and did not ask again
+	 * (its packet was written or dropped meanwhile): it leaves the line,
+	 * so it cannot hold up those behind it. */
+	if (head >= 0 && !s->conns[head].spare_asked)
+		s->conns[head].spare_wait = 0;
 	for (i = 0; i < n; i++) {
 		idx = ring_pop(&s->paused);
 		c = &s->conns[idx];
@@ -5164,12 +5230,12 @@ input_resume_paused(struct derp_server *s)
 		/* Input waits for its rate or for the spare (P3), output for
 		 * the spare (out_start_packet). */
 		if ((c->in_paused && c->rate_until_ms > s->now) ||
-		    ((c->spare_wait || c->out_wait) &&
-		    s->spare_used >= s->spare_cap)) {
+		    (c->spare_wait && (spare_queue_head(s) != (int32_t)idx ||
+		    s->spare_used >= s->spare_cap))) {
 			ring_push(&s->paused, idx);	/* keep waiting */
 			continue;
 		}
-		c->spare_wait = 0;
+		c->spare_asked = 0;	/* its turn: it asks again, or leaves */
 		if (c->out_wait) {
 			c->out_wait = 0;
 			mark_dirty(s, c);
@@ -5663,6 +5729,7 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	s->free_slots = calloc(max, sizeof *s->free_slots);
 	ring_init(&s->dirty, max);
 	ring_init(&s->paused, max);
+	ring_init(&s->spare_q, max);
 	s->keytab = calloc(ks, sizeof *s->keytab);
 	s->scratch = malloc(SCRATCH_BYTES);
 	s->rbatch = malloc(READ_BATCH_BYTES);
@@ -5687,6 +5754,7 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	    pend_cap(&s->cfg, PEND_PORT80)) != 0 ||
 	    pend_set_alloc(s, &s->pend[SET_REG], pend_cap(&s->cfg, SET_REG)) != 0 ||
 	    s->dirty.on == NULL || s->paused.on == NULL ||
+	    s->spare_q.slot == NULL || s->spare_q.on == NULL ||
 	    (s->tls_mode && (s->ssl == NULL || s->sni == NULL))) {
 		snprintf(err, errlen, "cannot reserve %zu bytes for -max-clients %u",
 		    derp_memory_bytes(&s->cfg), max);
@@ -5983,6 +6051,8 @@ derp_destroy(struct derp_server *s)
 	free(s->dirty.on);
 	free(s->paused.slot);
 	free(s->paused.on);
+	free(s->spare_q.slot);
+	free(s->spare_q.on);
 	free(s->keytab);
 	poller_free(&s->pl);
 	free(s->scratch);

@@ -54,7 +54,7 @@
  *   pinned4k   the same at the default -max-clients 4096 with 1,990
  *              holders (150 with --tiny, which cannot reach the end of that
  *              pool: the sanitizer relay's handshakes are too slow).
- *   overhold   -max-clients 256: 16 holders (8) send 40 KiB of the 64 KiB
+ *   overhold   -max-clients 256: 12 holders (8) send 40 KiB of the 64 KiB
  *              packet and stop; each must see its connection closed within
  *              OVERHOLD_CLOSE_MS of its last byte (memory beyond a
  *              connection's reserve is lent for 5 s at most), while the pair
@@ -131,11 +131,13 @@ struct settings {
 /* pinned: 128 holders of a 64 KiB packet take a 256-slot pool (4,224
  * chunks of which a 64 KiB packet takes 33); pinned4k: 1,990 the 65,664 of
  * 4,096 slots; --tiny takes fewer there (time).  overhold: few
- * enough that every holder can take its excess from a small spare. */
+ * enough that every holder can take its excess from the spare at once (384
+ * chunks at 256 slots, 28 a holder: 13; more would wait in line, holding
+ * nothing of the spare, and be lent it only as the first are closed). */
 static const struct settings full = { 10000, 5000, 100000, 10, 5000, 20, 0,
-    200, 1990, 16, 8000 };
+    200, 1990, 12, 8000 };
 static const struct settings brief = { 500, 500, 2000, 2, 2500, 2, 0,
-    200, 1990, 16, 4000 };
+    200, 1990, 12, 4000 };
 /* For a relay built with sanitizers (several times slower handshakes). */
 static const struct settings tiny = { 200, 40, 400, 1, 2500, 1, 1,
     130, 150, 8, 4000 };

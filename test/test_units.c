@@ -1052,6 +1052,51 @@ test_budgets(const char *dir)
 	hold_give(s, a, HOLD_IN, CHUNKS_IN + 10);
 	check(s->spare_used == 0 && a->spare_since == 0 && b->spare_since == 0,
 	    "budgets: given back, the spare is whole and the clocks stop", "");
+	/* Borrowers take turns: with a waiting, b cannot borrow ahead of it,
+	 * even with room; a that had its turn and did not ask again leaves
+	 * the line. */
+	check(hold_take(s, a, HOLD_IN, CHUNKS_IN + spare + 1) == -1 &&
+	    a->spare_wait && hold_take(s, b, HOLD_IN, CHUNKS_IN + 1) == -1 &&
+	    b->hold[HOLD_IN] == 0 && s->spare_used == 0,
+	    "budgets: while one waits for the spare, no other borrows ahead of "
+	    "it", "");
+	check(hold_take(s, a, HOLD_IN, CHUNKS_IN + 2) == 0 && !a->spare_wait &&
+	    s->spare_used == 2, "budgets: the first in line borrows when it "
+	    "fits", "");
+	hold_give(s, a, HOLD_IN, CHUNKS_IN + 2);
+	check(hold_take(s, b, HOLD_IN, CHUNKS_IN + 1) == 0 && s->spare_used == 1,
+	    "budgets: then the next", "");
+	hold_give(s, b, HOLD_IN, CHUNKS_IN + 1);
+	/* (as out_start_packet does when a large packet waits) */
+	check(hold_take(s, a, HOLD_IN, CHUNKS_IN + spare + 1) == -1 &&
+	    (a->out_wait = 1, ring_push(&s->paused, (uint32_t)(a - s->conns)),
+	    input_resume_paused(s), input_resume_paused(s), !a->spare_wait) &&
+	    hold_take(s, b, HOLD_IN, CHUNKS_IN + 1) == 0,
+	    "budgets: one whose turn came and went without asking leaves the "
+	    "line", "");
+	hold_give(s, b, HOLD_IN, CHUNKS_IN + 1);
+	/* A 64 KiB packet: its first chunks come from the budget one by one;
+	 * the chunk that overflows it borrows the whole rest at once, or
+	 * nothing. */
+	a->flen = KEY_BYTES + MAX_PACKET_BYTES;
+	for (k = 0; k < CHUNKS_IN; k++)
+		(void)frame_packet_chunk(s, a);
+	check(a->fpkt_chunks == CHUNKS_IN && s->spare_used == 0,
+	    "budgets: a large packet's first chunks come from the budget", "");
+	s->spare_cap = 10;
+	check(frame_packet_chunk(s, a) == -1 && s->spare_used == 0 &&
+	    a->fpkt_chunks == CHUNKS_IN, "budgets: the rest does not fit the "
+	    "spare: nothing is borrowed", "");
+	s->spare_cap = spare;
+	check(frame_packet_chunk(s, a) == 0 && s->spare_used == 33 - CHUNKS_IN &&
+	    a->fpkt_lent == 33 - CHUNKS_IN - 1, "budgets: it fits: the whole "
+	    "rest is borrowed at once", "");
+	conn_packet_free(s, a, 1, a->fpkt);
+	hold_give(s, a, HOLD_IN, a->fpkt_lent);
+	a->fpkt = a->fpkt_cur = NIL;
+	a->fpkt_chunks = a->fpkt_lent = 0;
+	check(s->spare_used == 0 && a->spare_since == 0, "budgets: given back",
+	    "");
 	/* Chunks only by account: take them for real now.  q's queue fills
 	 * every free chunk; a's budgets must still be served (P4) and only
 	 * q's queue pays. */

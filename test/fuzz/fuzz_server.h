@@ -326,7 +326,15 @@ fz_check_budgets(const struct conn *c, uint32_t i, uint32_t *unused)
 	uint32_t in, k, q, n;
 
 	in = chain_count(p, c->head.head) + chain_count(p, c->info.head) +
-	    chain_count(p, c->fpkt) + (c->out_held ? chain_count(p, c->out_pkt) : 0);
+	    chain_count(p, c->fpkt) + c->fpkt_lent +
+	    (c->out_held ? chain_count(p, c->out_pkt) : 0);
+	FUZZ_CHECK(c->fpkt_chunks == chain_count(p, c->fpkt), "slot %u: "
+	    "fpkt_chunks %u, chain %u", i, c->fpkt_chunks,
+	    chain_count(p, c->fpkt));
+	FUZZ_CHECK(c->state == CS_DERP || hold_over(c) == 0, "slot %u: "
+	    "borrows %u from the spare before registering", i, hold_over(c));
+	FUZZ_CHECK(!c->spare_wait || fz_s->spare_q.on[i], "slot %u waits for "
+	    "the spare but is not in line", i);
 	FUZZ_CHECK(c->hold[HOLD_CTRL] == chain_count(p, c->raw.head) &&
 	    c->hold[HOLD_RAWIN] == chain_count(p, c->rawin.head) &&
 	    c->hold[HOLD_IN] == in, "slot %u holds %u/%u/%u, chains %u/%u/%u",
@@ -669,6 +677,7 @@ fz_check(void)
 	    "not ideal %u", s->st.current_notideal, notideal);
 	fz_check_ring(&s->dirty, "dirty");
 	fz_check_ring(&s->paused, "paused");
+	fz_check_ring(&s->spare_q, "spare line");
 }
 
 /* What the relay sent to a connection the harness registered. */
