@@ -181,7 +181,7 @@
 #define SENDERS_PER_CONN	32
 #define SENDERS_SPARE		1024
 #define QUEUE_DEPTH_DEFAULT	32	/* derper's per-client send queue depth */
-#define MAX_CLIENTS_DEFAULT	4096	/* ~260 MB reserved worst case, see README */
+#define MAX_CLIENTS_DEFAULT	4096	/* ~310 MB reserved worst case, see README */
 #define ACCEPTS_PER_ROUND	64	/* accept() calls per listener per round */
 /*
  * Unfinished connections (TLS, HTTP request, ClientInfo) at once: 256 full
