@@ -633,6 +633,22 @@ conn_append(struct conn *c, const uint8_t *const *p, const size_t *n, int k)
  * TLS it is flushed as its own record (the Go client flushes per packet).
  * 0, or -1 when wbuf has no room (the caller retries later) or on failure.
  */
+/* Room for need more bytes of output (sealed, when TLS), after moving out a
+ * record left over from a full wbuf: 0, or -1 (retry later, or dead). */
+static int
+wbuf_ready(struct conn *c, size_t need)
+{
+	if (c->dead)
+		return -1;
+	if (c->tls && (br_ssl_engine_current_state(&c->dc->sc.eng) &
+	    BR_SSL_SENDREC))
+		tls_drain_out(c);
+	if (wbuf_room(c, need) < need || (c->tls &&
+	    (br_ssl_engine_current_state(&c->dc->sc.eng) & BR_SSL_SENDREC)))
+		return -1;
+	return 0;
+}
+
 int
 conn_frame(struct conn *c, uint8_t type, const uint8_t *key,
     const uint8_t *p1, size_t n1, const uint8_t *p2, size_t n2)
@@ -644,13 +660,7 @@ conn_frame(struct conn *c, uint8_t type, const uint8_t *key,
 	const uint8_t *parts[4];
 	size_t lens[4];
 
-	if (c->dead)
-		return -1;
-	if (c->tls && (br_ssl_engine_current_state(&c->dc->sc.eng) &
-	    BR_SSL_SENDREC))
-		tls_drain_out(c);	/* a record left over from a full wbuf */
-	if (wbuf_room(c, need) < need || (c->tls &&
-	    (br_ssl_engine_current_state(&c->dc->sc.eng) & BR_SSL_SENDREC)))
+	if (wbuf_ready(c, need) != 0)
 		return -1;
 	h[0] = type;
 	put_be32(h + 1, (uint32_t)(flen - FRAME_HDR_BYTES));
@@ -686,13 +696,7 @@ conn_write(struct conn *c, const uint8_t *p, size_t n)
 	/* Sealed, n takes a record per 16 KiB of plaintext (TLS's most). */
 	size_t need = n + (c->tls ? TLS_RECORD_OVERHEAD * (n / 16384 + 1) : 0);
 
-	if (c->dead)
-		return -1;
-	if (c->tls && (br_ssl_engine_current_state(&c->dc->sc.eng) &
-	    BR_SSL_SENDREC))
-		tls_drain_out(c);	/* a record left over from a full wbuf */
-	if (wbuf_room(c, need) < need || (c->tls &&
-	    (br_ssl_engine_current_state(&c->dc->sc.eng) & BR_SSL_SENDREC)))
+	if (wbuf_ready(c, need) != 0)
 		return -1;
 	return conn_append(c, &p, &n, 1);
 }
