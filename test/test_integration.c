@@ -1678,6 +1678,38 @@ t_bad_client_info(void)
 	expect_closed_only("client_info_too_long", c);
 	dc_free(c);
 
+	/* Ours: a ClientInfo must fit a connection's input budget, 10,180
+	 * bytes (derper takes 256 KiB; Tailscale's clients send ~100).  One of
+	 * 10,000 bytes (JSON padded with blanks) registers; one byte over the
+	 * budget is refused at its header. */
+	{
+		static char json[10200];
+		size_t pad;
+		const char *e = "no upgrade";
+
+		pad = 10000 - (32 + 24 + 16) - 13;
+		memset(json, ' ', pad);
+		memcpy(json + pad, "{\"version\":2}", 14);
+		c = cl_upgraded();
+		if (c != NULL) {
+			fl = dc_client_info_frame(c, json, f, sizeof(f));
+			e = fl != 5 + 10000 ? "frame not built" :
+			    dc_write(c, f, fl) != 0 ? "write failed" :
+			    dc_recv_server_info(c, IO_MS) != 0 ? "no ServerInfo" :
+			    pair_works();
+		}
+		verdict("client_info_10000_bytes_registers", e);
+		dc_free(c);
+		c = cl_upgraded();
+		if (c != NULL) {
+			uint8_t h[5] = { FT_CLIENT_INFO, 0, 0, 0x27, 0xc5 };
+
+			(void)dc_write(c, h, sizeof h);	/* 10,181 bytes */
+		}
+		expect_closed_only("client_info_over_the_budget", c);
+		dc_free(c);
+	}
+
 	/* All-zero client key (box sealed with a real key; the key field zeroed). */
 	c = cl_upgraded();
 	if (c != NULL) {
