@@ -1730,6 +1730,25 @@ t_bad_client_info(void)
 	expect_closed_only("client_info_box_does_not_open", c);
 	dc_free(c);
 
+	/* A forged box: a zero tag and the plaintext {"version":2} where the
+	 * ciphertext goes.  A relay that ignored the MAC's verdict would read
+	 * that JSON (the box opener leaves the bytes as they were) and register
+	 * whatever key was claimed, taking its traffic. */
+	c = cl_upgraded();
+	if (c != NULL) {
+		static const char forged[] = "{\"version\":2}";
+		size_t plen = 32 + 24 + 16 + sizeof forged - 1;
+
+		f[0] = FT_CLIENT_INFO;
+		put_be32(f + 1, (uint32_t)plen);
+		dc_random(f + 5, 32 + 24);	/* any key, any nonce */
+		memset(f + 5 + 56, 0, 16);	/* zero tag */
+		memcpy(f + 5 + 72, forged, sizeof forged - 1);
+		(void)dc_write(c, f, 5 + plen);
+	}
+	expect_closed_only("client_info_forged_box", c);
+	dc_free(c);
+
 	/* A box sealed for another server key. */
 	c = cl_upgraded();
 	if (c != NULL) {
