@@ -167,7 +167,10 @@
 #define HTTP_HEAD_MAX_BYTES	8192	/* request line + headers; beyond: 431 */
 #define HTTP_HEADERS_MAX	64	/* header lines; beyond: 431 */
 #define HTTP_BODY_SKIP_MAX	(256 * 1024)	/* Go discards this much for keep-alive */
-#define SCRATCH_BYTES		CLIENTINFO_MAX_BYTES	/* largest thing linearised */
+/* The largest thing linearised: a ClientInfo (a request head is at most
+ * HTTP_HEAD_MAX_BYTES, less). */
+#define SCRATCH_BYTES		CLIENTINFO_OURS_MAX_BYTES
+typedef char scratch_holds_a_head[SCRATCH_BYTES >= HTTP_HEAD_MAX_BYTES ? 1 : -1];
 
 /*
  * PeerGone bookkeeping: one record per (recipient connection, source key) that
@@ -198,7 +201,9 @@
 #define HANDSHAKE_GRACE_MS	5000
 #define PORT80_PENDING		32
 #define TLS_RECORDS_PER_ROUND	2	/* read(2) calls per connection per round */
-#define READ_BATCH_BYTES	32768	/* one read(2) of ciphertext: ~2 records */
+/* One read(2) of ciphertext at most: ~2 records.  Each read is also cut to
+ * what the engine asks for plus what CHUNKS_RAWIN keeps (tls_feed). */
+#define READ_BATCH_BYTES	32768
 #define STUN_DATAGRAMS_PER_ROUND 64
 #define STUN_RECV_BYTES		2048	/* requests are 40 bytes; longer ones fail CRC */
 
@@ -3683,9 +3688,11 @@ frame_packet_chunk(struct derp_server *s, struct conn *c)
 	struct chunk *ch;
 
 	if (c->fpkt_lent > 0) {
-		c->fpkt_lent--;
+		/* Accounted already, so by P4 the pool has it, reclaiming
+		 * queued packets if need be. */
 		if (s->pool.free_count == 0 && pool_reclaim(s, 1) != 0)
-			return -1;	/* cannot happen: P4 */
+			return -1;
+		c->fpkt_lent--;
 	} else {
 		need = 1;
 		if (c->hold[HOLD_IN] + 1 > CHUNKS_IN)	/* the budget is full */
@@ -5687,7 +5694,7 @@ derp_memory_bytes(const struct derp_config *cfg)
 }
 
 static int
-pend_set_alloc(struct derp_server *s, struct pend_set *ps, uint32_t cap)
+pend_set_alloc(struct pend_set *ps, uint32_t cap)
 {
 	uint32_t i, hs = keytab_size(cap + 1);
 
@@ -5705,7 +5712,6 @@ pend_set_alloc(struct derp_server *s, struct pend_set *ps, uint32_t cap)
 		ps->src[i].hnext = ps->free;
 		ps->free = i;
 	}
-	(void)s;
 	return 0;
 }
 
@@ -5749,10 +5755,10 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	    s->rbatch == NULL ||
 	    s->pool.chunks == NULL || s->qheap == NULL || s->snd == NULL ||
 	    s->snd_hash == NULL ||
-	    pend_set_alloc(s, &s->pend[PEND_MAIN], pend_cap(&s->cfg, PEND_MAIN)) != 0 ||
-	    pend_set_alloc(s, &s->pend[PEND_PORT80],
+	    pend_set_alloc(&s->pend[PEND_MAIN], pend_cap(&s->cfg, PEND_MAIN)) != 0 ||
+	    pend_set_alloc(&s->pend[PEND_PORT80],
 	    pend_cap(&s->cfg, PEND_PORT80)) != 0 ||
-	    pend_set_alloc(s, &s->pend[SET_REG], pend_cap(&s->cfg, SET_REG)) != 0 ||
+	    pend_set_alloc(&s->pend[SET_REG], pend_cap(&s->cfg, SET_REG)) != 0 ||
 	    s->dirty.on == NULL || s->paused.on == NULL ||
 	    s->spare_q.slot == NULL || s->spare_q.on == NULL ||
 	    (s->tls_mode && (s->ssl == NULL || s->sni == NULL))) {
