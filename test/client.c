@@ -1179,3 +1179,30 @@ dc_handshake(struct dclient *c, int fast_start, const char *json,
 	}
 	return dc_recv_server_info(c, left_ms(deadline));
 }
+
+static int
+hex_value(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+long
+dc_unhex(const char *s, uint8_t *out, size_t cap)
+{
+	size_t n = 0;
+
+	while (hex_value((unsigned char)s[0]) >= 0) {
+		if (hex_value((unsigned char)s[1]) < 0 || n >= cap)
+			return -1;
+		out[n++] = (uint8_t)(hex_value((unsigned char)s[0]) << 4 |
+		    hex_value((unsigned char)s[1]));
+		s += 2;
+	}
+	return (long)n;
+}

@@ -107,6 +107,10 @@ int dc_http_header(const char *head, const char *name, char *out, size_t cap);
 /* Status code of a response head, or -1. */
 int dc_http_status(const char *head);
 
+/* Decode hex digits up to the first non-hex character into out[cap]: the
+ * byte count, or -1 (an odd digit count, or more than cap bytes). */
+long dc_unhex(const char *s, uint8_t *out, size_t cap);
+
 /* n random bytes from /dev/urandom (aborts if it cannot be read). */
 void dc_random(void *buf, size_t n);
 /* A TLS record holding one complete ClientHello (so a server awaits nothing

@@ -180,18 +180,6 @@ mkdir_p(const char *path)
 	return 0;
 }
 
-static int
-hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* The public key of the derper key file at path (its "privkey:" + 64 hex
  * digits).  0 or -1. */
 static int
@@ -202,7 +190,7 @@ keyfile_public(const char *path, uint8_t pub[32])
 	const char *p;
 	size_t len = 0;
 	ssize_t n;
-	int fd, i, hi, lo;
+	int fd;
 
 	fd = open(path, O_RDONLY);
 	if (fd < 0)
@@ -224,11 +212,8 @@ keyfile_public(const char *path, uint8_t pub[32])
 	if (p == NULL)
 		return -1;
 	p += strlen("privkey:");
-	for (i = 0; i < 32; i++) {
-		if ((hi = hexval(p[2 * i])) < 0 || (lo = hexval(p[2 * i + 1])) < 0)
-			return -1;
-		priv[i] = (uint8_t)(hi << 4 | lo);
-	}
+	if (dc_unhex(p, priv, sizeof priv) != (long)sizeof priv)
+		return -1;
 	nacl_x25519_base(pub, priv);
 	memset(priv, 0, sizeof priv);
 	return 0;

@@ -233,34 +233,6 @@ put_be32(uint8_t *p, uint32_t v)
 	p[3] = (uint8_t)v;
 }
 
-static int
-hexval(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* Decode hex digits up to the first non-hex character: byte count, or -1. */
-static long
-unhex(const char *s, uint8_t *out, size_t cap)
-{
-	size_t n = 0;
-
-	while (hexval((unsigned char)s[0]) >= 0) {
-		if (hexval((unsigned char)s[1]) < 0 || n >= cap)
-			return -1;
-		out[n++] = (uint8_t)(hexval((unsigned char)s[0]) << 4 |
-		    hexval((unsigned char)s[1]));
-		s += 2;
-	}
-	return (long)n;
-}
-
 static void
 tohex(const uint8_t *p, size_t n, char *out)
 {
@@ -328,7 +300,7 @@ kv_hex(const char *file, const char *section, const char *name, uint8_t *out,
 		}
 		if (in && strncmp(line, name, nl) == 0 &&
 		    strncmp(line + nl, " = ", 3) == 0) {
-			r = unhex(line + nl + 3, out, cap);
+			r = dc_unhex(line + nl + 3, out, cap);
 			break;
 		}
 	}
@@ -353,7 +325,7 @@ transcript_hex(const char *what, uint8_t *out, size_t cap)
 		if (strncmp(line, "## ", 3) == 0)
 			in = strstr(line, what) != NULL;
 		else if (in && strncmp(line, "hex: ", 5) == 0) {
-			r = unhex(line + 5, out, cap);
+			r = dc_unhex(line + 5, out, cap);
 			break;
 		}
 	}
@@ -1995,7 +1967,7 @@ t_http(void)
 		k = (size_t)snprintf(req, sizeof(req), "GET /generate_204 HTTP/1.1"
 		    "\r\nHost: %s\r\n", host_hdr);
 		if (strcmp(line, "-") != 0) {
-			rn = unhex(line, raw, sizeof(raw));
+			rn = dc_unhex(line, raw, sizeof(raw));
 			if (rn < 0)
 				continue;
 			has_nul = memchr(raw, 0, (size_t)rn) != NULL;
@@ -2229,7 +2201,7 @@ t_tls_cert(const char *certdir)
 	if (p == NULL)
 		fail("cert_name_logged", "no \"CertName\":\"sha256-raw:...\" in %s",
 		    log_path);
-	else if (unhex(p + 23, logged, 32) != 32 || p[23 + 64] != '"')
+	else if (dc_unhex(p + 23, logged, 32) != 32 || p[23 + 64] != '"')
 		fail("cert_name_logged", "malformed CertName hash");
 	else if (memcmp(logged, sha, 32) != 0)
 		fail("cert_name_logged", "logged hash differs from the SHA-256 of"
@@ -2286,7 +2258,7 @@ t_cert_reused(void)
 	log = read_file(log_path, NULL);
 	p = log != NULL ? strstr(log, "\"CertName\":\"sha256-raw:") : NULL;
 	verdict("cert_name_logged_on_restart", p != NULL &&
-	    unhex(p + 23, logged, 32) == 32 && memcmp(logged, tls_leaf_sha,
+	    dc_unhex(p + 23, logged, 32) == 32 && memcmp(logged, tls_leaf_sha,
 	    32) == 0 ? NULL : "CertName line missing or with another hash");
 	free(log);
 	server_stop();
@@ -2607,7 +2579,7 @@ stun_vectors(const char *rel, uint8_t pkts[][200], size_t *lens, int max)
 		long l;
 		if (line[0] == '#')
 			continue;
-		l = unhex(line, pkts[n], 200);
+		l = dc_unhex(line, pkts[n], 200);
 		if (l >= 0)
 			lens[n++] = (size_t)l;
 	}
