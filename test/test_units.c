@@ -1091,6 +1091,12 @@ test_budgets(const char *dir)
 	check(frame_packet_chunk(s, a) == 0 && s->spare_used == 33 - CHUNKS_IN &&
 	    a->fpkt_lent == 33 - CHUNKS_IN - 1, "budgets: it fits: the whole "
 	    "rest is borrowed at once", "");
+	for (k = 0; k < 33 - CHUNKS_IN - 1; k++)
+		(void)frame_packet_chunk(s, a);
+	check(a->fpkt_chunks == 33 && a->fpkt_lent == 0 &&
+	    a->hold[HOLD_IN] == 33 && s->spare_used == 33 - CHUNKS_IN &&
+	    chain_count(&s->pool, a->fpkt) == 33, "budgets: the lent chunks are "
+	    "taken as bytes come, each counted once", "");
 	conn_packet_free(s, a, 1, a->fpkt);
 	hold_give(s, a, HOLD_IN, a->fpkt_lent);
 	a->fpkt = a->fpkt_cur = NIL;
