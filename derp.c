@@ -107,6 +107,9 @@
 /* Timers, as derper's. */
 #define KEEPALIVE_MS		60000	/* KeepAlive ticker ... */
 #define KEEPALIVE_JITTER_MS	5000	/* ... plus [0, 5 s) chosen per connection */
+#define KEEPALIVE_MIN_MS	1000	/* shortest cfg.keepalive_ms: the sweep is
+					 * 4/s, so shorter would not be kept */
+#define KEEPALIVE_MAX_MS	3600000
 #define CLIENTINFO_TIMEOUT_MS	10000	/* ServerKey sent -> ClientInfo complete */
 #define HTTP_READ_TIMEOUT_MS	30000	/* accept -> TLS + request headers */
 #define WRITE_TIMEOUT_DEFAULT_MS 2000	/* no write progress with output pending */
@@ -3571,8 +3574,11 @@ conn_register(struct derp_server *s, struct conn *c)
 	c->rate_last_ms = s->now;
 	c->nh_tokens_milli = (int64_t)NOT_HERE_BURST * 1000;
 	c->nh_last_ms = s->now;
-	c->next_keepalive_ms = s->now + KEEPALIVE_MS +
-	    (int64_t)(rng_u32(&s->rng) % KEEPALIVE_JITTER_MS);
+	/* The jitter keeps derper's proportion (5 s of 60 s) when a test
+	 * shortens the interval. */
+	c->next_keepalive_ms = s->now + s->cfg.keepalive_ms +
+	    (int64_t)(rng_u32(&s->rng) % (uint32_t)(s->cfg.keepalive_ms *
+	    KEEPALIVE_JITTER_MS / KEEPALIVE_MS));
 	if (c->notideal)
 		s->st.current_notideal++;
 	mark_dirty(s, c);
@@ -5332,7 +5338,7 @@ timers_sweep(struct derp_server *s)
 			conn_fail(c, "write timeout");
 		} else if (c->state == CS_DERP && s->now >= c->next_keepalive_ms) {
 			c->keepalive_pending = 1;
-			c->next_keepalive_ms += KEEPALIVE_MS;
+			c->next_keepalive_ms += s->cfg.keepalive_ms;
 			mark_dirty(s, c);
 		}
 		if (c->dead)
@@ -5624,6 +5630,7 @@ derp_config_defaults(struct derp_config *cfg)
 	cfg->accept_limit_per_sec = INFINITY;
 	cfg->accept_burst = INT64_MAX;
 	cfg->queue_depth = QUEUE_DEPTH_DEFAULT;
+	cfg->keepalive_ms = KEEPALIVE_MS;
 }
 
 static uint32_t
@@ -5848,6 +5855,11 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 	}
 	if (s->cfg.queue_depth == 0 || s->cfg.queue_depth > 65536) {
 		snprintf(err, errlen, "queue depth must be 1..65536");
+		goto fail;
+	}
+	if (s->cfg.keepalive_ms < KEEPALIVE_MIN_MS ||
+	    s->cfg.keepalive_ms > KEEPALIVE_MAX_MS) {
+		snprintf(err, errlen, "KeepAlive interval must be 1 s .. 1 h");
 		goto fail;
 	}
 	s->tls_mode = s->port == 443 || strcmp(s->cfg.certmode, "manual") == 0;
@@ -6611,6 +6623,18 @@ main(int argc, char **argv)
 			return 1;
 		}
 		cfg.queue_depth = (unsigned)v;
+	}
+	/* Ours, for tests: KeepAlive every N ms instead of 60 s, so a test
+	 * can watch the ticker without waiting a minute. */
+	qd = getenv("DERP_TEST_KEEPALIVE_MS");
+	if (qd != NULL && qd[0] != '\0') {
+		if (parse_go_int(qd, &v) != 0 || v < KEEPALIVE_MIN_MS ||
+		    v > KEEPALIVE_MAX_MS) {
+			fprintf(stderr, "derp: bad DERP_TEST_KEEPALIVE_MS %s "
+			    "(1000..3600000)\n", qd);
+			return 1;
+		}
+		cfg.keepalive_ms = v;
 	}
 	if (strcmp(cfg.certmode, "manual") != 0 &&
 	    strcmp(cfg.certmode, "letsencrypt") != 0) {

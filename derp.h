@@ -57,6 +57,9 @@ struct derp_config {
 	unsigned max_handshakes;	/* -max-handshakes (ours): connections not
 					 * yet past ClientInfo at once: 256 */
 	unsigned queue_depth;		/* per-client packets per queue: 32 */
+	int64_t keepalive_ms;		/* KeepAlive interval: 60 s, plus a
+					 * per-connection jitter of a twelfth;
+					 * 1 s .. 1 h (tests shorten it) */
 };
 
 struct derp_server;

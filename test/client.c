@@ -415,6 +415,17 @@ tls_break(struct dclient *c)
 		c->tls_err = BR_ERR_IO;
 }
 
+/* A write to the socket under the engine failed with r (sock_write_all): a
+ * peer that closed or reset it is a close, anything else an error. */
+static void
+tls_write_failed(struct dclient *c, int r)
+{
+	int closed = r == -1 && (errno == EPIPE || errno == ECONNRESET);
+
+	tls_break(c);
+	c->tls_broken_eof = closed;
+}
+
 /*
  * Drive the engine until one of the `want` state bits is set.  Pending records
  * are always sent first.  Returns 1 when wanted, 0 when the connection closed
@@ -441,11 +452,12 @@ tls_run(struct dclient *c, unsigned want, int64_t deadline)
 		if (st & BR_SSL_SENDREC) {
 			buf = br_ssl_engine_sendrec_buf(eng, &len);
 			r = sock_write_all(c->fd, buf, len, deadline);
-			if (r < 0) {
-				if (r == -1)
-					tls_break(c);
-				return r;
+			if (r == -1) {
+				tls_write_failed(c, r);
+				return c->tls_broken_eof ? 0 : -1;
 			}
+			if (r < 0)
+				return r;
 			br_ssl_engine_sendrec_ack(eng, len);
 			continue;
 		}
@@ -626,6 +638,7 @@ static int
 write_flush(struct dclient *c, int64_t deadline)
 {
 	br_ssl_engine_context *eng = &c->sc.eng;
+	int r;
 
 	if (!c->use_tls)
 		return 0;
@@ -640,8 +653,9 @@ write_flush(struct dclient *c, int64_t deadline)
 		if (!(st & BR_SSL_SENDREC))
 			return 0;
 		buf = br_ssl_engine_sendrec_buf(eng, &len);
-		if (sock_write_all(c->fd, buf, len, deadline) < 0) {
-			tls_break(c);
+		r = sock_write_all(c->fd, buf, len, deadline);
+		if (r < 0) {
+			tls_write_failed(c, r);
 			return -1;
 		}
 		br_ssl_engine_sendrec_ack(eng, len);
@@ -1021,6 +1035,13 @@ dc_recv_packet(struct dclient *c, uint8_t src[32], uint8_t *pkt,
 	}
 }
 
+/*
+ * A close is EOF, a reset, a TLS close_notify, or a fatal alert from the
+ * server (how a TLS server refuses what it cannot parse).  Anything else that
+ * ends the stream (a record that fails our MAC check, a socket error) is not
+ * the server closing cleanly, and counts as "still open": the caller's check
+ * fails rather than passing on a broken exchange.
+ */
 int
 dc_expect_close(struct dclient *c, int timeout_ms)
 {
@@ -1031,10 +1052,14 @@ dc_expect_close(struct dclient *c, int timeout_ms)
 
 		c->rlen = 0;	/* discard whatever came before the close */
 		r = fill(c, deadline);
-		if (r == -2)
-			return 0;
-		if (r <= 0)
+		if (r == 0)
 			return 1;
+		if (r == -1)
+			return c->use_tls &&
+			    c->tls_err >= BR_ERR_RECV_FATAL_ALERT &&
+			    c->tls_err < BR_ERR_SEND_FATAL_ALERT;
+		if (r < 0)
+			return 0;
 	}
 }
 

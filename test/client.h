@@ -152,7 +152,8 @@ int dc_send_packet(struct dclient *c, const uint8_t dst[32], const void *pkt,
 int dc_recv_packet(struct dclient *c, uint8_t src[32], uint8_t *pkt,
     size_t cap, size_t *len, int timeout_ms);
 /* 1 if the server closes the connection within timeout_ms (frames before the
- * close are discarded), 0 if it stays open. */
+ * close are discarded): EOF, reset, close_notify or a fatal alert it sent; 0
+ * if it stays open or the stream breaks otherwise (a bad record, an error). */
 int dc_expect_close(struct dclient *c, int timeout_ms);
 
 #endif

@@ -62,7 +62,8 @@
 
 /* ---- limits and timeouts ------------------------------------------------ */
 
-#define WATCHDOG_S 240		/* whole run; four modes of well under 60 s each */
+#define WATCHDOG_S 240		/* each mode (re-armed by begin_mode); the full
+				 * modes take well under 60 s, the sanitizer's */
 #define START_MS 10000		/* server start-up: key, certificate generation */
 #define STOP_MS 2000		/* SIGTERM to exit, as derper (brief requirement) */
 #define CONNECT_MS 3000
@@ -231,6 +232,13 @@ put_be32(uint8_t *p, uint32_t v)
 	p[1] = (uint8_t)(v >> 16);
 	p[2] = (uint8_t)(v >> 8);
 	p[3] = (uint8_t)v;
+}
+
+static uint32_t
+get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | p[3];
 }
 
 static void
@@ -696,6 +704,44 @@ expect_closed_only(const char *name, struct dclient *c)
 	}
 	e = pair_works();
 	verdict(name, e);
+}
+
+/* The server closed c cleanly (see dc_expect_close) after r, the result of a
+ * read that ended the stream. */
+static int
+closed_cleanly(const struct dclient *c, int r)
+{
+	return r == 0 || (r == -1 && c->use_tls &&
+	    c->tls_err >= BR_ERR_RECV_FATAL_ALERT &&
+	    c->tls_err < BR_ERR_SEND_FATAL_ALERT);
+}
+
+/*
+ * After a bad ClientInfo on c: the server closes c without sending one byte
+ * more (no ServerInfo: a relay that answered and closed afterwards would
+ * have registered the key for a moment), and the pair still works.
+ */
+static void
+expect_refused_silently(const char *name, struct dclient *c)
+{
+	uint8_t b[64];
+	int r;
+
+	if (c == NULL) {
+		fail(name, "could not set up the connection");
+		return;
+	}
+	r = dc_read(c, b, sizeof b, CLOSE_MS);
+	if (r > 0)
+		fail(name, "the server sent %d bytes (first 0x%02x: a ServerInfo"
+		    " frame is 0x03) instead of closing", r, b[0]);
+	else if (r == -2)
+		fail(name, "connection still open after %d ms", CLOSE_MS);
+	else if (!closed_cleanly(c, r))
+		fail(name, "the stream broke (TLS error %d) instead of closing",
+		    c->tls_err);
+	else
+		verdict(name, pair_works());
 }
 
 /* No frame other than KeepAlive within ms: NULL, or what arrived. */
@@ -1304,6 +1350,199 @@ t_not_here(void)
 	dc_free(a);
 }
 
+/* A disco packet (magic, >= 62 bytes) of len bytes carrying tag. */
+static void
+disco_packet(uint8_t *p, size_t len, uint32_t tag)
+{
+	static const uint8_t magic[6] = { 0x54, 0x53, 0xf0, 0x9f, 0x92, 0xac };
+
+	memset(p, 0xd5, len);
+	memcpy(p, magic, 6);
+	put_be32(p + 6, tag);
+}
+
+/*
+ * Count the PeerGone(NotHere) frames on c: those before the Pong of a Ping
+ * sent now and within QUIET_MS after it (the relay answers in order, but may
+ * write a waiting Pong before waiting notices, as derper's send loop may).
+ * Each must name keys[got] in order.  The count, or -1 with why set.
+ */
+static int
+not_here_until_pong(struct dclient *c, uint8_t keys[][32], int nkeys,
+    char *why, size_t cap)
+{
+	static const uint8_t data[8] = { 'b', 'a', 'r', 'r', 'i', 'e', 'r', 0 };
+	int64_t deadline = now_ms() + IO_MS;
+	int got = 0, ponged = 0;
+
+	if (dc_send_frame(c, FT_PING, data, 8) < 0) {
+		snprintf(why, cap, "Ping not sent");
+		return -1;
+	}
+	for (;;) {
+		uint8_t type;
+		size_t n;
+		int left = (int)(deadline - now_ms()), r;
+
+		if (left <= 0)
+			r = -2;
+		else
+			r = dc_recv_frame(c, &type, qbuf, sizeof(qbuf), &n,
+			    left);
+		if (r == -2 && ponged)
+			return got;
+		if (r != 1) {
+			snprintf(why, cap, "no Pong (after %d NotHere)", got);
+			return -1;
+		}
+		if (type == FT_PONG && n == 8 && memcmp(qbuf, data, 8) == 0 &&
+		    !ponged) {
+			ponged = 1;
+			deadline = now_ms() + QUIET_MS;
+			continue;
+		}
+		if (type == FT_KEEP_ALIVE)
+			continue;
+		if (type != FT_PEER_GONE || n != 33 || qbuf[32] != 0x01) {
+			snprintf(why, cap, "unexpected frame 0x%02x (%zu bytes)",
+			    type, n);
+			return -1;
+		}
+		if (got >= nkeys || memcmp(qbuf, keys[got], 32) != 0) {
+			snprintf(why, cap, "NotHere %d names a key out of order",
+			    got + 1);
+			return -1;
+		}
+		got++;
+	}
+}
+
+/*
+ * derper's NotHere limiter, per sending connection: a burst of 3, then one a
+ * second.  Five disco packets to unknown keys at once give exactly the first
+ * three; 1.1 s later, two more give exactly one.
+ */
+static void
+t_not_here_rate(void)
+{
+	struct dclient *a = cl_derp();
+	uint8_t keys[5][32], pkt[100];
+	char why[120];
+	const char *e = NULL;
+	int i, n;
+
+	if (a == NULL) {
+		fail("not_here_burst_of_3", "connect failed");
+		return;
+	}
+	for (i = 0; i < 5 && e == NULL; i++) {
+		dc_random(keys[i], 32);
+		disco_packet(pkt, sizeof pkt, (uint32_t)i);
+		if (dc_send_packet(a, keys[i], pkt, sizeof pkt) < 0)
+			e = "send failed";
+	}
+	n = e == NULL ? not_here_until_pong(a, keys, 5, why, sizeof why) : -1;
+	if (e == NULL && n < 0)
+		e = why;
+	if (e == NULL && n != 3) {
+		snprintf(why, sizeof why, "%d NotHere for 5 packets at once,"
+		    " expected 3", n);
+		e = why;
+	}
+	verdict("not_here_burst_of_3", e);
+	sleep_ms(1100);
+	for (i = 0; i < 2 && e == NULL; i++) {
+		dc_random(keys[i], 32);
+		disco_packet(pkt, sizeof pkt, (uint32_t)i);
+		if (dc_send_packet(a, keys[i], pkt, sizeof pkt) < 0)
+			e = "send failed";
+	}
+	n = e == NULL ? not_here_until_pong(a, keys, 2, why, sizeof why) : -1;
+	if (e == NULL && n < 0)
+		e = why;
+	if (e == NULL && n != 1) {
+		snprintf(why, sizeof why, "%d NotHere for 2 packets 1.1 s later,"
+		    " expected 1", n);
+		e = why;
+	}
+	verdict("not_here_then_one_per_second", e);
+	dc_free(a);
+}
+
+/*
+ * Frames the relay writes, compared byte for byte with the transcript of
+ * handshake_transcript.txt.  The client registers with the transcript's key;
+ * its Ping gets the transcript's Pong; its SendPacket, addressed to itself
+ * rather than to the peer (whose private key the vectors do not give), comes
+ * back as the transcript's RecvPacket; its disco SendPacket to the peer, a
+ * key the relay does not know, gets the transcript's PeerGone(NotHere).
+ */
+static void
+t_transcript_frames(void)
+{
+	static const struct {
+		const char *name, *sent, *want;
+		int to_self;
+	} step[] = {
+		{ "transcript_pong", "C>S Ping", "S>C Pong", 0 },
+		{ "transcript_recv_packet", "C>S SendPacket to peer",
+		    "S>C RecvPacket", 1 },
+		{ "transcript_not_here", "C>S SendPacket whose payload looks",
+		    "S>C PeerGone(peer, reason 0x01 NotHere)", 0 },
+	};
+	static uint8_t sent[512], want[512], got[512];
+	struct dclient *c = dc_new();
+	size_t i;
+
+	if (c == NULL || dc_connect(c, srv_host, srv_port, mode_tls, NULL,
+	    CONNECT_MS) < 0) {
+		fail("transcript_frames", "connect failed");
+		dc_free(c);
+		return;
+	}
+	memcpy(c->sk, v_client_sk, 32);
+	memcpy(c->pk, v_client_pk, 32);
+	if (dc_handshake(c, 0, NULL, IO_MS) < 0) {
+		fail("transcript_frames", "handshake with the transcript's key"
+		    " failed");
+		dc_free(c);
+		return;
+	}
+	for (i = 0; i < sizeof step / sizeof step[0]; i++) {
+		long ns = transcript_hex(step[i].sent, sent, sizeof sent);
+		long nw = transcript_hex(step[i].want, want, sizeof want);
+		int r;
+
+		if (ns < 5 || nw < 5 || (step[i].to_self && ns < 5 + 32)) {
+			fail(step[i].name, "steps \"%s\" / \"%s\" missing from the"
+			    " transcript", step[i].sent, step[i].want);
+			continue;
+		}
+		if (step[i].to_self)
+			memcpy(sent + 5, v_client_pk, 32);
+		if (dc_write(c, sent, (size_t)ns) < 0) {
+			fail(step[i].name, "write failed");
+			continue;
+		}
+		r = dc_read_full(c, got, (size_t)nw, IO_MS);
+		if (r != 1) {
+			fail(step[i].name, "%ld bytes expected, read result %d",
+			    nw, r);
+			break;
+		}
+		if (memcmp(got, want, (size_t)nw) != 0) {
+			char hx[2 * 64 + 1];
+
+			tohex(got, nw < 64 ? (size_t)nw : 64, hx);
+			fail(step[i].name, "bytes differ from the transcript: %s",
+			    hx);
+			continue;
+		}
+		ok(step[i].name);
+	}
+	dc_free(c);
+}
+
 static void
 t_duplicates(void)
 {
@@ -1628,7 +1867,7 @@ t_bad_client_info(void)
 	c = cl_upgraded();
 	if (c != NULL)
 		(void)dc_send_frame(c, FT_PING, "12345678", 8);
-	expect_closed_only("first_frame_not_client_info", c);
+	expect_refused_silently("first_frame_not_client_info", c);
 	dc_free(c);
 
 	/* ClientInfo shorter than 56 bytes. */
@@ -1637,7 +1876,7 @@ t_bad_client_info(void)
 		dc_random(f, 55);
 		(void)dc_send_frame(c, FT_CLIENT_INFO, f, 55);
 	}
-	expect_closed_only("client_info_short", c);
+	expect_refused_silently("client_info_short", c);
 	dc_free(c);
 
 	/* ClientInfo longer than 262144 bytes (header and all). */
@@ -1647,7 +1886,7 @@ t_bad_client_info(void)
 		c->write_timeout_ms = 2000;
 		(void)dc_send_frame(c, FT_CLIENT_INFO, f, 262145);
 	}
-	expect_closed_only("client_info_too_long", c);
+	expect_refused_silently("client_info_too_long", c);
 	dc_free(c);
 
 	/* Ours: a ClientInfo must fit a connection's input budget, 10,180
@@ -1678,7 +1917,7 @@ t_bad_client_info(void)
 
 			(void)dc_write(c, h, sizeof h);	/* 10,181 bytes */
 		}
-		expect_closed_only("client_info_over_the_budget", c);
+		expect_refused_silently("client_info_over_the_budget", c);
 		dc_free(c);
 	}
 
@@ -1689,7 +1928,7 @@ t_bad_client_info(void)
 		memset(f + 5, 0, 32);
 		(void)dc_write(c, f, fl);
 	}
-	expect_closed_only("client_info_zero_key", c);
+	expect_refused_silently("client_info_zero_key", c);
 	dc_free(c);
 
 	/* A box that does not open (last byte flipped). */
@@ -1699,7 +1938,7 @@ t_bad_client_info(void)
 		f[fl - 1] ^= 1;
 		(void)dc_write(c, f, fl);
 	}
-	expect_closed_only("client_info_box_does_not_open", c);
+	expect_refused_silently("client_info_box_does_not_open", c);
 	dc_free(c);
 
 	/* A forged box: a zero tag and the plaintext {"version":2} where the
@@ -1718,7 +1957,19 @@ t_bad_client_info(void)
 		memcpy(f + 5 + 72, forged, sizeof forged - 1);
 		(void)dc_write(c, f, 5 + plen);
 	}
-	expect_closed_only("client_info_forged_box", c);
+	expect_refused_silently("client_info_forged_box", c);
+	dc_free(c);
+
+	/* A real box with one bit of its Poly1305 tag flipped: the
+	 * ciphertext still decrypts to valid JSON, so only the MAC check
+	 * stands between it and a registration. */
+	c = cl_upgraded();
+	if (c != NULL) {
+		fl = dc_client_info_frame(c, NULL, f, sizeof(f));
+		f[5 + 32 + 24] ^= 0x80;		/* the tag's first byte */
+		(void)dc_write(c, f, fl);
+	}
+	expect_refused_silently("client_info_tag_flipped", c);
 	dc_free(c);
 
 	/* A box sealed for another server key. */
@@ -1728,7 +1979,7 @@ t_bad_client_info(void)
 		fl = dc_client_info_frame(c, NULL, f, sizeof(f));
 		(void)dc_write(c, f, fl);
 	}
-	expect_closed_only("client_info_wrong_server_key", c);
+	expect_refused_silently("client_info_wrong_server_key", c);
 	dc_free(c);
 
 	/* Bad JSON inside a good box. */
@@ -1737,7 +1988,7 @@ t_bad_client_info(void)
 		fl = dc_client_info_frame(c, "{\"version\":\"2\"}", f, sizeof(f));
 		(void)dc_write(c, f, fl);
 	}
-	expect_closed_only("client_info_bad_json", c);
+	expect_refused_silently("client_info_bad_json", c);
 	dc_free(c);
 }
 
@@ -1956,8 +2207,12 @@ t_http(void)
 			continue;
 		t1 = strchr(line, '\t');
 		t2 = t1 != NULL ? strchr(t1 + 1, '\t') : NULL;
-		if (t2 == NULL)
+		if (t2 == NULL) {
+			fail("generate_204", "row without three fields: %.40s",
+			    line);
+			bad++;
 			continue;
+		}
 		*t1 = '\0';
 		*t2 = '\0';
 		note = t2 + 1;
@@ -1968,8 +2223,13 @@ t_http(void)
 		    "\r\nHost: %s\r\n", host_hdr);
 		if (strcmp(line, "-") != 0) {
 			rn = dc_unhex(line, raw, sizeof(raw));
-			if (rn < 0)
+			if (rn < 0 || (size_t)rn * 2 != strlen(line)) {
+				fail("generate_204", "%s: challenge is not whole"
+				    " hex of at most %zu bytes", note,
+				    sizeof(raw));
+				bad++;
 				continue;
+			}
 			has_nul = memchr(raw, 0, (size_t)rn) != NULL;
 			k += (size_t)snprintf(req + k, sizeof(req) - k,
 			    "X-Tailscale-Challenge: ");
@@ -2003,7 +2263,9 @@ t_http(void)
 		}
 	}
 	free(text);
-	if (cases > 0 && bad == 0)
+	if (cases == 0)
+		fail("generate_204", "no case in %s", path);
+	else if (bad == 0)
 		ok("generate_204");
 }
 
@@ -2159,6 +2421,8 @@ t_tls_cert(const char *certdir)
 	static const char *const snis[] = { NULL, "127.0.0.1", "127.0.0.1:443" };
 	static const char *const sni_names[] = { "sni_none", "sni_ip",
 	    "sni_ip_port" };
+	const char *e;
+	char why[120];
 	int i;
 
 	snprintf(crt, sizeof(crt), "%s/127.0.0.1.crt", certdir);
@@ -2211,7 +2475,7 @@ t_tls_cert(const char *certdir)
 	free(log);
 
 	for (i = 0; i < 3; i++) {
-		const char *e = NULL;
+		e = NULL;
 		c = dc_new();
 		dc_genkey(c);
 		if (dc_connect(c, srv_host, srv_port, 1, snis[i], CONNECT_MS) < 0)
@@ -2230,8 +2494,26 @@ t_tls_cert(const char *certdir)
 	c = dc_new();
 	c->tls_min = BR_TLS10;
 	c->tls_max = BR_TLS11;
-	verdict("tls_below_1_2_refused", dc_connect(c, srv_host, srv_port, 1,
-	    NULL, CONNECT_MS) < 0 ? NULL : "a TLS 1.1 handshake succeeded");
+	if (dc_connect(c, srv_host, srv_port, 1, NULL, CONNECT_MS) == 0)
+		e = "a TLS 1.1 handshake succeeded";
+	else if (c->tls_err == 0)
+		e = "no TLS exchange at all (connect failed or timed out)";
+	else if (c->tls_err != BR_ERR_UNSUPPORTED_VERSION &&
+	    !(c->tls_err >= BR_ERR_RECV_FATAL_ALERT &&
+	    c->tls_err < BR_ERR_SEND_FATAL_ALERT) && !c->tls_broken_eof) {
+		snprintf(why, sizeof why, "the handshake failed otherwise"
+		    " (BearSSL error %d), not on the version", c->tls_err);
+		e = why;
+	} else {
+		/* The listener still serves TLS 1.2 right after. */
+		c->tls_min = BR_TLS12;
+		c->tls_max = BR_TLS12;
+		dc_genkey(c);
+		e = dc_connect(c, srv_host, srv_port, 1, NULL, CONNECT_MS) < 0 ||
+		    dc_handshake(c, 0, NULL, IO_MS) < 0 ? "a TLS 1.2 client"
+		    " failed after the refusal" : NULL;
+	}
+	verdict("tls_below_1_2_refused", e);
 	dc_free(c);
 }
 
@@ -2563,25 +2845,43 @@ stun_roundtrip(const char *from_host, const char *to_host,
 	return NULL;
 }
 
-/* Read a .hex vector file: comment lines and hex lines, alternating. */
+/*
+ * Read a .hex vector file: comment lines and hex lines, alternating.  Every
+ * other line must be whole hex of at most 200 bytes: a line that is not, or
+ * more than max vectors, fails the file (-1, with the line number in *bad),
+ * so a damaged copy cannot shrink what the tests check.
+ */
 static int
-stun_vectors(const char *rel, uint8_t pkts[][200], size_t *lens, int max)
+stun_vectors(const char *rel, uint8_t pkts[][200], size_t *lens, int max,
+    int *bad)
 {
-	char path[512], *text, *line, *save = NULL;
-	int n = 0;
+	char path[512], *text, *line, *next;
+	int n = 0, lineno = 0;
 
+	*bad = 0;
 	data_path(path, sizeof(path), rel);
 	text = read_file(path, NULL);
 	if (text == NULL)
 		return -1;
-	for (line = strtok_r(text, "\n", &save); line != NULL && n < max;
-	    line = strtok_r(NULL, "\n", &save)) {
+	for (line = text; *line != '\0'; line = next) {
+		size_t len = strcspn(line, "\n");
 		long l;
+
+		next = line + len + (line[len] == '\n');
+		line[len] = '\0';
+		lineno++;
+		if (len > 0 && line[len - 1] == '\r')
+			line[--len] = '\0';
 		if (line[0] == '#')
 			continue;
-		l = dc_unhex(line, pkts[n], 200);
-		if (l >= 0)
-			lens[n++] = (size_t)l;
+		if (n == max || len == 0 || strspn(line, "0123456789abcdef"
+		    "ABCDEF") != len || (l = dc_unhex(line, pkts[n], 200)) < 0 ||
+		    (size_t)l * 2 != len) {
+			*bad = lineno;
+			free(text);
+			return -1;
+		}
+		lens[n++] = (size_t)l;
 	}
 	free(text);
 	return n;
@@ -2595,16 +2895,19 @@ t_stun_v4(void)
 	static const uint8_t lo4[4] = { 127, 0, 0, 1 };
 	uint8_t got[600];
 	uint16_t port;
-	int nv, ni, i, fd, bad = 0;
+	int nv, ni, i, fd, bad = 0, badv, badi;
 	long n;
 
 	verdict("stun_ipv4", stun_roundtrip("127.0.0.1", "127.0.0.1", lo4, 4));
 
-	nv = stun_vectors("stun/stun_binding_requests_valid.hex", valid, vlen, 32);
+	nv = stun_vectors("stun/stun_binding_requests_valid.hex", valid, vlen, 32,
+	    &badv);
 	ni = stun_vectors("stun/stun_binding_requests_invalid.hex", invalid,
-	    ilen, 64);
+	    ilen, 64, &badi);
 	if (nv <= 0 || ni <= 0) {
-		fail("stun_vectors", "cannot read the STUN vectors");
+		fail("stun_vectors", "the STUN vectors are unreadable, empty or"
+		    " damaged (valid file line %d, invalid file line %d)", badv,
+		    badi);
 		return;
 	}
 	fd = udp_socket("127.0.0.1", &port);
@@ -2612,13 +2915,18 @@ t_stun_v4(void)
 		fail("stun_vectors", "cannot bind a UDP socket");
 		return;
 	}
+	/* Each is answered with exactly the response stun.md gives for our
+	 * address and port: XOR-MAPPED-ADDRESS and nothing else. */
 	for (i = 0; i < nv; i++) {
+		uint8_t want[44];
+		size_t wl = stun_expected(want, valid[i] + 8, lo4, 4, port);
+
 		if (udp_send(fd, "127.0.0.1", stun_port, valid[i], vlen[i]) < 0 ||
-		    (n = udp_recv(fd, got, sizeof(got), IO_MS)) != 32 ||
-		    memcmp(got + 8, valid[i] + 8, 12) != 0) {
+		    (n = udp_recv(fd, got, sizeof(got), IO_MS)) != (long)wl ||
+		    memcmp(got, want, wl) != 0) {
 			fail("stun_valid_vectors", "vector %d not answered with"
-			    " a 32-byte response carrying its transaction ID",
-			    i + 1);
+			    " the %zu-byte XOR-MAPPED-ADDRESS response for"
+			    " 127.0.0.1:%u", i + 1, wl, (unsigned)port);
 			bad++;
 		}
 	}
@@ -2732,6 +3040,7 @@ begin_mode(const char *name, int tls, const char *host)
 	mode = name;
 	mode_tls = tls;
 	srv_host = host;
+	alarm(WATCHDOG_S);
 	snprintf(log_path, sizeof(log_path), "%s/derp-%s.log", scratch, name);
 	unlink(log_path);
 }
@@ -2774,6 +3083,8 @@ run_full_mode(const char *name, int tls)
 	t_note_preferred();
 	t_peer_gone();
 	t_not_here();
+	t_not_here_rate();
+	t_transcript_frames();
 	t_duplicates();
 	t_pipelined();
 	t_split_coalesced();
@@ -2804,6 +3115,270 @@ run_full_mode(const char *name, int tls)
 	if (tls)
 		t_cert_reused();
 	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
+}
+
+/* ---- queues: depth, drop-oldest, disco first ---------------------------- */
+
+#define Q_DEPTH 32		/* derper's per-client queue depth, each queue */
+#define Q_OTHER_BYTES 8000	/* fits one TLS record: copied whole */
+/* Enough "other" packets to fill every buffer between the relay and a
+ * receiver that reads nothing, and then its queue many times over: the
+ * relay's socket send buffer can grow to tcp_wmem's maximum, 4 MiB on
+ * Debian; the receiver's is kept at a few KB (SO_RCVBUF). */
+#define Q_OTHER_COUNT 1100	/* 8.8 MB */
+#define Q_DISCO_COUNT 40
+#define Q_DISCO_BYTES 100
+
+/* A server whose write timeout is off, so a receiver can stop reading for
+ * as long as the test takes without being cut off. */
+static int
+mk_queues(char **argv, char bufs[][600])
+{
+	if ((mode_tls ? mk_tls : mk_plain)(argv, bufs) < 0)
+		return -1;
+	argv_append(argv, "-tcp-write-timeout", "0", (char *)NULL);
+	return 0;
+}
+
+/* The packet tag (sequence number) of a received packet: disco packets carry
+ * it after the magic, others in their first 4 bytes. */
+static int
+q_classify(const uint8_t *p, size_t n, uint32_t *tag)
+{
+	static const uint8_t magic[6] = { 0x54, 0x53, 0xf0, 0x9f, 0x92, 0xac };
+
+	if (n == Q_DISCO_BYTES && memcmp(p, magic, 6) == 0) {
+		*tag = get_be32(p + 6);
+		return 1;
+	}
+	if (n == Q_OTHER_BYTES) {
+		*tag = get_be32(p);
+		return 0;
+	}
+	return -1;
+}
+
+/*
+ * A receiver r stops reading; a sender s sends Q_OTHER_COUNT other packets,
+ * then Q_DISCO_COUNT disco packets, then a Ping whose Pong proves all were
+ * routed.  derper's queues (derp_server.go sendPacket): each holds Q_DEPTH
+ * packets and drops its oldest to take a new one; the send loop prefers the
+ * disco queue.  So when r reads again it must see, in this order: the other
+ * packets 0..k that had left the queue before it filled (in the kernel's
+ * buffers and the relay's output), then exactly the last Q_DEPTH disco
+ * packets, then exactly the last Q_DEPTH other packets.
+ */
+static void
+t_queues(void)
+{
+	static uint8_t pkt[Q_OTHER_BYTES], src[32];
+	struct dclient *r = dc_new(), *s = NULL;
+	uint32_t tag, next_other = 0, next_disco = Q_DISCO_COUNT - Q_DEPTH;
+	uint32_t prefix = 0, ndisco = 0, ntail = 0;
+	char why[200];
+	const char *e = NULL;
+	int phase = 0;	/* 0 prefix, 1 disco, 2 other tail */
+	size_t n;
+	int i, k;
+
+	why[0] = '\0';
+	if (r == NULL) {
+		fail("queues", "out of memory");
+		return;
+	}
+	r->rcvbuf = 4096;
+	dc_genkey(r);
+	if (dc_connect(r, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
+	    dc_handshake(r, 0, NULL, IO_MS) < 0 || (s = cl_derp()) == NULL) {
+		fail("queues", "could not connect the receiver and the sender");
+		goto out;
+	}
+	memset(pkt, 0x11, sizeof pkt);
+	for (i = 0; i < Q_OTHER_COUNT && e == NULL; i++) {
+		put_be32(pkt, (uint32_t)i);
+		if (dc_send_packet(s, r->pk, pkt, Q_OTHER_BYTES) < 0)
+			e = "sending the other packets failed";
+	}
+	for (i = 0; i < Q_DISCO_COUNT && e == NULL; i++) {
+		disco_packet(pkt, Q_DISCO_BYTES, (uint32_t)i);
+		if (dc_send_packet(s, r->pk, pkt, Q_DISCO_BYTES) < 0)
+			e = "sending the disco packets failed";
+	}
+	if (e == NULL && !ping(s))
+		e = "the sender's Ping got no Pong";
+	if (e != NULL) {
+		fail("queues", "%s", e);
+		goto out;
+	}
+	/* Read everything r was owed, up to a quiet gap. */
+	for (;;) {
+		k = dc_recv_packet(r, src, qbuf, sizeof(qbuf), &n, 1000);
+		if (k != 1)
+			break;
+		switch (q_classify(qbuf, n, &tag)) {
+		case 1:
+			if (phase == 2) {
+				snprintf(why, sizeof why, "disco packet %u came"
+				    " after the other queue's packets", tag);
+				goto judged;
+			}
+			phase = 1;
+			if (tag != next_disco) {
+				snprintf(why, sizeof why, "disco packet %u where"
+				    " %u was due (the oldest %d must be dropped,"
+				    " the rest kept in order)", tag, next_disco,
+				    Q_DISCO_COUNT - Q_DEPTH);
+				goto judged;
+			}
+			next_disco++;
+			ndisco++;
+			break;
+		case 0:
+			if (phase == 0 && tag == next_other) {
+				next_other++;
+				prefix++;
+				break;
+			}
+			if (phase == 0) {
+				snprintf(why, sizeof why, "other packet %u after"
+				    " %u, before any disco packet: the disco"
+				    " queue was not served first", tag,
+				    next_other);
+				goto judged;
+			}
+			if (phase == 1) {
+				phase = 2;
+				next_other = Q_OTHER_COUNT - Q_DEPTH;
+			}
+			if (tag != next_other) {
+				snprintf(why, sizeof why, "other packet %u where"
+				    " %u was due: the queue kept other than its"
+				    " newest %d", tag, next_other, Q_DEPTH);
+				goto judged;
+			}
+			next_other++;
+			ntail++;
+			break;
+		default:
+			snprintf(why, sizeof why, "a packet of %zu bytes that"
+			    " was never sent", n);
+			goto judged;
+		}
+	}
+	if (k == 0 || k == -1)
+		snprintf(why, sizeof why, "the receiver was closed after %u"
+		    " packets", prefix + ndisco + ntail);
+	else if (prefix + Q_DEPTH >= Q_OTHER_COUNT)
+		snprintf(why, sizeof why, "%u of %d other packets passed before"
+		    " the queue: nothing was dropped, the test proves nothing",
+		    prefix, Q_OTHER_COUNT);
+	else if (ndisco != Q_DEPTH)
+		snprintf(why, sizeof why, "%u disco packets delivered, expected"
+		    " the last %d", ndisco, Q_DEPTH);
+	else if (ntail != Q_DEPTH)
+		snprintf(why, sizeof why, "%u other packets after the disco"
+		    " ones, expected the queue's depth, %d", ntail, Q_DEPTH);
+judged:
+	printf("# %s queues: %u other packets passed before the queue filled,"
+	    " then %u disco, then %u other\n", mode, prefix, ndisco, ntail);
+	verdict("queues_depth_32_drop_oldest_disco_first", why[0] != '\0' ?
+	    why : NULL);
+	/* Still a working client after all that (when nothing of the
+	 * flood is left unread). */
+	if (why[0] == '\0')
+		verdict("queues_receiver_still_served", relay(s, r, 500));
+out:
+	dc_free(r);
+	dc_free(s);
+}
+
+static void
+run_queues_mode(const char *name, int tls)
+{
+	begin_mode(name, tls, "127.0.0.1");
+	if (server_start(mk_queues) < 0)
+		return;
+	t_queues();
+	server_stop();
+}
+
+/* ---- KeepAlive ------------------------------------------------------------ */
+
+#define KA_TEST_MS 1000		/* DERP_TEST_KEEPALIVE_MS for this mode */
+#define KA_COUNT 3
+
+/*
+ * With DERP_TEST_KEEPALIVE_MS=1000 a registered client gets KeepAlive, the
+ * exact 5 bytes of the transcript, about once a second: the first between
+ * 1 s and 1 s + its jitter (a twelfth) + the 250 ms sweep, the next ones an
+ * interval apart (give or take a sweep), and nothing else.  derp.c's default
+ * is 60 s; make soak watches that one.
+ */
+static void
+run_keepalive_mode(void)
+{
+	uint8_t want[16], got[16];
+	struct dclient *c;
+	int64_t t0, t, prev;
+	const char *e = NULL;
+	char why[160];
+	long nw;
+	int i;
+
+	begin_mode("keepalive", 0, "127.0.0.1");
+	nw = transcript_hex("S>C KeepAlive", want, sizeof want);
+	if (nw != 5) {
+		fail("keepalive", "the transcript's KeepAlive step is missing");
+		return;
+	}
+	setenv("DERP_TEST_KEEPALIVE_MS", "1000", 1);
+	i = server_start(mk_plain);
+	unsetenv("DERP_TEST_KEEPALIVE_MS");
+	if (i < 0)
+		return;
+	c = cl_derp();
+	if (c == NULL) {
+		fail("keepalive", "connect failed");
+		server_stop();
+		return;
+	}
+	t0 = prev = now_ms();
+	for (i = 0; i < KA_COUNT && e == NULL; i++) {
+		int r = dc_read_full(c, got, 5, 3 * KA_TEST_MS);
+
+		t = now_ms();
+		if (r != 1) {
+			snprintf(why, sizeof why, "KeepAlive %d missing after"
+			    " %lld ms (%d)", i + 1, (long long)(t - prev), r);
+			e = why;
+		} else if (memcmp(got, want, 5) != 0) {
+			snprintf(why, sizeof why, "frame %d is %02x%02x%02x%02x%02x,"
+			    " not the transcript's KeepAlive 0600000000", i + 1,
+			    got[0], got[1], got[2], got[3], got[4]);
+			e = why;
+		} else if (i == 0 && (t - t0 < KA_TEST_MS - 100 ||
+		    t - t0 > KA_TEST_MS + KA_TEST_MS / 12 + 250 + 700)) {
+			snprintf(why, sizeof why, "first KeepAlive %lld ms after"
+			    " ServerInfo (allowed %d-%d)", (long long)(t - t0),
+			    KA_TEST_MS - 100, KA_TEST_MS + KA_TEST_MS / 12 + 950);
+			e = why;
+		} else if (i > 0 && (t - prev < KA_TEST_MS - 300 ||
+		    t - prev > KA_TEST_MS + 700)) {
+			snprintf(why, sizeof why, "KeepAlive %d came %lld ms after"
+			    " the previous one (allowed %d-%d)", i + 1,
+			    (long long)(t - prev), KA_TEST_MS - 300,
+			    KA_TEST_MS + 700);
+			e = why;
+		}
+		prev = t;
+	}
+	printf("# keepalive: %d KeepAlive frames in %lld ms\n", i,
+	    (long long)(now_ms() - t0));
+	verdict("keepalive_sent_on_time_exact_bytes", e);
+	verdict("keepalive_client_still_served", ping(c) ? NULL :
+	    "no Pong after the KeepAlives");
+	dc_free(c);
+	server_stop();
 }
 
 static int
@@ -4599,6 +5174,12 @@ main(int argc, char **argv)
 		run_go_http_mode("go_http_plain", 0);
 	if (mode_wanted("go_http_tls"))
 		run_go_http_mode("go_http_tls", 1);
+	if (mode_wanted("queues"))
+		run_queues_mode("queues", 0);
+	if (mode_wanted("queues_tls"))
+		run_queues_mode("queues_tls", 1);
+	if (mode_wanted("keepalive"))
+		run_keepalive_mode();
 	if (mode_wanted("rate"))
 		run_rate_mode();
 	if (mode_wanted("cli"))
