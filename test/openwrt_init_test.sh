@@ -86,8 +86,9 @@ accepted() {
 		fi
 	done
 	if [ -z "$bin" ]; then
-		skip=$((skip + 1))
-		echo "skip $what: no derp binary built"
+		# make test builds it first: its absence is a broken run.
+		fail=$((fail + 1))
+		echo "FAIL $what: no derp binary built (build/derp or ./derp)"
 		return
 	fi
 	printf '%s\n' "$cmd" | sed 's/^\[//; s/\]$//; s/\]\[/\n/g' | tail -n +2 >"$tmp/args"
