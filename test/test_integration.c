@@ -3159,29 +3159,93 @@ q_classify(const uint8_t *p, size_t n, uint32_t *tag)
 }
 
 /*
+ * Judge what a stalled receiver got, in arrival order: kind[i] 1 disco, 0
+ * other; tag[i] the sequence number.  See t_queues.  NULL or why.
+ */
+static const char *
+queues_judge(const uint8_t *kind, const uint32_t *tag, size_t n,
+    uint32_t counts[3])
+{
+	static char why[200];
+	uint32_t last[2] = { 0, 0 }, run = 0;
+	int seen[2] = { 0, 0 }, phase = 0;	/* 0 before, 1 disco, 2 after */
+	size_t i;
+
+	counts[0] = counts[1] = counts[2] = 0;
+	for (i = 0; i < n; i++) {
+		int k = kind[i];
+
+		if (seen[k] && tag[i] <= last[k]) {
+			snprintf(why, sizeof why, "%s packet %u after %u: a queue"
+			    " reordered or repeated packets", k ? "disco" :
+			    "other", tag[i], last[k]);
+			return why;
+		}
+		if (k == 1 && phase == 2) {
+			snprintf(why, sizeof why, "disco packet %u came after"
+			    " other packets that waited with it: the disco"
+			    " queue was not served first", tag[i]);
+			return why;
+		}
+		if (k == 1) {
+			phase = 1;
+			/* The run of consecutive disco tags ending here. */
+			run = seen[1] && tag[i] == last[1] + 1 ? run + 1 : 1;
+		} else if (phase == 1) {
+			phase = 2;
+		}
+		seen[k] = 1;
+		last[k] = tag[i];
+		counts[phase]++;
+	}
+	if (counts[1] == 0 || last[1] != Q_DISCO_COUNT - 1 || run < Q_DEPTH) {
+		snprintf(why, sizeof why, "the disco packets delivered end in a"
+		    " run of %u ending at %u; expected the newest %d, %d..%d",
+		    run, seen[1] ? last[1] : 0, Q_DEPTH, Q_DISCO_COUNT - Q_DEPTH,
+		    Q_DISCO_COUNT - 1);
+		return why;
+	}
+	if (counts[0] + Q_DEPTH >= Q_OTHER_COUNT) {
+		snprintf(why, sizeof why, "%u of %d other packets passed before"
+		    " the queue: nothing was dropped, the test proves nothing",
+		    counts[0], Q_OTHER_COUNT);
+		return why;
+	}
+	/* After the disco packets, exactly the newest Q_DEPTH others: tags
+	 * increase, so Q_DEPTH of them ending at the last one are those. */
+	if (counts[2] != Q_DEPTH || last[0] != Q_OTHER_COUNT - 1 ||
+	    tag[n - Q_DEPTH] != Q_OTHER_COUNT - Q_DEPTH) {
+		snprintf(why, sizeof why, "%u other packets after the disco"
+		    " ones, the last %u; expected the queue's depth, %d, the"
+		    " newest", counts[2], last[0], Q_DEPTH);
+		return why;
+	}
+	return NULL;
+}
+
+/*
  * A receiver r stops reading; a sender s sends Q_OTHER_COUNT other packets,
  * then Q_DISCO_COUNT disco packets, then a Ping whose Pong proves all were
  * routed.  derper's queues (derp_server.go sendPacket): each holds Q_DEPTH
  * packets and drops its oldest to take a new one; the send loop prefers the
- * disco queue.  So when r reads again it must see, in this order: the other
- * packets 0..k that had left the queue before it filled (in the kernel's
- * buffers and the relay's output), then exactly the last Q_DEPTH disco
- * packets, then exactly the last Q_DEPTH other packets.
+ * disco queue.  So when r reads again it must see, each kind in the order
+ * sent: other packets that left the queue before it filled (in the kernel's
+ * buffers and the relay's output; a few more may trickle out as the kernel
+ * makes room), then disco packets ending with exactly the newest Q_DEPTH,
+ * then exactly the newest Q_DEPTH other packets.
  */
 static void
 t_queues(void)
 {
 	static uint8_t pkt[Q_OTHER_BYTES], src[32];
+	static uint8_t kind[Q_OTHER_COUNT + Q_DISCO_COUNT];
+	static uint32_t tag[Q_OTHER_COUNT + Q_DISCO_COUNT];
 	struct dclient *r = dc_new(), *s = NULL;
-	uint32_t tag, next_other = 0, next_disco = Q_DISCO_COUNT - Q_DEPTH;
-	uint32_t prefix = 0, ndisco = 0, ntail = 0;
-	char why[200];
+	uint32_t counts[3];
 	const char *e = NULL;
-	int phase = 0;	/* 0 prefix, 1 disco, 2 other tail */
-	size_t n;
-	int i, k;
+	size_t n, got = 0;
+	int i, k, c;
 
-	why[0] = '\0';
 	if (r == NULL) {
 		fail("queues", "out of memory");
 		return;
@@ -3210,82 +3274,31 @@ t_queues(void)
 		fail("queues", "%s", e);
 		goto out;
 	}
-	/* Read everything r was owed, up to a quiet gap. */
+	/* Read everything r was owed, up to a quiet second. */
 	for (;;) {
 		k = dc_recv_packet(r, src, qbuf, sizeof(qbuf), &n, 1000);
 		if (k != 1)
 			break;
-		switch (q_classify(qbuf, n, &tag)) {
-		case 1:
-			if (phase == 2) {
-				snprintf(why, sizeof why, "disco packet %u came"
-				    " after the other queue's packets", tag);
-				goto judged;
-			}
-			phase = 1;
-			if (tag != next_disco) {
-				snprintf(why, sizeof why, "disco packet %u where"
-				    " %u was due (the oldest %d must be dropped,"
-				    " the rest kept in order)", tag, next_disco,
-				    Q_DISCO_COUNT - Q_DEPTH);
-				goto judged;
-			}
-			next_disco++;
-			ndisco++;
+		c = q_classify(qbuf, n, &tag[got]);
+		if (c < 0 || got == sizeof tag / sizeof tag[0]) {
+			e = "a packet that was never sent arrived";
 			break;
-		case 0:
-			if (phase == 0 && tag == next_other) {
-				next_other++;
-				prefix++;
-				break;
-			}
-			if (phase == 0) {
-				snprintf(why, sizeof why, "other packet %u after"
-				    " %u, before any disco packet: the disco"
-				    " queue was not served first", tag,
-				    next_other);
-				goto judged;
-			}
-			if (phase == 1) {
-				phase = 2;
-				next_other = Q_OTHER_COUNT - Q_DEPTH;
-			}
-			if (tag != next_other) {
-				snprintf(why, sizeof why, "other packet %u where"
-				    " %u was due: the queue kept other than its"
-				    " newest %d", tag, next_other, Q_DEPTH);
-				goto judged;
-			}
-			next_other++;
-			ntail++;
-			break;
-		default:
-			snprintf(why, sizeof why, "a packet of %zu bytes that"
-			    " was never sent", n);
-			goto judged;
 		}
+		kind[got++] = (uint8_t)c;
 	}
-	if (k == 0 || k == -1)
-		snprintf(why, sizeof why, "the receiver was closed after %u"
-		    " packets", prefix + ndisco + ntail);
-	else if (prefix + Q_DEPTH >= Q_OTHER_COUNT)
-		snprintf(why, sizeof why, "%u of %d other packets passed before"
-		    " the queue: nothing was dropped, the test proves nothing",
-		    prefix, Q_OTHER_COUNT);
-	else if (ndisco != Q_DEPTH)
-		snprintf(why, sizeof why, "%u disco packets delivered, expected"
-		    " the last %d", ndisco, Q_DEPTH);
-	else if (ntail != Q_DEPTH)
-		snprintf(why, sizeof why, "%u other packets after the disco"
-		    " ones, expected the queue's depth, %d", ntail, Q_DEPTH);
-judged:
-	printf("# %s queues: %u other packets passed before the queue filled,"
-	    " then %u disco, then %u other\n", mode, prefix, ndisco, ntail);
-	verdict("queues_depth_32_drop_oldest_disco_first", why[0] != '\0' ?
-	    why : NULL);
+	if (e == NULL && k != -2)
+		e = "the receiver was closed";
+	if (e == NULL)
+		e = queues_judge(kind, tag, got, counts);
+	else
+		counts[0] = counts[1] = counts[2] = 0;
+	printf("# %s queues: %zu packets: %u other before the disco ones,"
+	    " %u disco, %u other after\n", mode, got, counts[0], counts[1],
+	    counts[2]);
+	verdict("queues_depth_32_drop_oldest_disco_first", e);
 	/* Still a working client after all that (when nothing of the
 	 * flood is left unread). */
-	if (why[0] == '\0')
+	if (e == NULL)
 		verdict("queues_receiver_still_served", relay(s, r, 500));
 out:
 	dc_free(r);
