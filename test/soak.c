@@ -79,34 +79,50 @@
  *              new relay, the same flood to the -http-port listener, and 10
  *              handshakes on the TLS port from 127.0.0.1 itself: at least 9.
  *
+ *   keepalive  (full run only: it takes 67 s, so it runs in a child process
+ *              alongside the scenarios above, from the start, with its own
+ *              relay; its lines are printed at the end.)  8 registered TLS
+ *              clients, 4 of them silent and 4 sending a Ping every 5 s:
+ *              each gets its first KeepAlive (zero-length) 60 s plus its
+ *              jitter [0, 5 s) after its ServerInfo (59.8-66.5 s, see
+ *              KA_EARLY_MS, KA_LATE_MS), exactly one, and nothing else but
+ *              the Pongs it asked for; the eight are spread over at least
+ *              0.5 s (the jitter is per connection); every Ping gets its
+ *              Pong within 3 s, and every connection still answers one at
+ *              the end.
+ *
  * Each scenario has its own relay, started as bench does (TLS with a
  * self-signed IP certificate), so a failure stays in its scenario.  The
  * engine (connections, pairs, phases, idle children) is test/loadgen.c.
- * The output ends with "N passed, N failed, N skipped"; exit status 0 or
- * 1.  The 80% ratio is skipped (reported, not judged) when other processes
- * took more than OTHER_LOAD_MAX of a core during its phases, and with
- * --tiny (a relay built with sanitizers), as is the RSS figure.
+ * The output ends with "N passed, N failed, 0 skipped"; exit status 0 or 1.
+ * Nothing is skipped: a figure that depends on the machine is judged against
+ * a relaxed bound where the machine says it must be (the 80% ratio: 50%
+ * when other processes took more than OTHER_LOAD_MAX of a core during its
+ * phases, or for a relay built with sanitizers; the cycles' RSS: its own
+ * bound for a sanitizer relay), and a check that cannot be judged fails,
+ * with the reason.
  *
  * Sections: settings; relay figures; idle; cycles; nonreader; hsflood;
  * garbage; issue 9 (pinned, pinned4k, overhold; stalledinfo; slowrecv;
- * idleflood); main.
+ * idleflood); keepalive; main.
  */
 #include "loadgen.h"
 #include "../stun.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -119,10 +135,9 @@ struct settings {
 	int cycle_chunks;		/* printed steps of the cycle run */
 	int phase_ms;			/* each measured traffic phase */
 	int rounds;			/* of the garbage table */
-	int sanitized;			/* the relay is built with sanitizers: its
-					 * RSS (a quarantine holds freed memory)
-					 * and the 80% ratio are reported, not
-					 * judged */
+	int sanitized;			/* the relay is built with sanitizers:
+					 * the 80% ratio and the cycles' RSS
+					 * have relaxed bounds */
 	int pin_holders;		/* pinned, at -max-clients 256 */
 	int wide_holders;		/* pinned4k, at the default 4096 */
 	int over_holders;		/* overhold */
@@ -138,8 +153,10 @@ static const struct settings full = { 10000, 5000, 100000, 10, 5000, 20, 0,
     200, 1990, 12, 8000 };
 static const struct settings brief = { 500, 500, 2000, 2, 2500, 2, 0,
     200, 1990, 12, 4000 };
-/* For a relay built with sanitizers (several times slower handshakes). */
-static const struct settings tiny = { 200, 40, 400, 1, 2500, 1, 1,
+/* For a relay built with sanitizers (several times slower handshakes).  Its
+ * warm-up is as long as its cycle run is short: 200 cycles at 100 in flight
+ * touch as many slots as the run will (RSS_SLACK_SAN_BYTES). */
+static const struct settings tiny = { 200, 200, 400, 1, 2500, 1, 1,
     130, 150, 8, 4000 };
 static const struct settings *S = &full;
 
@@ -168,6 +185,19 @@ static const struct settings *S = &full;
  * 1.3 + 4 + 16.7 + 16.5 KB): measured +16 KB to +300 KB over 100,000 cycles.
  * A leak of 11 bytes per cycle would exceed it. */
 #define RSS_SLACK_BYTES (1024 * 1024)
+/* The same for a relay built with ASan (--tiny: 400 cycles after a warm-up of
+ * 200).  The relay allocates nothing per connection, so ASan's quarantine of
+ * freed memory stays empty and its RSS follows the slots touched, as above
+ * (shadow memory adds an eighth): measured +57 KB to +172 KB in ten runs,
+ * four of them with two busy loops taking both cores.  A warm-up of 40
+ * (before) gave +1.5 MB every time: 40 cycles do not reach the run's peak
+ * of about 100 concurrent connections, and each slot more is 38 KB.  2 MB is
+ * over ten times the largest figure, room for some 45 slots more than the
+ * warm-up's peak (38 KB and an eighth of shadow each); it is exceeded by a
+ * leak of 5.3 KB a cycle, and one connection's buffers a cycle (38 KB) would
+ * add 15 MB.  A relay that malloc'ed and freed per connection would show
+ * here too: ASan's quarantine (256 MB) keeps what is freed. */
+#define RSS_SLACK_SAN_BYTES (2 * 1024 * 1024)
 /* derper's write timeout and our relay's sweep; the cut-off must come after
  * WRITE_TIMEOUT_MS and within CUTOFF_MAX_MS of the flood's start (sweep 250
  * ms, filling the socket buffers, scheduling on two busy cores). */
@@ -179,24 +209,21 @@ static const struct settings *S = &full;
 #define WATCHDOG_S 1500		/* whole run, hard */
 #define WATCHDOG_SHORT_S 300
 
-/* Other processes' CPU above which throughput ratios are not judged. */
+/*
+ * The pairs' throughput with the flooder, as a share of undisturbed, is at
+ * least FAIR_FLOOR (issue 5's 80%), or FAIR_FLOOR_RELAXED when other
+ * processes took more than OTHER_LOAD_MAX of a core in one of the three
+ * phases (they change what the relay and this generator get between the
+ * phases) or when the relay is built with sanitizers (then it is the
+ * bottleneck, at 100% CPU, and its 2.5 s phases vary by up to 30%: measured
+ * 0.80 and 0.88 on a quiet machine, 0.71 to 0.87 on a busy one).  Half is
+ * still far above what a relay that lets a non-reader hold up the others
+ * gives: its writes to the non-reader stall everyone, or its pool drains
+ * into the non-reader's queue, and the pairs stop.
+ */
+#define FAIR_FLOOR 0.8
+#define FAIR_FLOOR_RELAXED 0.5
 #define OTHER_LOAD_MAX 0.25
-
-static int nskip;
-
-/* A check that could not be judged here: "skip NAME: why". */
-static void
-skip(const char *name, const char *fmt, ...)
-{
-	va_list ap;
-
-	nskip++;
-	printf("skip %s: ", name);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-}
 
 static double
 secs_since(int64_t t)
@@ -431,6 +458,8 @@ scenario_cycles(void)
 	int64_t t = now_ns();
 	long fds_start, fds_warm, fds_end, rss_warm, rss_end;
 	long per = S->cycles / S->cycle_chunks;
+	long slack = S->sanitized ? RSS_SLACK_SAN_BYTES : RSS_SLACK_BYTES;
+	char name[120];
 	int i, ok = 1;
 
 	printf("\n== cycles: %d connect / TLS / ClientInfo / ServerInfo / close"
@@ -455,8 +484,8 @@ scenario_cycles(void)
 	fds_end = relay_fds_settle(fds_warm, FDS_SETTLE_MS);
 	rss_end = proc_rss_bytes(srv.pid);
 	printf("  at the end: %ld descriptors, RSS %.2f MB (%+ld bytes over the"
-	    " warm-up; allowed %d)\n", fds_end, rss_end / 1e6, rss_end - rss_warm,
-	    RSS_SLACK_BYTES);
+	    " warm-up; allowed %ld)\n", fds_end, rss_end / 1e6, rss_end - rss_warm,
+	    slack);
 	snprintf(why, sizeof(why), "%lu full + %lu early of %ld, %lu failed"
 	    " (first TLS error %lu); warm-up %lu failed",
 	    (unsigned long)all.ok, (unsigned long)all.aborted,
@@ -469,15 +498,14 @@ scenario_cycles(void)
 	    fds_warm, fds_end);
 	check(fds_end == fds_warm && fds_warm == fds_start,
 	    "cycles: relay descriptors back to their start value", why);
-	snprintf(why, sizeof(why), "RSS %ld after the warm-up, %ld at the end",
-	    rss_warm, rss_end);
-	if (S->sanitized)
-		skip("cycles: relay RSS back to its warm-up value", "%s (not"
-		    " judged: a sanitizer's quarantine holds freed memory)", why);
-	else
-		check(rss_warm > 0 && rss_end > 0 && rss_end - rss_warm <=
-		    RSS_SLACK_BYTES, "cycles: relay RSS back to its warm-up"
-		    " value", why);
+	snprintf(why, sizeof(why), "RSS %ld after the warm-up, %ld at the end:"
+	    " %+ld, allowed %ld%s", rss_warm, rss_end, rss_end - rss_warm, slack,
+	    rss_warm > 0 && rss_end > 0 ? "" : " (RSS unreadable)");
+	snprintf(name, sizeof(name), "cycles: relay RSS back to its warm-up"
+	    " value (within %ld KB%s)", slack / 1024, S->sanitized ?
+	    ", sanitizer build" : "");
+	check(rss_warm > 0 && rss_end > 0 && rss_end - rss_warm <= slack, name,
+	    why);
 	idle_stop(ch, IDLE_CHILDREN);
 	stop_relay("cycles");
 	printf("cycles: %.1f s\n", secs_since(t));
@@ -636,9 +664,9 @@ static void
 scenario_nonreader(void)
 {
 	struct result u1, d, u2;
-	char why[240];
+	char why[240], name[200], min_why[64];
 	int64_t t = now_ns();
-	double base, ratio, cut_s, other;
+	double base, ratio, cut_s, other, min_share;
 	int closed;
 
 	printf("\n== nonreader: %d pairs alone, then with a flooder sending to a"
@@ -675,27 +703,24 @@ scenario_nonreader(void)
 	    d.pps, base);
 	check_pairs("nonreader: pairs intact while flooded", &d);
 	check_pairs("nonreader: pairs intact after the flood", &u2);
-	snprintf(why, sizeof(why), "%.3f (%.0f pkt/s flooded, %.0f and %.0f"
-	    " undisturbed)", ratio, d.pps, u1.pps, u2.pps);
 	other = u1.other_util > d.other_util ? u1.other_util : d.other_util;
 	if (u2.other_util > other)
 		other = u2.other_util;
-	/* Other processes on the two cores change what the relay and this
-	 * generator get between the phases: a ratio taken then says nothing
-	 * about the relay, so it is reported and not judged. */
-	if (other > OTHER_LOAD_MAX)
-		skip("nonreader: pairs keep at least 80% of their throughput",
-		    "other processes took up to %.0f%% of a core: %s", other *
-		    100, why);
-	else if (S->sanitized)
-		/* Instrumented, the relay is the bottleneck (100% CPU), and
-		 * its 2.5 s phases varied by up to 30% (measured): the ratio
-		 * is judged on the shipped build (--short, make soak). */
-		skip("nonreader: pairs keep at least 80% of their throughput",
-		    "%s (not judged: relay built with sanitizers)", why);
-	else
-		check(ratio >= 0.8, "nonreader: pairs keep at least 80% of their"
-		    " throughput", why);
+	min_share = FAIR_FLOOR;
+	snprintf(min_why, sizeof(min_why), "quiet machine");
+	if (other > OTHER_LOAD_MAX) {
+		min_share = FAIR_FLOOR_RELAXED;
+		snprintf(min_why, sizeof(min_why), "other processes took up"
+		    " to %.0f%% of a core", other * 100);
+	} else if (S->sanitized) {
+		min_share = FAIR_FLOOR_RELAXED;
+		snprintf(min_why, sizeof(min_why), "relay built with sanitizers");
+	}
+	snprintf(name, sizeof(name), "nonreader: pairs keep %.3f of their"
+	    " throughput (floor %.2f: %s)", ratio, min_share, min_why);
+	snprintf(why, sizeof(why), "%.0f pkt/s flooded, %.0f and %.0f"
+	    " undisturbed", d.pps, u1.pps, u2.pps);
+	check(base > 0 && ratio >= min_share, name, why);
 	snprintf(why, sizeof(why), "cut off %.2f s after the flood began"
 	    " (allowed %.1f-%.1f s)", cut_s, WRITE_TIMEOUT_MS / 1e3,
 	    CUTOFF_MAX_MS / 1e3);
@@ -2272,6 +2297,390 @@ scenario_idleflood(void)
 	    "on the TLS port while the same address floods port 80");
 }
 
+/* ---- keepalive ----------------------------------------------------------- */
+
+/*
+ * derp.c sends each registered client a KeepAlive KEEPALIVE_MS after it
+ * registered plus a jitter in [0, KEEPALIVE_JITTER_MS) drawn per connection,
+ * then every KEEPALIVE_MS, from its timers sweep (every 250 ms), whatever
+ * else the connection does; derper's sendLoop ticker does the same (60 s
+ * plus up to 5 s).  We time from our read of the ServerInfo, which the
+ * relay writes just after it starts the clock, and that clock is its loop
+ * round's time, taken before the round's work: by our watch the KeepAlive
+ * may come before 60 s by a round's handshake work and a loopback write
+ * (milliseconds; KA_EARLY_MS allows for a busy machine).  Late: the sweep's
+ * 250 ms, scheduling on two busy cores and our poll round make KA_LATE_MS
+ * past the 65 s.
+ */
+#define KEEPALIVE_MS 60000
+#define KEEPALIVE_JITTER_MS 5000
+#define KA_EARLY_MS 200
+#define KA_LATE_MS 1500
+/* Eight clients: were the jitter lost (every KeepAlive at 60 s plus the
+ * sweep's phase, within 0.25 s), their first KeepAlives would lie within
+ * KA_SPREAD_MIN_MS; eight draws of [0, 5 s) all within 0.5 s happen once in
+ * 1.4 million runs. */
+#define KA_CLIENTS 8
+#define KA_SPREAD_MIN_MS 500
+#define KA_PINGERS 4		/* the last four Ping every KA_PING_EVERY_MS */
+#define KA_PING_EVERY_MS 5000
+/* After the last first KeepAlive we watch this long: a relay that sends one
+ * every sweep once the time has come (its timer never moved on) shows it. */
+#define KA_AFTER_MS 1000
+#define KA_ROUND_MS 100		/* poll round */
+#define KA_ROUNDS_MAX 200000	/* count bound; the time bound comes first */
+#define KA_FRAMES_PER_ROUND 64	/* per client */
+#define KA_WATCHDOG_S 150	/* its child process (full run), hard */
+
+static struct ka_client {
+	struct dclient *dc;
+	int64_t t_info;			/* our read of its ServerInfo */
+	int64_t t_ka;			/* its first KeepAlive; 0 before */
+	int nka;			/* KeepAlives */
+	int nother;			/* frames not asked for, or malformed */
+	int other_type;			/* the first of them */
+	int closed;			/* EOF, reset or error */
+	uint8_t ping[PING_BYTES];	/* the outstanding Ping's payload ... */
+	int64_t t_ping;			/* ... sent then; 0 none */
+	int64_t t_next_ping;
+	int pings, pongs, late;		/* sent; answered within IO_MS; later */
+	int64_t max_rtt_ns;
+} ka[KA_CLIENTS];
+static uint8_t ka_frame[DC_MAX_FRAME];
+
+/* Every frame k has received so far (none waited for), counted. */
+static void
+ka_read(struct ka_client *k)
+{
+	int n;
+
+	for (n = 0; n < KA_FRAMES_PER_ROUND && !k->closed; n++) {
+		uint8_t type;
+		size_t len;
+		int64_t now;
+		int r = dc_recv_frame(k->dc, &type, ka_frame, sizeof(ka_frame),
+		    &len, 0);
+
+		if (r == -2)
+			return;
+		if (r != 1) {
+			k->closed = 1;
+			return;
+		}
+		now = now_ns();
+		if (type == FT_KEEP_ALIVE && len == 0) {
+			if (k->nka++ == 0)
+				k->t_ka = now;
+		} else if (type == FT_PONG && len == PING_BYTES &&
+		    k->t_ping != 0 && memcmp(ka_frame, k->ping,
+		    PING_BYTES) == 0) {
+			if (now - k->t_ping > (int64_t)IO_MS * 1000000)
+				k->late++;
+			else
+				k->pongs++;
+			if (now - k->t_ping > k->max_rtt_ns)
+				k->max_rtt_ns = now - k->t_ping;
+			k->t_ping = 0;
+		} else if (k->nother++ == 0)
+			k->other_type = type;
+	}
+}
+
+static void
+ka_ping(struct ka_client *k)
+{
+	put_be64(k->ping, (uint64_t)(k - ka) << 32 | (uint32_t)k->pings);
+	if (dc_send_frame(k->dc, FT_PING, k->ping, PING_BYTES) < 0) {
+		k->closed = 1;
+		return;
+	}
+	k->pings++;
+	k->t_ping = now_ns();
+}
+
+/* One round: wait up to KA_ROUND_MS for input, read every client. */
+static void
+ka_round(void)
+{
+	struct pollfd pf[KA_CLIENTS];
+	int i;
+
+	for (i = 0; i < KA_CLIENTS; i++) {
+		pf[i].fd = ka[i].closed ? -1 : ka[i].dc->fd;
+		pf[i].events = POLLIN;
+		pf[i].revents = 0;
+	}
+	(void)poll(pf, KA_CLIENTS, KA_ROUND_MS);
+	/* Every client, ready or not: a frame may wait in its TLS engine. */
+	for (i = 0; i < KA_CLIENTS; i++)
+		ka_read(&ka[i]);
+}
+
+/* Rounds until no open client has a Ping outstanding, or timeout_ms. */
+static void
+ka_wait_pongs(int timeout_ms)
+{
+	int64_t deadline = now_ns() + (int64_t)timeout_ms * 1000000;
+	int i, n, waiting = 1;
+
+	for (n = 0; waiting && n < KA_ROUNDS_MAX && now_ns() < deadline; n++) {
+		ka_round();
+		for (i = 0, waiting = 0; i < KA_CLIENTS; i++)
+			waiting += !ka[i].closed && ka[i].t_ping != 0;
+	}
+}
+
+static void
+scenario_keepalive(void)
+{
+	char why[400], list[200];
+	int64_t t = now_ns(), now, t_end, t_last = 0;
+	int64_t lo = (int64_t)(KEEPALIVE_MS - KA_EARLY_MS) * 1000000;
+	int64_t hi = (int64_t)(KEEPALIVE_MS + KEEPALIVE_JITTER_MS +
+	    KA_LATE_MS) * 1000000;
+	double off, off_min = 1e9, off_max = 0, spread;
+	int i, n, got, opened = 0, in_window = 0, one_each = 0, open_end = 0;
+	int pings = 0, pongs = 0, late = 0, pongs0[KA_CLIENTS];
+	size_t used = 0;
+	int64_t max_rtt = 0;
+
+	printf("\n== keepalive: %d registered clients (%d silent, %d sending a"
+	    " Ping every %d s) wait for their first KeepAlive ==\n", KA_CLIENTS,
+	    KA_CLIENTS - KA_PINGERS, KA_PINGERS, KA_PING_EVERY_MS / 1000);
+	memset(ka, 0, sizeof(ka));
+	/* derp.c's test hook for a shorter ticker: this is the real one. */
+	(void)unsetenv("DERP_TEST_KEEPALIVE_MS");
+	if (start_relay("keepalive", 0) < 0)
+		return;
+	for (i = 0; i < KA_CLIENTS; i++) {
+		ka[i].dc = g_at(3);
+		ka[i].t_info = now_ns();
+		ka[i].closed = ka[i].dc == NULL;
+		opened += ka[i].dc != NULL;
+		/* Pings spread over the period, the first after 1 s. */
+		ka[i].t_next_ping = ka[i].t_info + (int64_t)(1000 + i *
+		    KA_PING_EVERY_MS / KA_CLIENTS) * 1000000;
+	}
+	snprintf(why, sizeof(why), "%d of %d", opened, KA_CLIENTS);
+	check(opened == KA_CLIENTS, "keepalive: clients registered", why);
+	if (opened < KA_CLIENTS)
+		goto out;
+	/* Until every client's window has passed, or every client has its
+	 * KeepAlive and KA_AFTER_MS more have gone by. */
+	t_end = ka[KA_CLIENTS - 1].t_info + hi;
+	for (n = 0; n < KA_ROUNDS_MAX && (now = now_ns()) < t_end; n++) {
+		ka_round();
+		now = now_ns();
+		for (i = 0, got = 0; i < KA_CLIENTS; i++) {
+			struct ka_client *k = &ka[i];
+			if (k->nka > 0)
+				got++;
+			if (k->t_ka > t_last)
+				t_last = k->t_ka;
+			if (i >= KA_CLIENTS - KA_PINGERS && !k->closed &&
+			    k->t_ping == 0 && now >= k->t_next_ping) {
+				ka_ping(k);
+				k->t_next_ping = now +
+				    (int64_t)KA_PING_EVERY_MS * 1000000;
+			}
+		}
+		if (got == KA_CLIENTS && now - t_last >=
+		    (int64_t)KA_AFTER_MS * 1000000)
+			break;
+	}
+	/* The Pings of the wait, then one more from every client. */
+	ka_wait_pongs(IO_MS);
+	for (i = 0; i < KA_CLIENTS; i++) {
+		pings += ka[i].pings;
+		pongs += ka[i].pongs;
+		late += ka[i].late + (ka[i].t_ping != 0);
+		if (ka[i].max_rtt_ns > max_rtt)
+			max_rtt = ka[i].max_rtt_ns;
+		pongs0[i] = ka[i].pongs;
+		if (!ka[i].closed && ka[i].t_ping == 0)
+			ka_ping(&ka[i]);
+	}
+	ka_wait_pongs(IO_MS);
+	for (i = 0; i < KA_CLIENTS; i++) {
+		struct ka_client *k = &ka[i];
+		open_end += !k->closed && k->t_ping == 0 &&
+		    k->pongs > pongs0[i];
+		one_each += k->nka == 1 && k->nother == 0;
+		if (k->t_ka == 0) {
+			used += (size_t)snprintf(list + used, sizeof(list) -
+			    used, " none");
+		} else {
+			off = (double)(k->t_ka - k->t_info) / 1e9;
+			if (off < off_min)
+				off_min = off;
+			if (off > off_max)
+				off_max = off;
+			in_window += k->t_ka - k->t_info >= lo &&
+			    k->t_ka - k->t_info <= hi;
+			used += (size_t)snprintf(list + used, sizeof(list) -
+			    used, " %.2f", off);
+		}
+		if (used >= sizeof(list))
+			used = sizeof(list) - 1;
+	}
+	spread = off_max > off_min ? off_max - off_min : 0;
+	printf("  first KeepAlive after ServerInfo, s:%s (spread %.2f s); %d"
+	    " Pings, %d Pongs within %d ms, longest %.1f ms\n", list, spread,
+	    pings, pongs, IO_MS, max_rtt / 1e6);
+	snprintf(why, sizeof(why), "%d of %d in %.1f-%.1f s:%s", in_window,
+	    KA_CLIENTS, lo / 1e9, hi / 1e9, list);
+	check(in_window == KA_CLIENTS, "keepalive: each client's first"
+	    " KeepAlive 60 s + [0, 5 s) after its ServerInfo", why);
+	for (i = 0, used = 0, why[0] = '\0'; i < KA_CLIENTS; i++) {
+		struct ka_client *k = &ka[i];
+		char other[64] = "";
+
+		if ((k->nka == 1 && k->nother == 0) || used >= sizeof(why))
+			continue;
+		if (k->nother > 0)
+			snprintf(other, sizeof(other), ", %d other frames (the"
+			    " first of type 0x%02x)", k->nother, k->other_type);
+		used += (size_t)snprintf(why + used, sizeof(why) - used,
+		    "%sclient %d: %d KeepAlives%s%s", used > 0 ? "; " : "", i,
+		    k->nka, other, k->closed ? ", closed" : "");
+	}
+	check(one_each == KA_CLIENTS, "keepalive: one KeepAlive each, and no"
+	    " frame but the Pongs asked for", why);
+	snprintf(why, sizeof(why), "first KeepAlives within %.2f s of each"
+	    " other, after their ServerInfo (%d of %d in the window)", spread,
+	    in_window, KA_CLIENTS);
+	check(in_window == KA_CLIENTS && spread >= KA_SPREAD_MIN_MS / 1e3,
+	    "keepalive: first KeepAlives spread (a jitter per connection)",
+	    why);
+	snprintf(why, sizeof(why), "%d Pings: %d Pongs within %d ms, %d late"
+	    " or missing", pings, pongs, IO_MS, late);
+	check(pings > 0 && pongs == pings && late == 0, "keepalive: Pings"
+	    " answered while waiting", why);
+	snprintf(why, sizeof(why), "%d of %d answered", open_end, KA_CLIENTS);
+	check(open_end == KA_CLIENTS, "keepalive: every connection still open"
+	    " at the end (Ping -> Pong)", why);
+out:
+	for (i = 0; i < KA_CLIENTS; i++)
+		dc_free(ka[i].dc);
+	stop_relay("keepalive");
+	printf("keepalive: %.1f s\n", secs_since(t));
+}
+
+/*
+ * The full run's keepalive scenario runs in a child process started before
+ * the others, since it spends 67 s waiting.  The child has its own scratch
+ * directory (a relay starting at the same moment as the parent's must not
+ * write the same key file and certificate), its own watchdog, and writes its
+ * lines to a file that keepalive_collect prints at the end, adding its
+ * counts, which come back through a pipe.
+ */
+static struct {
+	pid_t pid;
+	int fd;				/* the counts arrive here */
+	char out[sizeof(scratch) + 32];	/* its lines */
+	int64_t t_start;
+} kab = { -1, -1, "", 0 };
+
+static void
+keepalive_spawn(void)
+{
+	int p[2], counts[2];
+
+	snprintf(kab.out, sizeof(kab.out), "%s/keepalive.out", scratch);
+	if (pipe(p) < 0) {
+		check(0, "keepalive: child process started", strerror(errno));
+		return;
+	}
+	/* Not for the relays and clients forked later. */
+	(void)fcntl(p[0], F_SETFD, FD_CLOEXEC);
+	(void)fcntl(p[1], F_SETFD, FD_CLOEXEC);
+	(void)fcntl(p[0], F_SETFL, O_NONBLOCK);
+	fflush(stdout);
+	kab.t_start = now_ns();
+	if ((kab.pid = fork()) < 0) {
+		check(0, "keepalive: child process started", strerror(errno));
+		close(p[0]);
+		close(p[1]);
+		return;
+	}
+	if (kab.pid == 0) {
+		close(p[0]);
+		alarm(KA_WATCHDOG_S);
+		if (freopen(kab.out, "w", stdout) == NULL)
+			_exit(2);
+		setvbuf(stdout, NULL, _IOLBF, 0);
+		npass = nfail = 0;
+		if (strlen(scratch) + sizeof("/keepalive") > sizeof(scratch))
+			_exit(2);
+		strcat(scratch, "/keepalive");
+		if (mkdir(scratch, 0700) < 0)
+			_exit(2);
+		scenario_keepalive();
+		counts[0] = npass;
+		counts[1] = nfail;
+		if (nfail == 0)
+			rm_tree(scratch);
+		fflush(stdout);
+		_exit(write(p[1], counts, sizeof(counts)) == sizeof(counts) ?
+		    0 : 2);
+	}
+	close(p[1]);
+	kab.fd = p[0];
+}
+
+static void
+keepalive_collect(void)
+{
+	int64_t deadline = kab.t_start + (int64_t)(KA_WATCHDOG_S + 10) *
+	    1000000000;
+	int counts[2] = { 0, 0 }, st = 0, ended = 0, got;
+	char line[600], why[120];
+	FILE *f;
+
+	if (kab.pid <= 0)
+		return;
+	/* Usually it ended minutes ago: the deadline only bounds a wait. */
+	for (;;) {
+		if (waitpid(kab.pid, &st, WNOHANG) == kab.pid) {
+			ended = 1;
+			break;
+		}
+		if (now_ns() >= deadline)
+			break;
+		sleep_ms(100);
+	}
+	if (!ended) {
+		/* SIGTERM first: its handler (on_fatal_signal) kills its
+		 * relay, which SIGKILL would leave running. */
+		kill(kab.pid, SIGTERM);
+		deadline = now_ns() + (int64_t)STOP_MS * 1000000;
+		while (waitpid(kab.pid, &st, WNOHANG) != kab.pid) {
+			if (now_ns() >= deadline) {
+				kill(kab.pid, SIGKILL);
+				(void)waitpid(kab.pid, &st, 0);
+				break;
+			}
+			sleep_ms(20);
+		}
+	}
+	printf("\n(keepalive ran in a child process alongside the scenarios"
+	    " above)");
+	if ((f = fopen(kab.out, "r")) != NULL) {
+		while (fgets(line, sizeof(line), f) != NULL)
+			fputs(line, stdout);
+		fclose(f);
+	}
+	got = read(kab.fd, counts, sizeof(counts)) == (ssize_t)sizeof(counts);
+	close(kab.fd);
+	npass += counts[0];
+	nfail += counts[1];
+	snprintf(why, sizeof(why), "%s, exit status %d%s", ended ? "ended" :
+	    "killed at its time bound", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+	    got ? "" : ", no counts reported");
+	check(ended && WIFEXITED(st) && WEXITSTATUS(st) == 0 && got,
+	    "keepalive: its process ended and reported", why);
+}
+
 /* ---- main ---------------------------------------------------------------- */
 
 static void
@@ -2279,7 +2688,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: soak [--short | --tiny] [--only idle|cycles|"
 	    "nonreader|hsflood|garbage|pinned|pinned4k|overhold|stalledinfo|"
-	    "slowrecv|idleflood] [DERP_BINARY]\n");
+	    "slowrecv|idleflood|keepalive] [DERP_BINARY]\n");
 	exit(2);
 }
 
@@ -2288,11 +2697,12 @@ main(int argc, char **argv)
 {
 	static const char *const names[] = { "idle", "cycles", "nonreader",
 	    "hsflood", "garbage", "pinned", "pinned4k", "overhold",
-	    "stalledinfo", "slowrecv", "idleflood" };
+	    "stalledinfo", "slowrecv", "idleflood", "keepalive" };
 	static void (*const run[])(void) = { scenario_idle, scenario_cycles,
 	    scenario_nonreader, scenario_hsflood, scenario_garbage,
 	    scenario_pinned, scenario_pinned4k, scenario_overhold,
-	    scenario_stalledinfo, scenario_slowrecv, scenario_idleflood };
+	    scenario_stalledinfo, scenario_slowrecv, scenario_idleflood,
+	    scenario_keepalive };
 	const int nscen = (int)(sizeof(names) / sizeof(names[0]));
 	const char *only = NULL;
 	struct rlimit rl;
@@ -2335,9 +2745,14 @@ main(int argc, char **argv)
 			break;
 	if (i == nscen)
 		usage();
+	/* keepalive: by name alone, or in the full run beside the others. */
+	if (only == NULL && S == &full)
+		keepalive_spawn();
 	for (i = 0; i < nscen; i++)
-		if (only == NULL || strcmp(only, names[i]) == 0)
+		if (only != NULL ? strcmp(only, names[i]) == 0 :
+		    run[i] != scenario_keepalive)
 			run[i]();
+	keepalive_collect();
 	kill_all();
 	if (anomalies_total > 0) {
 		printf("\n== anomalies: %ld ==\n", anomalies_total);
@@ -2349,6 +2764,6 @@ main(int argc, char **argv)
 		rm_tree(scratch);	/* keep the relay logs only of a failure */
 	else
 		printf("(relay logs in %s)\n", scratch);
-	printf("%d passed, %d failed, %d skipped\n", npass, nfail, nskip);
+	printf("%d passed, %d failed, 0 skipped\n", npass, nfail);
 	return nfail == 0 ? 0 : 1;
 }

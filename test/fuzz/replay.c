@@ -8,8 +8,10 @@
  *
  * Each input runs in a child process, so one that crashes (a sanitizer report,
  * a harness abort) is reported as "FAIL path: ..." and the others still run.
- * Directories that do not exist count as empty.  Ends with
- * "N passed, N failed" and exits non-zero if any failed.
+ * A PATH that does not exist or cannot be read, an entry of a directory that
+ * is not a readable regular file, and a run that replayed no input at all
+ * fail too: a corpus that went missing must not pass as an empty one.  Ends
+ * with "N passed, N failed" and exits non-zero if any failed.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -99,6 +101,14 @@ cmp_names(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* A path that could not be replayed at all: one failure, not a skip. */
+static void
+fail_path(const char *path, const char *why)
+{
+	printf("FAIL %s: %s\n", path, why);
+	failed++;
+}
+
 /* The files of a directory, in name order (a stable order for reports). */
 static void
 replay_dir(const char *dir)
@@ -110,9 +120,12 @@ replay_dir(const char *dir)
 	size_t n = 0, cap = 0, i;
 	int before = passed + failed;
 
-	if (d == NULL)
+	if (d == NULL) {
+		fail_path(dir, strerror(errno));
 		return;
-	while ((de = readdir(d)) != NULL) {
+	}
+	/* readdir returns NULL at the end and on an error: errno tells. */
+	for (errno = 0; (de = readdir(d)) != NULL; errno = 0) {
 		if (de->d_name[0] == '.')
 			continue;
 		if (n == cap) {
@@ -122,15 +135,27 @@ replay_dir(const char *dir)
 				break;
 			names = tmp;
 		}
-		if ((names[n] = strdup(de->d_name)) != NULL)
-			n++;
+		if ((names[n] = strdup(de->d_name)) == NULL)
+			break;
+		n++;
 	}
+	/* A listing cut short would replay a part of the corpus as if it
+	 * were all of it. */
+	if (de != NULL || errno != 0)
+		fail_path(dir, de != NULL ? "out of memory listing it" :
+		    strerror(errno));
 	closedir(d);
 	if (n > 0)
 		qsort(names, n, sizeof *names, cmp_names);
 	for (i = 0; i < n; i++) {
-		snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-		if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode))
+		if ((size_t)snprintf(path, sizeof path, "%s/%s", dir,
+		    names[i]) >= sizeof path)
+			fail_path(names[i], "path too long");
+		else if (stat(path, &sb) != 0)
+			fail_path(path, strerror(errno));
+		else if (!S_ISREG(sb.st_mode))
+			fail_path(path, "not a regular file");
+		else
 			replay(path);
 		free(names[i]);
 	}
@@ -150,11 +175,16 @@ main(int argc, char **argv)
 		return 2;
 	}
 	for (i = 1; i < argc; i++) {
-		if (stat(argv[i], &sb) == 0 && S_ISDIR(sb.st_mode))
+		if (stat(argv[i], &sb) != 0)
+			fail_path(argv[i], strerror(errno));
+		else if (S_ISDIR(sb.st_mode))
 			replay_dir(argv[i]);
-		else if (stat(argv[i], &sb) == 0)
+		else
 			replay(argv[i]);
 	}
+	/* Paths that all exist but hold nothing: the harness never ran. */
+	if (passed + failed == 0)
+		fail_path("replay", "no input replayed");
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;
 }
