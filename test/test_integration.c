@@ -1252,6 +1252,12 @@ t_note_preferred(void)
 	(void)dc_send_frame(c, FT_NOTE_PREFERRED, p, 2);
 	expect_closed_only("note_preferred_2_closes", c);
 	dc_free(c);
+	/* Exactly one byte, as derper: an empty one closes too. */
+	c = cl_derp();
+	if (c != NULL)
+		(void)dc_send_frame(c, FT_NOTE_PREFERRED, p, 0);
+	expect_closed_only("note_preferred_0_closes", c);
+	dc_free(c);
 }
 
 /* Check a PeerGone(key, reason) frame of exactly 33 bytes arrives on c. */
@@ -1970,6 +1976,32 @@ t_bad_client_info(void)
 		(void)dc_write(c, f, fl);
 	}
 	expect_refused_silently("client_info_tag_flipped", c);
+	dc_free(c);
+
+	/* A low-order client key (the point u = 1): X25519 with it gives the
+	 * all-zero secret whatever the server's key, so anyone can seal a box
+	 * "from" it, sealed here under HSalsa20(0, 0).  derper accepts such a
+	 * key (Go's box does not check); rejecting it is allowed
+	 * (derp-protocol.md 3) and this relay does. */
+	c = cl_upgraded();
+	if (c != NULL) {
+		static const char json[] = "{\"version\":2}";
+		static const uint8_t zero16[16];
+		uint8_t k[32], zero32[32];
+		size_t plen = 32 + 24 + 16 + sizeof json - 1;
+
+		memset(zero32, 0, sizeof zero32);
+		nacl_hsalsa20(k, zero16, zero32);
+		f[0] = FT_CLIENT_INFO;
+		put_be32(f + 1, (uint32_t)plen);
+		memset(f + 5, 0, 32);
+		f[5] = 1;			/* u = 1, little-endian */
+		dc_random(f + 5 + 32, 24);
+		nacl_box_seal_afternm(f + 5 + 56, (const uint8_t *)json,
+		    sizeof json - 1, f + 5 + 32, k);
+		(void)dc_write(c, f, 5 + plen);
+	}
+	expect_refused_silently("client_info_low_order_key", c);
 	dc_free(c);
 
 	/* A box sealed for another server key. */
