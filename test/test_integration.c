@@ -1141,6 +1141,36 @@ t_client_info_json(void)
 
 /* ---- scenarios: packets ------------------------------------------------- */
 
+/* Derp-Fast-Start is honoured only when exactly "1" (derp-protocol.md 5):
+ * any other value gets the 101 response before ServerKey. */
+static void
+t_fast_start_values(void)
+{
+	static const char *const val[] = { "0", "11", "true", "" };
+	static const char *const nm[] = { "fast_start_0_gets_101",
+	    "fast_start_11_gets_101", "fast_start_true_gets_101",
+	    "fast_start_empty_gets_101" };
+	char req[300], got[16];
+	struct dclient *c;
+	size_t i;
+
+	for (i = 0; i < sizeof val / sizeof val[0]; i++) {
+		const char *e = NULL;
+
+		c = cl_connect();
+		snprintf(req, sizeof req, "GET /derp HTTP/1.1\r\nHost: %s\r\n"
+		    "Connection: Upgrade\r\nUpgrade: DERP\r\n"
+		    "Derp-Fast-Start: %s\r\n\r\n", host_hdr, val[i]);
+		if (c == NULL || dc_write(c, req, strlen(req)) < 0 ||
+		    dc_read_full(c, got, 12, IO_MS) != 1)
+			e = "no response";
+		else if (memcmp(got, "HTTP/1.1 101", 12) != 0)
+			e = "no 101 response first (taken as fast start?)";
+		verdict(nm[i], e);
+		dc_free(c);
+	}
+}
+
 static void
 t_exchange(void)
 {
@@ -3108,6 +3138,7 @@ run_full_mode(const char *name, int tls)
 	    "two clients could not connect");
 	t_handshake();
 	t_vectors();
+	t_fast_start_values();
 	t_client_info_json();
 	t_exchange();
 	t_packet_too_big();
