@@ -1005,9 +1005,19 @@ test_unfinished_by_source(const char *dir)
 	derp_destroy(s);
 }
 
-/* A queued packet of plen bytes for c, made by hand. */
+/* A queued packet of plen bytes for c's queue kind, made by hand. */
+static void ut_queue_packet_kind(struct derp_server *, struct conn *, int,
+    uint32_t);
+
 static void
 ut_queue_packet(struct derp_server *s, struct conn *c, uint32_t plen)
+{
+	ut_queue_packet_kind(s, c, Q_OTHER, plen);
+}
+
+static void
+ut_queue_packet_kind(struct derp_server *s, struct conn *c, int kind,
+    uint32_t plen)
 {
 	uint32_t n = chunks_for(RECV_PREFIX_BYTES + plen), first = NIL, prev = NIL,
 	    i, k, left = RECV_PREFIX_BYTES + plen;
@@ -1025,7 +1035,7 @@ ut_queue_packet(struct derp_server *s, struct conn *c, uint32_t plen)
 	}
 	frame_put_header(s->pool.chunks[first].data, FRAME_RECV_PACKET,
 	    KEY_BYTES + plen);
-	conn_queue_push(s, c, Q_OTHER, first);
+	conn_queue_push(s, c, kind, first);
 }
 
 static void
@@ -1171,6 +1181,23 @@ test_reclaim_heap(const char *dir)
 	}
 	check(bad == 0, "reclaim heap: the victim is always the connection with "
 	    "the most queued chunks", "");
+	ut_close_all(s);
+	/* Within the victim, the other queue pays first: disco packets are
+	 * small and decide whether direct paths work (derper never drops them
+	 * for the others' sake). */
+	c[0] = ut_client(s, 1);
+	for (i = 0; i < 4; i++) {
+		ut_queue_packet_kind(s, c[0], Q_DISCO, 100);
+		ut_queue_packet_kind(s, c[0], Q_OTHER, 1200);
+	}
+	for (k = 0; k < 4; k++)
+		(void)pool_reclaim(s, s->pool.free_count + 1);
+	check(c[0]->q[Q_OTHER].count == 0 && c[0]->q[Q_DISCO].count == 4,
+	    "reclaim: the other queue is emptied before a disco packet goes",
+	    "");
+	(void)pool_reclaim(s, s->pool.free_count + 1);
+	check(c[0]->q[Q_DISCO].count == 3, "reclaim: then the disco queue's "
+	    "oldest", "");
 	ut_close_all(s);
 	check(s->nqheap == 0 && s->pool.free_count == s->pool.count,
 	    "reclaim heap: empty after closing", "");
