@@ -77,6 +77,7 @@
 #define PORT_TRIES 3		/* fresh ports when a start fails (port in use) */
 #define FILE_MAX (256 * 1024)	/* largest data file or log we read */
 #define BODY_MAX 16384		/* largest HTTP body we expect */
+#define HTTP_HEAD_CAP 8192	/* ours: request line + headers; beyond, 431 */
 
 #define FT_SERVER_KEY 0x01
 #define FT_CLIENT_INFO 0x02
@@ -3107,6 +3108,8 @@ begin_mode(const char *name, int tls, const char *host)
 	unlink(log_path);
 }
 
+static void t_http_exact(void);
+
 /* plain and tls: the full scenario list. */
 static void
 run_full_mode(const char *name, int tls)
@@ -3159,6 +3162,7 @@ run_full_mode(const char *name, int tls)
 	if (tls)
 		t_tls_garbage();
 	t_http();
+	t_http_exact();
 	if (tls)
 		t_http_port();
 	report_heads();
@@ -3932,6 +3936,125 @@ first_line(const char *resp)
 
 	snprintf(line, sizeof(line), "%.*s", (int)strcspn(resp, "\r\n"), resp);
 	return line[0] != '\0' ? line : "(nothing)";
+}
+
+/* derper-compat.md 4.8: the browser headers, exactly. */
+static const char *const browser_hdr[][2] = {
+	{ "Strict-Transport-Security", "max-age=63072000; includeSubDomains" },
+	{ "Content-Security-Policy", "default-src 'self'; frame-ancestors"
+	    " 'none'; form-action 'self'; base-uri 'self';"
+	    " block-all-mixed-content; object-src 'none'" },
+	{ "X-Frame-Options", "DENY" },
+	{ "X-Content-Type-Options", "nosniff" },
+};
+
+static const char *
+browser_headers_missing(void)
+{
+	static char why[120];
+	size_t i;
+
+	for (i = 0; i < sizeof browser_hdr / sizeof browser_hdr[0]; i++)
+		if (!hdr_is(browser_hdr[i][0], browser_hdr[i][1])) {
+			snprintf(why, sizeof why, "%s missing or not \"%.40s\"",
+			    browser_hdr[i][0], browser_hdr[i][1]);
+			return why;
+		}
+	return NULL;
+}
+
+/*
+ * Responses header by header where derper-compat.md gives them (4.1-4.9),
+ * HEAD without a body, header names matched whole, and the head cap at its
+ * exact byte.
+ */
+static void
+t_http_exact(void)
+{
+	static char req[9000], resp[4096];
+	const char *e;
+	size_t n, k;
+	int closed;
+
+	snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n",
+	    host_hdr);
+	e = http_main(req, 0) < 0 ? "no response" : browser_headers_missing();
+	verdict("home_browser_headers", e);
+	snprintf(req, sizeof req, "GET /robots.txt HTTP/1.1\r\nHost: %s\r\n\r\n",
+	    host_hdr);
+	e = http_main(req, 0) < 0 ? "no response" : browser_headers_missing();
+	if (e == NULL && !hdr_is("Content-Type", "text/plain; charset=utf-8"))
+		e = "Content-Type not text/plain; charset=utf-8";
+	verdict("robots_browser_headers", e);
+	/* /bootstrap-dns with no names: 200, JSON, empty, and closed. */
+	snprintf(req, sizeof req, "GET /bootstrap-dns HTTP/1.1\r\nHost: %s\r\n"
+	    "\r\n", host_hdr);
+	e = http_main(req, 0) < 0 ? "no response" : hr.status != 200 ?
+	    "not 200" : !hdr_is("Content-Type", "application/json") ?
+	    "Content-Type not application/json" : !hdr_is("Connection",
+	    "close") ? "no Connection: close" : hr.body_len != 0 ?
+	    "body not empty" : browser_headers_missing();
+	verdict("bootstrap_dns_empty", e);
+	/* Error bodies: text/plain, nosniff, the text and a newline. */
+	snprintf(req, sizeof req, "GET /derp HTTP/1.1\r\nHost: %s\r\n\r\n",
+	    host_hdr);
+	e = http_main(req, 0) < 0 ? "no response" : !hdr_is(
+	    "X-Content-Type-Options", "nosniff") ? "no X-Content-Type-Options:"
+	    " nosniff on an error" : NULL;
+	verdict("error_nosniff", e);
+
+	/* HEAD: the head only.  The next response on the connection must
+	 * start right after it. */
+	n = (size_t)snprintf(req, sizeof req, "HEAD / HTTP/1.1\r\nHost: %s\r\n"
+	    "\r\nGET /derp/probe HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
+	    "\r\n", host_hdr, host_hdr);
+	closed = raw_exchange(req, n, resp, sizeof resp, &k);
+	{
+		const char *end = strstr(resp, "\r\n\r\n");
+
+		e = closed < 0 ? "connect failed" :
+		    strncmp(resp, "HTTP/1.1 200", 12) != 0 ? "HEAD not 200" :
+		    end == NULL ? "no complete head" :
+		    strncmp(end + 4, "HTTP/1.1 200", 12) != 0 ? "bytes after"
+		    " the HEAD response's head (a body?)" : NULL;
+	}
+	verdict("head_has_no_body", e);
+
+	/* "Hos:" is not Host: HTTP/1.1 without Host is Go's 400. */
+	n = (size_t)snprintf(req, sizeof req, "GET /derp/probe HTTP/1.1\r\n"
+	    "Hos: %s\r\n\r\n", host_hdr);
+	closed = raw_exchange(req, n, resp, sizeof resp, &k);
+	verdict("header_name_matched_whole", closed < 0 ? "connect failed" :
+	    dc_http_status(resp) == 400 ? NULL : first_line(resp));
+
+	/* The head cap: 8192 bytes up to the blank line's LF pass; 8193 get
+	 * 431. */
+	for (k = 0; k < 2; k++) {
+		size_t want = HTTP_HEAD_CAP + k;
+
+		n = (size_t)snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s"
+		    "\r\nConnection: close\r\nX-Pad: ", host_hdr);
+		memset(req + n, 'p', want - n - 4);
+		memcpy(req + want - 4, "\r\n\r\n", 4);
+		closed = raw_exchange(req, want, resp, sizeof resp, &n);
+		e = closed < 0 ? "connect failed" :
+		    dc_http_status(resp) != (k == 0 ? 200 : 431) ?
+		    first_line(resp) : NULL;
+		verdict(k == 0 ? "head_8192_bytes_200" : "head_8193_bytes_431",
+		    e);
+	}
+
+	/* CONNECT over TLS: 403, derper's text. */
+	if (mode_tls) {
+		n = (size_t)snprintf(req, sizeof req, "CONNECT"
+		    " controlplane.tailscale.com:443 HTTP/1.1\r\nHost:"
+		    " controlplane.tailscale.com:443\r\n\r\n");
+		closed = raw_exchange(req, n, resp, sizeof resp, &k);
+		verdict("connect_tls_403", closed < 0 ? "connect failed" :
+		    dc_http_status(resp) != 403 ? first_line(resp) :
+		    strstr(resp, "\r\n\r\nCONNECT not enabled\n") == NULL ?
+		    "not derper's body" : NULL);
+	}
 }
 
 /*
