@@ -4044,6 +4044,23 @@ t_http_exact(void)
 		    e);
 	}
 
+	/* Clear-text HTTP to the TLS port: Go's exact answer, then a close. */
+	if (mode_tls) {
+		static const char go400[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
+		    "Client sent an HTTP request to an HTTPS server.\n";
+		struct dclient *c = cl_connect_to(srv_host, srv_port, 0, NULL);
+
+		n = (size_t)snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost:"
+		    " %s\r\n\r\n", host_hdr);
+		e = c == NULL || dc_write(c, req, n) < 0 ? "connect failed" :
+		    dc_read_full(c, resp, sizeof go400 - 1, IO_MS) != 1 ?
+		    "no answer" : memcmp(resp, go400, sizeof go400 - 1) != 0 ?
+		    "not Go's clear-text 400" : !dc_expect_close(c, CLOSE_MS) ?
+		    "not closed after it" : NULL;
+		verdict("http_to_tls_port_go_400", e);
+		dc_free(c);
+	}
+
 	/* CONNECT over TLS: 403, derper's text. */
 	if (mode_tls) {
 		n = (size_t)snprintf(req, sizeof req, "CONNECT"
