@@ -1145,6 +1145,78 @@ test_budgets(const char *dir)
 	derp_destroy(s);
 }
 
+/*
+ * Per-connection timers on a real relay: the KeepAlive jitter is drawn per
+ * connection (64 clients registered at one instant must not share one
+ * deadline, or they all wake at once), the NotHere limiter's burst is capped
+ * at 3 however long a client was quiet, and derp_create refuses a KeepAlive
+ * interval outside 1 s .. 1 h (a jitter divisor of 0 below 12 ms).
+ */
+static void
+test_timers(const char *dir)
+{
+	struct derp_server *s = ut_server(dir, 64, 8);
+	struct derp_config cfg;
+	char err[256];
+	int64_t lo = INT64_MAX, hi = INT64_MIN, d;
+	int i, allowed, bad = 0;
+	static const int64_t refused[] = { 0, -1, 999, 3600001 };
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < 64; i++) {
+		struct conn *c = ut_client(s, (uint8_t)(i + 1));
+
+		d = c->next_keepalive_ms - s->now;
+		bad += d < KEEPALIVE_MS || d >= KEEPALIVE_MS + KEEPALIVE_JITTER_MS;
+		if (d < lo)
+			lo = d;
+		if (d > hi)
+			hi = d;
+	}
+	/* 64 uniform draws over 5 s span less than 2.5 s with probability
+	 * about 64 * 2^-63. */
+	check(bad == 0 && hi - lo >= KEEPALIVE_JITTER_MS / 2, "timers: KeepAlive "
+	    "deadlines of 64 clients registered at once are 60 s plus a jitter "
+	    "drawn for each, spread over [0, 5 s)", "");
+	{
+		struct conn *c = &s->conns[0];
+
+		for (i = 0; i < (int)s->fresh; i++)
+			if (s->conns[i].state == CS_DERP) {
+				c = &s->conns[i];
+				break;
+			}
+		c->nh_last_ms = s->now - 100000;	/* quiet for 100 s */
+		for (i = 0, allowed = 0; i < 10; i++)
+			allowed += nothere_allow(s, c);
+		check(allowed == NOT_HERE_BURST, "timers: after 100 quiet "
+		    "seconds the NotHere limiter allows its burst of 3, no more",
+		    "");
+		s->now += 1000;
+		for (i = 0, allowed = 0; i < 10; i++)
+			allowed += nothere_allow(s, c);
+		check(allowed == 1, "timers: then one a second", "");
+	}
+	ut_close_all(s);
+	derp_destroy(s);
+	for (i = 0; i < (int)(sizeof refused / sizeof refused[0]); i++) {
+		derp_config_defaults(&cfg);
+		cfg.addr = "127.0.0.1:0";
+		cfg.config_path = "";
+		cfg.dev = 1;
+		cfg.stun = 0;
+		cfg.max_clients = 4;
+		cfg.keepalive_ms = refused[i];
+		s = derp_create(&cfg, err, sizeof err);
+		bad += s != NULL;
+		if (s != NULL)
+			derp_destroy(s);
+	}
+	check(bad == 0, "timers: derp_create refuses a KeepAlive interval of "
+	    "0, -1, 999 or 3600001 ms", "");
+}
+
 static void
 test_reclaim_heap(const char *dir)
 {
@@ -3031,6 +3103,7 @@ int main(int argc, char **argv)
 	test_slots_fair_share(scratch);
 	test_budgets(scratch);
 	test_reclaim_heap(scratch);
+	test_timers(scratch);
 	test_peergone_records(scratch);
 	test_wire(argv[1], scratch);	/* before test_constants: it records */
 	snprintf(key, sizeof key, "%s/ut.key", scratch);
