@@ -3389,6 +3389,67 @@ run_queues_mode(const char *name, int tls)
 	server_stop();
 }
 
+/* ---- a relay with -derp=false and a key file it makes itself -------------- */
+
+static char fresh_key_path[600];
+
+static int
+mk_derp_false(char **argv, char bufs[][600])
+{
+	int i;
+
+	if (mk_plain(argv, bufs) < 0)
+		return -1;
+	for (i = 0; argv[i] != NULL; i++)
+		if (argv[i] == key_path)
+			argv[i] = fresh_key_path;
+	argv_append(argv, "-derp=false", (char *)NULL);
+	return 0;
+}
+
+/*
+ * derper's key file when -c names a file that does not exist: created 0600,
+ * tab-indented JSON with a "privkey:" key (keys_and_config.txt); and with
+ * -derp=false, /derp is 404 "derp server disabled" (derper-compat.md 4.1)
+ * while the rest still answers.
+ */
+static void
+run_derp_false_mode(void)
+{
+	static const char head[] = "{\n\t\"PrivateKey\": \"privkey:";
+	struct stat st;
+	char req[300], *text;
+	size_t len = 0;
+	const char *e;
+
+	begin_mode("derp_false", 0, "127.0.0.1");
+	snprintf(fresh_key_path, sizeof fresh_key_path, "%s/made-by-derp.key",
+	    scratch);
+	unlink(fresh_key_path);
+	if (server_start(mk_derp_false) < 0)
+		return;
+	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
+	text = read_file(fresh_key_path, &len);
+	e = stat(fresh_key_path, &st) < 0 || text == NULL ? "no key file made" :
+	    (st.st_mode & 0777) != 0600 ? "key file not mode 0600" :
+	    len != sizeof head - 1 + 64 + 3 || memcmp(text, head,
+	    sizeof head - 1) != 0 || memcmp(text + len - 3, "\"\n}", 3) != 0 ?
+	    "key file not derper's format" : NULL;
+	verdict("key_file_made_0600_derper_format", e);
+	free(text);
+	snprintf(req, sizeof req, "GET /derp HTTP/1.1\r\nHost: %s\r\n"
+	    "Connection: Upgrade\r\nUpgrade: DERP\r\n\r\n", host_hdr);
+	e = http_main(req, 0) < 0 ? "no response" : hr.status != 404 ?
+	    "not 404" : strcmp(hr.body, "derp server disabled\n") != 0 ?
+	    "not derper's body" : NULL;
+	verdict("derp_false_404", e);
+	snprintf(req, sizeof req, "GET /derp/probe HTTP/1.1\r\nHost: %s\r\n\r\n",
+	    host_hdr);
+	verdict("derp_false_probe_still_200", http_main(req, 0) == 0 &&
+	    hr.status == 200 ? NULL : "not 200");
+	server_stop();
+}
+
 /* ---- KeepAlive ------------------------------------------------------------ */
 
 #define KA_TEST_MS 1000		/* DERP_TEST_KEEPALIVE_MS for this mode */
@@ -5407,6 +5468,8 @@ main(int argc, char **argv)
 		run_queues_mode("queues_tls", 1);
 	if (mode_wanted("keepalive"))
 		run_keepalive_mode();
+	if (mode_wanted("derp_false"))
+		run_derp_false_mode();
 	if (mode_wanted("rate"))
 		run_rate_mode();
 	if (mode_wanted("cli"))
