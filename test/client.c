@@ -504,6 +504,9 @@ tls_init(struct dclient *c, const char *sni)
 	br_ssl_engine_set_x509(&c->sc.eng, &c->x509.vtable);
 	br_ssl_engine_set_versions(&c->sc.eng, c->tls_min, c->tls_max);
 	br_ssl_engine_set_buffer(&c->sc.eng, c->iobuf, sizeof(c->iobuf), 1);
+	if (c->alpn_count > 0)
+		br_ssl_engine_set_protocol_names(&c->sc.eng, c->alpn,
+		    c->alpn_count);
 	return br_ssl_client_reset(&c->sc, sni, 0) ? 0 : -1;
 }
 

@@ -31,6 +31,11 @@ struct dclient {
 	char src_addr[48];
 	unsigned tls_min, tls_max;	/* BR_TLS10..BR_TLS12; default TLS 1.2 only */
 	int write_timeout_ms;		/* bound for one dc_write (default 5000) */
+	/* ALPN names to offer (TLS); alpn_count 0 = no ALPN extension. After
+	 * the handshake br_ssl_engine_get_selected_protocol(&sc.eng) says
+	 * what the server chose. */
+	const char *alpn[4];
+	size_t alpn_count;
 
 	int fd;
 	int use_tls;

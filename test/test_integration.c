@@ -2553,6 +2553,25 @@ t_tls_cert(const char *certdir)
 		dc_free(c);
 	}
 
+	/* ALPN: a browser offers h2 first; the relay speaks HTTP/1.1 only
+	 * and must choose it (derper turns HTTP/2 off). */
+	c = dc_new();
+	c->alpn[0] = "h2";
+	c->alpn[1] = "http/1.1";
+	c->alpn_count = 2;
+	dc_genkey(c);
+	if (dc_connect(c, srv_host, srv_port, 1, NULL, CONNECT_MS) < 0)
+		e = "TLS with ALPN h2, http/1.1 failed";
+	else {
+		const char *p = br_ssl_engine_get_selected_protocol(&c->sc.eng);
+
+		e = p == NULL || strcmp(p, "http/1.1") != 0 ? "the relay did not"
+		    " choose http/1.1" : dc_handshake(c, 0, NULL, IO_MS) < 0 ?
+		    "no DERP over it" : NULL;
+	}
+	verdict("alpn_http11_chosen_over_h2", e);
+	dc_free(c);
+
 	/* TLS 1.0/1.1 only: refused (derper's minimum is 1.2). */
 	c = dc_new();
 	c->tls_min = BR_TLS10;
