@@ -4,6 +4,7 @@
 #   make run        a dev relay on loopback (plain HTTP on 127.0.0.1:3340, STUN 3478)
 #   make test       unit and integration tests: epoll build, and ASan+UBSan build with poll(2)
 #   make fuzz       every libFuzzer target of test/fuzz/ for FUZZ_SECONDS (60) each (clang)
+#   make mutants    mutation testing: each mutation of test/mutants.txt must fail the suite
 #   make clean
 #
 # Cross builds override CC, CFLAGS, LDFLAGS and the BearSSL paths, e.g.
@@ -148,6 +149,18 @@ fuzz: deps
 	    { echo "make fuzz needs clang with libFuzzer (apt-get install clang), or FUZZ_CC=" >&2; exit 1; }
 	@$(MAKE) --no-print-directory $(addprefix build/fuzz/fuzz_,$(FUZZ_TARGETS))
 	@sh test/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# make mutants [MUTANTS=pattern]: mutation testing (test/mutants.sh).  Each
+# one-line mutation of test/mutants.txt (derp.c, stun.c, nacl.c) is applied
+# alone to a scratch copy of the working tree, the plain build/ programs are
+# rebuilt and the fast suite run (no sanitizers, no soak); prints a table of
+# which test caught each mutant, and fails if one SURVIVED, did not compile,
+# or its list entry no longer matches the code.  Measured on 2 busy cores: 57
+# min for the 58 mutations (20 s for one that test_units catches, 75 s for one
+# that needs the whole fast suite).  MUTANTS=regex runs the matching ones.
+.PHONY: mutants
+mutants: deps
+	@sh test/mutants.sh $(MUTANTS)
 
 # Another CPU under qemu-user (ARCH=mips, mipsel, armhf or aarch64), and a static
 # musl binary (build/static/derp): the scripts install and build what they need.
