@@ -1455,6 +1455,33 @@ not_here_until_pong(struct dclient *c, uint8_t keys[][32], int nkeys,
 }
 
 /*
+ * a sends n disco packets to fresh unknown keys at once; exactly want
+ * NotHere must come back, naming the first keys.  NULL or why[].
+ */
+static const char *
+not_here_round(struct dclient *a, int n, int want, char *why, size_t cap)
+{
+	uint8_t keys[5][32], pkt[100];
+	int i, got;
+
+	for (i = 0; i < n && i < 5; i++) {
+		dc_random(keys[i], 32);
+		disco_packet(pkt, sizeof pkt, (uint32_t)i);
+		if (dc_send_packet(a, keys[i], pkt, sizeof pkt) < 0)
+			return "send failed";
+	}
+	got = not_here_until_pong(a, keys, i, why, cap);
+	if (got < 0)
+		return why;
+	if (got != want) {
+		snprintf(why, cap, "%d NotHere for %d packets at once, expected"
+		    " %d", got, n, want);
+		return why;
+	}
+	return NULL;
+}
+
+/*
  * derper's NotHere limiter, per sending connection: a burst of 3, then one a
  * second.  Five disco packets to unknown keys at once give exactly the first
  * three; 1.1 s later, two more give exactly one.
@@ -1463,46 +1490,20 @@ static void
 t_not_here_rate(void)
 {
 	struct dclient *a = cl_derp();
-	uint8_t keys[5][32], pkt[100];
 	char why[120];
-	const char *e = NULL;
-	int i, n;
+	const char *e;
 
 	if (a == NULL) {
 		fail("not_here_burst_of_3", "connect failed");
 		return;
 	}
-	for (i = 0; i < 5 && e == NULL; i++) {
-		dc_random(keys[i], 32);
-		disco_packet(pkt, sizeof pkt, (uint32_t)i);
-		if (dc_send_packet(a, keys[i], pkt, sizeof pkt) < 0)
-			e = "send failed";
-	}
-	n = e == NULL ? not_here_until_pong(a, keys, 5, why, sizeof why) : -1;
-	if (e == NULL && n < 0)
-		e = why;
-	if (e == NULL && n != 3) {
-		snprintf(why, sizeof why, "%d NotHere for 5 packets at once,"
-		    " expected 3", n);
-		e = why;
-	}
+	e = not_here_round(a, 5, 3, why, sizeof why);
 	verdict("not_here_burst_of_3", e);
-	sleep_ms(1100);
-	for (i = 0; i < 2 && e == NULL; i++) {
-		dc_random(keys[i], 32);
-		disco_packet(pkt, sizeof pkt, (uint32_t)i);
-		if (dc_send_packet(a, keys[i], pkt, sizeof pkt) < 0)
-			e = "send failed";
+	if (e == NULL) {
+		sleep_ms(1100);
+		verdict("not_here_then_one_per_second", not_here_round(a, 2, 1,
+		    why, sizeof why));
 	}
-	n = e == NULL ? not_here_until_pong(a, keys, 2, why, sizeof why) : -1;
-	if (e == NULL && n < 0)
-		e = why;
-	if (e == NULL && n != 1) {
-		snprintf(why, sizeof why, "%d NotHere for 2 packets 1.1 s later,"
-		    " expected 1", n);
-		e = why;
-	}
-	verdict("not_here_then_one_per_second", e);
 	dc_free(a);
 }
 
