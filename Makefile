@@ -156,7 +156,7 @@ fuzz: deps
 # rebuilt and the fast suite run (no sanitizers, no soak); prints a table of
 # which test caught each mutant, and fails if one SURVIVED, did not compile,
 # or its list entry no longer matches the code.  Measured on 2 busy cores: 57
-# min for the 58 mutations (20 s for one that test_units catches, 75 s for one
+# min for 58 mutations (20 s for one that test_units catches, 75 s for one
 # that needs the whole fast suite).  MUTANTS=regex runs the matching ones.
 .PHONY: mutants
 mutants: deps
