@@ -2,8 +2,9 @@
 # test/run.sh BUILD_DIR... -- run every test program of each build directory
 # (build/ as shipped, build/san/ with AddressSanitizer and UBSan) and add up
 # their "N passed, N failed[, N skipped]" lines.  The last line is always
-# "N passed, N failed, N skipped" (CI reads it); the exit status is 0 iff
-# nothing failed.
+# "N passed, N failed, N skipped" (CI reads it), after every FAIL line of the
+# run repeated (CI shows only the tail); the exit status is 0 iff nothing
+# failed.
 #
 # Strict, so that a suite that quietly ran less cannot pass: a program counts
 # one failure more, with a FAIL line saying why, when its binary is missing,
@@ -178,8 +179,10 @@ run() {
 	if [ -n "$why" ]; then
 		f=$((f + 1))
 		echo "FAIL $name: $why"
+		echo "FAIL $name: $why" >>"$scratch/failures"
 	fi
 	grep -E '^(FAIL|skip)' "$log" | sed "s|^|  $name: |"
+	grep -E '^FAIL' "$log" | sed "s|^|  $name: |" >>"$scratch/failures"
 	if [ "$f" -gt 0 ]; then
 		echo "---- last lines of $name output:"
 		tail -n 30 "$log"
@@ -240,7 +243,8 @@ for dir in "$@"; do
 			if [ "$rc" -ne 0 ]; then
 				why="seed generation (FUZZ_WRITE_SEEDS) exited with status $rc"
 				fail=$((fail + 1))
-				echo "FAIL $dir/fuzz_replay_$t: $why"
+				echo "FAIL $dir/fuzz_replay_$t: $why" |
+				    tee -a "$scratch/failures"
 				tail -n 30 "$scratch/gen$n.log"
 				if [ -n "$failfast" ]; then
 					stop "$dir/fuzz_replay_$t" "$why"
@@ -257,6 +261,12 @@ done
 if [ -z "$emu" ] && [ -z "$fast" ]; then
 	run test openwrt_init_test.sh
 	run test packaging_test.sh
+fi
+# CI shows only the end of the output: every failure again, just above the
+# totals, so that the tail names what failed.
+if [ -s "$scratch/failures" ]; then
+	echo "---- failures:"
+	cat "$scratch/failures"
 fi
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
