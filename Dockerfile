@@ -1,16 +1,16 @@
 # derp in a container, set up as the common derper images are: ports 443/tcp,
 # 80/tcp and 3478/udp; hostname, certificate mode and directory from the
 # environment (contrib/docker-entrypoint.sh lists the variables).
-# The build stage is exactly `make static` (the static musl binary,
-# build/static/derp), the command .ci/run also runs; test/packaging_test.sh
-# checks that these RUN lines stay those commands.
+# The build stage is exactly `make static ACME=1` (the static musl binary with
+# the ACME client, build/static/derp), a command .ci/run also runs;
+# test/packaging_test.sh checks that these RUN lines stay those commands.
 FROM debian:12 AS build
 RUN apt-get update && apt-get install -y --no-install-recommends make
 WORKDIR /src
 COPY . .
-RUN make static
+RUN make static ACME=1
 
-# A shell for the entry point, and the 220 KB relay.
+# A shell for the entry point, and the 300 KB relay.
 FROM busybox:1.36-musl
 COPY --from=build /src/build/static/derp /usr/bin/derp
 COPY contrib/docker-entrypoint.sh /usr/bin/docker-entrypoint.sh

@@ -24,14 +24,36 @@ endif
 SAN = -DDERP_POLLER_POLL -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LIBS = $(BEARSSL_LIBS) -lm
 
-RELAY_SRC = derp.c stun.c nacl.c cert.c
-RELAY_HDR = derp.h stun.h nacl.h cert.h
+# ACME=0 leaves the ACME client (acme.c, about 60 KB with the BearSSL client
+# code it pulls in) out of the relay: -certmode letsencrypt and gcp then serve
+# an existing certificate file only, and the -acme-* flags are refused.
+# make static does so by default (firmware: under 250 KB); make static ACME=1
+# puts it in (the Docker image).  Every other build has it.
+ACME ?= 1
+ifeq ($(ACME),0)
+ACME_SRC =
+ACME_HDR =
+WARN += -DDERP_NO_ACME
+else
+ACME_SRC = acme.c
+ACME_HDR = acme.h
+endif
+# What a program that includes derp.c links beside it.
+LIB_SRC = stun.c nacl.c cert.c $(ACME_SRC)
+RELAY_SRC = derp.c $(LIB_SRC)
+RELAY_HDR = derp.h stun.h nacl.h cert.h $(ACME_HDR)
 CLIENT_SRC = test/client.c nacl.c stun.c
 
 TESTS = test_stun test_nacl test_cert test_units test_integration test_embed
+ifneq ($(ACME),0)
+TESTS += test_acme test_pebble
+endif
 # The fuzz targets (test/fuzz/fuzz_*.c); make test replays their corpus and
 # regression inputs with fuzz_replay_* (no libFuzzer needed).
 FUZZ_TARGETS = http derp stun json cert tls
+ifneq ($(ACME),0)
+FUZZ_TARGETS += acme
+endif
 TESTS += $(addprefix fuzz_replay_,$(FUZZ_TARGETS))
 
 .PHONY: all run test deps clean cross-test static install
@@ -75,13 +97,20 @@ $(1)test_nacl: nacl.c nacl.h test/test_nacl.c $(1).dir
 $(1)test_cert: cert.c cert.h test/test_cert.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ cert.c test/test_cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_units: $(RELAY_SRC) $(RELAY_HDR) test/test_units.c $(1).dir
-	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c stun.c nacl.c cert.c $$(LDFLAGS) $$(LIBS)
-$(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h stun.h $(1).dir
-	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) $$(LDFLAGS) $$(LIBS)
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c $$(LIB_SRC) $$(LDFLAGS) $$(LIBS)
+$(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h stun.h cert.c cert.h $(1).dir
+	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_embed: $(RELAY_SRC) $(RELAY_HDR) $(CLIENT_SRC) test/client.h test/test_embed.c $(1).dir
 	$$(CC) $$(WARN) $(2) -pthread -D_POSIX_C_SOURCE=200809L -DDERP_NO_MAIN $$(BEARSSL_CFLAGS) -o $$@ test/test_embed.c $$(RELAY_SRC) test/client.c $$(LDFLAGS) $$(LIBS) -pthread
+$(1)test_acme: acme.c acme.h cert.c cert.h test/test_acme.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_acme.c cert.c $$(LDFLAGS) $$(LIBS)
+$(1)test_pebble: $(CLIENT_SRC) test/client.h test/test_pebble.c cert.c cert.h $(1).dir
+	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_pebble.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
+# fuzz_acme includes acme.c itself; the others include derp.c or nothing.
+$(1)fuzz_replay_acme: test/fuzz/fuzz_acme.c test/fuzz/replay.c test/fuzz/fuzz.h acme.c acme.h cert.c cert.h $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c cert.c $$(LDFLAGS) $$(LIBS)
 $(1)fuzz_replay_%: test/fuzz/fuzz_%.c test/fuzz/replay.c test/fuzz/fuzz.h test/fuzz/fuzz_server.h $(RELAY_SRC) $(RELAY_HDR) $(1).dir
-	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c stun.c nacl.c cert.c $$(LDFLAGS) $$(LIBS)
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c $$(LIB_SRC) $$(LDFLAGS) $$(LIBS)
 endef
 
 $(eval $(call test_rules,build/,$(CFLAGS)))
@@ -139,9 +168,12 @@ FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
 FUZZ_FLAGS = -g -O1 -fno-omit-frame-pointer -DDERP_POLLER_POLL \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+build/fuzz/fuzz_acme: test/fuzz/fuzz_acme.c test/fuzz/fuzz.h acme.c acme.h cert.c cert.h
+	@mkdir -p build/fuzz
+	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(BEARSSL_CFLAGS) -o $@ $< cert.c $(LDFLAGS) $(LIBS)
 build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h test/fuzz/fuzz_server.h $(RELAY_SRC) $(RELAY_HDR)
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(BEARSSL_CFLAGS) -o $@ $< stun.c nacl.c cert.c $(LDFLAGS) $(LIBS)
+	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(BEARSSL_CFLAGS) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LIBS)
 
 fuzz: deps
 	@printf 'int LLVMFuzzerTestOneInput(const char *d, long n) { return (int)n & !d; }\n' | \
@@ -168,7 +200,7 @@ cross-test:
 	@sh test/cross.sh $(ARCH)
 
 static:
-	@sh test/cross.sh static
+	@ACME=$(if $(filter command line,$(origin ACME)),$(ACME),0) sh test/cross.sh static
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the relay and its systemd unit
 # (contrib/derp.service, ExecStart pointed at the installed binary).

@@ -12,6 +12,9 @@
  *                     the sha256-raw: pin (cert_load_files, cert_load_combined)
  *   4. DER writer     length-prefixed TLVs in a fixed buffer, and the self-signed
  *                     IP certificate derper makes in manual mode (cert_generate_ip)
+ *   5. For ACME       what acme.c needs of the above: key files, atomic writes,
+ *                     the certificate request (cert_make_csr), and a leaf issued
+ *                     by a given key for its stand-in CA (cert_issue)
  *
  * Specs: derper-compat.md section 7 (certificate modes and files), derp-protocol.md
  * section 4 (what the Tailscale client checks).
@@ -451,6 +454,102 @@ cert_matches_host(const struct cert_store *cs, const char *hostname)
 				return 1;
 		}
 	}
+	return 0;
+}
+
+/* Two decimal digits at s, or -1. */
+static int
+dec2(const uint8_t *s)
+{
+	if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9')
+		return -1;
+	return (s[0] - '0') * 10 + (s[1] - '0');
+}
+
+/* Days from 1970-01-01 to year-01-01 (negative before), for year >= 1: 365 a
+ * year plus the Gregorian leap days (every 4th year, not every 100th, every
+ * 400th) counted up to the year before. */
+static int64_t
+days_to_year(int64_t year)
+{
+	int64_t y = year - 1;
+
+	return 365 * (year - 1970) + (y / 4 - y / 100 + y / 400) -
+	    (1969 / 4 - 1969 / 100 + 1969 / 400);
+}
+
+/* A Time of RFC 5280 4.1.2.5 as Unix seconds: UTCTime YYMMDDHHMMSSZ (YY below 50
+ * is 20YY, as the RFC says) or GeneralizedTime YYYYMMDDHHMMSSZ, seconds present
+ * and no fraction or offset, as the RFC requires of certificates.  0, or -1. */
+static int
+der_time_read(unsigned tag, const struct der_rd *v, int64_t *out)
+{
+	static const uint8_t mdays[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30,
+	    31, 30, 31 };
+	const uint8_t *p = v->p;
+	int64_t year, days;
+	int f[6], i, leap;
+
+	if (tag == DER_UTC_TIME && v->n == 13) {
+		if ((year = dec2(p)) < 0)
+			return -1;
+		year += year < 50 ? 2000 : 1900;
+		p += 2;
+	} else if (tag == DER_GENERALIZED_TIME && v->n == 15) {
+		if ((f[0] = dec2(p)) < 0 || (f[1] = dec2(p + 2)) < 0)
+			return -1;
+		year = f[0] * 100 + f[1];
+		p += 4;
+	} else {
+		return -1;
+	}
+	for (i = 1; i < 6; i++)		/* month, day, hour, minute, second */
+		if ((f[i] = dec2(p + 2 * (i - 1))) < 0)
+			return -1;
+	if (p[10] != 'Z' || year < 1)
+		return -1;
+	leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+	if (f[1] < 1 || f[1] > 12 || f[2] < 1 ||
+	    f[2] > mdays[f[1] - 1] + (f[1] == 2 && leap) || f[3] > 23 ||
+	    f[4] > 59 || f[5] > 59)
+		return -1;
+	days = days_to_year(year) + f[2] - 1 + (f[1] > 2 && leap);
+	for (i = 0; i < f[1] - 1; i++)
+		days += mdays[i];
+	*out = ((days * 24 + f[3]) * 60 + f[4]) * 60 + f[5];
+	return 0;
+}
+
+int
+cert_leaf_validity(const struct cert_store *cs, int64_t *not_before,
+    int64_t *not_after)
+{
+	struct der_rd r, c, tbs, field, validity, t;
+	unsigned tag;
+	int i;
+
+	if (cs == NULL || cs->chain_len == 0)
+		return -1;
+	r.p = cs->chain[0].data;
+	r.n = cs->chain[0].data_len;
+	if (der_expect(&r, DER_SEQUENCE, &c) != 0 ||
+	    der_expect(&c, DER_SEQUENCE, &tbs) != 0 ||
+	    der_next(&tbs, &tag, &field) != 0)
+		return -1;
+	/* [0] version (absent in v1), serial, signature, issuer, validity. */
+	if (tag == DER_CTX_CONS(0) && der_next(&tbs, &tag, &field) != 0)
+		return -1;
+	if (tag != DER_INTEGER)
+		return -1;
+	for (i = 0; i < 2; i++)
+		if (der_expect(&tbs, DER_SEQUENCE, &field) != 0)
+			return -1;
+	if (der_expect(&tbs, DER_SEQUENCE, &validity) != 0 ||
+	    der_next(&validity, &tag, &t) != 0 ||
+	    der_time_read(tag, &t, not_before) != 0 ||
+	    der_next(&validity, &tag, &t) != 0 ||
+	    der_time_read(tag, &t, not_after) != 0 || validity.n != 0)
+		return -1;
 	return 0;
 }
 
@@ -931,9 +1030,12 @@ cert_free(struct cert_store *cs)
  * failed once at the end.
  */
 
-/* Deepest nesting we write: Certificate > TBSCertificate > [3] > Extensions >
- * Extension > OCTET STRING > SEQUENCE (GeneralNames, ExtKeyUsage) = 7. */
-#define DER_DEPTH_MAX 8
+/* Deepest nesting we write: CertificationRequest > CertificationRequestInfo >
+ * [0] attributes > Attribute > SET > Extensions > Extension > OCTET STRING >
+ * GeneralNames > dNSName = 10 (a certificate's is 8: Certificate >
+ * TBSCertificate > [3] > Extensions > Extension > OCTET STRING > SEQUENCE >
+ * entry). */
+#define DER_DEPTH_MAX 10
 
 /*
  * Size of the generated certificate, worst case (IPv6 with the longest text, 45
@@ -1421,4 +1523,288 @@ done:
 	wipe(key_der, sizeof key_der);
 	wipe(key_pem, sizeof key_pem);
 	return rc;
+}
+
+/* ------------------------------------------------------------------------- */
+/* 5. Keys, requests and files for the ACME client (acme.c)                   */
+/* ------------------------------------------------------------------------- */
+
+/* The issued test certificate (cert_issue) and a CSR are the generated
+ * certificate above with a longer name: a 253-byte dNSName adds at most 2 * 253
+ * (SAN and CN are not both that long: the CN stops at 64) over the 45-byte IP
+ * text, so 1024 still holds them; overflow is checked anyway. */
+
+/* subjectPublicKeyInfo of a P-256 public key (uncompressed point). */
+static void
+der_spki_ec(struct der_w *w, const br_ec_public_key *pk)
+{
+	der_begin(w, DER_SEQUENCE);
+	der_begin(w, DER_SEQUENCE);
+	der_prim(w, DER_OID, oid_ec_public_key, sizeof oid_ec_public_key);
+	der_prim(w, DER_OID, oid_prime256v1, sizeof oid_prime256v1);
+	der_end(w);
+	der_bits(w, 0, pk->q, pk->qlen);
+	der_end(w);
+}
+
+/* A name as the requests and test certificates carry it: an IP literal becomes
+ * an iPAddress SAN and an empty Subject (RFC 8738 asks for no CN), a DNS name a
+ * dNSName SAN and, when it fits the 64 characters of X.520's ub-common-name,
+ * the Subject CN (Let's Encrypt copies it).  Writes the Subject; the SAN
+ * extension is der_san's.  -1 if name is neither. */
+static int
+der_subject(struct der_w *w, const char *name, uint8_t ip[16], size_t *iplen)
+{
+	if (name == NULL || name[0] == '[')
+		return -1;		/* parse_ip's brackets: not in requests */
+	*iplen = strlen(name) < 46 ? parse_ip(name, ip) : 0;
+	if (*iplen == 0 && !is_dns_name(name))
+		return -1;
+	if (*iplen == 0 && strlen(name) <= 64) {
+		der_name_cn(w, name);
+	} else {
+		der_begin(w, DER_SEQUENCE);
+		der_end(w);
+	}
+	return 0;
+}
+
+/* The subjectAltName Extension: one dNSName, or one iPAddress when iplen > 0. */
+static void
+der_san(struct der_w *w, const char *name, const uint8_t *ip, size_t iplen)
+{
+	der_ext_begin(w, oid_subject_alt_name, sizeof oid_subject_alt_name, 0);
+	der_begin(w, DER_SEQUENCE);
+	if (iplen > 0)
+		der_prim(w, GN_IP_ADDRESS, ip, iplen);
+	else
+		der_prim(w, GN_DNS_NAME, name, strlen(name));
+	der_end(w);
+	der_ext_end(w);
+}
+
+/* Close the signed structure whose to-be-signed part starts at tbs_off: append
+ * ecdsa-with-SHA256 and the signature of sk over it, then end the outer
+ * SEQUENCE.  Returns the DER length, or 0. */
+static size_t
+der_sign_close(struct der_w *w, size_t tbs_off, const br_ec_private_key *sk)
+{
+	br_ecdsa_sign sign = br_ecdsa_sign_asn1_get_default();
+	uint8_t hash[32], sig[ECDSA_P256_SIG_MAX];
+	br_sha256_context sha;
+	size_t siglen;
+
+	if (w->failed)
+		return 0;
+	br_sha256_init(&sha);
+	br_sha256_update(&sha, w->buf + tbs_off, w->len - tbs_off);
+	br_sha256_out(&sha, hash);
+	siglen = sign(br_ec_get_default(), &br_sha256_vtable, hash, sk, sig);
+	if (siglen == 0)
+		return 0;
+	der_alg_ecdsa_sha256(w);
+	der_bits(w, 0, sig, siglen);
+	der_end(w);
+	return w->failed || w->depth != 0 ? 0 : w->len;
+}
+
+int
+cert_read_file(const char *path, uint8_t **out, size_t *outlen, char *err,
+    size_t errlen)
+{
+	return read_file(path, out, outlen, err, errlen);
+}
+
+int
+cert_write_atomic(const char *path, const void *data, size_t len, char *err,
+    size_t errlen)
+{
+	char tmp[CERT_PATH_MAX], dir[CERT_PATH_MAX];
+	char *slash;
+	int fd;
+
+	if (make_parent_dirs(path, err, errlen) != 0)
+		return -1;
+	if ((size_t)snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= sizeof tmp)
+		return fail(err, errlen, "path too long: %.64s...", path);
+	fd = mkstemp(tmp);		/* a fresh name, mode 0600 */
+	if (fd < 0)
+		return fail(err, errlen, "create %s: %s", tmp, strerror(errno));
+	close(fd);
+	if (write_file(tmp, data, len, err, errlen) != 0) {
+		unlink(tmp);
+		return -1;
+	}
+	if (rename(tmp, path) != 0) {
+		fail(err, errlen, "rename %s: %s", tmp, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	/* The rename is durable once the directory is flushed.  The new file
+	 * is already in place, so a directory that cannot be synced (some file
+	 * systems refuse) is not reported as a failed write. */
+	memcpy(dir, path, strlen(path) + 1);
+	slash = strrchr(dir, '/');
+	if (slash == dir)
+		slash[1] = '\0';
+	else if (slash != NULL)
+		*slash = '\0';
+	fd = open(slash != NULL ? dir : ".", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		(void)fsync(fd);
+		close(fd);
+	}
+	return 0;
+}
+
+int
+cert_load_key(struct cert_store *cs, const char *path, char *err,
+    size_t errlen)
+{
+	uint8_t *key_der = NULL;
+	size_t key_len = 0;
+	int rc = -1;
+
+	memset(cs, 0, sizeof *cs);
+	if (pem_read_file(path, cs, 0, &key_der, &key_len, err, errlen) != 0)
+		goto done;
+	if (key_der == NULL) {
+		no_key(path, err, errlen);
+		goto done;
+	}
+	rc = decode_key(cs, key_der, key_len, path, err, errlen);
+done:
+	wipe_free(key_der, key_len);
+	if (rc != 0)
+		cert_free(cs);
+	return rc;
+}
+
+int
+cert_ec_keygen(br_ec_private_key *sk,
+    unsigned char kbuf[BR_EC_KBUF_PRIV_MAX_SIZE], char *err, size_t errlen)
+{
+	uint8_t seed[CERT_SEED_BYTES];
+	br_hmac_drbg_context rng;
+	int rc = -1;
+
+	if (read_urandom(seed, sizeof seed, err, errlen) != 0)
+		return -1;
+	br_hmac_drbg_init(&rng, &br_sha256_vtable, seed, sizeof seed);
+	if (br_ec_keygen(&rng.vtable, br_ec_get_default(), sk, kbuf,
+	    BR_EC_secp256r1) == 0)
+		fail(err, errlen, "EC P-256 key generation failed");
+	else
+		rc = 0;
+	wipe(seed, sizeof seed);
+	wipe(&rng, sizeof rng);
+	return rc;
+}
+
+size_t
+cert_ec_key_pem(const br_ec_private_key *sk, char *out, size_t cap)
+{
+	uint8_t qbuf[BR_EC_KBUF_PUB_MAX_SIZE], der[KEY_GEN_DER_MAX];
+	br_ec_public_key pk;
+	size_t der_len, n = 0;
+
+	if (br_ec_compute_pub(br_ec_get_default(), &pk, qbuf, sk) == 0)
+		return 0;
+	der_len = br_encode_ec_raw_der(NULL, sk, &pk);
+	if (der_len == 0 || der_len > sizeof der)
+		return 0;
+	br_encode_ec_raw_der(der, sk, &pk);
+	n = br_pem_encode(NULL, der, der_len, BR_ENCODE_PEM_EC_RAW,
+	    BR_PEM_LINE64);
+	if (n + 1 > cap)
+		n = 0;
+	else
+		br_pem_encode(out, der, der_len, BR_ENCODE_PEM_EC_RAW,
+		    BR_PEM_LINE64);
+	wipe(der, sizeof der);
+	return n;
+}
+
+/* The extensionRequest attribute type of PKCS#9 (RFC 2985 5.4.2). */
+static const uint8_t oid_extension_request[] =	/* 1.2.840.113549.1.9.14 */
+	{ 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x0e };
+
+size_t
+cert_make_csr(const br_ec_private_key *sk, const char *name, uint8_t *out,
+    size_t cap)
+{
+	uint8_t qbuf[BR_EC_KBUF_PUB_MAX_SIZE], ip[16];
+	br_ec_public_key pk;
+	struct der_w w;
+	size_t iplen, tbs_off;
+
+	if (br_ec_compute_pub(br_ec_get_default(), &pk, qbuf, sk) == 0)
+		return 0;
+	/* RFC 2986 4: CertificationRequest { CertificationRequestInfo
+	 * { version 0, subject, subjectPKInfo, [0] attributes }, algorithm,
+	 * signature }. */
+	memset(&w, 0, sizeof w);
+	w.buf = out;
+	w.cap = cap;
+	der_begin(&w, DER_SEQUENCE);
+	tbs_off = w.len;
+	der_begin(&w, DER_SEQUENCE);
+	der_prim(&w, DER_INTEGER, "", 1);		/* version 0 */
+	if (der_subject(&w, name, ip, &iplen) != 0)
+		return 0;
+	der_spki_ec(&w, &pk);
+	der_begin(&w, DER_CTX_CONS(0));
+	der_begin(&w, DER_SEQUENCE);
+	der_prim(&w, DER_OID, oid_extension_request,
+	    sizeof oid_extension_request);
+	der_begin(&w, DER_SET);
+	der_begin(&w, DER_SEQUENCE);
+	der_san(&w, name, ip, iplen);
+	der_end(&w);
+	der_end(&w);
+	der_end(&w);
+	der_end(&w);
+	der_end(&w);					/* CertificationRequestInfo */
+	return der_sign_close(&w, tbs_off, sk);
+}
+
+size_t
+cert_issue(const br_ec_private_key *issuer_sk, const char *issuer_cn,
+    const br_ec_public_key *pk, const char *name, time_t not_before,
+    time_t not_after, uint8_t *out, size_t cap)
+{
+	uint8_t serial[CERT_SERIAL_BYTES], ip[16];
+	char err[8];
+	struct der_w w;
+	size_t iplen, tbs_off;
+
+	if (read_urandom(serial, sizeof serial, err, sizeof err) != 0)
+		return 0;
+	serial[0] |= 1;		/* non-zero; der_uint keeps it positive */
+	memset(&w, 0, sizeof w);
+	w.buf = out;
+	w.cap = cap;
+	der_begin(&w, DER_SEQUENCE);			/* Certificate */
+	tbs_off = w.len;
+	der_begin(&w, DER_SEQUENCE);			/* TBSCertificate */
+	der_begin(&w, DER_CTX_CONS(0));			/* version: v3 (2) */
+	der_prim(&w, DER_INTEGER, "\x02", 1);
+	der_end(&w);
+	der_uint(&w, serial, sizeof serial);
+	der_alg_ecdsa_sha256(&w);
+	der_name_cn(&w, issuer_cn);
+	der_begin(&w, DER_SEQUENCE);
+	if (der_time(&w, not_before) != 0 || der_time(&w, not_after) != 0)
+		return 0;
+	der_end(&w);
+	if (der_subject(&w, name, ip, &iplen) != 0)
+		return 0;
+	der_spki_ec(&w, pk);
+	der_begin(&w, DER_CTX_CONS(3));
+	der_begin(&w, DER_SEQUENCE);
+	der_san(&w, name, ip, iplen);
+	der_end(&w);
+	der_end(&w);
+	der_end(&w);					/* TBSCertificate */
+	return der_sign_close(&w, tbs_off, issuer_sk);
 }

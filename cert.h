@@ -65,6 +65,60 @@ int cert_generate_dns(const char *crt_path, const char *key_path,
  * certificate. */
 int cert_matches_host(const struct cert_store *cs, const char *hostname);
 
+/* The leaf's validity (notBefore, notAfter) as Unix seconds, from UTCTime or
+ * GeneralizedTime in RFC 5280's form (seconds, "Z").  For renewal scheduling and
+ * for refusing an expired certificate on reload.  0, or -1 if the leaf is
+ * missing or malformed. */
+int cert_leaf_validity(const struct cert_store *cs, int64_t *not_before,
+    int64_t *not_after);
+
+/*
+ * For the ACME client (acme.c) and its tests.  Keys are P-256 only.
+ */
+
+/* The whole of path (at most 1 MiB) in a malloc'd buffer; the caller frees it
+ * (wiping it first if it held a key).  0, or -1 with err. */
+int cert_read_file(const char *path, uint8_t **out, size_t *outlen, char *err,
+    size_t errlen);
+
+/* Replace path with data atomically: missing parent directories are made mode
+ * 0700, the bytes go to a fresh temporary file beside path (mode 0600), which is
+ * fsync'd and renamed over path; the directory is then synced.  path is never
+ * left partly written.  0, or -1 with err (the temporary file removed). */
+int cert_write_atomic(const char *path, const void *data, size_t len,
+    char *err, size_t errlen);
+
+/* Load the first private-key block of path (as cert_load_files reads its key
+ * file) into cs->ec or cs->rsa, with cs->key_type; no certificate.  0, or -1
+ * with err and *cs zeroed.  Release with cert_free. */
+int cert_load_key(struct cert_store *cs, const char *path, char *err,
+    size_t errlen);
+
+/* A new P-256 private key from the kernel's randomness; sk->x points into
+ * kbuf.  0, or -1 with err. */
+int cert_ec_keygen(br_ec_private_key *sk,
+    unsigned char kbuf[BR_EC_KBUF_PRIV_MAX_SIZE], char *err, size_t errlen);
+
+/* sk as PEM "EC PRIVATE KEY" (SEC 1, with the public key, as Go's
+ * x509.MarshalECPrivateKey), NUL-terminated in out.  Returns the length
+ * without the NUL, or 0 if it does not fit cap. */
+size_t cert_ec_key_pem(const br_ec_private_key *sk, char *out, size_t cap);
+
+/* A PKCS#10 request (DER) signed by sk (ecdsa-with-SHA256) for name: an IP
+ * literal (IPv4 or IPv6, no brackets) gets an iPAddress subjectAltName and an
+ * empty Subject, a DNS name a dNSName and Subject CN = name when it has at
+ * most 64 characters.  Returns the DER length, or 0 (bad name, no room). */
+size_t cert_make_csr(const br_ec_private_key *sk, const char *name,
+    uint8_t *out, size_t cap);
+
+/* A certificate (DER) for public key pk and name (Subject and subjectAltName
+ * as cert_make_csr), issued by CN = issuer_cn and signed by issuer_sk, valid
+ * from not_before to not_after, random serial.  No other extension: a stand-in
+ * CA's leaf for the tests.  Returns the DER length, or 0. */
+size_t cert_issue(const br_ec_private_key *issuer_sk, const char *issuer_cn,
+    const br_ec_public_key *pk, const char *name, time_t not_before,
+    time_t not_after, uint8_t *out, size_t cap);
+
 /* Free what cert_load_* allocated; cs is zeroed. */
 void cert_free(struct cert_store *cs);
 

@@ -20,7 +20,9 @@
  *                 close, the dirty and paused lists
  *   STUN          the UDP glue around stun.c
  *   TIMERS        the once-a-tick sweep: deadlines, keepalives, write stalls
- *   KEYS/CERTS    the -c key file, -rate-config, certificate modes
+ *   KEYS/CERTS    the -c key file, -rate-config, certificate modes; the
+ *                 certificate banks (reload without restart), the ACME child
+ *                 and the HTTP-01 answers
  *   SERVER        derp_create / derp_run / derp_stop / derp_destroy
  *   FLAGS, MAIN   derper's command line
  *
@@ -36,6 +38,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -64,6 +67,9 @@
 #include "stun.h"
 #include "nacl.h"
 #include "cert.h"
+#ifndef DERP_NO_ACME
+#include "acme.h"
+#endif
 
 /* ==================================================================== LIMITS */
 
@@ -1429,6 +1435,16 @@ poller_free(struct poller *pl)
 	free(pl->evs);
 }
 
+#ifndef DERP_NO_ACME
+/* A forked child's copy: its descriptor only (the memory goes with it). */
+static void
+poller_close_fd(struct poller *pl)
+{
+	if (pl->inited && pl->epfd >= 0)
+		close(pl->epfd);
+}
+#endif
+
 static uint32_t
 epoll_mask(short events)
 {
@@ -1518,6 +1534,14 @@ poller_free(struct poller *pl)
 	free(pl->pfd);
 	free(pl->tag);
 }
+
+#ifndef DERP_NO_ACME
+static void
+poller_close_fd(struct poller *pl)
+{
+	(void)pl;
+}
+#endif
 
 static int
 poller_add(struct poller *pl, int fd, int32_t tag, short events,
@@ -1841,6 +1865,8 @@ struct conn {
 	uint8_t tls_closing;		/* close_notify sent */
 	uint8_t tls_started;		/* first bytes looked at (not HTTP) */
 	uint8_t tls_up;			/* handshake done */
+	uint8_t cert_ref;		/* 1 + the cert bank its handshake uses;
+					 * 0 once done (CERTS) */
 	uint8_t peer_ip[16];		/* IPv4 mapped */
 	uint16_t peer_port;
 	int64_t accepted_ms;
@@ -2023,6 +2049,8 @@ struct pend_set {
 /* Counters, named after derper's metrics (derper-compat.md section 11). */
 struct stats {
 	uint64_t accepts, refused, tls_handshake_fail, http_requests;
+	uint64_t tls_no_cert;		/* closed: no certificate loaded yet */
+	uint64_t acme_answers[2];	/* HTTP-01 requests: [0] 404, [1] 200 */
 	uint64_t packets_received, bytes_received, packets_sent, bytes_sent;
 	uint64_t received_kind[2];
 	uint64_t dropped_unknown_dest[2], dropped_queue_head[2],
@@ -2037,6 +2065,42 @@ struct stats {
 	uint32_t current_connections, current_home, current_notideal;
 };
 
+/*
+ * A certificate and key in one of two banks (CERTS): users counts the slots
+ * whose TLS handshake reads it (BearSSL keeps pointers into it until the
+ * handshake ends; renegotiation is off).
+ */
+struct cert_bank {
+	struct cert_store cs;
+	uint32_t users;
+	uint8_t loaded;
+	int64_t not_before, not_after;	/* the leaf's validity, Unix seconds */
+};
+
+/* What says a file changed: compared, never interpreted. */
+struct file_stamp {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	time_t mtime;
+	long mtime_ns;
+	int err;			/* errno of a failed stat, else 0 */
+};
+
+/* The ACME child (CERTS): at most one at a time. */
+struct acme_job {
+	uint8_t on;			/* letsencrypt or gcp, in TLS mode */
+	uint8_t ip;			/* the identifier is an IP address */
+	pid_t pid;			/* running child, or 0 */
+	int64_t started_ms;
+	int64_t next_ms;		/* loop time of the next order or check */
+	int64_t backoff_ms;		/* wait after the next failure */
+	int64_t backoff_max_ms;
+	const char *directory;
+	char account[PATH_MAX];		/* account key file */
+	char chaldir[PATH_MAX];		/* HTTP-01 answers the child writes */
+};
+
 struct derp_server {
 	struct derp_config cfg;
 	volatile sig_atomic_t stop;
@@ -2049,9 +2113,16 @@ struct derp_server {
 
 	struct rng rng;
 
-	/* TLS */
-	struct cert_store certs;
-	int have_certs;
+	/* TLS: certificate banks, see CERTS */
+	struct cert_bank bank[2];
+	uint8_t cert_cur;		/* the bank new handshakes take */
+	uint8_t cert_wait;		/* a reload waits for the other bank: 1,
+					 * or 2 when forced (SIGHUP, ACME) */
+	char crt_path[PATH_MAX];	/* chain (autocert: key and chain) */
+	char key_path[PATH_MAX];	/* key; "" when crt_path holds both */
+	struct file_stamp crt_stamp, key_stamp;	/* as last loaded or tried */
+	int64_t next_cert_check_ms;
+	struct acme_job acme;
 	int sni_strict;			/* SNI must equal -hostname byte for byte */
 	struct sni_policy *sni;		/* [max] in TLS mode with sni_strict */
 	const uint16_t *suites;
@@ -2095,7 +2166,7 @@ struct derp_server {
 	int64_t hs_slice_us;		/* handshake time allowed this round */
 	double accept_tokens;		/* -accept-connection-limit bucket */
 	struct ratecfg rate;		/* -rate-config, as last loaded */
-	volatile sig_atomic_t reload;	/* SIGHUP: reload -rate-config */
+	volatile sig_atomic_t reload;	/* SIGHUP: -rate-config, certificates */
 	int64_t accept_last_ms;
 	struct stats st;
 };
@@ -2560,7 +2631,7 @@ tls_choose_suites(struct derp_server *s)
 {
 	int aes = tls_have_aes_instructions();
 
-	if (s->certs.key_type == BR_KEYTYPE_EC) {
+	if (s->bank[s->cert_cur].cs.key_type == BR_KEYTYPE_EC) {
 		s->suites = aes ? suites_ec_aes : suites_ec_chacha;
 		s->nsuites = sizeof suites_ec_aes / sizeof suites_ec_aes[0];
 	} else {
@@ -2628,14 +2699,23 @@ static const br_ssl_server_policy_class sni_policy_vtable = {
 	sizeof(struct sni_policy), sni_choose, sni_do_keyx, sni_do_sign
 };
 
-/* Prepare slot i's BearSSL context for a new connection.  0 or -1. */
+/*
+ * Prepare slot i's BearSSL context for a new connection, with the current
+ * certificate bank, which it holds until its handshake ends (cert_release).
+ * 0, -1 on a BearSSL failure, -2 when no certificate is loaded yet (ACME has
+ * not delivered one).
+ */
 static int
 tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
 {
 	br_ssl_server_context *sc = &s->ssl[i];
 	br_ssl_engine_context *e = &sc->eng;
+	struct cert_bank *b = &s->bank[s->cert_cur];
+	const struct cert_store *cs = &b->cs;
 	uint8_t seed[32];
 
+	if (!b->loaded)
+		return -2;
 	br_ssl_server_zero(sc);
 	br_ssl_engine_set_versions(e, BR_TLS12, BR_TLS12);
 	br_ssl_engine_set_suites(e, s->suites, s->nsuites);
@@ -2647,14 +2727,14 @@ tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
 	br_ssl_engine_set_default_aes_gcm(e);
 	br_ssl_engine_set_default_chapol(e);
 	br_ssl_engine_set_default_ec(e);
-	if (s->certs.key_type == BR_KEYTYPE_EC)
-		br_ssl_server_set_single_ec(sc, s->certs.chain, s->certs.chain_len,
-		    &s->certs.ec, BR_KEYTYPE_SIGN, s->certs.leaf_issuer_key_type,
+	if (cs->key_type == BR_KEYTYPE_EC)
+		br_ssl_server_set_single_ec(sc, cs->chain, cs->chain_len, &cs->ec,
+		    BR_KEYTYPE_SIGN, cs->leaf_issuer_key_type,
 		    br_ec_get_default(), br_ecdsa_sign_asn1_get_default());
 	else
-		br_ssl_server_set_single_rsa(sc, s->certs.chain,
-		    s->certs.chain_len, &s->certs.rsa, BR_KEYTYPE_SIGN,
-		    br_rsa_private_get_default(), br_rsa_pkcs1_sign_get_default());
+		br_ssl_server_set_single_rsa(sc, cs->chain, cs->chain_len,
+		    &cs->rsa, BR_KEYTYPE_SIGN, br_rsa_private_get_default(),
+		    br_rsa_pkcs1_sign_get_default());
 	if (s->sni_strict) {
 		s->sni[i].vtable = &sni_policy_vtable;
 		s->sni[i].sc = sc;
@@ -2672,7 +2752,19 @@ tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
 		return -1;
 	c->ssl = sc;
 	c->tls = 1;
+	c->cert_ref = (uint8_t)(s->cert_cur + 1);
+	b->users++;
 	return 0;
+}
+
+/* c's handshake no longer reads its certificate bank (done, or closed). */
+static void
+cert_release(struct derp_server *s, struct conn *c)
+{
+	if (c->cert_ref != 0) {
+		s->bank[c->cert_ref - 1].users--;
+		c->cert_ref = 0;
+	}
 }
 
 /* ==================================================================== OUTPUT */
@@ -4401,6 +4493,105 @@ peer_has_debug_access(const struct conn *c)
 	    ip[4] == 0xa1 && ip[5] == 0xe0 && ip[6] == 0 && ip[7] == 0);
 }
 
+/*
+ * HTTP-01 answers (RFC 8555 8.3): /.well-known/acme-challenge/<token>, when
+ * ACME runs (the child's files in acme.chaldir) or -acme-webroot is set (the
+ * files certbot --webroot, acme.sh --webroot or uacme's hook write under
+ * DIR/.well-known/acme-challenge/).  The token is [A-Za-z0-9_-] only, on the
+ * path as received, so "..", "/", "%2f" or a NUL never reach open(); the file
+ * is a regular one (no symlink followed) of at most ACME_ANSWER_MAX bytes.  A
+ * key authorization is about 90 bytes: reading it is one small local read,
+ * like the answer autocert keeps in memory.  0 when the path is not under
+ * the prefix or no answers are served; 1 when answered (200 or 404).
+ */
+#define ACME_PREFIX "/.well-known/acme-challenge/"
+#define ACME_ANSWER_MAX 1024
+#define ACME_TOKEN_MAX 256
+
+/* [A-Za-z0-9_-], 1..ACME_TOKEN_MAX: a token (RFC 8555 8.1) is base64url. */
+static int
+acme_token_ok(const char *t, size_t n)
+{
+	size_t i;
+
+	if (n == 0 || n > ACME_TOKEN_MAX)
+		return 0;
+	for (i = 0; i < n; i++) {
+		char ch = t[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+static int
+answer_read(const char *dir, const char *sub, const char *tok, size_t tlen,
+    char *buf, size_t *len)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+	ssize_t n;
+	size_t got = 0;
+	int fd;
+
+	if ((size_t)snprintf(path, sizeof path, "%s%s/%.*s", dir, sub,
+	    (int)tlen, tok) >= sizeof path)
+		return -1;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+	    sb.st_size > ACME_ANSWER_MAX) {
+		close(fd);
+		return -1;
+	}
+	while (got < ACME_ANSWER_MAX) {
+		n = read(fd, buf + got, ACME_ANSWER_MAX - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	close(fd);
+	*len = got;
+	return 0;
+}
+
+static int
+http_acme_answer(struct derp_server *s, struct conn *c,
+    const struct http_req *r, const char *path, size_t plen)
+{
+	static const size_t pre = sizeof ACME_PREFIX - 1;
+	const char *tok, *web = s->cfg.acme_webroot;
+	char body[ACME_ANSWER_MAX];
+	size_t tlen, blen = 0;
+	int found = 0, ok;
+
+	if (!s->acme.on && (web == NULL || web[0] == '\0'))
+		return 0;
+	if (plen < pre || memcmp(path, ACME_PREFIX, pre) != 0)
+		return 0;
+	tok = path + pre;
+	tlen = plen - pre;
+	ok = acme_token_ok(tok, tlen);
+	if (ok && s->acme.on)
+		found = answer_read(s->acme.chaldir, "", tok, tlen, body,
+		    &blen) == 0;
+	if (ok && !found && web != NULL && web[0] != '\0')
+		found = answer_read(web, "/.well-known/acme-challenge", tok,
+		    tlen, body, &blen) == 0;
+	s->st.acme_answers[found]++;
+	if (found)
+		http_respond(s, c, r, "200 OK",
+		    "Content-Type: text/plain; charset=utf-8\r\n", body, blen, 0);
+	else
+		http_error(s, c, r, "404 Not Found", "404 page not found", 0);
+	return 1;
+}
+
 /* The port-80 listener in TLS mode (derper-compat.md section 5). */
 static void
 http_port80(struct derp_server *s, struct conn *c, const struct http_req *r,
@@ -4414,6 +4605,8 @@ http_port80(struct derp_server *s, struct conn *c, const struct http_req *r,
 		http_generate_204(s, c, r);
 		return;
 	}
+	if (http_acme_answer(s, c, r, path, plen))
+		return;
 	if (plen >= 6 && memcmp(path, "/debug", 6) == 0) {
 		http_error(s, c, r, "404 Not Found", "404 page not found", 0);
 		return;
@@ -4560,6 +4753,8 @@ http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
 			http_error(s, c, &r, "403 Forbidden", "CONNECT not enabled", 0);
 		else
 			http_error(s, c, &r, "404 Not Found", "404 page not found", 0);
+	} else if (!c->tls && http_acme_answer(s, c, &r, path, plen)) {
+		/* plain mode: the main listener is where port 80 points */
 	} else if (path_is(path, plen, "/derp")) {
 		http_derp(s, c, &r);
 	} else if (path_is(path, plen, "/derp/probe") ||
@@ -4860,8 +5055,10 @@ conn_pump(struct derp_server *s, struct conn *c, int can_read)
 				progress = 1;
 			}
 			if (!c->tls_up && (br_ssl_engine_current_state(e) &
-			    BR_SSL_SENDAPP))
+			    BR_SSL_SENDAPP)) {
 				c->tls_up = 1;
+				cert_release(s, c);
+			}
 			if (!c->dead && (br_ssl_engine_current_state(e) &
 			    BR_SSL_SENDAPP) && (conn_fill(s, c) > 0 ||
 			    c->out_unflushed)) {
@@ -4983,6 +5180,7 @@ conn_close(struct derp_server *s, struct conn *c)
 	conn_chain_clear(s, c, HOLD_IN, &c->info);
 	conn_chain_clear(s, c, HOLD_CTRL, &c->raw);
 	conn_chain_clear(s, c, HOLD_RAWIN, &c->rawin);
+	cert_release(s, c);
 	moved = poller_del(&s->pl, c->fd, c->pidx);
 	if (moved >= 0)
 		s->conns[moved].pidx = c->pidx;
@@ -5119,7 +5317,7 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	struct conn *c;
-	int fd, n;
+	int fd, n, r;
 	uint32_t idx;
 	uint8_t ip[16];
 	uint16_t port;
@@ -5169,9 +5367,15 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 		c->deadline_ms = s->now + HTTP_READ_TIMEOUT_MS;
 		c->ibuf = s->bufs + (size_t)idx * (IBUF_BYTES + OBUF_BYTES);
 		c->obuf = c->ibuf + IBUF_BYTES;
-		if (s->tls_mode && !port80 && tls_conn_init(s, c, idx) != 0) {
-			logf("TLS setup failed: %d",
-			    br_ssl_engine_last_error(&s->ssl[idx].eng));
+		if (s->tls_mode && !port80 &&
+		    (r = tls_conn_init(s, c, idx)) != 0) {
+			/* Without a certificate (ACME still ordering) the
+			 * handshake could only fail: close at once. */
+			if (r == -1)
+				logf("TLS setup failed: %d",
+				    br_ssl_engine_last_error(&s->ssl[idx].eng));
+			else
+				s->st.tls_no_cert++;
 			pending_remove(s, c);
 			close(fd);
 			c->state = CS_FREE;
@@ -5182,6 +5386,7 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 		if (poller_add(&s->pl, fd, (int32_t)idx, POLLIN, &c->pidx) != 0) {
 			logf("poller: %s", strerror(errno));
 			pending_remove(s, c);
+			cert_release(s, c);
 			close(fd);
 			memset(c, 0, sizeof *c);
 			c->fd = -1;
@@ -5512,86 +5717,620 @@ file_exists(const char *path)
 }
 
 /*
- * Certificates by -certmode (derper-compat.md section 7).  manual: the
- * operator's <certdir>/<name>.crt and .key, or for an IP -hostname a self-signed
- * certificate made here on first start.  letsencrypt on port 443: we have no
- * ACME client yet, but serve an existing autocert cache file if one is there.
+ * Certificates by -certmode (derper-compat.md section 7), and their
+ * replacement without a restart.
+ *
+ *   manual       <certdir>/<name>.crt and .key; for an IP -hostname a
+ *                self-signed pair is made here on first start.
+ *   letsencrypt  golang autocert's cache: <certdir>/<hostname>, the key then
+ *   gcp          the chain in one PEM file, account key acme_account+key; for
+ *                an IP -hostname (-acme-ip-certs) <certdir>/<ip>.crt and .key,
+ *                account key acme-account.key, as derper's ipcert.go.  A valid
+ *                stored certificate is served at once; ACME (a child process,
+ *                below) orders one when there is none or it is due.
+ *
+ * Two banks: new handshakes take the current one (tls_conn_init); a reload
+ * loads the files into the other and makes it current, so established
+ * connections never notice.  BearSSL reads the chain and key only during a
+ * handshake (renegotiation is off), so the other bank may be overwritten once
+ * no handshake holds it (bank.users, cert_release); a reload that finds it held
+ * waits for a later tick, which the handshake deadline bounds.
+ *
+ * A reload follows SIGHUP (forced), a change of the files' stamps seen by the
+ * once-a-minute check, or an ACME child's success (forced).  A new pair that
+ * does not load, does not match -hostname or has expired is logged and the old
+ * one kept; its stamps are remembered, so it is tried again only when the
+ * files change again (or on SIGHUP).
  */
-static int
-certs_setup(struct derp_server *s, char *err, size_t errlen)
-{
-	const struct derp_config *cfg = &s->cfg;
-	char name[256], crt[PATH_MAX], key[PATH_MAX], hex[65], cerr[256];
-	size_t i, n = 0;
-	int ip = is_ip_literal(cfg->hostname);
+#define CERT_CHECK_MS 60000	/* the files' stamps, about once a minute */
 
-	if (cfg->certdir[0] == '\0') {
-		snprintf(err, errlen, "missing required --certdir flag");
-		return -1;
-	}
-	for (i = 0; cfg->hostname[i] != '\0' && n < sizeof name - 1; i++) {
-		char ch = cfg->hostname[i];
+/* The name of the manual-mode files: -hostname with every character other
+ * than A-Z a-z 0-9 - . removed (derper's rule). */
+static void
+cert_file_name(const char *host, char *name, size_t cap)
+{
+	size_t i, n = 0;
+
+	for (i = 0; host[i] != '\0' && n < cap - 1; i++) {
+		char ch = host[i];
+
 		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
 		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.')
 			name[n++] = ch;
 	}
 	name[n] = '\0';
-	if (strcmp(cfg->certmode, "manual") == 0) {
-		snprintf(crt, sizeof crt, "%s/%s.crt", cfg->certdir, name);
-		snprintf(key, sizeof key, "%s/%s.key", cfg->certdir, name);
-		if (ip && !file_exists(crt) && !file_exists(key)) {
-			if (cert_generate_ip(crt, key, cfg->hostname, time(NULL),
-			    cerr, sizeof cerr) != 0) {
+}
+
+static void
+file_stamp_get(const char *path, struct file_stamp *st)
+{
+	struct stat sb;
+
+	memset(st, 0, sizeof *st);
+	if (path[0] == '\0')
+		return;
+	if (stat(path, &sb) != 0) {
+		st->err = errno;
+		return;
+	}
+	st->dev = sb.st_dev;
+	st->ino = sb.st_ino;
+	st->size = sb.st_size;
+	st->mtime = sb.st_mtim.tv_sec;
+	st->mtime_ns = sb.st_mtim.tv_nsec;
+}
+
+static int
+file_stamp_eq(const struct file_stamp *a, const struct file_stamp *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	    a->mtime == b->mtime && a->mtime_ns == b->mtime_ns &&
+	    a->err == b->err;
+}
+
+static void
+bank_clear(struct cert_bank *b)
+{
+	if (b->loaded)
+		cert_free(&b->cs);
+	b->loaded = 0;
+	b->not_before = b->not_after = 0;
+}
+
+/* "2026-12-02 14:00:00 UTC" */
+static void
+utc_text(int64_t t, char *buf, size_t cap)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (gmtime_r(&tt, &tm) == NULL ||
+	    strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+		snprintf(buf, cap, "%lld", (long long)t);
+}
+
+/*
+ * Load the files into bank b and check them: the key matches the leaf (cert.c),
+ * the leaf is valid for -hostname and, when fresh is set (every reload), has
+ * not expired.  derper starts with an expired manual certificate, so start-up
+ * only warns.  0, or -1 with err (b left empty).
+ */
+static int
+bank_load(struct derp_server *s, struct cert_bank *b, int fresh, char *err,
+    size_t errlen)
+{
+	char cerr[256], when[40];
+	int r;
+
+	bank_clear(b);
+	if (s->key_path[0] != '\0')
+		r = cert_load_files(&b->cs, s->crt_path, s->key_path, cerr,
+		    sizeof cerr);
+	else
+		r = cert_load_combined(&b->cs, s->crt_path, cerr, sizeof cerr);
+	if (r != 0) {
+		snprintf(err, errlen, "%s", cerr);
+		return -1;
+	}
+	b->loaded = 1;
+	if (!cert_matches_host(&b->cs, s->cfg.hostname)) {
+		snprintf(err, errlen, "certificate %.400s is not valid for "
+		    "hostname %.100s", s->crt_path, s->cfg.hostname);
+		bank_clear(b);
+		return -1;
+	}
+	if (cert_leaf_validity(&b->cs, &b->not_before, &b->not_after) != 0) {
+		snprintf(err, errlen, "certificate %.400s: unreadable validity",
+		    s->crt_path);
+		bank_clear(b);
+		return -1;
+	}
+	if (b->not_after <= (int64_t)time(NULL)) {
+		utc_text(b->not_after, when, sizeof when);
+		if (fresh) {
+			snprintf(err, errlen, "certificate %.400s expired at %s",
+			    s->crt_path, when);
+			bank_clear(b);
+			return -1;
+		}
+		logf("warning: certificate %s expired at %s", s->crt_path, when);
+	}
+	return 0;
+}
+
+/* The pin line derper logs for a self-signed IP certificate. */
+static void
+cert_log_pin(struct derp_server *s)
+{
+	char hex[65];
+
+	hex_encode(hex, s->bank[s->cert_cur].cs.leaf_sha256, 32);
+	logf("Using self-signed certificate for IP address %s. Configure it in "
+	    "DERPMap using: (https://tailscale.com/s/custom-derp)",
+	    s->cfg.hostname);
+	logf("  {\"Name\":\"custom\",\"RegionID\":900,\"HostName\":\"%s\","
+	    "\"CertName\":\"sha256-raw:%s\"}", s->cfg.hostname, hex);
+}
+
+static void acme_schedule(struct derp_server *s);
+
+/*
+ * Reload when forced or when the files' stamps changed.  1 when a new
+ * certificate went into service, 0 when nothing changed or the reload waits
+ * for the other bank, -1 when the new files were refused (logged).
+ */
+static int
+certs_reload(struct derp_server *s, int force)
+{
+	struct cert_bank *b = &s->bank[!s->cert_cur];
+	struct file_stamp crt, key;
+	char err[600], when[40];
+
+	file_stamp_get(s->crt_path, &crt);
+	file_stamp_get(s->key_path, &key);
+	if (!force && s->cert_wait == 0 && file_stamp_eq(&crt, &s->crt_stamp) &&
+	    file_stamp_eq(&key, &s->key_stamp))
+		return 0;
+	if (b->users > 0) {
+		if (s->cert_wait < 1 + (force != 0))
+			s->cert_wait = (uint8_t)(1 + (force != 0));
+		return 0;
+	}
+	s->cert_wait = 0;
+	s->crt_stamp = crt;
+	s->key_stamp = key;
+	if (bank_load(s, b, 1, err, sizeof err) != 0) {
+		logf("cert: %s; the certificate in service stays", err);
+		return -1;
+	}
+	s->cert_cur = (uint8_t)!s->cert_cur;
+	tls_choose_suites(s);
+	utc_text(b->not_after, when, sizeof when);
+	logf("cert: serving %s, valid until %s", s->crt_path, when);
+	if (!s->sni_strict && strcmp(s->cfg.certmode, "manual") == 0)
+		cert_log_pin(s);
+	if (s->acme.on)
+		acme_schedule(s);
+	return 1;
+}
+
+/* ---- ACME: the child process ---- */
+
+#ifndef DERP_NO_ACME
+#define ACME_LE_DIRECTORY "https://acme-v02.api.letsencrypt.org/directory"
+#define ACME_GCP_DIRECTORY "https://dv.acme-v02.api.pki.goog/directory"
+#define ACME_CA_FILE_DEFAULT "/etc/ssl/certs/ca-certificates.crt"
+#define ACME_RETRY_MIN_MS 60000		/* first retry after a failure ... */
+#define ACME_RETRY_MAX_MS 3600000	/* ... doubling to an hour (names) */
+#define ACME_RETRY_MAX_IP_MS 1800000	/* ... or 30 min (IPs, as derper) */
+#define ACME_CHILD_MAX_MS 900000	/* a child running longer is killed */
+#define ACME_RECHECK_MS 86400000	/* renewal time re-derived daily */
+#define ACME_RENEW_BEFORE_S (30 * 86400)	/* autocert's RenewBefore */
+
+/*
+ * Why a child process (README, "ACME"): the exchange needs DNS, connects, TLS
+ * to the CA, polling and waits of seconds; in a child they are plain blocking
+ * calls with timeouts (acme.c), and the relay's loop only forks, reaps and
+ * reloads.  The child writes each HTTP-01 answer as a file in acme.chaldir
+ * before telling the CA, so the relay serves it without any message passing,
+ * and writes the new files atomically; the relay swaps them in when the child
+ * exits 0.  It runs with the relay's privileges, dropped already (-user).
+ */
+
+/* The child's challenge callback: write (or remove) <chaldir>/<token>. */
+static int
+acme_child_answer(void *ctx, const char *token, const char *keyauth)
+{
+	struct derp_server *s = ctx;
+	char path[PATH_MAX], tmp[PATH_MAX];
+	size_t n, off = 0;
+	ssize_t w;
+	int fd;
+
+	if (!acme_token_ok(token, strlen(token)) ||
+	    (size_t)snprintf(path, sizeof path, "%s/%s", s->acme.chaldir,
+	    token) >= sizeof path ||
+	    (size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp", s->acme.chaldir,
+	    token) >= sizeof tmp)
+		return -1;
+	if (keyauth == NULL)
+		return unlink(path) == 0 || errno == ENOENT ? 0 : -1;
+	n = strlen(keyauth);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -1;
+	while (off < n) {
+		w = write(fd, keyauth + off, n - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	if (close(fd) != 0 || off != n || rename(tmp, path) != 0) {
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+acme_child_log(void *ctx, const char *line)
+{
+	(void)ctx;
+	logf("%s", line);
+}
+
+static const char *
+nonempty(const char *v)
+{
+	return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+/* The child: no sockets of the relay, default signals, one acme_obtain. */
+static int
+acme_child(struct derp_server *s)
+{
+	struct acme_config ac;
+	struct sigaction sa;
+	char err[600];
+	uint32_t i;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_DFL;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	for (i = 0; i < s->fresh; i++)
+		if (s->conns[i].state != CS_FREE)
+			close(s->conns[i].fd);
+	if (s->main_fd >= 0)
+		close(s->main_fd);
+	if (s->http_fd >= 0)
+		close(s->http_fd);
+	if (s->stun_fd[0] >= 0)
+		close(s->stun_fd[0]);
+	poller_close_fd(&s->pl);
+
+	memset(&ac, 0, sizeof ac);
+	ac.directory_url = s->acme.directory;
+	ac.ca_file = s->cfg.acme_ca_file != NULL && s->cfg.acme_ca_file[0] ?
+	    s->cfg.acme_ca_file : ACME_CA_FILE_DEFAULT;
+	ac.account_key_path = s->acme.account;
+	ac.cert_path = s->crt_path;
+	ac.key_path = s->key_path[0] != '\0' ? s->key_path : NULL;
+	ac.identifier = s->cfg.hostname;
+	ac.identifier_is_ip = s->acme.ip;
+	ac.profile = s->acme.ip ? "shortlived" : NULL;
+	/* acme.c takes NULL for "none"; flags default to "". */
+	ac.email = nonempty(s->cfg.acme_email);
+	ac.eab_kid = nonempty(s->cfg.acme_eab_kid);
+	ac.eab_key = nonempty(s->cfg.acme_eab_key);
+	ac.challenge = acme_child_answer;
+	ac.ctx = s;
+	ac.log = acme_child_log;
+	if (acme_obtain(&ac, err, sizeof err) != 0) {
+		logf("acme: no certificate for %s: %s", s->cfg.hostname, err);
+		return 1;
+	}
+	return 0;
+}
+
+static void
+acme_spawn(struct derp_server *s)
+{
+	pid_t pid;
+
+	fflush(stderr);
+	pid = fork();
+	if (pid == 0)
+		_exit(acme_child(s));
+	if (pid < 0) {
+		logf("acme: fork: %s", strerror(errno));
+		s->acme.next_ms = s->now + s->acme.backoff_ms;
+		return;
+	}
+	s->acme.pid = pid;
+	s->acme.started_ms = s->now;
+	logf("acme: ordering a certificate for %s from %s (process %ld)",
+	    s->cfg.hostname, s->acme.directory, (long)pid);
+}
+
+/* After a load: the next order when the certificate in service is due
+ * (now when there is none), checked again at least daily. */
+static void
+acme_schedule(struct derp_server *s)
+{
+	const struct cert_bank *b = &s->bank[s->cert_cur];
+	int64_t before, due, left;
+
+	s->acme.next_ms = s->now;
+	if (!b->loaded)
+		return;
+	before = s->cfg.acme_renew_before_s;
+	if (before <= 0) {
+		before = (b->not_after - b->not_before) / 3;
+		if (before > ACME_RENEW_BEFORE_S)
+			before = ACME_RENEW_BEFORE_S;
+	}
+	due = b->not_after - before;
+	left = due - (int64_t)time(NULL);
+	if (left > 0)
+		s->acme.next_ms += left > ACME_RECHECK_MS / 1000 ?
+		    ACME_RECHECK_MS : left * 1000;
+}
+
+static int
+acme_due(const struct derp_server *s)
+{
+	const struct cert_bank *b = &s->bank[s->cert_cur];
+	int64_t before = s->cfg.acme_renew_before_s;
+
+	if (!b->loaded)
+		return 1;
+	if (before <= 0) {
+		before = (b->not_after - b->not_before) / 3;
+		if (before > ACME_RENEW_BEFORE_S)
+			before = ACME_RENEW_BEFORE_S;
+	}
+	return (int64_t)time(NULL) >= b->not_after - before;
+}
+
+/* Once a tick: reap a finished child (swap its certificate in, or back off),
+ * kill one that overstayed, start one when due. */
+static void
+acme_tick(struct derp_server *s)
+{
+	int status, ok;
+	pid_t r;
+
+	if (!s->acme.on)
+		return;
+	if (s->acme.pid > 0) {
+		r = waitpid(s->acme.pid, &status, WNOHANG);
+		if (r == 0) {
+			if (s->now - s->acme.started_ms > ACME_CHILD_MAX_MS) {
+				logf("acme: process %ld ran over %d s: killed",
+				    (long)s->acme.pid, ACME_CHILD_MAX_MS / 1000);
+				kill(s->acme.pid, SIGKILL);
+			}
+			return;
+		}
+		ok = r == s->acme.pid && WIFEXITED(status) &&
+		    WEXITSTATUS(status) == 0;
+		s->acme.pid = 0;
+		if (ok && certs_reload(s, 1) == 1) {
+			s->acme.backoff_ms = ACME_RETRY_MIN_MS;
+			return;
+		}
+		s->acme.next_ms = s->now + s->acme.backoff_ms;
+		logf("acme: attempt failed; next in %lld s",
+		    (long long)(s->acme.backoff_ms / 1000));
+		s->acme.backoff_ms *= 2;
+		if (s->acme.backoff_ms > s->acme.backoff_max_ms)
+			s->acme.backoff_ms = s->acme.backoff_max_ms;
+		return;
+	}
+	if (s->now < s->acme.next_ms)
+		return;
+	if (acme_due(s))
+		acme_spawn(s);
+	else
+		acme_schedule(s);
+}
+
+/* Stop a running child with the relay (derp_destroy). */
+static void
+acme_stop(struct derp_server *s)
+{
+	int status;
+
+	if (s->acme.pid > 0) {
+		kill(s->acme.pid, SIGTERM);
+		waitpid(s->acme.pid, &status, 0);
+		s->acme.pid = 0;
+	}
+}
+
+/* ACME's settings, checked at start-up (derper's rules); the directory
+ * made.  0 or -1 with err. */
+static int
+acme_setup(struct derp_server *s, int ip, char *err, size_t errlen)
+{
+	const struct derp_config *cfg = &s->cfg;
+	int gcp = strcmp(cfg->certmode, "gcp") == 0;
+	const char *kid = cfg->acme_eab_kid, *key = cfg->acme_eab_key;
+	int have_kid = kid != NULL && kid[0] != '\0';
+	int have_key = key != NULL && key[0] != '\0';
+
+	if (have_kid != have_key) {
+		snprintf(err, errlen, "derper: -acme-eab-kid and -acme-eab-key "
+		    "go together");
+		return -1;
+	}
+	if (gcp && (ip || !have_kid || cfg->acme_email == NULL ||
+	    cfg->acme_email[0] == '\0')) {
+		snprintf(err, errlen, "derper: -certmode gcp needs a DNS "
+		    "-hostname, -acme-email, -acme-eab-kid and -acme-eab-key");
+		return -1;
+	}
+	s->acme.on = 1;
+	s->acme.ip = (uint8_t)ip;
+	s->acme.directory = cfg->acme_directory != NULL &&
+	    cfg->acme_directory[0] != '\0' ? cfg->acme_directory :
+	    gcp ? ACME_GCP_DIRECTORY : ACME_LE_DIRECTORY;
+	if (strncmp(s->acme.directory, "https://", 8) != 0) {
+		snprintf(err, errlen, "derp: -acme-directory must be an https "
+		    "URL: %s", s->acme.directory);
+		return -1;
+	}
+	s->acme.backoff_ms = ACME_RETRY_MIN_MS;
+	s->acme.backoff_max_ms = ip ? ACME_RETRY_MAX_IP_MS : ACME_RETRY_MAX_MS;
+	if ((size_t)snprintf(s->acme.account, sizeof s->acme.account, "%s/%s",
+	    cfg->certdir, ip ? "acme-account.key" : "acme_account+key") >=
+	    sizeof s->acme.account ||
+	    (size_t)snprintf(s->acme.chaldir, sizeof s->acme.chaldir,
+	    "%s/.acme-challenge", cfg->certdir) >= sizeof s->acme.chaldir) {
+		snprintf(err, errlen, "derp: -certdir too long");
+		return -1;
+	}
+	if (mkdir_parents(s->acme.chaldir, 0700) != 0 ||
+	    (mkdir(cfg->certdir, 0700) != 0 && errno != EEXIST) ||
+	    (mkdir(s->acme.chaldir, 0700) != 0 && errno != EEXIST)) {
+		snprintf(err, errlen, "derper: mkdir %s: %s", s->acme.chaldir,
+		    strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+#else
+static void acme_tick(struct derp_server *s) { (void)s; }
+static void acme_stop(struct derp_server *s) { (void)s; }
+static void acme_schedule(struct derp_server *s) { (void)s; }
+#endif /* DERP_NO_ACME */
+
+/* Once a tick in TLS mode: the files' stamps about once a minute (or a reload
+ * that waits for a bank), and the ACME child. */
+static void
+certs_tick(struct derp_server *s)
+{
+	if (!s->tls_mode)
+		return;
+	if (s->cert_wait != 0 || s->now >= s->next_cert_check_ms) {
+		if (s->now >= s->next_cert_check_ms)
+			s->next_cert_check_ms = s->now + (s->cfg.cert_check_ms >
+			    0 ? s->cfg.cert_check_ms : CERT_CHECK_MS);
+		certs_reload(s, s->cert_wait == 2);
+	}
+	acme_tick(s);
+}
+
+/* Start-up: the files of -certmode, the first load, ACME's settings. */
+static int
+certs_setup(struct derp_server *s, char *err, size_t errlen)
+{
+	const struct derp_config *cfg = &s->cfg;
+	char name[256], cerr[600];
+	int ip = is_ip_literal(cfg->hostname), manual;
+	size_t i;
+
+	manual = strcmp(cfg->certmode, "manual") == 0;
+	if (cfg->certdir[0] == '\0') {
+		snprintf(err, errlen, "missing required --certdir flag");
+		return -1;
+	}
+	cert_file_name(cfg->hostname, name, sizeof name);
+	if (!manual && ip) {
+		/* derper's ipcert.go names: ':' of IPv6 becomes '.'. */
+		snprintf(name, sizeof name, "%s", cfg->hostname);
+		for (i = 0; name[i] != '\0'; i++)
+			if (name[i] == ':')
+				name[i] = '.';
+	}
+	if (manual || ip) {
+		snprintf(s->crt_path, sizeof s->crt_path, "%s/%s.crt",
+		    cfg->certdir, name);
+		snprintf(s->key_path, sizeof s->key_path, "%s/%s.key",
+		    cfg->certdir, name);
+	} else {
+		snprintf(s->crt_path, sizeof s->crt_path, "%s/%s", cfg->certdir,
+		    cfg->hostname);
+		s->key_path[0] = '\0';
+	}
+	s->sni_strict = !ip;
+	if (manual) {
+		if (ip && !file_exists(s->crt_path) && !file_exists(s->key_path)) {
+			if (cert_generate_ip(s->crt_path, s->key_path,
+			    cfg->hostname, time(NULL), cerr, sizeof cerr) != 0) {
 				snprintf(err, errlen, "derper: %s", cerr);
 				return -1;
 			}
-			logf("generated self-signed certificate %s", crt);
+			logf("generated self-signed certificate %s", s->crt_path);
 		}
-		if (cert_load_files(&s->certs, crt, key, cerr, sizeof cerr) != 0) {
-			snprintf(err, errlen, "derper: can not start cert provider: %s",
-			    cerr);
+		file_stamp_get(s->crt_path, &s->crt_stamp);
+		file_stamp_get(s->key_path, &s->key_stamp);
+		if (bank_load(s, &s->bank[0], 0, cerr, sizeof cerr) != 0) {
+			snprintf(err, errlen, "derper: can not start cert "
+			    "provider: %s", cerr);
 			return -1;
 		}
-	} else {
-		if (ip) {
-			snprintf(err, errlen, "derper: -certmode letsencrypt needs a "
-			    "DNS -hostname (IP certificates from Let's Encrypt need "
-			    "-acme-ip-certs, which this relay does not have); use "
-			    "-certmode manual for a self-signed IP certificate");
-			return -1;
-		}
-		snprintf(crt, sizeof crt, "%s/%s", cfg->certdir, cfg->hostname);
-		if (!file_exists(crt)) {
-			snprintf(err, errlen, "derper: -certmode %s needs ACME, which "
-			    "this relay does not have yet: use -certmode manual with "
-			    "%s/%s.crt and %s/%s.key, or an IP address as -hostname "
-			    "for a self-signed certificate", cfg->certmode,
-			    cfg->certdir, name, cfg->certdir, name);
-			return -1;
-		}
-		if (cert_load_combined(&s->certs, crt, cerr, sizeof cerr) != 0) {
-			snprintf(err, errlen, "derper: %s", cerr);
-			return -1;
-		}
-		logf("serving the existing certificate %s (no ACME renewal: "
-		    "renew it by other means)", crt);
+		if (ip)
+			cert_log_pin(s);
+		return 0;
 	}
-	s->have_certs = 1;
-	if (!cert_matches_host(&s->certs, cfg->hostname)) {
-		snprintf(err, errlen, "derper: certificate %s is not valid for "
-		    "hostname %s", crt, cfg->hostname);
+#ifdef DERP_NO_ACME
+	(void)i;
+	if (ip) {
+		snprintf(err, errlen, "derper: -certmode %s needs a DNS "
+		    "-hostname in this build (no ACME: DERP_NO_ACME); use "
+		    "-certmode manual for a self-signed IP certificate",
+		    cfg->certmode);
 		return -1;
 	}
-	s->sni_strict = !ip;
-	if (ip) {
-		hex_encode(hex, s->certs.leaf_sha256, 32);
-		logf("Using self-signed certificate for IP address %s. Configure "
-		    "it in DERPMap using: (https://tailscale.com/s/custom-derp)",
-		    cfg->hostname);
-		logf("  {\"Name\":\"custom\",\"RegionID\":900,\"HostName\":\"%s\","
-		    "\"CertName\":\"sha256-raw:%s\"}", cfg->hostname, hex);
+	if (!file_exists(s->crt_path)) {
+		snprintf(err, errlen, "derper: -certmode %s needs ACME, which "
+		    "this build leaves out (DERP_NO_ACME): use -certmode manual "
+		    "with %s/%s.crt and %s/%s.key, or an existing autocert file "
+		    "%s", cfg->certmode, cfg->certdir, name, cfg->certdir, name,
+		    s->crt_path);
+		return -1;
 	}
+	file_stamp_get(s->crt_path, &s->crt_stamp);
+	if (bank_load(s, &s->bank[0], 0, cerr, sizeof cerr) != 0) {
+		snprintf(err, errlen, "derper: %s", cerr);
+		return -1;
+	}
+	logf("serving the existing certificate %s (no ACME in this build: "
+	    "renew it by other means; it is reloaded when it changes)",
+	    s->crt_path);
 	return 0;
+#else
+	if (ip && !cfg->acme_ip_certs) {
+		snprintf(err, errlen, "derper: -certmode %s with an IP address "
+		    "as -hostname needs -acme-ip-certs (or -certmode manual "
+		    "for a self-signed certificate)", cfg->certmode);
+		return -1;
+	}
+	if (acme_setup(s, ip, err, errlen) != 0)
+		return -1;
+	file_stamp_get(s->crt_path, &s->crt_stamp);
+	file_stamp_get(s->key_path, &s->key_stamp);
+	if (s->crt_stamp.err == ENOENT) {
+		logf("acme: no certificate stored at %s yet", s->crt_path);
+	} else if (bank_load(s, &s->bank[0], 1, cerr, sizeof cerr) != 0) {
+		logf("acme: the stored certificate is not usable (%s): a new "
+		    "one is ordered", cerr);
+	} else {
+		char when[40];
+
+		utc_text(s->bank[0].not_after, when, sizeof when);
+		logf("cert: serving the stored %s, valid until %s", s->crt_path,
+		    when);
+	}
+	s->acme.next_ms = 0;	/* the first tick decides */
+	return 0;
+#endif
 }
 
 /* ==================================================================== SERVER */
@@ -5862,7 +6601,8 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "KeepAlive interval must be 1 s .. 1 h");
 		goto fail;
 	}
-	s->tls_mode = s->port == 443 || strcmp(s->cfg.certmode, "manual") == 0;
+	s->tls_mode = s->port == 443 || strcmp(s->cfg.certmode, "manual") == 0 ||
+	    s->cfg.tls;
 
 	if (s->cfg.stun) {
 		s->stun_fd[0] = sock_listen(s->host, s->cfg.stun_port, SOCK_DGRAM,
@@ -5987,6 +6727,8 @@ derp_run(struct derp_server *s)
 			if (s->cfg.rate_config != NULL && s->cfg.rate_config[0] &&
 			    rate_load(s, err, sizeof err) != 0)
 				logf("%s; keeping the previous limits", err);
+			if (s->tls_mode)
+				certs_reload(s, 1);
 		}
 		n = poller_wait(&s->pl, timeout);
 		if (n < 0 && errno != EINTR) {
@@ -6024,6 +6766,7 @@ derp_run(struct derp_server *s)
 		output_flush_dirty(s);
 		if (s->now >= s->next_sweep_ms) {
 			timers_sweep(s);
+			certs_tick(s);
 			output_flush_dirty(s);
 			s->next_sweep_ms = s->now + LOOP_TICK_MS;
 		}
@@ -6060,8 +6803,9 @@ derp_destroy(struct derp_server *s)
 		close(s->http_fd);
 	if (s->stun_fd[0] >= 0)
 		close(s->stun_fd[0]);
-	if (s->have_certs)
-		cert_free(&s->certs);
+	acme_stop(s);
+	bank_clear(&s->bank[0]);
+	bank_clear(&s->bank[1]);
 	free(s->conns);
 	free(s->bufs);
 	free(s->free_slots);
@@ -6112,20 +6856,31 @@ struct flag {
 	int set;
 };
 
+#ifdef DERP_NO_ACME
+#define ACME_MISSING "ACME"
+#define ACME_CA_FILE_TEXT ""
+#else
+#define ACME_MISSING NULL
+#define ACME_CA_FILE_TEXT ACME_CA_FILE_DEFAULT
+#endif
+
 static struct flag flags[] = {
 	{ "a", F_STRING, "\":443\"", "listen address: \":port\", \"ip:port\" or \"[ipv6]:port\"; no host means every interface. TLS when the port is 443 or -certmode is manual, plain HTTP otherwise", NULL, ":443", 0, 0, 0 },
 	{ "accept-connection-burst", F_INT, "9223372036854775807", "connections accepted at once above -accept-connection-limit", NULL, NULL, INT64_MAX, 0, 0 },
 	{ "accept-connection-limit", F_FLOAT, "+Inf", "connections accepted per second on the TLS listener", NULL, NULL, 0, INFINITY, 0 },
 	{ "ace", F_BOOL, NULL, "serve the experimental CONNECT proxy", "the CONNECT proxy (-ace)", NULL, 0, 0, 0 },
-	{ "acme-eab-key", F_STRING, NULL, "ACME external account binding key, base64", "ACME", "", 0, 0, 0 },
-	{ "acme-eab-kid", F_STRING, NULL, "ACME external account binding key ID", "ACME", "", 0, 0, 0 },
-	{ "acme-email", F_STRING, NULL, "contact address for the ACME account", "ACME", "", 0, 0, 0 },
-	{ "acme-ip-certs", F_BOOL, NULL, "get Let's Encrypt certificates for this machine's IP addresses", "ACME", NULL, 0, 0, 0 },
+	{ "acme-ca-file", F_STRING, "\"" ACME_CA_FILE_TEXT "\"", "PEM roots the ACME server's TLS certificate is verified against (not a derper flag)", ACME_MISSING, ACME_CA_FILE_TEXT, 0, 0, 0 },
+	{ "acme-directory", F_STRING, NULL, "ACME directory URL (not a derper flag); empty means Let's Encrypt's, or Google's for -certmode gcp", ACME_MISSING, "", 0, 0, 0 },
+	{ "acme-eab-key", F_STRING, NULL, "ACME external account binding key, base64url", ACME_MISSING, "", 0, 0, 0 },
+	{ "acme-eab-kid", F_STRING, NULL, "ACME external account binding key ID", ACME_MISSING, "", 0, 0, 0 },
+	{ "acme-email", F_STRING, NULL, "contact address for the ACME account", ACME_MISSING, "", 0, 0, 0 },
+	{ "acme-ip-certs", F_BOOL, NULL, "with an IP address as -hostname and -certmode letsencrypt, get a Let's Encrypt certificate for it (short-lived profile when offered)", ACME_MISSING, NULL, 0, 0, 0 },
+	{ "acme-webroot", F_STRING, NULL, "serve /.well-known/acme-challenge/ files from DIR/.well-known/acme-challenge/ on the port-80 listener, for certbot --webroot, acme.sh and the like (not a derper flag)", NULL, "", 0, 0, 0 },
 	{ "allow-root", F_BOOL, NULL, "run as root without -user (not a derper flag); without either the relay refuses to start as root", NULL, NULL, 0, 0, 0 },
 	{ "bootstrap-dns-names", F_STRING, NULL, "comma-separated names whose addresses /bootstrap-dns publishes", "bootstrap DNS", "", 0, 0, 0 },
 	{ "c", F_STRING, NULL, "path of the JSON file holding the server's private key (created if missing)", NULL, "", 0, 0, 0 },
 	{ "certdir", F_STRING, NULL, "directory of the TLS certificate and key files", NULL, NULL, 0, 0, 0 },
-	{ "certmode", F_STRING, "\"letsencrypt\"", "where the TLS certificate comes from: manual or letsencrypt", NULL, "letsencrypt", 0, 0, 0 },
+	{ "certmode", F_STRING, "\"letsencrypt\"", "where the TLS certificate comes from: manual, letsencrypt or gcp (ACME); the files are reloaded on SIGHUP and when they change", NULL, "letsencrypt", 0, 0, 0 },
 	{ "derp", F_BOOL, "true", "relay DERP traffic; false keeps STUN and the other endpoints but /derp answers 404", NULL, NULL, 1, 0, 0 },
 	{ "dev", F_BOOL, NULL, "development mode: listen on :3340 with a fresh key each run (overrides -a and -c)", NULL, NULL, 0, 0, 0 },
 	{ "home", F_STRING, NULL, "the page at /: empty for the default page, \"blank\" for an empty one, or an http(s) URL to redirect to", NULL, "", 0, 0, 0 },
@@ -6636,14 +7391,43 @@ main(int argc, char **argv)
 		}
 		cfg.keepalive_ms = v;
 	}
+	cfg.acme_directory = flag_find("acme-directory", 14)->sval;
+	cfg.acme_ca_file = flag_find("acme-ca-file", 12)->sval;
+	cfg.acme_email = flag_find("acme-email", 10)->sval;
+	cfg.acme_eab_kid = flag_find("acme-eab-kid", 12)->sval;
+	cfg.acme_eab_key = flag_find("acme-eab-key", 12)->sval;
+	cfg.acme_ip_certs = (int)flag_find("acme-ip-certs", 13)->ival;
+	cfg.acme_webroot = flag_find("acme-webroot", 12)->sval;
+	/* Ours, documented in README: renew when this many seconds are left
+	 * (tests make pebble's long-lived certificates due at once). */
+	qd = getenv("DERP_ACME_RENEW_BEFORE");
+	if (qd != NULL && qd[0] != '\0') {
+		if (parse_go_int(qd, &v) != 0 || v < 1) {
+			fprintf(stderr, "derp: bad DERP_ACME_RENEW_BEFORE %s "
+			    "(seconds)\n", qd);
+			return 1;
+		}
+		cfg.acme_renew_before_s = v;
+	}
+	/* Ours, for tests: the certificate files' stamps checked every N ms
+	 * instead of every minute. */
+	qd = getenv("DERP_TEST_CERT_CHECK_MS");
+	if (qd != NULL && qd[0] != '\0') {
+		if (parse_go_int(qd, &v) != 0 || v < 100 || v > 3600000) {
+			fprintf(stderr, "derp: bad DERP_TEST_CERT_CHECK_MS %s "
+			    "(100..3600000)\n", qd);
+			return 1;
+		}
+		cfg.cert_check_ms = v;
+	}
+	/* Ours, for tests: TLS on any port (derper: only on 443 or manual). */
+	qd = getenv("DERP_TEST_TLS");
+	cfg.tls = qd != NULL && strcmp(qd, "1") == 0;
 	if (strcmp(cfg.certmode, "manual") != 0 &&
-	    strcmp(cfg.certmode, "letsencrypt") != 0) {
-		if (strcmp(cfg.certmode, "gcp") == 0)
-			fprintf(stderr, "derp: -certmode gcp: ACME is not built into "
-			    "this relay yet; use -certmode manual\n");
-		else
-			fprintf(stderr, "derper: unsupported cert mode: \"%s\"\n",
-			    cfg.certmode);
+	    strcmp(cfg.certmode, "letsencrypt") != 0 &&
+	    strcmp(cfg.certmode, "gcp") != 0) {
+		fprintf(stderr, "derper: unsupported cert mode: \"%s\"\n",
+		    cfg.certmode);
 		return 1;
 	}
 	if (cfg.home[0] != '\0' && strcmp(cfg.home, "blank") != 0 &&
@@ -6683,10 +7467,9 @@ main(int argc, char **argv)
 		return 1;
 	}
 	sa.sa_handler = on_signal;	/* no SA_RESTART: poll returns EINTR */
-	/* SIGHUP reloads -rate-config; without one it keeps its default
-	 * effect (termination), as derper. */
+	/* SIGHUP reloads -rate-config and the certificate files. */
 	if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
-	    (cfg.rate_config[0] != '\0' && sigaction(SIGHUP, &sa, NULL) != 0)) {
+	    sigaction(SIGHUP, &sa, NULL) != 0) {
 		perror("sigaction");
 		return 1;
 	}

@@ -41,6 +41,8 @@ struct derp_config {
 	int stun_port;			/* -stun-port: 3478 */
 	int stun;			/* -stun: run the STUN server */
 	int derp;			/* -derp: serve DERP (else /derp is 404) */
+	int tls;			/* TLS whatever the port of -a (not
+					 * derper's rule; tests, DERP_TEST_TLS) */
 	const char *config_path;	/* -c: key file ("" = derper's default rule) */
 	int dev;			/* -dev: :3340, throw-away key */
 	const char *hostname;		/* -hostname: "derp.tailscale.com" */
@@ -60,6 +62,24 @@ struct derp_config {
 	int64_t keepalive_ms;		/* KeepAlive interval: 60 s, plus a
 					 * per-connection jitter of a twelfth;
 					 * 1 s .. 1 h (tests shorten it) */
+	/* ACME (-certmode letsencrypt or gcp, in TLS mode; not in a build
+	 * with DERP_NO_ACME).  The exchange runs in a child process forked
+	 * by derp_run(); "" or 0 for the defaults noted. */
+	const char *acme_directory;	/* -acme-directory: Let's Encrypt's;
+					 * Google's for gcp */
+	const char *acme_ca_file;	/* -acme-ca-file: the system bundle */
+	const char *acme_email;		/* -acme-email */
+	const char *acme_eab_kid;	/* -acme-eab-kid */
+	const char *acme_eab_key;	/* -acme-eab-key: base64url */
+	int acme_ip_certs;		/* -acme-ip-certs: IP -hostname allowed */
+	int64_t acme_renew_before_s;	/* renew this long before expiry; 0 =
+					 * 30 days, or a third of the lifetime
+					 * when that is less */
+	/* -acme-webroot: /.well-known/acme-challenge/<token> files served
+	 * from DIR/.well-known/acme-challenge/ (certbot, acme.sh); "" none */
+	const char *acme_webroot;
+	int64_t cert_check_ms;		/* how often the certificate files'
+					 * stamps are compared: 0 = 60 s */
 };
 
 struct derp_server;
@@ -77,7 +97,8 @@ int derp_run(struct derp_server *srv);
 /* Ask derp_run() to return.  Async-signal-safe. */
 void derp_stop(struct derp_server *srv);
 
-/* Ask derp_run() to reload -rate-config.  Async-signal-safe. */
+/* Ask derp_run() to reload -rate-config and, in TLS mode, the certificate
+ * files.  Async-signal-safe. */
 void derp_reload(struct derp_server *srv);
 
 /* Close every socket and free everything derp_create() reserved. */

@@ -193,7 +193,7 @@ for i in $selected; do
 	t0=$(date +%s)
 	verdict='' by=''
 	if [ ! -f "$pristine/$file" ]; then
-		verdict='LIST ERROR' by="file $file is not one of derp.c, stun.c, nacl.c"
+		verdict='LIST ERROR' by="file $file is not a file of the tree"
 	else
 		n=$(occurrences "$pristine/$file")
 		if [ "$n" -ne 1 ]; then

@@ -50,8 +50,8 @@ fi
 # ---- Dockerfile: the build stage is .ci/run's commands ----
 runs=$(sed -n 's/^RUN //p' Dockerfile | tr '\n' '|')
 check "Dockerfile: build steps" "$runs" \
-	"apt-get update && apt-get install -y --no-install-recommends make|make static|"
-check "Dockerfile: .ci/run runs make static" "$(grep -c '^make static$' .ci/run)" 1
+	"apt-get update && apt-get install -y --no-install-recommends make|make static ACME=1|"
+check "Dockerfile: .ci/run runs make static ACME=1" "$(grep -c '^make static ACME=1$' .ci/run)" 1
 check "Dockerfile: copies make static's output" \
 	"$(grep -c '^COPY --from=build /src/build/static/derp ' Dockerfile)" 1
 check "make static writes build/static/derp" "$(grep -c '^	out=build/static$' test/cross.sh)" 1

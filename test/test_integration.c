@@ -20,7 +20,11 @@
  * between 127.0.0.1 and 127.0.0.2), fair_registered (one address in every
  * slot gives one up to another address), peer_gone_plain and _tls (PeerGone
  * counts), go_http_plain and _tls (requests as Go's net/http reads them),
- * rate, cli, privileges.
+ * rate, cli, privileges; reload (certificate files replaced under a running
+ * TLS relay: SIGHUP, the periodic check, bad pairs refused), webroot
+ * (-acme-webroot's HTTP-01 answers on the port-80 listener and, in its
+ * webroot_plain part, on a plain relay's main listener; webroot_off: no
+ * answers without the flag).  The certificates are made by cert.c, linked in.
  *
  * DERP_TEST_MODES (environment), a comma-separated list of mode names, runs
  * only those modes; e.g. DERP_TEST_MODES=handshakes,fair_handshakes.
@@ -57,6 +61,7 @@
 #include <bearssl.h>
 
 #include "client.h"
+#include "../cert.h"
 #include "../nacl.h"
 #include "../stun.h"
 
@@ -5066,7 +5071,11 @@ run_cli_mode(void)
 	static const char *const zero_mc[] = { "-max-clients=0", NULL };
 	static const char *const emptybool[] = { "--verify-clients=", NULL };
 	static const char *const version[] = { "--version", NULL };
-	static const char *const gcp[] = { "-certmode", "gcp", NULL };
+	/* gcp on 443 (nothing is bound before the check): no EAB, refused. */
+	static const char *gcp[] = { "-certmode", "gcp", "-a", "127.0.0.1:443",
+	    "-stun=false", "-hostname", "derp.example.com", "-c", NULL,
+	    "-certdir", NULL, NULL };
+	char gcpkey[600], gcpdir[600];
 	static const char *const badmode[] = { "-certmode", "nope", NULL };
 	static const char *const badhome[] = { "-home", "ftp://x", NULL };
 	char out[16384], keyp[600], addr[64], sp[16];
@@ -5076,7 +5085,6 @@ run_cli_mode(void)
 		{ "-verify-clients", NULL, "client verification" },
 		{ "-verify-client-url", "http://127.0.0.1:1/", "client verification" },
 		{ "-bootstrap-dns-names", "a.example", "bootstrap DNS" },
-		{ "-acme-email", "a@b", "ACME" },
 		{ "-ace", NULL, "CONNECT proxy" },
 	};
 	const char *args[12];
@@ -5106,9 +5114,14 @@ run_cli_mode(void)
 	rc = run_derp_cli(version, out, sizeof(out));
 	verdict("version", rc == 0 && out[0] >= '0' && out[0] <= '9' ? NULL :
 	    "--version did not print a version");
+	snprintf(gcpkey, sizeof gcpkey, "%s/gcp.key", scratch);
+	snprintf(gcpdir, sizeof gcpdir, "%s/gcp-certs", scratch);
+	gcp[8] = gcpkey;
+	gcp[10] = gcpdir;
 	rc = run_derp_cli(gcp, out, sizeof(out));
-	verdict("certmode_gcp_refused", rc != 0 && strstr(out, "ACME") != NULL ?
-	    NULL : "-certmode gcp not refused naming ACME");
+	verdict("certmode_gcp_needs_eab", rc != 0 &&
+	    strstr(out, "-acme-eab-kid") != NULL ? NULL :
+	    "-certmode gcp without EAB not refused naming -acme-eab-kid");
 	rc = run_derp_cli(badmode, out, sizeof(out));
 	verdict("certmode_unknown_refused", rc != 0 ? NULL : "started");
 	rc = run_derp_cli(badhome, out, sizeof(out));
@@ -5391,6 +5404,1058 @@ out:
 	server_stop();
 }
 
+/* ---- reload: certificates replaced under a running TLS relay ------------ */
+
+/*
+ * The relay keeps two certificate banks: a reload (SIGHUP, or a change of the
+ * files' stamps seen by a periodic check) loads the other bank and switches
+ * new handshakes to it, while established connections keep their sessions.
+ * A pair that does not parse, does not match, is not valid for -hostname or
+ * has expired is refused (logged) and the certificate in service stays.  The
+ * test makes every certificate itself (cert.c) and tells them apart by the
+ * leaf hash a new connection records (client.h, x509.leaf_sha256).
+ */
+#define CERT_CHECK_TEST_MS "500"	/* DERP_TEST_CERT_CHECK_MS here */
+/* A reload must reach new connections within this: a SIGHUP is handled on
+ * the loop's next turn, a periodic check comes within one 500 ms interval;
+ * the rest is room for a sanitizer build on a busy machine. */
+#define RELOAD_SEEN_MS 3000
+#define RELOAD_PROBE_MS 100	/* between probe connections */
+#define REFUSAL_SETTLE_MS 700	/* SIGHUP with bad files .. judging */
+/* Periodic checks that must not try a refused pair again: three intervals. */
+#define REFUSED_IDLE_MS 1600
+#define RELOAD_KNOWN_MAX 12	/* certificates one run makes */
+#define REFUSAL_TEXT "; the certificate in service stays"
+
+static char reload_dir[512];	/* the relay's -certdir in this mode */
+static char reload_crt[600], reload_key[600];
+
+/* Every certificate made, by leaf hash, to name the one a client got. */
+static struct known_leaf {
+	char name[24];
+	uint8_t sha[32];
+} known[RELOAD_KNOWN_MAX];
+static int n_known;
+
+static int
+mk_reload(char **argv, char bufs[][600])
+{
+	int i;
+
+	if (mk_tls(argv, bufs) < 0)
+		return -1;
+	for (i = 0; argv[i] != NULL; i++)
+		if (argv[i] == cert_dir)
+			argv[i] = reload_dir;
+	return 0;
+}
+
+static const char *
+leaf_name(const uint8_t sha[32])
+{
+	int i;
+
+	for (i = 0; i < n_known; i++)
+		if (memcmp(known[i].sha, sha, 32) == 0)
+			return known[i].name;
+	return "an unknown certificate";
+}
+
+enum { PAIR_GOOD, PAIR_EXPIRED, PAIR_OTHER_NAME };
+
+static void
+known_add(const char *name, const uint8_t sha[32])
+{
+	if (n_known < RELOAD_KNOWN_MAX) {
+		snprintf(known[n_known].name, sizeof known[n_known].name, "%s",
+		    name);
+		memcpy(known[n_known].sha, sha, 32);
+		n_known++;
+	}
+}
+
+/* The leaf hash of a pair of files (which must match): 0 or -1 with err. */
+static int
+pair_sha(const char *crt, const char *key, uint8_t sha[32], char *err,
+    size_t errlen)
+{
+	struct cert_store cs;
+
+	if (cert_load_files(&cs, crt, key, err, errlen) != 0)
+		return -1;
+	memcpy(sha, cs.leaf_sha256, 32);
+	cert_free(&cs);
+	return 0;
+}
+
+/*
+ * A fresh certificate and key in the staging directory <scratch>/reload-new,
+ * from where pair_install copies them into place: for 127.0.0.1 valid from
+ * now, for 127.0.0.1 expired a year ago, or for the DNS name other.example.
+ * Its leaf hash goes into known[] as name.  0, or -1 (reported under check).
+ */
+static int
+pair_make(const char *check, const char *name, int kind, char crt[600],
+    char key[600], uint8_t sha[32])
+{
+	char err[300];
+	time_t now = time(NULL);
+	int r;
+
+	snprintf(crt, 600, "%s/reload-new/%s.crt", scratch, name);
+	snprintf(key, 600, "%s/reload-new/%s.key", scratch, name);
+	if (kind == PAIR_OTHER_NAME)
+		r = cert_generate_dns(crt, key, "other.example", now, err,
+		    sizeof err);
+	else
+		r = cert_generate_ip(crt, key, "127.0.0.1",
+		    kind == PAIR_EXPIRED ? now - 2 * 366 * 86400 : now, err,
+		    sizeof err);
+	if (r == 0)
+		r = pair_sha(crt, key, sha, err, sizeof err);
+	if (r != 0) {
+		fail(check, "making certificate %s: %s", name, err);
+		return -1;
+	}
+	known_add(name, sha);
+	return 0;
+}
+
+/* Copy src over dst atomically (a temporary file renamed into place, as an
+ * operator's tooling or certbot's deploy hook does).  0 or -1. */
+static int
+file_put(const char *check, const char *src, const char *dst)
+{
+	uint8_t *data;
+	size_t len;
+	char err[300];
+	int r;
+
+	if (cert_read_file(src, &data, &len, err, sizeof err) != 0) {
+		fail(check, "%s", err);
+		return -1;
+	}
+	r = cert_write_atomic(dst, data, len, err, sizeof err);
+	free(data);
+	if (r != 0)
+		fail(check, "%s", err);
+	return r;
+}
+
+/* Put a pair in place: the key first, then the certificate.  Either may be
+ * NULL (that file stays). */
+static int
+pair_install(const char *check, const char *crt, const char *key)
+{
+	if (key != NULL && file_put(check, key, reload_key) < 0)
+		return -1;
+	if (crt != NULL && file_put(check, crt, reload_crt) < 0)
+		return -1;
+	return 0;
+}
+
+/* The leaf a new TLS connection gets: 0, or -1 when the handshake failed.
+ * derp: also complete a DERP handshake over it. */
+static int
+leaf_now(uint8_t sha[32], int derp)
+{
+	struct dclient *c = dc_new();
+	int r = -1;
+
+	if (c == NULL)
+		return -1;
+	dc_genkey(c);
+	if (dc_connect(c, srv_host, srv_port, 1, NULL, CONNECT_MS) == 0 &&
+	    (!derp || dc_handshake(c, 0, NULL, IO_MS) == 0)) {
+		memcpy(sha, c->x509.leaf_sha256, 32);
+		r = 0;
+	}
+	dc_free(c);
+	return r;
+}
+
+/*
+ * New connections, one every RELOAD_PROBE_MS, until one gets the leaf want:
+ * the milliseconds that took, or -1 after ms (and at most ms /
+ * RELOAD_PROBE_MS + 1 probes); the last leaf seen is named in why.
+ */
+static int64_t
+leaf_wait(const uint8_t want[32], int ms, char *why, size_t cap)
+{
+	int64_t t0 = now_ms();
+	uint8_t got[32];
+	int i, n = ms / RELOAD_PROBE_MS + 1, seen = 0;
+
+	for (i = 0; i < n && now_ms() - t0 <= ms; i++) {
+		if (leaf_now(got, 0) == 0) {
+			if (memcmp(got, want, 32) == 0)
+				return now_ms() - t0;
+			seen = 1;
+		}
+		sleep_ms(RELOAD_PROBE_MS);
+	}
+	snprintf(why, cap, "after %lld ms (%d probes) new connections still get"
+	    " %s", (long long)(now_ms() - t0), i, seen ? leaf_name(got) :
+	    "no TLS handshake at all");
+	return -1;
+}
+
+/* Occurrences of needle in the relay's log; -1 when it cannot be read. */
+static int
+log_count(const char *needle)
+{
+	char *text = read_file(log_path, NULL), *p;
+	int n = 0;
+
+	if (text == NULL)
+		return -1;
+	for (p = text; (p = strstr(p, needle)) != NULL; p++)
+		n++;
+	free(text);
+	return n;
+}
+
+/* Is there a line after byte off of the log holding a, b and c (b and c may
+ * be NULL)? */
+static int
+log_line_after(size_t off, const char *a, const char *b, const char *c)
+{
+	size_t len = 0;
+	char *text = read_file(log_path, &len), *line, *nl;
+	int found = 0;
+
+	if (text == NULL || off > len) {
+		free(text);
+		return 0;
+	}
+	for (line = text + off; !found && *line != '\0'; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (nl == NULL)
+			nl = line + strlen(line) - 1;
+		else
+			*nl = '\0';
+		found = strstr(line, a) != NULL &&
+		    (b == NULL || strstr(line, b) != NULL) &&
+		    (c == NULL || strstr(line, c) != NULL);
+	}
+	free(text);
+	return found;
+}
+
+static size_t
+log_len(void)
+{
+	struct stat st;
+
+	return stat(log_path, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+/* Both ways between the pair that connected before any reload. */
+static void
+pair_check(const char *name)
+{
+	verdict(name, pair_works());
+}
+
+/* SIGHUP, and the relay must still be running. */
+static int
+send_sighup(const char *check)
+{
+	int status;
+
+	if (server_pid <= 0 || kill(server_pid, SIGHUP) != 0) {
+		fail(check, "no relay to signal");
+		return -1;
+	}
+	sleep_ms(50);
+	if (waitpid(server_pid, &status, WNOHANG) == server_pid) {
+		server_pid = -1;
+		fail(check, "the relay exited on SIGHUP (%s %d)",
+		    WIFEXITED(status) ? "status" : "signal", WIFEXITED(status) ?
+		    WEXITSTATUS(status) : WTERMSIG(status));
+		return -1;
+	}
+	return 0;
+}
+
+/* A good new pair goes into service: installed, then SIGHUP when hup is
+ * set; new connections must get it (and speak DERP over it), the pair keeps
+ * exchanging, and the log says "cert: serving" and the new pin. */
+static void
+reload_good(const char *step, const char *name, int hup)
+{
+	char check[80], crt[600], key[600], why[200], hex[65], pin[100];
+	char line[700];
+	uint8_t sha[32], got[32];
+	int64_t took;
+	int serving = log_count("cert: serving ");
+
+	snprintf(check, sizeof check, "%s_new_cert_served", step);
+	if (pair_make(check, name, PAIR_GOOD, crt, key, sha) < 0 ||
+	    pair_install(check, crt, key) < 0 ||
+	    (hup && send_sighup(check) < 0))
+		return;
+	took = leaf_wait(sha, RELOAD_SEEN_MS, why, sizeof why);
+	if (took < 0) {
+		fail(check, "%s", why);
+	} else {
+		printf("# reload: %s: new connections got %s %lld ms after the"
+		    " files%s\n", step, name, (long long)took, hup ?
+		    " and SIGHUP" : " changed");
+		ok(check);
+	}
+	snprintf(check, sizeof check, "%s_new_cert_derp", step);
+	verdict(check, leaf_now(got, 1) < 0 ? "no DERP handshake on a new"
+	    " connection" : memcmp(got, sha, 32) != 0 ? "a new connection got"
+	    " another certificate" : NULL);
+	snprintf(check, sizeof check, "%s_pair_still_relays", step);
+	pair_check(check);
+	snprintf(check, sizeof check, "%s_serving_logged", step);
+	snprintf(line, sizeof line, "cert: serving %s, valid until ",
+	    reload_crt);
+	verdict(check, log_count(line) > serving ? NULL : "no new \"cert:"
+	    " serving <crt>, valid until\" line");
+	/* Manual mode with an IP -hostname logs the sha256-raw: pin again. */
+	tohex(sha, 32, hex);
+	snprintf(pin, sizeof pin, "\"CertName\":\"sha256-raw:%s\"", hex);
+	snprintf(check, sizeof check, "%s_pin_logged", step);
+	verdict(check, log_count(pin) > 0 ? NULL : "no CertName line with the"
+	    " new leaf's hash");
+}
+
+/*
+ * A bad pair: put in place, SIGHUP, REFUSAL_SETTLE_MS; new connections still
+ * get the certificate in service (cur), a refusal line naming the reason came,
+ * and the pair keeps exchanging.
+ */
+static void
+reload_bad(const char *step, const char *crt, const char *key,
+    const char *reason, const uint8_t cur[32])
+{
+	char check[80], why[200];
+	uint8_t got[32];
+	size_t off = log_len();
+	int refusals = log_count(REFUSAL_TEXT);
+
+	snprintf(check, sizeof check, "%s_refused_old_cert_stays", step);
+	if (pair_install(check, crt, key) < 0 || send_sighup(check) < 0)
+		return;
+	sleep_ms(REFUSAL_SETTLE_MS);
+	if (leaf_now(got, 1) < 0)
+		fail(check, "no TLS and DERP handshake after the refusal");
+	else if (memcmp(got, cur, 32) != 0)
+		fail(check, "new connections get %s", leaf_name(got));
+	else
+		ok(check);
+	snprintf(check, sizeof check, "%s_refusal_logged", step);
+	if (log_count(REFUSAL_TEXT) <= refusals)
+		fail(check, "no new \"cert: ...%s\" line", REFUSAL_TEXT);
+	else if (!log_line_after(off, "cert: ", REFUSAL_TEXT, reason)) {
+		snprintf(why, sizeof why, "the refusal line does not say"
+		    " \"%s\"", reason);
+		fail(check, "%s", why);
+	} else
+		ok(check);
+	snprintf(check, sizeof check, "%s_pair_still_relays", step);
+	pair_check(check);
+}
+
+/*
+ * SIGHUP re-reads the files even when their stamps did not change: a new
+ * pair of the same sizes written over the files in place (same inode), their
+ * times set back.  The periodic check cannot tell; only the signal can bring
+ * the new certificate in.  ECDSA certificates differ in size by a few bytes
+ * (the signature's integers), so pairs are made until one has the sizes of
+ * the pair in service (one in seven or better, SAME_SIZE_TRIES at most).
+ */
+#define SAME_SIZE_TRIES 200
+
+/* src's bytes over dst in place (dst has src's size), then dst's access and
+ * modification times set back to was's.  0 or -1 with err. */
+static int
+overwrite_keep_stamps(const char *src, const char *dst, const struct stat *was,
+    char *err, size_t errlen)
+{
+	struct timespec ts[2];
+	uint8_t *data;
+	size_t len, off = 0;
+	int fd;
+
+	if (cert_read_file(src, &data, &len, err, errlen) != 0)
+		return -1;
+	fd = open(dst, O_WRONLY);
+	while (fd >= 0 && off < len) {
+		ssize_t n = pwrite(fd, data + off, len - off, (off_t)off);
+
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	free(data);
+	if (fd < 0 || off < len) {
+		snprintf(err, errlen, "rewrite %s: %s", dst, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	ts[0] = was->st_atim;
+	ts[1] = was->st_mtim;
+	if (utimensat(AT_FDCWD, dst, ts, 0) != 0) {
+		snprintf(err, errlen, "utimensat %s: %s", dst, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int
+stamps_equal(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
+	    a->st_size == b->st_size &&
+	    a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+	    a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static void
+reload_same_stamps(void)
+{
+	static const char check[] = "sighup_same_stamps_new_cert_served";
+	struct stat old_crt, old_key, nc, nk;
+	char crt[600], key[600], why[200], err[300];
+	uint8_t sha[32];
+	int i;
+	int64_t took;
+
+	snprintf(crt, sizeof crt, "%s/reload-new/same.crt", scratch);
+	snprintf(key, sizeof key, "%s/reload-new/same.key", scratch);
+	if (stat(reload_crt, &old_crt) != 0 ||
+	    stat(reload_key, &old_key) != 0) {
+		fail(check, "the files in service are missing");
+		return;
+	}
+	for (i = 0; i < SAME_SIZE_TRIES; i++) {
+		if (cert_generate_ip(crt, key, "127.0.0.1", time(NULL), err,
+		    sizeof err) != 0) {
+			fail(check, "making a certificate: %s", err);
+			return;
+		}
+		if (stat(crt, &nc) == 0 && stat(key, &nk) == 0 &&
+		    nc.st_size == old_crt.st_size &&
+		    nk.st_size == old_key.st_size)
+			break;
+	}
+	if (i == SAME_SIZE_TRIES) {
+		fail(check, "no pair of the in-service sizes (%lld/%lld bytes)"
+		    " in %d tries", (long long)old_crt.st_size,
+		    (long long)old_key.st_size, SAME_SIZE_TRIES);
+		return;
+	}
+	if (pair_sha(crt, key, sha, err, sizeof err) != 0 ||
+	    overwrite_keep_stamps(key, reload_key, &old_key, err,
+	    sizeof err) != 0 ||
+	    overwrite_keep_stamps(crt, reload_crt, &old_crt, err,
+	    sizeof err) != 0) {
+		fail(check, "%s", err);
+		return;
+	}
+	known_add("same-stamps", sha);
+	if (stat(reload_crt, &nc) != 0 || stat(reload_key, &nk) != 0 ||
+	    !stamps_equal(&nc, &old_crt) || !stamps_equal(&nk, &old_key)) {
+		fail(check, "the files' (dev, inode, size, mtime) could not be"
+		    " kept");
+		return;
+	}
+	if (send_sighup(check) < 0)
+		return;
+	took = leaf_wait(sha, RELOAD_SEEN_MS, why, sizeof why);
+	if (took < 0) {
+		fail(check, "%s", why);
+	} else {
+		printf("# reload: same stamps: new connections got the"
+		    " rewritten pair %lld ms after SIGHUP (%d pairs made to"
+		    " match the sizes)\n", (long long)took, i + 1);
+		ok(check);
+	}
+	pair_check("sighup_same_stamps_pair_still_relays");
+}
+
+/* A socket from dc_start connected (its connect may still be pending):
+ * 0, or -1 after CONNECT_MS. */
+static int
+connect_finish(int fd, int pending)
+{
+	struct pollfd pfd;
+	int err = 0;
+	socklen_t len = sizeof err;
+
+	if (!pending)
+		return 0;
+	pfd.fd = fd;
+	pfd.events = POLLOUT;
+	pfd.revents = 0;
+	if (poll(&pfd, 1, CONNECT_MS) != 1 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * A TLS handshake holds its certificate bank from accept to its end, so a
+ * reload must not overwrite a bank under a handshake.  H connects and sends
+ * nothing: it holds bank X.  A reload fills the other bank (pair A goes into
+ * service); a second one (pair B) needs X, so it waits.  H then completes its
+ * handshake with X's certificate, and B comes into service once H is done.
+ * (Accepts are in order: once a later connection has finished its handshake,
+ * H has been accepted, with the certificate that connection got.)
+ */
+static void
+reload_held_bank(void)
+{
+	struct dclient *h = dc_new();
+	char crt[600], key[600], why[200];
+	uint8_t x[32], got[32], sha_a[32], sha_b[32];
+	int pending = 0;
+	int64_t took;
+
+	if (h != NULL)
+		dc_genkey(h);
+	if (h == NULL || dc_start(h, srv_host, srv_port, 1, NULL, &pending) < 0 ||
+	    connect_finish(h->fd, pending) < 0 || leaf_now(x, 0) < 0) {
+		fail("held_handshake_keeps_its_cert", "could not connect");
+		dc_free(h);
+		return;
+	}
+	if (pair_make("held_handshake_keeps_its_cert", "held-a", PAIR_GOOD, crt,
+	    key, sha_a) < 0 || pair_install("held_handshake_keeps_its_cert",
+	    crt, key) < 0 || send_sighup("held_handshake_keeps_its_cert") < 0) {
+		dc_free(h);
+		return;
+	}
+	took = leaf_wait(sha_a, RELOAD_SEEN_MS, why, sizeof why);
+	verdict("held_other_bank_reloaded", took < 0 ? why : NULL);
+	if (pair_make("held_handshake_keeps_its_cert", "held-b", PAIR_GOOD, crt,
+	    key, sha_b) < 0 || pair_install("held_handshake_keeps_its_cert",
+	    crt, key) < 0 || send_sighup("held_handshake_keeps_its_cert") < 0) {
+		dc_free(h);
+		return;
+	}
+	sleep_ms(REFUSAL_SETTLE_MS);
+	printf("# reload: held: while a handshake holds the other bank, new"
+	    " connections get %s\n", leaf_now(got, 0) < 0 ? "no handshake" :
+	    leaf_name(got));
+	if (dc_handshake(h, 0, NULL, IO_MS) < 0)
+		fail("held_handshake_keeps_its_cert", "the held connection's TLS"
+		    " or DERP handshake failed (BearSSL error %d)", h->tls_err);
+	else if (memcmp(h->x509.leaf_sha256, x, 32) != 0)
+		fail("held_handshake_keeps_its_cert", "the held connection got %s,"
+		    " not %s (in service when it connected)",
+		    leaf_name(h->x509.leaf_sha256), leaf_name(x));
+	else
+		ok("held_handshake_keeps_its_cert");
+	dc_free(h);
+	took = leaf_wait(sha_b, RELOAD_SEEN_MS, why, sizeof why);
+	verdict("held_bank_reloaded_after_release", took < 0 ? why : NULL);
+	pair_check("held_pair_still_relays");
+}
+
+static void
+run_reload_mode(void)
+{
+	static const char garbage[] = "-----BEGIN CERTIFICATE-----\n"
+	    "Z2FyYmFnZSwgbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+	char crt[600], key[600], in_service_crt[600], garbage_crt[600];
+	char err[300];
+	uint8_t sha0[32], cur[32], got[32], sha[32];
+	int64_t t0 = now_ms();
+	int r, n, status;
+
+	begin_mode("reload", 1, "127.0.0.1");
+	n_known = 0;
+	snprintf(reload_dir, sizeof reload_dir, "%s/certs-reload", scratch);
+	snprintf(reload_crt, sizeof reload_crt, "%s/127.0.0.1.crt", reload_dir);
+	snprintf(reload_key, sizeof reload_key, "%s/127.0.0.1.key", reload_dir);
+	unlink(reload_crt);
+	unlink(reload_key);
+	/* The first pair, made here so that its hash is known. */
+	if (pair_make("initial_cert_served", "initial", PAIR_GOOD, crt, key,
+	    sha0) < 0 || pair_install("initial_cert_served", crt, key) < 0)
+		return;
+	setenv("DERP_TEST_CERT_CHECK_MS", CERT_CHECK_TEST_MS, 1);
+	r = server_start(mk_reload);
+	unsetenv("DERP_TEST_CERT_CHECK_MS");
+	if (r < 0)
+		return;
+	verdict("initial_cert_served", leaf_now(got, 0) < 0 ? "no TLS handshake"
+	    : memcmp(got, sha0, 32) != 0 ? "a new connection got another"
+	    " certificate than the files'" : NULL);
+	pair_a = cl_derp();
+	pair_b = cl_derp();
+	verdict("pair_established", pair_a != NULL && pair_b != NULL ? NULL :
+	    "two clients could not connect");
+	pair_check("pair_relays_initially");
+
+	/* SIGHUP: a forced reload; the relay keeps running. */
+	reload_good("sighup", "sighup", 1);
+	if (server_pid <= 0)
+		goto out;
+	verdict("sighup_not_fatal", waitpid(server_pid, &status, WNOHANG) == 0 ?
+	    NULL : "the relay exited");
+	reload_same_stamps();
+
+	/* No signal: the periodic check of the files' stamps. */
+	reload_good("periodic", "periodic", 0);
+	memcpy(cur, known[n_known - 1].sha, 32);
+	snprintf(in_service_crt, sizeof in_service_crt,
+	    "%s/reload-new/periodic.crt", scratch);
+
+	/* Bad pairs, each refused while the periodic one stays in service:
+	 * a .crt that does not parse (the key stays), the good .crt with
+	 * another pair's key, an expired pair, a pair for another name. */
+	snprintf(garbage_crt, sizeof garbage_crt, "%s/reload-new/garbage.crt",
+	    scratch);
+	if (cert_write_atomic(garbage_crt, garbage, sizeof garbage - 1, err,
+	    sizeof err) != 0)
+		fail("garbage_crt_refused_old_cert_stays", "%s", err);
+	else
+		reload_bad("garbage_crt", garbage_crt, NULL, NULL, cur);
+	if (pair_make("key_mismatch_refused_old_cert_stays", "otherkey",
+	    PAIR_GOOD, crt, key, sha) == 0)
+		reload_bad("key_mismatch", in_service_crt, key,
+		    "does not match", cur);
+	if (pair_make("expired_refused_old_cert_stays", "expired",
+	    PAIR_EXPIRED, crt, key, sha) == 0)
+		reload_bad("expired", crt, key, "expired", cur);
+	if (pair_make("other_hostname_refused_old_cert_stays", "other.example",
+	    PAIR_OTHER_NAME, crt, key, sha) == 0)
+		reload_bad("other_hostname", crt, key, "not valid for hostname",
+		    cur);
+
+	/* A refused pair is not tried again by the periodic check, only when
+	 * the files change again or on SIGHUP. */
+	n = log_count(REFUSAL_TEXT);
+	sleep_ms(REFUSED_IDLE_MS);
+	r = log_count(REFUSAL_TEXT);
+	if (r != n)
+		fail("refused_pair_not_retried", "%d more refusal lines in %d"
+		    " ms with the files unchanged (checks every %s ms)", r - n,
+		    REFUSED_IDLE_MS, CERT_CHECK_TEST_MS);
+	else
+		ok("refused_pair_not_retried");
+	if (send_sighup("refused_pair_retried_on_sighup") == 0) {
+		sleep_ms(REFUSAL_SETTLE_MS);
+		verdict("refused_pair_retried_on_sighup",
+		    log_count(REFUSAL_TEXT) > r ? NULL : "no new refusal line"
+		    " after SIGHUP");
+	}
+	verdict("refused_pairs_old_cert_still_served", leaf_now(got, 1) == 0 &&
+	    memcmp(got, cur, 32) == 0 ? NULL : "new connections do not get the"
+	    " certificate in service");
+
+	/* A good pair again. */
+	reload_good("restored", "restored", 1);
+	reload_held_bank();
+	printf("# reload: %d certificates made; %d refusal lines logged\n",
+	    n_known, log_count(REFUSAL_TEXT));
+out:
+	verdict("pair_still_works_at_end", pair_works());
+	server_stop();
+	if (pair_a != NULL)
+		verdict("connections_closed_on_exit", dc_expect_close(pair_a,
+		    CLOSE_MS) ? NULL : "a client connection outlived the server");
+	dc_free(pair_a);
+	dc_free(pair_b);
+	pair_a = pair_b = NULL;
+	printf("# mode reload took %lld ms\n", (long long)(now_ms() - t0));
+}
+
+/* ---- webroot: HTTP-01 answers from -acme-webroot ------------------------- */
+
+/*
+ * -acme-webroot DIR serves DIR/.well-known/acme-challenge/<token> (what
+ * certbot --webroot and acme.sh write) on the port-80 listener in TLS mode and
+ * on the main listener in plain mode: 200, text/plain, the file's bytes.  The
+ * token must be [A-Za-z0-9_-], 1 to 256 characters; the file a regular one (no
+ * symlink followed) of at most 1024 bytes; anything else is Go's 404.  The
+ * tree below puts a file wherever a looser check would find one: beside the
+ * challenge directory, behind a symlink, under a subdirectory, with a dot in
+ * its name, one byte over the size limit.
+ */
+#define WEB_TOKEN "tok_A-1"
+#define WEB_ANSWER "tok_A-1.thumbprint-xyz"
+#define WEB_PATH "/.well-known/acme-challenge/" WEB_TOKEN
+#define WEB_SECRET "SECRET-OUTSIDE-THE-CHALLENGE-DIR"
+#define WEB_ANSWER_MAX 1024	/* the relay's largest answer file */
+/* The longest token with a file: a file name has at most 255 bytes (NAME_MAX
+ * of ext4, tmpfs, overlayfs), one short of the relay's 256-character limit,
+ * so a 256-character token can only be answered 404 (no such file). */
+#define WEB_TOKEN_FILE_MAX 255
+#define WEB_TOKEN_OVER 257	/* over the relay's token limit */
+#define WEB_TOKEN_HUGE 3000	/* far over the limit: the path buffer's bounds */
+
+static char webroot[512], web_chal[600];
+static char web_long_token[WEB_TOKEN_HUGE + 1];	/* [A-Za-z0-9_-]... */
+static char web_1024[WEB_ANSWER_MAX + 1];	/* the 1024-byte answer */
+
+static int
+mk_webroot_tls(char **argv, char bufs[][600])
+{
+	if (mk_tls(argv, bufs) < 0)
+		return -1;
+	argv_append(argv, "-acme-webroot", webroot, (char *)NULL);
+	return 0;
+}
+
+static int
+mk_webroot_plain(char **argv, char bufs[][600])
+{
+	if (mk_plain(argv, bufs) < 0)
+		return -1;
+	argv_append(argv, "-acme-webroot", webroot, (char *)NULL);
+	return 0;
+}
+
+/* Write len bytes to dir/name (replacing it).  0 or -1 (reported). */
+static int
+web_file(const char *dir, const char *name, const void *data, size_t len)
+{
+	char path[1200];
+	int fd;
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	unlink(path);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, data, len) != (ssize_t)len) {
+		fail("webroot_setup", "write %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/*
+ * The tree (under <scratch>/webroot):
+ *   .well-known/secret                         WEB_SECRET (outside)
+ *   .well-known/acme-challenge/tok_A-1         WEB_ANSWER
+ *   .well-known/acme-challenge/<255 chars>     "long-token-answer"
+ *   .well-known/acme-challenge/big1024         1024 bytes
+ *   .well-known/acme-challenge/big1025         1025 bytes
+ *   .well-known/acme-challenge/tok.dot         "dot" (a dot: not a token)
+ *   .well-known/acme-challenge/linktok         symlink to tok_A-1
+ *   .well-known/acme-challenge/linkout         symlink to ../secret
+ *   .well-known/acme-challenge/sub/            a directory ...
+ *   .well-known/acme-challenge/sub/tok         ... with "sub-tok" in it
+ *   .well-known/acme-challenge/fifotok         a FIFO (nobody writes it)
+ */
+static int
+webroot_setup(void)
+{
+	static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_";
+	static char big[WEB_ANSWER_MAX + 2];
+	char p[700], name[WEB_TOKEN_FILE_MAX + 1];
+	size_t i;
+	int bad = 0;
+
+	snprintf(webroot, sizeof webroot, "%s/webroot", scratch);
+	snprintf(web_chal, sizeof web_chal, "%s/.well-known/acme-challenge",
+	    webroot);
+	for (i = 0; i < WEB_TOKEN_HUGE; i++)
+		web_long_token[i] = alphabet[i % (sizeof alphabet - 1)];
+	web_long_token[WEB_TOKEN_HUGE] = '\0';
+	for (i = 0; i < sizeof big; i++)
+		big[i] = (char)('!' + i % 90);
+	memcpy(web_1024, big, WEB_ANSWER_MAX);
+	web_1024[WEB_ANSWER_MAX] = '\0';
+
+	/* Leftovers of an earlier run that a plain open() would not replace. */
+	snprintf(p, sizeof p, "%s/linktok", web_chal);
+	unlink(p);
+	snprintf(p, sizeof p, "%s/linkout", web_chal);
+	unlink(p);
+	snprintf(p, sizeof p, "%s/fifotok", web_chal);
+	unlink(p);
+	mkdir(webroot, 0755);
+	snprintf(p, sizeof p, "%s/.well-known", webroot);
+	mkdir(p, 0755);
+	mkdir(web_chal, 0755);
+	snprintf(p, sizeof p, "%s/sub", web_chal);
+	mkdir(p, 0755);
+	snprintf(p, sizeof p, "%s/.well-known", webroot);
+	bad |= web_file(p, "secret", WEB_SECRET, strlen(WEB_SECRET));
+	bad |= web_file(web_chal, WEB_TOKEN, WEB_ANSWER, strlen(WEB_ANSWER));
+	memcpy(name, web_long_token, WEB_TOKEN_FILE_MAX);
+	name[WEB_TOKEN_FILE_MAX] = '\0';
+	bad |= web_file(web_chal, name, "long-token-answer", 17);
+	bad |= web_file(web_chal, "big1024", big, WEB_ANSWER_MAX);
+	bad |= web_file(web_chal, "big1025", big, WEB_ANSWER_MAX + 1);
+	bad |= web_file(web_chal, "tok.dot", "dot", 3);
+	snprintf(p, sizeof p, "%s/sub", web_chal);
+	bad |= web_file(p, "tok", "sub-tok", 7);
+	snprintf(p, sizeof p, "%s/linktok", web_chal);
+	if (symlink(WEB_TOKEN, p) < 0)
+		bad = -1;
+	snprintf(p, sizeof p, "%s/linkout", web_chal);
+	if (symlink("../secret", p) < 0)
+		bad = -1;
+	snprintf(p, sizeof p, "%s/fifotok", web_chal);
+	if (mkfifo(p, 0644) < 0)
+		bad = -1;
+	if (bad)
+		fail("webroot_setup", "could not build the tree under %s: %s",
+		    webroot, strerror(errno));
+	return bad ? -1 : 0;
+}
+
+/* method path on 127.0.0.1:port; the answer in hr.  0 or -1. */
+static int
+web_req(int port, int tls, const char *method, const char *path)
+{
+	static char req[WEB_TOKEN_HUGE + 200];
+
+	snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+	    method, path);
+	return http_do("127.0.0.1", port, tls, req, strcmp(method, "HEAD") == 0,
+	    &hr);
+}
+
+/* The challenge path of a token (static buffer). */
+static const char *
+chal(const char *token)
+{
+	static char path[WEB_TOKEN_HUGE + 64];
+
+	snprintf(path, sizeof path, "/.well-known/acme-challenge/%s", token);
+	return path;
+}
+
+/* GET path: 200, the exact Content-Type, exactly body[len]. */
+static void
+web_expect_200(const char *pre, const char *what, int port, int tls,
+    const char *path, const char *body, size_t len)
+{
+	char name[120], why[200];
+
+	snprintf(name, sizeof name, "%s_%s", pre, what);
+	if (web_req(port, tls, "GET", path) < 0)
+		snprintf(why, sizeof why, "no complete answer (status %d)",
+		    hr.status);
+	else if (hr.status != 200)
+		snprintf(why, sizeof why, "status %d, not 200", hr.status);
+	else if (!hdr_is("Content-Type", "text/plain; charset=utf-8"))
+		snprintf(why, sizeof why, "Content-Type is not text/plain;"
+		    " charset=utf-8");
+	else if (hr.body_len != len || memcmp(hr.body, body, len) != 0)
+		snprintf(why, sizeof why, "body of %zu bytes is not the file's"
+		    " %zu: \"%.40s\"", hr.body_len, len, hr.body);
+	else
+		why[0] = '\0';
+	verdict(name, why[0] == '\0' ? NULL : why);
+}
+
+/* GET path: Go's 404 ("404 page not found"). */
+static void
+web_expect_404(const char *pre, const char *what, int port, int tls,
+    const char *path)
+{
+	char name[120], why[200];
+
+	snprintf(name, sizeof name, "%s_%s", pre, what);
+	if (web_req(port, tls, "GET", path) < 0 && hr.status < 0)
+		snprintf(why, sizeof why, "no answer");
+	else if (hr.status != 404)
+		snprintf(why, sizeof why, "status %d, not 404 (body \"%.40s\")",
+		    hr.status, hr.body);
+	else if (strncmp(hr.body, "404 page not found", 18) != 0)
+		snprintf(why, sizeof why, "404 without Go's body: \"%.40s\"",
+		    hr.body);
+	else
+		why[0] = '\0';
+	verdict(name, why[0] == '\0' ? NULL : why);
+}
+
+/* HEAD: 200 and the Content-Type, no body: the next answer on the same
+ * connection (GET /generate_204, pipelined after it) starts right after the
+ * head. */
+static void
+web_expect_head(const char *pre, int port, int tls)
+{
+	char name[120], req[300];
+	struct dclient *c = cl_connect_to("127.0.0.1", port, tls, NULL);
+	const char *e = NULL;
+
+	snprintf(name, sizeof name, "%s_head_200_no_body", pre);
+	snprintf(req, sizeof req, "HEAD " WEB_PATH " HTTP/1.1\r\nHost:"
+	    " 127.0.0.1\r\n\r\nGET /generate_204 HTTP/1.1\r\nHost:"
+	    " 127.0.0.1\r\n\r\n");
+	if (c == NULL)
+		e = "connect failed";
+	else if (dc_http_request(c, req, hr.head, sizeof hr.head, IO_MS) < 0)
+		e = "no answer to HEAD";
+	else if (dc_http_status(hr.head) != 200)
+		e = "HEAD not answered 200";
+	else if (!hdr_is("Content-Type", "text/plain; charset=utf-8"))
+		e = "HEAD without the Content-Type";
+	else if (dc_http_request(c, "", hr.head, sizeof hr.head, IO_MS) < 0)
+		e = "no answer to the GET after the HEAD";
+	else if (dc_http_status(hr.head) != 204)
+		e = "the answer after HEAD does not start with a status line"
+		    " (a body was sent?)";
+	verdict(name, e);
+	dc_free(c);
+}
+
+/* Every answer of one listener; pre names it ("port80" or "plain"). */
+static void
+web_checks(const char *pre, int port, int tls)
+{
+	static char tok[WEB_TOKEN_HUGE + 1];
+
+	web_expect_200(pre, "answer_200_exact", port, tls, chal(WEB_TOKEN),
+	    WEB_ANSWER, strlen(WEB_ANSWER));
+	web_expect_head(pre, port, tls);
+	web_expect_404(pre, "unknown_token_404", port, tls,
+	    chal("nosuchtoken"));
+	web_expect_404(pre, "empty_token_404", port, tls, chal(""));
+	web_expect_404(pre, "dot_in_token_404", port, tls, chal("tok.dot"));
+	web_expect_404(pre, "encoded_slash_404", port, tls, chal("sub%2ftok"));
+	web_expect_404(pre, "encoded_slash_upper_404", port, tls,
+	    chal("sub%2Ftok"));
+	web_expect_404(pre, "encoded_nul_404", port, tls,
+	    chal(WEB_TOKEN "%00"));
+	web_expect_404(pre, "symlink_404", port, tls, chal("linktok"));
+	web_expect_404(pre, "symlink_outside_404", port, tls, chal("linkout"));
+	web_expect_404(pre, "directory_404", port, tls, chal("sub"));
+	web_expect_404(pre, "fifo_404", port, tls, chal("fifotok"));
+	web_expect_404(pre, "file_1025_bytes_404", port, tls, chal("big1025"));
+	web_expect_200(pre, "file_1024_bytes_200", port, tls, chal("big1024"),
+	    web_1024, WEB_ANSWER_MAX);
+	memcpy(tok, web_long_token, WEB_TOKEN_FILE_MAX);
+	tok[WEB_TOKEN_FILE_MAX] = '\0';
+	web_expect_200(pre, "token_255_200", port, tls, chal(tok),
+	    "long-token-answer", 17);
+	memcpy(tok, web_long_token, WEB_TOKEN_OVER);
+	tok[WEB_TOKEN_OVER] = '\0';
+	web_expect_404(pre, "token_257_404", port, tls, chal(tok));
+	web_expect_404(pre, "token_3000_404", port, tls, chal(web_long_token));
+}
+
+/*
+ * Paths with "." or ".." (also "%2f"-encoded): on port 80 the raw path is
+ * checked, so they are 404.  The plain main listener routes on the decoded,
+ * cleaned path, as Go's ServeMux does: such a path is redirected (301) to its
+ * clean form, which is no challenge path.  Either way the file beside the
+ * challenge directory (and /etc/passwd) must never come back.
+ */
+static void
+web_traversal(const char *pre, int port, int tls, int raw_404)
+{
+	static const char *const paths[][2] = {
+		{ "dotdot", "/.well-known/acme-challenge/.." },
+		{ "dot", "/.well-known/acme-challenge/." },
+		{ "dotdot_secret", "/.well-known/acme-challenge/../secret" },
+		{ "encoded_dotdot_secret",
+		    "/.well-known/acme-challenge/..%2fsecret" },
+		{ "dotdot_etc_passwd",
+		    "/.well-known/acme-challenge/../../etc/passwd" },
+	};
+	char name[120], why[200];
+	size_t i;
+
+	for (i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+		snprintf(name, sizeof name, "%s_%s_not_served", pre,
+		    paths[i][0]);
+		why[0] = '\0';
+		if (web_req(port, tls, "GET", paths[i][1]) < 0 && hr.status < 0)
+			snprintf(why, sizeof why, "no answer");
+		else if (hr.status == 200 ||
+		    strstr(hr.body, WEB_SECRET) != NULL ||
+		    strstr(hr.body, "root:") != NULL)
+			snprintf(why, sizeof why, "status %d, body \"%.40s\"",
+			    hr.status, hr.body);
+		else if (raw_404 && hr.status != 404)
+			snprintf(why, sizeof why, "status %d, not 404",
+			    hr.status);
+		else if (!raw_404 && hr.status != 404 && hr.status != 301)
+			snprintf(why, sizeof why, "status %d, neither Go's 301"
+			    " to the clean path nor 404", hr.status);
+		verdict(name, why[0] == '\0' ? NULL : why);
+	}
+}
+
+/* A DERP pair on the relay after all that. */
+static void
+web_derp_still_serves(const char *name)
+{
+	struct dclient *a = cl_derp(), *b = cl_derp();
+	const char *e = a == NULL || b == NULL ? "two clients could not"
+	    " connect" : relay(a, b, 1200);
+
+	if (e == NULL)
+		e = relay(b, a, 1200);
+	verdict(name, e);
+	dc_free(a);
+	dc_free(b);
+}
+
+static void
+run_webroot_mode(void)
+{
+	char v[512];
+	int64_t t0 = now_ms();
+
+	begin_mode("webroot", 1, "127.0.0.1");
+	if (webroot_setup() < 0)
+		return;
+
+	/* TLS: the answers are on the port-80 listener. */
+	if (server_start(mk_webroot_tls) == 0) {
+		web_checks("port80", http_port, 0);
+		web_traversal("port80", http_port, 0, 1);
+		/* Not a challenge path: derper's redirect, as before. */
+		if (web_req(http_port, 0, "GET", "/foo?a=b") < 0 &&
+		    hr.status < 0)
+			fail("port80_other_paths_302", "no answer");
+		else
+			verdict("port80_other_paths_302", hr.status == 302 &&
+			    dc_http_header(hr.head, "Location", v, sizeof v) &&
+			    strcmp(v, "https://127.0.0.1/foo?a=b") == 0 ? NULL :
+			    "not the 302 to https://127.0.0.1/foo?a=b");
+		web_derp_still_serves("tls_derp_still_serves");
+		report_heads();
+		server_stop();
+	}
+
+	/* Plain: the main listener is where port 80 points. */
+	begin_mode("webroot_plain", 0, "127.0.0.1");
+	if (server_start(mk_webroot_plain) == 0) {
+		web_checks("plain", srv_port, 0);
+		web_traversal("plain", srv_port, 0, 0);
+		web_derp_still_serves("plain_derp_still_serves");
+		report_heads();
+		server_stop();
+	}
+
+	/* TLS without -acme-webroot: a challenge path on port 80 is the
+	 * redirect to https like any other (derper without ACME). */
+	begin_mode("webroot_off", 1, "127.0.0.1");
+	if (server_start(mk_tls) == 0) {
+		if (web_req(http_port, 0, "GET", chal(WEB_TOKEN)) < 0 &&
+		    hr.status < 0)
+			fail("challenge_path_302_without_webroot", "no answer");
+		else
+			verdict("challenge_path_302_without_webroot",
+			    hr.status == 302 && dc_http_header(hr.head,
+			    "Location", v, sizeof v) && strcmp(v,
+			    "https://127.0.0.1" WEB_PATH) == 0 ? NULL :
+			    "not the 302 to https://127.0.0.1/.well-known/...");
+		server_stop();
+	}
+	printf("# mode webroot took %lld ms\n", (long long)(now_ms() - t0));
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 /* DERP_TEST_MODES, a comma- or space-separated list of mode names, runs only
@@ -5517,6 +6582,10 @@ main(int argc, char **argv)
 		run_cli_mode();
 	if (mode_wanted("privileges"))
 		run_privileges_mode();
+	if (mode_wanted("reload"))
+		run_reload_mode();
+	if (mode_wanted("webroot"))
+		run_webroot_mode();
 	/* Meshing is a later issue: the relay refuses -mesh-psk-file (checked
 	 * in cli mode), so the mesh scenarios cannot run yet. */
 	if (mode_wanted("mesh")) {

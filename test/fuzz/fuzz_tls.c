@@ -155,12 +155,15 @@ static br_ec_public_key srv_pub;
 static void
 fuzz_init(void)
 {
+	const struct cert_store *cs;
+
 	fz_tls = 1;
 	fz_server_init();
-	FUZZ_CHECK(fz_s->certs.key_type == BR_KEYTYPE_EC, "relay key type %d",
-	    fz_s->certs.key_type);
+	cs = &fz_s->bank[fz_s->cert_cur].cs;
+	FUZZ_CHECK(cs->key_type == BR_KEYTYPE_EC, "relay key type %d",
+	    cs->key_type);
 	FUZZ_CHECK(br_ec_compute_pub(br_ec_get_default(), &srv_pub, srv_pub_buf,
-	    &fz_s->certs.ec) > 0, "relay public key");
+	    &cs->ec) > 0, "relay public key");
 }
 
 /* ---- one client's ciphertext ---- */
