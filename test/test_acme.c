@@ -2072,8 +2072,11 @@ test_config(void)
 	check("config_http_url", acme_obtain(&c, err, sizeof err) == -1 &&
 	    strstr(err, "not an https URL") != NULL, "err %s", err);
 	c.directory_url = "https://127.0.0.1:1/dir";
+	/* The reason after the colon is strerror(SO_ERROR): qemu-user hands
+	 * the host's number through untranslated (111 is ECONNREFUSED on
+	 * x86, "Unknown error 111" on MIPS), so only the prefix is judged. */
 	check("config_refused", acme_obtain(&c, err, sizeof err) == -1 &&
-	    strstr(err, "Connection refused") != NULL, "err %s", err);
+	    strstr(err, "connect 127.0.0.1 port 1: ") != NULL, "err %s", err);
 	check("config_account_key_made", mode_of(c.account_key_path) == 0600 &&
 	    mode_of(sp("cfg")) == 0700, "key %o dir %o",
 	    mode_of(c.account_key_path), mode_of(sp("cfg")));
