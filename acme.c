@@ -66,6 +66,9 @@
  * a hostile one at once. */
 #define ACME_HEAD_MAX		16384
 #define ACME_BODY_MAX		(256 * 1024)
+/* A new leaf may start at most this far ahead of our clock (the relay's
+ * CERT_SKEW_S): clocks differ, and CAs backdate by about an hour anyway. */
+#define ACME_SKEW_S		3600
 /* Request head: the request line holds a path of up to ACME_URL_MAX, the
  * headers (Host, User-Agent, Accept, Content-Type, Content-Length, Connection)
  * under 400 bytes with a 256-byte host. */
@@ -2509,13 +2512,19 @@ acme_save(struct acme *a, const br_ec_private_key *sk)
 		failf(a, "the certificate is not valid for %s", a->ident);
 		goto done;
 	}
-	when[0] = '\0';
-	if (cert_leaf_validity(&cs, &nb, &na) == 0) {
-		t = (time_t)na;
-		if ((int64_t)t == na && gmtime_r(&t, &tm) != NULL)
-			strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC",
-			    &tm);
+	/* A leaf not valid now would replace a good pair on disk that the
+	 * relay could not serve (it refuses it) nor restart with. */
+	if (cert_leaf_validity(&cs, &nb, &na) != 0 ||
+	    nb > (int64_t)time(NULL) + ACME_SKEW_S || na <= (int64_t)time(NULL)) {
+		acme_log(a, "acme: the CA's certificate is not valid now; "
+		    "nothing written");
+		failf(a, "the certificate is not valid now");
+		goto done;
 	}
+	when[0] = '\0';
+	t = (time_t)na;
+	if ((int64_t)t == na && gmtime_r(&t, &tm) != NULL)
+		strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
 
 	key_len = cert_ec_key_pem(sk, key_pem, sizeof key_pem);
 	cap = key_len + 1;

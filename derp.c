@@ -2092,6 +2092,8 @@ struct acme_job {
 	uint8_t on;			/* letsencrypt or gcp, in TLS mode */
 	uint8_t ip;			/* the identifier is an IP address */
 	pid_t pid;			/* running child, or 0 */
+	pid_t parent;			/* the relay, as the child checks */
+	int64_t not_before_ms;		/* no order before (after a success) */
 	int64_t started_ms;
 	int64_t next_ms;		/* loop time of the next order or check */
 	int64_t backoff_ms;		/* wait after the next failure */
@@ -4498,11 +4500,14 @@ peer_has_debug_access(const struct conn *c)
  * ACME runs (the child's files in acme.chaldir) or -acme-webroot is set (the
  * files certbot --webroot, acme.sh --webroot or uacme's hook write under
  * DIR/.well-known/acme-challenge/).  The token is [A-Za-z0-9_-] only, on the
- * path as received, so "..", "/", "%2f" or a NUL never reach open(); the file
- * is a regular one (no symlink followed) of at most ACME_ANSWER_MAX bytes.  A
- * key authorization is about 90 bytes: reading it is one small local read,
- * like the answer autocert keeps in memory.  0 when the path is not under
- * the prefix or no answers are served; 1 when answered (200 or 404).
+ * path as received, so "..", "/", "%2f" or a NUL never reach open().  Below
+ * the configured directory no symlink is followed, neither the two
+ * directories nor the file (a link to /proc/self would otherwise serve the
+ * relay's command line and environment), and the file must be a regular one
+ * of 1..ACME_ANSWER_MAX bytes (procfs files say 0).  A key authorization is
+ * about 90 bytes: reading it is one small local read, like the answer
+ * autocert keeps in memory.  0 when the path is not under the prefix or no
+ * answers are served; 1 when answered (200 or 404).
  */
 #define ACME_PREFIX "/.well-known/acme-challenge/"
 #define ACME_ANSWER_MAX 1024
@@ -4526,23 +4531,44 @@ acme_token_ok(const char *t, size_t n)
 	return 1;
 }
 
+/* dir, then each name of subdirs (NULL-terminated) without following a
+ * symlink, then the file tok.  A descriptor of the file, or -1. */
 static int
-answer_read(const char *dir, const char *sub, const char *tok, size_t tlen,
-    char *buf, size_t *len)
+answer_open(const char *dir, const char *const *subdirs, const char *tok,
+    size_t tlen)
 {
-	char path[PATH_MAX];
+	char name[ACME_TOKEN_MAX + 1];
+	int dfd, fd;
+
+	if (tlen > ACME_TOKEN_MAX)
+		return -1;
+	memcpy(name, tok, tlen);
+	name[tlen] = '\0';
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	for (; dfd >= 0 && *subdirs != NULL; subdirs++) {
+		fd = openat(dfd, *subdirs, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+		close(dfd);
+		dfd = fd;
+	}
+	if (dfd < 0)
+		return -1;
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+	close(dfd);
+	return fd;
+}
+
+static int
+answer_read(const char *dir, const char *const *subdirs, const char *tok,
+    size_t tlen, char *buf, size_t *len)
+{
 	struct stat sb;
 	ssize_t n;
 	size_t got = 0;
-	int fd;
+	int fd = answer_open(dir, subdirs, tok, tlen);
 
-	if ((size_t)snprintf(path, sizeof path, "%s%s/%.*s", dir, sub,
-	    (int)tlen, tok) >= sizeof path)
-		return -1;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return -1;
-	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size < 1 ||
 	    sb.st_size > ACME_ANSWER_MAX) {
 		close(fd);
 		return -1;
@@ -4557,7 +4583,7 @@ answer_read(const char *dir, const char *sub, const char *tok, size_t tlen,
 	}
 	close(fd);
 	*len = got;
-	return 0;
+	return got > 0 ? 0 : -1;
 }
 
 static int
@@ -4565,6 +4591,9 @@ http_acme_answer(struct derp_server *s, struct conn *c,
     const struct http_req *r, const char *path, size_t plen)
 {
 	static const size_t pre = sizeof ACME_PREFIX - 1;
+	static const char *const none[] = { NULL };
+	static const char *const webdirs[] = { ".well-known", "acme-challenge",
+	    NULL };
 	const char *tok, *web = s->cfg.acme_webroot;
 	char body[ACME_ANSWER_MAX];
 	size_t tlen, blen = 0;
@@ -4578,11 +4607,10 @@ http_acme_answer(struct derp_server *s, struct conn *c,
 	tlen = plen - pre;
 	ok = acme_token_ok(tok, tlen);
 	if (ok && s->acme.on)
-		found = answer_read(s->acme.chaldir, "", tok, tlen, body,
+		found = answer_read(s->acme.chaldir, none, tok, tlen, body,
 		    &blen) == 0;
 	if (ok && !found && web != NULL && web[0] != '\0')
-		found = answer_read(web, "/.well-known/acme-challenge", tok,
-		    tlen, body, &blen) == 0;
+		found = answer_read(web, webdirs, tok, tlen, body, &blen) == 0;
 	s->st.acme_answers[found]++;
 	if (found)
 		http_respond(s, c, r, "200 OK",
@@ -5743,6 +5771,7 @@ file_exists(const char *path)
  * files change again (or on SIGHUP).
  */
 #define CERT_CHECK_MS 60000	/* the files' stamps, about once a minute */
+#define CERT_SKEW_S 3600	/* a leaf valid from at most this far ahead */
 
 /* The name of the manual-mode files: -hostname with every character other
  * than A-Z a-z 0-9 - . removed (derper's rule). */
@@ -5845,6 +5874,13 @@ bank_load(struct derp_server *s, struct cert_bank *b, int fresh, char *err,
 		bank_clear(b);
 		return -1;
 	}
+	if (fresh && b->not_before > (int64_t)time(NULL) + CERT_SKEW_S) {
+		utc_text(b->not_before, when, sizeof when);
+		snprintf(err, errlen, "certificate %.400s is not valid before %s",
+		    s->crt_path, when);
+		bank_clear(b);
+		return -1;
+	}
 	if (b->not_after <= (int64_t)time(NULL)) {
 		utc_text(b->not_after, when, sizeof when);
 		if (fresh) {
@@ -5926,6 +5962,8 @@ certs_reload(struct derp_server *s, int force)
 #define ACME_CHILD_MAX_MS 900000	/* a child running longer is killed */
 #define ACME_RECHECK_MS 86400000	/* renewal time re-derived daily */
 #define ACME_RENEW_BEFORE_S (30 * 86400)	/* autocert's RenewBefore */
+#define ACME_MIN_GAP_MS 3600000		/* between two successful orders */
+#define ACME_CHILD_CLOSE_MAX 65536	/* the child closes fds below this */
 
 /*
  * Why a child process (README, "ACME"): the exchange needs DNS, connects, TLS
@@ -5995,12 +6033,15 @@ acme_child(struct derp_server *s)
 	struct sigaction sa;
 	char err[600];
 	uint32_t i;
+	long fd, maxfd;
 
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_DFL;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	/* A renewal hook's SIGHUP is the relay's, not an order's end. */
+	sa.sa_handler = SIG_IGN;
 	sigaction(SIGHUP, &sa, NULL);
 	for (i = 0; i < s->fresh; i++)
 		if (s->conns[i].state != CS_FREE)
@@ -6012,6 +6053,25 @@ acme_child(struct derp_server *s)
 	if (s->stun_fd[0] >= 0)
 		close(s->stun_fd[0]);
 	poller_close_fd(&s->pl);
+	/* What an embedding program left open, up to a sane bound. */
+	for (fd = 3, maxfd = sysconf(_SC_OPEN_MAX); fd < maxfd &&
+	    fd < ACME_CHILD_CLOSE_MAX; fd++)
+		close(fd);
+#ifdef __linux__
+	/* Gone with the relay; "derp-acme" in ps, so pkill -x derp (a
+	 * renewal hook's SIGHUP) does not reach it. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	prctl(PR_SET_NAME, "derp-acme");
+#endif
+	if (getppid() != s->acme.parent)
+		return 1;
+	if (mkdir_parents(s->acme.chaldir, 0700) != 0 ||
+	    (mkdir(s->cfg.certdir, 0700) != 0 && errno != EEXIST) ||
+	    (mkdir(s->acme.chaldir, 0700) != 0 && errno != EEXIST)) {
+		logf("acme: mkdir %s: %s (-certdir must be writable by the "
+		    "relay's user)", s->acme.chaldir, strerror(errno));
+		return 1;
+	}
 
 	memset(&ac, 0, sizeof ac);
 	ac.directory_url = s->acme.directory;
@@ -6043,6 +6103,7 @@ acme_spawn(struct derp_server *s)
 	pid_t pid;
 
 	fflush(stderr);
+	s->acme.parent = getpid();
 	pid = fork();
 	if (pid == 0)
 		_exit(acme_child(s));
@@ -6079,6 +6140,8 @@ acme_schedule(struct derp_server *s)
 	if (left > 0)
 		s->acme.next_ms += left > ACME_RECHECK_MS / 1000 ?
 		    ACME_RECHECK_MS : left * 1000;
+	if (s->acme.next_ms < s->acme.not_before_ms)
+		s->acme.next_ms = s->acme.not_before_ms;
 }
 
 static int
@@ -6120,8 +6183,15 @@ acme_tick(struct derp_server *s)
 		ok = r == s->acme.pid && WIFEXITED(status) &&
 		    WEXITSTATUS(status) == 0;
 		s->acme.pid = 0;
-		if (ok && certs_reload(s, 1) == 1) {
+		/* In service now, or as soon as the other bank is free. */
+		if (ok && (certs_reload(s, 1) == 1 || s->cert_wait == 2)) {
 			s->acme.backoff_ms = ACME_RETRY_MIN_MS;
+			/* A certificate due at once (a renewal threshold
+			 * longer than its life) is not ordered again at once:
+			 * the CA's duplicate limits. */
+			s->acme.not_before_ms = s->now + ACME_MIN_GAP_MS;
+			if (s->acme.next_ms < s->acme.not_before_ms)
+				s->acme.next_ms = s->acme.not_before_ms;
 			return;
 		}
 		s->acme.next_ms = s->now + s->acme.backoff_ms;
@@ -6134,7 +6204,7 @@ acme_tick(struct derp_server *s)
 	}
 	if (s->now < s->acme.next_ms)
 		return;
-	if (acme_due(s))
+	if (acme_due(s) && s->now >= s->acme.not_before_ms)
 		acme_spawn(s);
 	else
 		acme_schedule(s);
@@ -6195,13 +6265,8 @@ acme_setup(struct derp_server *s, int ip, char *err, size_t errlen)
 		snprintf(err, errlen, "derp: -certdir too long");
 		return -1;
 	}
-	if (mkdir_parents(s->acme.chaldir, 0700) != 0 ||
-	    (mkdir(cfg->certdir, 0700) != 0 && errno != EEXIST) ||
-	    (mkdir(s->acme.chaldir, 0700) != 0 && errno != EEXIST)) {
-		snprintf(err, errlen, "derper: mkdir %s: %s", s->acme.chaldir,
-		    strerror(errno));
-		return -1;
-	}
+	/* The child makes -certdir and the answer directory, as the user it
+	 * runs as (-user): made here they would belong to root. */
 	return 0;
 }
 #else

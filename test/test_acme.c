@@ -972,7 +972,8 @@ enum mode {
 	M_MALFORMED_JSON, M_TRUNCATED, M_BIG_BODY, M_BIG_CHUNKED, M_BIG_CLOSE,
 	M_BIG_HEAD, M_SLOW, M_WRONG_CTYPE, M_CHAIN_WRONG_KEY, M_CHAIN_WRONG_NAME,
 	M_RATE_LIMITED, M_BAD_TOKEN, M_AUTHZ_INVALID, M_NEVER_READY,
-	M_BAD_HEAD, M_HTTP_500, M_AUTHZ_VALID, M_CHAIN_NOT_PEM
+	M_BAD_HEAD, M_HTTP_500, M_AUTHZ_VALID, M_CHAIN_NOT_PEM,
+	M_CHAIN_EXPIRED, M_CHAIN_FUTURE
 };
 
 struct scenario {
@@ -1271,8 +1272,15 @@ srv_issue(void)
 	}
 	if (S.sc->mode == M_CHAIN_WRONG_NAME)
 		snprintf(name, sizeof name, "other.example");
-	n = cert_issue(&S.ca_sk, "Stand-in CA", &pk, name, now - 60,
-	    now + 7 * 86400, der, sizeof der);
+	if (S.sc->mode == M_CHAIN_EXPIRED)	/* ended a minute ago */
+		n = cert_issue(&S.ca_sk, "Stand-in CA", &pk, name,
+		    now - 7 * 86400, now - 60, der, sizeof der);
+	else if (S.sc->mode == M_CHAIN_FUTURE)	/* starts in two hours */
+		n = cert_issue(&S.ca_sk, "Stand-in CA", &pk, name,
+		    now + 7200, now + 7 * 86400, der, sizeof der);
+	else
+		n = cert_issue(&S.ca_sk, "Stand-in CA", &pk, name, now - 60,
+		    now + 7 * 86400, der, sizeof der);
 	if (n == 0)
 		return "cert_issue";
 	pem_n = br_pem_encode(NULL, der, n, "CERTIFICATE", BR_PEM_LINE64);
@@ -1992,6 +2000,13 @@ static const struct scenario scenarios[] = {
 	{ "chain_not_pem", M_CHAIN_NOT_PEM, DNS, 0, DNS, 0, NULL, NULL, NULL,
 	  NULL, "127.0.0.1", "ip", "ip", 5000, 30000, 0, 0,
 	  "not a PEM certificate chain", NULL, 15000 },
+	{ "chain_expired", M_CHAIN_EXPIRED, DNS, 0, DNS, 0, NULL, NULL, NULL,
+	  NULL, "127.0.0.1", "ip", "ip", 5000, 30000, 0, 0,
+	  "not valid now", "acme: the CA's certificate is not valid now; "
+	  "nothing written", 15000 },
+	{ "chain_future", M_CHAIN_FUTURE, DNS, 0, DNS, 0, NULL, NULL, NULL,
+	  NULL, "127.0.0.1", "ip", "ip", 5000, 30000, 0, 0,
+	  "not valid now", NULL, 15000 },
 	{ "rate_limited", M_RATE_LIMITED, DNS, 0, DNS, 0, NULL, NULL, NULL,
 	  NULL, "127.0.0.1", "ip", "ip", 5000, 30000, 0, 0,
 	  "newOrder: CA error urn:ietf:params:acme:error:rateLimited: too many",

@@ -6106,6 +6106,18 @@ mk_webroot_tls(char **argv, char bufs[][600])
 	return 0;
 }
 
+/* Webroots whose directories are symlinks (webroot_links part). */
+static char web_linked[600];
+
+static int
+mk_webroot_linked(char **argv, char bufs[][600])
+{
+	if (mk_tls(argv, bufs) < 0)
+		return -1;
+	argv_append(argv, "-acme-webroot", web_linked, (char *)NULL);
+	return 0;
+}
+
 static int
 mk_webroot_plain(char **argv, char bufs[][600])
 {
@@ -6148,6 +6160,7 @@ web_file(const char *dir, const char *name, const void *data, size_t len)
  *   .well-known/acme-challenge/sub/            a directory ...
  *   .well-known/acme-challenge/sub/tok         ... with "sub-tok" in it
  *   .well-known/acme-challenge/fifotok         a FIFO (nobody writes it)
+ *   .well-known/acme-challenge/emptytok        0 bytes (procfs files say 0)
  */
 static int
 webroot_setup(void)
@@ -6192,6 +6205,7 @@ webroot_setup(void)
 	bad |= web_file(web_chal, "big1024", big, WEB_ANSWER_MAX);
 	bad |= web_file(web_chal, "big1025", big, WEB_ANSWER_MAX + 1);
 	bad |= web_file(web_chal, "tok.dot", "dot", 3);
+	bad |= web_file(web_chal, "emptytok", "", 0);
 	snprintf(p, sizeof p, "%s/sub", web_chal);
 	bad |= web_file(p, "tok", "sub-tok", 7);
 	snprintf(p, sizeof p, "%s/linktok", web_chal);
@@ -6423,9 +6437,52 @@ run_webroot_mode(void)
 			    dc_http_header(hr.head, "Location", v, sizeof v) &&
 			    strcmp(v, "https://127.0.0.1/foo?a=b") == 0 ? NULL :
 			    "not the 302 to https://127.0.0.1/foo?a=b");
+		web_expect_404("port80", "empty_file_404", http_port, 0,
+		    chal("emptytok"));
 		web_derp_still_serves("tls_derp_still_serves");
 		report_heads();
 		server_stop();
+	}
+
+	/* No symlink below the webroot is followed, a directory's included:
+	 * .well-known linked to the real tree (whose tok_A-1 the first part
+	 * served), and acme-challenge linked to /proc/self (whose cmdline
+	 * and environ would give away the relay's flags and secrets). */
+	begin_mode("webroot_links", 1, "127.0.0.1");
+	{
+		char a[700], b[700];
+
+		snprintf(web_linked, sizeof web_linked, "%s/webroot-l1",
+		    scratch);
+		snprintf(a, sizeof a, "%s/.well-known", web_linked);
+		snprintf(b, sizeof b, "%s/.well-known", webroot);
+		mkdir(web_linked, 0755);
+		unlink(a);
+		if (symlink(b, a) < 0)
+			fail("webroot_links_setup", "symlink %s", a);
+		else if (server_start(mk_webroot_linked) == 0) {
+			web_expect_404("linked", "well_known_404", http_port,
+			    0, chal(WEB_TOKEN));
+			server_stop();
+		}
+		snprintf(web_linked, sizeof web_linked, "%s/webroot-l2",
+		    scratch);
+		snprintf(a, sizeof a, "%s/.well-known", web_linked);
+		mkdir(web_linked, 0755);
+		mkdir(a, 0755);
+		snprintf(a, sizeof a, "%s/.well-known/acme-challenge",
+		    web_linked);
+		unlink(a);
+		if (symlink("/proc/self", a) < 0)
+			fail("webroot_links_setup", "symlink %s", a);
+		else if (server_start(mk_webroot_linked) == 0) {
+			web_expect_404("linked", "proc_cmdline_404", http_port,
+			    0, chal("cmdline"));
+			web_expect_404("linked", "proc_environ_404", http_port,
+			    0, chal("environ"));
+			web_derp_still_serves("linked_derp_still_serves");
+			server_stop();
+		}
 	}
 
 	/* Plain: the main listener is where port 80 points. */

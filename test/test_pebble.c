@@ -50,6 +50,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -124,6 +125,7 @@ static const struct check {
 	{ "ip_issued", 0 },
 	{ "ip_verified", 1 },
 	{ "ip_derp_no_sni", 0 },
+	{ "user_nobody_issued", 0 },
 	{ "eab_issued", 0 },
 	{ "eab_wrong_key", 0 },
 	{ "fail_ca_down", 0 },
@@ -1028,6 +1030,8 @@ struct relay {
 	int http_port;		/* -http-port */
 	const char *eab_kid, *eab_key;
 	int ip_certs;
+	const char *user;	/* -user instead of -allow-root; NULL none */
+	const char *ca_file;	/* -acme-ca-file; NULL: listener_crt */
 	char renew_before[32];	/* DERP_ACME_RENEW_BEFORE; "" = unset */
 	/* Set by relay_start: */
 	int port;
@@ -1065,7 +1069,10 @@ relay_start(struct relay *r, char *why, size_t cap)
 	snprintf(a, sizeof(a), "127.0.0.1:%d", r->port);
 	snprintf(hp, sizeof(hp), "%d", r->http_port);
 	argv[i++] = (char *)derp_path;
-	if (geteuid() == 0)
+	if (r->user != NULL) {
+		argv[i++] = "-user";
+		argv[i++] = (char *)r->user;
+	} else if (geteuid() == 0)
 		argv[i++] = "-allow-root";	/* derp.c refuses root otherwise */
 	argv[i++] = "-a";
 	argv[i++] = a;
@@ -1078,7 +1085,7 @@ relay_start(struct relay *r, char *why, size_t cap)
 	argv[i++] = "-acme-directory";
 	argv[i++] = (char *)r->directory;
 	argv[i++] = "-acme-ca-file";
-	argv[i++] = listener_crt;
+	argv[i++] = r->ca_file != NULL ? (char *)r->ca_file : listener_crt;
 	argv[i++] = "-http-port";
 	argv[i++] = hp;
 	argv[i++] = "-c";
@@ -1783,6 +1790,75 @@ step_ip(void)
 	relay_stop(&rl);
 }
 
+/*
+ * As root with -user nobody, the way README deploys it: the ACME child runs
+ * as nobody, so it makes the answer directory and writes the certificate as
+ * nobody, in a certdir nobody owns (reached through directories it may
+ * traverse; the scratch directory is 0700), with a CA file it may read.
+ */
+static void
+step_user(void)
+{
+	char why[2048], base[] = "/tmp/derp-pebble-user.XXXXXX", ca[700];
+	char *text;
+	size_t len;
+	struct passwd *pw = getpwnam("nobody");
+	int64_t t;
+
+	if (geteuid() != 0 || pw == NULL) {
+		skip("user_nobody_issued", "%s", geteuid() != 0 ? "not root" :
+		    "no user nobody");
+		return;
+	}
+	if (mkdtemp(base) == NULL || chmod(base, 0711) != 0) {
+		fail("user_nobody_issued", "mkdtemp: %s", strerror(errno));
+		return;
+	}
+	relay_init(&rl, "user", "derp.test", "unused", dir_url);
+	snprintf(rl.certdir, sizeof(rl.certdir), "%s/certs", base);
+	snprintf(ca, sizeof(ca), "%s/ca.pem", base);
+	text = read_text(listener_crt, &len);
+	if (text == NULL || write_text(ca, text, 0644) != 0 ||
+	    mkdir(rl.certdir, 0700) != 0 ||
+	    chown(rl.certdir, pw->pw_uid, pw->pw_gid) != 0) {
+		fail("user_nobody_issued", "setting up %s: %s", base,
+		    strerror(errno));
+		free(text);
+		return;
+	}
+	free(text);
+	rl.user = "nobody";
+	rl.ca_file = ca;
+	if (relay_start(&rl, why, sizeof(why)) < 0) {
+		fail("user_nobody_issued", "%s", why);
+		return;
+	}
+	t = relay_wait_log(&rl, SERVING_NEW, 1, NO_CERT, ISSUE_MS, why,
+	    sizeof(why));
+	if (t < 0)
+		note_tail(rl.log, 2000);
+	else
+		note("user: certificate in service %lld ms after the relay "
+		    "started (-user nobody)", (long long)t);
+	verdict("user_nobody_issued", t >= 0 ? NULL : why);
+	relay_stop(&rl);
+	/* What the relay makes there, then the directories. */
+	{
+		static const char *const files[] = { "certs/derp.test",
+		    "certs/acme_account+key", "certs/.acme-challenge",
+		    "certs", "ca.pem" };
+		char p[800];
+		size_t i;
+
+		for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+			snprintf(p, sizeof(p), "%s/%s", base, files[i]);
+			if (unlink(p) != 0)
+				rmdir(p);
+		}
+		rmdir(base);
+	}
+}
+
 static void
 step_eab(void)
 {
@@ -2086,6 +2162,7 @@ main(int argc, char **argv)
 	step_renew();
 	step_restart();
 	step_ip();
+	step_user();
 	step_eab();
 	step_failures();
 	verdict("relays_exit_clean", exit_problems[0] ? exit_problems : NULL);
