@@ -192,7 +192,7 @@ fuzz: deps
 # that needs the whole fast suite).  MUTANTS=regex runs the matching ones.
 .PHONY: mutants
 mutants: deps
-	@sh test/mutants.sh $(MUTANTS)
+	@sh test/mutants.sh $(if $(MUTANTS),'$(MUTANTS)')
 
 # Another CPU under qemu-user (ARCH=mips, mipsel, armhf or aarch64), and a static
 # musl binary (build/static/derp): the scripts install and build what they need.

@@ -5975,38 +5975,24 @@ certs_reload(struct derp_server *s, int force)
  * exits 0.  It runs with the relay's privileges, dropped already (-user).
  */
 
-/* The child's challenge callback: write (or remove) <chaldir>/<token>. */
+/* The child's challenge callback: write (or remove) <chaldir>/<token>.  The
+ * temporary name cert_write_atomic uses holds a dot, never a token, so a
+ * half-written answer is never served. */
 static int
 acme_child_answer(void *ctx, const char *token, const char *keyauth)
 {
 	struct derp_server *s = ctx;
-	char path[PATH_MAX], tmp[PATH_MAX];
-	size_t n, off = 0;
-	ssize_t w;
-	int fd;
+	char path[PATH_MAX], err[PATH_MAX + 100];
 
 	if (!acme_token_ok(token, strlen(token)) ||
 	    (size_t)snprintf(path, sizeof path, "%s/%s", s->acme.chaldir,
-	    token) >= sizeof path ||
-	    (size_t)snprintf(tmp, sizeof tmp, "%s/.%s.tmp", s->acme.chaldir,
-	    token) >= sizeof tmp)
+	    token) >= sizeof path)
 		return -1;
 	if (keyauth == NULL)
 		return unlink(path) == 0 || errno == ENOENT ? 0 : -1;
-	n = strlen(keyauth);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -1;
-	while (off < n) {
-		w = write(fd, keyauth + off, n - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
-	if (close(fd) != 0 || off != n || rename(tmp, path) != 0) {
-		unlink(tmp);
+	if (cert_write_atomic(path, keyauth, strlen(keyauth), err,
+	    sizeof err) != 0) {
+		logf("acme: %s", err);
 		return -1;
 	}
 	return 0;

@@ -104,8 +104,12 @@ while IFS= read -r f; do
 	case $f in */*) mkdir -p "$tree/${f%/*}" ;; esac
 	cp -p "$top/$f" "$tree/$f" || die "cannot copy $f"
 done <"$work/files"
-for f in derp.c stun.c nacl.c; do
-	cp -p "$tree/$f" "$pristine/$f" || die "no $f in the tree"
+# Pristine copies of the files the selected mutations change.
+for i in $selected; do
+	f=$(field "$i" file)
+	case $f in */* | '') continue ;; esac	# top-level sources only
+	[ -f "$pristine/$f" ] || [ ! -f "$tree/$f" ] ||
+	    cp -p "$tree/$f" "$pristine/$f" || die "cannot copy $f"
 done
 
 # Occurrences of the fixed string $M_FROM in file $1.
