@@ -5966,13 +5966,14 @@ certs_reload(struct derp_server *s, int force)
 #define ACME_CHILD_CLOSE_MAX 65536	/* the child closes fds below this */
 
 /*
- * Why a child process (README, "ACME"): the exchange needs DNS, connects, TLS
- * to the CA, polling and waits of seconds; in a child they are plain blocking
- * calls with timeouts (acme.c), and the relay's loop only forks, reaps and
- * reloads.  The child writes each HTTP-01 answer as a file in acme.chaldir
+ * Why a child process (README, "Certificates and ACME"): the exchange needs
+ * DNS, connects, TLS to the CA, polling and waits of seconds; in a child they
+ * are plain blocking calls with timeouts (acme.c), and the relay's loop only
+ * forks, reaps and reloads.  The child writes each HTTP-01 answer as a file in acme.chaldir
  * before telling the CA, so the relay serves it without any message passing,
  * and writes the new files atomically; the relay swaps them in when the child
- * exits 0.  It runs with the relay's privileges, dropped already (-user).
+ * exits 0.  It runs with the relay's privileges, dropped already (-user),
+ * and so makes -certdir and the answer directory itself.
  */
 
 /* The child's challenge callback: write (or remove) <chaldir>/<token>.  The
