@@ -5950,6 +5950,23 @@ certs_reload(struct derp_server *s, int force)
 	return 1;
 }
 
+/* Every socket of the server: at its end, and in a forked ACME child. */
+static void
+server_close_sockets(struct derp_server *s)
+{
+	uint32_t i;
+
+	for (i = 0; s->conns != NULL && i < s->fresh; i++)
+		if (s->conns[i].state != CS_FREE)
+			close(s->conns[i].fd);
+	if (s->main_fd >= 0)
+		close(s->main_fd);
+	if (s->http_fd >= 0)
+		close(s->http_fd);
+	if (s->stun_fd[0] >= 0)
+		close(s->stun_fd[0]);
+}
+
 /* ---- ACME: the child process ---- */
 
 #ifndef DERP_NO_ACME
@@ -6019,7 +6036,6 @@ acme_child(struct derp_server *s)
 	struct acme_config ac;
 	struct sigaction sa;
 	char err[600];
-	uint32_t i;
 	long fd, maxfd;
 
 	memset(&sa, 0, sizeof sa);
@@ -6030,15 +6046,7 @@ acme_child(struct derp_server *s)
 	/* A renewal hook's SIGHUP is the relay's, not an order's end. */
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGHUP, &sa, NULL);
-	for (i = 0; i < s->fresh; i++)
-		if (s->conns[i].state != CS_FREE)
-			close(s->conns[i].fd);
-	if (s->main_fd >= 0)
-		close(s->main_fd);
-	if (s->http_fd >= 0)
-		close(s->http_fd);
-	if (s->stun_fd[0] >= 0)
-		close(s->stun_fd[0]);
+	server_close_sockets(s);
 	poller_close_fd(&s->pl);
 	/* What an embedding program left open, up to a sane bound. */
 	for (fd = 3, maxfd = sysconf(_SC_OPEN_MAX); fd < maxfd &&
@@ -6842,19 +6850,9 @@ derp_reload(struct derp_server *s)
 void
 derp_destroy(struct derp_server *s)
 {
-	uint32_t i;
-
 	if (s == NULL)
 		return;
-	for (i = 0; s->conns != NULL && i < s->fresh; i++)
-		if (s->conns[i].state != CS_FREE)
-			close(s->conns[i].fd);
-	if (s->main_fd >= 0)
-		close(s->main_fd);
-	if (s->http_fd >= 0)
-		close(s->http_fd);
-	if (s->stun_fd[0] >= 0)
-		close(s->stun_fd[0]);
+	server_close_sockets(s);
 	acme_stop(s);
 	bank_clear(&s->bank[0]);
 	bank_clear(&s->bank[1]);
