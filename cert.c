@@ -972,6 +972,23 @@ done:
 	return rc;
 }
 
+/* *cs zeroed, then path's PEM blocks read (certificates too when want_certs);
+ * a private-key block must be among them.  0, or -1 with err. */
+static int
+pem_read_with_key(struct cert_store *cs, const char *path, int want_certs,
+    uint8_t **key_der, size_t *key_len, char *err, size_t errlen)
+{
+	memset(cs, 0, sizeof *cs);
+	if (pem_read_file(path, cs, want_certs, key_der, key_len, err,
+	    errlen) != 0)
+		return -1;
+	if (*key_der == NULL) {
+		no_key(path, err, errlen);
+		return -1;
+	}
+	return 0;
+}
+
 int
 cert_load_combined(struct cert_store *cs, const char *path, char *err,
     size_t errlen)
@@ -980,13 +997,9 @@ cert_load_combined(struct cert_store *cs, const char *path, char *err,
 	size_t key_len = 0;
 	int rc = -1;
 
-	memset(cs, 0, sizeof *cs);
-	if (pem_read_file(path, cs, 1, &key_der, &key_len, err, errlen) != 0)
+	if (pem_read_with_key(cs, path, 1, &key_der, &key_len, err,
+	    errlen) != 0)
 		goto done;
-	if (key_der == NULL) {
-		no_key(path, err, errlen);
-		goto done;
-	}
 	if (cs->chain_len == 0) {
 		fail(err, errlen, "no CERTIFICATE block in %s", path);
 		goto done;
@@ -1665,15 +1678,9 @@ cert_load_key(struct cert_store *cs, const char *path, char *err,
 	size_t key_len = 0;
 	int rc = -1;
 
-	memset(cs, 0, sizeof *cs);
-	if (pem_read_file(path, cs, 0, &key_der, &key_len, err, errlen) != 0)
-		goto done;
-	if (key_der == NULL) {
-		no_key(path, err, errlen);
-		goto done;
-	}
-	rc = decode_key(cs, key_der, key_len, path, err, errlen);
-done:
+	if (pem_read_with_key(cs, path, 0, &key_der, &key_len, err,
+	    errlen) == 0)
+		rc = decode_key(cs, key_der, key_len, path, err, errlen);
 	wipe_free(key_der, key_len);
 	if (rc != 0)
 		cert_free(cs);

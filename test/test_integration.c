@@ -3069,6 +3069,17 @@ argv_append(char **argv, ...)
 	argv[i] = NULL;
 }
 
+/* Point the argument that is the buffer was (key_path, cert_dir) at now. */
+static void
+argv_swap(char **argv, const char *was, char *now)
+{
+	int i;
+
+	for (i = 0; argv[i] != NULL; i++)
+		if (argv[i] == was)
+			argv[i] = now;
+}
+
 static int
 mk_plain(char **argv, char bufs[][600])
 {
@@ -3439,13 +3450,9 @@ static char fresh_key_path[600];
 static int
 mk_derp_false(char **argv, char bufs[][600])
 {
-	int i;
-
 	if (mk_plain(argv, bufs) < 0)
 		return -1;
-	for (i = 0; argv[i] != NULL; i++)
-		if (argv[i] == key_path)
-			argv[i] = fresh_key_path;
+	argv_swap(argv, key_path, fresh_key_path);
 	argv_append(argv, "-derp=false", (char *)NULL);
 	return 0;
 }
@@ -5443,13 +5450,9 @@ static int n_known;
 static int
 mk_reload(char **argv, char bufs[][600])
 {
-	int i;
-
 	if (mk_tls(argv, bufs) < 0)
 		return -1;
-	for (i = 0; argv[i] != NULL; i++)
-		if (argv[i] == cert_dir)
-			argv[i] = reload_dir;
+	argv_swap(argv, cert_dir, reload_dir);
 	return 0;
 }
 
