@@ -1865,8 +1865,8 @@ struct conn {
 	uint8_t tls_closing;		/* close_notify sent */
 	uint8_t tls_started;		/* first bytes looked at (not HTTP) */
 	uint8_t tls_up;			/* handshake done */
-	uint8_t cert_ref;		/* 1 + the cert bank its handshake uses;
-					 * 0 once done (CERTS) */
+	uint8_t cert_ref;		/* 1 + 2 * identity + the bank its
+					 * handshake reads; 0 if none (CERTS) */
 	uint8_t peer_ip[16];		/* IPv4 mapped */
 	uint16_t peer_port;
 	int64_t accepted_ms;
@@ -2087,19 +2087,44 @@ struct file_stamp {
 	int err;			/* errno of a failed stat, else 0 */
 };
 
-/* The ACME child (CERTS): at most one at a time. */
-struct acme_job {
-	uint8_t on;			/* letsencrypt or gcp, in TLS mode */
-	uint8_t ip;			/* the identifier is an IP address */
-	pid_t pid;			/* running child, or 0 */
-	pid_t parent;			/* the relay, as the child checks */
+/* An identity's orders (CERTS). */
+struct acme_sched {
 	int64_t not_before_ms;		/* no order before (after a success) */
-	int64_t started_ms;
 	int64_t next_ms;		/* loop time of the next order or check */
 	int64_t backoff_ms;		/* wait after the next failure */
 	int64_t backoff_max_ms;
+};
+
+/*
+ * A name the relay holds a certificate for (CERTS): ident[0] is -hostname's;
+ * with -acme-ip-certs beside a DNS -hostname, each further one is a local
+ * address that a client reached with no SNI (or an IP SNI equal to it), as
+ * derper's per-address IP certificates.  New handshakes take bank[cur]; a
+ * reload fills the other bank once no handshake reads it.
+ */
+struct cert_ident {
+	char name[256];			/* -hostname, or the address's text */
+	uint8_t ip;			/* name is an IP literal */
+	struct cert_bank bank[2];
+	uint8_t cur;			/* the bank new handshakes take */
+	uint8_t wait;			/* a reload waits for the other bank: 1,
+					 * or 2 when forced (SIGHUP, ACME) */
+	char crt_path[PATH_MAX];	/* chain (autocert: key and chain) */
+	char key_path[PATH_MAX];	/* key; "" when crt_path holds both */
+	struct file_stamp crt_stamp, key_stamp;	/* as last loaded or tried */
+	struct acme_sched acme;
+};
+#define CERT_IP_IDENTS 4	/* local addresses with IP certificates */
+#define CERT_IDENTS (1 + CERT_IP_IDENTS)
+
+/* The ACME child (CERTS): at most one at a time, for one identity. */
+struct acme_job {
+	uint8_t on;			/* letsencrypt or gcp, in TLS mode */
+	pid_t pid;			/* running child, or 0 */
+	pid_t parent;			/* the relay, as the child checks */
+	uint8_t ident;			/* whose order the child runs */
+	int64_t started_ms;
 	const char *directory;
-	char account[PATH_MAX];		/* account key file */
 	char chaldir[PATH_MAX];		/* HTTP-01 answers the child writes */
 };
 
@@ -2115,18 +2140,14 @@ struct derp_server {
 
 	struct rng rng;
 
-	/* TLS: certificate banks, see CERTS */
-	struct cert_bank bank[2];
-	uint8_t cert_cur;		/* the bank new handshakes take */
-	uint8_t cert_wait;		/* a reload waits for the other bank: 1,
-					 * or 2 when forced (SIGHUP, ACME) */
-	char crt_path[PATH_MAX];	/* chain (autocert: key and chain) */
-	char key_path[PATH_MAX];	/* key; "" when crt_path holds both */
-	struct file_stamp crt_stamp, key_stamp;	/* as last loaded or tried */
+	/* TLS: certificates, see CERTS */
+	struct cert_ident ident[CERT_IDENTS];
+	uint8_t nident;			/* ident[0, nident) in use */
+	uint8_t ip_idents;		/* -acme-ip-certs beside a DNS -hostname */
 	int64_t next_cert_check_ms;
 	struct acme_job acme;
 	int sni_strict;			/* SNI must equal -hostname byte for byte */
-	struct sni_policy *sni;		/* [max] in TLS mode with sni_strict */
+	struct sni_policy *sni;		/* [max] in TLS mode */
 	const uint16_t *suites;
 	size_t nsuites;
 
@@ -2597,22 +2618,24 @@ conn_chain_clear(struct derp_server *s, struct conn *c, int k, struct cbuf *b)
  * AES instructions, ChaCha20-Poly1305 first elsewhere (routers) -- the wrong
  * choice costs 10x in CPU either way (DESIGN.md).
  */
-static const uint16_t suites_ec_aes[] = {
+/*
+ * Every suite the relay offers, ECDSA first.  BearSSL's single-chain handlers
+ * take, among the suites common to both sides, only those their key can
+ * sign, so one list serves EC and RSA certificates alike (identities may
+ * differ: a certbot RSA -hostname certificate beside EC IP certificates).
+ */
+static const uint16_t suites_aes[] = {
 	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
 	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-};
-static const uint16_t suites_ec_chacha[] = {
-	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-};
-static const uint16_t suites_rsa_aes[] = {
 	BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
 	BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 };
-static const uint16_t suites_rsa_chacha[] = {
+static const uint16_t suites_chacha[] = {
+	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
 	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 	BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
 	BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
@@ -2628,35 +2651,48 @@ tls_have_aes_instructions(void)
 	    br_aes_pwr8_ctr_get_vtable() != NULL;
 }
 
+/* AES-GCM first where the CPU has AES instructions, else ChaCha20. */
 static void
 tls_choose_suites(struct derp_server *s)
 {
-	int aes = tls_have_aes_instructions();
+	s->suites = tls_have_aes_instructions() ? suites_aes : suites_chacha;
+	s->nsuites = sizeof suites_aes / sizeof suites_aes[0];
+}
 
-	if (s->bank[s->cert_cur].cs.key_type == BR_KEYTYPE_EC) {
-		s->suites = aes ? suites_ec_aes : suites_ec_chacha;
-		s->nsuites = sizeof suites_ec_aes / sizeof suites_ec_aes[0];
-	} else {
-		s->suites = aes ? suites_rsa_aes : suites_rsa_chacha;
-		s->nsuites = sizeof suites_rsa_aes / sizeof suites_rsa_aes[0];
+/* c's handshake no longer reads its certificate bank (done, or closed). */
+static void
+cert_release(struct derp_server *s, struct conn *c)
+{
+	if (c->cert_ref != 0) {
+		s->ident[(c->cert_ref - 1) / 2].bank[(c->cert_ref - 1) % 2].users--;
+		c->cert_ref = 0;
 	}
 }
 
+static struct cert_ident *cert_ident_local(struct derp_server *s,
+    struct conn *c, const char *sni);
+static int is_ip_literal(const char *h);
+
 /*
- * SNI policy.  derper, with a DNS -hostname, serves its certificate only to a
- * ClientHello whose SNI equals -hostname exactly (no SNI fails too); with an IP
- * -hostname it serves the one certificate whatever the SNI says (Go clients send
- * none for an IP, some tools send "ip:port").  BearSSL's single-chain handlers
- * ignore SNI, so this wrapper checks it and then delegates to the handler that
- * br_ssl_server_set_single_ec/_rsa installed in the same context.
+ * SNI policy: which identity's certificate a ClientHello gets.  derper, with a
+ * DNS -hostname, serves it only to an SNI equal to -hostname exactly (no SNI
+ * fails too); with an IP -hostname, the one certificate whatever the SNI says
+ * (Go clients send none for an IP, some tools send "ip:port").  With
+ * -acme-ip-certs beside a DNS -hostname, no SNI or an IP SNI equal to the
+ * local address gets that address's certificate (cert_ident_local).
  *
- * The wrapper sits beside each slot's context (server.sni): do_keyx/do_sign
- * get no server context, only the policy pointer, which leads here.
+ * BearSSL's single-chain handlers ignore SNI, so this wrapper picks the
+ * identity, installs its chain in the slot's context with
+ * br_ssl_server_set_single_ec/_rsa (which install their own handler as the
+ * policy, so this one is put back) and delegates to that handler.  It sits
+ * beside each slot's context (server.sni): do_keyx/do_sign get no server
+ * context, only the policy pointer, which leads here.
  */
 struct sni_policy {
 	const br_ssl_server_policy_class *vtable;
 	br_ssl_server_context *sc;
-	const char *host;		/* -hostname, which the SNI must equal */
+	struct derp_server *s;
+	struct conn *c;
 };
 
 static const br_ssl_server_policy_class **
@@ -2667,16 +2703,50 @@ sni_inner(const br_ssl_server_policy_class **pctx)
 	return &sp->sc->chain_handler.vtable;
 }
 
+static struct cert_ident *
+sni_identity(struct derp_server *s, struct conn *c, const char *sni)
+{
+	if (!s->sni_strict || strcmp(sni, s->cfg.hostname) == 0)
+		return &s->ident[0];
+	if (s->ip_idents && (sni[0] == '\0' || is_ip_literal(sni)))
+		return cert_ident_local(s, c, sni);
+	return NULL;
+}
+
+/* Install a certificate and its key as sc's single chain. */
+static void
+tls_set_chain(br_ssl_server_context *sc, const struct cert_store *cs)
+{
+	if (cs->key_type == BR_KEYTYPE_EC)
+		br_ssl_server_set_single_ec(sc, cs->chain, cs->chain_len, &cs->ec,
+		    BR_KEYTYPE_SIGN, cs->leaf_issuer_key_type,
+		    br_ec_get_default(), br_ecdsa_sign_asn1_get_default());
+	else
+		br_ssl_server_set_single_rsa(sc, cs->chain, cs->chain_len,
+		    &cs->rsa, BR_KEYTYPE_SIGN, br_rsa_private_get_default(),
+		    br_rsa_pkcs1_sign_get_default());
+}
+
 static int
 sni_choose(const br_ssl_server_policy_class **pctx,
     const br_ssl_server_context *cc, br_ssl_server_choices *choices)
 {
-	const struct sni_policy *sp = (const struct sni_policy *)(const void *)pctx;
-	const br_ssl_server_policy_class **inner = sni_inner(pctx);
+	struct sni_policy *sp = (struct sni_policy *)(void *)pctx;
+	struct derp_server *s = sp->s;
+	struct cert_ident *id;
+	struct cert_bank *b;
 
-	if (strcmp(br_ssl_engine_get_server_name(&cc->eng), sp->host) != 0)
+	cert_release(s, sp->c);
+	id = sni_identity(s, sp->c, br_ssl_engine_get_server_name(&cc->eng));
+	if (id == NULL || !id->bank[id->cur].loaded)
 		return 0;
-	return (*inner)->choose(inner, cc, choices);
+	b = &id->bank[id->cur];
+	tls_set_chain(sp->sc, &b->cs);
+	br_ssl_server_set_policy(sp->sc, &sp->vtable);
+	/* Held until the handshake ends: a reload leaves this bank alone. */
+	sp->c->cert_ref = (uint8_t)(1 + 2 * (id - s->ident) + id->cur);
+	b->users++;
+	return (*sni_inner(pctx))->choose(sni_inner(pctx), cc, choices);
 }
 
 static uint32_t
@@ -2702,21 +2772,19 @@ static const br_ssl_server_policy_class sni_policy_vtable = {
 };
 
 /*
- * Prepare slot i's BearSSL context for a new connection, with the current
- * certificate bank, which it holds until its handshake ends (cert_release).
- * 0, -1 on a BearSSL failure, -2 when no certificate is loaded yet (ACME has
- * not delivered one).
+ * Prepare slot i's BearSSL context for a new connection; its certificate is
+ * chosen from the ClientHello (sni_choose).  0, -1 on a BearSSL failure, -2
+ * when no certificate can be served yet (ACME has not delivered one).
  */
 static int
 tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
 {
 	br_ssl_server_context *sc = &s->ssl[i];
 	br_ssl_engine_context *e = &sc->eng;
-	struct cert_bank *b = &s->bank[s->cert_cur];
-	const struct cert_store *cs = &b->cs;
+	const struct cert_ident *id = &s->ident[0];
 	uint8_t seed[32];
 
-	if (!b->loaded)
+	if (!id->bank[id->cur].loaded && !s->ip_idents)
 		return -2;
 	br_ssl_server_zero(sc);
 	br_ssl_engine_set_versions(e, BR_TLS12, BR_TLS12);
@@ -2729,20 +2797,11 @@ tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
 	br_ssl_engine_set_default_aes_gcm(e);
 	br_ssl_engine_set_default_chapol(e);
 	br_ssl_engine_set_default_ec(e);
-	if (cs->key_type == BR_KEYTYPE_EC)
-		br_ssl_server_set_single_ec(sc, cs->chain, cs->chain_len, &cs->ec,
-		    BR_KEYTYPE_SIGN, cs->leaf_issuer_key_type,
-		    br_ec_get_default(), br_ecdsa_sign_asn1_get_default());
-	else
-		br_ssl_server_set_single_rsa(sc, cs->chain, cs->chain_len,
-		    &cs->rsa, BR_KEYTYPE_SIGN, br_rsa_private_get_default(),
-		    br_rsa_pkcs1_sign_get_default());
-	if (s->sni_strict) {
-		s->sni[i].vtable = &sni_policy_vtable;
-		s->sni[i].sc = sc;
-		s->sni[i].host = s->cfg.hostname;
-		br_ssl_server_set_policy(sc, &s->sni[i].vtable);
-	}
+	s->sni[i].vtable = &sni_policy_vtable;
+	s->sni[i].sc = sc;
+	s->sni[i].s = s;
+	s->sni[i].c = c;
+	br_ssl_server_set_policy(sc, &s->sni[i].vtable);
 	br_ssl_engine_set_buffers_bidi(e, c->ibuf, IBUF_BYTES, c->obuf,
 	    OBUF_BYTES);
 	br_ssl_engine_set_protocol_names(e, alpn_names, 1);
@@ -2754,19 +2813,8 @@ tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
 		return -1;
 	c->ssl = sc;
 	c->tls = 1;
-	c->cert_ref = (uint8_t)(s->cert_cur + 1);
-	b->users++;
+	c->cert_ref = 0;
 	return 0;
-}
-
-/* c's handshake no longer reads its certificate bank (done, or closed). */
-static void
-cert_release(struct derp_server *s, struct conn *c)
-{
-	if (c->cert_ref != 0) {
-		s->bank[c->cert_ref - 1].users--;
-		c->cert_ref = 0;
-	}
 }
 
 /* ==================================================================== OUTPUT */
@@ -5839,45 +5887,46 @@ utc_text(int64_t t, char *buf, size_t cap)
 }
 
 /*
- * Load the files into bank b and check them: the key matches the leaf (cert.c),
- * the leaf is valid for -hostname and, when fresh is set (every reload), has
+ * Load id's files into bank b and check them: the key matches the leaf
+ * (cert.c), the leaf is valid for id's name and, when fresh is set (every
+ * reload), has
  * not expired.  derper starts with an expired manual certificate, so start-up
  * only warns.  0, or -1 with err (b left empty).
  */
 static int
-bank_load(struct derp_server *s, struct cert_bank *b, int fresh, char *err,
-    size_t errlen)
+bank_load(const struct cert_ident *id, struct cert_bank *b, int fresh,
+    char *err, size_t errlen)
 {
 	char cerr[256], when[40];
 	int r;
 
 	bank_clear(b);
-	if (s->key_path[0] != '\0')
-		r = cert_load_files(&b->cs, s->crt_path, s->key_path, cerr,
+	if (id->key_path[0] != '\0')
+		r = cert_load_files(&b->cs, id->crt_path, id->key_path, cerr,
 		    sizeof cerr);
 	else
-		r = cert_load_combined(&b->cs, s->crt_path, cerr, sizeof cerr);
+		r = cert_load_combined(&b->cs, id->crt_path, cerr, sizeof cerr);
 	if (r != 0) {
 		snprintf(err, errlen, "%s", cerr);
 		return -1;
 	}
 	b->loaded = 1;
-	if (!cert_matches_host(&b->cs, s->cfg.hostname)) {
+	if (!cert_matches_host(&b->cs, id->name)) {
 		snprintf(err, errlen, "certificate %.400s is not valid for "
-		    "hostname %.100s", s->crt_path, s->cfg.hostname);
+		    "hostname %.100s", id->crt_path, id->name);
 		bank_clear(b);
 		return -1;
 	}
 	if (cert_leaf_validity(&b->cs, &b->not_before, &b->not_after) != 0) {
 		snprintf(err, errlen, "certificate %.400s: unreadable validity",
-		    s->crt_path);
+		    id->crt_path);
 		bank_clear(b);
 		return -1;
 	}
 	if (fresh && b->not_before > (int64_t)time(NULL) + CERT_SKEW_S) {
 		utc_text(b->not_before, when, sizeof when);
 		snprintf(err, errlen, "certificate %.400s is not valid before %s",
-		    s->crt_path, when);
+		    id->crt_path, when);
 		bank_clear(b);
 		return -1;
 	}
@@ -5885,11 +5934,11 @@ bank_load(struct derp_server *s, struct cert_bank *b, int fresh, char *err,
 		utc_text(b->not_after, when, sizeof when);
 		if (fresh) {
 			snprintf(err, errlen, "certificate %.400s expired at %s",
-			    s->crt_path, when);
+			    id->crt_path, when);
 			bank_clear(b);
 			return -1;
 		}
-		logf("warning: certificate %s expired at %s", s->crt_path, when);
+		logf("warning: certificate %s expired at %s", id->crt_path, when);
 	}
 	return 0;
 }
@@ -5900,7 +5949,7 @@ cert_log_pin(struct derp_server *s)
 {
 	char hex[65];
 
-	hex_encode(hex, s->bank[s->cert_cur].cs.leaf_sha256, 32);
+	hex_encode(hex, s->ident[0].bank[s->ident[0].cur].cs.leaf_sha256, 32);
 	logf("Using self-signed certificate for IP address %s. Configure it in "
 	    "DERPMap using: (https://tailscale.com/s/custom-derp)",
 	    s->cfg.hostname);
@@ -5908,46 +5957,138 @@ cert_log_pin(struct derp_server *s)
 	    "\"CertName\":\"sha256-raw:%s\"}", s->cfg.hostname, hex);
 }
 
-static void acme_schedule(struct derp_server *s);
+static void acme_schedule(struct derp_server *s, struct cert_ident *id);
+static void acme_sched_init(struct acme_sched *a, int ip);
 
 /*
- * Reload when forced or when the files' stamps changed.  1 when a new
+ * Reload id's files when forced or when their stamps changed.  1 when a new
  * certificate went into service, 0 when nothing changed or the reload waits
  * for the other bank, -1 when the new files were refused (logged).
  */
 static int
-certs_reload(struct derp_server *s, int force)
+certs_reload(struct derp_server *s, struct cert_ident *id, int force)
 {
-	struct cert_bank *b = &s->bank[!s->cert_cur];
+	struct cert_bank *b = &id->bank[!id->cur];
 	struct file_stamp crt, key;
 	char err[600], when[40];
 
-	file_stamp_get(s->crt_path, &crt);
-	file_stamp_get(s->key_path, &key);
-	if (!force && s->cert_wait == 0 && file_stamp_eq(&crt, &s->crt_stamp) &&
-	    file_stamp_eq(&key, &s->key_stamp))
+	file_stamp_get(id->crt_path, &crt);
+	file_stamp_get(id->key_path, &key);
+	if (!force && id->wait == 0 && file_stamp_eq(&crt, &id->crt_stamp) &&
+	    file_stamp_eq(&key, &id->key_stamp))
 		return 0;
 	if (b->users > 0) {
-		if (s->cert_wait < 1 + (force != 0))
-			s->cert_wait = (uint8_t)(1 + (force != 0));
+		if (id->wait < 1 + (force != 0))
+			id->wait = (uint8_t)(1 + (force != 0));
 		return 0;
 	}
-	s->cert_wait = 0;
-	s->crt_stamp = crt;
-	s->key_stamp = key;
-	if (bank_load(s, b, 1, err, sizeof err) != 0) {
+	id->wait = 0;
+	id->crt_stamp = crt;
+	id->key_stamp = key;
+	if (bank_load(id, b, 1, err, sizeof err) != 0) {
 		logf("cert: %s; the certificate in service stays", err);
 		return -1;
 	}
-	s->cert_cur = (uint8_t)!s->cert_cur;
-	tls_choose_suites(s);
+	id->cur = (uint8_t)!id->cur;
 	utc_text(b->not_after, when, sizeof when);
-	logf("cert: serving %s, valid until %s", s->crt_path, when);
-	if (!s->sni_strict && strcmp(s->cfg.certmode, "manual") == 0)
+	logf("cert: serving %s, valid until %s", id->crt_path, when);
+	if (id == &s->ident[0] && !s->sni_strict &&
+	    strcmp(s->cfg.certmode, "manual") == 0)
 		cert_log_pin(s);
 	if (s->acme.on)
-		acme_schedule(s);
+		acme_schedule(s, id);
 	return 1;
+}
+
+/* Every identity: SIGHUP (forced) and the once-a-minute check. */
+static void
+certs_reload_all(struct derp_server *s, int force)
+{
+	uint8_t k;
+
+	for (k = 0; k < s->nident; k++)
+		certs_reload(s, &s->ident[k], force || s->ident[k].wait == 2);
+}
+
+/* An IP identity's files, as derper's ipcert.go names them:
+ * <certdir>/<ip>.crt and .key, ':' of IPv6 becoming '.'.  0, or -1 when
+ * they do not fit. */
+static int
+cert_ident_ip_paths(const struct derp_config *cfg, struct cert_ident *id)
+{
+	char name[sizeof id->name];
+	size_t i;
+
+	snprintf(name, sizeof name, "%s", id->name);
+	for (i = 0; name[i] != '\0'; i++)
+		if (name[i] == ':')
+			name[i] = '.';
+	if ((size_t)snprintf(id->crt_path, sizeof id->crt_path, "%s/%s.crt",
+	    cfg->certdir, name) >= sizeof id->crt_path ||
+	    (size_t)snprintf(id->key_path, sizeof id->key_path, "%s/%s.key",
+	    cfg->certdir, name) >= sizeof id->key_path)
+		return -1;
+	return 0;
+}
+
+/*
+ * The identity of the local address that c reached, for a ClientHello with no
+ * SNI or with an IP SNI, which must equal that address (derper-compat.md
+ * 7.4): found, or made while there are free identities, from the address's
+ * stored files when they hold a valid certificate for it.  ACME orders one
+ * when there is none (acme_schedule); until it arrives those handshakes fail,
+ * as derper's do while its order runs, and the client tries again.  NULL
+ * when none applies.  A client picks the address among the host's own only,
+ * so CERT_IP_IDENTS bounds what strangers can make the relay order.
+ */
+static struct cert_ident *
+cert_ident_local(struct derp_server *s, struct conn *c, const char *sni)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	uint8_t local[16], want[16];
+	char text[INET6_ADDRSTRLEN], err[600];
+	struct cert_ident *id;
+	uint16_t port;
+	int v4;
+	uint8_t k;
+
+	memset(&ss, 0, sizeof ss);
+	if (getsockname(c->fd, (struct sockaddr *)(void *)&ss, &sl) != 0)
+		return NULL;
+	sockaddr_to_ip16(&ss, local, &port);
+	v4 = ip16_is_v4(local);
+	if (inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? local + 12 : local, text,
+	    sizeof text) == NULL)
+		return NULL;
+	if (sni[0] != '\0' && (inet_pton(v4 ? AF_INET : AF_INET6, sni,
+	    want) != 1 || memcmp(v4 ? local + 12 : local, want, v4 ? 4 : 16) !=
+	    0))
+		return NULL;
+	for (k = 1; k < s->nident; k++)
+		if (strcmp(s->ident[k].name, text) == 0)
+			return &s->ident[k];
+	if (s->nident == CERT_IDENTS)
+		return NULL;
+	id = &s->ident[s->nident];
+	memset(id, 0, sizeof *id);
+	snprintf(id->name, sizeof id->name, "%s", text);
+	id->ip = 1;
+	if (cert_ident_ip_paths(&s->cfg, id) != 0)
+		return NULL;
+	s->nident++;
+	acme_sched_init(&id->acme, 1);
+	file_stamp_get(id->crt_path, &id->crt_stamp);
+	file_stamp_get(id->key_path, &id->key_stamp);
+	if (bank_load(id, &id->bank[0], 1, err, sizeof err) == 0)
+		logf("cert: serving the stored %s to connections to %s",
+		    id->crt_path, text);
+	else
+		logf("cert: no certificate for local address %s yet (%s)",
+		    text, err);
+	if (s->acme.on)
+		acme_schedule(s, id);
+	return id;
 }
 
 /* Every socket of the server: at its end, and in a forked ACME child. */
@@ -5981,6 +6122,8 @@ server_close_sockets(struct derp_server *s)
 #define ACME_RENEW_BEFORE_S (30 * 86400)	/* autocert's RenewBefore */
 #define ACME_MIN_GAP_MS 3600000		/* between two successful orders */
 #define ACME_CHILD_CLOSE_MAX 65536	/* the child closes fds below this */
+#define ACME_ACCOUNT_NAME "acme_account+key"	/* autocert's account key */
+#define ACME_ACCOUNT_IP "acme-account.key"	/* ipcert.go's */
 
 /*
  * Why a child process (README, "Certificates and ACME"): the exchange needs
@@ -6033,9 +6176,10 @@ nonempty(const char *v)
 static int
 acme_child(struct derp_server *s)
 {
+	const struct cert_ident *id = &s->ident[s->acme.ident];
 	struct acme_config ac;
 	struct sigaction sa;
-	char err[600];
+	char err[600], account[PATH_MAX];
 	long fd, maxfd;
 
 	memset(&sa, 0, sizeof sa);
@@ -6072,12 +6216,16 @@ acme_child(struct derp_server *s)
 	ac.directory_url = s->acme.directory;
 	ac.ca_file = s->cfg.acme_ca_file != NULL && s->cfg.acme_ca_file[0] ?
 	    s->cfg.acme_ca_file : ACME_CA_FILE_DEFAULT;
-	ac.account_key_path = s->acme.account;
-	ac.cert_path = s->crt_path;
-	ac.key_path = s->key_path[0] != '\0' ? s->key_path : NULL;
-	ac.identifier = s->cfg.hostname;
-	ac.identifier_is_ip = s->acme.ip;
-	ac.profile = s->acme.ip ? "shortlived" : NULL;
+	/* Two accounts, as derper: autocert's and ipcert.go's (acme_setup
+	 * checked that both names fit). */
+	snprintf(account, sizeof account, "%s/%s", s->cfg.certdir, id->ip ?
+	    ACME_ACCOUNT_IP : ACME_ACCOUNT_NAME);
+	ac.account_key_path = account;
+	ac.cert_path = id->crt_path;
+	ac.key_path = id->key_path[0] != '\0' ? id->key_path : NULL;
+	ac.identifier = id->name;
+	ac.identifier_is_ip = id->ip;
+	ac.profile = id->ip ? "shortlived" : NULL;
 	/* acme.c takes NULL for "none"; flags default to "". */
 	ac.email = nonempty(s->cfg.acme_email);
 	ac.eab_kid = nonempty(s->cfg.acme_eab_kid);
@@ -6086,42 +6234,52 @@ acme_child(struct derp_server *s)
 	ac.ctx = s;
 	ac.log = acme_child_log;
 	if (acme_obtain(&ac, err, sizeof err) != 0) {
-		logf("acme: no certificate for %s: %s", s->cfg.hostname, err);
+		logf("acme: no certificate for %s: %s", id->name, err);
 		return 1;
 	}
 	return 0;
 }
 
 static void
-acme_spawn(struct derp_server *s)
+acme_spawn(struct derp_server *s, uint8_t k)
 {
+	struct cert_ident *id = &s->ident[k];
 	pid_t pid;
 
 	fflush(stderr);
 	s->acme.parent = getpid();
+	s->acme.ident = k;
 	pid = fork();
 	if (pid == 0)
 		_exit(acme_child(s));
 	if (pid < 0) {
 		logf("acme: fork: %s", strerror(errno));
-		s->acme.next_ms = s->now + s->acme.backoff_ms;
+		id->acme.next_ms = s->now + id->acme.backoff_ms;
 		return;
 	}
 	s->acme.pid = pid;
 	s->acme.started_ms = s->now;
 	logf("acme: ordering a certificate for %s from %s (process %ld)",
-	    s->cfg.hostname, s->acme.directory, (long)pid);
+	    id->name, s->acme.directory, (long)pid);
 }
 
-/* After a load: the next order when the certificate in service is due
+static void
+acme_sched_init(struct acme_sched *a, int ip)
+{
+	a->backoff_ms = ACME_RETRY_MIN_MS;
+	a->backoff_max_ms = ip ? ACME_RETRY_MAX_IP_MS : ACME_RETRY_MAX_MS;
+	a->next_ms = a->not_before_ms = 0;
+}
+
+/* After a load: id's next order when its certificate in service is due
  * (now when there is none), checked again at least daily. */
 static void
-acme_schedule(struct derp_server *s)
+acme_schedule(struct derp_server *s, struct cert_ident *id)
 {
-	const struct cert_bank *b = &s->bank[s->cert_cur];
+	const struct cert_bank *b = &id->bank[id->cur];
 	int64_t before, due, left;
 
-	s->acme.next_ms = s->now;
+	id->acme.next_ms = s->now;
 	if (!b->loaded)
 		return;
 	before = s->cfg.acme_renew_before_s;
@@ -6133,16 +6291,16 @@ acme_schedule(struct derp_server *s)
 	due = b->not_after - before;
 	left = due - (int64_t)time(NULL);
 	if (left > 0)
-		s->acme.next_ms += left > ACME_RECHECK_MS / 1000 ?
+		id->acme.next_ms += left > ACME_RECHECK_MS / 1000 ?
 		    ACME_RECHECK_MS : left * 1000;
-	if (s->acme.next_ms < s->acme.not_before_ms)
-		s->acme.next_ms = s->acme.not_before_ms;
+	if (id->acme.next_ms < id->acme.not_before_ms)
+		id->acme.next_ms = id->acme.not_before_ms;
 }
 
 static int
-acme_due(const struct derp_server *s)
+acme_due(const struct derp_server *s, const struct cert_ident *id)
 {
-	const struct cert_bank *b = &s->bank[s->cert_cur];
+	const struct cert_bank *b = &id->bank[id->cur];
 	int64_t before = s->cfg.acme_renew_before_s;
 
 	if (!b->loaded)
@@ -6156,12 +6314,14 @@ acme_due(const struct derp_server *s)
 }
 
 /* Once a tick: reap a finished child (swap its certificate in, or back off),
- * kill one that overstayed, start one when due. */
+ * kill one that overstayed, start one for the first identity due. */
 static void
 acme_tick(struct derp_server *s)
 {
+	struct cert_ident *id = &s->ident[s->acme.ident];
 	int status, ok;
 	pid_t r;
+	uint8_t k;
 
 	if (!s->acme.on)
 		return;
@@ -6179,30 +6339,34 @@ acme_tick(struct derp_server *s)
 		    WEXITSTATUS(status) == 0;
 		s->acme.pid = 0;
 		/* In service now, or as soon as the other bank is free. */
-		if (ok && (certs_reload(s, 1) == 1 || s->cert_wait == 2)) {
-			s->acme.backoff_ms = ACME_RETRY_MIN_MS;
+		if (ok && (certs_reload(s, id, 1) == 1 || id->wait == 2)) {
+			id->acme.backoff_ms = ACME_RETRY_MIN_MS;
 			/* A certificate due at once (a renewal threshold
 			 * longer than its life) is not ordered again at once:
 			 * the CA's duplicate limits. */
-			s->acme.not_before_ms = s->now + ACME_MIN_GAP_MS;
-			if (s->acme.next_ms < s->acme.not_before_ms)
-				s->acme.next_ms = s->acme.not_before_ms;
+			id->acme.not_before_ms = s->now + ACME_MIN_GAP_MS;
+			if (id->acme.next_ms < id->acme.not_before_ms)
+				id->acme.next_ms = id->acme.not_before_ms;
 			return;
 		}
-		s->acme.next_ms = s->now + s->acme.backoff_ms;
-		logf("acme: attempt failed; next in %lld s",
-		    (long long)(s->acme.backoff_ms / 1000));
-		s->acme.backoff_ms *= 2;
-		if (s->acme.backoff_ms > s->acme.backoff_max_ms)
-			s->acme.backoff_ms = s->acme.backoff_max_ms;
+		id->acme.next_ms = s->now + id->acme.backoff_ms;
+		logf("acme: attempt failed for %s; next in %lld s", id->name,
+		    (long long)(id->acme.backoff_ms / 1000));
+		id->acme.backoff_ms *= 2;
+		if (id->acme.backoff_ms > id->acme.backoff_max_ms)
+			id->acme.backoff_ms = id->acme.backoff_max_ms;
 		return;
 	}
-	if (s->now < s->acme.next_ms)
-		return;
-	if (acme_due(s) && s->now >= s->acme.not_before_ms)
-		acme_spawn(s);
-	else
-		acme_schedule(s);
+	for (k = 0; k < s->nident; k++) {
+		id = &s->ident[k];
+		if (s->now < id->acme.next_ms)
+			continue;
+		if (acme_due(s, id) && s->now >= id->acme.not_before_ms) {
+			acme_spawn(s, k);
+			return;
+		}
+		acme_schedule(s, id);
+	}
 }
 
 /* Stop a running child with the relay (derp_destroy). */
@@ -6241,7 +6405,6 @@ acme_setup(struct derp_server *s, int ip, char *err, size_t errlen)
 		return -1;
 	}
 	s->acme.on = 1;
-	s->acme.ip = (uint8_t)ip;
 	s->acme.directory = cfg->acme_directory != NULL &&
 	    cfg->acme_directory[0] != '\0' ? cfg->acme_directory :
 	    gcp ? ACME_GCP_DIRECTORY : ACME_LE_DIRECTORY;
@@ -6250,11 +6413,9 @@ acme_setup(struct derp_server *s, int ip, char *err, size_t errlen)
 		    "URL: %s", s->acme.directory);
 		return -1;
 	}
-	s->acme.backoff_ms = ACME_RETRY_MIN_MS;
-	s->acme.backoff_max_ms = ip ? ACME_RETRY_MAX_IP_MS : ACME_RETRY_MAX_MS;
-	if ((size_t)snprintf(s->acme.account, sizeof s->acme.account, "%s/%s",
-	    cfg->certdir, ip ? "acme-account.key" : "acme_account+key") >=
-	    sizeof s->acme.account ||
+	acme_sched_init(&s->ident[0].acme, ip);
+	if (strlen(cfg->certdir) + 1 + sizeof ACME_ACCOUNT_NAME > PATH_MAX ||
+	    strlen(cfg->certdir) + 1 + sizeof ACME_ACCOUNT_IP > PATH_MAX ||
 	    (size_t)snprintf(s->acme.chaldir, sizeof s->acme.chaldir,
 	    "%s/.acme-challenge", cfg->certdir) >= sizeof s->acme.chaldir) {
 		snprintf(err, errlen, "derp: -certdir too long");
@@ -6267,7 +6428,18 @@ acme_setup(struct derp_server *s, int ip, char *err, size_t errlen)
 #else
 static void acme_tick(struct derp_server *s) { (void)s; }
 static void acme_stop(struct derp_server *s) { (void)s; }
-static void acme_schedule(struct derp_server *s) { (void)s; }
+static void
+acme_schedule(struct derp_server *s, struct cert_ident *id)
+{
+	(void)s;
+	(void)id;
+}
+static void
+acme_sched_init(struct acme_sched *a, int ip)
+{
+	(void)a;
+	(void)ip;
+}
 #endif /* DERP_NO_ACME */
 
 /* Once a tick in TLS mode: the files' stamps about once a minute (or a reload
@@ -6275,13 +6447,19 @@ static void acme_schedule(struct derp_server *s) { (void)s; }
 static void
 certs_tick(struct derp_server *s)
 {
+	uint8_t k;
+
 	if (!s->tls_mode)
 		return;
-	if (s->cert_wait != 0 || s->now >= s->next_cert_check_ms) {
-		if (s->now >= s->next_cert_check_ms)
-			s->next_cert_check_ms = s->now + (s->cfg.cert_check_ms >
-			    0 ? s->cfg.cert_check_ms : CERT_CHECK_MS);
-		certs_reload(s, s->cert_wait == 2);
+	if (s->now >= s->next_cert_check_ms) {
+		s->next_cert_check_ms = s->now + (s->cfg.cert_check_ms > 0 ?
+		    s->cfg.cert_check_ms : CERT_CHECK_MS);
+		certs_reload_all(s, 0);
+	} else {
+		for (k = 0; k < s->nident; k++)
+			if (s->ident[k].wait != 0)
+				certs_reload(s, &s->ident[k],
+				    s->ident[k].wait == 2);
 	}
 	acme_tick(s);
 }
@@ -6291,46 +6469,48 @@ static int
 certs_setup(struct derp_server *s, char *err, size_t errlen)
 {
 	const struct derp_config *cfg = &s->cfg;
+	struct cert_ident *id = &s->ident[0];
 	char name[256], cerr[600];
-	int ip = is_ip_literal(cfg->hostname), manual;
-	size_t i;
+	int ip = is_ip_literal(cfg->hostname), manual, r = 0;
 
 	manual = strcmp(cfg->certmode, "manual") == 0;
 	if (cfg->certdir[0] == '\0') {
 		snprintf(err, errlen, "missing required --certdir flag");
 		return -1;
 	}
-	cert_file_name(cfg->hostname, name, sizeof name);
-	if (!manual && ip) {
-		/* derper's ipcert.go names: ':' of IPv6 becomes '.'. */
-		snprintf(name, sizeof name, "%s", cfg->hostname);
-		for (i = 0; name[i] != '\0'; i++)
-			if (name[i] == ':')
-				name[i] = '.';
-	}
-	if (manual || ip) {
-		snprintf(s->crt_path, sizeof s->crt_path, "%s/%s.crt",
-		    cfg->certdir, name);
-		snprintf(s->key_path, sizeof s->key_path, "%s/%s.key",
-		    cfg->certdir, name);
-	} else {
-		snprintf(s->crt_path, sizeof s->crt_path, "%s/%s", cfg->certdir,
-		    cfg->hostname);
-		s->key_path[0] = '\0';
-	}
+	snprintf(id->name, sizeof id->name, "%s", cfg->hostname);
+	id->ip = (uint8_t)ip;
+	s->nident = 1;
 	s->sni_strict = !ip;
+	cert_file_name(cfg->hostname, name, sizeof name);
+	if (!manual && ip)
+		r = cert_ident_ip_paths(cfg, id);
+	else if (manual)
+		r = (size_t)snprintf(id->crt_path, sizeof id->crt_path,
+		    "%s/%s.crt", cfg->certdir, name) >= sizeof id->crt_path ||
+		    (size_t)snprintf(id->key_path, sizeof id->key_path,
+		    "%s/%s.key", cfg->certdir, name) >= sizeof id->key_path;
+	else
+		r = (size_t)snprintf(id->crt_path, sizeof id->crt_path, "%s/%s",
+		    cfg->certdir, cfg->hostname) >= sizeof id->crt_path;
+	if (r != 0 || strlen(cfg->hostname) >= sizeof id->name) {
+		snprintf(err, errlen, "derp: -certdir or -hostname too long");
+		return -1;
+	}
 	if (manual) {
-		if (ip && !file_exists(s->crt_path) && !file_exists(s->key_path)) {
-			if (cert_generate_ip(s->crt_path, s->key_path,
+		if (ip && !file_exists(id->crt_path) &&
+		    !file_exists(id->key_path)) {
+			if (cert_generate_ip(id->crt_path, id->key_path,
 			    cfg->hostname, time(NULL), cerr, sizeof cerr) != 0) {
 				snprintf(err, errlen, "derper: %s", cerr);
 				return -1;
 			}
-			logf("generated self-signed certificate %s", s->crt_path);
+			logf("generated self-signed certificate %s",
+			    id->crt_path);
 		}
-		file_stamp_get(s->crt_path, &s->crt_stamp);
-		file_stamp_get(s->key_path, &s->key_stamp);
-		if (bank_load(s, &s->bank[0], 0, cerr, sizeof cerr) != 0) {
+		file_stamp_get(id->crt_path, &id->crt_stamp);
+		file_stamp_get(id->key_path, &id->key_stamp);
+		if (bank_load(id, &id->bank[0], 0, cerr, sizeof cerr) != 0) {
 			snprintf(err, errlen, "derper: can not start cert "
 			    "provider: %s", cerr);
 			return -1;
@@ -6339,8 +6519,11 @@ certs_setup(struct derp_server *s, char *err, size_t errlen)
 			cert_log_pin(s);
 		return 0;
 	}
+	/* derper-compat.md 7.4: beside a DNS -hostname, a certificate per
+	 * local address for clients that send no SNI (cert_ident_local). */
+	s->ip_idents = (uint8_t)(!ip && cfg->acme_ip_certs &&
+	    strcmp(cfg->certmode, "letsencrypt") == 0);
 #ifdef DERP_NO_ACME
-	(void)i;
 	if (ip) {
 		snprintf(err, errlen, "derper: -certmode %s needs a DNS "
 		    "-hostname in this build (no ACME: DERP_NO_ACME); use "
@@ -6348,22 +6531,25 @@ certs_setup(struct derp_server *s, char *err, size_t errlen)
 		    cfg->certmode);
 		return -1;
 	}
-	if (!file_exists(s->crt_path)) {
+	if (!file_exists(id->crt_path)) {
 		snprintf(err, errlen, "derper: -certmode %s needs ACME, which "
 		    "this build leaves out (DERP_NO_ACME): use -certmode manual "
 		    "with %s/%s.crt and %s/%s.key, or an existing autocert file "
 		    "%s", cfg->certmode, cfg->certdir, name, cfg->certdir, name,
-		    s->crt_path);
+		    id->crt_path);
 		return -1;
 	}
-	file_stamp_get(s->crt_path, &s->crt_stamp);
-	if (bank_load(s, &s->bank[0], 0, cerr, sizeof cerr) != 0) {
+	file_stamp_get(id->crt_path, &id->crt_stamp);
+	if (bank_load(id, &id->bank[0], 0, cerr, sizeof cerr) != 0) {
 		snprintf(err, errlen, "derper: %s", cerr);
 		return -1;
 	}
 	logf("serving the existing certificate %s (no ACME in this build: "
 	    "renew it by other means; it is reloaded when it changes)",
-	    s->crt_path);
+	    id->crt_path);
+	if (s->ip_idents)
+		logf("-acme-ip-certs: stored <address>.crt and .key in %s are "
+		    "served; this build orders none", cfg->certdir);
 	return 0;
 #else
 	if (ip && !cfg->acme_ip_certs) {
@@ -6374,22 +6560,21 @@ certs_setup(struct derp_server *s, char *err, size_t errlen)
 	}
 	if (acme_setup(s, ip, err, errlen) != 0)
 		return -1;
-	file_stamp_get(s->crt_path, &s->crt_stamp);
-	file_stamp_get(s->key_path, &s->key_stamp);
-	if (s->crt_stamp.err == ENOENT) {
-		logf("acme: no certificate stored at %s yet", s->crt_path);
-	} else if (bank_load(s, &s->bank[0], 1, cerr, sizeof cerr) != 0) {
+	file_stamp_get(id->crt_path, &id->crt_stamp);
+	file_stamp_get(id->key_path, &id->key_stamp);
+	if (id->crt_stamp.err == ENOENT) {
+		logf("acme: no certificate stored at %s yet", id->crt_path);
+	} else if (bank_load(id, &id->bank[0], 1, cerr, sizeof cerr) != 0) {
 		logf("acme: the stored certificate is not usable (%s): a new "
 		    "one is ordered", cerr);
 	} else {
 		char when[40];
 
-		utc_text(s->bank[0].not_after, when, sizeof when);
-		logf("cert: serving the stored %s, valid until %s", s->crt_path,
-		    when);
+		utc_text(id->bank[0].not_after, when, sizeof when);
+		logf("cert: serving the stored %s, valid until %s",
+		    id->crt_path, when);
 	}
-	s->acme.next_ms = 0;	/* the first tick decides */
-	return 0;
+	return 0;	/* the first tick decides (next_ms 0) */
 #endif
 }
 
@@ -6788,7 +6973,7 @@ derp_run(struct derp_server *s)
 			    rate_load(s, err, sizeof err) != 0)
 				logf("%s; keeping the previous limits", err);
 			if (s->tls_mode)
-				certs_reload(s, 1);
+				certs_reload_all(s, 1);
 		}
 		n = poller_wait(&s->pl, timeout);
 		if (n < 0 && errno != EINTR) {
@@ -6850,12 +7035,16 @@ derp_reload(struct derp_server *s)
 void
 derp_destroy(struct derp_server *s)
 {
+	uint8_t k;
+
 	if (s == NULL)
 		return;
 	server_close_sockets(s);
 	acme_stop(s);
-	bank_clear(&s->bank[0]);
-	bank_clear(&s->bank[1]);
+	for (k = 0; k < s->nident; k++) {
+		bank_clear(&s->ident[k].bank[0]);
+		bank_clear(&s->ident[k].bank[1]);
+	}
 	free(s->conns);
 	free(s->bufs);
 	free(s->free_slots);

@@ -63,7 +63,7 @@ test_acme		317
 # 21 checks, skips counted (+s): without pebble every one is a skip line
 # with its name (README: pebble is optional, CI installs it), without the
 # openssl command 3 are, not as root (or without a user nobody) 1 is.
-test_pebble		21+s
+test_pebble		24+s
 # 115 checks each: every one is judged (the fairness ratio and the RSS of the
 # sanitizer relay with relaxed bounds under load or sanitizers, never skipped).
 # No apostrophes in this table: it is one single-quoted string.

@@ -5588,10 +5588,10 @@ pair_install(const char *check, const char *crt, const char *key)
 	return 0;
 }
 
-/* The leaf a new TLS connection gets: 0, or -1 when the handshake failed.
- * derp: also complete a DERP handshake over it. */
+/* The leaf a new TLS connection with SNI sni (NULL: none) gets: 0, or -1
+ * when the handshake failed.  derp: also complete a DERP handshake over it. */
 static int
-leaf_now(uint8_t sha[32], int derp)
+leaf_sni(const char *sni, uint8_t sha[32], int derp)
 {
 	struct dclient *c = dc_new();
 	int r = -1;
@@ -5599,13 +5599,20 @@ leaf_now(uint8_t sha[32], int derp)
 	if (c == NULL)
 		return -1;
 	dc_genkey(c);
-	if (dc_connect(c, srv_host, srv_port, 1, NULL, CONNECT_MS) == 0 &&
+	if (dc_connect(c, srv_host, srv_port, 1, sni, CONNECT_MS) == 0 &&
 	    (!derp || dc_handshake(c, 0, NULL, IO_MS) == 0)) {
 		memcpy(sha, c->x509.leaf_sha256, 32);
 		r = 0;
 	}
 	dc_free(c);
 	return r;
+}
+
+/* The leaf a new TLS connection without SNI gets (leaf_sni). */
+static int
+leaf_now(uint8_t sha[32], int derp)
+{
+	return leaf_sni(NULL, sha, derp);
 }
 
 /*
@@ -5934,14 +5941,33 @@ connect_finish(int fd, int pending)
 	return 0;
 }
 
+/* Send what h's engine has ready (after dc_start, its ClientHello) and wait
+ * for the server's first flight to arrive, unread.  0 or -1. */
+static int
+client_hello_only(struct dclient *h)
+{
+	struct pollfd pfd;
+	unsigned char *buf;
+	size_t len;
+
+	buf = br_ssl_engine_sendrec_buf(&h->sc.eng, &len);
+	if (buf == NULL || len == 0 || write(h->fd, buf, len) != (ssize_t)len)
+		return -1;
+	br_ssl_engine_sendrec_ack(&h->sc.eng, len);
+	pfd.fd = h->fd;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	return poll(&pfd, 1, IO_MS) == 1 ? 0 : -1;
+}
+
 /*
- * A TLS handshake holds its certificate bank from accept to its end, so a
- * reload must not overwrite a bank under a handshake.  H connects and sends
- * nothing: it holds bank X.  A reload fills the other bank (pair A goes into
- * service); a second one (pair B) needs X, so it waits.  H then completes its
- * handshake with X's certificate, and B comes into service once H is done.
- * (Accepts are in order: once a later connection has finished its handshake,
- * H has been accepted, with the certificate that connection got.)
+ * A TLS handshake holds its certificate bank from its ClientHello (when the
+ * relay picks the certificate, as derper's GetCertificate) to its end, so a
+ * reload must not overwrite a bank under a handshake.  H sends its
+ * ClientHello and reads nothing: it holds bank X, the one in service then.  A
+ * reload fills the other bank (pair A goes into service); a second one (pair
+ * B) needs X, so it waits.  H then completes its handshake with X's
+ * certificate, and B comes into service once H is done.
  */
 static void
 reload_held_bank(void)
@@ -5955,7 +5981,8 @@ reload_held_bank(void)
 	if (h != NULL)
 		dc_genkey(h);
 	if (h == NULL || dc_start(h, srv_host, srv_port, 1, NULL, &pending) < 0 ||
-	    connect_finish(h->fd, pending) < 0 || leaf_now(x, 0) < 0) {
+	    connect_finish(h->fd, pending) < 0 || client_hello_only(h) < 0 ||
+	    leaf_now(x, 0) < 0) {
 		fail("held_handshake_keeps_its_cert", "could not connect");
 		dc_free(h);
 		return;
@@ -5983,7 +6010,7 @@ reload_held_bank(void)
 		    " or DERP handshake failed (BearSSL error %d)", h->tls_err);
 	else if (memcmp(h->x509.leaf_sha256, x, 32) != 0)
 		fail("held_handshake_keeps_its_cert", "the held connection got %s,"
-		    " not %s (in service when it connected)",
+		    " not %s (in service at its ClientHello)",
 		    leaf_name(h->x509.leaf_sha256), leaf_name(x));
 	else
 		ok("held_handshake_keeps_its_cert");
@@ -6101,6 +6128,199 @@ out:
 	dc_free(pair_b);
 	pair_a = pair_b = NULL;
 	printf("# mode reload took %lld ms\n", (long long)(now_ms() - t0));
+}
+
+/* ---- ip_certs: -acme-ip-certs beside a DNS -hostname -------------------- */
+
+/*
+ * derper-compat.md 7.4: with -certmode letsencrypt, a DNS -hostname and
+ * -acme-ip-certs, an SNI equal to -hostname gets autocert's file
+ * <certdir>/<hostname>; no SNI, or an IP SNI equal to the local address, gets
+ * that address's <certdir>/<ip>.crt and .key, loaded when a client first
+ * needs it and ordered (ACME) while there is none; any other SNI fails.  The
+ * CA here is a closed port, so every order fails (logged, retried later), and
+ * the test installs the address's certificate itself, as a renewal by other
+ * means would; the periodic check (500 ms here) brings it into service.
+ * test_pebble has the orders that succeed.
+ */
+#define IPC_HOST "derp.test"
+#define IPC_LOG_MS 5000		/* for a log line the relay owes */
+
+static char ipc_dir[512];
+
+static int
+mk_ip_certs(char **argv, char bufs[][600])
+{
+	argv[0] = NULL;
+	snprintf(bufs[0], 600, "-a=127.0.0.1:%d", srv_port);
+	snprintf(bufs[1], 600, "-c=%s", key_path);
+	snprintf(bufs[2], 600, "-stun-port=%d", stun_port);
+	snprintf(bufs[3], 600, "%d", http_port);
+	snprintf(bufs[4], 600, "%s/" IPC_HOST, ipc_dir);
+	argv_append(argv, derp_path, bufs[0], "-certmode", "letsencrypt",
+	    "-hostname=" IPC_HOST, "-acme-ip-certs", "-certdir", ipc_dir,
+	    bufs[1], bufs[2], "-http-port", bufs[3], "-acme-directory",
+	    "https://127.0.0.1:1/directory", "-acme-ca-file", bufs[4],
+	    (char *)NULL);
+	return 0;
+}
+
+/* Wait for a log line holding a; 1 when it came within ms. */
+static int
+log_wait(const char *a, int ms)
+{
+	int64_t t0 = now_ms();
+
+	while (log_count(a) <= 0) {
+		if (now_ms() - t0 > ms)
+			return 0;
+		sleep_ms(50);
+	}
+	return 1;
+}
+
+/* autocert's file for IPC_HOST (key, then chain) made from a fresh pair in
+ * dir; its leaf hash in sha.  0 or -1 with err. */
+static int
+ipc_autocert(const char *dir, uint8_t sha[32], char *err, size_t cap)
+{
+	char crt[600], key[600], both[600];
+	uint8_t *k = NULL, *c = NULL, *buf;
+	size_t kl, cl;
+	int r = -1;
+
+	snprintf(crt, sizeof crt, "%s/dns.crt", dir);
+	snprintf(key, sizeof key, "%s/dns.key", dir);
+	snprintf(both, sizeof both, "%s/" IPC_HOST, ipc_dir);
+	if (cert_generate_dns(crt, key, IPC_HOST, time(NULL), err, cap) != 0 ||
+	    pair_sha(crt, key, sha, err, cap) != 0 ||
+	    cert_read_file(key, &k, &kl, err, cap) != 0 ||
+	    cert_read_file(crt, &c, &cl, err, cap) != 0)
+		goto out;
+	if ((buf = malloc(kl + cl)) == NULL) {
+		snprintf(err, cap, "out of memory");
+		goto out;
+	}
+	memcpy(buf, k, kl);
+	memcpy(buf + kl, c, cl);
+	r = cert_write_atomic(both, buf, kl + cl, err, cap);
+	free(buf);
+out:
+	free(k);
+	free(c);
+	return r;
+}
+
+static void
+run_ip_certs_mode(void)
+{
+	char stage[520], crt[600], key[600], err[300];
+	uint8_t dns_sha[32], ip_sha[32], got[32];
+	struct dclient *a = NULL, *b = NULL;
+	const char *e;
+	int r;
+	int64_t t0 = now_ms(), t;
+
+	begin_mode("ip_certs", 1, "127.0.0.1");
+	snprintf(ipc_dir, sizeof ipc_dir, "%s/certs-ipc", scratch);
+	snprintf(stage, sizeof stage, "%s/ipc-new", scratch);
+	/* Left from an earlier run: the address's files must be missing. */
+	snprintf(reload_crt, sizeof reload_crt, "%s/127.0.0.1.crt", ipc_dir);
+	snprintf(reload_key, sizeof reload_key, "%s/127.0.0.1.key", ipc_dir);
+	unlink(reload_crt);
+	unlink(reload_key);
+	err[0] = '\0';
+	if ((mkdir(ipc_dir, 0700) != 0 && errno != EEXIST) ||
+	    (mkdir(stage, 0700) != 0 && errno != EEXIST) ||
+	    ipc_autocert(stage, dns_sha, err, sizeof err) != 0) {
+		fail("ipc_dns_sni", "setting up %s: %s", ipc_dir,
+		    err[0] ? err : strerror(errno));
+		return;
+	}
+	/* TLS on a port other than 443, as derper's letsencrypt mode serves
+	 * it only there. */
+	setenv("DERP_TEST_TLS", "1", 1);
+	setenv("DERP_TEST_CERT_CHECK_MS", CERT_CHECK_TEST_MS, 1);
+	r = server_start(mk_ip_certs);
+	unsetenv("DERP_TEST_CERT_CHECK_MS");
+	unsetenv("DERP_TEST_TLS");
+	if (r < 0)
+		return;
+
+	/* -hostname's certificate to its SNI, with DERP over it. */
+	verdict("ipc_dns_sni", leaf_sni(IPC_HOST, got, 1) < 0 ? "no TLS or "
+	    "DERP handshake with SNI " IPC_HOST : memcmp(got, dns_sha, 32) !=
+	    0 ? "the leaf is not the autocert file's" : NULL);
+
+	/* No SNI and no certificate for 127.0.0.1 yet: refused, an order
+	 * started (and failed: no CA), the relay still serving. */
+	e = leaf_sni(NULL, got, 0) == 0 ? "a handshake without SNI succeeded"
+	    " with no certificate for 127.0.0.1" :
+	    !log_wait("no certificate for local address 127.0.0.1 yet",
+	    IPC_LOG_MS) ? "no log line \"no certificate for local address "
+	    "127.0.0.1 yet\"" : NULL;
+	if (e == NULL && !log_wait("acme: ordering a certificate for"
+	    " 127.0.0.1 from", IPC_LOG_MS))
+		e = "no order for 127.0.0.1 logged";
+	if (e == NULL && !log_wait("acme: attempt failed for 127.0.0.1",
+	    IPC_LOG_MS))
+		e = "the order with no CA did not fail (no log line)";
+	verdict("ipc_no_cert_refused_and_ordered", e);
+	verdict("ipc_dns_sni_after_refusal", leaf_sni(IPC_HOST, got, 1) < 0 ||
+	    memcmp(got, dns_sha, 32) != 0 ? "SNI " IPC_HOST " no longer gets"
+	    " its certificate" : NULL);
+	verdict("ipc_no_order_for_stored_name", log_count("acme: ordering a "
+	    "certificate for " IPC_HOST) == 0 ? NULL : "the valid stored "
+	    IPC_HOST " was ordered again");
+
+	/* The address's files appear (key first): the periodic check serves
+	 * them to clients without SNI. */
+	snprintf(crt, sizeof crt, "%s/ip.crt", stage);
+	snprintf(key, sizeof key, "%s/ip.key", stage);
+	if (cert_generate_ip(crt, key, "127.0.0.1", time(NULL), err,
+	    sizeof err) != 0 || pair_sha(crt, key, ip_sha, err,
+	    sizeof err) != 0) {
+		fail("ipc_no_sni_gets_ip_cert", "%s", err);
+		server_stop();
+		return;
+	}
+	if (pair_install("ipc_no_sni_gets_ip_cert", crt, key) < 0) {
+		server_stop();
+		return;
+	}
+	t = leaf_wait(ip_sha, RELOAD_SEEN_MS, err, sizeof err);
+	verdict("ipc_no_sni_gets_ip_cert", t < 0 ? err : NULL);
+	verdict("ipc_ip_sni_gets_ip_cert", leaf_sni("127.0.0.1", got, 1) < 0 ?
+	    "no TLS or DERP handshake with SNI 127.0.0.1" : memcmp(got, ip_sha,
+	    32) != 0 ? "SNI 127.0.0.1 got another certificate" : NULL);
+	verdict("ipc_dns_sni_keeps_dns_cert", leaf_sni(IPC_HOST, got, 0) < 0 ||
+	    memcmp(got, dns_sha, 32) != 0 ? "SNI " IPC_HOST " does not get its"
+	    " own certificate" : NULL);
+	verdict("ipc_other_ip_sni_refused", leaf_sni("127.0.0.9", got, 0) == 0
+	    ? "SNI 127.0.0.9 on a connection to 127.0.0.1 got a certificate" :
+	    NULL);
+	verdict("ipc_other_name_sni_refused", leaf_sni("other.test", got, 0) ==
+	    0 ? "SNI other.test got a certificate" : NULL);
+
+	/* A DERP pair across the two identities. */
+	if ((a = dc_new()) != NULL && (b = dc_new()) != NULL) {
+		dc_genkey(a);
+		dc_genkey(b);
+	}
+	if (a == NULL || b == NULL ||
+	    dc_connect(a, srv_host, srv_port, 1, NULL, CONNECT_MS) < 0 ||
+	    dc_handshake(a, 0, NULL, IO_MS) < 0 ||
+	    dc_connect(b, srv_host, srv_port, 1, IPC_HOST, CONNECT_MS) < 0 ||
+	    dc_handshake(b, 0, NULL, IO_MS) < 0)
+		e = "a client without SNI and one with SNI " IPC_HOST " could"
+		    " not both connect";
+	else if ((e = relay(a, b, 100)) == NULL)
+		e = relay(b, a, 100);
+	verdict("ipc_pair_across_identities", e);
+	dc_free(a);
+	dc_free(b);
+	server_stop();
+	printf("# mode ip_certs took %lld ms\n", (long long)(now_ms() - t0));
 }
 
 /* ---- webroot: HTTP-01 answers from -acme-webroot ------------------------- */
@@ -6675,6 +6895,8 @@ main(int argc, char **argv)
 		run_privileges_mode();
 	if (mode_wanted("reload"))
 		run_reload_mode();
+	if (mode_wanted("ip_certs"))
+		run_ip_certs_mode();
 	if (mode_wanted("webroot"))
 		run_webroot_mode();
 	/* Meshing is a later issue: the relay refuses -mesh-psk-file (checked

@@ -125,6 +125,9 @@ static const struct check {
 	{ "ip_issued", 0 },
 	{ "ip_verified", 1 },
 	{ "ip_derp_no_sni", 0 },
+	{ "mixed_both_issued", 0 },
+	{ "mixed_verified", 1 },
+	{ "mixed_derp_both", 0 },
 	{ "user_nobody_issued", 0 },
 	{ "eab_issued", 0 },
 	{ "eab_wrong_key", 0 },
@@ -169,6 +172,7 @@ static char relay_key_file[600];
 static char exit_problems[4096];
 
 /* Timings for the summary, ms (-1: not measured). */
+static int64_t t_mixed = -1;
 static int64_t t_pebble = -1, t_dns = -1, t_renew = -1, t_restart_tls = -1,
     t_ip = -1, t_eab = -1, t_eab_bad = -1, t_ca_down = -1, t_challenge = -1,
     t_no_eab = -1;
@@ -1791,6 +1795,103 @@ step_ip(void)
 }
 
 /*
+ * -acme-ip-certs beside a DNS -hostname (derper-compat.md 7.4): the relay
+ * orders derp.test at start; a client without SNI is refused while there is
+ * no certificate for the local address it reached, which the relay then
+ * orders (after derp.test's: one order at a time); afterwards each kind of
+ * client gets its own certificate, from the files autocert and ipcert.go
+ * would have written.
+ */
+static void
+step_mixed(void)
+{
+	char why[2048], path[700], crt[700], key[700];
+	uint8_t dns[32], ip[32], got[32];
+	struct dclient *c;
+	const char *e;
+	int64_t t0;
+	int issued0 = file_count(pebble_log, "Issued certificate"), n;
+
+	relay_init(&rl, "mixed", "derp.test", "certs-mixed", dir_url);
+	rl.ip_certs = 1;
+	if (relay_start(&rl, why, sizeof(why)) < 0) {
+		fail("mixed_both_issued", "%s", why);
+		return;
+	}
+	if (relay_wait_log(&rl, SERVING_NEW, 1, NO_CERT, ISSUE_MS, why,
+	    sizeof(why)) < 0) {
+		fail("mixed_both_issued", "derp.test: %s", why);
+		note_tail(rl.log, 2000);
+		relay_stop(&rl);
+		return;
+	}
+	t0 = now_ms();
+	c = tls_client(rl.port, NULL);
+	e = c != NULL ? "a client without SNI got a certificate before one for"
+	    " 127.0.0.1 was ordered" : NULL;
+	dc_free(c);
+	if (e == NULL && relay_wait_log(&rl, SERVING_NEW, 2, NO_CERT, ISSUE_MS,
+	    why, sizeof(why)) < 0)
+		e = why;
+	snprintf(path, sizeof(path), "%s/derp.test", rl.certdir);
+	snprintf(crt, sizeof(crt), "%s/127.0.0.1.crt", rl.certdir);
+	snprintf(key, sizeof(key), "%s/127.0.0.1.key", rl.certdir);
+	if (e == NULL && stored_leaf(path, NULL, "derp.test", dns, NULL, why,
+	    sizeof(why)) < 0)
+		e = why;
+	if (e == NULL && stored_leaf(crt, key, "127.0.0.1", ip, NULL, why,
+	    sizeof(why)) < 0)
+		e = why;
+	if (e == NULL && (n = file_count(pebble_log, "Issued certificate")) !=
+	    issued0 + 2) {
+		snprintf(why, sizeof(why), "pebble issued %d certificates, want "
+		    "2", n - issued0);
+		e = why;
+	}
+	if (e == NULL && (file_count(rl.log, "acme: ordering a certificate for "
+	    "127.0.0.1 from") != 1 || file_count(rl.log, "acme: ordering a "
+	    "certificate for derp.test from") != 1)) {
+		snprintf(why, sizeof(why), "want one order each for derp.test "
+		    "and 127.0.0.1; log %s", rl.log);
+		e = why;
+	}
+	if (e == NULL) {
+		snprintf(path, sizeof(path), "%s/acme_account+key", rl.certdir);
+		snprintf(crt, sizeof(crt), "%s/acme-account.key", rl.certdir);
+		if (file_count(path, "-----BEGIN EC PRIVATE KEY-----") != 1 ||
+		    file_count(crt, "-----BEGIN EC PRIVATE KEY-----") != 1)
+			e = "want both account keys, autocert's acme_account+key "
+			    "and ipcert.go's acme-account.key";
+	}
+	if (e == NULL)
+		t_mixed = now_ms() - t0;
+	else
+		note_tail(rl.log, 2000);
+	verdict("mixed_both_issued", e);
+	if (e != NULL) {
+		relay_stop(&rl);
+		return;
+	}
+	e = have_openssl ? openssl_verify(rl.port, NULL, "-verify_ip",
+	    "127.0.0.1") : NULL;
+	if (e == NULL && have_openssl)
+		e = openssl_verify(rl.port, "derp.test", "-verify_hostname",
+		    "derp.test");
+	verdict_openssl("mixed_verified", e);
+	e = pair_check(rl.port, NULL, got, NULL);
+	if (e == NULL && memcmp(got, ip, 32) != 0)
+		e = "without SNI: the leaf is not 127.0.0.1.crt's";
+	if (e == NULL && (e = pair_check(rl.port, "derp.test", got, NULL)) ==
+	    NULL && memcmp(got, dns, 32) != 0)
+		e = "SNI derp.test: the leaf is not derp.test's";
+	if (e == NULL && (e = pair_check(rl.port, "127.0.0.1", got, NULL)) ==
+	    NULL && memcmp(got, ip, 32) != 0)
+		e = "SNI 127.0.0.1: the leaf is not 127.0.0.1.crt's";
+	verdict("mixed_derp_both", e);
+	relay_stop(&rl);
+}
+
+/*
  * As root with -user nobody, the way README deploys it: the ACME child runs
  * as nobody, so it makes the answer directory and writes the certificate as
  * nobody, in a certdir nobody owns (reached through directories it may
@@ -2126,7 +2227,7 @@ main(int argc, char **argv)
 	}
 	/* Left from an earlier run: start clean (all inside SCRATCH_DIR). */
 	{
-		static const char *const dirs[] = { "certs-dns", "certs-ip",
+		static const char *const dirs[] = { "certs-dns", "certs-ip", "certs-mixed",
 		    "certs-eab", "certs-eab-bad", "certs-fail-ca-down",
 		    "certs-fail-challenge", "certs-fail-no-eab" };
 		static const char *const files[] = { "derp.test",
@@ -2162,6 +2263,7 @@ main(int argc, char **argv)
 	step_renew();
 	step_restart();
 	step_ip();
+	step_mixed();
 	step_user();
 	step_eab();
 	step_failures();
@@ -2184,6 +2286,7 @@ done:
 	timing("renewal (order to service)", t_renew);
 	timing("restart to first DERP handshake", t_restart_tls);
 	timing("ip issuance", t_ip);
+	timing("mixed: no-SNI refusal to ip certificate", t_mixed);
 	timing("eab issuance", t_eab);
 	timing("eab wrong key to failure", t_eab_bad);
 	timing("ca down to failure", t_ca_down);
