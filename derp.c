@@ -7113,7 +7113,7 @@ static struct flag flags[] = {
 	{ "acme-eab-key", F_STRING, NULL, "ACME external account binding key, base64url", ACME_MISSING, "", 0, 0, 0 },
 	{ "acme-eab-kid", F_STRING, NULL, "ACME external account binding key ID", ACME_MISSING, "", 0, 0, 0 },
 	{ "acme-email", F_STRING, NULL, "contact address for the ACME account", ACME_MISSING, "", 0, 0, 0 },
-	{ "acme-ip-certs", F_BOOL, NULL, "with an IP address as -hostname and -certmode letsencrypt, get a Let's Encrypt certificate for it (short-lived profile when offered)", ACME_MISSING, NULL, 0, 0, 0 },
+	{ "acme-ip-certs", F_BOOL, NULL, "with -certmode letsencrypt, get Let's Encrypt certificates for IP addresses (short-lived profile when offered): an IP -hostname's, or beside a DNS -hostname each local address that clients reach without SNI", ACME_MISSING, NULL, 0, 0, 0 },
 	{ "acme-webroot", F_STRING, NULL, "serve /.well-known/acme-challenge/ files from DIR/.well-known/acme-challenge/ on the port-80 listener, for certbot --webroot, acme.sh and the like (not a derper flag)", NULL, "", 0, 0, 0 },
 	{ "allow-root", F_BOOL, NULL, "run as root without -user (not a derper flag); without either the relay refuses to start as root", NULL, NULL, 0, 0, 0 },
 	{ "bootstrap-dns-names", F_STRING, NULL, "comma-separated names whose addresses /bootstrap-dns publishes", "bootstrap DNS", "", 0, 0, 0 },

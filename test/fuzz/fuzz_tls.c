@@ -159,7 +159,7 @@ fuzz_init(void)
 
 	fz_tls = 1;
 	fz_server_init();
-	cs = &fz_s->bank[fz_s->cert_cur].cs;
+	cs = &fz_s->ident[0].bank[fz_s->ident[0].cur].cs;
 	FUZZ_CHECK(cs->key_type == BR_KEYTYPE_EC, "relay key type %d",
 	    cs->key_type);
 	FUZZ_CHECK(br_ec_compute_pub(br_ec_get_default(), &srv_pub, srv_pub_buf,
