@@ -2144,6 +2144,7 @@ struct derp_server {
 	struct cert_ident ident[CERT_IDENTS];
 	uint8_t nident;			/* ident[0, nident) in use */
 	uint8_t ip_idents;		/* -acme-ip-certs beside a DNS -hostname */
+	uint8_t ip_idents_full_logged;
 	int64_t next_cert_check_ms;
 	struct acme_job acme;
 	int sni_strict;			/* SNI must equal -hostname byte for byte */
@@ -6068,8 +6069,26 @@ cert_ident_local(struct derp_server *s, struct conn *c, const char *sni)
 	for (k = 1; k < s->nident; k++)
 		if (strcmp(s->ident[k].name, text) == 0)
 			return &s->ident[k];
-	if (s->nident == CERT_IDENTS)
+	if (s->nident == CERT_IDENTS) {
+		/* Once: the first CERT_IP_IDENTS addresses keep their places
+		 * until a restart (README, "IP certificates beside a name"). */
+		char list[CERT_IP_IDENTS * (INET6_ADDRSTRLEN + 1)];
+		struct sbuf sb = { list, 0, sizeof list, 0 };
+
+		if (!s->ip_idents_full_logged) {
+			s->ip_idents_full_logged = 1;
+			list[0] = '\0';
+			for (k = 1; k < s->nident; k++) {
+				sb_add(&sb, s->ident[k].name);
+				sb_add(&sb, k + 1 < s->nident ? " " : "");
+			}
+			logf("cert: no certificate for local address %s: "
+			    "-acme-ip-certs serves %d addresses already (%s); "
+			    "clients without SNI reaching it fail", text,
+			    CERT_IP_IDENTS, list);
+		}
 		return NULL;
+	}
 	id = &s->ident[s->nident];
 	memset(id, 0, sizeof *id);
 	snprintf(id->name, sizeof id->name, "%s", text);
