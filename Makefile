@@ -39,9 +39,9 @@ ACME_SRC = acme.c
 ACME_HDR = acme.h
 endif
 # What a program that includes derp.c links beside it.
-LIB_SRC = stun.c nacl.c cert.c $(ACME_SRC)
+LIB_SRC = stun.c nacl.c cert.c bootdns.c $(ACME_SRC)
 RELAY_SRC = derp.c $(LIB_SRC)
-RELAY_HDR = derp.h stun.h nacl.h cert.h $(ACME_HDR)
+RELAY_HDR = derp.h stun.h nacl.h cert.h bootdns.h $(ACME_HDR)
 CLIENT_SRC = test/client.c nacl.c stun.c
 
 TESTS = test_stun test_nacl test_cert test_units test_integration test_embed

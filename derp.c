@@ -67,6 +67,7 @@
 #include "stun.h"
 #include "nacl.h"
 #include "cert.h"
+#include "bootdns.h"
 #ifndef DERP_NO_ACME
 #include "acme.h"
 #endif
@@ -1435,7 +1436,6 @@ poller_free(struct poller *pl)
 	free(pl->evs);
 }
 
-#ifndef DERP_NO_ACME
 /* A forked child's copy: its descriptor only (the memory goes with it). */
 static void
 poller_close_fd(struct poller *pl)
@@ -1443,7 +1443,6 @@ poller_close_fd(struct poller *pl)
 	if (pl->inited && pl->epfd >= 0)
 		close(pl->epfd);
 }
-#endif
 
 static uint32_t
 epoll_mask(short events)
@@ -1535,13 +1534,11 @@ poller_free(struct poller *pl)
 	free(pl->tag);
 }
 
-#ifndef DERP_NO_ACME
 static void
 poller_close_fd(struct poller *pl)
 {
 	(void)pl;
 }
-#endif
 
 static int
 poller_add(struct poller *pl, int fd, int32_t tag, short events,
@@ -2117,6 +2114,23 @@ struct cert_ident {
 #define CERT_IP_IDENTS 4	/* local addresses with IP certificates */
 #define CERT_IDENTS (1 + CERT_IP_IDENTS)
 
+/*
+ * Bootstrap DNS (BOOTSTRAP DNS): tab[cur] is published; a lookup child fills
+ * tab[!cur] through fd.  tab is NULL when no names are configured.
+ */
+struct bootdns_job {
+	struct bootdns *tab;		/* [2] */
+	uint8_t cur;
+	uint8_t published;		/* a round has finished */
+	uint8_t line_long;		/* discarding an overlong line */
+	pid_t pid;			/* the child, running or to be reaped */
+	int fd;				/* its results; -1 once read to the end */
+	int64_t started_ms, next_ms;
+	size_t body_len, line_len;
+	char body[BOOTDNS_JSON_MAX];	/* tab[cur] as /bootstrap-dns answers */
+	char line[BOOTDNS_LINE_MAX];
+};
+
 /* The ACME child (CERTS): at most one at a time, for one identity. */
 struct acme_job {
 	uint8_t on;			/* letsencrypt or gcp, in TLS mode */
@@ -2147,6 +2161,7 @@ struct derp_server {
 	uint8_t ip_idents_full_logged;
 	int64_t next_cert_check_ms;
 	struct acme_job acme;
+	struct bootdns_job bdns;
 	int sni_strict;			/* SNI must equal -hostname byte for byte */
 	struct sni_policy *sni;		/* [max] in TLS mode */
 	const uint16_t *suites;
@@ -4759,6 +4774,77 @@ http_content_length(const struct http_req *r, uint64_t *len)
 	return 0;
 }
 
+/*
+ * The first value of query parameter name in r's target, unescaped, as Go's
+ * URL.Query().Get finds it: its length, or -1 when it is absent, does not
+ * unescape or does not fit out[cap] (with its NUL).
+ */
+static long
+http_query_get(const struct http_req *r, const char *name, char *out,
+    size_t cap)
+{
+	const char *q = memchr(r->target, '?', r->tlen), *end, *amp, *eq;
+	size_t nlen = strlen(name);
+	long n;
+
+	if (q == NULL || cap == 0)
+		return -1;
+	end = r->target + r->tlen;
+	for (q++; q < end; q = amp + 1) {
+		amp = memchr(q, '&', (size_t)(end - q));
+		if (amp == NULL)
+			amp = end;
+		eq = memchr(q, '=', (size_t)(amp - q));
+		if (eq != NULL && (size_t)(eq - q) == nlen &&
+		    memcmp(q, name, nlen) == 0) {
+			n = http_unescape(eq + 1, (size_t)(amp - eq - 1), out,
+			    cap - 1);
+			if (n >= 0)
+				out[n] = '\0';
+			return n;
+		}
+	}
+	return -1;
+}
+
+/*
+ * /bootstrap-dns (derper-compat.md 4.5): the published names' addresses as
+ * the last lookup round found them (an empty body before the first round, or
+ * with no names); ?q=<name> of an unpublished name that resolved answers that
+ * name alone.  Connection: close, as derper (the requests are one-off).
+ */
+static void
+http_bootstrap_dns(struct derp_server *s, struct conn *c,
+    const struct http_req *r)
+{
+	const struct bootdns_job *j = &s->bdns;
+	char hdr[1024], q[BOOTDNS_NAME_MAX + 1], one[BOOTDNS_JSON_MAX];
+	struct sbuf sb = { hdr, 0, sizeof hdr, 0 };
+	const char *body = "";
+	size_t len = 0, max;
+
+	sb_add(&sb, browser_headers);
+	sb_add(&sb, "Content-Type: application/json\r\n");
+	if (j->tab != NULL && j->published) {
+		body = j->body;
+		len = j->body_len;
+		if (http_query_get(r, "q", q, sizeof q) > 0) {
+			for (max = BOOTDNS_ADDRS_MAX; max > 0; max--) {
+				size_t n = bootdns_json(&j->tab[j->cur], q, max,
+				    one, sizeof one);
+
+				if (n > 2) {	/* not "{}": q resolved */
+					body = one;
+					len = n;
+				}
+				if (n > 0)
+					break;
+			}
+		}
+	}
+	http_respond(s, c, r, "200 OK", hdr, body, len, RESP_CLOSE);
+}
+
 /* A complete request head in buf: route it (derper's mux). */
 static void
 http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
@@ -4853,13 +4939,7 @@ http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
 		http_respond(s, c, &r, "200 OK", hdr,
 		    "User-agent: *\nDisallow: /\n", 26, 0);
 	} else if (path_is(path, plen, "/bootstrap-dns")) {
-		/* No -bootstrap-dns-names: derper answers an empty body. */
-		char hdr[1024];
-		struct sbuf sb = { hdr, 0, sizeof hdr, 0 };
-
-		sb_add(&sb, browser_headers);
-		sb_add(&sb, "Content-Type: application/json\r\n");
-		http_respond(s, c, &r, "200 OK", hdr, "", 0, RESP_CLOSE);
+		http_bootstrap_dns(s, c, &r);
 	} else if (plen >= 7 && memcmp(path, "/debug/", 7) == 0) {
 		http_error(s, c, &r, "404 Not Found", "404 page not found", 0);
 	} else {
@@ -6127,6 +6207,45 @@ server_close_sockets(struct derp_server *s)
 		close(s->stun_fd[0]);
 }
 
+/*
+ * The start of a child process the loop forks (ACME, bootstrap DNS): default
+ * signals but SIGHUP ignored (a renewal hook's SIGHUP is the relay's), none
+ * of the relay's sockets nor any other descriptor but keep_fd (what an
+ * embedding program left open too, up to a sane bound), and on Linux gone
+ * with the relay and called name in ps, so pkill -x derp does not reach it.
+ * 0, or -1 when the relay that forked it (parent) is gone already.
+ */
+#define CHILD_CLOSE_MAX 65536	/* a child closes descriptors below this */
+
+static int
+child_start(struct derp_server *s, const char *name, int keep_fd,
+    pid_t parent)
+{
+	struct sigaction sa;
+	long fd, maxfd;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_DFL;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGHUP, &sa, NULL);
+	server_close_sockets(s);
+	poller_close_fd(&s->pl);
+	for (fd = 3, maxfd = sysconf(_SC_OPEN_MAX); fd < maxfd &&
+	    fd < CHILD_CLOSE_MAX; fd++)
+		if (fd != keep_fd)
+			close(fd);
+#ifdef __linux__
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	prctl(PR_SET_NAME, name);
+#else
+	(void)name;
+#endif
+	return getppid() == parent ? 0 : -1;
+}
+
 /* ---- ACME: the child process ---- */
 
 #ifndef DERP_NO_ACME
@@ -6140,7 +6259,6 @@ server_close_sockets(struct derp_server *s)
 #define ACME_RECHECK_MS 86400000	/* renewal time re-derived daily */
 #define ACME_RENEW_BEFORE_S (30 * 86400)	/* autocert's RenewBefore */
 #define ACME_MIN_GAP_MS 3600000		/* between two successful orders */
-#define ACME_CHILD_CLOSE_MAX 65536	/* the child closes fds below this */
 #define ACME_ACCOUNT_NAME "acme_account+key"	/* autocert's account key */
 #define ACME_ACCOUNT_IP "acme-account.key"	/* ipcert.go's */
 
@@ -6197,31 +6315,9 @@ acme_child(struct derp_server *s)
 {
 	const struct cert_ident *id = &s->ident[s->acme.ident];
 	struct acme_config ac;
-	struct sigaction sa;
 	char err[600], account[PATH_MAX];
-	long fd, maxfd;
 
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = SIG_DFL;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	/* A renewal hook's SIGHUP is the relay's, not an order's end. */
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGHUP, &sa, NULL);
-	server_close_sockets(s);
-	poller_close_fd(&s->pl);
-	/* What an embedding program left open, up to a sane bound. */
-	for (fd = 3, maxfd = sysconf(_SC_OPEN_MAX); fd < maxfd &&
-	    fd < ACME_CHILD_CLOSE_MAX; fd++)
-		close(fd);
-#ifdef __linux__
-	/* Gone with the relay; "derp-acme" in ps, so pkill -x derp (a
-	 * renewal hook's SIGHUP) does not reach it. */
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
-	prctl(PR_SET_NAME, "derp-acme");
-#endif
-	if (getppid() != s->acme.parent)
+	if (child_start(s, "derp-acme", -1, s->acme.parent) != 0)
 		return 1;
 	if (mkdir_parents(s->acme.chaldir, 0700) != 0 ||
 	    (mkdir(s->cfg.certdir, 0700) != 0 && errno != EEXIST) ||
@@ -6597,6 +6693,209 @@ certs_setup(struct derp_server *s, char *err, size_t errlen)
 #endif
 }
 
+/* ============================================================= BOOTSTRAP DNS */
+
+/*
+ * -bootstrap-dns-names (derper-compat.md 4.5 and 10).  getaddrinfo blocks for
+ * as long as the resolver takes, so every BOOTDNS_REFRESH_MS a child process
+ * (child_start) looks the names up and writes one line per name into a pipe;
+ * the loop reads the pipe once a tick and, when the child has finished or has
+ * overrun derper's one-minute budget (killed), publishes the new table, in
+ * which names whose lookup failed or did not finish are absent.  Until the
+ * first round ends /bootstrap-dns answers an empty body, as derper does
+ * before its first refresh.
+ */
+#define BOOTDNS_REFRESH_MS 600000	/* derper: every 10 minutes */
+#define BOOTDNS_TIMEOUT_MS 60000	/* derper: one minute for a round */
+
+/* A round ended: shuffle each name's addresses (derper does, so clients
+ * spread over them) and make the new table the published one. */
+static void
+bootdns_publish(struct derp_server *s)
+{
+	struct bootdns_job *j = &s->bdns;
+	struct bootdns *t = &j->tab[!j->cur];
+	char tmp[BOOTDNS_ADDR_TEXT];
+	uint8_t rnd[4];
+	size_t i, k, r, found = 0, max;
+
+	for (i = 0; i < t->count; i++) {
+		struct bootdns_name *n = &t->n[i];
+
+		found += n->found;
+		for (k = n->naddr; k > 1; k--) {
+			rng_bytes(&s->rng, rnd, sizeof rnd);
+			r = get_be32(rnd) % k;
+			memcpy(tmp, n->addr[k - 1], sizeof tmp);
+			memcpy(n->addr[k - 1], n->addr[r], sizeof tmp);
+			memcpy(n->addr[r], tmp, sizeof tmp);
+		}
+	}
+	j->cur = (uint8_t)!j->cur;
+	j->published = 1;
+	/* All addresses when they fit, else as many per name as fit. */
+	for (max = BOOTDNS_ADDRS_MAX; max > 0; max--)
+		if ((j->body_len = bootdns_json(&j->tab[j->cur], NULL, max,
+		    j->body, sizeof j->body)) > 0)
+			break;
+	logf("bootstrap DNS: %zu of %zu names resolved", found, t->count);
+}
+
+/* What the child wrote: whole lines into tab[!cur]. */
+static void
+bootdns_feed(struct bootdns_job *j, const char *p, size_t n)
+{
+	const char *nl;
+	size_t take;
+
+	while (n > 0) {
+		nl = memchr(p, '\n', n);
+		take = nl != NULL ? (size_t)(nl - p) : n;
+		if (j->line_long || take > sizeof j->line - j->line_len)
+			j->line_long = 1;
+		else {
+			memcpy(j->line + j->line_len, p, take);
+			j->line_len += take;
+		}
+		if (nl == NULL)
+			return;
+		if (!j->line_long)
+			(void)bootdns_take_line(&j->tab[!j->cur], j->line,
+			    j->line_len);
+		j->line_len = 0;
+		j->line_long = 0;
+		p += take + 1;
+		n -= take + 1;
+	}
+}
+
+static void
+bootdns_spawn(struct derp_server *s)
+{
+	struct bootdns_job *j = &s->bdns;
+	pid_t parent = getpid(), pid;
+	int p[2];
+
+	j->next_ms = s->now + BOOTDNS_REFRESH_MS;
+	if (pipe(p) != 0) {
+		logf("bootstrap DNS: pipe: %s", strerror(errno));
+		return;
+	}
+	bootdns_clear(&j->tab[!j->cur]);
+	j->line_len = 0;
+	j->line_long = 0;
+	fflush(stderr);
+	pid = fork();
+	if (pid == 0) {
+		if (child_start(s, "derp-dns", p[1], parent) == 0)
+			bootdns_lookup_all(&j->tab[!j->cur], p[1]);
+		_exit(0);
+	}
+	close(p[1]);
+	if (pid < 0 || sock_nonblock(p[0]) != 0) {
+		logf("bootstrap DNS: fork: %s", strerror(errno));
+		close(p[0]);
+		if (pid > 0) {
+			kill(pid, SIGKILL);
+			j->pid = pid;	/* reaped by a later tick */
+		}
+		return;
+	}
+	j->pid = pid;
+	j->fd = p[0];
+	j->started_ms = s->now;
+}
+
+/* Once a tick: start a round when due, read what the child wrote, end the
+ * round at its end of file or when it overran (killed), reap it. */
+static void
+bootdns_tick(struct derp_server *s)
+{
+	struct bootdns_job *j = &s->bdns;
+	char buf[4096];
+	ssize_t n;
+	int status, end = 0;
+
+	if (j->tab == NULL)
+		return;
+	if (j->fd >= 0) {
+		for (;;) {
+			n = read(j->fd, buf, sizeof buf);
+			if (n > 0) {
+				bootdns_feed(j, buf, (size_t)n);
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			end = n == 0 || (errno != EAGAIN &&
+			    errno != EWOULDBLOCK);
+			break;
+		}
+		if (!end && s->now - j->started_ms >= BOOTDNS_TIMEOUT_MS) {
+			logf("bootstrap DNS: lookups still running after %d s:"
+			    " stopped", BOOTDNS_TIMEOUT_MS / 1000);
+			kill(j->pid, SIGKILL);
+			end = 1;
+		}
+		if (!end)
+			return;
+		close(j->fd);
+		j->fd = -1;
+		bootdns_publish(s);
+	}
+	if (j->pid > 0) {
+		if (waitpid(j->pid, &status, WNOHANG) == 0)
+			return;
+		j->pid = 0;
+	}
+	if (s->now >= j->next_ms)
+		bootdns_spawn(s);
+}
+
+/* Start-up: the names (checked), the tables, the first round at once. */
+static int
+bootdns_setup(struct derp_server *s, char *err, size_t errlen)
+{
+	struct bootdns_job *j = &s->bdns;
+	const char *pub = s->cfg.bootstrap_dns_names;
+	const char *unpub = s->cfg.unpublished_bootstrap_dns_names;
+
+	j->fd = -1;
+	if ((pub == NULL || pub[0] == '\0') && (unpub == NULL ||
+	    unpub[0] == '\0'))
+		return 0;
+	j->tab = calloc(2, sizeof *j->tab);
+	if (j->tab == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (bootdns_parse_names(&j->tab[0], pub != NULL ? pub : "",
+	    unpub != NULL ? unpub : "", err, errlen) != 0)
+		return -1;
+	j->tab[1] = j->tab[0];
+	j->next_ms = 0;
+	return 0;
+}
+
+/* At the relay's end: the child stopped, the tables freed. */
+static void
+bootdns_stop(struct derp_server *s)
+{
+	struct bootdns_job *j = &s->bdns;
+	int status;
+
+	if (j->pid > 0) {
+		kill(j->pid, SIGKILL);
+		waitpid(j->pid, &status, 0);
+		j->pid = 0;
+	}
+	if (j->fd >= 0)
+		close(j->fd);
+	j->fd = -1;
+	free(j->tab);
+	j->tab = NULL;
+}
+
 /* ==================================================================== SERVER */
 
 void
@@ -6838,6 +7137,7 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 	}
 	s->cfg = *cfg;
 	s->main_fd = s->http_fd = s->stun_fd[0] = s->stun_fd[1] = -1;
+	s->bdns.fd = -1;
 	if (rng_init(&s->rng) != 0) {
 		snprintf(err, errlen, "cannot read /dev/urandom: %s", strerror(errno));
 		goto fail;
@@ -6891,6 +7191,8 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 
 	if (s->cfg.rate_config != NULL && s->cfg.rate_config[0] != '\0' &&
 	    rate_load(s, err, errlen) != 0)
+		goto fail;
+	if (bootdns_setup(s, err, errlen) != 0)
 		goto fail;
 	if (s->tls_mode) {
 		if (certs_setup(s, err, errlen) != 0)
@@ -7031,6 +7333,7 @@ derp_run(struct derp_server *s)
 		if (s->now >= s->next_sweep_ms) {
 			timers_sweep(s);
 			certs_tick(s);
+			bootdns_tick(s);
 			output_flush_dirty(s);
 			s->next_sweep_ms = s->now + LOOP_TICK_MS;
 		}
@@ -7060,6 +7363,7 @@ derp_destroy(struct derp_server *s)
 		return;
 	server_close_sockets(s);
 	acme_stop(s);
+	bootdns_stop(s);
 	for (k = 0; k < s->nident; k++) {
 		bank_clear(&s->ident[k].bank[0]);
 		bank_clear(&s->ident[k].bank[1]);
@@ -7135,7 +7439,7 @@ static struct flag flags[] = {
 	{ "acme-ip-certs", F_BOOL, NULL, "with -certmode letsencrypt, get Let's Encrypt certificates for IP addresses (short-lived profile when offered): an IP -hostname's, or beside a DNS -hostname each local address that clients reach without SNI", ACME_MISSING, NULL, 0, 0, 0 },
 	{ "acme-webroot", F_STRING, NULL, "serve /.well-known/acme-challenge/ files from DIR/.well-known/acme-challenge/ on the port-80 listener, for certbot --webroot, acme.sh and the like (not a derper flag)", NULL, "", 0, 0, 0 },
 	{ "allow-root", F_BOOL, NULL, "run as root without -user (not a derper flag); without either the relay refuses to start as root", NULL, NULL, 0, 0, 0 },
-	{ "bootstrap-dns-names", F_STRING, NULL, "comma-separated names whose addresses /bootstrap-dns publishes", "bootstrap DNS", "", 0, 0, 0 },
+	{ "bootstrap-dns-names", F_STRING, NULL, "comma-separated names whose addresses /bootstrap-dns publishes, looked up every 10 minutes", NULL, "", 0, 0, 0 },
 	{ "c", F_STRING, NULL, "path of the JSON file holding the server's private key (created if missing)", NULL, "", 0, 0, 0 },
 	{ "certdir", F_STRING, NULL, "directory of the TLS certificate and key files", NULL, NULL, 0, 0, 0 },
 	{ "certmode", F_STRING, "\"letsencrypt\"", "where the TLS certificate comes from: manual, letsencrypt or gcp (ACME); the files are reloaded on SIGHUP and when they change", NULL, "letsencrypt", 0, 0, 0 },
@@ -7158,7 +7462,7 @@ static struct flag flags[] = {
 	{ "tcp-keepalive-time", F_DURATION, "10m0s", "TCP keepalive idle time and interval on accepted connections", NULL, NULL, 600000000000LL, 0, 0 },
 	{ "tcp-user-timeout", F_DURATION, "15s", "TCP_USER_TIMEOUT on accepted connections", NULL, NULL, 15000000000LL, 0, 0 },
 	{ "tcp-write-timeout", F_DURATION, "2s", "close a client whose output makes no progress for this long; 0 never", NULL, NULL, 2000000000LL, 0, 0 },
-	{ "unpublished-bootstrap-dns-names", F_STRING, NULL, "comma-separated names /bootstrap-dns answers only when asked for them", "bootstrap DNS", "", 0, 0, 0 },
+	{ "unpublished-bootstrap-dns-names", F_STRING, NULL, "comma-separated names /bootstrap-dns answers only when asked for them (?q=name)", NULL, "", 0, 0, 0 },
 	{ "user", F_STRING, NULL, "after binding the ports and reading the key and certificate, switch to this user and its group (not a derper flag)", NULL, "", 0, 0, 0 },
 	{ "verify-client-url", F_STRING, NULL, "admission webhook URL asked about every client", "client verification", "", 0, 0, 0 },
 	{ "verify-client-url-fail-open", F_BOOL, "true", "admit clients when -verify-client-url cannot be reached", NULL, NULL, 1, 0, 0 },
@@ -7656,6 +7960,9 @@ main(int argc, char **argv)
 	cfg.acme_eab_key = flag_find("acme-eab-key", 12)->sval;
 	cfg.acme_ip_certs = (int)flag_find("acme-ip-certs", 13)->ival;
 	cfg.acme_webroot = flag_find("acme-webroot", 12)->sval;
+	cfg.bootstrap_dns_names = flag_find("bootstrap-dns-names", 19)->sval;
+	cfg.unpublished_bootstrap_dns_names =
+	    flag_find("unpublished-bootstrap-dns-names", 31)->sval;
 	/* Ours, documented in README: renew when this many seconds are left
 	 * (tests make pebble's long-lived certificates due at once). */
 	qd = getenv("DERP_ACME_RENEW_BEFORE");

@@ -71,13 +71,20 @@ struct derp_config {
 	const char *acme_email;		/* -acme-email */
 	const char *acme_eab_kid;	/* -acme-eab-kid */
 	const char *acme_eab_key;	/* -acme-eab-key: base64url */
-	int acme_ip_certs;		/* -acme-ip-certs: IP -hostname allowed */
+	int acme_ip_certs;		/* -acme-ip-certs: IP certificates, for an
+					 * IP -hostname or per local address */
 	int64_t acme_renew_before_s;	/* renew this long before expiry; 0 =
 					 * 30 days, or a third of the lifetime
 					 * when that is less */
 	/* -acme-webroot: /.well-known/acme-challenge/<token> files served
 	 * from DIR/.well-known/acme-challenge/ (certbot, acme.sh); "" none */
 	const char *acme_webroot;
+	/* Bootstrap DNS: comma-separated names whose addresses (A and AAAA)
+	 * a child process forked by derp_run() looks up every 10 minutes;
+	 * /bootstrap-dns publishes the first list, and answers a name of the
+	 * second only to ?q=name.  NULL or "" for none. */
+	const char *bootstrap_dns_names;	/* -bootstrap-dns-names */
+	const char *unpublished_bootstrap_dns_names;
 	int64_t cert_check_ms;		/* how often the certificate files'
 					 * stamps are compared: 0 = 60 s */
 };

@@ -57,6 +57,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/mount.h>		/* bootdns_hang's mount namespace */
+#endif
 
 #include <bearssl.h>
 
@@ -413,6 +416,9 @@ argv_root_choice(char *const in[], char **out, size_t cap)
 	out[j] = NULL;
 }
 
+/* Run in the relay's process before exec, when set (bootdns_hang). */
+static void (*spawn_hook)(void);
+
 static int
 server_spawn(char *const given[])
 {
@@ -432,6 +438,8 @@ server_spawn(char *const given[])
 			dup2(fd, STDERR_FILENO);
 			close(fd);
 		}
+		if (spawn_hook != NULL)
+			spawn_hook();
 		execv(argv[0], argv);
 		_exit(127);
 	}
@@ -5122,7 +5130,6 @@ run_cli_mode(void)
 		{ "-mesh-psk-file", "/nonexistent", "meshing" },
 		{ "-verify-clients", NULL, "client verification" },
 		{ "-verify-client-url", "http://127.0.0.1:1/", "client verification" },
-		{ "-bootstrap-dns-names", "a.example", "bootstrap DNS" },
 		{ "-ace", NULL, "CONNECT proxy" },
 	};
 	const char *args[12];
@@ -5198,6 +5205,33 @@ run_cli_mode(void)
 	rc = run_derp_cli(args, out, sizeof(out));
 	verdict("missing_features_off_accepted", rc == 0 ? NULL :
 	    "flags at their off values refused");
+	/* Bootstrap DNS names that are not names, and derper's TXT rollout
+	 * form, which this relay does not do: refused at start, named. */
+	{
+		static const char *const bad[][3] = {
+			{ "-bootstrap-dns-names", "a b", "\"a b\"" },
+			{ "-bootstrap-dns-names", "ok.example,a\"b", "a\"b" },
+			{ "-unpublished-bootstrap-dns-names", "x.example/t.example",
+			    "TXT record" },
+		};
+		char name[80];
+
+		for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+			args[0] = "-a";
+			args[1] = addr;
+			args[2] = "-c";
+			args[3] = keyp;
+			args[4] = "-stun=false";
+			args[5] = bad[i][0];
+			args[6] = bad[i][1];
+			args[7] = NULL;
+			rc = run_derp_cli(args, out, sizeof(out));
+			snprintf(name, sizeof name, "bootdns_bad_name_%zu_refused",
+			    i + 1);
+			verdict(name, rc != 0 && strstr(out, bad[i][2]) != NULL ?
+			    NULL : "not refused with a message naming it");
+		}
+	}
 }
 
 /* ---- privileges ----------------------------------------------------------- */
@@ -6323,6 +6357,270 @@ run_ip_certs_mode(void)
 	printf("# mode ip_certs took %lld ms\n", (long long)(now_ms() - t0));
 }
 
+/* ---- bootdns: -bootstrap-dns-names -------------------------------------- */
+
+/*
+ * derper-compat.md 4.5: a child process looks the names up (A and AAAA) and
+ * /bootstrap-dns publishes what resolved, tab-indented JSON with sorted
+ * names; an unpublished name is answered only to ?q=name.  Names here: an IP
+ * literal (resolves to itself, without DNS), localhost (the hosts file: its
+ * addresses are 127.0.0.1 and or ::1), a name that cannot resolve, and in the
+ * unpublished list an IP literal and localhost again (published wins).
+ */
+#define BDNS_PUBLISHED "localhost,127.0.0.7,nonexistent.invalid"
+#define BDNS_UNPUBLISHED "127.0.0.9,localhost"
+/* The first round's end: the name that cannot resolve may wait on a DNS
+ * server; the relay stops a round after 60 s. */
+#define BDNS_FIRST_MS 70000
+#define BDNS_ONLY_9 "{\n\t\"127.0.0.9\": [\n\t\t\"127.0.0.9\"\n\t]\n}"
+
+static int
+mk_bootdns(char **argv, char bufs[][600])
+{
+	if (mk_plain(argv, bufs) < 0)
+		return -1;
+	argv_append(argv, "-bootstrap-dns-names", BDNS_PUBLISHED,
+	    "-unpublished-bootstrap-dns-names", BDNS_UNPUBLISHED, (char *)NULL);
+	return 0;
+}
+
+/* GET /bootstrap-dns<query> into hr; NULL or why (not 200, not JSON, not
+ * closed, no browser headers). */
+static const char *
+bdns_get(const char *query)
+{
+	char req[300];
+
+	snprintf(req, sizeof req, "GET /bootstrap-dns%s HTTP/1.1\r\nHost: "
+	    "127.0.0.1\r\n\r\n", query);
+	if (http_main(req, 0) < 0)
+		return "no response";
+	if (hr.status != 200)
+		return "not 200";
+	if (!hdr_is("Content-Type", "application/json"))
+		return "Content-Type not application/json";
+	if (!hdr_is("Connection", "close"))
+		return "no Connection: close";
+	return browser_headers_missing();
+}
+
+/* The published body: 127.0.0.7, then localhost with 1 or 2 addresses of
+ * 127.0.0.1 and ::1, nothing else.  NULL or why. */
+static const char *
+bdns_published_ok(const char *b, size_t n)
+{
+	static const char head[] = "{\n\t\"127.0.0.7\": [\n\t\t\"127.0.0.7\"\n"
+	    "\t],\n\t\"localhost\": [\n\t\t\"";
+	static const char tail[] = "\"\n\t]\n}";
+	static const char *const mid[] = { "127.0.0.1", "::1",
+	    "127.0.0.1\",\n\t\t\"::1", "::1\",\n\t\t\"127.0.0.1" };
+	size_t i, ml;
+
+	if (n < sizeof head - 1 + sizeof tail - 1 ||
+	    memcmp(b, head, sizeof head - 1) != 0 ||
+	    memcmp(b + n - (sizeof tail - 1), tail, sizeof tail - 1) != 0)
+		return "not {\"127.0.0.7\": [\"127.0.0.7\"], \"localhost\": "
+		    "[...]} as Go's MarshalIndent writes it";
+	ml = n - (sizeof head - 1) - (sizeof tail - 1);
+	for (i = 0; i < sizeof mid / sizeof mid[0]; i++)
+		if (strlen(mid[i]) == ml && memcmp(b + sizeof head - 1, mid[i],
+		    ml) == 0)
+			return NULL;
+	return "localhost's addresses are not 127.0.0.1 and/or ::1";
+}
+
+static void
+run_bootdns_mode(void)
+{
+	static char published[BODY_MAX];
+	size_t plen = 0;
+	int64_t t0 = now_ms(), t;
+	const char *e;
+
+	begin_mode("bootdns", 0, "127.0.0.1");
+	if (server_start(mk_bootdns) < 0)
+		return;
+	/* Before the first round ends the body is empty; then the names. */
+	for (e = "no response"; now_ms() - t0 < BDNS_FIRST_MS; sleep_ms(100))
+		if ((e = bdns_get("")) != NULL || hr.body_len > 0)
+			break;
+	t = now_ms() - t0;
+	if (e == NULL && hr.body_len == 0)
+		e = "still an empty body after the first round's budget";
+	if (e == NULL) {
+		plen = hr.body_len;
+		memcpy(published, hr.body, plen);
+		e = bdns_published_ok(published, plen);
+	}
+	if (e != NULL)
+		show_log_tail();
+	verdict("bdns_published", e);
+	printf("# bootdns: published %lld ms after the start: %.*s\n",
+	    (long long)t, (int)plen, published);
+	verdict("bdns_round_logged", log_wait("bootstrap DNS: 3 of 4 names "
+	    "resolved", IPC_LOG_MS) ? NULL : "no line \"bootstrap DNS: 3 of 4 "
+	    "names resolved\"");
+	e = bdns_get("?q=127.0.0.9");
+	if (e == NULL && (hr.body_len != sizeof BDNS_ONLY_9 - 1 ||
+	    memcmp(hr.body, BDNS_ONLY_9, hr.body_len) != 0))
+		e = "?q=127.0.0.9 (unpublished) did not answer that name alone";
+	verdict("bdns_unpublished_q", e);
+	e = bdns_get("?x=1&q=%31%32%37.0.0.%39");
+	if (e == NULL && (hr.body_len != sizeof BDNS_ONLY_9 - 1 ||
+	    memcmp(hr.body, BDNS_ONLY_9, hr.body_len) != 0))
+		e = "an escaped q among other parameters was not unescaped";
+	verdict("bdns_unpublished_q_escaped", e);
+	/* Any other q (published, failed, unknown, empty): the published
+	 * body, byte for byte (the order changes only at a refresh). */
+	{
+		static const char *const qs[] = { "?q=127.0.0.7",
+		    "?q=localhost", "?q=nonexistent.invalid", "?q=nope",
+		    "?q=", "?q=%zz", "?q" };
+		size_t i;
+
+		for (i = 0, e = NULL; e == NULL && i < sizeof qs / sizeof qs[0];
+		    i++)
+			if ((e = bdns_get(qs[i])) == NULL && (hr.body_len !=
+			    plen || memcmp(hr.body, published, plen) != 0))
+				e = qs[i];
+		verdict("bdns_other_q_published_body", e);
+	}
+	server_stop();
+	printf("# mode bootdns took %lld ms\n", (long long)(now_ms() - t0));
+}
+
+/*
+ * bootdns_hang: a resolver that never answers.  The relay runs in a mount
+ * namespace of its own whose /etc/resolv.conf names 127.0.0.1, where the test
+ * holds UDP port 53 and reads nothing, with a 30 s timeout: the lookup child
+ * waits, and the loop must keep serving /bootstrap-dns (still empty: the
+ * round has not ended) and DERP meanwhile.  Needs root and mount namespaces
+ * (Linux; not in an unprivileged container): skipped otherwise.
+ */
+#define BDNS_HANG_NAME "hang.derp-test.example"
+#define BDNS_HANG_WATCH_MS 2500		/* watched for this long */
+
+static char bdns_resolv[600];
+
+#ifdef __linux__
+#ifndef CLONE_NEWNS
+#define CLONE_NEWNS 0x00020000
+#endif
+int unshare(int);
+
+static void
+bdns_hang_hook(void)
+{
+	if (unshare(CLONE_NEWNS) != 0 ||
+	    mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+	    mount(bdns_resolv, "/etc/resolv.conf", NULL, MS_BIND, NULL) != 0)
+		_exit(97);
+}
+#endif
+
+static int
+mk_bootdns_hang(char **argv, char bufs[][600])
+{
+	if (mk_plain(argv, bufs) < 0)
+		return -1;
+	argv_append(argv, "-bootstrap-dns-names", "127.0.0.7," BDNS_HANG_NAME,
+	    (char *)NULL);
+	return 0;
+}
+
+static void
+run_bootdns_hang_mode(void)
+{
+#ifdef __linux__
+	static const char conf[] = "nameserver 127.0.0.1\n"
+	    "options timeout:30 attempts:1\n";
+	struct sockaddr_in sin;
+	char err[300];
+	int fd, r, rounds;
+	int64_t t0;
+	const char *e = NULL;
+
+	begin_mode("bootdns_hang", 0, "127.0.0.1");
+	if (geteuid() != 0) {
+		skip("bdns_hang_loop_serves", "not root (a mount namespace and "
+		    "UDP port 53 are needed)");
+		return;
+	}
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(53);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
+		skip("bdns_hang_loop_serves", "UDP 127.0.0.1:53 not free: %s",
+		    strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	snprintf(bdns_resolv, sizeof bdns_resolv, "%s/resolv-hang.conf",
+	    scratch);
+	if (cert_write_atomic(bdns_resolv, conf, sizeof conf - 1, err,
+	    sizeof err) != 0) {
+		fail("bdns_hang_loop_serves", "%s", err);
+		close(fd);
+		return;
+	}
+	/* Can this machine make a mount namespace at all? */
+	{
+		pid_t pid = fork();
+		int st = 0;
+
+		if (pid == 0) {
+			bdns_hang_hook();
+			_exit(0);
+		}
+		if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) ||
+		    WEXITSTATUS(st) != 0) {
+			skip("bdns_hang_loop_serves", "no mount namespace here "
+			    "(an unprivileged container?)");
+			close(fd);
+			return;
+		}
+	}
+	spawn_hook = bdns_hang_hook;
+	r = server_start(mk_bootdns_hang);
+	spawn_hook = NULL;
+	if (r < 0) {
+		close(fd);
+		return;
+	}
+	pair_a = cl_derp();
+	pair_b = cl_derp();
+	t0 = now_ms();
+	for (rounds = 0; e == NULL && now_ms() - t0 < BDNS_HANG_WATCH_MS;
+	    rounds++) {
+		if ((e = bdns_get("")) == NULL && hr.body_len != 0)
+			e = "the round ended although a lookup still hangs";
+		if (e == NULL)
+			e = pair_works();
+		sleep_ms(100);
+	}
+	if (e == NULL && log_count("bootstrap DNS:") != 0)
+		e = "a round was logged although a lookup still hangs";
+	/* The query did reach the resolver that never answers. */
+	if (e == NULL && recv(fd, err, sizeof err, MSG_DONTWAIT) <= 0)
+		e = "no DNS query reached 127.0.0.1:53: the lookup did not hang "
+		    "there";
+	printf("# bootdns_hang: %d rounds of /bootstrap-dns and a DERP "
+	    "exchange while the lookup hung\n", rounds);
+	verdict("bdns_hang_loop_serves", e);
+	dc_free(pair_a);
+	dc_free(pair_b);
+	pair_a = pair_b = NULL;
+	server_stop();
+	close(fd);
+#else
+	begin_mode("bootdns_hang", 0, "127.0.0.1");
+	skip("bdns_hang_loop_serves", "mount namespaces are Linux's");
+#endif
+}
+
 /* ---- webroot: HTTP-01 answers from -acme-webroot ------------------------- */
 
 /*
@@ -6897,6 +7195,10 @@ main(int argc, char **argv)
 		run_reload_mode();
 	if (mode_wanted("ip_certs"))
 		run_ip_certs_mode();
+	if (mode_wanted("bootdns"))
+		run_bootdns_mode();
+	if (mode_wanted("bootdns_hang"))
+		run_bootdns_hang_mode();
 	if (mode_wanted("webroot"))
 		run_webroot_mode();
 	/* Meshing is a later issue: the relay refuses -mesh-psk-file (checked

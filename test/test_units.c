@@ -3074,6 +3074,90 @@ out:
 	v.buf = NULL;
 }
 
+/*
+ * bootdns.c: names as the flags give them, result lines from the lookup
+ * child, and the JSON as Go's json.MarshalIndent(map, "", "\t") writes it
+ * (keys sorted by their bytes, no trailing newline, "{}" when empty).
+ */
+static void test_bootdns(void)
+{
+	static struct bootdns b;
+	char err[200], out[BOOTDNS_JSON_MAX], many[1300];
+	size_t n, i;
+
+	check(bootdns_parse_names(&b, "b.example,,a.example,b.example",
+	    "c.example,a.example", err, sizeof err) == 0 && b.count == 3 &&
+	    strcmp(b.n[0].name, "b.example") == 0 && !b.n[0].unpublished &&
+	    strcmp(b.n[1].name, "a.example") == 0 && !b.n[1].unpublished &&
+	    strcmp(b.n[2].name, "c.example") == 0 && b.n[2].unpublished,
+	    "bootdns_parse_dedup", "duplicates, empty entries or the "
+	    "published flag wrong");
+	n = bootdns_json(&b, NULL, BOOTDNS_ADDRS_MAX, out, sizeof out);
+	check(n == 2 && memcmp(out, "{}", 2) == 0, "bootdns_json_none_found",
+	    "not {} before any name resolved");
+	check(bootdns_take_line(&b, "b.example 192.0.2.2 2001:db8::2", 31) ==
+	    0 && bootdns_take_line(&b, "a.example 192.0.2.1", 19) == 0 &&
+	    bootdns_take_line(&b, "c.example 192.0.2.3", 19) == 0,
+	    "bootdns_lines_taken", "a good line was ignored");
+	n = bootdns_json(&b, NULL, BOOTDNS_ADDRS_MAX, out, sizeof out);
+	check(n == strlen("{\n\t\"a.example\": [\n\t\t\"192.0.2.1\"\n\t],\n\t"
+	    "\"b.example\": [\n\t\t\"192.0.2.2\",\n\t\t\"2001:db8::2\"\n\t]\n}") &&
+	    memcmp(out, "{\n\t\"a.example\": [\n\t\t\"192.0.2.1\"\n\t],\n\t"
+	    "\"b.example\": [\n\t\t\"192.0.2.2\",\n\t\t\"2001:db8::2\"\n\t]\n}",
+	    n) == 0, "bootdns_json_sorted_indented", "the published body "
+	    "differs from Go's MarshalIndent");
+	n = bootdns_json(&b, NULL, 1, out, sizeof out - 1);
+	out[n] = '\0';
+	check(n > 0 && strstr(out, "2001:db8::2") == NULL,
+	    "bootdns_json_maxaddr", "maxaddr 1 kept a second address");
+	n = bootdns_json(&b, "c.example", BOOTDNS_ADDRS_MAX, out, sizeof out);
+	check(n == strlen("{\n\t\"c.example\": [\n\t\t\"192.0.2.3\"\n\t]\n}") &&
+	    memcmp(out, "{\n\t\"c.example\": [\n\t\t\"192.0.2.3\"\n\t]\n}", n) ==
+	    0, "bootdns_json_only_unpublished", "?q= of an unpublished name");
+	n = bootdns_json(&b, "a.example", BOOTDNS_ADDRS_MAX, out, sizeof out);
+	check(n == 2, "bootdns_json_only_not_published", "?q= of a published "
+	    "name answered alone");
+	check(bootdns_json(&b, NULL, BOOTDNS_ADDRS_MAX, out, 20) == 0,
+	    "bootdns_json_small_buffer", "no 0 for a buffer too small");
+	/* Lines that are not results: ignored, the name's result kept. */
+	check(bootdns_take_line(&b, "z.example 192.0.2.9", 19) == -1 &&
+	    bootdns_take_line(&b, "a.example 192.0.2.999", 21) == -1 &&
+	    bootdns_take_line(&b, "a.example  192.0.2.1", 20) == -1 &&
+	    bootdns_take_line(&b, "a.example <b>", 13) == -1,
+	    "bootdns_bad_lines_ignored", "a malformed line was taken");
+	check(bootdns_take_line(&b, "b.example", 9) == 0 && !b.n[0].found,
+	    "bootdns_failed_name", "a name with no address still found");
+	n = (size_t)snprintf(many, sizeof many, "a.example");
+	for (i = 0; i < BOOTDNS_ADDRS_MAX + 3; i++)
+		n += (size_t)snprintf(many + n, sizeof many - n, " 192.0.2.%zu",
+		    i + 1);
+	check(bootdns_take_line(&b, many, n) == 0 &&
+	    b.n[1].naddr == BOOTDNS_ADDRS_MAX, "bootdns_addresses_capped",
+	    "more addresses kept than BOOTDNS_ADDRS_MAX");
+	bootdns_clear(&b);
+	check(!b.n[1].found && b.n[1].naddr == 0, "bootdns_clear",
+	    "a name still found after clear");
+	/* Limits: 9 names, a name of 254 bytes, 1025 bytes together, a
+	 * character no name has, the TXT rollout form. */
+	check(bootdns_parse_names(&b, "a,b,c,d,e,f,g,h,i", "", err, sizeof err)
+	    == -1 && b.count == 0, "bootdns_too_many_names", "9 names taken");
+	memset(many, 'a', 254);
+	many[254] = '\0';
+	check(bootdns_parse_names(&b, many, "", err, sizeof err) == -1,
+	    "bootdns_name_too_long", "a 254-byte name taken");
+	/* Six names of 200 bytes, each valid alone. */
+	for (i = 0; i < 6; i++) {
+		memset(many + i * 201, (int)('a' + i), 200);
+		many[i * 201 + 200] = i < 5 ? ',' : '\0';
+	}
+	check(bootdns_parse_names(&b, many, "", err, sizeof err) == -1,
+	    "bootdns_names_bytes", "more than 1024 bytes of names taken");
+	check(bootdns_parse_names(&b, "ok.example,bad\"name", "", err,
+	    sizeof err) == -1 && bootdns_parse_names(&b, "", "a/b", err,
+	    sizeof err) == -1 && strstr(err, "TXT") != NULL,
+	    "bootdns_bad_chars", "a quote or the name/txtname form taken");
+}
+
 int main(int argc, char **argv)
 {
 	char scratch[256], key[300];
@@ -3120,6 +3204,7 @@ int main(int argc, char **argv)
 	test_ratecfg();
 	test_frame_types(argv[1]);
 	test_constants(argv[1]);
+	test_bootdns();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;
 }
