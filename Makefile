@@ -38,10 +38,23 @@ else
 ACME_SRC = acme.c
 ACME_HDR = acme.h
 endif
+# BOOTDNS=0 leaves bootstrap DNS (bootdns.c; getaddrinfo alone is about 28 KB
+# of a static musl binary) out: -bootstrap-dns-names is then refused.  make
+# static follows ACME unless told (firmware: neither; ACME=1: both); every
+# other build has it (a dynamic libc costs it nothing).
+BOOTDNS ?= 1
+ifeq ($(BOOTDNS),0)
+BOOTDNS_SRC =
+BOOTDNS_HDR =
+WARN += -DDERP_NO_BOOTDNS
+else
+BOOTDNS_SRC = bootdns.c
+BOOTDNS_HDR = bootdns.h
+endif
 # What a program that includes derp.c links beside it.
-LIB_SRC = stun.c nacl.c cert.c bootdns.c $(ACME_SRC)
+LIB_SRC = stun.c nacl.c cert.c $(BOOTDNS_SRC) $(ACME_SRC)
 RELAY_SRC = derp.c $(LIB_SRC)
-RELAY_HDR = derp.h stun.h nacl.h cert.h bootdns.h $(ACME_HDR)
+RELAY_HDR = derp.h stun.h nacl.h cert.h $(BOOTDNS_HDR) $(ACME_HDR)
 CLIENT_SRC = test/client.c nacl.c stun.c
 
 TESTS = test_stun test_nacl test_cert test_units test_integration test_embed
@@ -200,7 +213,9 @@ cross-test:
 	@sh test/cross.sh $(ARCH)
 
 static:
-	@ACME=$(if $(filter command line,$(origin ACME)),$(ACME),0) sh test/cross.sh static
+	@ACME=$(if $(filter command line,$(origin ACME)),$(ACME),0) \
+	    BOOTDNS=$(if $(filter command line,$(origin BOOTDNS)),$(BOOTDNS),) \
+	    sh test/cross.sh static
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the relay and its systemd unit
 # (contrib/derp.service, ExecStart pointed at the installed binary).

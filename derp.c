@@ -67,7 +67,9 @@
 #include "stun.h"
 #include "nacl.h"
 #include "cert.h"
+#ifndef DERP_NO_BOOTDNS
 #include "bootdns.h"
+#endif
 #ifndef DERP_NO_ACME
 #include "acme.h"
 #endif
@@ -1436,6 +1438,7 @@ poller_free(struct poller *pl)
 	free(pl->evs);
 }
 
+#if !defined(DERP_NO_ACME) || !defined(DERP_NO_BOOTDNS)
 /* A forked child's copy: its descriptor only (the memory goes with it). */
 static void
 poller_close_fd(struct poller *pl)
@@ -1443,6 +1446,7 @@ poller_close_fd(struct poller *pl)
 	if (pl->inited && pl->epfd >= 0)
 		close(pl->epfd);
 }
+#endif
 
 static uint32_t
 epoll_mask(short events)
@@ -1534,11 +1538,13 @@ poller_free(struct poller *pl)
 	free(pl->tag);
 }
 
+#if !defined(DERP_NO_ACME) || !defined(DERP_NO_BOOTDNS)
 static void
 poller_close_fd(struct poller *pl)
 {
 	(void)pl;
 }
+#endif
 
 static int
 poller_add(struct poller *pl, int fd, int32_t tag, short events,
@@ -2114,6 +2120,7 @@ struct cert_ident {
 #define CERT_IP_IDENTS 4	/* local addresses with IP certificates */
 #define CERT_IDENTS (1 + CERT_IP_IDENTS)
 
+#ifndef DERP_NO_BOOTDNS
 /*
  * Bootstrap DNS (BOOTSTRAP DNS): tab[cur] is published; a lookup child fills
  * tab[!cur] through fd.  tab is NULL when no names are configured.
@@ -2130,6 +2137,7 @@ struct bootdns_job {
 	char body[BOOTDNS_JSON_MAX];	/* tab[cur] as /bootstrap-dns answers */
 	char line[BOOTDNS_LINE_MAX];
 };
+#endif
 
 /* The ACME child (CERTS): at most one at a time, for one identity. */
 struct acme_job {
@@ -2161,7 +2169,9 @@ struct derp_server {
 	uint8_t ip_idents_full_logged;
 	int64_t next_cert_check_ms;
 	struct acme_job acme;
+#ifndef DERP_NO_BOOTDNS
 	struct bootdns_job bdns;
+#endif
 	int sni_strict;			/* SNI must equal -hostname byte for byte */
 	struct sni_policy *sni;		/* [max] in TLS mode */
 	const uint16_t *suites;
@@ -4774,6 +4784,7 @@ http_content_length(const struct http_req *r, uint64_t *len)
 	return 0;
 }
 
+#ifndef DERP_NO_BOOTDNS
 /*
  * The first value of query parameter name in r's target, unescaped, as Go's
  * URL.Query().Get finds it: its length, or -1 when it is absent, does not
@@ -4806,6 +4817,7 @@ http_query_get(const struct http_req *r, const char *name, char *out,
 	}
 	return -1;
 }
+#endif
 
 /*
  * /bootstrap-dns (derper-compat.md 4.5): the published names' addresses as
@@ -4817,14 +4829,19 @@ static void
 http_bootstrap_dns(struct derp_server *s, struct conn *c,
     const struct http_req *r)
 {
-	const struct bootdns_job *j = &s->bdns;
-	char hdr[1024], q[BOOTDNS_NAME_MAX + 1], one[BOOTDNS_JSON_MAX];
+	char hdr[1024];
 	struct sbuf sb = { hdr, 0, sizeof hdr, 0 };
 	const char *body = "";
-	size_t len = 0, max;
+	size_t len = 0;
+#ifndef DERP_NO_BOOTDNS
+	const struct bootdns_job *j = &s->bdns;
+	char q[BOOTDNS_NAME_MAX + 1], one[BOOTDNS_JSON_MAX];
+	size_t max;
+#endif
 
 	sb_add(&sb, browser_headers);
 	sb_add(&sb, "Content-Type: application/json\r\n");
+#ifndef DERP_NO_BOOTDNS
 	if (j->tab != NULL && j->published) {
 		body = j->body;
 		len = j->body_len;
@@ -4842,6 +4859,7 @@ http_bootstrap_dns(struct derp_server *s, struct conn *c,
 			}
 		}
 	}
+#endif
 	http_respond(s, c, r, "200 OK", hdr, body, len, RESP_CLOSE);
 }
 
@@ -6217,6 +6235,7 @@ server_close_sockets(struct derp_server *s)
  */
 #define CHILD_CLOSE_MAX 65536	/* a child closes descriptors below this */
 
+#if !defined(DERP_NO_ACME) || !defined(DERP_NO_BOOTDNS)
 static int
 child_start(struct derp_server *s, const char *name, int keep_fd,
     pid_t parent)
@@ -6245,6 +6264,7 @@ child_start(struct derp_server *s, const char *name, int keep_fd,
 #endif
 	return getppid() == parent ? 0 : -1;
 }
+#endif
 
 /* ---- ACME: the child process ---- */
 
@@ -6695,6 +6715,7 @@ certs_setup(struct derp_server *s, char *err, size_t errlen)
 
 /* ============================================================= BOOTSTRAP DNS */
 
+#ifndef DERP_NO_BOOTDNS
 /*
  * -bootstrap-dns-names (derper-compat.md 4.5 and 10).  getaddrinfo blocks for
  * as long as the resolver takes, so every BOOTDNS_REFRESH_MS a child process
@@ -6895,6 +6916,27 @@ bootdns_stop(struct derp_server *s)
 	free(j->tab);
 	j->tab = NULL;
 }
+#else
+/* Built without bootstrap DNS (make static's firmware build: getaddrinfo
+ * alone is about 28 KB of a static musl binary): names are refused. */
+static void bootdns_tick(struct derp_server *s) { (void)s; }
+static void bootdns_stop(struct derp_server *s) { (void)s; }
+
+static int
+bootdns_setup(struct derp_server *s, char *err, size_t errlen)
+{
+	const char *pub = s->cfg.bootstrap_dns_names;
+	const char *unpub = s->cfg.unpublished_bootstrap_dns_names;
+
+	if ((pub != NULL && pub[0] != '\0') || (unpub != NULL &&
+	    unpub[0] != '\0')) {
+		snprintf(err, errlen, "bootstrap DNS is not built into this "
+		    "relay (DERP_NO_BOOTDNS)");
+		return -1;
+	}
+	return 0;
+}
+#endif /* DERP_NO_BOOTDNS */
 
 /* ==================================================================== SERVER */
 
@@ -7137,7 +7179,9 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 	}
 	s->cfg = *cfg;
 	s->main_fd = s->http_fd = s->stun_fd[0] = s->stun_fd[1] = -1;
+#ifndef DERP_NO_BOOTDNS
 	s->bdns.fd = -1;
+#endif
 	if (rng_init(&s->rng) != 0) {
 		snprintf(err, errlen, "cannot read /dev/urandom: %s", strerror(errno));
 		goto fail;
@@ -7418,6 +7462,11 @@ struct flag {
 	int set;
 };
 
+#ifdef DERP_NO_BOOTDNS
+#define BOOTDNS_MISSING "bootstrap DNS"
+#else
+#define BOOTDNS_MISSING NULL
+#endif
 #ifdef DERP_NO_ACME
 #define ACME_MISSING "ACME"
 #define ACME_CA_FILE_TEXT ""
@@ -7439,7 +7488,7 @@ static struct flag flags[] = {
 	{ "acme-ip-certs", F_BOOL, NULL, "with -certmode letsencrypt, get Let's Encrypt certificates for IP addresses (short-lived profile when offered): an IP -hostname's, or beside a DNS -hostname each local address that clients reach without SNI", ACME_MISSING, NULL, 0, 0, 0 },
 	{ "acme-webroot", F_STRING, NULL, "serve /.well-known/acme-challenge/ files from DIR/.well-known/acme-challenge/ on the port-80 listener, for certbot --webroot, acme.sh and the like (not a derper flag)", NULL, "", 0, 0, 0 },
 	{ "allow-root", F_BOOL, NULL, "run as root without -user (not a derper flag); without either the relay refuses to start as root", NULL, NULL, 0, 0, 0 },
-	{ "bootstrap-dns-names", F_STRING, NULL, "comma-separated names whose addresses /bootstrap-dns publishes, looked up every 10 minutes", NULL, "", 0, 0, 0 },
+	{ "bootstrap-dns-names", F_STRING, NULL, "comma-separated names whose addresses /bootstrap-dns publishes, looked up every 10 minutes", BOOTDNS_MISSING, "", 0, 0, 0 },
 	{ "c", F_STRING, NULL, "path of the JSON file holding the server's private key (created if missing)", NULL, "", 0, 0, 0 },
 	{ "certdir", F_STRING, NULL, "directory of the TLS certificate and key files", NULL, NULL, 0, 0, 0 },
 	{ "certmode", F_STRING, "\"letsencrypt\"", "where the TLS certificate comes from: manual, letsencrypt or gcp (ACME); the files are reloaded on SIGHUP and when they change", NULL, "letsencrypt", 0, 0, 0 },
@@ -7462,7 +7511,7 @@ static struct flag flags[] = {
 	{ "tcp-keepalive-time", F_DURATION, "10m0s", "TCP keepalive idle time and interval on accepted connections", NULL, NULL, 600000000000LL, 0, 0 },
 	{ "tcp-user-timeout", F_DURATION, "15s", "TCP_USER_TIMEOUT on accepted connections", NULL, NULL, 15000000000LL, 0, 0 },
 	{ "tcp-write-timeout", F_DURATION, "2s", "close a client whose output makes no progress for this long; 0 never", NULL, NULL, 2000000000LL, 0, 0 },
-	{ "unpublished-bootstrap-dns-names", F_STRING, NULL, "comma-separated names /bootstrap-dns answers only when asked for them (?q=name)", NULL, "", 0, 0, 0 },
+	{ "unpublished-bootstrap-dns-names", F_STRING, NULL, "comma-separated names /bootstrap-dns answers only when asked for them (?q=name)", BOOTDNS_MISSING, "", 0, 0, 0 },
 	{ "user", F_STRING, NULL, "after binding the ports and reading the key and certificate, switch to this user and its group (not a derper flag)", NULL, "", 0, 0, 0 },
 	{ "verify-client-url", F_STRING, NULL, "admission webhook URL asked about every client", "client verification", "", 0, 0, 0 },
 	{ "verify-client-url-fail-open", F_BOOL, "true", "admit clients when -verify-client-url cannot be reached", NULL, NULL, 1, 0, 0 },
