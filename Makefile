@@ -109,8 +109,8 @@ $(1)test_nacl: nacl.c nacl.h test/test_nacl.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ nacl.c test/test_nacl.c $$(LDFLAGS) $$(LIBS)
 $(1)test_cert: cert.c cert.h test/test_cert.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ cert.c test/test_cert.c $$(LDFLAGS) $$(LIBS)
-$(1)test_units: $(RELAY_SRC) $(RELAY_HDR) test/test_units.c $(1).dir
-	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c $$(LIB_SRC) $$(LDFLAGS) $$(LIBS)
+$(1)test_units: $(RELAY_SRC) $(RELAY_HDR) verify.c verify.h test/test_units.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c $$(LIB_SRC) verify.c $$(LDFLAGS) $$(LIBS)
 $(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h stun.h cert.c cert.h $(1).dir
 	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_embed: $(RELAY_SRC) $(RELAY_HDR) $(CLIENT_SRC) test/client.h test/test_embed.c $(1).dir

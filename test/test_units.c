@@ -18,6 +18,7 @@
 /* derp.c's main becomes derp_main, so its flag parser is reachable too. */
 #define main derp_main
 #include "../derp.c"
+#include "../verify.h"
 #undef main
 
 static int passed, failed;
@@ -3158,6 +3159,241 @@ static void test_bootdns(void)
 	    "bootdns_bad_chars", "a quote or the name/txtname form taken");
 }
 
+/*
+ * verify.c (not wired into the relay yet): the LocalAPI requests byte for
+ * byte (derp-protocol.md 14.1), responses read a byte at a time and whole,
+ * JSON checked and its keys and values reported, including the two things
+ * -verify-clients will look for in /localapi/v0/status: Self.PublicKey and
+ * the keys of Peer.
+ */
+struct vt_body { char buf[4096]; size_t len; };
+
+static void vt_sink(void *ctx, const uint8_t *p, size_t n)
+{
+	struct vt_body *b = ctx;
+
+	if (n <= sizeof b->buf - b->len) {
+		memcpy(b->buf + b->len, p, n);
+		b->len += n;
+	}
+}
+
+/* Feed text to a fresh reader step bytes at a time: VH_* and the body. */
+static int vt_http(const char *text, size_t step, struct vt_body *b,
+    size_t *consumed)
+{
+	struct vhttp h;
+	size_t n = strlen(text), off = 0, used, k;
+	int r = VH_MORE;
+
+	vhttp_init(&h);
+	memset(b, 0, sizeof *b);
+	while (off < n && r == VH_MORE) {
+		k = n - off < step ? n - off : step;
+		r = vhttp_feed(&h, (const uint8_t *)text + off, k, &used,
+		    vt_sink, b);
+		off += used;
+	}
+	if (r == VH_MORE)
+		r = vhttp_eof(&h);
+	*consumed = off;
+	return r == VH_ERROR ? VH_ERROR : h.status;
+}
+
+/* What the status scan would find: the target key as Self.PublicKey or as a
+ * key of Peer; and a record of events for the shape checks. */
+struct vt_scan { const char *want; int self, peer, events; char log[512]; };
+
+static void vt_event(void *ctx, const struct vjson *j, int kind, int depth,
+    const char *text)
+{
+	struct vt_scan *sc = ctx;
+	size_t n = strlen(sc->log);
+
+	sc->events++;
+	if (n + 40 < sizeof sc->log)
+		snprintf(sc->log + n, sizeof sc->log - n, "%d/%d/%s ", kind,
+		    depth, text != NULL ? text : "-");
+	if (sc->want == NULL || text == NULL)
+		return;
+	if (kind == VJ_KEY && depth == 2 && j->path_ok[0] &&
+	    strcmp(j->path[0], "Peer") == 0 && strcmp(text, sc->want) == 0)
+		sc->peer = 1;
+	if (kind == VJ_STRING && depth == 2 && j->path_ok[0] &&
+	    j->path_ok[1] && strcmp(j->path[0], "Self") == 0 &&
+	    strcmp(j->path[1], "PublicKey") == 0 && strcmp(text, sc->want) == 0)
+		sc->self = 1;
+}
+
+/* Feed JSON step bytes at a time: VJ_DONE or VJ_ERROR (a value followed by
+ * anything but whitespace is an error, as Go's Unmarshal says). */
+static int vt_json(const char *text, size_t step, struct vt_scan *sc)
+{
+	static struct vjson j;
+	size_t n = strlen(text), off = 0, used, k;
+	int r = VJ_MORE;
+
+	vjson_init(&j, vt_event, sc);
+	while (off < n && r == VJ_MORE) {
+		k = n - off < step ? n - off : step;
+		r = vjson_feed(&j, (const uint8_t *)text + off, k, &used);
+		off += used;
+	}
+	if (r == VJ_MORE)
+		r = vjson_finish(&j);
+	for (; r == VJ_DONE && off < n; off++)
+		if (strchr(" \t\r\n", text[off]) == NULL)
+			return VJ_ERROR;
+	return r;
+}
+
+static void test_verify(void)
+{
+	static const char whois[] = "GET /localapi/v0/whois?addr=nodekey%3A"
+	    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+	    " HTTP/1.1\r\nHost: local-tailscaled.sock\r\nTailscale-Cap: 145\r\n"
+	    "\r\n";
+	static const char status[] = "GET /localapi/v0/status HTTP/1.1\r\n"
+	    "Host: local-tailscaled.sock\r\nTailscale-Cap: 145\r\n\r\n";
+	static const char *const good_json[] = { "{}", "[]", " {\"a\":[1,-2.5e+3,"
+	    "0,true,false,null,\"x\\u0041\\n\"],\"b\":{}} ", "0", "-0.5E-7",
+	    "\"\\ud83d\\ude00\"", "[[[[]]]]", "{\"\":\"\"}" };
+	static const char *const bad_json[] = { "", "{", "{\"a\"}", "{\"a\":}",
+	    "[1,]", "{\"a\":1,}", "01", "1.", "-", "1e", "tru", "nul",
+	    "\"\\x\"", "\"a\nb\"", "{a:1}", "[1 2]", "{}{}", "\"\\u12G4\"",
+	    "[}", "{]", "+1", ".5", "\"abc" };
+	static const char self_status[] = "{\"Version\":\"1.36.1\",\"Self\":"
+	    "{\"ID\":\"n1\",\"PublicKey\":\"nodekey:aa\",\"Tags\":[\"nodekey:bb"
+	    "\"]},\"Peer\":{\"nodekey:cc\":{\"PublicKey\":\"nodekey:cc\"},"
+	    "\"nodekey:dd\":{\"PublicKey\":\"nodekey:dd\",\"x\":{\"nodekey:ee"
+	    "\":1}}},\"User\":{\"nodekey:ff\":{}}}";
+	char out[400];
+	uint8_t key[32];
+	struct vt_body b;
+	struct vt_scan sc;
+	size_t i, used, n;
+	int r, ok;
+
+	for (i = 0; i < 32; i++)
+		key[i] = (uint8_t)i;
+	n = verify_whois_request(out, sizeof out, key, 145);
+	check(n == sizeof whois - 1 && memcmp(out, whois, n) == 0,
+	    "verify_whois_request_bytes", "not derp-protocol.md 14.1's bytes");
+	check(verify_whois_request(out, sizeof whois - 1, key, 145) == 0,
+	    "verify_whois_request_short", "a short buffer not refused");
+	n = verify_status_request(out, sizeof out, 145);
+	check(n == sizeof status - 1 && memcmp(out, status, n) == 0,
+	    "verify_status_request_bytes", "not the status request's bytes");
+
+	/* Responses: length, chunked (with extensions and a trailer), close
+	 * delimited, tailscaled 1.36's 400, a byte at a time and whole. */
+	for (ok = 1, i = 1; i <= 4096; i = i == 1 ? 7 : i == 7 ? 4096 : 4097) {
+		r = vt_http("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+		    "Content-Length: 7\r\n\r\n{\"a\":1}EXTRA", i, &b, &used);
+		ok &= r == 200 && b.len == 7 && memcmp(b.buf, "{\"a\":1}", 7) ==
+		    0 && used == strlen("HTTP/1.1 200 OK\r\nContent-Type: "
+		    "application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}");
+		r = vt_http("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n"
+		    "4;x=y\r\n{\"a\"\r\nA \r\n:[1,2,3,4]\r\n1\r\n}\r\n0\r\nX: y\r\n"
+		    "\r\n", i, &b, &used);
+		ok &= r == 200 && b.len == 15 && memcmp(b.buf,
+		    "{\"a\":[1,2,3,4]}", 15) == 0;
+		r = vt_http("HTTP/1.0 200 OK\r\n\r\nall of it", i, &b, &used);
+		ok &= r == 200 && b.len == 9;
+		r = vt_http("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain;"
+		    " charset=utf-8\r\nContent-Length: 25\r\n\r\ninvalid 'addr' "
+		    "parameter\n", i, &b, &used);
+		ok &= r == 400 && b.len == 25 && memcmp(b.buf, "invalid 'addr' "
+		    "parameter\n", 25) == 0;
+		r = vt_http("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+		    i, &b, &used);
+		ok &= r == 404 && b.len == 0;
+	}
+	check(ok, "vhttp_framings", "a response read wrong (length, chunked, "
+	    "close-delimited, 400, 404)");
+	{
+		static const char *const bad[] = { "HTTP/2 200 OK\r\n\r\n",
+		    "HTTP/1.1 100 Continue\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n",
+		    "garbage\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: x\r\n"
+		    "\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
+		    "Content-Length: 2\r\n\r\n", "HTTP/1.1 200 OK\r\n"
+		    "Transfer-Encoding: gzip\r\n\r\n", "HTTP/1.1 200 OK\r\n"
+		    "Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+		    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n"
+		    "ab\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab" };
+		static char longline[VHTTP_LINE_MAX + 40];
+
+		for (ok = 1, i = 0; i < sizeof bad / sizeof bad[0]; i++)
+			ok &= vt_http(bad[i], 3, &b, &used) == VH_ERROR;
+		snprintf(longline, sizeof longline, "HTTP/1.1 200 OK\r\nX: %*s"
+		    "\r\n\r\n", VHTTP_LINE_MAX, "y");
+		ok &= vt_http(longline, 64, &b, &used) == VH_ERROR;
+		check(ok, "vhttp_refuses", "a bad response accepted");
+	}
+
+	/* JSON: good and bad documents, whole and a byte at a time. */
+	for (ok = 1, i = 0; i < sizeof good_json / sizeof good_json[0]; i++) {
+		memset(&sc, 0, sizeof sc);
+		ok &= vt_json(good_json[i], 1, &sc) == VJ_DONE &&
+		    vt_json(good_json[i], 1000, &sc) == VJ_DONE;
+	}
+	check(ok, "vjson_accepts", "a valid document refused");
+	for (ok = 1, i = 0; i < sizeof bad_json / sizeof bad_json[0]; i++) {
+		memset(&sc, 0, sizeof sc);
+		r = vt_json(bad_json[i], 1, &sc);
+		if (r != VJ_ERROR)
+			printf("# vjson accepted %s\n", bad_json[i]);
+		ok &= r == VJ_ERROR;
+	}
+	check(ok, "vjson_refuses", "an invalid document accepted");
+	{
+		static char deep[2 * VJSON_DEPTH_MAX + 4];
+
+		memset(deep, '[', VJSON_DEPTH_MAX);
+		memset(deep + VJSON_DEPTH_MAX, ']', VJSON_DEPTH_MAX);
+		memset(&sc, 0, sizeof sc);
+		r = vt_json(deep, 5, &sc);
+		deep[VJSON_DEPTH_MAX] = '[';
+		memset(deep + VJSON_DEPTH_MAX + 1, ']', VJSON_DEPTH_MAX + 1);
+		memset(&sc, 0, sizeof sc);
+		check(r == VJ_DONE && vt_json(deep, 5, &sc) == VJ_ERROR,
+		    "vjson_depth_bound", "64 levels refused or 65 accepted");
+	}
+	memset(&sc, 0, sizeof sc);
+	r = vt_json("{\"k\\u0041\":\"v\\t\",\"n\":[true]}", 1, &sc);
+	check(r == VJ_DONE && strcmp(sc.log, "5/0/{ 1/1/kA 2/1/v\t 1/1/n "
+	    "5/1/[ 3/2/true 6/1/] 6/0/} ") == 0, "vjson_events", sc.log);
+	/* The status scan: Self.PublicKey and Peer's keys, nothing else. */
+	for (ok = 1, i = 1; i <= 1000; i = i == 1 ? 13 : i == 13 ? 1000 : 1001) {
+		static const char *const want[] = { "nodekey:aa", "nodekey:cc",
+		    "nodekey:dd", "nodekey:bb", "nodekey:ee", "nodekey:ff",
+		    "nodekey:zz" };
+		static const int self[] = { 1, 0, 0, 0, 0, 0, 0 };
+		static const int peer[] = { 0, 1, 1, 0, 0, 0, 0 };
+		size_t w;
+
+		for (w = 0; w < sizeof want / sizeof want[0]; w++) {
+			memset(&sc, 0, sizeof sc);
+			sc.want = want[w];
+			ok &= vt_json(self_status, i, &sc) == VJ_DONE &&
+			    sc.self == self[w] && sc.peer == peer[w];
+		}
+	}
+	check(ok, "vjson_status_scan", "Self.PublicKey or a Peer key found "
+	    "wrong (or found where it is not)");
+	/* Overlong keys and non-ASCII text are reported as NULL. */
+	memset(&sc, 0, sizeof sc);
+	{
+		static char big[VJSON_TEXT_MAX + 40];
+
+		snprintf(big, sizeof big, "{\"%0*d\":\"\\u00e9\"}",
+		    VJSON_TEXT_MAX + 1, 7);
+		r = vt_json(big, 3, &sc);
+		check(r == VJ_DONE && strcmp(sc.log, "5/0/{ 1/1/- 2/1/- 6/0/} ")
+		    == 0, "vjson_long_and_non_ascii", sc.log);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	char scratch[256], key[300];
@@ -3205,6 +3441,7 @@ int main(int argc, char **argv)
 	test_frame_types(argv[1]);
 	test_constants(argv[1]);
 	test_bootdns();
+	test_verify();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;
 }

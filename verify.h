@@ -1,0 +1,103 @@
+/*
+ * verify.h -- client admission's wire formats (derp-protocol.md 14): the
+ * LocalAPI requests -verify-clients sends to tailscaled, a reader of HTTP/1.1
+ * responses that takes them a piece at a time, and a JSON reader that checks
+ * a document and reports the keys and values along the way, for documents of
+ * any size (tailscaled's /localapi/v0/status of a big tailnet is megabytes,
+ * chunked).  Fixed state, caller-owned buffers, no allocation, no sockets:
+ * the relay's loop feeds them what its non-blocking sockets read.
+ *
+ * Not wired into the relay yet (issue 12); test_units checks them.
+ */
+#ifndef VERIFY_H
+#define VERIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* tailscaled refuses any other Host (derp-protocol.md 14.1). */
+#define VERIFY_LOCALAPI_HOST "local-tailscaled.sock"
+
+/* "GET /localapi/v0/whois?addr=nodekey%3A<64 hex> HTTP/1.1" with Host and
+ * Tailscale-Cap (capver) and nothing else: its length, 0 if cap is short. */
+size_t verify_whois_request(char *out, size_t cap, const uint8_t key[32],
+    unsigned capver);
+/* The same for GET /localapi/v0/status (tailscaled older than 1.70). */
+size_t verify_status_request(char *out, size_t cap, unsigned capver);
+
+/* ---- HTTP/1.1 responses ---- */
+
+#define VHTTP_LINE_MAX 1024		/* a head line, a chunk-size line */
+#define VHTTP_HEAD_MAX 16384		/* the whole head */
+
+enum { VH_MORE = 0, VH_DONE = 1, VH_ERROR = -1 };
+
+struct vhttp {
+	int state;			/* VHS_* in verify.c */
+	int status;			/* the status code, once the head is in */
+	int chunked, have_length;
+	uint64_t left;			/* body bytes, or the chunk's, still due */
+	size_t head_bytes, llen;
+	char line[VHTTP_LINE_MAX];
+};
+
+typedef void (*vhttp_sink)(void *ctx, const uint8_t *p, size_t n);
+
+void vhttp_init(struct vhttp *h);
+/* Take n bytes of the response; body bytes (de-chunked) go to sink as they
+ * come, once the head is complete (h->status set).  VH_MORE: wants more;
+ * VH_DONE: the response ended (*used says how much of p it took); VH_ERROR:
+ * not an HTTP/1.x response this reader accepts (an overlong line or head, a
+ * bad chunk size, both or neither framing where one is needed, 1xx). */
+int vhttp_feed(struct vhttp *h, const uint8_t *p, size_t n, size_t *used,
+    vhttp_sink sink, void *ctx);
+/* The peer closed: VH_DONE when that ends the response (a body without
+ * length or chunking ends at close), else VH_ERROR. */
+int vhttp_eof(struct vhttp *h);
+
+/* ---- JSON ---- */
+
+#define VJSON_DEPTH_MAX 64		/* deeper documents are refused */
+#define VJSON_TEXT_MAX 80		/* keys and strings kept (longer:
+					 * kept as "too long", equal to none) */
+
+enum { VJ_MORE = 0, VJ_DONE = 1, VJ_ERROR = -1 };
+/* What the reader reports to its callback. */
+enum { VJ_KEY = 1, VJ_STRING, VJ_LITERAL, VJ_NUMBER, VJ_OPEN, VJ_CLOSE };
+
+struct vjson;
+/* kind (VJ_*), depth of the value or key (the top value is 0; the members
+ * of the top object are 1), and for VJ_KEY and VJ_STRING the decoded text
+ * (NUL-terminated, NULL when longer than VJSON_TEXT_MAX or not ASCII), for
+ * VJ_LITERAL "true", "false" or "null".  path[d] is the key under which the
+ * container at depth d + 1 lies (path[0] for members of the top object's
+ * members), as far as known and kept. */
+typedef void (*vjson_event)(void *ctx, const struct vjson *j, int kind,
+    int depth, const char *text);
+
+struct vjson {
+	int state, sub;			/* VJS_* in verify.c */
+	int depth;			/* open containers */
+	uint8_t is_obj[VJSON_DEPTH_MAX];	/* container kinds, by depth */
+	int expect_key;			/* inside an object, before a key */
+	int text_len, text_bad;		/* the string being read */
+	unsigned uesc, uesc_n;		/* a \uXXXX escape being read */
+	const char *lit;		/* the literal being matched */
+	int lit_pos;
+	char text[VJSON_TEXT_MAX + 1];
+	char path[2][VJSON_TEXT_MAX + 1];	/* keys at depths 1 and 2 */
+	int path_ok[2];
+	vjson_event ev;
+	void *ctx;
+};
+
+void vjson_init(struct vjson *j, vjson_event ev, void *ctx);
+/* Take n bytes.  VJ_MORE: the top value is not complete yet; VJ_DONE: it is
+ * (*used says how much of p it took: the rest is after it); VJ_ERROR: not
+ * JSON (as Go's decoder would refuse it), or deeper than VJSON_DEPTH_MAX. */
+int vjson_feed(struct vjson *j, const uint8_t *p, size_t n, size_t *used);
+/* The input ended: VJ_DONE when a complete value was read (a number at the
+ * end completes here), else VJ_ERROR. */
+int vjson_finish(struct vjson *j);
+
+#endif
