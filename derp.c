@@ -7341,7 +7341,10 @@ derp_run(struct derp_server *s)
 				certs_reload_all(s, 1);
 		}
 		n = poller_wait(&s->pl, timeout);
-		if (n < 0 && errno != EINTR) {
+		/* A signal that stops the relay ends the wait whatever errno
+		 * says (qemu-user has been seen to report an interrupted
+		 * epoll_wait as something other than EINTR). */
+		if (n < 0 && errno != EINTR && !s->stop) {
 			logf("poll: %s", strerror(errno));
 			return -1;
 		}
