@@ -438,6 +438,16 @@ number_complete(const struct vjson *j)
 	    j->sub == N_EXP;
 }
 
+/* A string begins (after its quote): a key, or a value. */
+static void
+string_start(struct vjson *j, int key)
+{
+	j->expect_key = key;
+	j->state = VJS_STRING;
+	j->sub = STR_PLAIN;
+	j->text_len = j->text_bad = 0;
+}
+
 /* Start a value at byte c. */
 static void
 value_start(struct vjson *j, int c)
@@ -448,9 +458,7 @@ value_start(struct vjson *j, int c)
 	    !j->is_obj[j->depth - 1]) {
 		close_container(j, 0);
 	} else if (c == '"') {
-		j->state = VJS_STRING;
-		j->sub = STR_PLAIN;
-		j->text_len = j->text_bad = 0;
+		string_start(j, 0);
 	} else if (c == '-' || (c >= '0' && c <= '9')) {
 		j->state = VJS_NUMBER;
 		j->sub = c == '-' ? N_MINUS : c == '0' ? N_ZERO : N_INT;
@@ -495,10 +503,7 @@ vjson_feed(struct vjson *j, const uint8_t *p, size_t n, size_t *used)
 			if (c == '}' && j->sub == 1) {
 				close_container(j, 1);
 			} else if (c == '"') {
-				j->expect_key = 1;
-				j->state = VJS_STRING;
-				j->sub = STR_PLAIN;
-				j->text_len = j->text_bad = 0;
+				string_start(j, 1);
 			} else {
 				j->state = VJS_ERROR;
 			}
