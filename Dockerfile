@@ -1,6 +1,8 @@
 # derp in a container, set up as the common derper images are: ports 443/tcp,
 # 80/tcp and 3478/udp; hostname, certificate mode and directory from the
-# environment (contrib/docker-entrypoint.sh lists the variables).
+# environment (contrib/docker-entrypoint.sh lists the variables: the DERP_
+# names, and the seed image's TAILSCALE_DERP_HOSTNAME, _CERTMODE and
+# _VERIFY_CLIENTS).
 # The build stage is exactly `make static ACME=1` (the static musl binary with
 # the ACME client, build/static/derp), a command .ci/run also runs;
 # test/packaging_test.sh checks that these RUN lines stay those commands.

@@ -51,10 +51,25 @@ else
 BOOTDNS_SRC = bootdns.c
 BOOTDNS_HDR = bootdns.h
 endif
+# HOOKTLS=0 (-DDERP_NO_HOOKTLS) leaves the HTTPS client of the admission
+# webhook out of derp.c, and tlsclient.c with it unless acme.c needs it.
+# make static follows ACME unless told (firmware: neither; ACME=1: both);
+# every other build has it.
+HOOKTLS ?= 1
+ifeq ($(HOOKTLS),0)
+WARN += -DDERP_NO_HOOKTLS
+endif
+ifeq ($(ACME)$(HOOKTLS),00)
+TLSC_SRC =
+TLSC_HDR =
+else
+TLSC_SRC = tlsclient.c
+TLSC_HDR = tlsclient.h
+endif
 # What a program that includes derp.c links beside it.
-LIB_SRC = stun.c nacl.c cert.c $(BOOTDNS_SRC) $(ACME_SRC)
+LIB_SRC = stun.c nacl.c cert.c verify.c $(BOOTDNS_SRC) $(TLSC_SRC) $(ACME_SRC)
 RELAY_SRC = derp.c $(LIB_SRC)
-RELAY_HDR = derp.h stun.h nacl.h cert.h $(BOOTDNS_HDR) $(ACME_HDR)
+RELAY_HDR = derp.h stun.h nacl.h cert.h verify.h $(BOOTDNS_HDR) $(TLSC_HDR) $(ACME_HDR)
 CLIENT_SRC = test/client.c nacl.c stun.c
 
 TESTS = test_stun test_nacl test_cert test_units test_integration test_embed
@@ -109,19 +124,19 @@ $(1)test_nacl: nacl.c nacl.h test/test_nacl.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ nacl.c test/test_nacl.c $$(LDFLAGS) $$(LIBS)
 $(1)test_cert: cert.c cert.h test/test_cert.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ cert.c test/test_cert.c $$(LDFLAGS) $$(LIBS)
-$(1)test_units: $(RELAY_SRC) $(RELAY_HDR) verify.c verify.h test/test_units.c $(1).dir
-	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c $$(LIB_SRC) verify.c $$(LDFLAGS) $$(LIBS)
+$(1)test_units: $(RELAY_SRC) $(RELAY_HDR) test/test_units.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c $$(LIB_SRC) $$(LDFLAGS) $$(LIBS)
 $(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h stun.h cert.c cert.h $(1).dir
 	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_embed: $(RELAY_SRC) $(RELAY_HDR) $(CLIENT_SRC) test/client.h test/test_embed.c $(1).dir
 	$$(CC) $$(WARN) $(2) -pthread -D_POSIX_C_SOURCE=200809L -DDERP_NO_MAIN $$(BEARSSL_CFLAGS) -o $$@ test/test_embed.c $$(RELAY_SRC) test/client.c $$(LDFLAGS) $$(LIBS) -pthread
-$(1)test_acme: acme.c acme.h cert.c cert.h test/test_acme.c $(1).dir
-	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_acme.c cert.c $$(LDFLAGS) $$(LIBS)
+$(1)test_acme: acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h test/test_acme.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_acme.c tlsclient.c cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_pebble: $(CLIENT_SRC) test/client.h test/test_pebble.c cert.c cert.h $(1).dir
 	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_pebble.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
 # fuzz_acme includes acme.c itself; the others include derp.c or nothing.
-$(1)fuzz_replay_acme: test/fuzz/fuzz_acme.c test/fuzz/replay.c test/fuzz/fuzz.h acme.c acme.h cert.c cert.h $(1).dir
-	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c cert.c $$(LDFLAGS) $$(LIBS)
+$(1)fuzz_replay_acme: test/fuzz/fuzz_acme.c test/fuzz/replay.c test/fuzz/fuzz.h acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c tlsclient.c cert.c $$(LDFLAGS) $$(LIBS)
 $(1)fuzz_replay_%: test/fuzz/fuzz_%.c test/fuzz/replay.c test/fuzz/fuzz.h test/fuzz/fuzz_server.h $(RELAY_SRC) $(RELAY_HDR) $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c $$(LIB_SRC) $$(LDFLAGS) $$(LIBS)
 endef
@@ -181,9 +196,9 @@ FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
 FUZZ_FLAGS = -g -O1 -fno-omit-frame-pointer -DDERP_POLLER_POLL \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-build/fuzz/fuzz_acme: test/fuzz/fuzz_acme.c test/fuzz/fuzz.h acme.c acme.h cert.c cert.h
+build/fuzz/fuzz_acme: test/fuzz/fuzz_acme.c test/fuzz/fuzz.h acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(BEARSSL_CFLAGS) -o $@ $< cert.c $(LDFLAGS) $(LIBS)
+	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(BEARSSL_CFLAGS) -o $@ $< tlsclient.c cert.c $(LDFLAGS) $(LIBS)
 build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h test/fuzz/fuzz_server.h $(RELAY_SRC) $(RELAY_HDR)
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(BEARSSL_CFLAGS) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LIBS)
@@ -215,6 +230,7 @@ cross-test:
 static:
 	@ACME=$(if $(filter command line,$(origin ACME)),$(ACME),0) \
 	    BOOTDNS=$(if $(filter command line,$(origin BOOTDNS)),$(BOOTDNS),) \
+	    HOOKTLS=$(if $(filter command line,$(origin HOOKTLS)),$(HOOKTLS),) \
 	    sh test/cross.sh static
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the relay and its systemd unit

@@ -17,10 +17,11 @@
  *   3. JWS            ES256 requests signed with the account key (RFC 7515
  *                     flattened JSON), the JWK and its thumbprint (RFC 7638),
  *                     HS256 for External Account Binding
- *   4. HTTP/TLS client  https URLs, connect with timeouts, BearSSL's client
- *                     with the ca_file anchors (and our IP SAN check), one
- *                     request per connection, the response head parser,
- *                     chunked decoding, the PEM chain reader
+ *   4. HTTP/TLS client  connect with timeouts, BearSSL's client with the
+ *                     ca_file anchors (tlsclient.c: the client profile, the
+ *                     IP SAN check, https URLs, the PEM reader), one request
+ *                     per connection, the response head parser, chunked
+ *                     decoding
  *   5. ACME flow      directory, nonce, account, order, HTTP-01 authorizations,
  *                     finalize with a new key's CSR, certificate, checks, files
  *
@@ -32,6 +33,7 @@
 
 #include "acme.h"
 #include "cert.h"
+#include "tlsclient.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -71,12 +73,12 @@
 #define ACME_SKEW_S		3600
 /* Request head: the request line holds a path of up to ACME_URL_MAX, the
  * headers (Host, User-Agent, Accept, Content-Type, Content-Length, Connection)
- * under 400 bytes with a 256-byte host. */
+ * under 400 bytes with a 256-byte host (TLSC_HOST_MAX). */
 #define ACME_REQ_HEAD_MAX	2048
 /* A URL we keep (directory entries, Location, authorizations): Let's Encrypt's
  * are under 100 bytes. */
 #define ACME_URL_MAX		1024
-/* A host in a URL: a 253-byte DNS name, or an IPv6 literal (45) with a zone. */
+/* The identifier: a 253-byte DNS name, or an IPv6 literal (45). */
 #define ACME_HOST_MAX		256
 /* Replay-Nonce: base64url of 16 to 32 bytes in practice (43 characters at
  * Let's Encrypt); a longer value is ignored as RFC 8555 6.5.1 says of invalid
@@ -123,16 +125,6 @@
 #define ACME_KEY_PEM_MAX	512
 /* JWK {"crv":"P-256","kty":"EC","x":"<43>","y":"<43>"}: 127 bytes and a NUL. */
 #define ACME_JWK_MAX		160
-/* The CA server's leaf, kept during its TLS handshake for the IP SAN check:
- * web server certificates are 1 to 3 KiB. */
-#define ACME_LEAF_MAX		16384
-/* One PEM certificate decoded (chain or ca_file): the 16 KiB that BearSSL's
- * TLS engine accepts for a whole chain is a sane ceiling for one. */
-#define ACME_CERT_DER_MAX	16384
-/* Trust anchors from ca_file: Debian's bundle has about 150 roots.  A
- * distinguished name is under 1 KiB in practice. */
-#define ACME_ANCHORS_MAX	1024
-#define ACME_DN_MAX		4096
 /* EAB HMAC key: CAs hand out 32 to 64 bytes. */
 #define ACME_EAB_KEY_MAX	256
 
@@ -196,30 +188,6 @@ struct acme_authz {
 	char err_type[ACME_PTYPE_MAX], err_detail[ACME_DETAIL_MAX];
 };
 
-/* The X.509 check of the CA's TLS certificate: BearSSL's minimal engine (chain
- * to ca_file's anchors, validity, server name for a DNS host), wrapped to keep
- * the leaf so that an IP host is checked against its iPAddress SANs, which the
- * minimal engine does not look at.  vtable first: BearSSL calls us with a
- * pointer to it. */
-struct x509_check {
-	const br_x509_class *vtable;
-	br_x509_minimal_context minimal;
-	const char *ip;			/* IP literal host, or NULL */
-	int cert_no;			/* certificates begun in this chain */
-	int leaf_too_big;
-	size_t leaf_len;
-	uint8_t leaf[ACME_LEAF_MAX];
-};
-
-/* A parsed https URL. */
-struct url {
-	char host[ACME_HOST_MAX];	/* without brackets */
-	char port[6];
-	char authority[ACME_HOST_MAX + 8];	/* for Host:, brackets and port kept */
-	const char *path;		/* into the URL: "", "/...", "?..." */
-	int is_ip;
-};
-
 /* One run of acme_obtain, allocated once: 117 KiB on x86-64, mostly the TLS
  * buffer (33 KiB), the response head and CA leaf buffers (16 KiB each) and
  * the JSON tokens (16 KiB); the 256 KiB body buffer beside it. */
@@ -233,8 +201,7 @@ struct acme {
 	int io_ms;
 	char ident[ACME_HOST_MAX];	/* the identifier (IPv6 in RFC 5952 form) */
 
-	br_x509_trust_anchor *tas;
-	size_t ntas;
+	struct tlsc_anchors anchors;	/* ca_file's */
 
 	br_ec_private_key key;		/* account key (x points to kbuf) */
 	unsigned char kbuf[BR_EC_KBUF_PRIV_MAX_SIZE];
@@ -250,11 +217,12 @@ struct acme {
 	struct http_resp resp;
 	struct json js;
 
-	/* TLS connection (one at a time). */
+	/* TLS connection (one at a time): cc and xc set up once, reset for
+	 * each connection, iobuf set once before the first. */
 	int fd;
 	int timed_out;			/* the last I/O failure was a timeout */
 	br_ssl_client_context cc;
-	struct x509_check xc;
+	struct tlsc_x509 xc;
 	br_sslio_context io;
 	unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
 	uint8_t head[ACME_HEAD_MAX];
@@ -1017,152 +985,6 @@ jwk_make(const br_ec_private_key *sk, char jwk[ACME_JWK_MAX],
 /* 4. HTTP/TLS client                                                         */
 /* ------------------------------------------------------------------------- */
 
-/* https://host[:port][/path][?query][#fragment], host a DNS name, an IPv4
- * literal or an IPv6 literal in brackets.  No user info, no spaces or control
- * bytes, nothing but https: the CA is always reached over verified TLS.  The
- * fragment is dropped.  0, or -1. */
-static int
-url_parse(const char *s, struct url *u)
-{
-	const char *a, *end, *colon;
-	uint8_t ip[16];
-	size_t n, i;
-	long port = 443;
-	char *e;
-
-	memset(u, 0, sizeof *u);
-	if (strncmp(s, "https://", 8) != 0 || strlen(s) >= ACME_URL_MAX)
-		return -1;
-	for (i = 0; s[i] != '\0'; i++)
-		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
-			return -1;
-	a = s + 8;
-	end = a + strcspn(a, "/?#");
-	if (memchr(a, '@', (size_t)(end - a)) != NULL)
-		return -1;
-	colon = NULL;
-	if (a < end && a[0] == '[') {
-		const char *rb = memchr(a, ']', (size_t)(end - a));
-
-		if (rb == NULL || (size_t)(rb - a - 1) >= sizeof u->host)
-			return -1;
-		memcpy(u->host, a + 1, (size_t)(rb - a - 1));
-		if (inet_pton(AF_INET6, u->host, ip) != 1)
-			return -1;
-		u->is_ip = 1;
-		if (rb + 1 < end && rb[1] != ':')
-			return -1;
-		colon = rb + 1 < end ? rb + 1 : NULL;
-	} else {
-		colon = memchr(a, ':', (size_t)(end - a));
-		n = (size_t)((colon != NULL ? colon : end) - a);
-		if (n == 0 || n >= sizeof u->host)
-			return -1;
-		memcpy(u->host, a, n);
-		u->is_ip = inet_pton(AF_INET, u->host, ip) == 1;
-	}
-	if (colon != NULL) {
-		if (colon + 1 == end || end - colon > 6 ||
-		    !is_digit((unsigned char)colon[1]))
-			return -1;
-		port = strtol(colon + 1, &e, 10);
-		if (e != end || port < 1 || port > 65535)
-			return -1;
-	}
-	snprintf(u->port, sizeof u->port, "%ld", port);
-	n = (size_t)(end - a);
-	if (n >= sizeof u->authority)
-		return -1;
-	memcpy(u->authority, a, n);
-	u->path = end;		/* "" or "/..." or "?..." or "#..." */
-	return 0;
-}
-
-/* The x509_check vtable: everything is BearSSL's minimal engine; we keep the
- * first certificate (the leaf) and, for an IP host, check its SAN at the end. */
-static struct x509_check *
-xc_of(const br_x509_class **ctx)
-{
-	return (struct x509_check *)(void *)ctx;
-}
-
-static void
-xc_start_chain(const br_x509_class **ctx, const char *server_name)
-{
-	struct x509_check *x = xc_of(ctx);
-
-	x->cert_no = 0;
-	x->leaf_len = 0;
-	x->leaf_too_big = 0;
-	x->minimal.vtable->start_chain(&x->minimal.vtable, server_name);
-}
-
-static void
-xc_start_cert(const br_x509_class **ctx, uint32_t length)
-{
-	struct x509_check *x = xc_of(ctx);
-
-	if (++x->cert_no == 1 && length > sizeof x->leaf)
-		x->leaf_too_big = 1;
-	x->minimal.vtable->start_cert(&x->minimal.vtable, length);
-}
-
-static void
-xc_append(const br_x509_class **ctx, const unsigned char *buf, size_t len)
-{
-	struct x509_check *x = xc_of(ctx);
-
-	if (x->cert_no == 1 && !x->leaf_too_big) {
-		if (len > sizeof x->leaf - x->leaf_len) {
-			x->leaf_too_big = 1;
-		} else {
-			memcpy(x->leaf + x->leaf_len, buf, len);
-			x->leaf_len += len;
-		}
-	}
-	x->minimal.vtable->append(&x->minimal.vtable, buf, len);
-}
-
-static void
-xc_end_cert(const br_x509_class **ctx)
-{
-	struct x509_check *x = xc_of(ctx);
-
-	x->minimal.vtable->end_cert(&x->minimal.vtable);
-}
-
-static unsigned
-xc_end_chain(const br_x509_class **ctx)
-{
-	struct x509_check *x = xc_of(ctx);
-	struct cert_store cs;
-	unsigned e;
-
-	e = x->minimal.vtable->end_chain(&x->minimal.vtable);
-	if (e != 0 || x->ip == NULL)
-		return e;
-	memset(&cs, 0, sizeof cs);
-	cs.chain[0].data = x->leaf;
-	cs.chain[0].data_len = x->leaf_len;
-	cs.chain_len = 1;
-	if (x->leaf_too_big || x->cert_no == 0 || !cert_matches_host(&cs, x->ip))
-		return BR_ERR_X509_BAD_SERVER_NAME;
-	return 0;
-}
-
-static const br_x509_pkey *
-xc_get_pkey(const br_x509_class *const *ctx, unsigned *usages)
-{
-	const struct x509_check *x = (const struct x509_check *)(const void *)ctx;
-
-	return x->minimal.vtable->get_pkey(&x->minimal.vtable, usages);
-}
-
-static const br_x509_class xc_vtable = {
-	sizeof(struct x509_check), xc_start_chain, xc_start_cert, xc_append,
-	xc_end_cert, xc_end_chain, xc_get_pkey
-};
-
 /* Wait until fd is ready for events, at most wait_ms.  0, or -1 (timed_out set
  * on a timeout). */
 static int
@@ -1236,7 +1058,7 @@ sock_write(void *ctx, const unsigned char *buf, size_t len)
  * most wait_ms.  (getaddrinfo itself is bounded only by the resolver's own
  * timeouts.)  0 with a->fd, or -1. */
 static int
-tcp_connect(struct acme *a, const struct url *u)
+tcp_connect(struct acme *a, const struct tlsc_url *u)
 {
 	struct addrinfo hints, *res, *ai;
 	socklen_t sl;
@@ -1291,7 +1113,7 @@ tcp_connect(struct acme *a, const struct url *u)
 
 /* Why the TLS connection failed, as one message. */
 static int
-tls_fail(struct acme *a, const struct url *u, const char *what)
+tls_fail(struct acme *a, const struct tlsc_url *u, const char *what)
 {
 	int e = br_ssl_engine_last_error(&a->cc.eng);
 	const char *why = "";
@@ -1584,7 +1406,7 @@ chunked_decode(struct chunked *c, uint8_t *buf, size_t *len)
  * close (close_notify), so a cut connection is not taken for the end.  0, or
  * -1 with err. */
 static int
-http_read_body(struct acme *a, const struct url *u, int no_body,
+http_read_body(struct acme *a, const struct tlsc_url *u, int no_body,
     const uint8_t *extra, size_t extra_len)
 {
 	struct http_resp *r = &a->resp;
@@ -1650,53 +1472,6 @@ http_read_body(struct acme *a, const struct url *u, int no_body,
 	return 0;
 }
 
-/* The TLS client profile: what the relay's server already links, so little
- * is added to the binary: TLS 1.2, ECDHE with ECDSA or RSA signatures,
- * AES-GCM and ChaCha20-Poly1305 (which every public ACME CA offers), and
- * BearSSL's minimal X.509 engine with ca_file's anchors, RSA and ECDSA, SHA-256
- * to SHA-512.  br_ssl_client_init_full would add CBC, 3DES and RSA key
- * exchange, which nothing here needs. */
-static const uint16_t tls_suites[] = {
-	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-	BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-	BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-};
-
-static void
-tls_client_init(struct acme *a)
-{
-	static const br_hash_class *const hashes[] = {
-		&br_sha256_vtable, &br_sha384_vtable, &br_sha512_vtable
-	};
-	br_ssl_engine_context *eng = &a->cc.eng;
-	br_x509_minimal_context *xc = &a->xc.minimal;
-	size_t i;
-
-	br_ssl_client_zero(&a->cc);
-	br_ssl_engine_set_versions(eng, BR_TLS12, BR_TLS12);
-	br_ssl_engine_set_suites(eng, tls_suites,
-	    sizeof tls_suites / sizeof tls_suites[0]);
-	br_x509_minimal_init(xc, &br_sha256_vtable, a->tas, a->ntas);
-	for (i = 0; i < sizeof hashes / sizeof hashes[0]; i++) {
-		br_ssl_engine_set_hash(eng, hashes[i]->desc >>
-		    BR_HASHDESC_ID_OFF & BR_HASHDESC_ID_MASK, hashes[i]);
-		br_x509_minimal_set_hash(xc, hashes[i]->desc >>
-		    BR_HASHDESC_ID_OFF & BR_HASHDESC_ID_MASK, hashes[i]);
-	}
-	br_x509_minimal_set_rsa(xc, br_rsa_pkcs1_vrfy_get_default());
-	br_x509_minimal_set_ecdsa(xc, br_ec_get_default(),
-	    br_ecdsa_vrfy_asn1_get_default());
-	br_ssl_engine_set_default_rsavrfy(eng);
-	br_ssl_engine_set_default_ecdsa(eng);
-	br_ssl_engine_set_prf_sha256(eng, &br_tls12_sha256_prf);
-	br_ssl_engine_set_prf_sha384(eng, &br_tls12_sha384_prf);
-	br_ssl_engine_set_default_aes_gcm(eng);
-	br_ssl_engine_set_default_chapol(eng);
-}
-
 /* One request on a new connection ("Connection: close"): method, url, an
  * optional JOSE body, and Accept.  The response lands in a->resp; any status
  * is a success here.  0, or -1 with err. */
@@ -1705,16 +1480,15 @@ http_do(struct acme *a, const char *method, const char *url,
     const char *body, const char *accept)
 {
 	struct http_resp *r = &a->resp;
-	struct url u;
+	struct tlsc_url u;
 	size_t hlen = 0, blen = body != NULL ? strlen(body) : 0;
 	int n, rd, k;
-	time_t now;
 
-	if (url_parse(url, &u) != 0)
+	if (tlsc_url_parse(url, &u, 0) != 0)
 		return failf(a, "not an https URL: %.200s", url);
 	n = snprintf(a->req, sizeof a->req, "%s %s%.*s HTTP/1.1\r\nHost: %s\r\n"
 	    "User-Agent: derp-acme\r\nAccept: %s\r\n", method,
-	    u.path[0] == '/' ? "" : "/", (int)strcspn(u.path, "#"), u.path,
+	    u.path[0] == '/' ? "" : "/", (int)u.path_len, u.path,
 	    u.authority, accept);
 	if (n > 0 && (size_t)n < sizeof a->req && body != NULL)
 		n += snprintf(a->req + n, sizeof a->req - (size_t)n,
@@ -1728,17 +1502,9 @@ http_do(struct acme *a, const char *method, const char *url,
 
 	if (tcp_connect(a, &u) != 0)
 		return -1;
-	tls_client_init(a);
-	now = time(NULL);
-	br_x509_minimal_set_time(&a->xc.minimal,
-	    (uint32_t)(now / 86400 + 719528), (uint32_t)(now % 86400));
-	a->xc.vtable = &xc_vtable;
-	a->xc.ip = u.is_ip ? u.host : NULL;
-	br_ssl_engine_set_x509(&a->cc.eng, &a->xc.vtable);
-	br_ssl_engine_set_buffer(&a->cc.eng, a->iobuf, sizeof a->iobuf, 1);
-	/* SNI and BearSSL's name check for a DNS host; none for an IP
-	 * literal (RFC 6066 forbids it in SNI), whose SAN xc_end_chain checks. */
-	if (!br_ssl_client_reset(&a->cc, u.is_ip ? NULL : u.host, 0)) {
+	/* SNI and the name check for a DNS host, the IP SAN check for an IP
+	 * literal (tlsclient.c). */
+	if (tlsc_client_reset(&a->cc, &a->xc, u.host) != 0) {
 		failf(a, "TLS setup failed (BearSSL error %d)",
 		    br_ssl_engine_last_error(&a->cc.eng));
 		goto bad;
@@ -1788,93 +1554,8 @@ bad:
 	return -1;
 }
 
-/*
- * The CERTIFICATE blocks of a PEM text, each handed to cb as DER.  Text
- * outside blocks is skipped (RFC 7468 explanatory text).  With strict, any
- * other block is an error (RFC 8555 9.1: a chain holds certificates only);
- * without, other blocks are skipped (a CA bundle).  A block that does not
- * decode, is empty or over ACME_CERT_DER_MAX, or a text that ends inside a
- * block, is an error.  The number of certificates, or -1 (or cb's -1).
- */
-struct pem_acc {
-	uint8_t *p;
-	size_t len;
-	int over;
-};
-
-static void
-pem_acc_add(void *ctx, const void *src, size_t n)
-{
-	struct pem_acc *acc = ctx;
-
-	if (acc->over || n > ACME_CERT_DER_MAX - acc->len) {
-		acc->over = 1;
-		return;
-	}
-	memcpy(acc->p + acc->len, src, n);
-	acc->len += n;
-}
-
-static int
-pem_certs(const uint8_t *pem, size_t len, int strict,
-    int (*cb)(void *ctx, const uint8_t *der, size_t n), void *ctx)
-{
-	br_pem_decoder_context pc;
-	struct pem_acc acc;
-	size_t off = 0;
-	int count = 0, in_block = 0, is_cert = 0, nl_pushed = 0, rc = -1;
-
-	acc.p = malloc(ACME_CERT_DER_MAX);
-	if (acc.p == NULL)
-		return -1;
-	acc.len = 0;
-	acc.over = 0;
-	br_pem_decoder_init(&pc);
-	for (;;) {
-		/* The text, then one newline: BearSSL sees an END line only
-		 * once it ends, and the last line may lack its newline. */
-		if (off < len)
-			off += br_pem_decoder_push(&pc, pem + off, len - off);
-		else if (!nl_pushed)
-			nl_pushed = br_pem_decoder_push(&pc, "\n", 1) == 1;
-		switch (br_pem_decoder_event(&pc)) {
-		case BR_PEM_BEGIN_OBJ:
-			is_cert = strcmp(br_pem_decoder_name(&pc),
-			    "CERTIFICATE") == 0;
-			if (!is_cert && strict)
-				goto done;
-			acc.len = 0;
-			acc.over = 0;
-			br_pem_decoder_setdest(&pc, is_cert ? pem_acc_add : 0,
-			    &acc);
-			in_block = 1;
-			break;
-		case BR_PEM_END_OBJ:
-			in_block = 0;
-			if (!is_cert)
-				break;
-			if (acc.over || acc.len == 0 ||
-			    cb(ctx, acc.p, acc.len) != 0)
-				goto done;
-			count++;
-			break;
-		case BR_PEM_ERROR:
-			goto done;
-		default:
-			if (off == len && nl_pushed) {
-				if (!in_block)
-					rc = count;
-				goto done;
-			}
-			break;
-		}
-	}
-done:
-	free(acc.p);
-	return rc;
-}
-
-/* pem_certs callback: a copy of each certificate into a cert_store chain. */
+/* tlsc_pem_certs callback: a copy of each certificate into a cert_store
+ * chain. */
 static int
 chain_add(void *ctx, const uint8_t *der, size_t n)
 {
@@ -1888,114 +1569,6 @@ chain_add(void *ctx, const uint8_t *der, size_t n)
 	cs->chain[cs->chain_len].data_len = n;
 	cs->chain_len++;
 	return 0;
-}
-
-/* The distinguished name of the certificate being decoded, as BearSSL hands
- * it out, into a buffer of ACME_DN_MAX. */
-struct dn_acc {
-	uint8_t *p;
-	size_t len;
-	int over;
-};
-
-static void
-dn_add(void *ctx, const void *src, size_t n)
-{
-	struct dn_acc *d = ctx;
-
-	if (d->over || n > ACME_DN_MAX - d->len) {
-		d->over = 1;
-		return;
-	}
-	memcpy(d->p + d->len, src, n);
-	d->len += n;
-}
-
-/* pem_certs callback for ca_file: each certificate BearSSL can decode becomes
- * a trust anchor (subject DN, public key, CA flag from basicConstraints);
- * others are skipped, as a bundle may hold roots of algorithms it lacks. */
-static int
-anchor_add(void *ctx, const uint8_t *der, size_t n)
-{
-	struct acme *a = ctx;
-	br_x509_decoder_context dc;
-	const br_x509_pkey *pk;
-	br_x509_trust_anchor *ta, *nt;
-	struct dn_acc dn;
-	uint8_t *k1 = NULL, *k2 = NULL;
-
-	if (a->ntas == ACME_ANCHORS_MAX)
-		return 0;
-	if ((dn.p = malloc(ACME_DN_MAX)) == NULL)
-		return -1;
-	dn.len = 0;
-	dn.over = 0;
-	br_x509_decoder_init(&dc, dn_add, &dn);
-	br_x509_decoder_push(&dc, der, n);
-	pk = br_x509_decoder_get_pkey(&dc);
-	if (pk == NULL || br_x509_decoder_last_error(&dc) != 0 || dn.over ||
-	    dn.len == 0) {
-		free(dn.p);
-		return 0;
-	}
-	nt = realloc(a->tas, (a->ntas + 1) * sizeof *a->tas);
-	if (nt == NULL) {
-		free(dn.p);
-		return -1;
-	}
-	a->tas = nt;
-	ta = &a->tas[a->ntas];
-	memset(ta, 0, sizeof *ta);
-	ta->dn.data = dn.p;
-	ta->dn.len = dn.len;
-	ta->flags = br_x509_decoder_isCA(&dc) ? BR_X509_TA_CA : 0;
-	ta->pkey.key_type = pk->key_type;
-	if (pk->key_type == BR_KEYTYPE_RSA) {
-		k1 = malloc(pk->key.rsa.nlen);
-		k2 = malloc(pk->key.rsa.elen);
-		if (k1 == NULL || k2 == NULL)
-			goto oom;
-		memcpy(k1, pk->key.rsa.n, pk->key.rsa.nlen);
-		memcpy(k2, pk->key.rsa.e, pk->key.rsa.elen);
-		ta->pkey.key.rsa.n = k1;
-		ta->pkey.key.rsa.nlen = pk->key.rsa.nlen;
-		ta->pkey.key.rsa.e = k2;
-		ta->pkey.key.rsa.elen = pk->key.rsa.elen;
-	} else {
-		k1 = malloc(pk->key.ec.qlen);
-		if (k1 == NULL)
-			goto oom;
-		memcpy(k1, pk->key.ec.q, pk->key.ec.qlen);
-		ta->pkey.key.ec.curve = pk->key.ec.curve;
-		ta->pkey.key.ec.q = k1;
-		ta->pkey.key.ec.qlen = pk->key.ec.qlen;
-	}
-	a->ntas++;
-	return 0;
-oom:
-	free(k1);
-	free(k2);
-	free(dn.p);
-	return -1;
-}
-
-static void
-anchors_free(struct acme *a)
-{
-	size_t i;
-
-	for (i = 0; i < a->ntas; i++) {
-		free(a->tas[i].dn.data);
-		if (a->tas[i].pkey.key_type == BR_KEYTYPE_RSA) {
-			free(a->tas[i].pkey.key.rsa.n);
-			free(a->tas[i].pkey.key.rsa.e);
-		} else {
-			free(a->tas[i].pkey.key.ec.q);
-		}
-	}
-	free(a->tas);
-	a->tas = NULL;
-	a->ntas = 0;
 }
 
 /* ------------------------------------------------------------------------- */
@@ -2487,7 +2060,8 @@ acme_save(struct acme *a, const br_ec_private_key *sk)
 	if (!resp_is(a, "application/pem-certificate-chain"))
 		return failf(a, "certificate has content type \"%s\", not "
 		    "application/pem-certificate-chain", a->resp.ctype);
-	count = pem_certs(a->resp.body, a->resp.body_len, 1, chain_add, &cs);
+	count = tlsc_pem_certs(a->resp.body, a->resp.body_len, 1, chain_add,
+	    &cs);
 	if (count <= 0) {
 		cert_free(&cs);
 		return failf(a, "not a PEM certificate chain (of 1 to %d "
@@ -2637,10 +2211,10 @@ acme_obtain(const struct acme_config *cfg, char *err, size_t errlen)
 	struct acme *a;
 	br_ec_private_key sk;
 	unsigned char kbuf[BR_EC_KBUF_PRIV_MAX_SIZE];
-	uint8_t *file = NULL, csr[ACME_CSR_MAX];
-	size_t file_len = 0, csr_len;
+	uint8_t csr[ACME_CSR_MAX];
+	size_t csr_len;
 	char msg[ACME_LINE_MAX];
-	int rc = -1, n;
+	int rc = -1;
 
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
@@ -2664,16 +2238,15 @@ acme_obtain(const struct acme_config *cfg, char *err, size_t errlen)
 		goto done;
 
 	a->step = "ca_file";
-	if (cert_read_file(cfg->ca_file, &file, &file_len, msg,
+	if (tlsc_anchors_load(&a->anchors, cfg->ca_file, msg,
 	    sizeof msg) != 0) {
 		failf(a, "%s", msg);
 		goto done;
 	}
-	n = pem_certs(file, file_len, 0, anchor_add, a);
-	if (n < 0 || a->ntas == 0) {
-		failf(a, "%s: no usable PEM CERTIFICATE", cfg->ca_file);
-		goto done;
-	}
+	/* One client context for every connection of the run, each one
+	 * started by tlsc_client_reset (http_do). */
+	tlsc_client_init(&a->cc, &a->xc, &a->anchors);
+	br_ssl_engine_set_buffer(&a->cc.eng, a->iobuf, sizeof a->iobuf, 1);
 	/* The certificate's key and request, made before any request to the
 	 * CA, so that nothing local can fail once an order exists. */
 	a->step = "certificate key";
@@ -2697,8 +2270,7 @@ acme_obtain(const struct acme_config *cfg, char *err, size_t errlen)
 done:
 	if (a->fd >= 0)
 		close(a->fd);
-	free(file);
-	anchors_free(a);
+	tlsc_anchors_free(&a->anchors);
 	wipe(kbuf, sizeof kbuf);
 	wipe(&sk, sizeof sk);
 	wipe(a->kbuf, sizeof a->kbuf);

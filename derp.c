@@ -38,6 +38,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -67,6 +68,10 @@
 #include "stun.h"
 #include "nacl.h"
 #include "cert.h"
+#include "verify.h"
+#ifndef DERP_NO_HOOKTLS
+#include "tlsclient.h"
+#endif
 #ifndef DERP_NO_BOOTDNS
 #include "bootdns.h"
 #endif
@@ -122,6 +127,7 @@
 #define CLIENTINFO_TIMEOUT_MS	10000	/* ServerKey sent -> ClientInfo complete */
 #define HTTP_READ_TIMEOUT_MS	30000	/* accept -> TLS + request headers */
 #define WRITE_TIMEOUT_DEFAULT_MS 2000	/* no write progress with output pending */
+#define MESH_WRITE_TIMEOUT_MS	30000	/* ... for a mesh peer, whatever the flag */
 #define NOT_HERE_PER_SEC	1	/* NotHere limiter: 1/s ... */
 #define NOT_HERE_BURST		3	/* ... burst 3, per sending connection */
 /* The sweep runs this often; it bounds how late a deadline fires (a 2 s write
@@ -1796,6 +1802,29 @@ sockaddr_to_ip16(const struct sockaddr_storage *ss, uint8_t ip[16],
 	}
 }
 
+/* The reverse, for connect(2): its length. */
+static socklen_t
+ip16_to_sockaddr(const uint8_t ip[16], uint16_t port,
+    struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)(void *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)(void *)ss;
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0xff, 0xff };
+
+	memset(ss, 0, sizeof *ss);
+	if (memcmp(ip, mapped, 12) == 0) {
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, ip + 12, 4);
+		s4->sin_port = htons(port);
+		return (socklen_t)sizeof *s4;
+	}
+	s6->sin6_family = AF_INET6;
+	memcpy(&s6->sin6_addr, ip, 16);
+	s6->sin6_port = htons(port);
+	return (socklen_t)sizeof *s6;
+}
+
 static int
 ip16_is_v4(const uint8_t ip[16])
 {
@@ -1835,6 +1864,9 @@ ip16_format(char *out, size_t cap, const uint8_t ip[16], uint16_t port)
  *                  is written, then CS_HTTP_HEAD again, or close if `close_after`.
  *   CS_DERP_INFO   101 (unless fast start) and ServerKey queued; reading the
  *                  ClientInfo frame.  Deadline: ServerKey + 10 s.
+ *   CS_DERP_VERIFY ClientInfo opened, `key` set; input paused while the
+ *                  client's admission is checked (ADMISSION).  Deadline:
+ *                  ClientInfo + VERIFY_CLIENT_MS.
  *   CS_DERP        registered under `key`; steady state, no deadline.
  *
  * `dead` is sticky: whatever fails sets it, and only the top of the loop
@@ -1848,7 +1880,7 @@ ip16_format(char *out, size_t cap, const uint8_t ip[16], uint16_t port)
  */
 enum conn_state {
 	CS_FREE = 0, CS_HTTP_HEAD, CS_HTTP_BODY, CS_HTTP_DRAIN, CS_DERP_INFO,
-	CS_DERP
+	CS_DERP_VERIFY, CS_DERP
 };
 
 struct conn {
@@ -1917,6 +1949,13 @@ struct conn {
 	uint64_t send_seq;		/* when this connection last sent (duplicates) */
 	uint8_t can_ack_pings, is_prober, preferred, notideal, mesh;
 	uint8_t dup;			/* other connections share this key */
+
+	/* admission, in CS_DERP_VERIFY (ADMISSION) */
+	struct {
+		uint8_t step;		/* VQ_* asked now or next */
+		uint8_t redirects;	/* webhook redirects followed */
+		uint8_t check;		/* its check slot + 1; 0 none */
+	} adm;
 
 	/* output */
 	struct cbuf raw;
@@ -2065,8 +2104,11 @@ struct stats {
 	uint64_t spare_refused, spare_timeouts, slots_reclaimed;
 	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
 	uint64_t stun_ipv4, stun_ipv6;
+	uint64_t admit[3];		/* ADMIT_*: admission decisions */
 	uint32_t current_connections, current_home, current_notideal;
 };
+
+enum { ADMIT_ALLOWED = 0, ADMIT_REJECTED = 1, ADMIT_FAIL_OPEN = 2 };
 
 /*
  * A certificate and key in one of two banks (CERTS): users counts the slots
@@ -2121,6 +2163,13 @@ struct cert_ident {
 #define CERT_IDENTS (1 + CERT_IP_IDENTS)
 
 #ifndef DERP_NO_BOOTDNS
+/* What a child process wrote, reassembled into lines. */
+struct line_acc {
+	size_t len;
+	uint8_t too_long;		/* discarding an overlong line */
+	char line[BOOTDNS_LINE_MAX];
+};
+
 /*
  * Bootstrap DNS (BOOTSTRAP DNS): tab[cur] is published; a lookup child fills
  * tab[!cur] through fd.  tab is NULL when no names are configured.
@@ -2129,15 +2178,90 @@ struct bootdns_job {
 	struct bootdns *tab;		/* [2] */
 	uint8_t cur;
 	uint8_t published;		/* a round has finished */
-	uint8_t line_long;		/* discarding an overlong line */
 	pid_t pid;			/* the child, running or to be reaped */
 	int fd;				/* its results; -1 once read to the end */
 	int64_t started_ms, next_ms;
-	size_t body_len, line_len;
+	size_t body_len;
+	struct line_acc acc;
 	char body[BOOTDNS_JSON_MAX];	/* tab[cur] as /bootstrap-dns answers */
-	char line[BOOTDNS_LINE_MAX];
 };
 #endif
+
+/* Admission's outbound checks (ADMISSION). */
+#define VERIFY_CHECKS		16	/* check slots: connections at once */
+#define VCHECK_REQ_BYTES	(VURL_MAX + 512)	/* head and body */
+#define TAG_CHECK0		(-1000)	/* check k polls as TAG_CHECK0 - k */
+enum { VC_FREE = 0, VC_RESOLVE, VC_CONNECT, VC_TALK };
+
+#ifndef DERP_NO_HOOKTLS
+/* An https webhook's client engine: a mono buffer, as an HTTP exchange
+ * never sends and receives at once. */
+struct check_tls {
+	br_ssl_client_context cc;
+	struct tlsc_x509 xc;
+	uint8_t buf[BR_SSL_BUFSIZE_MONO];
+};
+#endif
+
+/* One check: an HTTP/1.1 exchange for the client in slot owner. */
+struct vcheck {
+	uint8_t phase;			/* VC_* */
+	uint8_t kind;			/* VQ_* of verify.h */
+	uint8_t post;			/* webhook: POST (GET after 301-303) */
+	uint8_t tls_on;			/* https */
+	uint8_t eof;			/* TLS: the peer closed the socket */
+	uint8_t addr_i;			/* webhook: its address tried now */
+	int fd;				/* -1 none */
+	uint32_t pidx;			/* poller slot (poll back-end) */
+	short events;
+	uint32_t owner;
+	int64_t deadline_ms;
+	const char *why;		/* a transport failure's reason */
+	size_t req_len, req_off;
+	struct vurl url;		/* webhook: this request's target */
+	struct vjudge judge;
+	char req[VCHECK_REQ_BYTES];
+#ifndef DERP_NO_HOOKTLS
+	struct check_tls *tls;		/* NULL without a webhook */
+#endif
+};
+
+#ifndef DERP_NO_BOOTDNS
+#define RESOLVE_NAMES		4	/* the webhook's and its redirects' */
+enum { RS_NONE = 0, RS_WAIT, RS_OK, RS_FAIL };
+struct resolve_name {
+	char name[BOOTDNS_NAME_MAX + 1];
+	uint8_t state;			/* RS_* */
+	uint8_t naddr;
+	int64_t until_ms, used_ms;
+	uint8_t ip[BOOTDNS_ADDRS_MAX][16];	/* IPv4-mapped */
+};
+struct resolver {
+	struct resolve_name n[RESOLVE_NAMES];
+	pid_t pid;			/* lookup child, running or to reap */
+	int fd;				/* its answer; -1 none */
+	int busy;			/* n[] being looked up; -1 none */
+	int64_t started_ms;
+	struct line_acc acc;
+	struct bootdns tab;		/* the one name, as bootdns.c takes it */
+};
+#endif
+
+struct admit_state {
+	uint8_t on;			/* -verify-clients or -verify-client-url */
+	uint8_t hook_on;
+	char socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct vurl hook;		/* -verify-client-url */
+	int64_t old_until_ms;		/* tailscaled < 1.70: /status until */
+	struct vcheck *checks;		/* [VERIFY_CHECKS] */
+	struct slot_ring waitq;		/* clients waiting for a check slot */
+#ifndef DERP_NO_HOOKTLS
+	struct tlsc_anchors anchors;
+#endif
+#ifndef DERP_NO_BOOTDNS
+	struct resolver res;
+#endif
+};
 
 /* The ACME child (CERTS): at most one at a time, for one identity. */
 struct acme_job {
@@ -2172,6 +2296,9 @@ struct derp_server {
 #ifndef DERP_NO_BOOTDNS
 	struct bootdns_job bdns;
 #endif
+	struct admit_state admit;	/* ADMISSION */
+	uint8_t mesh_key[KEY_BYTES];	/* -mesh-psk-file; all zero: none */
+	uint8_t has_mesh_key;
 	int sni_strict;			/* SNI must equal -hostname byte for byte */
 	struct sni_policy *sni;		/* [max] in TLS mode */
 	const uint16_t *suites;
@@ -3722,7 +3849,7 @@ derp_queue_server_info(struct derp_server *s, struct conn *c)
  * connection, queue ServerInfo.  Every failure closes, as derper does (DERP has
  * no error frame).
  */
-static const uint8_t no_mesh_key[KEY_BYTES];
+static void admit_begin(struct derp_server *s, struct conn *c);
 
 /* ClientInfo accepted (key and flags set): the connection joins the key table
  * and leaves the unfinished list; ServerInfo is its first frame. */
@@ -3782,9 +3909,14 @@ derp_client_info(struct derp_server *s, struct conn *c)
 	memcpy(c->key, p, KEY_BYTES);
 	c->can_ack_pings = (uint8_t)ci.can_ack_pings;
 	c->is_prober = (uint8_t)ci.is_prober;
-	/* No mesh key is configured yet, so no client is a mesh peer: a meshKey
-	 * in ClientInfo makes a regular client, as derper without -mesh-psk-file. */
-	c->mesh = (uint8_t)clientinfo_is_mesh(&ci, no_mesh_key, 0);
+	/* Without -mesh-psk-file a meshKey in ClientInfo makes a regular
+	 * client, as in derper. */
+	c->mesh = (uint8_t)clientinfo_is_mesh(&ci, s->mesh_key,
+	    s->has_mesh_key);
+	if (s->admit.on && !c->mesh) {
+		admit_begin(s, c);	/* mesh peers skip admission */
+		return;
+	}
 	conn_register(s, c);
 }
 
@@ -3837,8 +3969,11 @@ frame_begin(struct derp_server *s, struct conn *c)
 	case FRAME_WATCH_CONNS:
 	case FRAME_CLOSE_PEER:
 		/* Mesh frames need the mesh key in ClientInfo; derper closes
-		 * any other client that sends one. */
-		conn_fail(c, "mesh frame from a client without the mesh key");
+		 * any other client that sends one.  A mesh peer's are not
+		 * served yet either (no watchers or forwarding). */
+		conn_fail(c, c->mesh ? "mesh frames are not served by this "
+		    "relay yet" : "mesh frame from a client without the mesh "
+		    "key");
 		return -1;
 	default:
 		return 0;	/* skipped: Pong, KeepAlive, unknown types */
@@ -5324,6 +5459,20 @@ conn_packet_free(struct derp_server *s, struct conn *c, int held,
 	pool_give_chain(&s->pool, first);
 }
 
+/* The poll back-end moved the entry of tag into poller slot pidx. */
+static void
+poller_moved(struct derp_server *s, int32_t tag, uint32_t pidx)
+{
+	if (tag >= 0)
+		s->conns[tag].pidx = pidx;
+	else if (tag <= TAG_CHECK0)
+		s->admit.checks[TAG_CHECK0 - tag].pidx = pidx;
+}
+
+static void admit_forget(struct derp_server *s, struct conn *c);
+static void admit_log(struct derp_server *s, struct conn *c, int allowed,
+    const char *why);
+
 /* Free a slot: unregister, drop what it held, close the socket. */
 static void
 conn_close(struct derp_server *s, struct conn *c)
@@ -5334,6 +5483,8 @@ conn_close(struct derp_server *s, struct conn *c)
 
 	if (c->state == CS_FREE)
 		return;
+	if (c->state == CS_DERP_VERIFY)
+		admit_forget(s, c);
 	if (c->state == CS_DERP) {
 		route_unregister(s, c);
 		if (c->preferred)
@@ -5357,8 +5508,7 @@ conn_close(struct derp_server *s, struct conn *c)
 	conn_chain_clear(s, c, HOLD_RAWIN, &c->rawin);
 	cert_release(s, c);
 	moved = poller_del(&s->pl, c->fd, c->pidx);
-	if (moved >= 0)
-		s->conns[moved].pidx = c->pidx;
+	poller_moved(s, moved, c->pidx);
 	close(c->fd);
 	memset(c, 0, sizeof *c);
 	c->state = CS_FREE;
@@ -5691,6 +5841,13 @@ stun_service(struct derp_server *s, int fd)
  * costs far less per second than the traffic it supervises, and it keeps every
  * timer in one place instead of a timer heap.
  */
+/* derper's write deadline: -tcp-write-timeout, a mesh peer's 30 s. */
+static int64_t
+write_timeout_ms(const struct derp_server *s, const struct conn *c)
+{
+	return c->mesh ? MESH_WRITE_TIMEOUT_MS : s->cfg.tcp_write_timeout_ms;
+}
+
 static void
 timers_sweep(struct derp_server *s)
 {
@@ -5702,6 +5859,10 @@ timers_sweep(struct derp_server *s)
 		if (c->state == CS_FREE)
 			continue;
 		if (c->deadline_ms != 0 && s->now >= c->deadline_ms) {
+			if (c->state == CS_DERP_VERIFY) {
+				admit_log(s, c, 0, "no verdict in time");
+				c->dead = 1;
+			}
 			conn_fail(c, c->state == CS_DERP_INFO ?
 			    "timeout waiting for ClientInfo" : NULL);
 		} else if (c->spare_since != 0 &&
@@ -5710,8 +5871,8 @@ timers_sweep(struct derp_server *s)
 			s->st.spare_timeouts++;
 			conn_fail(c, "held shared buffer memory too long");
 		} else if (c->state == CS_DERP && c->wstall_ms != 0 &&
-		    s->cfg.tcp_write_timeout_ms > 0 &&
-		    s->now - c->wstall_ms >= s->cfg.tcp_write_timeout_ms) {
+		    write_timeout_ms(s, c) > 0 &&
+		    s->now - c->wstall_ms >= write_timeout_ms(s, c)) {
 			/* derper's per-frame write deadline; before the
 			 * handshake the 30 s HTTP deadline covers writes. */
 			s->st.write_timeouts++;
@@ -6762,9 +6923,10 @@ bootdns_publish(struct derp_server *s)
 	logf("bootstrap DNS: %zu of %zu names resolved", found, t->count);
 }
 
-/* What the child wrote: whole lines into tab[!cur]. */
+/* What a lookup child wrote: whole lines into table t (an overlong line
+ * is dropped). */
 static void
-bootdns_feed(struct bootdns_job *j, const char *p, size_t n)
+lines_feed(struct line_acc *a, struct bootdns *t, const char *p, size_t n)
 {
 	const char *nl;
 	size_t take;
@@ -6772,19 +6934,18 @@ bootdns_feed(struct bootdns_job *j, const char *p, size_t n)
 	while (n > 0) {
 		nl = memchr(p, '\n', n);
 		take = nl != NULL ? (size_t)(nl - p) : n;
-		if (j->line_long || take > sizeof j->line - j->line_len)
-			j->line_long = 1;
+		if (a->too_long || take > sizeof a->line - a->len)
+			a->too_long = 1;
 		else {
-			memcpy(j->line + j->line_len, p, take);
-			j->line_len += take;
+			memcpy(a->line + a->len, p, take);
+			a->len += take;
 		}
 		if (nl == NULL)
 			return;
-		if (!j->line_long)
-			(void)bootdns_take_line(&j->tab[!j->cur], j->line,
-			    j->line_len);
-		j->line_len = 0;
-		j->line_long = 0;
+		if (!a->too_long)
+			(void)bootdns_take_line(t, a->line, a->len);
+		a->len = 0;
+		a->too_long = 0;
 		p += take + 1;
 		n -= take + 1;
 	}
@@ -6803,8 +6964,8 @@ bootdns_spawn(struct derp_server *s)
 		return;
 	}
 	bootdns_clear(&j->tab[!j->cur]);
-	j->line_len = 0;
-	j->line_long = 0;
+	j->acc.len = 0;
+	j->acc.too_long = 0;
 	fflush(stderr);
 	pid = fork();
 	if (pid == 0) {
@@ -6843,7 +7004,8 @@ bootdns_tick(struct derp_server *s)
 		for (;;) {
 			n = read(j->fd, buf, sizeof buf);
 			if (n > 0) {
-				bootdns_feed(j, buf, (size_t)n);
+				lines_feed(&j->acc, &j->tab[!j->cur], buf,
+				    (size_t)n);
 				continue;
 			}
 			if (n < 0 && errno == EINTR)
@@ -6937,6 +7099,855 @@ bootdns_setup(struct derp_server *s, char *err, size_t errlen)
 	return 0;
 }
 #endif /* DERP_NO_BOOTDNS */
+
+/* ================================================================ ADMISSION */
+
+/*
+ * -verify-clients and -verify-client-url (derp-protocol.md 14).  A client
+ * whose ClientInfo opened waits in CS_DERP_VERIFY: its input is paused (what
+ * it pipelined stays, in order, in the kernel, the TLS engine and its RAWIN
+ * budget), it keeps its handshake slot (so -max-handshakes bounds how many
+ * wait), and it is closed if no verdict comes within VERIFY_CLIENT_MS.
+ * Waiting clients queue in admit.waitq (a FIFO of slots, so bounded by them)
+ * for one of VERIFY_CHECKS check slots.  A check is one HTTP/1.1 exchange on
+ * a non-blocking socket of this loop (tailscaled's Unix socket; the
+ * webhook's TCP, and TLS for https) with its own VERIFY_REQUEST_MS deadline.
+ * So a tailscaled or webhook that hangs holds up only the clients waiting on
+ * it, and never takes more than VERIFY_CHECKS descriptors.  verify.c writes
+ * the requests and judges the answers; this section moves the bytes.
+ */
+#define VERIFY_REQUEST_MS	5000	/* one exchange (derper's webhook budget) */
+#define VERIFY_CLIENT_MS	15000	/* ClientInfo -> verdict, queue included */
+#define VERIFY_OLD_MS		600000	/* after an old tailscaled: /status for
+					 * 10 minutes before asking whois again */
+#define VERIFY_REDIRECTS_MAX	10	/* Go's client stops after 10 */
+#define VERIFY_CAPVER		145	/* the Tailscale-Cap we send */
+#define VERIFY_READS_PER_ROUND	16	/* read(2) calls per check per round */
+#define VERIFY_SOCKET_DEFAULT	"/var/run/tailscale/tailscaled.sock"
+#define VERIFY_CA_FILE_DEFAULT	"/etc/ssl/certs/ca-certificates.crt"
+
+/* The key as derper's logs show it: "[" + 5 chars of standard base64 + "]". */
+static void
+key_short(char out[8], const uint8_t key[KEY_BYTES])
+{
+	static const char b64[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	uint32_t v = ((uint32_t)key[0] << 16) | ((uint32_t)key[1] << 8) | key[2];
+	uint32_t w = (uint32_t)key[3] << 16;
+
+	out[0] = '[';
+	out[1] = b64[(v >> 18) & 63];
+	out[2] = b64[(v >> 12) & 63];
+	out[3] = b64[(v >> 6) & 63];
+	out[4] = b64[v & 63];
+	out[5] = b64[(w >> 18) & 63];
+	out[6] = ']';
+	out[7] = '\0';
+}
+
+/* One decision, one line (derper-compat.md 12), and its counter. */
+static void
+admit_log(struct derp_server *s, struct conn *c, int allowed, const char *why)
+{
+	char k[8], line[192];
+
+	key_short(k, c->key);
+	snprintf(line, sizeof line, "client %s %s: %s", k, allowed ?
+	    "admitted" : "rejected", why);
+	conn_log(c, line);
+	s->st.admit[allowed ? ADMIT_ALLOWED : ADMIT_REJECTED]++;
+}
+
+/* c's ClientInfo opened and it is no mesh peer: it waits for its verdict. */
+static void
+admit_begin(struct derp_server *s, struct conn *c)
+{
+	c->state = CS_DERP_VERIFY;
+	c->in_paused = 1;		/* not in the paused list: no retries */
+	if (s->cfg.verify_clients)
+		c->adm.step = s->now < s->admit.old_until_ms ? VQ_STATUS :
+		    VQ_WHOIS;
+	else
+		c->adm.step = VQ_HOOK;
+	c->adm.redirects = 0;
+	c->adm.check = 0;
+	c->deadline_ms = s->now + VERIFY_CLIENT_MS;
+	ring_push(&s->admit.waitq, (uint32_t)(c - s->conns));
+}
+
+/* Admitted: registered, ServerInfo queued, and what it sent meanwhile read
+ * on (input_resume_paused). */
+static void
+admit_pass(struct derp_server *s, struct conn *c, const char *why)
+{
+	admit_log(s, c, 1, why);
+	c->adm.check = 0;
+	conn_register(s, c);
+	if (c->dead)
+		conn_close(s, c);
+	else
+		mark_paused(s, c);
+}
+
+/* Refused: closed with nothing sent (derper logs and closes). */
+static void
+admit_refuse(struct derp_server *s, struct conn *c, const char *why)
+{
+	admit_log(s, c, 0, why);
+	c->adm.check = 0;
+	c->dead = 1;
+	conn_close(s, c);
+}
+
+/* ---- the webhook's host names ---- */
+
+#ifndef DERP_NO_BOOTDNS
+/*
+ * Names are looked up as bootstrap DNS looks them up, in a child process
+ * (getaddrinfo blocks), one name at a time, the answer kept RESOLVE_OK_MS
+ * (a failure RESOLVE_FAIL_MS): a webhook's name, and the names its redirects
+ * lead to, at most RESOLVE_NAMES of them.
+ */
+#define RESOLVE_OK_MS		60000
+#define RESOLVE_FAIL_MS		5000
+#define RESOLVE_CHILD_MS	VERIFY_REQUEST_MS
+
+/* The entry for name, made (and its lookup asked for) when missing or
+ * stale; NULL when all entries are being looked up. */
+static struct resolve_name *
+resolve_get(struct derp_server *s, const char *name)
+{
+	struct resolver *r = &s->admit.res;
+	struct resolve_name *e = NULL, *old = NULL;
+	size_t i;
+
+	for (i = 0; i < RESOLVE_NAMES; i++) {
+		if (strcmp(r->n[i].name, name) == 0) {
+			e = &r->n[i];
+			break;
+		}
+		if (r->n[i].state != RS_WAIT && (old == NULL ||
+		    r->n[i].used_ms < old->used_ms))
+			old = &r->n[i];
+	}
+	if (e == NULL) {
+		if (old == NULL || strlen(name) >= sizeof old->name)
+			return NULL;
+		e = old;
+		memset(e, 0, sizeof *e);
+		memcpy(e->name, name, strlen(name) + 1);
+	}
+	e->used_ms = s->now;
+	if (e->state != RS_WAIT && (e->state == RS_NONE ||
+	    s->now >= e->until_ms))
+		e->state = RS_WAIT;
+	return e;
+}
+
+static void
+resolve_spawn(struct derp_server *s, struct resolve_name *e)
+{
+	struct resolver *r = &s->admit.res;
+	char err[128];
+	pid_t parent = getpid(), pid;
+	int p[2];
+
+	r->busy = (int)(e - r->n);
+	r->acc.len = 0;
+	r->acc.too_long = 0;
+	if (bootdns_parse_names(&r->tab, e->name, "", err, sizeof err) != 0 ||
+	    pipe(p) != 0) {
+		r->busy = -1;
+		e->state = RS_FAIL;
+		e->until_ms = s->now + RESOLVE_FAIL_MS;
+		return;
+	}
+	fflush(stderr);
+	pid = fork();
+	if (pid == 0) {
+		if (child_start(s, "derp-dns", p[1], parent) == 0)
+			bootdns_lookup_all(&r->tab, p[1]);
+		_exit(0);
+	}
+	close(p[1]);
+	if (pid < 0 || sock_nonblock(p[0]) != 0) {
+		close(p[0]);
+		if (pid > 0)
+			kill(pid, SIGKILL);
+		r->pid = pid > 0 ? pid : 0;	/* reaped by resolve_poll */
+		r->busy = -1;
+		e->state = RS_FAIL;
+		e->until_ms = s->now + RESOLVE_FAIL_MS;
+		return;
+	}
+	r->pid = pid;
+	r->fd = p[0];
+	r->started_ms = s->now;
+}
+
+/* The lookup's addresses, IPv4-mapped: the entry's answer. */
+static void
+resolve_done(struct derp_server *s, struct resolve_name *e)
+{
+	const struct bootdns_name *b = &s->admit.res.tab.n[0];
+	uint8_t a[16];
+	size_t i;
+
+	e->naddr = 0;
+	for (i = 0; b->found && i < b->naddr && e->naddr < BOOTDNS_ADDRS_MAX;
+	    i++) {
+		memset(a, 0, sizeof a);
+		if (inet_pton(AF_INET, b->addr[i], a + 12) == 1) {
+			a[10] = a[11] = 0xff;
+		} else if (inet_pton(AF_INET6, b->addr[i], a) != 1) {
+			continue;
+		}
+		memcpy(e->ip[e->naddr++], a, 16);
+	}
+	e->state = e->naddr > 0 ? RS_OK : RS_FAIL;
+	e->until_ms = s->now + (e->naddr > 0 ? RESOLVE_OK_MS : RESOLVE_FAIL_MS);
+}
+
+static void check_dial(struct derp_server *s, struct vcheck *k);
+
+/* Each round while a lookup runs: its lines, its end (or its overrun), then
+ * the checks that waited for it, and the next name waiting. */
+static void
+resolve_poll(struct derp_server *s)
+{
+	struct resolver *r = &s->admit.res;
+	struct resolve_name *e;
+	char buf[1024];
+	ssize_t n;
+	int status, end = 0;
+	size_t i;
+
+	if (r->pid > 0 && r->fd < 0 && waitpid(r->pid, &status, WNOHANG) != 0)
+		r->pid = 0;
+	if (r->fd >= 0) {
+		for (;;) {
+			n = read(r->fd, buf, sizeof buf);
+			if (n > 0) {
+				lines_feed(&r->acc, &r->tab, buf, (size_t)n);
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			end = n == 0 || (errno != EAGAIN &&
+			    errno != EWOULDBLOCK);
+			break;
+		}
+		if (!end && s->now - r->started_ms >= RESOLVE_CHILD_MS) {
+			kill(r->pid, SIGKILL);
+			end = 1;
+		}
+		if (!end)
+			return;
+		close(r->fd);
+		r->fd = -1;
+		e = &r->n[r->busy];
+		r->busy = -1;
+		resolve_done(s, e);
+		if (e->state != RS_OK)
+			logf("verify: cannot resolve %s", e->name);
+		for (i = 0; i < VERIFY_CHECKS; i++)
+			if (s->admit.checks[i].phase == VC_RESOLVE &&
+			    strcmp(s->admit.checks[i].url.host, e->name) == 0)
+				check_dial(s, &s->admit.checks[i]);
+	}
+	if (r->busy < 0 && r->pid == 0)
+		for (i = 0; i < RESOLVE_NAMES; i++)
+			if (r->n[i].state == RS_WAIT) {
+				resolve_spawn(s, &r->n[i]);
+				break;
+			}
+}
+
+static void
+resolve_stop(struct derp_server *s)
+{
+	struct resolver *r = &s->admit.res;
+	int status;
+
+	if (r->pid > 0) {
+		kill(r->pid, SIGKILL);
+		waitpid(r->pid, &status, 0);
+		r->pid = 0;
+	}
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
+}
+#endif /* DERP_NO_BOOTDNS */
+
+/* ---- check slots ---- */
+
+static void admit_verdict(struct derp_server *s, struct vcheck *k, int v,
+    const char *why);
+
+/* Close k's socket (the slot stays taken). */
+static void
+check_close_fd(struct derp_server *s, struct vcheck *k)
+{
+	int32_t moved;
+
+	if (k->fd < 0)
+		return;
+	moved = poller_del(&s->pl, k->fd, k->pidx);
+	poller_moved(s, moved, k->pidx);
+	close(k->fd);
+	k->fd = -1;
+}
+
+/* Give slot k back (its client is closed, or has its verdict). */
+static void
+check_free(struct derp_server *s, struct vcheck *k)
+{
+	check_close_fd(s, k);
+	k->phase = VC_FREE;
+}
+
+/* The address of the webhook's host to try next: its IP literal, or its
+ * name's addresses in the order the lookup gave them.  0; 1 while the name
+ * is being looked up; -1 when none is left. */
+static int
+check_hook_addr(struct derp_server *s, struct vcheck *k, uint8_t ip[16])
+{
+	memset(ip, 0, 16);
+	if (k->url.is_ip) {
+		if (k->addr_i > 0)
+			return -1;
+		if (inet_pton(AF_INET, k->url.host, ip + 12) == 1) {
+			ip[10] = ip[11] = 0xff;
+			return 0;
+		}
+		return inet_pton(AF_INET6, k->url.host, ip) == 1 ? 0 : -1;
+	}
+#ifndef DERP_NO_BOOTDNS
+	{
+		struct resolve_name *e = resolve_get(s, k->url.host);
+
+		if (e == NULL || e->state == RS_WAIT)
+			return 1;
+		if (e->state != RS_OK || k->addr_i >= e->naddr)
+			return -1;
+		memcpy(ip, e->ip[k->addr_i], 16);
+		return 0;
+	}
+#else
+	(void)s;
+	return -1;
+#endif
+}
+
+/* Connect k: tailscaled's socket, or the webhook's next address. */
+static void
+check_dial(struct derp_server *s, struct vcheck *k)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	uint8_t ip[16];
+	int fd, rc;
+
+	memset(&ss, 0, sizeof ss);
+	if (k->kind != VQ_HOOK) {
+		struct sockaddr_un *un = (struct sockaddr_un *)(void *)&ss;
+
+		un->sun_family = AF_UNIX;
+		memcpy(un->sun_path, s->admit.socket, strlen(s->admit.socket));
+		sl = (socklen_t)sizeof *un;
+	} else {
+		rc = check_hook_addr(s, k, ip);
+		if (rc > 0) {
+			k->phase = VC_RESOLVE;
+			return;
+		}
+		if (rc < 0) {
+			admit_verdict(s, k, VV_BROKEN, k->addr_i > 0 ?
+			    "cannot connect to the webhook" :
+			    "cannot resolve the webhook's host");
+			return;
+		}
+		sl = ip16_to_sockaddr(ip, (uint16_t)atoi(k->url.port), &ss);
+	}
+	k->phase = VC_CONNECT;
+	fd = socket(ss.ss_family, SOCK_STREAM, 0);
+	if (fd >= 0 && (sock_nonblock(fd) != 0 ||
+	    (connect(fd, (struct sockaddr *)&ss, sl) != 0 &&
+	    errno != EINPROGRESS && errno != EAGAIN && errno != EINTR))) {
+		close(fd);
+		fd = -1;
+	}
+	if (fd >= 0) {
+		k->fd = fd;
+		k->events = POLLOUT;
+		if (poller_add(&s->pl, fd, TAG_CHECK0 - (int32_t)(k -
+		    s->admit.checks), POLLOUT, &k->pidx) == 0)
+			return;
+		close(fd);
+		k->fd = -1;
+	}
+	if (k->kind == VQ_HOOK) {
+		k->addr_i++;
+		check_dial(s, k);	/* at most BOOTDNS_ADDRS_MAX deep */
+	} else {
+		admit_verdict(s, k, VV_BROKEN, "cannot reach tailscaled");
+	}
+}
+
+/* Slot k asks what c's current step asks; url is the webhook's target. */
+static void
+check_begin(struct derp_server *s, struct vcheck *k, struct conn *c,
+    const struct vurl *url, int post)
+{
+	char body[160], ip[INET6_ADDRSTRLEN];
+	size_t blen = 0;
+
+	k->owner = (uint32_t)(c - s->conns);
+	c->adm.check = (uint8_t)(k - s->admit.checks + 1);
+	k->kind = c->adm.step;
+	k->addr_i = 0;
+	k->tls_on = 0;
+	k->deadline_ms = s->now + VERIFY_REQUEST_MS;
+	k->req_off = 0;
+	vjudge_init(&k->judge, k->kind, c->key);
+	if (k->kind == VQ_WHOIS)
+		k->req_len = verify_whois_request(k->req, sizeof k->req, c->key,
+		    VERIFY_CAPVER);
+	else if (k->kind == VQ_STATUS)
+		k->req_len = verify_status_request(k->req, sizeof k->req,
+		    VERIFY_CAPVER);
+	else {
+		if (url != &k->url)
+			k->url = *url;
+		k->post = (uint8_t)post;
+		ip[0] = '\0';
+		if (ip16_is_v4(c->peer_ip))
+			inet_ntop(AF_INET, c->peer_ip + 12, ip, sizeof ip);
+		else
+			inet_ntop(AF_INET6, c->peer_ip, ip, sizeof ip);
+		if (post)
+			blen = verify_hook_body(body, sizeof body, c->key, ip);
+		k->req_len = verify_hook_request(k->req, sizeof k->req, &k->url,
+		    body, blen, post);
+		k->tls_on = k->url.https;
+	}
+	if (k->req_len == 0) {
+		admit_verdict(s, k, VV_BROKEN, "request too long");
+		return;
+	}
+	check_dial(s, k);
+}
+
+/* A verdict on k's exchange, for its client: the next step, a redirect,
+ * or the decision. */
+static void
+admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
+{
+	struct conn *c = &s->conns[k->owner];
+	struct vurl next;
+	char msg[128];
+
+	check_close_fd(s, k);
+	if (k->kind == VQ_HOOK && v == VV_REDIRECT) {
+		if (c->adm.redirects >= VERIFY_REDIRECTS_MAX) {
+			v = VV_BROKEN;
+			why = "stopped after 10 redirects";
+		} else if (vurl_resolve(&k->url, k->judge.http.location,
+		    k->judge.http.location_len, &next) != 0) {
+			v = VV_BROKEN;
+			why = "redirect to a bad Location";
+		} else {
+			c->adm.redirects++;
+			/* Go: 307 and 308 repeat the POST, the others GET. */
+			check_begin(s, k, c, &next, k->post &&
+			    (k->judge.http.status == 307 ||
+			    k->judge.http.status == 308));
+			return;
+		}
+	}
+	if (v == VV_OLD) {
+		if (s->now >= s->admit.old_until_ms)
+			logf("verify: tailscaled is older than 1.70 (no whois "
+			    "by node key): asking /localapi/v0/status instead");
+		s->admit.old_until_ms = s->now + VERIFY_OLD_MS;
+		c->adm.step = VQ_STATUS;
+		check_begin(s, k, c, NULL, 0);
+		return;
+	}
+	if (v == VV_BROKEN && k->kind == VQ_HOOK) {
+		snprintf(msg, sizeof msg, "webhook unreachable (%s)%s", why,
+		    s->cfg.verify_client_url_fail_open ? ", fail-open" : "");
+		why = msg;
+		if (s->cfg.verify_client_url_fail_open) {
+			s->st.admit[ADMIT_FAIL_OPEN]++;
+			v = VV_ALLOW;
+		}
+	} else if (v == VV_BROKEN) {
+		snprintf(msg, sizeof msg, "tailscaled: %s", why);
+		why = msg;
+	}
+	if (v != VV_ALLOW) {
+		k->phase = VC_FREE;
+		admit_refuse(s, c, why);
+		return;
+	}
+	if (k->kind != VQ_HOOK && s->admit.hook_on) {
+		c->adm.step = VQ_HOOK;
+		c->adm.redirects = 0;
+		check_begin(s, k, c, &s->admit.hook, 1);
+		return;
+	}
+	k->phase = VC_FREE;
+	admit_pass(s, c, why);
+}
+
+/* Request out, answer in, over a plain socket.  A verdict, or VV_MORE with
+ * k->events set. */
+static int
+check_plain_io(struct vcheck *k)
+{
+	uint8_t buf[4096];
+	ssize_t n;
+	int i, v;
+
+	while (k->req_off < k->req_len) {
+		n = write(k->fd, k->req + k->req_off, k->req_len - k->req_off);
+		if (n > 0) {
+			k->req_off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+		    errno == EINTR)) {
+			k->events = POLLOUT;
+			return VV_MORE;
+		}
+		k->why = "write failed";
+		return VV_BROKEN;
+	}
+	for (i = 0; i < VERIFY_READS_PER_ROUND; i++) {
+		n = read(k->fd, buf, sizeof buf);
+		if (n > 0) {
+			if ((v = vjudge_feed(&k->judge, buf, (size_t)n)) !=
+			    VV_MORE)
+				return v;
+			continue;
+		}
+		if (n == 0)
+			return vjudge_eof(&k->judge);
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			k->why = "read failed";
+			return VV_BROKEN;
+		}
+		break;
+	}
+	k->events = POLLIN;
+	return VV_MORE;
+}
+
+#ifndef DERP_NO_HOOKTLS
+/* The same through k's TLS client engine (https webhooks). */
+static int
+check_tls_io(struct vcheck *k)
+{
+	br_ssl_engine_context *e = &k->tls->cc.eng;
+	unsigned st;
+	uint8_t *buf;
+	size_t len;
+	ssize_t n;
+	int v, reads = 0;
+
+	for (;;) {
+		st = br_ssl_engine_current_state(e);
+		if (st & BR_SSL_CLOSED) {
+			if (br_ssl_engine_last_error(e) == BR_ERR_OK ||
+			    (br_ssl_engine_last_error(e) == BR_ERR_IO &&
+			    k->eof))
+				return vjudge_eof(&k->judge);
+			k->why = "TLS failed";
+			return VV_BROKEN;
+		}
+		if (st & BR_SSL_SENDREC) {
+			buf = br_ssl_engine_sendrec_buf(e, &len);
+			n = write(k->fd, buf, len);
+			if (n > 0) {
+				br_ssl_engine_sendrec_ack(e, (size_t)n);
+				continue;
+			}
+			if (n < 0 && (errno == EAGAIN ||
+			    errno == EWOULDBLOCK || errno == EINTR)) {
+				k->events = POLLOUT;
+				return VV_MORE;
+			}
+			k->why = "write failed";
+			return VV_BROKEN;
+		}
+		if (st & BR_SSL_RECVAPP) {
+			buf = br_ssl_engine_recvapp_buf(e, &len);
+			v = vjudge_feed(&k->judge, buf, len);
+			br_ssl_engine_recvapp_ack(e, len);
+			if (v != VV_MORE)
+				return v;
+			continue;
+		}
+		if ((st & BR_SSL_SENDAPP) && k->req_off < k->req_len) {
+			buf = br_ssl_engine_sendapp_buf(e, &len);
+			if (len > k->req_len - k->req_off)
+				len = k->req_len - k->req_off;
+			memcpy(buf, k->req + k->req_off, len);
+			br_ssl_engine_sendapp_ack(e, len);
+			k->req_off += len;
+			if (k->req_off == k->req_len)
+				br_ssl_engine_flush(e, 0);
+			continue;
+		}
+		if ((st & BR_SSL_RECVREC) && reads < VERIFY_READS_PER_ROUND) {
+			buf = br_ssl_engine_recvrec_buf(e, &len);
+			n = read(k->fd, buf, len);
+			if (n > 0) {
+				reads++;
+				br_ssl_engine_recvrec_ack(e, (size_t)n);
+				continue;
+			}
+			if (n == 0) {
+				/* Closed without close_notify: the answer ends
+				 * here if its framing says it may. */
+				k->eof = 1;
+				return vjudge_eof(&k->judge);
+			}
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR) {
+				k->why = "read failed";
+				return VV_BROKEN;
+			}
+		}
+		k->events = POLLIN;
+		return VV_MORE;
+	}
+}
+#endif
+
+/* Readiness on check k's socket. */
+static void
+check_service(struct derp_server *s, struct vcheck *k, short revents)
+{
+	int err = 0, v;
+	socklen_t el = sizeof err;
+
+	if (k->phase == VC_CONNECT) {
+		if (!(revents & (POLLOUT | POLLERR | POLLHUP)))
+			return;
+		if (getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 ||
+		    err != 0) {
+			check_close_fd(s, k);
+			if (k->kind == VQ_HOOK) {
+				k->addr_i++;
+				check_dial(s, k);
+			} else {
+				admit_verdict(s, k, VV_BROKEN,
+				    "cannot reach tailscaled");
+			}
+			return;
+		}
+		k->phase = VC_TALK;
+#ifndef DERP_NO_HOOKTLS
+		if (k->tls_on && tlsc_client_reset(&k->tls->cc, &k->tls->xc,
+		    k->url.host) != 0) {
+			admit_verdict(s, k, VV_BROKEN, "TLS set-up failed");
+			return;
+		}
+#endif
+	}
+	k->why = NULL;
+	k->eof = 0;
+#ifndef DERP_NO_HOOKTLS
+	if (k->tls_on)
+		v = check_tls_io(k);
+	else
+#endif
+		v = check_plain_io(k);
+	if (v != VV_MORE) {
+		admit_verdict(s, k, v, k->why != NULL ? k->why :
+		    k->judge.why != NULL ? k->judge.why : "no answer");
+		return;
+	}
+	poller_set(&s->pl, k->fd, TAG_CHECK0 - (int32_t)(k - s->admit.checks),
+	    k->pidx, k->events);
+}
+
+/* Each round: waiting clients into free check slots, in turn; lookups. */
+static void
+admit_pump(struct derp_server *s)
+{
+	struct conn *c;
+	uint32_t i = 0;
+
+#ifndef DERP_NO_BOOTDNS
+	if (s->admit.res.fd >= 0 || s->admit.res.pid > 0 ||
+	    s->admit.res.busy >= 0)
+		resolve_poll(s);
+#endif
+	while (s->admit.waitq.count > 0) {
+		while (i < VERIFY_CHECKS && s->admit.checks[i].phase != VC_FREE)
+			i++;
+		if (i == VERIFY_CHECKS)
+			return;
+		c = &s->conns[ring_pop(&s->admit.waitq)];
+		if (c->state != CS_DERP_VERIFY || c->adm.check != 0)
+			continue;	/* closed (or reused) meanwhile */
+		s->admit.checks[i].phase = VC_CONNECT;
+		check_begin(s, &s->admit.checks[i], c,
+		    &s->admit.hook, 1);
+	}
+#ifndef DERP_NO_BOOTDNS
+	if (s->admit.res.busy < 0 && s->admit.res.pid == 0)
+		resolve_poll(s);	/* a name asked for this round */
+#endif
+}
+
+/* Once a tick: checks past their deadline. */
+static void
+admit_tick(struct derp_server *s)
+{
+	uint32_t i;
+	struct vcheck *k;
+
+	for (i = 0; s->admit.checks != NULL && i < VERIFY_CHECKS; i++) {
+		k = &s->admit.checks[i];
+		if (k->phase != VC_FREE && s->now >= k->deadline_ms)
+			admit_verdict(s, k, VV_BROKEN, "timed out");
+	}
+}
+
+/* c is closing while it waits: its check stops. */
+static void
+admit_forget(struct derp_server *s, struct conn *c)
+{
+	if (c->adm.check != 0)
+		check_free(s, &s->admit.checks[c->adm.check - 1]);
+	c->adm.check = 0;
+}
+
+/* Start-up: the socket path, the webhook's URL, the check slots (with their
+ * TLS engines when a webhook is set), the queue.  0, or -1 with err. */
+static int
+admit_setup(struct derp_server *s, char *err, size_t errlen)
+{
+	struct admit_state *a = &s->admit;
+	const char *sock = s->cfg.socket_path, *url = s->cfg.verify_client_url;
+	uint32_t i;
+
+#ifndef DERP_NO_BOOTDNS
+	a->res.fd = -1;
+	a->res.busy = -1;
+#endif
+	a->hook_on = url != NULL && url[0] != '\0';
+	a->on = s->cfg.verify_clients || a->hook_on;
+	if (!a->on)
+		return 0;
+	if (sock == NULL || sock[0] == '\0')
+		sock = VERIFY_SOCKET_DEFAULT;
+	if (strlen(sock) >= sizeof a->socket) {
+		snprintf(err, errlen, "-socket %s: path too long", sock);
+		return -1;
+	}
+	memcpy(a->socket, sock, strlen(sock) + 1);
+	if (a->hook_on && vurl_parse(url, &a->hook) != 0) {
+		snprintf(err, errlen, "-verify-client-url %s: not an http:// or "
+		    "https:// URL", url);
+		return -1;
+	}
+#ifdef DERP_NO_BOOTDNS
+	if (a->hook_on && !a->hook.is_ip) {
+		snprintf(err, errlen, "-verify-client-url: this relay is built "
+		    "without a resolver (BOOTDNS=0): give the webhook's IP "
+		    "address");
+		return -1;
+	}
+#endif
+#ifdef DERP_NO_HOOKTLS
+	if (a->hook_on && a->hook.https) {
+		snprintf(err, errlen, "-verify-client-url: https is not built "
+		    "into this relay (HOOKTLS=0)");
+		return -1;
+	}
+#endif
+	a->checks = calloc(VERIFY_CHECKS, sizeof *a->checks);
+	ring_init(&a->waitq, s->max);
+	if (a->checks == NULL || a->waitq.slot == NULL || a->waitq.on == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < VERIFY_CHECKS; i++)
+		a->checks[i].fd = -1;
+#ifndef DERP_NO_HOOKTLS
+	if (a->hook_on) {
+		const char *ca = s->cfg.verify_client_ca_file;
+		char why[200];
+
+		if (ca == NULL || ca[0] == '\0')
+			ca = VERIFY_CA_FILE_DEFAULT;
+		/* An http:// webhook needs roots only if it redirects to
+		 * https://: without them that redirect fails, as a
+		 * transport failure. */
+		if (tlsc_anchors_load(&a->anchors, ca, why, sizeof why) != 0) {
+			if (a->hook.https) {
+				snprintf(err, errlen, "-verify-client-ca-file: "
+				    "%s", why);
+				return -1;
+			}
+			logf("verify: %s: https redirects will fail", why);
+		}
+		for (i = 0; i < VERIFY_CHECKS; i++) {
+			struct check_tls *t = calloc(1, sizeof *t);
+
+			if (t == NULL) {
+				snprintf(err, errlen, "out of memory");
+				return -1;
+			}
+			tlsc_client_init(&t->cc, &t->xc, &a->anchors);
+			br_ssl_engine_set_buffer(&t->cc.eng, t->buf,
+			    sizeof t->buf, 0);
+			a->checks[i].tls = t;
+		}
+	}
+#endif
+	if (s->cfg.verify_clients)
+		logf("verify: admitting only clients tailscaled at %s knows",
+		    a->socket);
+	if (a->hook_on)
+		logf("verify: asking %s about every client (fail-open %s)",
+		    url, s->cfg.verify_client_url_fail_open ? "on" : "off");
+	return 0;
+}
+
+/* At the relay's end. */
+static void
+admit_stop(struct derp_server *s)
+{
+	struct admit_state *a = &s->admit;
+	uint32_t i;
+
+	for (i = 0; a->checks != NULL && i < VERIFY_CHECKS; i++) {
+		if (a->checks[i].fd >= 0)
+			close(a->checks[i].fd);
+#ifndef DERP_NO_HOOKTLS
+		free(a->checks[i].tls);
+#endif
+	}
+	free(a->checks);
+	a->checks = NULL;
+	free(a->waitq.slot);
+	free(a->waitq.on);
+	a->waitq.slot = NULL;
+	a->waitq.on = NULL;
+#ifndef DERP_NO_HOOKTLS
+	tlsc_anchors_free(&a->anchors);
+#endif
+#ifndef DERP_NO_BOOTDNS
+	resolve_stop(s);
+#endif
+}
 
 /* ==================================================================== SERVER */
 
@@ -7078,7 +8089,7 @@ static int
 derp_alloc(struct derp_server *s, char *err, size_t errlen)
 {
 	uint32_t max = s->cfg.max_clients, ks = keytab_size(max);
-	uint32_t pcap = max + 4;
+	uint32_t pcap = max + 4 + VERIFY_CHECKS;
 
 	s->max = max;
 	s->conns = calloc(max, sizeof *s->conns);
@@ -7136,7 +8147,8 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
  * limit, and if that is still short, serve fewer slots (saying so) rather than
  * spin on accept() failing with EMFILE.
  */
-#define FDS_RESERVED	32	/* listeners, STUN, stdio, files opened at start-up */
+#define FDS_RESERVED	(32 + VERIFY_CHECKS)	/* listeners, STUN, stdio, files
+					 * opened at start-up, admission checks */
 
 static int
 fd_limit_fit(struct derp_server *s)
@@ -7161,6 +8173,44 @@ fd_limit_fit(struct derp_server *s)
 		s->cfg.max_clients = rl.rlim_cur > FDS_RESERVED + 1 ?
 		    (unsigned)(rl.rlim_cur - FDS_RESERVED) : 1;
 	}
+	return 0;
+}
+
+/*
+ * The region's mesh key (derp-protocol.md 15.1): 64 hex digits, either case,
+ * surrounding white space trimmed; anything else is fatal.  All zero counts
+ * as none.  0, or -1 with err.
+ */
+static int
+mesh_key_setup(struct derp_server *s, char *err, size_t errlen)
+{
+	const char *k = s->cfg.mesh_key_hex;
+	char hex[65];
+	size_t n;
+
+	if (k == NULL || k[0] == '\0') {
+		logf("No mesh key configured");
+		return 0;
+	}
+	while (*k == ' ' || *k == '\t' || *k == '\n' || *k == '\r')
+		k++;
+	n = strlen(k);
+	while (n > 0 && (k[n - 1] == ' ' || k[n - 1] == '\t' ||
+	    k[n - 1] == '\n' || k[n - 1] == '\r'))
+		n--;
+	if (n != 64) {
+		snprintf(err, errlen, "mesh key must be 64 hex digits");
+		return -1;
+	}
+	memcpy(hex, k, 64);
+	hex[64] = '\0';
+	if (hex_decode32(s->mesh_key, hex) < 0) {
+		snprintf(err, errlen, "mesh key must be 64 hex digits");
+		return -1;
+	}
+	s->has_mesh_key = !is_zero(s->mesh_key, KEY_BYTES);
+	logf(s->has_mesh_key ? "mesh key configured" :
+	    "No mesh key configured (all zero)");
 	return 0;
 }
 
@@ -7231,7 +8281,8 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 		goto fail;
 	}
 	nacl_x25519_base(s->pub, s->priv);
-	logf("No mesh key configured");
+	if (mesh_key_setup(s, err, errlen) != 0)
+		goto fail;
 
 	if (s->cfg.rate_config != NULL && s->cfg.rate_config[0] != '\0' &&
 	    rate_load(s, err, errlen) != 0)
@@ -7256,7 +8307,7 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "getrlimit: %s", strerror(errno));
 		goto fail;
 	}
-	if (derp_alloc(s, err, errlen) != 0)
+	if (derp_alloc(s, err, errlen) != 0 || admit_setup(s, err, errlen) != 0)
 		goto fail;
 	if (poller_add(&s->pl, s->main_fd, TAG_MAIN, POLLIN, &slot) != 0 ||
 	    (s->http_fd >= 0 &&
@@ -7367,6 +8418,13 @@ derp_run(struct derp_server *s)
 					conn_service(s, c, rev);
 					hs_used_us += now_us() - t_us + 1;
 				}
+			} else if (tag <= TAG_CHECK0) {
+				struct vcheck *k =
+				    &s->admit.checks[TAG_CHECK0 - tag];
+
+				if (k->phase == VC_CONNECT ||
+				    k->phase == VC_TALK)
+					check_service(s, k, rev);
 			} else if (tag == TAG_MAIN) {
 				conn_accept(s, s->main_fd, 0);
 			} else if (tag == TAG_HTTP) {
@@ -7375,10 +8433,14 @@ derp_run(struct derp_server *s)
 				stun_service(s, s->stun_fd[0]);
 			}
 		}
+		if (s->admit.on)
+			admit_pump(s);
 		input_resume_paused(s);
 		output_flush_dirty(s);
 		if (s->now >= s->next_sweep_ms) {
 			timers_sweep(s);
+			if (s->admit.on)
+				admit_tick(s);
 			certs_tick(s);
 			bootdns_tick(s);
 			output_flush_dirty(s);
@@ -7411,6 +8473,7 @@ derp_destroy(struct derp_server *s)
 	server_close_sockets(s);
 	acme_stop(s);
 	bootdns_stop(s);
+	admit_stop(s);
 	for (k = 0; k < s->nident; k++) {
 		bank_clear(&s->ident[k].bank[0]);
 		bank_clear(&s->ident[k].bank[1]);
@@ -7502,13 +8565,13 @@ static struct flag flags[] = {
 	{ "http-port", F_INT, "80", "plain-HTTP port in TLS mode (captive-portal check, redirects), on the host of -a; -1 disables it", NULL, NULL, 80, 0, 0 },
 	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (not a derper flag); memory is reserved for this many and further connections are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
 	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo, counted by source (IPv4 address, IPv6 /64; not a derper flag); at the limit, or with every -max-clients slot taken, a newcomer from a smaller source evicts the largest source's oldest; one from the largest source makes room only if its source's oldest has had 5s, else it is closed. The -http-port listener has its own 32", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
-	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits)", "meshing", "", 0, 0, 0 },
+	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits); clients presenting it skip admission (mesh forwarding itself is not served yet)", NULL, "", 0, 0, 0 },
 	{ "mesh-with", F_STRING, NULL, "comma-separated host or host/dialhost entries of the region's other servers", "meshing", "", 0, 0, 0 },
 	{ "rate-config", F_STRING, NULL, "JSON file with per-client receive rate limits, reloaded on SIGHUP", NULL, "", 0, 0, 0 },
 	{ "secrets-cache-dir", F_STRING, NULL, "cache directory for -secrets-url", NULL, "", 0, 0, 0 },
 	{ "secrets-path-prefix", F_STRING, "\"prod/derp\"", "secret name prefix for -secrets-url", NULL, "prod/derp", 0, 0, 0 },
 	{ "secrets-url", F_STRING, NULL, "setec server to fetch the mesh key from", "setec secrets", "", 0, 0, 0 },
-	{ "socket", F_STRING, NULL, "tailscaled socket for -verify-clients", NULL, "", 0, 0, 0 },
+	{ "socket", F_STRING, NULL, "tailscaled's LocalAPI socket for -verify-clients; empty means " VERIFY_SOCKET_DEFAULT, NULL, "", 0, 0, 0 },
 	{ "stun", F_BOOL, "true", "serve STUN on UDP, on the host of -a", NULL, NULL, 1, 0, 0 },
 	{ "stun-port", F_INT, "3478", "UDP port for STUN", NULL, NULL, 3478, 0, 0 },
 	{ "tcp-keepalive-time", F_DURATION, "10m0s", "TCP keepalive idle time and interval on accepted connections", NULL, NULL, 600000000000LL, 0, 0 },
@@ -7516,9 +8579,10 @@ static struct flag flags[] = {
 	{ "tcp-write-timeout", F_DURATION, "2s", "close a client whose output makes no progress for this long; 0 never", NULL, NULL, 2000000000LL, 0, 0 },
 	{ "unpublished-bootstrap-dns-names", F_STRING, NULL, "comma-separated names /bootstrap-dns answers only when asked for them (?q=name)", BOOTDNS_MISSING, "", 0, 0, 0 },
 	{ "user", F_STRING, NULL, "after binding the ports and reading the key and certificate, switch to this user and its group (not a derper flag)", NULL, "", 0, 0, 0 },
-	{ "verify-client-url", F_STRING, NULL, "admission webhook URL asked about every client", "client verification", "", 0, 0, 0 },
+	{ "verify-client-ca-file", F_STRING, "\"" VERIFY_CA_FILE_DEFAULT "\"", "PEM roots an https -verify-client-url's certificate is verified against (not a derper flag)", NULL, VERIFY_CA_FILE_DEFAULT, 0, 0, 0 },
+	{ "verify-client-url", F_STRING, NULL, "admission webhook URL (http:// or https://) POSTed {\"NodePublic\",\"Source\"} for every client; it admits with 200 and {\"Allow\":true}", NULL, "", 0, 0, 0 },
 	{ "verify-client-url-fail-open", F_BOOL, "true", "admit clients when -verify-client-url cannot be reached", NULL, NULL, 1, 0, 0 },
-	{ "verify-clients", F_BOOL, NULL, "admit only clients the local tailscaled knows", "client verification", NULL, 0, 0, 0 },
+	{ "verify-clients", F_BOOL, NULL, "admit only clients the local tailscaled knows (its node and its peers)", NULL, NULL, 0, 0, 0 },
 	{ "version", F_BOOL, NULL, "print the version and exit", NULL, NULL, 0, 0, 0 },
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
@@ -7932,6 +8996,52 @@ on_signal(int sig)
 		derp_stop(running);
 }
 
+/*
+ * The mesh key's text (derp-protocol.md 15.1): in -dev from
+ * TAILSCALE_DERPER_MESH_KEY, else from -mesh-psk-file; derp_create checks
+ * it.  0, or -1 with a message printed.
+ */
+static int
+mesh_key_read(struct derp_config *cfg, char *buf, size_t cap)
+{
+	const char *path = flag_find("mesh-psk-file", 13)->sval;
+	size_t n = 0;
+	ssize_t r;
+	int fd;
+
+	if (cfg->dev) {
+		cfg->mesh_key_hex = getenv("TAILSCALE_DERPER_MESH_KEY");
+		return 0;
+	}
+	if (path == NULL || path[0] == '\0')
+		return 0;
+	if ((fd = open(path, O_RDONLY)) < 0) {
+		fprintf(stderr, "derp: -mesh-psk-file %s: %s\n", path,
+		    strerror(errno));
+		return -1;
+	}
+	while (n < cap - 1 && (r = read(fd, buf + n, cap - 1 - n)) != 0) {
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			fprintf(stderr, "derp: -mesh-psk-file %s: %s\n", path,
+			    strerror(errno));
+			close(fd);
+			return -1;
+		}
+		n += (size_t)r;
+	}
+	close(fd);
+	buf[n] = '\0';
+	if (n == cap - 1 || strlen(buf) != n) {
+		fprintf(stderr, "derp: -mesh-psk-file %s: not a mesh key\n",
+		    path);
+		return -1;
+	}
+	cfg->mesh_key_hex = buf;
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -7939,6 +9049,7 @@ main(int argc, char **argv)
 	struct run_as ra;
 	struct sigaction sa;
 	char err[512];
+	static char mesh_key[1024];
 	const char *qd;
 	int64_t v;
 	int rc;
@@ -8013,6 +9124,14 @@ main(int argc, char **argv)
 	cfg.acme_ip_certs = (int)flag_find("acme-ip-certs", 13)->ival;
 	cfg.acme_webroot = flag_find("acme-webroot", 12)->sval;
 	cfg.bootstrap_dns_names = flag_find("bootstrap-dns-names", 19)->sval;
+	cfg.verify_clients = (int)flag_find("verify-clients", 14)->ival;
+	cfg.socket_path = flag_find("socket", 6)->sval;
+	cfg.verify_client_url = flag_find("verify-client-url", 17)->sval;
+	cfg.verify_client_url_fail_open =
+	    (int)flag_find("verify-client-url-fail-open", 27)->ival;
+	cfg.verify_client_ca_file = flag_find("verify-client-ca-file", 21)->sval;
+	if (mesh_key_read(&cfg, mesh_key, sizeof mesh_key) != 0)
+		return 1;
 	cfg.unpublished_bootstrap_dns_names =
 	    flag_find("unpublished-bootstrap-dns-names", 31)->sval;
 	/* Ours, documented in README: renew when this many seconds are left

@@ -87,6 +87,21 @@ struct derp_config {
 	const char *unpublished_bootstrap_dns_names;
 	int64_t cert_check_ms;		/* how often the certificate files'
 					 * stamps are compared: 0 = 60 s */
+	/* Client admission (derp-protocol.md 14): a client that is not a
+	 * mesh peer gets ServerInfo only once the local tailscaled knows its
+	 * key (verify_clients, over socket_path: NULL or "" for
+	 * /var/run/tailscale/tailscaled.sock) and the webhook allows it
+	 * (verify_client_url: http:// or https://, NULL or "" for none;
+	 * verify_client_ca_file: PEM roots for https, NULL or "" for the
+	 * system bundle).  An unreachable webhook admits when fail_open. */
+	int verify_clients;
+	const char *socket_path;
+	const char *verify_client_url;
+	int verify_client_url_fail_open;
+	const char *verify_client_ca_file;
+	/* The region's mesh key: 64 hex digits ("" or NULL none).  A client
+	 * whose ClientInfo carries it skips admission. */
+	const char *mesh_key_hex;
 };
 
 struct derp_server;

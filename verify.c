@@ -163,10 +163,14 @@ vhttp_line(struct vhttp *h, const char *l, size_t n)
 					return;
 				}
 				h->chunked = 1;
+			} else if (header_is(l, n, "location", &v, &vl)) {
+				memcpy(h->location, v, vl);
+				h->location_len = vl;
 			}
 			return;
 		}
 		/* The end of the head: how the body is framed. */
+		h->head_done = 1;
 		if (h->status == 204 || h->status == 304)
 			h->state = VHS_DONE;
 		else if (h->chunked)
@@ -586,4 +590,410 @@ vjson_finish(struct vjson *j)
 		j->state = VJS_DONE;
 	}
 	return j->state == VJS_DONE ? VJ_DONE : VJ_ERROR;
+}
+
+/* ---- judging an answer ---- */
+
+static int
+text_is(const char *t, const char *want)
+{
+	return t != NULL && strcmp(t, want) == 0;
+}
+
+/* The JSON reader's events: status looks for the key as Self.PublicKey or
+ * as a member name of Peer; the webhook for a top-level boolean "Allow"
+ * (member names match case-insensitively, as Go's decoder matches them). */
+static void
+judge_event(void *ctx, const struct vjson *j, int kind, int depth,
+    const char *text)
+{
+	struct vjudge *v = ctx;
+
+	if (v->kind == VQ_STATUS) {
+		if (depth != 2 || !j->path_ok[0])
+			return;
+		if (kind == VJ_KEY && strcmp(j->path[0], "Peer") == 0 &&
+		    text_is(text, v->keytext))
+			v->found = 1;
+		else if (kind == VJ_STRING && strcmp(j->path[0], "Self") == 0 &&
+		    j->path_ok[1] && strcmp(j->path[1], "PublicKey") == 0 &&
+		    text_is(text, v->keytext))
+			v->found = 1;
+		return;
+	}
+	if (v->kind != VQ_HOOK)
+		return;
+	if (depth == 0 && kind == VJ_OPEN)
+		v->top_obj = text[0] == '{';
+	if (depth != 1 || !v->top_obj)
+		return;
+	if (kind == VJ_KEY) {
+		v->allow_next = text != NULL && strlen(text) == 5 &&
+		    same_ci(text, "allow", 5);
+		return;
+	}
+	if (!v->allow_next)
+		return;
+	v->allow_next = 0;
+	if (kind == VJ_LITERAL && strcmp(text, "null") != 0)
+		v->found = text[0] == 't';
+	else if (kind != VJ_LITERAL)
+		v->type_bad = 1;	/* a string, number or container */
+}
+
+/* "nodekey:<64 lower-case hex>", as JSON and LocalAPI write a key. */
+static void
+key_text(char out[8 + 64 + 1], const uint8_t key[32])
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+
+	memcpy(out, "nodekey:", 8);
+	for (i = 0; i < 32; i++) {
+		out[8 + 2 * i] = hex[key[i] >> 4];
+		out[9 + 2 * i] = hex[key[i] & 15];
+	}
+	out[72] = '\0';
+}
+
+void
+vjudge_init(struct vjudge *v, int kind, const uint8_t key[32])
+{
+	memset(v, 0, sizeof *v);
+	v->kind = kind;
+	key_text(v->keytext, key);
+	vhttp_init(&v->http);
+	vjson_init(&v->json, judge_event, v);
+	v->json_rc = VJ_MORE;
+	v->body_max = kind == VQ_STATUS ? VERIFY_STATUS_BODY_MAX :
+	    kind == VQ_HOOK ? VERIFY_HOOK_BODY_MAX : VERIFY_WHOIS_BODY_MAX;
+}
+
+static int
+decide(struct vjudge *v, int verdict, const char *why)
+{
+	if (v->verdict == VV_MORE) {
+		v->verdict = verdict;
+		v->why = why;
+	}
+	return v->verdict;
+}
+
+/* Body bytes as vhttp de-chunks them. */
+static void
+judge_body(void *ctx, const uint8_t *p, size_t n)
+{
+	struct vjudge *v = ctx;
+	size_t used, k;
+
+	if (v->verdict != VV_MORE)
+		return;
+	if (v->http.status != 200) {
+		/* Only whois's 400 is read, for its first bytes. */
+		k = sizeof v->start - 1 - v->start_len;
+		if (k > n)
+			k = n;
+		memcpy(v->start + v->start_len, p, k);
+		v->start_len += k;
+		return;
+	}
+	if (n > v->body_max - v->body_bytes) {
+		if (v->kind == VQ_HOOK)
+			n = (size_t)(v->body_max - v->body_bytes);
+		else {
+			decide(v, VV_DENY, "answer too large");
+			return;
+		}
+	}
+	v->body_bytes += n;
+	if (v->json_rc == VJ_MORE)
+		v->json_rc = vjson_feed(&v->json, p, n, &used);
+}
+
+/* What the head alone decides, once it is in. */
+static int
+judge_head(struct vjudge *v)
+{
+	int st = v->http.status;
+
+	if (v->kind == VQ_HOOK) {
+		if ((st == 301 || st == 302 || st == 303 || st == 307 ||
+		    st == 308) && v->http.location_len > 0)
+			return decide(v, VV_REDIRECT, "redirect");
+		if (st != 200)
+			return decide(v, VV_DENY, "webhook answered a status "
+			    "other than 200");
+		return VV_MORE;
+	}
+	if (st == 404)
+		return decide(v, VV_DENY, v->kind == VQ_WHOIS ?
+		    "not authorized (tailscaled does not know the node)" :
+		    "tailscaled answered 404");
+	if (st != 200 && !(st == 400 && v->kind == VQ_WHOIS)) {
+		return decide(v, VV_DENY, "tailscaled answered an unexpected "
+		    "status");
+	}
+	return VV_MORE;
+}
+
+/* The JSON is complete or broken: the verdict. */
+static int
+judge_json(struct vjudge *v)
+{
+	if (v->json_rc == VJ_ERROR)
+		return decide(v, VV_DENY, v->kind == VQ_HOOK ?
+		    "webhook answer is not JSON" : "tailscaled's answer is not "
+		    "JSON");
+	switch (v->kind) {
+	case VQ_WHOIS:
+		return decide(v, VV_ALLOW, "known to tailscaled");
+	case VQ_STATUS:
+		return v->found ? decide(v, VV_ALLOW, "a node of the "
+		    "tailnet (status)") : decide(v, VV_DENY, "not authorized "
+		    "(not this node nor a peer in tailscaled's status)");
+	default:
+		if (!v->top_obj || v->type_bad)
+			return decide(v, VV_DENY, "webhook answer does not "
+			    "decode");
+		return v->found ? decide(v, VV_ALLOW, "webhook allowed") :
+		    decide(v, VV_DENY, "webhook denied");
+	}
+}
+
+/* The answer ended (its framing, or the peer's close). */
+static int
+judge_end(struct vjudge *v)
+{
+	if (v->http.status == 400 && v->kind == VQ_WHOIS)
+		return v->start_len >= sizeof VERIFY_OLD_BODY - 1 &&
+		    memcmp(v->start, VERIFY_OLD_BODY, sizeof VERIFY_OLD_BODY -
+		    1) == 0 ? decide(v, VV_OLD, "tailscaled older than 1.70") :
+		    decide(v, VV_DENY, "tailscaled answered 400");
+	if (v->json_rc == VJ_MORE)
+		v->json_rc = vjson_finish(&v->json);
+	return judge_json(v);
+}
+
+int
+vjudge_feed(struct vjudge *v, const uint8_t *p, size_t n)
+{
+	size_t used = 0, off = 0;
+	int rc, had_head;
+
+	while (v->verdict == VV_MORE && off < n) {
+		had_head = v->http.head_done;
+		rc = vhttp_feed(&v->http, p + off, n - off, &used, judge_body,
+		    v);
+		off += used;
+		if (rc == VH_ERROR)
+			return decide(v, VV_BROKEN, "answer is not HTTP/1.1");
+		if (!had_head && v->http.head_done && judge_head(v) != VV_MORE)
+			break;
+		if (v->verdict != VV_MORE)
+			break;
+		/* The webhook's first JSON value decides, whatever follows
+		 * it; a JSON error decides at once. */
+		if (v->json_rc == VJ_ERROR || (v->kind == VQ_HOOK &&
+		    v->json_rc == VJ_DONE))
+			return judge_json(v);
+		if (v->kind == VQ_HOOK && v->body_bytes == v->body_max &&
+		    v->json_rc == VJ_MORE)
+			return decide(v, VV_DENY, "webhook answer does not "
+			    "decode in 4096 bytes");
+		if (rc == VH_DONE)
+			return judge_end(v);
+	}
+	return v->verdict;
+}
+
+int
+vjudge_eof(struct vjudge *v)
+{
+	if (v->verdict != VV_MORE)
+		return v->verdict;
+	if (vhttp_eof(&v->http) != VH_DONE)
+		return decide(v, VV_BROKEN, "answer ended early");
+	return judge_end(v);
+}
+
+/* ---- the webhook's request ---- */
+
+static int
+url_text_ok(const char *s, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+static int
+is_ipv4(const char *h)
+{
+	int parts = 0, digits = 0;
+	unsigned v = 0;
+
+	for (;; h++) {
+		if (*h >= '0' && *h <= '9') {
+			v = v * 10 + (unsigned)(*h - '0');
+			if (++digits > 3 || v > 255)
+				return 0;
+		} else if ((*h == '.' || *h == '\0') && digits > 0) {
+			parts++;
+			if (*h == '\0')
+				return parts == 4;
+			digits = 0;
+			v = 0;
+		} else {
+			return 0;
+		}
+	}
+}
+
+/* scheme://authority then the rest (path, query; fragment dropped). */
+static int
+url_split(const char *s, size_t n, struct vurl *u)
+{
+	const char *a, *end, *colon, *rb, *stop = s + n;
+	size_t k;
+	unsigned long port;
+
+	memset(u, 0, sizeof *u);
+	if (n >= VURL_MAX || !url_text_ok(s, n))
+		return -1;
+	if (n > 8 && same_ci(s, "https://", 8)) {
+		u->https = 1;
+		a = s + 8;
+	} else if (n > 7 && same_ci(s, "http://", 7)) {
+		a = s + 7;
+	} else {
+		return -1;
+	}
+	for (end = a; end < stop && *end != '/' && *end != '?' &&
+	    *end != '#'; end++)
+		continue;
+	if (memchr(a, '@', (size_t)(end - a)) != NULL || end == a)
+		return -1;
+	if (a[0] == '[') {
+		rb = memchr(a, ']', (size_t)(end - a));
+		if (rb == NULL || rb == a + 1 ||
+		    (size_t)(rb - a - 1) >= sizeof u->host)
+			return -1;
+		memcpy(u->host, a + 1, (size_t)(rb - a - 1));
+		for (k = 0; u->host[k] != '\0'; k++)
+			if (hexval(u->host[k]) < 0 && u->host[k] != ':' &&
+			    u->host[k] != '.')
+				return -1;
+		u->is_ip = 1;
+		if (rb + 1 < end && rb[1] != ':')
+			return -1;
+		colon = rb + 1 < end ? rb + 1 : NULL;
+	} else {
+		colon = memchr(a, ':', (size_t)(end - a));
+		k = (size_t)((colon != NULL ? colon : end) - a);
+		if (k == 0 || k >= sizeof u->host)
+			return -1;
+		memcpy(u->host, a, k);
+		u->is_ip = is_ipv4(u->host);
+	}
+	port = u->https ? 443 : 80;
+	if (colon != NULL) {
+		if (end - colon < 2 || end - colon > 6)
+			return -1;
+		port = 0;
+		for (k = 1; colon + k < end; k++) {
+			if (colon[k] < '0' || colon[k] > '9')
+				return -1;
+			port = port * 10 + (unsigned long)(colon[k] - '0');
+		}
+		if (port < 1 || port > 65535)
+			return -1;
+	}
+	snprintf(u->port, sizeof u->port, "%lu", port);
+	memcpy(u->authority, a, (size_t)(end - a));
+	/* The path and query, without the fragment; "/" when empty. */
+	for (k = 0; end + k < stop && end[k] != '#'; k++)
+		continue;
+	if (end[0] != '/')
+		u->path[0] = '/';
+	memcpy(u->path + (end[0] != '/'), end, k);
+	return 0;
+}
+
+int
+vurl_parse(const char *s, struct vurl *u)
+{
+	return url_split(s, strlen(s), u);
+}
+
+int
+vurl_resolve(const struct vurl *base, const char *loc, size_t len,
+    struct vurl *out)
+{
+	char buf[VURL_MAX];
+	const char *slash;
+	size_t k, dir;
+	int n;
+
+	if (len >= VURL_MAX || !url_text_ok(loc, len))
+		return -1;
+	if ((len > 7 && same_ci(loc, "http://", 7)) ||
+	    (len > 8 && same_ci(loc, "https://", 8)))
+		return url_split(loc, len, out);
+	if (len >= 2 && loc[0] == '/' && loc[1] == '/')
+		n = snprintf(buf, sizeof buf, "%s:%.*s", base->https ?
+		    "https" : "http", (int)len, loc);
+	else if (len >= 1 && loc[0] == '/')
+		n = snprintf(buf, sizeof buf, "%s://%s%.*s", base->https ?
+		    "https" : "http", base->authority, (int)len, loc);
+	else {
+		/* Relative: base's path up to its last '/' before any query. */
+		k = strcspn(base->path, "?");
+		for (slash = NULL, dir = 0; dir < k; dir++)
+			if (base->path[dir] == '/')
+				slash = base->path + dir;
+		dir = slash != NULL ? (size_t)(slash - base->path) + 1 : 1;
+		n = snprintf(buf, sizeof buf, "%s://%s%.*s%.*s", base->https ?
+		    "https" : "http", base->authority, (int)dir, base->path,
+		    (int)len, loc);
+	}
+	if (n < 0 || (size_t)n >= sizeof buf)
+		return -1;
+	return url_split(buf, (size_t)n, out);
+}
+
+size_t
+verify_hook_body(char *out, size_t cap, const uint8_t key[32], const char *ip)
+{
+	char kt[8 + 64 + 1];
+	size_t i;
+	int n;
+
+	for (i = 0; ip[i] != '\0'; i++)
+		if (hexval(ip[i]) < 0 && ip[i] != '.' && ip[i] != ':')
+			return 0;	/* an address's text needs no escaping */
+	key_text(kt, key);
+	n = snprintf(out, cap, "{\"NodePublic\":\"%s\",\"Source\":\"%s\"}",
+	    kt, ip);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+size_t
+verify_hook_request(char *out, size_t cap, const struct vurl *u,
+    const char *body, size_t body_len, int post)
+{
+	int n;
+
+	if (post)
+		n = snprintf(out, cap, "POST %s HTTP/1.1\r\nHost: %s\r\n"
+		    "User-Agent: Go-http-client/1.1\r\nContent-Length: %zu\r\n"
+		    "\r\n%.*s", u->path, u->authority, body_len, (int)body_len,
+		    body);
+	else
+		n = snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s\r\n"
+		    "User-Agent: Go-http-client/1.1\r\n\r\n", u->path,
+		    u->authority);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }

@@ -6,8 +6,8 @@
  * any size (tailscaled's /localapi/v0/status of a big tailnet is megabytes,
  * chunked).  Fixed state, caller-owned buffers, no allocation, no sockets:
  * the relay's loop feeds them what its non-blocking sockets read.
- *
- * Not wired into the relay yet (issue 12); test_units checks them.
+ * It also judges an answer (vjudge: tailscaled's whois and status, the
+ * webhook's) and writes the webhook's request; derp.c moves the bytes.
  */
 #ifndef VERIFY_H
 #define VERIFY_H
@@ -36,7 +36,10 @@ struct vhttp {
 	int state;			/* VHS_* in verify.c */
 	int status;			/* the status code, once the head is in */
 	int chunked, have_length;
+	int head_done;			/* the blank line after the headers */
 	uint64_t left;			/* body bytes, or the chunk's, still due */
+	size_t location_len;		/* Location's value, when given */
+	char location[VHTTP_LINE_MAX];
 	size_t head_bytes, llen;
 	char line[VHTTP_LINE_MAX];
 };
@@ -99,5 +102,78 @@ int vjson_feed(struct vjson *j, const uint8_t *p, size_t n, size_t *used);
 /* The input ended: VJ_DONE when a complete value was read (a number at the
  * end completes here), else VJ_ERROR. */
 int vjson_finish(struct vjson *j);
+
+/* ---- judging an answer (derp-protocol.md 14) ---- */
+
+/* What is asked. */
+enum { VQ_WHOIS = 1, VQ_STATUS, VQ_HOOK };
+/* The verdict on an answer so far: VV_MORE wants more bytes; VV_OLD is
+ * whois's "invalid 'addr' parameter" of a tailscaled older than 1.70 (ask
+ * /status instead); VV_REDIRECT is a webhook's 301/302/303/307/308 with a
+ * Location (in http.location); VV_BROKEN is an answer that is not HTTP/1.x
+ * or ended early, which the webhook's fail-open treats as a transport
+ * failure (as Go's client reports it). */
+enum { VV_MORE = 0, VV_ALLOW, VV_DENY, VV_OLD, VV_REDIRECT, VV_BROKEN };
+
+#define VERIFY_WHOIS_BODY_MAX	(1u << 20)	/* a whois answer is ~2 KB */
+#define VERIFY_STATUS_BODY_MAX	(64u << 20)	/* a big tailnet's status */
+#define VERIFY_HOOK_BODY_MAX	4096		/* derper reads no more */
+#define VERIFY_OLD_BODY "invalid 'addr' parameter"
+
+struct vjudge {
+	int kind;			/* VQ_* */
+	char keytext[8 + 64 + 1];	/* "nodekey:<64 hex>" */
+	struct vhttp http;
+	struct vjson json;
+	uint64_t body_bytes, body_max;
+	int json_rc;			/* VJ_* of the body's JSON so far */
+	int found;			/* status: the key is Self's or a Peer's;
+					 * hook: Allow's value (last wins) */
+	int allow_next;			/* hook: the next depth-1 value is Allow's */
+	int type_bad;			/* hook: Allow is not a boolean (or null) */
+	int top_obj;			/* hook: the top value is an object */
+	size_t start_len;		/* whois 400: its body's first bytes */
+	char start[sizeof VERIFY_OLD_BODY];
+	int verdict;			/* once decided */
+	const char *why;		/* a short reason for the log line */
+};
+
+void vjudge_init(struct vjudge *v, int kind, const uint8_t key[32]);
+/* Take n more bytes of the answer: the verdict (VV_MORE to go on). */
+int vjudge_feed(struct vjudge *v, const uint8_t *p, size_t n);
+/* The peer closed the connection: the verdict. */
+int vjudge_eof(struct vjudge *v);
+
+/* ---- the webhook's request ---- */
+
+/* http[s]://host[:port][/path][?query], as Go's client takes it: no user
+ * info, no spaces or control bytes; the fragment is dropped. */
+#define VURL_MAX 1024
+struct vurl {
+	int https;
+	char host[256];			/* without brackets */
+	char port[6];
+	char authority[256 + 8];	/* Host:, as written (brackets, port) */
+	char path[VURL_MAX];		/* "/..." (at least "/"), query kept */
+	int is_ip;
+};
+
+/* 0, or -1 if s is not such a URL. */
+int vurl_parse(const char *s, struct vurl *u);
+/* A redirect's Location against base, as a browser (and Go) resolves it:
+ * absolute, scheme-relative, absolute path, or relative to base's
+ * directory.  0, or -1. */
+int vurl_resolve(const struct vurl *base, const char *loc, size_t len,
+    struct vurl *out);
+/* The body derper POSTs: {"NodePublic":"nodekey:<hex>","Source":"<ip>"};
+ * ip is the text of the client's address ("" if unknown).  Its length, or
+ * 0 if cap is short. */
+size_t verify_hook_body(char *out, size_t cap, const uint8_t key[32],
+    const char *ip);
+/* The request: POST with the body (Go's headers: Host, User-Agent,
+ * Content-Length), or GET without one after a 301/302/303.  Its length,
+ * 0 if cap is short. */
+size_t verify_hook_request(char *out, size_t cap, const struct vurl *u,
+    const char *body, size_t body_len, int post);
 
 #endif

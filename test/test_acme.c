@@ -7,7 +7,8 @@
  * with BearSSL's verifier, CSRs parsed back with their signature checked (and
  * by `openssl req -verify` when the command exists), cert_leaf_validity; the
  * JSON tokenizer, the response head parser, chunked decoding, the PEM chain
- * reader and the URL parser on edge cases.
+ * reader and the URL parser (tlsclient.c, linked beside) on edge cases, and
+ * what tlsc_client_reset sets up for a DNS name and for an IP literal.
  *
  * Then a stand-in ACME CA on loopback: a forked child with a BearSSL TLS server
  * (certificates made here with cert.c) answering canned HTTP.  It checks every
@@ -873,16 +874,29 @@ static void
 test_url(void)
 {
 	static const struct {
-		const char *url, *host, *port, *path;
-		int is_ip;
+		const char *url, *host, *port, *authority, *path;
+		int is_ip, allow_http, is_https;
 	} good[] = {
 		{ "https://acme-v02.api.letsencrypt.org/directory",
-		  "acme-v02.api.letsencrypt.org", "443", "/directory", 0 },
+		  "acme-v02.api.letsencrypt.org", "443",
+		  "acme-v02.api.letsencrypt.org", "/directory", 0, 0, 1 },
 		{ "https://127.0.0.1:14000/dir?x=1", "127.0.0.1", "14000",
-		  "/dir?x=1", 1 },
-		{ "https://[::1]:8443/d", "::1", "8443", "/d", 1 },
-		{ "https://[2001:db8::1]", "2001:db8::1", "443", "", 1 },
-		{ "https://ca.example#frag", "ca.example", "443", "#frag", 0 },
+		  "127.0.0.1:14000", "/dir?x=1", 1, 0, 1 },
+		{ "https://[::1]:8443/d", "::1", "8443", "[::1]:8443", "/d", 1,
+		  0, 1 },
+		{ "https://[2001:db8::1]", "2001:db8::1", "443", "[2001:db8::1]",
+		  "", 1, 0, 1 },
+		{ "https://ca.example#frag", "ca.example", "443", "ca.example",
+		  "", 0, 0, 1 },
+		{ "https://ca.example/a?b=c#frag/x", "ca.example", "443",
+		  "ca.example", "/a?b=c", 0, 0, 1 },
+		{ "https://ca.example?q", "ca.example", "443", "ca.example",
+		  "?q", 0, 0, 1 },
+		{ "http://hook.example/allow", "hook.example", "80",
+		  "hook.example", "/allow", 0, 1, 0 },
+		{ "http://[::1]:8080", "::1", "8080", "[::1]:8080", "", 1, 1, 0 },
+		{ "https://hook.example:08443/", "hook.example", "8443",
+		  "hook.example:08443", "/", 0, 1, 1 },
 	};
 	static const char *const bad[] = {
 		"http://ca.example/", "https://", "https:///x",
@@ -892,23 +906,89 @@ test_url(void)
 		"https://[nope]/", "https://ca.example/a b", "ftp://x",
 		"https://ca.example:+443/",
 	};
-	struct url u;
-	char name[64];
+	/* Refused even where plain http is allowed. */
+	static const char *const bad_http[] = {
+		"http://", "http://u@hook.example/", "http://hook.example:/",
+		"HTTP://hook.example/", "http://hook.example/\x7f",
+		"http:/hook.example/", "ftp://hook.example/",
+	};
+	struct tlsc_url u;
+	char name[64], big[TLSC_URL_MAX + 16];
 	size_t i;
 
 	for (i = 0; i < sizeof good / sizeof good[0]; i++) {
 		snprintf(name, sizeof name, "url_good_%zu", i);
-		check(name, url_parse(good[i].url, &u) == 0 &&
+		check(name, tlsc_url_parse(good[i].url, &u,
+		    good[i].allow_http) == 0 &&
 		    strcmp(u.host, good[i].host) == 0 &&
 		    strcmp(u.port, good[i].port) == 0 &&
-		    strcmp(u.path, good[i].path) == 0 &&
-		    u.is_ip == good[i].is_ip, "%s: host %s port %s path %s",
-		    good[i].url, u.host, u.port, u.path);
+		    strcmp(u.authority, good[i].authority) == 0 &&
+		    u.path_len == strlen(good[i].path) &&
+		    memcmp(u.path, good[i].path, u.path_len) == 0 &&
+		    u.is_ip == good[i].is_ip && u.is_https == good[i].is_https,
+		    "%s: host %s port %s authority %s path %.*s ip %d https %d",
+		    good[i].url, u.host, u.port, u.authority, (int)u.path_len,
+		    u.path != NULL ? u.path : "", u.is_ip, u.is_https);
 	}
 	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		snprintf(name, sizeof name, "url_bad_%zu", i);
-		check(name, url_parse(bad[i], &u) == -1, "accepted %s", bad[i]);
+		check(name, tlsc_url_parse(bad[i], &u, 0) == -1, "accepted %s",
+		    bad[i]);
 	}
+	for (i = 0; i < sizeof bad_http / sizeof bad_http[0]; i++) {
+		snprintf(name, sizeof name, "url_bad_http_%zu", i);
+		check(name, tlsc_url_parse(bad_http[i], &u, 1) == -1,
+		    "accepted %s", bad_http[i]);
+	}
+	/* The length bound: TLSC_URL_MAX - 1 bytes pass, TLSC_URL_MAX not. */
+	memcpy(big, "https://ca.example/", 19);
+	memset(big + 19, 'a', TLSC_URL_MAX - 1 - 19);
+	big[TLSC_URL_MAX - 1] = '\0';
+	check("url_longest", tlsc_url_parse(big, &u, 0) == 0 &&
+	    u.path_len == TLSC_URL_MAX - 1 - 18, "refused %d bytes",
+	    TLSC_URL_MAX - 1);
+	big[TLSC_URL_MAX - 1] = 'a';
+	big[TLSC_URL_MAX] = '\0';
+	check("url_too_long", tlsc_url_parse(big, &u, 0) == -1,
+	    "accepted %d bytes", TLSC_URL_MAX);
+}
+
+/* tlsc_client_reset: SNI and no IP check for a DNS name, the reverse for an
+ * IP literal (in inet_ntop's spelling), a ClientHello ready to send, and a
+ * refusal without buffers or with a name BearSSL cannot send. */
+static void
+test_tlsc_reset(void)
+{
+	static struct tlsc_x509 x;
+	static br_ssl_client_context cc;
+	static unsigned char iobuf[BR_SSL_BUFSIZE_BIDI];
+	struct tlsc_anchors none = { NULL, 0 };
+	char longname[300];
+
+	tlsc_client_init(&cc, &x, &none);
+	check("tlsc_reset_no_buffer", tlsc_client_reset(&cc, &x,
+	    "ca.example") == -1, "reset an engine without buffers");
+	br_ssl_engine_set_buffer(&cc.eng, iobuf, sizeof iobuf, 1);
+	check("tlsc_reset_dns", tlsc_client_reset(&cc, &x, "ca.example") == 0 &&
+	    strcmp(cc.eng.server_name, "ca.example") == 0 && x.ip[0] == '\0' &&
+	    (br_ssl_engine_current_state(&cc.eng) & BR_SSL_SENDREC) != 0,
+	    "server_name \"%s\" ip \"%s\" state %u", cc.eng.server_name, x.ip,
+	    br_ssl_engine_current_state(&cc.eng));
+	check("tlsc_reset_ipv4", tlsc_client_reset(&cc, &x, "127.0.0.1") == 0 &&
+	    cc.eng.server_name[0] == '\0' && strcmp(x.ip, "127.0.0.1") == 0,
+	    "server_name \"%s\" ip \"%s\"", cc.eng.server_name, x.ip);
+	check("tlsc_reset_ipv6", tlsc_client_reset(&cc, &x,
+	    "2001:DB8:0:0::1") == 0 && cc.eng.server_name[0] == '\0' &&
+	    strcmp(x.ip, "2001:db8::1") == 0, "server_name \"%s\" ip \"%s\"",
+	    cc.eng.server_name, x.ip);
+	memset(longname, 'a', sizeof longname - 1);
+	longname[sizeof longname - 1] = '\0';
+	check("tlsc_reset_long_name", tlsc_client_reset(&cc, &x,
+	    longname) == -1 && br_ssl_engine_last_error(&cc.eng) ==
+	    BR_ERR_BAD_PARAM, "error %d", br_ssl_engine_last_error(&cc.eng));
+	check("tlsc_reset_after_refusal", tlsc_client_reset(&cc, &x,
+	    "ca.example") == 0 && strcmp(cc.eng.server_name,
+	    "ca.example") == 0, "error %d", br_ssl_engine_last_error(&cc.eng));
 }
 
 static int
@@ -935,29 +1015,32 @@ test_pem(void)
 	buf = malloc(16 * sizeof one + sizeof key);
 	if (buf == NULL)
 		return;
-	rc = pem_certs((const uint8_t *)one, strlen(one), 1, count_cb, &count);
+	rc = tlsc_pem_certs((const uint8_t *)one, strlen(one), 1, count_cb,
+	    &count);
 	check("pem_one", rc == 1 && count == 1, "rc %d count %d", rc, count);
-	rc = pem_certs((const uint8_t *)one, strlen(one) - 1, 1, count_cb,
+	rc = tlsc_pem_certs((const uint8_t *)one, strlen(one) - 1, 1, count_cb,
 	    &count);
 	check("pem_no_final_newline", rc == 1, "rc %d", rc);
-	rc = pem_certs((const uint8_t *)one, 30, 1, count_cb, &count);
+	rc = tlsc_pem_certs((const uint8_t *)one, 30, 1, count_cb, &count);
 	check("pem_truncated", rc == -1, "rc %d", rc);
 	snprintf(buf, 16 * sizeof one + sizeof key, "junk before\n%s%s", key,
 	    one);
-	rc = pem_certs((const uint8_t *)buf, strlen(buf), 1, count_cb, &count);
+	rc = tlsc_pem_certs((const uint8_t *)buf, strlen(buf), 1, count_cb,
+	    &count);
 	check("pem_strict_other_block", rc == -1, "rc %d", rc);
-	rc = pem_certs((const uint8_t *)buf, strlen(buf), 0, count_cb, &count);
+	rc = tlsc_pem_certs((const uint8_t *)buf, strlen(buf), 0, count_cb,
+	    &count);
 	check("pem_lax_other_block", rc == 1, "rc %d", rc);
-	check("pem_empty", pem_certs((const uint8_t *)"", 0, 1, count_cb,
+	check("pem_empty", tlsc_pem_certs((const uint8_t *)"", 0, 1, count_cb,
 	    &count) == 0, "an empty text has certificates");
 	for (n = 0, i = 0; i <= CERT_CHAIN_MAX; i++, n += strlen(one))
 		memcpy(buf + n, one, strlen(one));
 	memset(&cs, 0, sizeof cs);
-	rc = pem_certs((const uint8_t *)buf, n, 1, chain_add, &cs);
+	rc = tlsc_pem_certs((const uint8_t *)buf, n, 1, chain_add, &cs);
 	check("pem_chain_max", rc == -1 && cs.chain_len == CERT_CHAIN_MAX,
 	    "rc %d, %zu kept", rc, cs.chain_len);
 	cert_free(&cs);
-	rc = pem_certs((const uint8_t *)"-----BEGIN CERTIFICATE-----\n!!\n"
+	rc = tlsc_pem_certs((const uint8_t *)"-----BEGIN CERTIFICATE-----\n!!\n"
 	    "-----END CERTIFICATE-----\n", 57, 1, count_cb, &count);
 	check("pem_bad_base64", rc == -1, "rc %d", rc);
 	free(buf);
@@ -2143,6 +2226,7 @@ main(int argc, char **argv)
 	test_head();
 	test_chunked();
 	test_url();
+	test_tlsc_reset();
 	test_pem();
 	remove_dir(sp("account"));
 	remove_dir(sp("cfg"));

@@ -2158,17 +2158,9 @@ struct const_check {
  * whether the reason still holds (NULL: it always will), so that building
  * the feature forces the row to be checked. */
 static int
-ut_mesh_missing(void)
+ut_mesh_client_missing(void)
 {
-	const struct flag *f = flag_find("mesh-psk-file", 13);
-
-	return f != NULL && f->missing != NULL;
-}
-
-static int
-ut_admission_missing(void)
-{
-	const struct flag *f = flag_find("verify-client-url", 17);
+	const struct flag *f = flag_find("mesh-with", 9);
 
 	return f != NULL && f->missing != NULL;
 }
@@ -2178,11 +2170,8 @@ static const struct {
 	int (*still_true)(void);
 } const_na[] = {
 	{ "CLIENT_CONNECT_TIMEOUT_MS", "the Go client's own dial budget; nothing in the server matches it", NULL },
-	{ "MESH_WRITE_TIMEOUT_MS", "mesh not built: no connection can present a mesh key", ut_mesh_missing },
-	{ "FORWARD_WRITE_TIMEOUT_MS", "mesh client not built (-mesh-with is refused)", ut_mesh_missing },
-	{ "MESH_RETRY_MS", "mesh client not built (-mesh-with is refused)", ut_mesh_missing },
-	{ "ADMISSION_TIMEOUT_MS", "-verify-client-url not built (refused)", ut_admission_missing },
-	{ "ADMISSION_BODY_MAX", "-verify-client-url not built (refused)", ut_admission_missing },
+	{ "FORWARD_WRITE_TIMEOUT_MS", "mesh client not built (-mesh-with is refused)", ut_mesh_client_missing },
+	{ "MESH_RETRY_MS", "mesh client not built (-mesh-with is refused)", ut_mesh_client_missing },
 };
 
 /* A flag's default in milliseconds (durations) or as is; -1 if absent. */
@@ -2219,6 +2208,18 @@ ut_dev_port(void)
 	    ut_dec(p + 2, strspn(p + 2, "0123456789"), &port) != 0)
 		return -1;
 	return port;
+}
+
+static int64_t
+ut_mesh_write_timeout(void)
+{
+	static struct derp_server zs;
+	struct conn c;
+
+	memset(&c, 0, sizeof c);
+	zs.cfg.tcp_write_timeout_ms = WRITE_TIMEOUT_DEFAULT_MS;
+	c.mesh = 1;
+	return write_timeout_ms(&zs, &c);
 }
 
 static void
@@ -2274,6 +2275,10 @@ test_constants(const char *dir)
 		{ "TCP_KEEPALIVE_MS", "derp_config_defaults tcp_keepalive_ms", CK_EQ, 0, cfg.tcp_keepalive_ms, NULL, 0 },
 		{ "TCP_KEEPALIVE_MS", "-tcp-keepalive-time's default", CK_EQ, 0, ut_flag_default("tcp-keepalive-time", 1), NULL, 0 },
 		{ "HTTP_READ_TIMEOUT_MS", "HTTP_READ_TIMEOUT_MS", CK_EQ, 0, HTTP_READ_TIMEOUT_MS, NULL, 0 },
+		{ "MESH_WRITE_TIMEOUT_MS", "MESH_WRITE_TIMEOUT_MS", CK_EQ, 0, MESH_WRITE_TIMEOUT_MS, NULL, 0 },
+		{ "MESH_WRITE_TIMEOUT_MS", "write_timeout_ms() of a mesh peer", CK_EQ, 0, ut_mesh_write_timeout(), NULL, 0 },
+		{ "ADMISSION_TIMEOUT_MS", "VERIFY_REQUEST_MS", CK_EQ, 0, VERIFY_REQUEST_MS, NULL, 0 },
+		{ "ADMISSION_BODY_MAX", "VERIFY_HOOK_BODY_MAX", CK_EQ, 0, VERIFY_HOOK_BODY_MAX, NULL, 0 },
 	};
 	char path[1024], name[256], detail[256];
 	uint8_t bytes[64];
@@ -3247,6 +3252,200 @@ static int vt_json(const char *text, size_t step, struct vt_scan *sc)
 	return r;
 }
 
+/* Feed a whole answer to a judge, step bytes at a time, then the close. */
+static int vt_judge(int kind, const char *resp, size_t step, const uint8_t key[32],
+    struct vjudge *v)
+{
+	size_t n = strlen(resp), off = 0, k;
+	int r = VV_MORE;
+
+	vjudge_init(v, kind, key);
+	while (off < n && r == VV_MORE) {
+		k = n - off < step ? n - off : step;
+		r = vjudge_feed(v, (const uint8_t *)resp + off, k);
+		off += k;
+	}
+	return r != VV_MORE ? r : vjudge_eof(v);
+}
+
+/* An answer: status line, then body (KEY stands for the judged key's text)
+ * framed by Content-Length ('L'), chunks of 7 bytes ('C'), the close ('N'),
+ * or a Content-Length 10 bytes over what comes ('T'). */
+static size_t vt_answer(char *out, size_t cap, const char *status, int framing,
+    const char *body, const char *key)
+{
+	char b[2048];
+	const char *at;
+	size_t n = 0, bl, off, k;
+
+	while ((at = strstr(body, "KEY")) != NULL) {
+		n += (size_t)snprintf(b + n, sizeof b - n, "%.*s%s",
+		    (int)(at - body), body, key);
+		body = at + 3;
+	}
+	n += (size_t)snprintf(b + n, sizeof b - n, "%s", body);
+	bl = n;
+	if (framing == 'C') {
+		n = (size_t)snprintf(out, cap, "%s\r\nTransfer-Encoding: chunked"
+		    "\r\n\r\n", status);
+		for (off = 0; off < bl; off += k) {
+			k = bl - off < 7 ? bl - off : 7;
+			n += (size_t)snprintf(out + n, cap - n, "%zx\r\n%.*s\r\n",
+			    k, (int)k, b + off);
+		}
+		return n + (size_t)snprintf(out + n, cap - n, "0\r\n\r\n");
+	}
+	if (framing == 'N')
+		return (size_t)snprintf(out, cap, "%s\r\n\r\n%s", status, b);
+	return (size_t)snprintf(out, cap, "%s\r\nContent-Length: %zu\r\n\r\n%s",
+	    status, bl + (framing == 'T' ? 10 : 0), b);
+}
+
+/* Judging answers (derp-protocol.md 14), the webhook's URLs and bytes, the
+ * short key of the log lines. */
+static void test_admit_judge(void)
+{
+	static char big[200000];
+	static const char ok200[] = "HTTP/1.1 200 OK";
+	static const struct {
+		int kind;
+		const char *status;
+		int framing;
+		const char *body;
+		int want;
+		const char *name;
+	} cases[] = {
+		{ VQ_WHOIS, ok200, 'L', "{\"Node\":{\"ID\":1}}", VV_ALLOW, "whois_200_json" },
+		{ VQ_WHOIS, ok200, 'C', "{\"Node\":{\"ID\":1,\"Key\":\"KEY\"}}", VV_ALLOW, "whois_200_chunked" },
+		{ VQ_WHOIS, ok200, 'L', "{\"a\":", VV_DENY, "whois_200_not_json" },
+		{ VQ_WHOIS, ok200, 'L', "{\"a\":1}xy", VV_ALLOW, "whois_200_json_then_bytes" },
+		{ VQ_WHOIS, "HTTP/1.1 404 Not Found", 'L', "not found\n", VV_DENY, "whois_404" },
+		{ VQ_WHOIS, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8", 'L', "invalid 'addr' parameter\n", VV_OLD, "whois_400_old" },
+		{ VQ_WHOIS, "HTTP/1.1 400 Bad Request", 'L', "nope", VV_DENY, "whois_400_other" },
+		{ VQ_WHOIS, "HTTP/1.1 500 Internal Server Error", 'L', "", VV_DENY, "whois_500" },
+		{ VQ_WHOIS, "garbage", 'L', "", VV_BROKEN, "whois_garbage" },
+		{ VQ_WHOIS, ok200, 'T', "{}", VV_BROKEN, "whois_cut_short" },
+		{ VQ_STATUS, ok200, 'L', "{\"Self\":{\"PublicKey\":\"KEY\"},\"Peer\":null, \"x\":1}", VV_ALLOW, "status_self" },
+		{ VQ_STATUS, ok200, 'C', "{\"Version\":\"1.36.1\",\"Peer\":{\"nodekey:01\":{},\"KEY\":{\"PublicKey\":\"x\"}}}", VV_ALLOW, "status_peer_chunked" },
+		{ VQ_STATUS, ok200, 'N', "{\"Peer\":{\"KEY\":{}}}", VV_ALLOW, "status_peer_close" },
+		{ VQ_STATUS, ok200, 'L', "{\"Self\":{\"PublicKey\":\"nodekey:00\"},\"Peer\":{\"nodekey:01\":{}}}", VV_DENY, "status_absent" },
+		{ VQ_STATUS, ok200, 'L', "{\"User\":{\"KEY\":{}},\"Tags\":[\"KEY\"],\"Self\":{\"x\":{\"PublicKey\":\"KEY\"}}}", VV_DENY, "status_key_elsewhere" },
+		{ VQ_STATUS, ok200, 'T', "{\"Self\":{\"PublicKey\":\"KEY\"}}", VV_BROKEN, "status_truncated" },
+		{ VQ_STATUS, ok200, 'L', "{\"Self\":{\"PublicKey\":\"KEY\"},", VV_DENY, "status_not_json" },
+		{ VQ_STATUS, "HTTP/1.1 403 Forbidden", 'L', "", VV_DENY, "status_403" },
+		{ VQ_HOOK, ok200, 'L', "{\"Allow\":true}", VV_ALLOW, "hook_allow" },
+		{ VQ_HOOK, ok200, 'L', "{\"allow\":false}", VV_DENY, "hook_deny" },
+		{ VQ_HOOK, ok200, 'C', " {\"aLLoW\" : true}", VV_ALLOW, "hook_any_case" },
+		{ VQ_HOOK, ok200, 'N', "{\"x\":[1,{\"Allow\":false}],\"Allow\":true} trailing junk", VV_ALLOW, "hook_first_value_only" },
+		{ VQ_HOOK, ok200, 'L', "{\"Allow\":true,\"allow\":false}", VV_DENY, "hook_last_wins" },
+		{ VQ_HOOK, ok200, 'L', "{\"Allow\":\"true\"}", VV_DENY, "hook_string_allow" },
+		{ VQ_HOOK, ok200, 'L', "true", VV_DENY, "hook_not_object" },
+		{ VQ_HOOK, ok200, 'L', "{}", VV_DENY, "hook_missing" },
+		{ VQ_HOOK, ok200, 'L', "{\"Allow\":null}", VV_DENY, "hook_null" },
+		{ VQ_HOOK, ok200, 'L', "{\"Allow\":", VV_DENY, "hook_undecodable" },
+		{ VQ_HOOK, "HTTP/1.1 403 Forbidden", 'L', "{\"Allow\":true}", VV_DENY, "hook_403" },
+		{ VQ_HOOK, "HTTP/1.1 302 Found\r\nLocation: /next", 'L', "", VV_REDIRECT, "hook_302" },
+		{ VQ_HOOK, "HTTP/1.1 302 Found", 'L', "", VV_DENY, "hook_302_no_location" },
+	};
+	uint8_t key[32];
+	char want_key[8 + 64 + 1], resp[2400];
+	struct vjudge *v = calloc(1, sizeof *v);
+	struct vurl u, r;
+	size_t i, step, n;
+	int ok, got;
+
+	for (i = 0; i < 32; i++)
+		key[i] = (uint8_t)(0xa0 + i);
+	snprintf(want_key, sizeof want_key, "nodekey:");
+	for (i = 0; i < 32; i++)
+		snprintf(want_key + 8 + 2 * i, 3, "%02x", key[i]);
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char name[80];
+
+		vt_answer(resp, sizeof resp, cases[i].status, cases[i].framing,
+		    cases[i].body, want_key);
+		for (ok = 1, step = 1; step <= 600; step = step == 1 ? 5 : step == 5 ? 600 : 601) {
+			got = vt_judge(cases[i].kind, resp, step, key, v);
+			ok &= got == cases[i].want;
+		}
+		snprintf(name, sizeof name, "admit_judge_%s", cases[i].name);
+		check(ok, name, "verdict differs from derp-protocol.md 14");
+	}
+	/* A status body of 200 KB, the key last among the peers. */
+	n = (size_t)snprintf(big, sizeof big, "{\"Self\":{\"PublicKey\":\"nodekey:00\"},\"Peer\":{");
+	for (i = 0; n + 200 < sizeof big - 200; i++)
+		n += (size_t)snprintf(big + n, sizeof big - n, "\"nodekey:%064zu\":{\"PublicKey\":\"x\"},", i);
+	n += (size_t)snprintf(big + n, sizeof big - n, "\"%s\":{}}}", want_key);
+	vjudge_init(v, VQ_STATUS, key);
+	snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", n);
+	got = vjudge_feed(v, (const uint8_t *)resp, strlen(resp));
+	for (i = 0; got == VV_MORE && i < n; i += 4000)
+		got = vjudge_feed(v, (const uint8_t *)big + i, n - i < 4000 ? n - i : 4000);
+	check(got == VV_ALLOW, "admit_judge_status_large", "the last peer of 200 KB not found");
+	/* A webhook body over 4096 bytes whose value is not complete by then. */
+	memset(big, ' ', 5000);
+	memcpy(big + 4990, "{\"Allow\":true}", 14);
+	big[5004] = '\0';
+	snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nContent-Length: 5004\r\n\r\n");
+	vjudge_init(v, VQ_HOOK, key);
+	got = vjudge_feed(v, (const uint8_t *)resp, strlen(resp));
+	if (got == VV_MORE)
+		got = vjudge_feed(v, (const uint8_t *)big, 5004);
+	check(got == VV_DENY, "admit_judge_hook_over_4k", "a value past 4096 bytes was judged");
+
+	/* URLs. */
+	ok = vurl_parse("https://admit.example.com:8443/a/b?x=1#frag", &u) == 0 &&
+	    u.https && strcmp(u.host, "admit.example.com") == 0 &&
+	    strcmp(u.port, "8443") == 0 && strcmp(u.path, "/a/b?x=1") == 0 &&
+	    strcmp(u.authority, "admit.example.com:8443") == 0 && !u.is_ip;
+	ok &= vurl_parse("http://[::1]:81", &u) == 0 && !u.https && u.is_ip &&
+	    strcmp(u.host, "::1") == 0 && strcmp(u.path, "/") == 0 &&
+	    strcmp(u.authority, "[::1]:81") == 0;
+	ok &= vurl_parse("http://127.0.0.1/x", &u) == 0 && u.is_ip &&
+	    strcmp(u.port, "80") == 0;
+	ok &= vurl_parse("ftp://x/", &u) != 0 && vurl_parse("http://u@x/", &u) != 0 &&
+	    vurl_parse("http:///x", &u) != 0 && vurl_parse("http://x:0/", &u) != 0 &&
+	    vurl_parse("http://x:65536/", &u) != 0 && vurl_parse("http://x/a b", &u) != 0 &&
+	    vurl_parse("http://[zz]/", &u) != 0;
+	check(ok, "admit_url_parse", "a webhook URL parsed wrong");
+	(void)vurl_parse("https://h.example:444/dir/hook?q=1", &u);
+	ok = vurl_resolve(&u, "/abs", 4, &r) == 0 && strcmp(r.authority, "h.example:444") == 0 &&
+	    r.https && strcmp(r.path, "/abs") == 0;
+	ok &= vurl_resolve(&u, "rel?z", 5, &r) == 0 && strcmp(r.path, "/dir/rel?z") == 0;
+	ok &= vurl_resolve(&u, "//other.example/p", 17, &r) == 0 && r.https &&
+	    strcmp(r.host, "other.example") == 0 && strcmp(r.path, "/p") == 0;
+	ok &= vurl_resolve(&u, "http://127.0.0.1:9/q", 20, &r) == 0 && !r.https &&
+	    r.is_ip && strcmp(r.port, "9") == 0;
+	check(ok, "admit_url_resolve", "a redirect's Location resolved wrong");
+
+	/* The webhook's bytes. */
+	n = verify_hook_body(resp, sizeof resp, key, "203.0.113.7");
+	snprintf(big, sizeof big, "{\"NodePublic\":\"%s\",\"Source\":\"203.0.113.7\"}", want_key);
+	check(n == strlen(big) && strcmp(resp, big) == 0, "admit_hook_body",
+	    "not derp-protocol.md 14.2's body");
+	check(verify_hook_body(resp, sizeof resp, key, "1.2.3.4\"") == 0,
+	    "admit_hook_body_quote", "an address needing escapes accepted");
+	(void)vurl_parse("http://h.example:8080/hook?a=b", &u);
+	n = verify_hook_request(big, sizeof big, &u, "{}", 2, 1);
+	check(n > 0 && strcmp(big, "POST /hook?a=b HTTP/1.1\r\nHost: h.example:8080\r\n"
+	    "User-Agent: Go-http-client/1.1\r\nContent-Length: 2\r\n\r\n{}") == 0,
+	    "admit_hook_request_post", "not Go's POST");
+	n = verify_hook_request(big, sizeof big, &u, NULL, 0, 0);
+	check(n > 0 && strcmp(big, "GET /hook?a=b HTTP/1.1\r\nHost: h.example:8080\r\n"
+	    "User-Agent: Go-http-client/1.1\r\n\r\n") == 0,
+	    "admit_hook_request_get", "not Go's GET after a redirect");
+
+	/* derper's short key: [ + 5 chars of standard base64 + ]. */
+	{
+		char sk[8];
+		static const uint8_t k2[32] = { 0x07, 0xa3, 0x7c, 0xbf, 0xff };
+
+		key_short(sk, k2);
+		check(strcmp(sk, "[B6N8v]") == 0, "admit_key_short", sk);
+	}
+	free(v);
+}
+
 static void test_verify(void)
 {
 	static const char whois[] = "GET /localapi/v0/whois?addr=nodekey%3A"
@@ -3442,6 +3641,7 @@ int main(int argc, char **argv)
 	test_constants(argv[1]);
 	test_bootdns();
 	test_verify();
+	test_admit_judge();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;
 }

@@ -2,8 +2,9 @@
  * fuzz_acme.c -- what acme.c reads from a CA: the HTTP response head, the
  * chunked transfer coding, the JSON tokenizer and the readers of the
  * directory, order, authorization and problem documents, the PEM chain
- * reader, base64 and the URL parser.  acme.c's functions, on the input as it
- * is (an exactly sized buffer under ASan).
+ * reader, base64 and the URL parser.  acme.c's functions and those of
+ * tlsclient.c it uses, on the input as it is (an exactly sized buffer under
+ * ASan).
  *
  * Input: the bytes of a response, a body or a URL; every parser sees all of
  * it.  Checks:
@@ -17,7 +18,9 @@
  *     copies out NUL-terminated; the document readers keep their fields
  *     terminated and at most ACME_AUTHZ_MAX authorizations;
  *   - the PEM reader never keeps more than CERT_CHAIN_MAX certificates and
- *     each one is as long as it says.
+ *     each one is as long as it says;
+ *   - a URL that parses (https only, and http too) has a host, a numeric
+ *     port, and a path inside the input that holds no fragment.
  */
 #include "../../acme.c"
 #include "fuzz.h"
@@ -168,14 +171,14 @@ fuzz_pem(const uint8_t *data, size_t size)
 	int n;
 
 	memset(&cs, 0, sizeof cs);
-	n = pem_certs(data, size, 1, chain_add, &cs);
+	n = tlsc_pem_certs(data, size, 1, chain_add, &cs);
 	FUZZ_CHECK(n < 0 || (size_t)n == cs.chain_len, "count %d, kept %zu",
 	    n, cs.chain_len);
 	FUZZ_CHECK(cs.chain_len <= CERT_CHAIN_MAX, "chain of %zu",
 	    cs.chain_len);
 	for (i = 0; i < cs.chain_len; i++)
 		FUZZ_CHECK(cs.chain[i].data_len > 0 &&
-		    cs.chain[i].data_len <= ACME_CERT_DER_MAX, "length");
+		    cs.chain[i].data_len <= TLSC_CERT_DER_MAX, "length");
 	if (n > 0)
 		(void)cert_matches_host(&cs, "derp.example.com");
 	cert_free(&cs);
@@ -193,23 +196,30 @@ count_cert(void *ctx, const uint8_t *der, size_t n)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static char text[ACME_URL_MAX + 16];
+	static char text[TLSC_URL_MAX + 16];
 	uint8_t out[512];
-	struct url u;
-	int count = 0;
+	struct tlsc_url u;
+	int count = 0, http;
 
 	fuzz_head(data, size);
 	fuzz_chunked(data, size);
 	fuzz_json(data, size);
 	fuzz_pem(data, size);
-	(void)pem_certs(data, size, 0, count_cert, &count);
+	(void)tlsc_pem_certs(data, size, 0, count_cert, &count);
 	(void)b64_decode((const char *)data, size, out, sizeof out);
 	if (size < sizeof text) {
 		memcpy(text, data, size);
 		text[size] = '\0';
-		if (url_parse(text, &u) == 0)
+		for (http = 0; http <= 1; http++) {
+			if (tlsc_url_parse(text, &u, http) != 0)
+				continue;
 			FUZZ_CHECK(strlen(u.host) > 0 && u.path >= text &&
-			    u.path <= text + size, "url parts");
+			    u.path <= text + size &&
+			    u.path_len <= (size_t)(text + size - u.path) &&
+			    memchr(u.path, '#', u.path_len) == NULL &&
+			    atoi(u.port) >= 1 && atoi(u.port) <= 65535 &&
+			    (u.is_https || http), "url parts");
+		}
 	}
 	return 0;
 }
