@@ -8733,6 +8733,97 @@ parse_go_duration(const char *s, int64_t *ns)
 	return 0;
 }
 
+/* Digits of base (10 or 16) into *v; how many (with one '.' among them
+ * when dot, its place in *point: digits after it). */
+static int
+float_digits(const char **s, int base, double *v, int *after_point)
+{
+	int n = 0, d, point = -1;
+
+	for (;; (*s)++) {
+		if (**s == '.' && after_point != NULL && point < 0) {
+			point = 0;
+			continue;
+		}
+		d = **s >= '0' && **s <= '9' ? **s - '0' : base == 16 &&
+		    (**s | 0x20) >= 'a' && (**s | 0x20) <= 'f' ?
+		    (**s | 0x20) - 'a' + 10 : -1;
+		if (d < 0)
+			break;
+		*v = *v * base + d;
+		n++;
+		if (point >= 0)
+			point++;
+	}
+	if (after_point != NULL)
+		*after_point = point < 0 ? 0 : point;
+	return n;
+}
+
+/*
+ * Go's strconv.ParseFloat for flag values: an optional sign, then "inf" or
+ * "infinity" (any case), or decimal digits with an optional fraction and
+ * e exponent, or a "0x" mantissa with its p exponent; "nan" unsigned.  A
+ * finite text too large is an error (Go's ErrRange).  Ours rather than
+ * strtod, which costs 8 KB of the static firmware binary; the result may
+ * differ from a correctly rounded one in the last bit, which no flag feels.
+ */
+static int
+parse_go_float(const char *s, double *out)
+{
+	double v = 0, e = 0, m;
+	int neg = 0, hex = 0, after = 0, eneg = 0, n;
+	long x;
+
+	if (strcmp(s, "nan") == 0 || strcmp(s, "NaN") == 0 ||
+	    strcmp(s, "NAN") == 0) {
+		*out = NAN;
+		return 0;
+	}
+	if (*s == '+' || *s == '-')
+		neg = *s++ == '-';
+	if (strlen(s) == 3 || strlen(s) == 8) {
+		static const char inf[] = "infinity";
+		size_t i, k = strlen(s);
+
+		for (i = 0; i < k && (s[i] | 0x20) == inf[i]; i++)
+			continue;
+		if (i == k) {
+			*out = neg ? -INFINITY : INFINITY;
+			return 0;
+		}
+	}
+	if (s[0] == '0' && (s[1] | 0x20) == 'x') {
+		hex = 1;
+		s += 2;
+	}
+	n = float_digits(&s, hex ? 16 : 10, &v, &after);
+	if (n == 0)
+		return -1;
+	if ((*s | 0x20) == (hex ? 'p' : 'e')) {
+		s++;
+		if (*s == '+' || *s == '-')
+			eneg = *s++ == '-';
+		if (float_digits(&s, 10, &e, NULL) == 0)
+			return -1;
+	} else if (hex) {
+		return -1;	/* Go: a hex mantissa needs its exponent */
+	}
+	if (*s != '\0')
+		return -1;
+	/* value = v * base^-after * (2 or 10)^(+-e) */
+	x = (long)(e > 4000 ? 4000 : e) * (eneg ? -1 : 1) - (long)after *
+	    (hex ? 4 : 1);
+	for (m = hex ? 2 : 10; x > 0 && !isinf(v); x--)
+		v *= m;
+	for (; x < 0 && v != 0; x++)
+		v /= m;
+	if (isinf(v))
+		return -1;
+	*out = neg ? -v : v;
+	return 0;
+}
+
 static int
 parse_go_bool(const char *v, int64_t *out)
 {
@@ -8756,8 +8847,6 @@ parse_go_bool(const char *v, int64_t *out)
 static int
 flag_set(struct flag *f, const char *v)
 {
-	char *end;
-
 	switch (f->type) {
 	case F_BOOL:
 		if (parse_go_bool(v, &f->ival) != 0) {
@@ -8778,9 +8867,7 @@ flag_set(struct flag *f, const char *v)
 			goto bad;
 		break;
 	case F_FLOAT:
-		errno = 0;
-		f->fval = strtod(v, &end);
-		if (*v == '\0' || *end != '\0' || errno != 0)
+		if (parse_go_float(v, &f->fval) != 0)
 			goto bad;
 		break;
 	}

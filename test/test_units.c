@@ -581,6 +581,38 @@ static void test_paths(void)
 	check(http_unescape("/abc", 4, un, 2) == -1, "path: no room refused", "");
 }
 
+/* Go's ParseFloat, as -accept-connection-limit takes it (ours: no strtod). */
+static void test_go_floats(void)
+{
+	static const struct { const char *in; int ok; double v; } fl[] = {
+		{ "100", 1, 100 }, { "+Inf", 1, INFINITY }, { "-inf", 1, -INFINITY },
+		{ "Infinity", 1, INFINITY }, { "2.5", 1, 2.5 }, { ".5", 1, 0.5 },
+		{ "5.", 1, 5 }, { "1e3", 1, 1000 }, { "1E-2", 1, 0.01 },
+		{ "-0.25e+1", 1, -2.5 }, { "0x1p-2", 1, 0.25 }, { "0x1.8p1", 1, 3 },
+		{ "0", 1, 0 }, { "", 0, 0 }, { " 1", 0, 0 }, { "1 ", 0, 0 },
+		{ "1e", 0, 0 }, { "e5", 0, 0 }, { ".", 0, 0 }, { "0x1", 0, 0 },
+		{ "1e400", 0, 0 }, { "in", 0, 0 }, { "+nan", 0, 0 }, { "1.2.3", 0, 0 },
+		{ "--1", 0, 0 },
+	};
+	size_t i;
+	double v;
+	int ok = 1, r;
+	char msg[80];
+
+	for (i = 0; i < sizeof fl / sizeof fl[0]; i++) {
+		v = -12345;
+		r = parse_go_float(fl[i].in, &v);
+		if ((r == 0) != fl[i].ok || (fl[i].ok && !(v == fl[i].v ||
+		    fabs(v - fl[i].v) < 1e-12))) {
+			snprintf(msg, sizeof msg, "\"%s\": %d %g", fl[i].in, r, v);
+			check(0, "go_float", msg);
+			ok = 0;
+		}
+	}
+	check(parse_go_float("NaN", &v) == 0 && v != v, "go_float_nan", "");
+	check(ok, "go_float_table", "");
+}
+
 static void test_go_numbers(void)
 {
 	static const struct { const char *in; int ok; int64_t v; } ints[] = {
@@ -3616,6 +3648,7 @@ int main(int argc, char **argv)
 	test_http_parse();
 	test_paths();
 	test_go_numbers();
+	test_go_floats();
 	test_flags();
 	test_keytab();
 	test_pool();
