@@ -130,13 +130,13 @@ $(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h
 	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_embed: $(RELAY_SRC) $(RELAY_HDR) $(CLIENT_SRC) test/client.h test/test_embed.c $(1).dir
 	$$(CC) $$(WARN) $(2) -pthread -D_POSIX_C_SOURCE=200809L -DDERP_NO_MAIN $$(BEARSSL_CFLAGS) -o $$@ test/test_embed.c $$(RELAY_SRC) test/client.c $$(LDFLAGS) $$(LIBS) -pthread
-$(1)test_acme: acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h test/test_acme.c $(1).dir
-	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_acme.c tlsclient.c cert.c $$(LDFLAGS) $$(LIBS)
+$(1)test_acme: acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h verify.c verify.h test/test_acme.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_acme.c tlsclient.c cert.c verify.c $$(LDFLAGS) $$(LIBS)
 $(1)test_pebble: $(CLIENT_SRC) test/client.h test/test_pebble.c cert.c cert.h $(1).dir
 	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_pebble.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
 # fuzz_acme includes acme.c itself; the others include derp.c or nothing.
-$(1)fuzz_replay_acme: test/fuzz/fuzz_acme.c test/fuzz/replay.c test/fuzz/fuzz.h acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h $(1).dir
-	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c tlsclient.c cert.c $$(LDFLAGS) $$(LIBS)
+$(1)fuzz_replay_acme: test/fuzz/fuzz_acme.c test/fuzz/replay.c test/fuzz/fuzz.h acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h verify.c verify.h $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c tlsclient.c cert.c verify.c $$(LDFLAGS) $$(LIBS)
 $(1)fuzz_replay_%: test/fuzz/fuzz_%.c test/fuzz/replay.c test/fuzz/fuzz.h test/fuzz/fuzz_server.h $(RELAY_SRC) $(RELAY_HDR) $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$< test/fuzz/replay.c $$(LIB_SRC) $$(LDFLAGS) $$(LIBS)
 endef
@@ -196,9 +196,9 @@ FUZZ_SECONDS ?= 60
 FUZZ_CC ?= clang
 FUZZ_FLAGS = -g -O1 -fno-omit-frame-pointer -DDERP_POLLER_POLL \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-build/fuzz/fuzz_acme: test/fuzz/fuzz_acme.c test/fuzz/fuzz.h acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h
+build/fuzz/fuzz_acme: test/fuzz/fuzz_acme.c test/fuzz/fuzz.h acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h verify.c verify.h
 	@mkdir -p build/fuzz
-	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(BEARSSL_CFLAGS) -o $@ $< tlsclient.c cert.c $(LDFLAGS) $(LIBS)
+	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(BEARSSL_CFLAGS) -o $@ $< tlsclient.c cert.c verify.c $(LDFLAGS) $(LIBS)
 build/fuzz/fuzz_%: test/fuzz/fuzz_%.c test/fuzz/fuzz.h test/fuzz/fuzz_server.h $(RELAY_SRC) $(RELAY_HDR)
 	@mkdir -p build/fuzz
 	$(FUZZ_CC) $(WARN) $(FUZZ_FLAGS) $(BEARSSL_CFLAGS) -o $@ $< $(LIB_SRC) $(LDFLAGS) $(LIBS)

@@ -19,9 +19,9 @@
  *                     HS256 for External Account Binding
  *   4. HTTP/TLS client  connect with timeouts, BearSSL's client with the
  *                     ca_file anchors (tlsclient.c: the client profile, the
- *                     IP SAN check, https URLs, the PEM reader), one request
- *                     per connection, the response head parser, chunked
- *                     decoding
+ *                     IP SAN check, the PEM reader; verify.c: https URLs),
+ *                     one request per connection, the response head parser,
+ *                     chunked decoding
  *   5. ACME flow      directory, nonce, account, order, HTTP-01 authorizations,
  *                     finalize with a new key's CSR, certificate, checks, files
  *
@@ -34,6 +34,7 @@
 #include "acme.h"
 #include "cert.h"
 #include "tlsclient.h"
+#include "verify.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -73,7 +74,7 @@
 #define ACME_SKEW_S		3600
 /* Request head: the request line holds a path of up to ACME_URL_MAX, the
  * headers (Host, User-Agent, Accept, Content-Type, Content-Length, Connection)
- * under 400 bytes with a 256-byte host (TLSC_HOST_MAX). */
+ * under 400 bytes with a 256-byte host (struct vurl's). */
 #define ACME_REQ_HEAD_MAX	2048
 /* A URL we keep (directory entries, Location, authorizations): Let's Encrypt's
  * are under 100 bytes. */
@@ -1058,7 +1059,7 @@ sock_write(void *ctx, const unsigned char *buf, size_t len)
  * most wait_ms.  (getaddrinfo itself is bounded only by the resolver's own
  * timeouts.)  0 with a->fd, or -1. */
 static int
-tcp_connect(struct acme *a, const struct tlsc_url *u)
+tcp_connect(struct acme *a, const struct vurl *u)
 {
 	struct addrinfo hints, *res, *ai;
 	socklen_t sl;
@@ -1113,7 +1114,7 @@ tcp_connect(struct acme *a, const struct tlsc_url *u)
 
 /* Why the TLS connection failed, as one message. */
 static int
-tls_fail(struct acme *a, const struct tlsc_url *u, const char *what)
+tls_fail(struct acme *a, const struct vurl *u, const char *what)
 {
 	int e = br_ssl_engine_last_error(&a->cc.eng);
 	const char *why = "";
@@ -1406,7 +1407,7 @@ chunked_decode(struct chunked *c, uint8_t *buf, size_t *len)
  * close (close_notify), so a cut connection is not taken for the end.  0, or
  * -1 with err. */
 static int
-http_read_body(struct acme *a, const struct tlsc_url *u, int no_body,
+http_read_body(struct acme *a, const struct vurl *u, int no_body,
     const uint8_t *extra, size_t extra_len)
 {
 	struct http_resp *r = &a->resp;
@@ -1472,6 +1473,14 @@ http_read_body(struct acme *a, const struct tlsc_url *u, int no_body,
 	return 0;
 }
 
+/* A URL of the CA's: verify.c's parser, https only (RFC 8555 6.1).  0, or
+ * -1. */
+static int
+acme_url_parse(const char *url, struct vurl *u)
+{
+	return vurl_parse(url, u) == 0 && u->https ? 0 : -1;
+}
+
 /* One request on a new connection ("Connection: close"): method, url, an
  * optional JOSE body, and Accept.  The response lands in a->resp; any status
  * is a success here.  0, or -1 with err. */
@@ -1480,15 +1489,14 @@ http_do(struct acme *a, const char *method, const char *url,
     const char *body, const char *accept)
 {
 	struct http_resp *r = &a->resp;
-	struct tlsc_url u;
+	struct vurl u;
 	size_t hlen = 0, blen = body != NULL ? strlen(body) : 0;
 	int n, rd, k;
 
-	if (tlsc_url_parse(url, &u, 0) != 0)
+	if (acme_url_parse(url, &u) != 0)
 		return failf(a, "not an https URL: %.200s", url);
-	n = snprintf(a->req, sizeof a->req, "%s %s%.*s HTTP/1.1\r\nHost: %s\r\n"
-	    "User-Agent: derp-acme\r\nAccept: %s\r\n", method,
-	    u.path[0] == '/' ? "" : "/", (int)u.path_len, u.path,
+	n = snprintf(a->req, sizeof a->req, "%s %s HTTP/1.1\r\nHost: %s\r\n"
+	    "User-Agent: derp-acme\r\nAccept: %s\r\n", method, u.path,
 	    u.authority, accept);
 	if (n > 0 && (size_t)n < sizeof a->req && body != NULL)
 		n += snprintf(a->req + n, sizeof a->req - (size_t)n,

@@ -2,10 +2,12 @@
  * tlsclient.c -- the outbound TLS client pieces of acme.c and derp.c's
  * admission webhook (interface and contract: tlsclient.h).  Sections:
  *
- *   1. URLs           http(s) URLs into host, port, authority and path
- *   2. Trust anchors  the PEM reader, and a bundle's certificates as anchors
- *   3. X.509 check    BearSSL's minimal engine plus our IP SAN check
- *   4. Client         BearSSL's client profile, and the reset per connection
+ *   1. Trust anchors  the PEM reader, and a bundle's certificates as anchors
+ *   2. X.509 check    BearSSL's minimal engine plus our IP SAN check
+ *   3. Client         BearSSL's client profile, and the reset per connection
+ *
+ * URLs are verify.c's (vurl_parse): an http:// webhook needs them in a
+ * relay built without this file.
  *
  * No socket I/O here.  Allocation: tlsc_anchors_load (the anchors, kept
  * until tlsc_anchors_free) and tlsc_pem_certs (one 16 KiB buffer per call,
@@ -25,79 +27,7 @@
 #include <time.h>
 
 /* ------------------------------------------------------------------------- */
-/* 1. URLs                                                                    */
-/* ------------------------------------------------------------------------- */
-
-int
-tlsc_url_parse(const char *s, struct tlsc_url *u, int allow_http)
-{
-	const char *a, *end, *colon;
-	uint8_t ip[16];
-	size_t n, i;
-	long port;
-	char *e;
-
-	memset(u, 0, sizeof *u);
-	if (strncmp(s, "https://", 8) == 0) {
-		u->is_https = 1;
-		a = s + 8;
-		port = 443;
-	} else if (allow_http && strncmp(s, "http://", 7) == 0) {
-		a = s + 7;
-		port = 80;
-	} else {
-		return -1;
-	}
-	if (strlen(s) >= TLSC_URL_MAX)
-		return -1;
-	for (i = 0; s[i] != '\0'; i++)
-		if ((unsigned char)s[i] <= 0x20 || s[i] == 0x7f)
-			return -1;
-	end = a + strcspn(a, "/?#");
-	if (memchr(a, '@', (size_t)(end - a)) != NULL)
-		return -1;
-	colon = NULL;
-	if (a < end && a[0] == '[') {
-		const char *rb = memchr(a, ']', (size_t)(end - a));
-
-		if (rb == NULL || (size_t)(rb - a - 1) >= sizeof u->host)
-			return -1;
-		memcpy(u->host, a + 1, (size_t)(rb - a - 1));
-		if (inet_pton(AF_INET6, u->host, ip) != 1)
-			return -1;
-		u->is_ip = 1;
-		if (rb + 1 < end && rb[1] != ':')
-			return -1;
-		colon = rb + 1 < end ? rb + 1 : NULL;
-	} else {
-		colon = memchr(a, ':', (size_t)(end - a));
-		n = (size_t)((colon != NULL ? colon : end) - a);
-		if (n == 0 || n >= sizeof u->host)
-			return -1;
-		memcpy(u->host, a, n);
-		u->is_ip = inet_pton(AF_INET, u->host, ip) == 1;
-	}
-	if (colon != NULL) {
-		/* Digits only: strtol alone would take "+443" or " 443". */
-		if (colon + 1 == end || end - colon > 6 ||
-		    colon[1] < '0' || colon[1] > '9')
-			return -1;
-		port = strtol(colon + 1, &e, 10);
-		if (e != end || port < 1 || port > 65535)
-			return -1;
-	}
-	snprintf(u->port, sizeof u->port, "%ld", port);
-	n = (size_t)(end - a);
-	if (n >= sizeof u->authority)
-		return -1;
-	memcpy(u->authority, a, n);
-	u->path = end;
-	u->path_len = strcspn(end, "#");
-	return 0;
-}
-
-/* ------------------------------------------------------------------------- */
-/* 2. Trust anchors                                                           */
+/* 1. Trust anchors                                                           */
 /* ------------------------------------------------------------------------- */
 
 /* Bytes BearSSL's decoders hand out (a PEM block's DER, a certificate's
@@ -295,7 +225,7 @@ tlsc_anchors_free(struct tlsc_anchors *a)
 }
 
 /* ------------------------------------------------------------------------- */
-/* 3. X.509 check                                                             */
+/* 2. X.509 check                                                             */
 /* ------------------------------------------------------------------------- */
 
 /* The tlsc_x509 vtable: everything is BearSSL's minimal engine; we keep the
@@ -386,7 +316,7 @@ static const br_x509_class xc_vtable = {
 };
 
 /* ------------------------------------------------------------------------- */
-/* 4. Client                                                                  */
+/* 3. Client                                                                  */
 /* ------------------------------------------------------------------------- */
 
 /* The TLS client profile: what the relay's server already links, so little

@@ -3,8 +3,8 @@
  * client, in a forked child, blocking) and derp.c (the HTTPS admission
  * webhook, non-blocking on the relay's loop): trust anchors from a PEM
  * bundle, BearSSL's client profile, an X.509 checker that also checks an IP
- * literal host against the leaf's iPAddress SANs, and the parser of http(s)
- * URLs.  No I/O here: each caller drives the engine (br_sslio_* or
+ * literal host against the leaf's iPAddress SANs (URLs: verify.h's
+ * vurl_parse).  No I/O here: each caller drives the engine (br_sslio_* or
  * br_ssl_engine_*) on its own socket.  Only tlsc_anchors_load (start-up)
  * and tlsc_pem_certs (a 16 KiB buffer for the call) allocate; the rest
  * works in the caller's memory, of fixed size.
@@ -18,12 +18,6 @@
 #include <stdint.h>
 #include <bearssl.h>
 
-/* A URL we parse, NUL included: Let's Encrypt's are under 100 bytes, a
- * webhook's a few more. */
-#define TLSC_URL_MAX		1024
-/* A host in a URL, NUL included: a 253-byte DNS name fits (an IPv6
- * literal is at most 45 bytes). */
-#define TLSC_HOST_MAX		256
 /* An IP literal host as inet_ntop writes it, NUL included: INET6_ADDRSTRLEN
  * (six groups and a dotted quad: 45, and the NUL). */
 #define TLSC_IP_MAX		46
@@ -115,31 +109,5 @@ void tlsc_client_init(br_ssl_client_context *cc, struct tlsc_x509 *x,
  */
 int tlsc_client_reset(br_ssl_client_context *cc, struct tlsc_x509 *x,
     const char *host);
-
-/* A parsed http:// or https:// URL. */
-struct tlsc_url {
-	char host[TLSC_HOST_MAX];	/* without brackets */
-	char port[6];			/* decimal, no leading zero; 443 or
-					   80 when the URL has none */
-	char authority[TLSC_HOST_MAX + 8];	/* for Host:, brackets and port
-						   kept as written */
-	const char *path;		/* into the URL; path[0..path_len) is
-					   "", "/..." or "?..." */
-	size_t path_len;		/* without the fragment ("#...") that
-					   may follow in the URL: send
-					   path_len bytes, not a string */
-	int is_ip;			/* host is an IPv4 or IPv6 literal */
-	int is_https;
-};
-
-/* scheme://host[:port][/path][?query][#fragment]: the scheme "https", or
- * "http" when allow_http is non-zero (lower case); the host an IPv6 literal
- * in brackets, or else what precedes the port, an IPv4 literal or a DNS name
- * (not checked further: the resolver and the certificate judge it); the
- * port 1 to 65535 in decimal digits, by default 443 or 80.  Refused: user
- * info, spaces and control bytes anywhere, a URL of TLSC_URL_MAX bytes or
- * more, an empty host, anything in brackets that is not an IPv6 literal.
- * The fragment is dropped.  0, or -1 (*u then holds nothing usable). */
-int tlsc_url_parse(const char *s, struct tlsc_url *u, int allow_http);
 
 #endif

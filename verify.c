@@ -3,8 +3,12 @@
  * response reader and a JSON reader, each fed a piece at a time.  See
  * verify.h.
  */
+#define _POSIX_C_SOURCE 200809L	/* inet_pton */
+
 #include "verify.h"
 
+#include <sys/socket.h>
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -830,26 +834,64 @@ url_text_ok(const char *s, size_t n)
 }
 
 static int
-is_ipv4(const char *h)
+is_alnum(char c)
 {
-	int parts = 0, digits = 0;
-	unsigned v = 0;
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9');
+}
 
-	for (;; h++) {
-		if (*h >= '0' && *h <= '9') {
-			v = v * 10 + (unsigned)(*h - '0');
-			if (++digits > 3 || v > 255)
+/* Does the host's last label (a trailing dot aside) spell a number, decimal
+ * or 0x hex?  Then it is an IPv4 address or nothing (the WHATWG URL rule):
+ * getaddrinfo (inet_aton) reads "2130706433", "127.1", "0x7f.1" and
+ * "010.0.0.1" as addresses that inet_pton refuses, so a host that the
+ * relay's check and the resolver would read differently never gets that
+ * far. */
+static int
+ends_in_number(const char *h, size_t n)
+{
+	size_t i;
+
+	if (n > 0 && h[n - 1] == '.')
+		n--;
+	for (i = n; i > 0 && h[i - 1] != '.'; i--)
+		continue;
+	h += i;
+	n -= i;
+	if (n >= 2 && h[0] == '0' && (h[1] == 'x' || h[1] == 'X')) {
+		for (i = 2; i < n; i++)
+			if (hexval(h[i]) < 0)
 				return 0;
-		} else if ((*h == '.' || *h == '\0') && digits > 0) {
-			parts++;
-			if (*h == '\0')
-				return parts == 4;
-			digits = 0;
-			v = 0;
-		} else {
+		return 1;
+	}
+	for (i = 0; i < n; i++)
+		if (h[i] < '0' || h[i] > '9')
 			return 0;
+	return n > 0;
+}
+
+/* A host outside brackets: an IPv4 literal as inet_pton reads it (1, is an
+ * IP), or a DNS name of letters, digits, '-' and '_' in non-empty labels
+ * with at most one trailing dot (0); -1 for anything else (percent escapes,
+ * other punctuation, bytes over 0x7f, a number that is no dotted quad). */
+static int
+host_kind(const char *h)
+{
+	uint8_t ip[4];
+	size_t i, n = strlen(h);
+
+	if (inet_pton(AF_INET, h, ip) == 1)
+		return 1;
+	if (ends_in_number(h, n))
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (h[i] == '.') {
+			if (i == 0 || h[i - 1] == '.')
+				return -1;
+		} else if (!is_alnum(h[i]) && h[i] != '-' && h[i] != '_') {
+			return -1;
 		}
 	}
+	return 0;
 }
 
 /* scheme://authority then the rest (path, query; fragment dropped). */
@@ -857,8 +899,10 @@ static int
 url_split(const char *s, size_t n, struct vurl *u)
 {
 	const char *a, *end, *colon, *rb, *stop = s + n;
+	uint8_t ip6[16];
 	size_t k;
 	unsigned long port;
+	int kind, slash;
 
 	memset(u, 0, sizeof *u);
 	if (n >= VURL_MAX || !url_text_ok(s, n))
@@ -874,18 +918,18 @@ url_split(const char *s, size_t n, struct vurl *u)
 	for (end = a; end < stop && *end != '/' && *end != '?' &&
 	    *end != '#'; end++)
 		continue;
-	if (memchr(a, '@', (size_t)(end - a)) != NULL || end == a)
+	if (memchr(a, '@', (size_t)(end - a)) != NULL || end == a ||
+	    (size_t)(end - a) >= sizeof u->authority)
 		return -1;
 	if (a[0] == '[') {
+		/* An IPv6 literal as inet_pton reads it: no zone, no IPv4
+		 * in brackets, nothing else. */
 		rb = memchr(a, ']', (size_t)(end - a));
-		if (rb == NULL || rb == a + 1 ||
-		    (size_t)(rb - a - 1) >= sizeof u->host)
+		if (rb == NULL || (size_t)(rb - a - 1) >= sizeof u->host)
 			return -1;
 		memcpy(u->host, a + 1, (size_t)(rb - a - 1));
-		for (k = 0; u->host[k] != '\0'; k++)
-			if (hexval(u->host[k]) < 0 && u->host[k] != ':' &&
-			    u->host[k] != '.')
-				return -1;
+		if (inet_pton(AF_INET6, u->host, ip6) != 1)
+			return -1;
 		u->is_ip = 1;
 		if (rb + 1 < end && rb[1] != ':')
 			return -1;
@@ -896,10 +940,13 @@ url_split(const char *s, size_t n, struct vurl *u)
 		if (k == 0 || k >= sizeof u->host)
 			return -1;
 		memcpy(u->host, a, k);
-		u->is_ip = is_ipv4(u->host);
+		if ((kind = host_kind(u->host)) < 0)
+			return -1;
+		u->is_ip = kind;
 	}
 	port = u->https ? 443 : 80;
 	if (colon != NULL) {
+		/* 1 to 5 digits (leading zeros as Go takes them), no sign. */
 		if (end - colon < 2 || end - colon > 6)
 			return -1;
 		port = 0;
@@ -913,12 +960,14 @@ url_split(const char *s, size_t n, struct vurl *u)
 	}
 	snprintf(u->port, sizeof u->port, "%lu", port);
 	memcpy(u->authority, a, (size_t)(end - a));
-	/* The path and query, without the fragment; "/" when empty. */
+	/* The path and query, without the fragment; "/" when empty.  end may
+	 * be stop (a Location is not NUL-terminated): k says what is there. */
 	for (k = 0; end + k < stop && end[k] != '#'; k++)
 		continue;
-	if (end[0] != '/')
+	slash = k > 0 && end[0] == '/';
+	if (!slash)
 		u->path[0] = '/';
-	memcpy(u->path + (end[0] != '/'), end, k);
+	memcpy(u->path + !slash, end, k);
 	return 0;
 }
 
@@ -926,6 +975,26 @@ int
 vurl_parse(const char *s, struct vurl *u)
 {
 	return url_split(s, strlen(s), u);
+}
+
+/* Does loc start with a scheme (RFC 3986 3.1: a letter, then letters,
+ * digits, '+', '-' or '.', then ':')?  Then it is absolute, whatever the
+ * scheme: "ftp://x" or "mailto:x" is not a path relative to the base. */
+static int
+has_scheme(const char *loc, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || !is_alnum(loc[0]) || (loc[0] >= '0' && loc[0] <= '9'))
+		return 0;
+	for (i = 1; i < len; i++) {
+		if (loc[i] == ':')
+			return 1;
+		if (!is_alnum(loc[i]) && loc[i] != '+' && loc[i] != '-' &&
+		    loc[i] != '.')
+			return 0;
+	}
+	return 0;
 }
 
 int
@@ -939,9 +1008,8 @@ vurl_resolve(const struct vurl *base, const char *loc, size_t len,
 
 	if (len >= VURL_MAX || !url_text_ok(loc, len))
 		return -1;
-	if ((len > 7 && same_ci(loc, "http://", 7)) ||
-	    (len > 8 && same_ci(loc, "https://", 8)))
-		return url_split(loc, len, out);
+	if (has_scheme(loc, len))
+		return url_split(loc, len, out);	/* http(s) only */
 	if (len >= 2 && loc[0] == '/' && loc[1] == '/')
 		n = snprintf(buf, sizeof buf, "%s:%.*s", base->https ?
 		    "https" : "http", (int)len, loc);

@@ -146,23 +146,36 @@ int vjudge_eof(struct vjudge *v);
 
 /* ---- the webhook's request ---- */
 
-/* http[s]://host[:port][/path][?query], as Go's client takes it: no user
- * info, no spaces or control bytes; the fragment is dropped. */
+/* http[s]://host[:port][/path][?query][#fragment], the scheme in any case
+ * (RFC 3986 3.1, as Go reads it), the one parser of the webhook's URL, its
+ * redirects and acme.c's URLs (which refuse !https themselves).  Refused:
+ * VURL_MAX bytes or more, user info, spaces and control bytes anywhere, an
+ * empty host, a port that is not 1 to 65535 in 1 to 5 digits, a bracketed
+ * host that is not an IPv6 literal as inet_pton reads it (no zone), and a
+ * host outside brackets that is neither an IPv4 literal as inet_pton reads
+ * it nor a DNS name of letters, digits, '-', '_' in non-empty labels
+ * (percent escapes and other punctuation; a name whose last label is a
+ * number, "127.1" or "010.0.0.1", which resolvers read as an address that
+ * inet_pton does not).  The fragment is dropped.  Let's Encrypt's URLs are
+ * under 100 bytes, a webhook's a few more. */
 #define VURL_MAX 1024
 struct vurl {
 	int https;
-	char host[256];			/* without brackets */
-	char port[6];
-	char authority[256 + 8];	/* Host:, as written (brackets, port) */
+	char host[256];			/* without brackets; a 253-byte DNS
+					 * name, an IPv6 literal's 45 */
+	char port[6];			/* decimal, no leading zero; 443 or
+					 * 80 when the URL has none */
+	char authority[256 + 8];	/* Host:, as written (brackets, port):
+					 * "[" 255 "]:" 5 digits, NUL */
 	char path[VURL_MAX];		/* "/..." (at least "/"), query kept */
-	int is_ip;
+	int is_ip;			/* host is an IPv4 or IPv6 literal */
 };
 
-/* 0, or -1 if s is not such a URL. */
+/* 0, or -1 if s is not such a URL (*u then holds nothing usable). */
 int vurl_parse(const char *s, struct vurl *u);
 /* A redirect's Location against base, as a browser (and Go) resolves it:
- * absolute, scheme-relative, absolute path, or relative to base's
- * directory.  0, or -1. */
+ * absolute (any scheme: only http and https parse), scheme-relative,
+ * absolute path, or relative to base's directory.  0, or -1. */
 int vurl_resolve(const struct vurl *base, const char *loc, size_t len,
     struct vurl *out);
 /* The body derper POSTs: {"NodePublic":"nodekey:<hex>","Source":"<ip>"};

@@ -7,7 +7,7 @@
  * with BearSSL's verifier, CSRs parsed back with their signature checked (and
  * by `openssl req -verify` when the command exists), cert_leaf_validity; the
  * JSON tokenizer, the response head parser, chunked decoding, the PEM chain
- * reader and the URL parser (tlsclient.c, linked beside) on edge cases, and
+ * reader and the URL parser (verify.c, linked beside) on edge cases, and
  * what tlsc_client_reset sets up for a DNS name and for an IP literal.
  *
  * Then a stand-in ACME CA on loopback: a forked child with a BearSSL TLS server
@@ -870,12 +870,15 @@ test_chunked(void)
 	}
 }
 
+/* The URL parser (verify.c's vurl_parse, linked beside) and acme.c's rule
+ * on top of it, acme_url_parse: https only.  allow_http 0 is acme.c's
+ * parser, 1 is vurl_parse alone (the webhook's). */
 static void
 test_url(void)
 {
 	static const struct {
 		const char *url, *host, *port, *authority, *path;
-		int is_ip, allow_http, is_https;
+		int is_ip, allow_http, https;
 	} good[] = {
 		{ "https://acme-v02.api.letsencrypt.org/directory",
 		  "acme-v02.api.letsencrypt.org", "443",
@@ -885,18 +888,34 @@ test_url(void)
 		{ "https://[::1]:8443/d", "::1", "8443", "[::1]:8443", "/d", 1,
 		  0, 1 },
 		{ "https://[2001:db8::1]", "2001:db8::1", "443", "[2001:db8::1]",
-		  "", 1, 0, 1 },
+		  "/", 1, 0, 1 },
 		{ "https://ca.example#frag", "ca.example", "443", "ca.example",
-		  "", 0, 0, 1 },
+		  "/", 0, 0, 1 },
 		{ "https://ca.example/a?b=c#frag/x", "ca.example", "443",
 		  "ca.example", "/a?b=c", 0, 0, 1 },
 		{ "https://ca.example?q", "ca.example", "443", "ca.example",
-		  "?q", 0, 0, 1 },
+		  "/?q", 0, 0, 1 },
 		{ "http://hook.example/allow", "hook.example", "80",
 		  "hook.example", "/allow", 0, 1, 0 },
-		{ "http://[::1]:8080", "::1", "8080", "[::1]:8080", "", 1, 1, 0 },
+		{ "http://[::1]:8080", "::1", "8080", "[::1]:8080", "/", 1, 1,
+		  0 },
 		{ "https://hook.example:08443/", "hook.example", "8443",
 		  "hook.example:08443", "/", 0, 1, 1 },
+		/* The scheme in any case (RFC 3986 3.1), as Go reads it. */
+		{ "HTTP://hook.example/", "hook.example", "80", "hook.example",
+		  "/", 0, 1, 0 },
+		{ "HTTPS://CA.Example", "CA.Example", "443", "CA.Example", "/",
+		  0, 0, 1 },
+		{ "https://ca.example./x", "ca.example.", "443", "ca.example.",
+		  "/x", 0, 0, 1 },
+		{ "https://under_score-1.example/", "under_score-1.example",
+		  "443", "under_score-1.example", "/", 0, 0, 1 },
+		{ "https://[::ffff:192.0.2.1]/", "::ffff:192.0.2.1", "443",
+		  "[::ffff:192.0.2.1]", "/", 1, 0, 1 },
+		{ "https://0x7f.example/", "0x7f.example", "443",
+		  "0x7f.example", "/", 0, 0, 1 },
+		{ "https://ca.example/@x", "ca.example", "443", "ca.example",
+		  "/@x", 0, 0, 1 },
 	};
 	static const char *const bad[] = {
 		"http://ca.example/", "https://", "https:///x",
@@ -909,48 +928,63 @@ test_url(void)
 	/* Refused even where plain http is allowed. */
 	static const char *const bad_http[] = {
 		"http://", "http://u@hook.example/", "http://hook.example:/",
-		"HTTP://hook.example/", "http://hook.example/\x7f",
-		"http:/hook.example/", "ftp://hook.example/",
+		"http://hook.example/\x7f", "http:/hook.example/",
+		"ftp://hook.example/",
+		/* Brackets hold an IPv6 literal as inet_pton reads it. */
+		"http://[]/", "http://[1.2.3.4]/", "http://[::::]/",
+		"http://[fe80::1%25eth0]/", "http://[::1]]/",
+		/* Numbers that are no dotted quad: getaddrinfo would read
+		 * them as addresses inet_pton does not. */
+		"http://127.1/", "http://010.0.0.1/", "http://2130706433/",
+		"http://0x7f.0.0.1/", "http://1.2.3.4./", "http://1.2.3.4.5/",
+		"http://256.1.1.1/", "http://a.b.0x1f/",
+		/* Names: letters, digits, '-', '_', non-empty labels. */
+		"http://ho%41st.example/", "http://a\\b.example/",
+		"http://a<b.example/", "http://caf\xc3\xa9.example/",
+		"http://.hook.example/", "http://hook..example/",
+		"http://hook.example../", "http://:80/",
+		"http://hook.example:123456/",
 	};
-	struct tlsc_url u;
-	char name[64], big[TLSC_URL_MAX + 16];
+	struct vurl u;
+	char name[64], big[VURL_MAX + 16];
 	size_t i;
+	int rc;
 
 	for (i = 0; i < sizeof good / sizeof good[0]; i++) {
 		snprintf(name, sizeof name, "url_good_%zu", i);
-		check(name, tlsc_url_parse(good[i].url, &u,
-		    good[i].allow_http) == 0 &&
+		rc = good[i].allow_http ? vurl_parse(good[i].url, &u) :
+		    acme_url_parse(good[i].url, &u);
+		check(name, rc == 0 &&
 		    strcmp(u.host, good[i].host) == 0 &&
 		    strcmp(u.port, good[i].port) == 0 &&
 		    strcmp(u.authority, good[i].authority) == 0 &&
-		    u.path_len == strlen(good[i].path) &&
-		    memcmp(u.path, good[i].path, u.path_len) == 0 &&
-		    u.is_ip == good[i].is_ip && u.is_https == good[i].is_https,
-		    "%s: host %s port %s authority %s path %.*s ip %d https %d",
-		    good[i].url, u.host, u.port, u.authority, (int)u.path_len,
-		    u.path != NULL ? u.path : "", u.is_ip, u.is_https);
+		    strcmp(u.path, good[i].path) == 0 &&
+		    u.is_ip == good[i].is_ip && u.https == good[i].https,
+		    "%s: rc %d host %s port %s authority %s path %s ip %d "
+		    "https %d", good[i].url, rc, u.host, u.port, u.authority,
+		    u.path, u.is_ip, u.https);
 	}
 	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		snprintf(name, sizeof name, "url_bad_%zu", i);
-		check(name, tlsc_url_parse(bad[i], &u, 0) == -1, "accepted %s",
+		check(name, acme_url_parse(bad[i], &u) == -1, "accepted %s",
 		    bad[i]);
 	}
 	for (i = 0; i < sizeof bad_http / sizeof bad_http[0]; i++) {
 		snprintf(name, sizeof name, "url_bad_http_%zu", i);
-		check(name, tlsc_url_parse(bad_http[i], &u, 1) == -1,
+		check(name, vurl_parse(bad_http[i], &u) == -1,
 		    "accepted %s", bad_http[i]);
 	}
-	/* The length bound: TLSC_URL_MAX - 1 bytes pass, TLSC_URL_MAX not. */
+	/* The length bound: VURL_MAX - 1 bytes pass, VURL_MAX not. */
 	memcpy(big, "https://ca.example/", 19);
-	memset(big + 19, 'a', TLSC_URL_MAX - 1 - 19);
-	big[TLSC_URL_MAX - 1] = '\0';
-	check("url_longest", tlsc_url_parse(big, &u, 0) == 0 &&
-	    u.path_len == TLSC_URL_MAX - 1 - 18, "refused %d bytes",
-	    TLSC_URL_MAX - 1);
-	big[TLSC_URL_MAX - 1] = 'a';
-	big[TLSC_URL_MAX] = '\0';
-	check("url_too_long", tlsc_url_parse(big, &u, 0) == -1,
-	    "accepted %d bytes", TLSC_URL_MAX);
+	memset(big + 19, 'a', VURL_MAX - 1 - 19);
+	big[VURL_MAX - 1] = '\0';
+	check("url_longest", acme_url_parse(big, &u) == 0 &&
+	    strlen(u.path) == VURL_MAX - 1 - 18, "refused %d bytes",
+	    VURL_MAX - 1);
+	big[VURL_MAX - 1] = 'a';
+	big[VURL_MAX] = '\0';
+	check("url_too_long", acme_url_parse(big, &u) == -1,
+	    "accepted %d bytes", VURL_MAX);
 }
 
 /* tlsc_client_reset: SNI and no IP check for a DNS name, the reverse for an

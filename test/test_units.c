@@ -3439,6 +3439,15 @@ static void test_admit_judge(void)
 	    vurl_parse("http:///x", &u) != 0 && vurl_parse("http://x:0/", &u) != 0 &&
 	    vurl_parse("http://x:65536/", &u) != 0 && vurl_parse("http://x/a b", &u) != 0 &&
 	    vurl_parse("http://[zz]/", &u) != 0;
+	/* Hosts the resolver and inet_pton would read differently, and odd
+	 * ones (the full table is test_acme's url_*). */
+	ok &= vurl_parse("http://[1.2.3.4]/", &u) != 0 &&
+	    vurl_parse("http://[::::]/", &u) != 0 &&
+	    vurl_parse("http://127.1/", &u) != 0 &&
+	    vurl_parse("http://010.0.0.1/", &u) != 0 &&
+	    vurl_parse("http://a%2eb/", &u) != 0;
+	ok &= vurl_parse("HTTP://H.example", &u) == 0 && !u.https &&
+	    strcmp(u.path, "/") == 0;
 	check(ok, "admit_url_parse", "a webhook URL parsed wrong");
 	(void)vurl_parse("https://h.example:444/dir/hook?q=1", &u);
 	ok = vurl_resolve(&u, "/abs", 4, &r) == 0 && strcmp(r.authority, "h.example:444") == 0 &&
@@ -3448,6 +3457,15 @@ static void test_admit_judge(void)
 	    strcmp(r.host, "other.example") == 0 && strcmp(r.path, "/p") == 0;
 	ok &= vurl_resolve(&u, "http://127.0.0.1:9/q", 20, &r) == 0 && !r.https &&
 	    r.is_ip && strcmp(r.port, "9") == 0;
+	/* An absolute Location without a path, not NUL-terminated: the byte
+	 * after it is not the path's. */
+	ok &= vurl_resolve(&u, "http://o.example/x", 16, &r) == 0 &&
+	    strcmp(r.host, "o.example") == 0 && strcmp(r.path, "/") == 0;
+	/* Any scheme makes a Location absolute, not a relative path. */
+	ok &= vurl_resolve(&u, "ftp://o.example/", 16, &r) != 0 &&
+	    vurl_resolve(&u, "mailto:a@b", 10, &r) != 0 &&
+	    vurl_resolve(&u, "a/b:c", 5, &r) == 0 &&
+	    strcmp(r.path, "/dir/a/b:c") == 0;
 	check(ok, "admit_url_resolve", "a redirect's Location resolved wrong");
 
 	/* The webhook's bytes. */

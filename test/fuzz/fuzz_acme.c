@@ -3,8 +3,8 @@
  * chunked transfer coding, the JSON tokenizer and the readers of the
  * directory, order, authorization and problem documents, the PEM chain
  * reader, base64 and the URL parser.  acme.c's functions and those of
- * tlsclient.c it uses, on the input as it is (an exactly sized buffer under
- * ASan).
+ * tlsclient.c and verify.c it uses, on the input as it is (an exactly sized
+ * buffer under ASan).
  *
  * Input: the bytes of a response, a body or a URL; every parser sees all of
  * it.  Checks:
@@ -19,8 +19,11 @@
  *     terminated and at most ACME_AUTHZ_MAX authorizations;
  *   - the PEM reader never keeps more than CERT_CHAIN_MAX certificates and
  *     each one is as long as it says;
- *   - a URL that parses (https only, and http too) has a host, a numeric
- *     port, and a path inside the input that holds no fragment.
+ *   - a URL that parses (acme_url_parse: https only; vurl_parse: http too;
+ *     vurl_resolve: as a redirect's Location against a fixed base) has a
+ *     host that is an IP literal exactly when is_ip says (inet_pton, so the
+ *     resolver and the certificate check agree), a numeric port, an
+ *     authority, and a path that starts with '/' and holds no fragment.
  */
 #include "../../acme.c"
 #include "fuzz.h"
@@ -184,6 +187,24 @@ fuzz_pem(const uint8_t *data, size_t size)
 	cert_free(&cs);
 }
 
+FUZZ_NOCOV static void
+check_url(const struct vurl *u)
+{
+	uint8_t ip[16];
+	int v4, v6;
+
+	check_str(u->host, sizeof u->host, "host");
+	check_str(u->port, sizeof u->port, "port");
+	check_str(u->authority, sizeof u->authority, "authority");
+	check_str(u->path, sizeof u->path, "path");
+	v4 = inet_pton(AF_INET, u->host, ip) == 1;
+	v6 = inet_pton(AF_INET6, u->host, ip) == 1;
+	FUZZ_CHECK(u->host[0] != '\0' && u->authority[0] != '\0' &&
+	    u->path[0] == '/' && strchr(u->path, '#') == NULL &&
+	    atoi(u->port) >= 1 && atoi(u->port) <= 65535 &&
+	    u->is_ip == (v4 || v6), "url parts");
+}
+
 static int
 count_cert(void *ctx, const uint8_t *der, size_t n)
 {
@@ -196,10 +217,10 @@ count_cert(void *ctx, const uint8_t *der, size_t n)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static char text[TLSC_URL_MAX + 16];
+	static char text[VURL_MAX + 16];
 	uint8_t out[512];
-	struct tlsc_url u;
-	int count = 0, http;
+	struct vurl base, u;
+	int count = 0;
 
 	fuzz_head(data, size);
 	fuzz_chunked(data, size);
@@ -210,16 +231,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < sizeof text) {
 		memcpy(text, data, size);
 		text[size] = '\0';
-		for (http = 0; http <= 1; http++) {
-			if (tlsc_url_parse(text, &u, http) != 0)
-				continue;
-			FUZZ_CHECK(strlen(u.host) > 0 && u.path >= text &&
-			    u.path <= text + size &&
-			    u.path_len <= (size_t)(text + size - u.path) &&
-			    memchr(u.path, '#', u.path_len) == NULL &&
-			    atoi(u.port) >= 1 && atoi(u.port) <= 65535 &&
-			    (u.is_https || http), "url parts");
+		if (acme_url_parse(text, &u) == 0) {
+			check_url(&u);
+			FUZZ_CHECK(u.https, "acme took http");
 		}
+		if (vurl_parse(text, &u) == 0)
+			check_url(&u);
+		(void)vurl_parse("https://hook.example:8443/dir/x?q=1", &base);
+		if (vurl_resolve(&base, (const char *)data, size, &u) == 0)
+			check_url(&u);
 	}
 	return 0;
 }
