@@ -2189,7 +2189,8 @@ struct bootdns_job {
 
 /* Admission's outbound checks (ADMISSION). */
 #define VERIFY_CHECKS		16	/* check slots: connections at once */
-#define VCHECK_REQ_BYTES	(VURL_MAX + 512)	/* head and body */
+#define VCHECK_REQ_BYTES	(2 * VURL_MAX + 512)	/* path, Referer, the
+						 * rest of the head, body */
 #define TAG_CHECK0		(-1000)	/* check k polls as TAG_CHECK0 - k */
 enum { VC_FREE = 0, VC_RESOLVE, VC_CONNECT, VC_TALK };
 
@@ -2208,6 +2209,7 @@ struct vcheck {
 	uint8_t phase;			/* VC_* */
 	uint8_t kind;			/* VQ_* of verify.h */
 	uint8_t post;			/* webhook: POST (GET after 301-303) */
+	uint8_t with_body;		/* webhook: the request carries the body */
 	uint8_t tls_on;			/* https */
 	uint8_t eof;			/* TLS: the peer closed the socket */
 	uint8_t addr_i;			/* webhook: its address tried now */
@@ -2219,6 +2221,7 @@ struct vcheck {
 	const char *why;		/* a transport failure's reason */
 	size_t req_len, req_off;
 	struct vurl url;		/* webhook: this request's target */
+	char referer[VURL_MAX + 16];	/* webhook: after a redirect; "" none */
 	struct vjudge judge;
 	char req[VCHECK_REQ_BYTES];
 #ifndef DERP_NO_HOOKTLS
@@ -7120,7 +7123,8 @@ bootdns_setup(struct derp_server *s, char *err, size_t errlen)
 #define VERIFY_CLIENT_MS	15000	/* ClientInfo -> verdict, queue included */
 #define VERIFY_OLD_MS		600000	/* after an old tailscaled: /status for
 					 * 10 minutes before asking whois again */
-#define VERIFY_REDIRECTS_MAX	10	/* Go's client stops after 10 */
+#define VERIFY_REQUESTS_MAX	10	/* Go's client makes at most 10 requests
+					 * ("stopped after 10 redirects") */
 #define VERIFY_CAPVER		145	/* the Tailscale-Cap we send */
 #define VERIFY_READS_PER_ROUND	16	/* read(2) calls per check per round */
 #define VERIFY_SOCKET_DEFAULT	"/var/run/tailscale/tailscaled.sock"
@@ -7495,10 +7499,20 @@ check_dial(struct derp_server *s, struct vcheck *k)
 	}
 }
 
-/* Slot k asks what c's current step asks; url is the webhook's target. */
+/* A webhook's first request: POST with the body, no Referer. */
+static void
+check_first_hop(struct vcheck *k)
+{
+	k->post = 1;
+	k->with_body = 1;
+	k->referer[0] = '\0';
+}
+
+/* Slot k asks what c's current step asks; url is the webhook's target
+ * (with k->post, k->with_body and k->referer). */
 static void
 check_begin(struct derp_server *s, struct vcheck *k, struct conn *c,
-    const struct vurl *url, int post)
+    const struct vurl *url)
 {
 	char body[160], ip[INET6_ADDRSTRLEN];
 	size_t blen = 0;
@@ -7518,18 +7532,16 @@ check_begin(struct derp_server *s, struct vcheck *k, struct conn *c,
 		k->req_len = verify_status_request(k->req, sizeof k->req,
 		    VERIFY_CAPVER);
 	else {
-		if (url != &k->url)
-			k->url = *url;
-		k->post = (uint8_t)post;
+		k->url = *url;
 		ip[0] = '\0';
 		if (ip16_is_v4(c->peer_ip))
 			inet_ntop(AF_INET, c->peer_ip + 12, ip, sizeof ip);
 		else
 			inet_ntop(AF_INET6, c->peer_ip, ip, sizeof ip);
-		if (post)
-			blen = verify_hook_body(body, sizeof body, c->key, ip);
-		k->req_len = verify_hook_request(k->req, sizeof k->req, &k->url,
-		    body, blen, post);
+		blen = verify_hook_body(body, sizeof body, c->key, ip);
+		k->req_len = blen == 0 ? 0 : verify_hook_request(k->req,
+		    sizeof k->req, &k->url, k->post, k->referer[0] != '\0' ?
+		    k->referer : NULL, k->with_body ? body : NULL, blen);
 		k->tls_on = k->url.https;
 	}
 	if (k->req_len == 0) {
@@ -7550,7 +7562,7 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 
 	check_close_fd(s, k);
 	if (k->kind == VQ_HOOK && v == VV_REDIRECT) {
-		if (c->adm.redirects >= VERIFY_REDIRECTS_MAX) {
+		if (c->adm.redirects + 1 >= VERIFY_REQUESTS_MAX) {
 			v = VV_BROKEN;
 			why = "stopped after 10 redirects";
 		} else if (vurl_resolve(&k->url, k->judge.http.location,
@@ -7559,10 +7571,20 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 			why = "redirect to a bad Location";
 		} else {
 			c->adm.redirects++;
-			/* Go: 307 and 308 repeat the POST, the others GET. */
-			check_begin(s, k, c, &next, k->post &&
-			    (k->judge.http.status == 307 ||
-			    k->judge.http.status == 308));
+			/* Go: 301, 302 and 303 turn the request into a GET
+			 * without body; 307 and 308 keep its method and send
+			 * the first request's body again (after a GET too). */
+			if (k->judge.http.status == 307 ||
+			    k->judge.http.status == 308) {
+				k->with_body = 1;
+			} else {
+				k->post = 0;
+				k->with_body = 0;
+			}
+			if (verify_hook_referer(k->referer, sizeof k->referer,
+			    &k->url, &next) == 0)
+				k->referer[0] = '\0';
+			check_begin(s, k, c, &next);
 			return;
 		}
 	}
@@ -7572,7 +7594,7 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 			    "by node key): asking /localapi/v0/status instead");
 		s->admit.old_until_ms = s->now + VERIFY_OLD_MS;
 		c->adm.step = VQ_STATUS;
-		check_begin(s, k, c, NULL, 0);
+		check_begin(s, k, c, NULL);
 		return;
 	}
 	if (v == VV_BROKEN && k->kind == VQ_HOOK) {
@@ -7595,7 +7617,8 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 	if (k->kind != VQ_HOOK && s->admit.hook_on) {
 		c->adm.step = VQ_HOOK;
 		c->adm.redirects = 0;
-		check_begin(s, k, c, &s->admit.hook, 1);
+		check_first_hop(k);
+		check_begin(s, k, c, &s->admit.hook);
 		return;
 	}
 	k->phase = VC_FREE;
@@ -7796,8 +7819,8 @@ admit_pump(struct derp_server *s)
 		if (c->state != CS_DERP_VERIFY || c->adm.check != 0)
 			continue;	/* closed (or reused) meanwhile */
 		s->admit.checks[i].phase = VC_CONNECT;
-		check_begin(s, &s->admit.checks[i], c,
-		    &s->admit.hook, 1);
+		check_first_hop(&s->admit.checks[i]);
+		check_begin(s, &s->admit.checks[i], c, &s->admit.hook);
 	}
 #ifndef DERP_NO_BOOTDNS
 	if (s->admit.res.busy < 0 && s->admit.res.pid == 0)

@@ -1049,19 +1049,32 @@ verify_hook_body(char *out, size_t cap, const uint8_t key[32], const char *ip)
 }
 
 size_t
-verify_hook_request(char *out, size_t cap, const struct vurl *u,
-    const char *body, size_t body_len, int post)
+verify_hook_request(char *out, size_t cap, const struct vurl *u, int post,
+    const char *referer, const char *body, size_t body_len)
+{
+	char length[40] = "";
+	int n;
+
+	if (body != NULL)
+		snprintf(length, sizeof length, "Content-Length: %zu\r\n",
+		    body_len);
+	n = snprintf(out, cap, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: "
+	    "Go-http-client/1.1\r\n%s%s%s%s\r\n%.*s", post ? "POST" : "GET",
+	    u->path, u->authority, length, referer != NULL ? "Referer: " : "",
+	    referer != NULL ? referer : "", referer != NULL ? "\r\n" : "",
+	    body != NULL ? (int)body_len : 0, body != NULL ? body : "");
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+size_t
+verify_hook_referer(char *out, size_t cap, const struct vurl *from,
+    const struct vurl *to)
 {
 	int n;
 
-	if (post)
-		n = snprintf(out, cap, "POST %s HTTP/1.1\r\nHost: %s\r\n"
-		    "User-Agent: Go-http-client/1.1\r\nContent-Length: %zu\r\n"
-		    "\r\n%.*s", u->path, u->authority, body_len, (int)body_len,
-		    body);
-	else
-		n = snprintf(out, cap, "GET %s HTTP/1.1\r\nHost: %s\r\n"
-		    "User-Agent: Go-http-client/1.1\r\n\r\n", u->path,
-		    u->authority);
+	if (from->https && !to->https)
+		return 0;
+	n = snprintf(out, cap, "%s://%s%s", from->https ? "https" : "http",
+	    from->authority, from->path);
 	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }

@@ -183,10 +183,16 @@ int vurl_resolve(const struct vurl *base, const char *loc, size_t len,
  * 0 if cap is short. */
 size_t verify_hook_body(char *out, size_t cap, const uint8_t key[32],
     const char *ip);
-/* The request: POST with the body (Go's headers: Host, User-Agent,
- * Content-Length), or GET without one after a 301/302/303.  Its length,
- * 0 if cap is short. */
+/* The request as Go's client writes it: POST (or, after a 301, 302 or 303,
+ * GET), Host, User-Agent, then with a body (NULL for none) Content-Length,
+ * then on a redirect Referer (NULL for none), and the body.  Its length, 0
+ * if cap is short. */
 size_t verify_hook_request(char *out, size_t cap, const struct vurl *u,
-    const char *body, size_t body_len, int post);
+    int post, const char *referer, const char *body, size_t body_len);
+/* What Go sends as Referer when following a redirect from "from" to "to":
+ * from's URL, or "" from https to http.  Its length, 0 if none or cap is
+ * short. */
+size_t verify_hook_referer(char *out, size_t cap, const struct vurl *from,
+    const struct vurl *to);
 
 #endif

@@ -3476,14 +3476,26 @@ static void test_admit_judge(void)
 	check(verify_hook_body(resp, sizeof resp, key, "1.2.3.4\"") == 0,
 	    "admit_hook_body_quote", "an address needing escapes accepted");
 	(void)vurl_parse("http://h.example:8080/hook?a=b", &u);
-	n = verify_hook_request(big, sizeof big, &u, "{}", 2, 1);
+	n = verify_hook_request(big, sizeof big, &u, 1, NULL, "{}", 2);
 	check(n > 0 && strcmp(big, "POST /hook?a=b HTTP/1.1\r\nHost: h.example:8080\r\n"
 	    "User-Agent: Go-http-client/1.1\r\nContent-Length: 2\r\n\r\n{}") == 0,
 	    "admit_hook_request_post", "not Go's POST");
-	n = verify_hook_request(big, sizeof big, &u, NULL, 0, 0);
+	n = verify_hook_request(big, sizeof big, &u, 0, "http://a.example/x", NULL, 0);
 	check(n > 0 && strcmp(big, "GET /hook?a=b HTTP/1.1\r\nHost: h.example:8080\r\n"
-	    "User-Agent: Go-http-client/1.1\r\n\r\n") == 0,
+	    "User-Agent: Go-http-client/1.1\r\nReferer: http://a.example/x\r\n\r\n") == 0,
 	    "admit_hook_request_get", "not Go's GET after a redirect");
+	n = verify_hook_request(big, sizeof big, &u, 0, "http://a.example/x", "{}", 2);
+	check(n > 0 && strcmp(big, "GET /hook?a=b HTTP/1.1\r\nHost: h.example:8080\r\n"
+	    "User-Agent: Go-http-client/1.1\r\nContent-Length: 2\r\nReferer: "
+	    "http://a.example/x\r\n\r\n{}") == 0,
+	    "admit_hook_request_get_body", "not Go's GET with the body after a 302 then 307");
+	(void)vurl_parse("https://s.example/p?q", &r);
+	ok = verify_hook_referer(big, sizeof big, &r, &u) == 0;
+	ok &= verify_hook_referer(big, sizeof big, &u, &r) > 0 &&
+	    strcmp(big, "http://h.example:8080/hook?a=b") == 0;
+	ok &= verify_hook_referer(big, sizeof big, &r, &r) > 0 &&
+	    strcmp(big, "https://s.example/p?q") == 0;
+	check(ok, "admit_hook_referer", "not Go's Referer rule (none from https to http)");
 
 	/* derper's short key: [ + 5 chars of standard base64 + ]. */
 	{
