@@ -26,7 +26,10 @@
  * webroot_plain part, on a plain relay's main listener; webroot_off: no
  * answers without the flag); verify_localapi, verify_hook, verify_hook_tls,
  * verify_load, verify_both (client admission: -verify-clients against a
- * stand-in tailscaled, -verify-client-url against a stand-in webhook).  The
+ * stand-in tailscaled, -verify-client-url against a stand-in webhook);
+ * seed_cmdline (the seed deployment's command line as it stands, with its
+ * fixed ports and paths, in network and mount namespaces the test makes:
+ * root only, skipped otherwise).  The
  * certificates are made by cert.c, linked in (the webhook's test CA by the
  * openssl command: verify_hook_tls skips without it).
  *
@@ -64,7 +67,9 @@
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
+#include <sys/ioctl.h>		/* seed_cmdline: lo up in its namespace */
 #include <sys/mount.h>		/* bootdns_hang's mount namespace */
+#include <sys/prctl.h>		/* seed_cmdline: the relay dies with its test */
 #endif
 
 #include <bearssl.h>
@@ -7160,8 +7165,12 @@ enum {
 	SK_ALLOW_HTTP10,	/* as Python's http.server: no length, close */
 	SK_302_NO_LOCATION,	/* Go hands such an answer back: not 200 */
 	SK_ALLOW_STRING,	/* "true": not a boolean, does not decode */
-	SK_REDIRECT		/* codes[hops], then Allow */
+	SK_REDIRECT,		/* codes[hops], then Allow */
+	SK_WHOIS_KNOWN		/* whois: 200 for a key in sk_known, else 404 */
 };
+
+/* SK_WHOIS_KNOWN's keys (hex; "" unused), set before the stand-in starts. */
+static char sk_known[2][65];
 
 struct stub {
 	const char *name;
@@ -7504,6 +7513,26 @@ stub_answer(const struct stub *s, const char *req)
 		break;
 	case SK_404:
 		stub_http("404 Not Found", TEXT_CT, "no match for IP:port\n", 21);
+		break;
+	case SK_WHOIS_KNOWN:
+		/* As tailscaled: the node when it knows the key, else 404. */
+		for (i = 0; i < 2; i++) {
+			snprintf(body, sizeof body, "?addr=nodekey%%3A%s ",
+			    sk_known[i]);
+			if (sk_known[i][0] != '\0' && strstr(req, body) != NULL)
+				break;
+		}
+		if (i == 2) {
+			stub_http("404 Not Found", TEXT_CT, "no match for "
+			    "IP:port\n", 21);
+			break;
+		}
+		snprintf(body, sizeof body, "{\"Node\":{\"ID\":%d,\"StableID\":"
+		    "\"nStableCNTRL%d\",\"Name\":\"peer%d.example.ts.net.\","
+		    "\"Key\":\"nodekey:%s\"},\"UserProfile\":{\"ID\":12345,"
+		    "\"LoginName\":\"user@example.com\",\"DisplayName\":"
+		    "\"User\"},\"CapMap\":null}\n", i + 1, i, i, sk_known[i]);
+		stub_json(body);
 		break;
 	case SK_500:
 		stub_http("500 Internal Server Error", TEXT_CT, "internal error\n",
@@ -8959,6 +8988,526 @@ out:
 	vf_teardown();
 }
 
+/* ---- seed_cmdline: the seed deployment's command line ------------------- */
+
+/*
+ * derper-compat.md 14: the seed image runs, as root and with nothing else,
+ *   derper --hostname $H --bootstrap-dns-names $H -certmode $M \
+ *          -certdir DIR/$H --stun --verify-clients=$V
+ * Here H=127.0.0.1 (manual mode makes a self-signed certificate for an IP on
+ * first start), M=manual, V=true.  So: TLS on :443 of every interface, port
+ * 80, STUN on 3478, root's key file /var/lib/derper/derper.key and tailscaled
+ * at /var/run/tailscale/tailscaled.sock, all fixed.  A child process makes a
+ * network namespace of its own (only lo, brought up here) and a mount
+ * namespace whose /var is a tmpfs (the key file and the socket land there,
+ * nothing on the host changes), and there runs a stand-in tailscaled
+ * (whois: 200 for the pair's keys, 404 for any other), the relay with that
+ * command line plus -allow-root (derp's one rule on top of derper's: as root
+ * it wants -user or -allow-root, and says so, checked last), and the checks;
+ * it hands its counts back through a pipe.
+ * Needs root and namespaces: one skip line otherwise.  Then the seed's
+ * variable unset, --verify-clients= (an empty value), must exit with status
+ * 2 as derper's flag parse error does.  That runs on the host: flags are
+ * parsed first, and were this one accepted, the relay would still stop
+ * before binding anything (as root for want of -user or -allow-root, not as
+ * root for want of -c).
+ */
+#define SEED_H "127.0.0.1"
+#define SEED_KEY_FILE "/var/lib/derper/derper.key"
+#define SEED_SOCKET "/var/run/tailscale/tailscaled.sock"
+#define SEED_CHECKS 13		/* made in the namespace, for the skip line */
+#define SEED_BDNS_MS 5000	/* first lookup round: an IP literal, no DNS */
+#define SEED_BDNS_BODY "{\n\t\"" SEED_H "\": [\n\t\t\"" SEED_H "\"\n\t]\n}"
+#define SEED_EXIT_MS 5000	/* a flag error exits at once */
+#define SEED_CHILD_WATCHDOG_S (WATCHDOG_S - 30)	/* before the parent's */
+
+#if defined(__linux__) && !defined(CLONE_NEWNET)
+#define CLONE_NEWNET 0x40000000
+#endif
+
+static char seed_certdir[600];
+
+/*
+ * Run argv exactly as given (no -allow-root added: the seed's command line is
+ * the subject), stdout and stderr appended to log_path.  The relay dies with
+ * the process that started it, so a test killed by its watchdog leaves none
+ * behind in the namespace.  0 or -1.
+ */
+static int
+seed_spawn(char *const argv[])
+{
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		if (fd >= 0) {
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+			close(fd);
+		}
+#ifdef __linux__
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	server_pid = pid;
+	return 0;
+}
+
+/* The seed's command line, $V = v; with allow_root, -allow-root after it:
+ * derp's one rule on top of derper's (README, "Privileges": as root it
+ * wants -user or -allow-root; our image's entry point gives -user nobody). */
+static void
+seed_argv(char **argv, const char *v, int allow_root)
+{
+	static char vc[40];
+
+	snprintf(vc, sizeof vc, "--verify-clients=%s", v);
+	argv[0] = (char *)derp_path;
+	argv[1] = "--hostname";
+	argv[2] = SEED_H;
+	argv[3] = "--bootstrap-dns-names";
+	argv[4] = SEED_H;
+	argv[5] = "-certmode";
+	argv[6] = "manual";
+	argv[7] = "-certdir";
+	argv[8] = seed_certdir;
+	argv[9] = "--stun";
+	argv[10] = vc;
+	argv[11] = allow_root ? "-allow-root" : NULL;
+	argv[12] = NULL;
+}
+
+#ifdef __linux__
+/* ifconfig lo up: SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP (1).  struct
+ * ifreq is hidden by _POSIX_C_SOURCE: the name (IFNAMSIZ 16), then a union
+ * whose first short is the flags; 40 bytes on LP64, 32 on ILP32. */
+static int
+seed_lo_up(void)
+{
+	union {
+		struct {
+			char name[16];
+			short flags;
+		} f;
+		char room[64];
+		long align;
+	} ifr;
+	int fd = socket(AF_INET, SOCK_DGRAM, 0), r = -1;
+
+	if (fd < 0)
+		return -1;
+	memset(&ifr, 0, sizeof ifr);
+	memcpy(ifr.f.name, "lo", 3);
+	if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.f.flags |= 1;
+		r = ioctl(fd, SIOCSIFFLAGS, &ifr);
+	}
+	close(fd);
+	return r;
+}
+
+char *realpath(const char *, char *);	/* XSI: hidden by _POSIX_C_SOURCE */
+
+/* Is path (resolved) /var or below it, which the namespace covers? */
+static int
+seed_under_var(const char *path)
+{
+	char *rp = realpath(path, NULL);
+	int r = rp == NULL || strcmp(rp, "/var") == 0 ||
+	    strncmp(rp, "/var/", 5) == 0;
+
+	free(rp);
+	return r;
+}
+
+/* Unshare the network and mount namespaces, lo up, a tmpfs on /var with
+ * /var/run/tailscale in it.  NULL, or the step that failed. */
+static const char *
+seed_namespaces(void)
+{
+	if (unshare(CLONE_NEWNET | CLONE_NEWNS) != 0)
+		return "unshare(CLONE_NEWNET|CLONE_NEWNS)";
+	if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+		return "making / private";
+	if (seed_lo_up() != 0)
+		return "bringing lo up";
+	if (mount("seed_cmdline", "/var", "tmpfs", MS_NOSUID | MS_NODEV,
+	    "mode=0755") != 0)
+		return "a tmpfs on /var";
+	if (mkdir("/var/run", 0755) != 0 ||
+	    mkdir("/var/run/tailscale", 0755) != 0)
+		return "mkdir /var/run/tailscale";
+	return NULL;
+}
+
+/* The stand-in's recorded requests: how many, and whether one asks whois
+ * for hex. */
+static int
+seed_whois_asked(const char *hex, int *n)
+{
+	char p[600], want[100];
+	int i, found = 0;
+
+	*n = stub_count(&st_la);
+	snprintf(want, sizeof want, "whois?addr=nodekey%%3A%s ", hex);
+	for (i = 1; i <= *n && !found; i++) {
+		char *text;
+
+		snprintf(p, sizeof p, "%s/req-%d", st_la.dir, i);
+		text = read_file(p, NULL);
+		found = text != NULL && strstr(text, want) != NULL;
+		free(text);
+	}
+	return found;
+}
+
+/* In the namespaces: the stand-in, the relay, the checks. */
+static void
+seed_checks(void)
+{
+	static const uint8_t lo4[4] = { 127, 0, 0, 1 };
+	static uint8_t der[8192];
+	char *argv[16], crt[700], hex[65], b64[6], line[80];
+	uint8_t sha[32], served[32];
+	struct dclient *u = NULL;
+	struct stat st;
+	const char *e;
+	int64_t t0;
+	int count, n, r;
+	long len;
+
+	srv_port = 443;
+	stun_port = 3478;
+	http_port = 80;
+	/* The pair's keys, known to the stand-in tailscaled. */
+	pair_a = dc_new();
+	pair_b = dc_new();
+	if (pair_a == NULL || pair_b == NULL) {
+		fail("relay_starts", "out of memory");
+		goto out;
+	}
+	dc_genkey(pair_a);
+	dc_genkey(pair_b);
+	tohex(pair_a->pk, 32, sk_known[0]);
+	tohex(pair_b->pk, 32, sk_known[1]);
+	st_la.lfd = st_la.lfd6 = -1;
+	st_la.pid = -1;
+	st_la.port = 0;
+	st_la.tls = 0;
+	snprintf(st_la.path, sizeof st_la.path, "%s", SEED_SOCKET);
+	snprintf(st_la.dir, sizeof st_la.dir, "%s/seed_cmdline/la", scratch);
+	mkdir(st_la.dir, 0700);
+	if (stub_listen(&st_la, "relay_starts") < 0)
+		goto out;
+	stub_start(&st_la, SK_WHOIS_KNOWN);
+
+	/* The relay, with the seed's command line and -allow-root. */
+	seed_argv(argv, "true", 1);
+	if (seed_spawn(argv) < 0) {
+		fail("relay_starts", "fork: %s", strerror(errno));
+		goto out;
+	}
+	if (server_wait_ready() < 0 || !log_wait("serving on :443", IO_MS)) {
+		fail("relay_starts", "%s; log %s", server_pid < 0 ? "exited at "
+		    "start-up" : "not serving TLS on " SEED_H ":443 (\"serving "
+		    "on :443\" logged) in time", log_path);
+		show_log_tail();
+		goto out;
+	}
+	ok("relay_starts");
+
+	/* Root's default key file, created on first start. */
+	if (stat(SEED_KEY_FILE, &st) != 0)
+		e = "no " SEED_KEY_FILE " (in the namespace's /var)";
+	else if ((st.st_mode & 0777) != 0600)
+		e = SEED_KEY_FILE " is not mode 0600";
+	else if (log_count("using " SEED_KEY_FILE) != 1)
+		e = "the log does not say it uses " SEED_KEY_FILE;
+	else
+		e = NULL;
+	verdict("key_file_root_default", e);
+
+	/* The self-signed certificate made in the certdir is the one served. */
+	snprintf(crt, sizeof crt, "%s/" SEED_H ".crt", seed_certdir);
+	len = pem_first_cert(crt, der, sizeof der, &count);
+	e = len < 0 ? "no certificate written in the certdir" :
+	    cert_contents(der, (size_t)len);
+	if (e != NULL)
+		;			/* said */
+	else if (log_count("generated self-signed certificate") != 1)
+		e = "no \"generated self-signed certificate\" in the log";
+	else if (leaf_now(served, 0) < 0)
+		e = "no TLS handshake on 127.0.0.1:443";
+	else {
+		br_sha256_context h;
+
+		br_sha256_init(&h);
+		br_sha256_update(&h, der, (size_t)len);
+		br_sha256_out(&h, sha);
+		if (memcmp(sha, served, 32) != 0)
+			e = "the certificate served is not the one in the "
+			    "certdir";
+	}
+	verdict("self_signed_cert_served", e);
+
+	/* No -a: every interface (another 127/8 address, ::1 when there). */
+	{
+		struct dclient *c = cl_connect_to("127.0.0.2", 443, 1, NULL);
+
+		e = c == NULL ? "no TLS on 127.0.0.2:443" : NULL;
+		dc_free(c);
+		if (e == NULL && have_ipv6_loopback()) {
+			c = cl_connect_to("::1", 443, 1, NULL);
+			e = c == NULL ? "no TLS on [::1]:443" : NULL;
+			dc_free(c);
+		}
+		verdict("listens_every_interface", e);
+	}
+
+	/* --verify-clients=true against the default socket: known keys in. */
+	r = dc_connect(pair_a, SEED_H, 443, 1, NULL, CONNECT_MS) == 0 &&
+	    dc_handshake(pair_a, 0, NULL, IO_MS) == 0 &&
+	    dc_connect(pair_b, SEED_H, 443, 1, NULL, CONNECT_MS) == 0 &&
+	    dc_handshake(pair_b, 0, NULL, IO_MS) == 0;
+	if (!r) {
+		dc_free(pair_a);
+		dc_free(pair_b);
+		pair_a = pair_b = NULL;
+	}
+	verdict("known_keys_admitted", r ? NULL : "a client whose key the "
+	    "stand-in tailscaled knows got no ServerInfo");
+	verdict("known_pair_exchange", pair_works());
+
+	/* An unknown key: closed after ClientInfo, nothing sent. */
+	u = dc_new();
+	e = "no TLS connection, upgrade or ClientInfo";
+	if (u != NULL) {
+		uint8_t frame[600];
+		size_t fl;
+
+		dc_genkey(u);
+		tohex(u->pk, 32, hex);
+		key_b64_5(u->pk, b64);
+		if (dc_connect(u, SEED_H, 443, 1, NULL, CONNECT_MS) == 0 &&
+		    dc_upgrade(u, 0, IO_MS) == 0 &&
+		    (fl = dc_client_info_frame(u, NULL, frame, sizeof frame))
+		    > 0 && dc_write(u, frame, fl) == 0) {
+			r = vf_verdict(u, IO_MS);
+			e = r == 0 ? NULL : vf_outcome(r);
+		}
+	}
+	if (e == NULL) {
+		snprintf(line, sizeof line, "client [%s] rejected: ", b64);
+		if (!log_wait(line, VF_LOG_MS))
+			e = "refused, but no \"client [...] rejected: \" line";
+	}
+	verdict("unknown_key_refused", e);
+	if (u != NULL)
+		verdict("whois_on_default_socket", seed_whois_asked(hex, &n) &&
+		    n >= 3 ? NULL : "the stand-in at " SEED_SOCKET " was not "
+		    "asked whois for each client");
+	else
+		fail("whois_on_default_socket", "out of memory");
+
+	/* --bootstrap-dns-names 127.0.0.1: the IP itself, after round one. */
+	t0 = now_ms();
+	for (e = "no response"; now_ms() - t0 < SEED_BDNS_MS; sleep_ms(100))
+		if ((e = bdns_get("")) != NULL || hr.body_len > 0)
+			break;
+	if (e == NULL && (hr.body_len != sizeof SEED_BDNS_BODY - 1 ||
+	    memcmp(hr.body, SEED_BDNS_BODY, hr.body_len) != 0))
+		e = hr.body_len == 0 ? "still {} after the first round's time" :
+		    "not {\"127.0.0.1\": [\"127.0.0.1\"]} as Go writes it";
+	verdict("bootstrap_dns_ip", e);
+
+	/* --stun: UDP 3478. */
+	verdict("stun_3478", stun_roundtrip(SEED_H, SEED_H, lo4, 4));
+
+	/* No -http-port: port 80, the captive-portal check. */
+	e = http_do(SEED_H, 80, 0, "GET /generate_204 HTTP/1.1\r\nHost: "
+	    SEED_H "\r\n\r\n", 0, &hr) < 0 ? "no response on port 80" :
+	    hr.status != 204 ? "not 204" : NULL;
+	verdict("port80_generate_204", e);
+out:
+	dc_free(u);
+	dc_free(pair_a);
+	dc_free(pair_b);
+	pair_a = pair_b = NULL;
+	server_stop();
+	stub_close(&st_la);
+}
+#endif /* __linux__ */
+
+/* The namespace part: a child makes the namespaces and the checks and
+ * writes its three counts to a pipe before it exits; added here. */
+static void
+seed_in_namespaces(void)
+{
+#ifdef __linux__
+	char p[700], cwd[600];
+	int fds[2], counts[3], st = 0;
+	size_t got = 0;
+	ssize_t r;
+	pid_t pid;
+
+	if (geteuid() != 0) {
+		skip("namespace_checks", "not root (network and mount namespaces"
+		    " are needed to bind :443, :80 and 3478 on every interface; "
+		    "%d checks not made)", SEED_CHECKS);
+		return;
+	}
+	if (getcwd(cwd, sizeof cwd) == NULL || seed_under_var(cwd) ||
+	    seed_under_var(scratch) || seed_under_var(derp_path)) {
+		skip("namespace_checks", "the scratch directory, the relay or "
+		    "the working directory is under /var, which the namespace "
+		    "covers with a tmpfs");
+		return;
+	}
+	/* A fresh certdir: the certificate is made on first start. */
+	snprintf(p, sizeof p, "%s/" SEED_H ".crt", seed_certdir);
+	unlink(p);
+	snprintf(p, sizeof p, "%s/" SEED_H ".key", seed_certdir);
+	unlink(p);
+	rmdir(seed_certdir);
+	if (pipe(fds) != 0 || fd_cloexec(fds[0]) < 0 || fd_cloexec(fds[1]) < 0) {
+		fail("namespace_checks", "pipe: %s", strerror(errno));
+		return;
+	}
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		fail("namespace_checks", "fork: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return;
+	}
+	if (pid == 0) {
+		const char *why;
+
+		close(fds[0]);
+		n_pass = n_fail = n_skip = 0;
+		server_pid = -1;
+		alarm(SEED_CHILD_WATCHDOG_S);
+		if ((why = seed_namespaces()) != NULL)
+			skip("namespace_checks", "%s: %s (no namespaces here: an "
+			    "unprivileged container?)", why, strerror(errno));
+		else
+			seed_checks();
+		counts[0] = n_pass;
+		counts[1] = n_fail;
+		counts[2] = n_skip;
+		fflush(stdout);
+		_exit(write(fds[1], counts, sizeof counts) == (ssize_t)sizeof
+		    counts ? 0 : 1);
+	}
+	close(fds[1]);
+	helper_pid[0] = pid;		/* the watchdog kills it (and so the relay) */
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		continue;
+	helper_pid[0] = -1;
+	/* Written before the child exited: all there, or nothing more comes
+	 * (a stand-in it left behind may hold the pipe, so no read to EOF). */
+	fcntl(fds[0], F_SETFL, O_NONBLOCK);
+	while (got < sizeof counts && (r = read(fds[0], (char *)counts + got,
+	    sizeof counts - got)) > 0)
+		got += (size_t)r;
+	close(fds[0]);
+	if (got != sizeof counts) {
+		fail("namespace_checks", "the child in the namespaces ended (%s "
+		    "%d) without its counts", WIFEXITED(st) ? "exit status" :
+		    "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+		return;
+	}
+	n_pass += counts[0];
+	n_fail += counts[1];
+	n_skip += counts[2];
+#else
+	skip("namespace_checks", "network and mount namespaces are Linux's");
+#endif
+}
+
+static void
+run_seed_cmdline_mode(void)
+{
+	char *argv[16];
+	int64_t deadline;
+	int st = 0;
+	pid_t r = 0;
+	const char *e = NULL;
+
+	begin_mode("seed_cmdline", 1, SEED_H);
+	snprintf(seed_certdir, sizeof seed_certdir, "%s/seed_cmdline", scratch);
+	mkdir(seed_certdir, 0700);
+	snprintf(seed_certdir, sizeof seed_certdir, "%s/seed_cmdline/" SEED_H,
+	    scratch);
+	seed_in_namespaces();
+
+	/* The seed's variable unset: --verify-clients= is derper's flag parse
+	 * error, status 2, before anything is bound. */
+	snprintf(log_path, sizeof log_path, "%s/derp-seed_cmdline-unset.log",
+	    scratch);
+	unlink(log_path);
+	seed_argv(argv, "", 0);
+	if (seed_spawn(argv) < 0) {
+		fail("verify_clients_empty_exit_2", "fork: %s", strerror(errno));
+		return;
+	}
+	deadline = now_ms() + SEED_EXIT_MS;
+	while ((r = waitpid(server_pid, &st, WNOHANG)) == 0 &&
+	    now_ms() < deadline)
+		sleep_ms(20);
+	if (r != server_pid) {
+		kill(server_pid, SIGKILL);
+		waitpid(server_pid, &st, 0);
+		e = "still running: the empty value was accepted";
+	} else if (!WIFEXITED(st) || WEXITSTATUS(st) != 2)
+		e = "did not exit with status 2";
+	else if (log_count("-verify-clients") <= 0)
+		e = "exit status 2, but no message naming -verify-clients";
+	server_pid = -1;
+	if (e != NULL)
+		show_log_tail();
+	verdict("verify_clients_empty_exit_2", e);
+
+	/* As root, the line alone: refused before anything is bound, with a
+	 * message naming the way out (derp's rule; derper has none). */
+	if (geteuid() != 0)
+		return;
+	snprintf(log_path, sizeof log_path, "%s/derp-seed_cmdline-root.log",
+	    scratch);
+	unlink(log_path);
+	seed_argv(argv, "true", 0);
+	e = NULL;
+	if (seed_spawn(argv) < 0) {
+		fail("as_root_without_allow_root_refused", "fork: %s",
+		    strerror(errno));
+		return;
+	}
+	deadline = now_ms() + SEED_EXIT_MS;
+	while ((r = waitpid(server_pid, &st, WNOHANG)) == 0 &&
+	    now_ms() < deadline)
+		sleep_ms(20);
+	if (r != server_pid) {
+		kill(server_pid, SIGKILL);
+		waitpid(server_pid, &st, 0);
+		e = "still running as root without -user or -allow-root";
+	} else if (!WIFEXITED(st) || WEXITSTATUS(st) == 0)
+		e = "exited with status 0";
+	else if (log_count("-allow-root") <= 0)
+		e = "refused, but no message naming -allow-root";
+	server_pid = -1;
+	if (e != NULL)
+		show_log_tail();
+	verdict("as_root_without_allow_root_refused", e);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 /* DERP_TEST_MODES, a comma- or space-separated list of mode names, runs only
@@ -9105,6 +9654,8 @@ main(int argc, char **argv)
 		run_verify_load_mode();
 	if (mode_wanted("verify_both"))
 		run_verify_both_mode();
+	if (mode_wanted("seed_cmdline"))
+		run_seed_cmdline_mode();
 	/* Meshing is a later issue: the relay reads -mesh-psk-file (a mesh
 	 * peer skips admission: verify_both) but has no mesh frames yet and
 	 * refuses -mesh-with (checked in cli mode). */
