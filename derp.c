@@ -8075,6 +8075,16 @@ derp_memory_bytes(const struct derp_config *cfg)
 	    pend_set_bytes(pend_cap(cfg, PEND_PORT80)) +
 	    pend_set_bytes(pend_cap(cfg, SET_REG));
 	n += SCRATCH_BYTES + READ_BATCH_BYTES + sizeof(struct derp_server);
+	/* Admission: the check slots and the wait queue; with a webhook, a
+	 * TLS client engine per slot (ADMISSION). */
+	if (cfg->verify_clients || (cfg->verify_client_url != NULL &&
+	    cfg->verify_client_url[0] != '\0'))
+		n += VERIFY_CHECKS * sizeof(struct vcheck) + max *
+		    (sizeof(uint32_t) + 1);
+#ifndef DERP_NO_HOOKTLS
+	if (cfg->verify_client_url != NULL && cfg->verify_client_url[0] != '\0')
+		n += VERIFY_CHECKS * sizeof(struct check_tls);
+#endif
 	return n;
 }
 
