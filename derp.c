@@ -2256,6 +2256,8 @@ struct admit_state {
 	char socket[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	struct vurl hook;		/* -verify-client-url */
 	int64_t old_until_ms;		/* tailscaled < 1.70: /status until */
+	uint32_t hook_fails;		/* webhook transport failures in a row;
+					 * from VERIFY_CHECKS on it is down */
 	struct vcheck *checks;		/* [VERIFY_CHECKS] */
 	struct slot_ring waitq;		/* clients waiting for a check slot */
 #ifndef DERP_NO_HOOKTLS
@@ -5565,6 +5567,24 @@ slots_fair_share(struct derp_server *s, const uint8_t addr[16])
 	return 1;
 }
 
+/* The oldest unfinished connection of source e (with bucket, of e's
+ * bucket from e on) whose admission check is not in flight: a check under
+ * way is not thrown away for a newcomer.  At most VERIFY_CHECKS are in
+ * flight, so the walk is short.  NULL if every one is. */
+static struct conn *
+pend_victim(struct derp_server *s, const struct pend_set *ps, uint32_t e,
+    int bucket)
+{
+	int32_t i;
+
+	for (; e != NIL; e = bucket ? ps->src[e].bnext : NIL)
+		for (i = ps->src[e].head; i >= 0; i = s->conns[i].pend.next)
+			if (s->conns[i].state != CS_DERP_VERIFY ||
+			    s->conns[i].adm.check == 0)
+				return &s->conns[i];
+	return NULL;
+}
+
 /*
  * -max-handshakes.  A connection that has not yet sent its ClientInfo holds a
  * slot and costs crypto; a flood of them, or a few that never finish (slow
@@ -5574,7 +5594,8 @@ slots_fair_share(struct derp_server *s, const uint8_t addr[16])
  * source evicts that source's oldest (so a flood from one source, or a few,
  * only competes with itself, and a client from anywhere else gets in);
  * otherwise its own source's oldest gives way if it has had
- * HANDSHAKE_GRACE_MS, else the newcomer is refused.  With every slot taken by
+ * HANDSHAKE_GRACE_MS, else the newcomer is refused (pend_victim skips a
+ * connection whose admission check runs).  With every slot taken by
  * registered clients, a source hogging them gives one up (slots_fair_share).
  * 1: go on (slots full of registered clients: -max-clients refuses), 0:
  * refuse.
@@ -5604,12 +5625,15 @@ pending_make_room(struct derp_server *s, int set, const uint8_t ip[16])
 		mine = source_find(s, ps, addr);
 	}
 	if (mine == NIL || ps->src[mine].count < ps->top) {
-		old = &s->conns[ps->src[ps->bucket[ps->top].head].head];
+		old = pend_victim(s, ps, ps->bucket[ps->top].head, 1);
 	} else {
-		old = &s->conns[ps->src[mine].head];
-		if (s->now - old->accepted_ms < HANDSHAKE_GRACE_MS)
+		old = pend_victim(s, ps, mine, 0);
+		if (old != NULL && s->now - old->accepted_ms <
+		    HANDSHAKE_GRACE_MS)
 			return 0;
 	}
+	if (old == NULL)
+		return 0;
 	/* Not logged: a flood would make one line per connection. */
 	s->st.handshakes_evicted++;
 	old->dead = 1;
@@ -7114,10 +7138,15 @@ bootdns_setup(struct derp_server *s, char *err, size_t errlen)
  * Waiting clients queue in admit.waitq (a FIFO of slots, so bounded by them)
  * for one of VERIFY_CHECKS check slots.  A check is one HTTP/1.1 exchange on
  * a non-blocking socket of this loop (tailscaled's Unix socket; the
- * webhook's TCP, and TLS for https) with its own VERIFY_REQUEST_MS deadline.
- * So a tailscaled or webhook that hangs holds up only the clients waiting on
- * it, and never takes more than VERIFY_CHECKS descriptors.  verify.c writes
- * the requests and judges the answers; this section moves the bytes.
+ * webhook's TCP, and TLS for https) with its own VERIFY_REQUEST_MS deadline
+ * (the webhook's covers its redirects, as Go's client.Timeout does).  So a
+ * tailscaled or webhook that hangs never takes more than VERIFY_CHECKS
+ * descriptors.  A webhook that failed VERIFY_CHECKS times in a row (no
+ * answer's head) is down: while it is, one client at a time asks it (the
+ * probe) and the others get fail-open's verdict at once, as derper's would
+ * after its 5 s; so a hanging webhook does not make the queue outlast
+ * VERIFY_CLIENT_MS.  Any head from it brings it back.  verify.c writes the
+ * requests and judges the answers; this section moves the bytes.
  */
 #define VERIFY_REQUEST_MS	5000	/* one exchange (derper's webhook budget) */
 #define VERIFY_CLIENT_MS	15000	/* ClientInfo -> verdict, queue included */
@@ -7522,7 +7551,8 @@ check_begin(struct derp_server *s, struct vcheck *k, struct conn *c,
 	k->kind = c->adm.step;
 	k->addr_i = 0;
 	k->tls_on = 0;
-	k->deadline_ms = s->now + VERIFY_REQUEST_MS;
+	if (k->kind != VQ_HOOK || c->adm.redirects == 0)
+		k->deadline_ms = s->now + VERIFY_REQUEST_MS;
 	k->req_off = 0;
 	vjudge_init(&k->judge, k->kind, c->key);
 	if (k->kind == VQ_WHOIS)
@@ -7551,6 +7581,51 @@ check_begin(struct derp_server *s, struct vcheck *k, struct conn *c,
 	check_dial(s, k);
 }
 
+/* What k's exchange says of the webhook's health: any head (a redirect's
+ * too) means it answers; a failure before one counts towards down. */
+static void
+hook_health(struct derp_server *s, const struct vcheck *k, int v)
+{
+	struct admit_state *a = &s->admit;
+
+	if (k->judge.http.head_done || k->judge.http.status != 0) {
+		if (a->hook_fails >= VERIFY_CHECKS)
+			logf("verify: the webhook answers again");
+		a->hook_fails = 0;
+	} else if (v == VV_BROKEN && a->hook_fails < VERIFY_CHECKS &&
+	    ++a->hook_fails == VERIFY_CHECKS) {
+		logf("verify: the webhook failed %u times in a row: %s "
+		    "without asking it, one client at a time asking",
+		    (unsigned)VERIFY_CHECKS, s->cfg.verify_client_url_fail_open ?
+		    "admitting (fail-open)" : "refusing");
+	}
+}
+
+/* c is to ask the webhook.  While it is down and another client is asking
+ * it, c gets fail-open's verdict without asking: 1 then (c is admitted or
+ * closed), else 0 (c asks, as the probe). */
+static int
+hook_down_verdict(struct derp_server *s, struct conn *c)
+{
+	uint32_t i;
+
+	if (s->admit.hook_fails < VERIFY_CHECKS)
+		return 0;
+	for (i = 0; i < VERIFY_CHECKS; i++)
+		if (s->admit.checks[i].phase != VC_FREE &&
+		    s->admit.checks[i].kind == VQ_HOOK)
+			break;
+	if (i == VERIFY_CHECKS)
+		return 0;
+	if (!s->cfg.verify_client_url_fail_open) {
+		admit_refuse(s, c, "webhook down, refused without asking");
+		return 1;
+	}
+	s->st.admit[ADMIT_FAIL_OPEN]++;
+	admit_pass(s, c, "webhook down, fail-open without asking");
+	return 1;
+}
+
 /* A verdict on k's exchange, for its client: the next step, a redirect,
  * or the decision. */
 static void
@@ -7561,6 +7636,8 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 	char msg[128];
 
 	check_close_fd(s, k);
+	if (k->kind == VQ_HOOK)
+		hook_health(s, k, v);
 	if (k->kind == VQ_HOOK && v == VV_REDIRECT) {
 		if (c->adm.redirects + 1 >= VERIFY_REQUESTS_MAX) {
 			v = VV_BROKEN;
@@ -7597,7 +7674,15 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 		check_begin(s, k, c, NULL);
 		return;
 	}
-	if (v == VV_BROKEN && k->kind == VQ_HOOK) {
+	if (v == VV_BROKEN && k->kind == VQ_HOOK && k->judge.http.head_done &&
+	    k->judge.http.status == 200) {
+		/* Go's client returned the 200: what fails after it is the
+		 * JSON decoder's error, a refusal whatever fail-open says. */
+		snprintf(msg, sizeof msg, "webhook answer broken after its "
+		    "head (%s)", why);
+		why = msg;
+		v = VV_DENY;
+	} else if (v == VV_BROKEN && k->kind == VQ_HOOK) {
 		snprintf(msg, sizeof msg, "webhook unreachable (%s)%s", why,
 		    s->cfg.verify_client_url_fail_open ? ", fail-open" : "");
 		why = msg;
@@ -7617,6 +7702,10 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 	if (k->kind != VQ_HOOK && s->admit.hook_on) {
 		c->adm.step = VQ_HOOK;
 		c->adm.redirects = 0;
+		k->phase = VC_FREE;	/* not a probe of its own */
+		if (hook_down_verdict(s, c))
+			return;
+		k->phase = VC_CONNECT;
 		check_first_hop(k);
 		check_begin(s, k, c, &s->admit.hook);
 		return;
@@ -7798,6 +7887,19 @@ check_service(struct derp_server *s, struct vcheck *k, short revents)
 	    k->pidx, k->events);
 }
 
+/* The peer of c closed its side (or reset): a peek, as c's input is
+ * paused.  What it sent before is still to read, so only an empty socket
+ * at its end counts. */
+static int
+conn_peer_closed(const struct conn *c)
+{
+	uint8_t b;
+	ssize_t n = recv(c->fd, &b, 1, MSG_PEEK);
+
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+	    errno != EINTR);
+}
+
 /* Each round: waiting clients into free check slots, in turn; lookups. */
 static void
 admit_pump(struct derp_server *s)
@@ -7818,6 +7920,15 @@ admit_pump(struct derp_server *s)
 		c = &s->conns[ring_pop(&s->admit.waitq)];
 		if (c->state != CS_DERP_VERIFY || c->adm.check != 0)
 			continue;	/* closed (or reused) meanwhile */
+		if (conn_peer_closed(c)) {
+			/* Left while it waited (its input is paused, so
+			 * nothing else noticed): not worth a check. */
+			c->dead = 1;
+			conn_close(s, c);
+			continue;
+		}
+		if (c->adm.step == VQ_HOOK && hook_down_verdict(s, c))
+			continue;
 		s->admit.checks[i].phase = VC_CONNECT;
 		check_first_hop(&s->admit.checks[i]);
 		check_begin(s, &s->admit.checks[i], c, &s->admit.hook);

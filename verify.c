@@ -143,7 +143,7 @@ vhttp_line(struct vhttp *h, const char *l, size_t n)
 		if (n < 12 || memcmp(l, "HTTP/1.", 7) != 0 || (l[7] != '0' &&
 		    l[7] != '1') || l[8] != ' ' ||
 		    parse_num(l + 9, 3, 0, &num) != 0 || (n > 12 &&
-		    l[12] != ' ') || num < 200 || num > 599) {
+		    l[12] != ' ') || num < 100) {
 			h->state = VHS_ERROR;
 			return;
 		}
@@ -151,6 +151,14 @@ vhttp_line(struct vhttp *h, const char *l, size_t n)
 		h->state = VHS_HEADER;
 		return;
 	case VHS_HEADER:
+		if (n > 0 && h->line_cut) {
+			/* Only a line this reader needs whole is an error. */
+			if (header_is(l, n, "content-length", &v, &vl) ||
+			    header_is(l, n, "transfer-encoding", &v, &vl) ||
+			    header_is(l, n, "location", &v, &vl))
+				h->state = VHS_ERROR;
+			return;
+		}
 		if (n > 0) {
 			if (header_is(l, n, "content-length", &v, &vl)) {
 				if (parse_num(v, vl, 0, &num) != 0 ||
@@ -167,15 +175,30 @@ vhttp_line(struct vhttp *h, const char *l, size_t n)
 					return;
 				}
 				h->chunked = 1;
-			} else if (header_is(l, n, "location", &v, &vl)) {
+			} else if (header_is(l, n, "location", &v, &vl) &&
+			    h->location_len == 0) {
 				memcpy(h->location, v, vl);
 				h->location_len = vl;
 			}
 			return;
 		}
+		/* The end of a head.  An informational one (1xx but 101,
+		 * which ends the exchange) has no body: the next head
+		 * follows. */
+		if (h->status < 200 && h->status != 101) {
+			if (++h->informational > VHTTP_INFORMATIONAL_MAX) {
+				h->state = VHS_ERROR;
+				return;
+			}
+			h->status = 0;
+			h->chunked = h->have_length = 0;
+			h->location_len = 0;
+			h->state = VHS_STATUS;
+			return;
+		}
 		/* The end of the head: how the body is framed. */
 		h->head_done = 1;
-		if (h->status == 204 || h->status == 304)
+		if (h->status < 200 || h->status == 204 || h->status == 304)
 			h->state = VHS_DONE;
 		else if (h->chunked)
 			h->state = VHS_CHUNK_SIZE;
@@ -227,24 +250,32 @@ vhttp_feed(struct vhttp *h, const uint8_t *p, size_t n, size_t *used,
 		if (reads_lines(h->state)) {
 			char c = (char)p[i++];
 
-			if (h->state == VHS_STATUS || h->state == VHS_HEADER) {
-				if (++h->head_bytes > VHTTP_HEAD_MAX) {
-					h->state = VHS_ERROR;
-					break;
-				}
+			/* Head and trailer lines: bounded together, and
+			 * cut rather than refused when overlong. */
+			int head = h->state != VHS_CHUNK_SIZE &&
+			    h->state != VHS_CHUNK_END;
+
+			if (head && ++h->head_bytes > VHTTP_HEAD_MAX) {
+				h->state = VHS_ERROR;
+				break;
 			}
 			if (c != '\n') {
-				if (h->llen == sizeof h->line) {
+				if (h->llen < sizeof h->line)
+					h->line[h->llen++] = c;
+				else if (head)
+					h->line_cut = 1;
+				else {
 					h->state = VHS_ERROR;
 					break;
 				}
-				h->line[h->llen++] = c;
 				continue;
 			}
-			if (h->llen > 0 && h->line[h->llen - 1] == '\r')
+			if (!h->line_cut && h->llen > 0 &&
+			    h->line[h->llen - 1] == '\r')
 				h->llen--;
 			vhttp_line(h, h->line, h->llen);
 			h->llen = 0;
+			h->line_cut = 0;
 			continue;
 		}
 		take = n - i;
@@ -613,6 +644,10 @@ judge_event(void *ctx, const struct vjson *j, int kind, int depth,
 {
 	struct vjudge *v = ctx;
 
+	if (depth == 0 && kind == VJ_OPEN)
+		v->top_obj = text[0] == '{';
+	else if (depth == 0 && kind == VJ_LITERAL)
+		v->top_null = text_is(text, "null");
 	if (v->kind == VQ_STATUS) {
 		if (depth != 2 || !j->path_ok[0])
 			return;
@@ -627,8 +662,6 @@ judge_event(void *ctx, const struct vjson *j, int kind, int depth,
 	}
 	if (v->kind != VQ_HOOK)
 		return;
-	if (depth == 0 && kind == VJ_OPEN)
-		v->top_obj = text[0] == '{';
 	if (depth != 1 || !v->top_obj)
 		return;
 	if (kind == VJ_KEY) {
@@ -750,7 +783,11 @@ judge_json(struct vjudge *v)
 		    "JSON");
 	switch (v->kind) {
 	case VQ_WHOIS:
-		return decide(v, VV_ALLOW, "known to tailscaled");
+		/* derper decodes it into a pointer to a struct: an object,
+		 * or null; any other JSON value fails the check. */
+		return v->top_obj || v->top_null ? decide(v, VV_ALLOW,
+		    "known to tailscaled") : decide(v, VV_DENY, "tailscaled's "
+		    "whois answer is not an object");
 	case VQ_STATUS:
 		return v->found ? decide(v, VV_ALLOW, "a node of the "
 		    "tailnet (status)") : decide(v, VV_DENY, "not authorized "

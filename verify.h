@@ -28,7 +28,8 @@ size_t verify_status_request(char *out, size_t cap, unsigned capver);
 /* ---- HTTP/1.1 responses ---- */
 
 #define VHTTP_LINE_MAX 1024		/* a head line, a chunk-size line */
-#define VHTTP_HEAD_MAX 16384		/* the whole head */
+#define VHTTP_HEAD_MAX (1024 * 1024)	/* the whole head, 1xx heads included */
+#define VHTTP_INFORMATIONAL_MAX 5	/* 1xx heads skipped (as Go's client) */
 
 enum { VH_MORE = 0, VH_DONE = 1, VH_ERROR = -1 };
 
@@ -36,7 +37,10 @@ struct vhttp {
 	int state;			/* VHS_* in verify.c */
 	int status;			/* the status code, once the head is in */
 	int chunked, have_length;
-	int head_done;			/* the blank line after the headers */
+	int head_done;			/* the blank line after the final head */
+	int informational;		/* 1xx heads skipped so far */
+	int line_cut;			/* the line outgrew line[]: its rest is
+					 * dropped */
 	uint64_t left;			/* body bytes, or the chunk's, still due */
 	size_t location_len;		/* Location's value, when given */
 	char location[VHTTP_LINE_MAX];
@@ -50,8 +54,11 @@ void vhttp_init(struct vhttp *h);
 /* Take n bytes of the response; body bytes (de-chunked) go to sink as they
  * come, once the head is complete (h->status set).  VH_MORE: wants more;
  * VH_DONE: the response ended (*used says how much of p it took); VH_ERROR:
- * not an HTTP/1.x response this reader accepts (an overlong line or head, a
- * bad chunk size, both or neither framing where one is needed, 1xx). */
+ * not an HTTP/1.x response this reader accepts (an overlong head, chunk-size
+ * line, or Content-Length, Transfer-Encoding or Location line; a bad chunk
+ * size; more than VHTTP_INFORMATIONAL_MAX 1xx heads).  As Go's client:
+ * any three-digit status is a status; 1xx heads but 101 are skipped; the
+ * first Location counts; other overlong header lines are ignored. */
 int vhttp_feed(struct vhttp *h, const uint8_t *p, size_t n, size_t *used,
     vhttp_sink sink, void *ctx);
 /* The peer closed: VH_DONE when that ends the response (a body without
@@ -131,7 +138,8 @@ struct vjudge {
 					 * hook: Allow's value (last wins) */
 	int allow_next;			/* hook: the next depth-1 value is Allow's */
 	int type_bad;			/* hook: Allow is not a boolean (or null) */
-	int top_obj;			/* hook: the top value is an object */
+	int top_obj;			/* the top value is an object */
+	int top_null;			/* the top value is null */
 	size_t start_len;		/* whois 400: its body's first bytes */
 	char start[sizeof VERIFY_OLD_BODY];
 	int verdict;			/* once decided */

@@ -3378,6 +3378,18 @@ static void test_admit_judge(void)
 		{ VQ_HOOK, "HTTP/1.1 403 Forbidden", 'L', "{\"Allow\":true}", VV_DENY, "hook_403" },
 		{ VQ_HOOK, "HTTP/1.1 302 Found\r\nLocation: /next", 'L', "", VV_REDIRECT, "hook_302" },
 		{ VQ_HOOK, "HTTP/1.1 302 Found", 'L', "", VV_DENY, "hook_302_no_location" },
+		/* derper decodes whois into a pointer to a struct: an object or
+		 * null decodes, any other value is an error (refused). */
+		{ VQ_WHOIS, ok200, 'L', "null", VV_ALLOW, "whois_200_null" },
+		{ VQ_WHOIS, ok200, 'L', "0", VV_DENY, "whois_200_number" },
+		{ VQ_WHOIS, ok200, 'C', "[{\"Node\":{}}]", VV_DENY, "whois_200_array" },
+		{ VQ_WHOIS, ok200, 'L', "\"KEY\"", VV_DENY, "whois_200_string" },
+		/* Go's client: 1xx heads skipped, any three digits a status. */
+		{ VQ_HOOK, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK", 'L', "{\"Allow\":true}", VV_ALLOW, "hook_after_1xx" },
+		{ VQ_HOOK, "HTTP/1.1 101 Switching Protocols", 'N', "{\"Allow\":true}", VV_DENY, "hook_101" },
+		{ VQ_HOOK, "HTTP/1.1 600 Beyond", 'L', "{\"Allow\":true}", VV_DENY, "hook_600" },
+		{ VQ_HOOK, "HTTP/1.1 199 Odd\r\n\r\nHTTP/1.1 299 Odd", 'C', "{\"Allow\":true}", VV_DENY, "hook_299" },
+		{ VQ_HOOK, "HTTP/1.1 302 Found\r\nLocation: /first\r\nLocation: /second", 'L', "", VV_REDIRECT, "hook_302_two_locations" },
 	};
 	uint8_t key[32];
 	char want_key[8 + 64 + 1], resp[2400];
@@ -3400,9 +3412,22 @@ static void test_admit_judge(void)
 			got = vt_judge(cases[i].kind, resp, step, key, v);
 			ok &= got == cases[i].want;
 		}
+		if (strcmp(cases[i].name, "hook_302_two_locations") == 0)
+			ok &= v->http.location_len == strlen("/first") &&
+			    memcmp(v->http.location, "/first", 6) == 0;
 		snprintf(name, sizeof name, "admit_judge_%s", cases[i].name);
 		check(ok, name, "verdict differs from derp-protocol.md 14");
 	}
+	/* A header line longer than the reader keeps, which it needs not. */
+	n = (size_t)snprintf(big, sizeof big, "HTTP/1.1 200 OK\r\nX-Pad: ");
+	memset(big + n, 'p', 3 * VHTTP_LINE_MAX);
+	n += 3 * VHTTP_LINE_MAX;
+	snprintf(big + n, sizeof big - n, "\r\nContent-Length: 14\r\n\r\n"
+	    "{\"Allow\":true}");
+	for (ok = 1, step = 1; step <= 600; step = step == 1 ? 5 : step == 5 ? 600 : 601)
+		ok &= vt_judge(VQ_HOOK, big, step, key, v) == VV_ALLOW;
+	check(ok, "admit_judge_hook_long_header", "a long header line Go's "
+	    "client reads broke the answer");
 	/* A status body of 200 KB, the key last among the peers. */
 	n = (size_t)snprintf(big, sizeof big, "{\"Self\":{\"PublicKey\":\"nodekey:00\"},\"Peer\":{");
 	for (i = 0; n + 200 < sizeof big - 200; i++)
@@ -3582,14 +3607,52 @@ static void test_verify(void)
 		    "Transfer-Encoding: chunked\r\n\r\nzz\r\n",
 		    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n"
 		    "ab\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab" };
-		static char longline[VHTTP_LINE_MAX + 40];
+		static char longline[VHTTP_LINE_MAX + 80];
+		static char many1xx[40 * (VHTTP_INFORMATIONAL_MAX + 2)];
+		static const char *const needed[] = { "Content-Length: 1",
+		    "Transfer-Encoding: chunked", "Location: /x" };
+		size_t k;
 
 		for (ok = 1, i = 0; i < sizeof bad / sizeof bad[0]; i++)
 			ok &= vt_http(bad[i], 3, &b, &used) == VH_ERROR;
-		snprintf(longline, sizeof longline, "HTTP/1.1 200 OK\r\nX: %*s"
-		    "\r\n\r\n", VHTTP_LINE_MAX, "y");
-		ok &= vt_http(longline, 64, &b, &used) == VH_ERROR;
+		/* An overlong line this reader needs whole: refused. */
+		for (i = 0; i < sizeof needed / sizeof needed[0]; i++) {
+			snprintf(longline, sizeof longline, "HTTP/1.1 200 OK\r\n"
+			    "%s%*s\r\n\r\n", needed[i], VHTTP_LINE_MAX, "");
+			ok &= vt_http(longline, 64, &b, &used) == VH_ERROR;
+		}
+		/* One 1xx head more than Go's client skips. */
+		for (n = 0, k = 0; k <= VHTTP_INFORMATIONAL_MAX; k++)
+			n += (size_t)snprintf(many1xx + n, sizeof many1xx - n,
+			    "HTTP/1.1 100 Continue\r\n\r\n");
+		snprintf(many1xx + n, sizeof many1xx - n, "HTTP/1.1 200 OK\r\n"
+		    "Content-Length: 0\r\n\r\n");
+		ok &= vt_http(many1xx, 5, &b, &used) == VH_ERROR;
+		ok &= vt_http("HTTP/1.1 099 Low\r\n\r\n", 3, &b, &used) ==
+		    VH_ERROR;
 		check(ok, "vhttp_refuses", "a bad response accepted");
+
+		/* What Go's client reads: five 1xx heads, a status beyond
+		 * 599, an overlong header line it has no use for (cut). */
+		n = 0;
+		for (k = 0; k < VHTTP_INFORMATIONAL_MAX; k++)
+			n += (size_t)snprintf(many1xx + n, sizeof many1xx - n,
+			    "HTTP/1.1 10%zu X\r\n\r\n", k == 1 ? 2 : k);
+		snprintf(many1xx + n, sizeof many1xx - n, "HTTP/1.1 200 OK\r\n"
+		    "Content-Length: 2\r\n\r\nok");
+		for (ok = 1, i = 1; i <= 4096; i = i == 1 ? 7 : i == 7 ? 4096 : 4097) {
+			ok &= vt_http(many1xx, i, &b, &used) == 200 &&
+			    b.len == 2 && memcmp(b.buf, "ok", 2) == 0;
+			ok &= vt_http("HTTP/1.1 999 Nine\r\nContent-Length: 1\r\n"
+			    "\r\nx", i, &b, &used) == 999 && b.len == 1;
+			snprintf(longline, sizeof longline, "HTTP/1.1 200 OK\r\nX: "
+			    "%*s\r\nContent-Length: 1\r\n\r\nz", VHTTP_LINE_MAX,
+			    "y");
+			ok &= vt_http(longline, i, &b, &used) == 200 && b.len ==
+			    1 && b.buf[0] == 'z';
+		}
+		check(ok, "vhttp_as_go_client", "an answer Go's client reads "
+		    "was refused or misread");
 	}
 
 	/* JSON: good and bad documents, whole and a byte at a time. */
