@@ -229,17 +229,29 @@ enum queue_kind { Q_DISCO = 0, Q_OTHER = 1 };
 
 /* ====================================================================== UTIL */
 
+/* "YYYY/MM/DD HH:MM:SS" (sep '/') or "YYYY-MM-DD HH:MM:SS" (sep '-').  Not
+ * strftime: in the firmware build it alone links the C library's number
+ * scanner, 4 KB. */
+static void
+tm_text(char *out, size_t cap, const struct tm *tm, char sep)
+{
+	snprintf(out, cap, "%04d%c%02d%c%02d %02d:%02d:%02d", tm->tm_year +
+	    1900, sep, tm->tm_mon + 1, sep, tm->tm_mday, tm->tm_hour,
+	    tm->tm_min, tm->tm_sec);
+}
+
 static void
 logf_(const char *fmt, ...)
 {
-	char ts[32], line[1024];
+	char ts[80], line[1024];
 	struct tm tm;
 	time_t now = time(NULL);
 	va_list ap;
 
 	/* Go's log package: local time, "YYYY/MM/DD HH:MM:SS ". */
-	if (localtime_r(&now, &tm) == NULL ||
-	    strftime(ts, sizeof ts, "%Y/%m/%d %H:%M:%S", &tm) == 0)
+	if (localtime_r(&now, &tm) != NULL)
+		tm_text(ts, sizeof ts, &tm, '/');
+	else
 		ts[0] = '\0';
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
@@ -1622,6 +1634,26 @@ sock_nonblock(int fd)
 	return fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
+/* A decimal port number: digits only (leading zeros too), at most 65535;
+ * -1 if p is not one.  (Not strtol: it would link the C library's whole
+ * number scanner into the firmware build.) */
+static long
+port_number(const char *p)
+{
+	long v = 0;
+
+	if (*p == '\0')
+		return -1;
+	for (; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return -1;
+		v = v * 10 + (*p - '0');
+		if (v > 65535)
+			return -1;
+	}
+	return v;
+}
+
 /*
  * Parse derper's -a form (":443", "ip:port", "[v6]:port", port may be "https"
  * or "http") into host (empty = all interfaces) and port.  0 or -1.
@@ -1631,7 +1663,6 @@ parse_hostport(const char *a, char *host, size_t hostcap, int *port)
 {
 	const char *colon, *p;
 	size_t hl;
-	char *end;
 	long v;
 
 	if (a[0] == '[') {
@@ -1659,14 +1690,8 @@ parse_hostport(const char *a, char *host, size_t hostcap, int *port)
 		v = 443;
 	else if (strcmp(p, "http") == 0)
 		v = 80;
-	else {
-		if (*p < '0' || *p > '9')
-			return -1;
-		errno = 0;
-		v = strtol(p, &end, 10);
-		if (errno != 0 || *end != '\0' || v < 0 || v > 65535)
-			return -1;
-	}
+	else if ((v = port_number(p)) < 0)
+		return -1;
 	*port = (int)v;
 	return 0;
 }
@@ -4415,12 +4440,21 @@ http_clean_path(const char *p, size_t n, char *out)
 static void
 http_date(char out[32])
 {
+	static const char days[] = "SunMonTueWedThuFriSat";
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	char text[80];
 	struct tm tm;
 	time_t t = time(NULL);
 
-	if (gmtime_r(&t, &tm) == NULL ||
-	    strftime(out, 32, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
+	if (gmtime_r(&t, &tm) == NULL || tm.tm_wday < 0 || tm.tm_wday > 6 ||
+	    tm.tm_mon < 0 || tm.tm_mon > 11) {
 		out[0] = '\0';
+		return;
+	}
+	snprintf(text, sizeof text, "%.3s, %02d %.3s %04d %02d:%02d:%02d GMT",
+	    days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon,
+	    tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	snprintf(out, 32, "%.31s", text);
 }
 
 #define RESP_CLOSE	1	/* Connection: close, then close */
@@ -6168,9 +6202,13 @@ utc_text(int64_t t, char *buf, size_t cap)
 	time_t tt = (time_t)t;
 	struct tm tm;
 
-	if (gmtime_r(&tt, &tm) == NULL ||
-	    strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+	if (gmtime_r(&tt, &tm) == NULL) {
 		snprintf(buf, cap, "%lld", (long long)t);
+		return;
+	}
+	tm_text(buf, cap, &tm, '-');
+	if (strlen(buf) + 4 < cap)
+		memcpy(buf + strlen(buf), " UTC", 5);
 }
 
 /*
@@ -7501,7 +7539,8 @@ check_dial(struct derp_server *s, struct vcheck *k)
 			    "cannot resolve the webhook's host");
 			return;
 		}
-		sl = ip16_to_sockaddr(ip, (uint16_t)atoi(k->url.port), &ss);
+		sl = ip16_to_sockaddr(ip, (uint16_t)port_number(k->url.port),
+		    &ss);
 	}
 	k->phase = VC_CONNECT;
 	fd = socket(ss.ss_family, SOCK_STREAM, 0);
