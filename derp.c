@@ -1980,6 +1980,7 @@ struct conn {
 		uint8_t step;		/* VQ_* asked now or next */
 		uint8_t redirects;	/* webhook redirects followed */
 		uint8_t check;		/* its check slot + 1; 0 none */
+		int64_t since_ms;	/* its ClientInfo came */
 	} adm;
 
 	/* output */
@@ -2275,6 +2276,27 @@ struct resolver {
 };
 #endif
 
+/*
+ * What the last /status fetch (tailscaled < 1.70) said: its keys' first 16
+ * bytes, by open addressing on their first 4.  Every client whose ClientInfo
+ * came before that fetch began is judged from it, so a flood of strangers
+ * costs one fetch a STATUS_FETCH_GAP_MS, not one fetch (megabytes of JSON)
+ * each.  A fetch with more than STATUS_CACHE_KEYS keys serves only its own
+ * client.
+ */
+#define STATUS_CACHE_SLOTS	8192	/* 128 KiB */
+#define STATUS_CACHE_KEYS	(STATUS_CACHE_SLOTS / 4 * 3)
+#define STATUS_FETCH_GAP_MS	1000	/* between two fetches' starts */
+struct status_cache {
+	uint8_t (*fp)[16];		/* [STATUS_CACHE_SLOTS]; zero: free */
+	uint32_t n;
+	uint8_t filling;		/* a fetch is under way (one at a time) */
+	uint8_t valid;			/* the fetch of started_ms completed */
+	uint8_t overflow;		/* it named more than STATUS_CACHE_KEYS */
+	int64_t started_ms;
+	struct slot_ring waitq;		/* clients waiting for the next fetch */
+};
+
 struct admit_state {
 	uint8_t on;			/* -verify-clients or -verify-client-url */
 	uint8_t hook_on;
@@ -2285,6 +2307,7 @@ struct admit_state {
 					 * from VERIFY_CHECKS on it is down */
 	struct vcheck *checks;		/* [VERIFY_CHECKS] */
 	struct slot_ring waitq;		/* clients waiting for a check slot */
+	struct status_cache sc;		/* -verify-clients: /status's keys */
 #ifndef DERP_NO_HOOKTLS
 	struct tlsc_anchors anchors;
 #endif
@@ -7242,6 +7265,7 @@ admit_begin(struct derp_server *s, struct conn *c)
 		c->adm.step = VQ_HOOK;
 	c->adm.redirects = 0;
 	c->adm.check = 0;
+	c->adm.since_ms = s->now;
 	c->deadline_ms = s->now + VERIFY_CLIENT_MS;
 	ring_push(&s->admit.waitq, (uint32_t)(c - s->conns));
 }
@@ -7451,6 +7475,116 @@ resolve_stop(struct derp_server *s)
 }
 #endif /* DERP_NO_BOOTDNS */
 
+/* ---- tailscaled's status, shared ---- */
+
+static uint32_t
+status_slot(const uint8_t key[KEY_BYTES])
+{
+	return get_be32(key) & (STATUS_CACHE_SLOTS - 1);
+}
+
+/* The status judge saw key (vjudge.key_seen). */
+static void
+status_cache_add(void *ctx, const uint8_t key[KEY_BYTES])
+{
+	struct status_cache *sc = &((struct derp_server *)ctx)->admit.sc;
+	static const uint8_t zero[16];
+	uint32_t i = status_slot(key);
+
+	if (sc->overflow || memcmp(key, zero, 16) == 0)
+		return;
+	for (; memcmp(sc->fp[i], zero, 16) != 0; i = (i + 1) &
+	    (STATUS_CACHE_SLOTS - 1))
+		if (memcmp(sc->fp[i], key, 16) == 0)
+			return;		/* Self is a Peer key too, or twice */
+	if (sc->n == STATUS_CACHE_KEYS) {
+		sc->overflow = 1;
+		return;
+	}
+	memcpy(sc->fp[i], key, 16);
+	sc->n++;
+}
+
+static int
+status_cache_has(const struct status_cache *sc, const uint8_t key[KEY_BYTES])
+{
+	static const uint8_t zero[16];
+	uint32_t i = status_slot(key);
+
+	for (; memcmp(sc->fp[i], zero, 16) != 0; i = (i + 1) &
+	    (STATUS_CACHE_SLOTS - 1))
+		if (memcmp(sc->fp[i], key, 16) == 0)
+			return 1;
+	return 0;
+}
+
+/* k starts a fetch: it fills the cache as its answer comes. */
+static void
+status_fetch_begin(struct derp_server *s, struct vcheck *k)
+{
+	struct status_cache *sc = &s->admit.sc;
+
+	memset(sc->fp, 0, STATUS_CACHE_SLOTS * sizeof *sc->fp);
+	sc->n = 0;
+	sc->valid = sc->overflow = 0;
+	sc->filling = 1;
+	sc->started_ms = s->now;
+	k->judge.key_seen = status_cache_add;
+	k->judge.key_ctx = s;
+}
+
+/* The clients waiting for a fetch go back to the queue: judged from the
+ * cache, or one of them fetches. */
+static void
+status_release(struct derp_server *s)
+{
+	struct slot_ring *q = &s->admit.sc.waitq;
+
+	while (q->count > 0)
+		ring_push(&s->admit.waitq, ring_pop(q));
+}
+
+/* k's fetch ended with verdict v (VV_BROKEN: failed or abandoned). */
+static void
+status_fetch_end(struct derp_server *s, struct vcheck *k, int v)
+{
+	struct status_cache *sc = &s->admit.sc;
+
+	sc->filling = 0;
+	sc->valid = !sc->overflow && (v == VV_ALLOW || v == VV_DENY) &&
+	    k->judge.http.status == 200 && k->judge.json_rc == VJ_DONE;
+	status_release(s);
+}
+
+/* c is to be judged by tailscaled's status.  1: judged from the last fetch
+ * (begun after c's ClientInfo), or waiting for the next (one is under way,
+ * or one began less than STATUS_FETCH_GAP_MS ago); 0: c fetches. */
+static int
+status_from_cache(struct derp_server *s, struct conn *c)
+{
+	struct status_cache *sc = &s->admit.sc;
+	uint32_t idx = (uint32_t)(c - s->conns);
+
+	if (sc->valid && sc->started_ms >= c->adm.since_ms) {
+		if (!status_cache_has(sc, c->key)) {
+			admit_refuse(s, c, "not authorized (not this node nor "
+			    "a peer in tailscaled's status)");
+		} else if (s->admit.hook_on) {
+			c->adm.step = VQ_HOOK;
+			c->adm.redirects = 0;
+			ring_push(&s->admit.waitq, idx);
+		} else {
+			admit_pass(s, c, "a node of the tailnet (status)");
+		}
+		return 1;
+	}
+	if (sc->filling || s->now - sc->started_ms < STATUS_FETCH_GAP_MS) {
+		ring_push(&sc->waitq, idx);
+		return 1;
+	}
+	return 0;
+}
+
 /* ---- check slots ---- */
 
 static void admit_verdict(struct derp_server *s, struct vcheck *k, int v,
@@ -7597,9 +7731,11 @@ check_begin(struct derp_server *s, struct vcheck *k, struct conn *c,
 	if (k->kind == VQ_WHOIS)
 		k->req_len = verify_whois_request(k->req, sizeof k->req, c->key,
 		    VERIFY_CAPVER);
-	else if (k->kind == VQ_STATUS)
+	else if (k->kind == VQ_STATUS) {
 		k->req_len = verify_status_request(k->req, sizeof k->req,
 		    VERIFY_CAPVER);
+		status_fetch_begin(s, k);
+	}
 	else {
 		k->url = *url;
 		ip[0] = '\0';
@@ -7677,6 +7813,8 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 	check_close_fd(s, k);
 	if (k->kind == VQ_HOOK)
 		hook_health(s, k, v);
+	if (k->kind == VQ_STATUS)
+		status_fetch_end(s, k, v);
 	if (k->kind == VQ_HOOK && v == VV_REDIRECT) {
 		if (c->adm.redirects + 1 >= VERIFY_REQUESTS_MAX) {
 			v = VV_BROKEN;
@@ -7710,6 +7848,11 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 			    "by node key): asking /localapi/v0/status instead");
 		s->admit.old_until_ms = s->now + VERIFY_OLD_MS;
 		c->adm.step = VQ_STATUS;
+		k->phase = VC_FREE;
+		c->adm.check = 0;
+		if (status_from_cache(s, c))
+			return;
+		k->phase = VC_CONNECT;
 		check_begin(s, k, c, NULL);
 		return;
 	}
@@ -7968,6 +8111,8 @@ admit_pump(struct derp_server *s)
 		}
 		if (c->adm.step == VQ_HOOK && hook_down_verdict(s, c))
 			continue;
+		if (c->adm.step == VQ_STATUS && status_from_cache(s, c))
+			continue;
 		s->admit.checks[i].phase = VC_CONNECT;
 		check_first_hop(&s->admit.checks[i]);
 		check_begin(s, &s->admit.checks[i], c, &s->admit.hook);
@@ -7990,14 +8135,23 @@ admit_tick(struct derp_server *s)
 		if (k->phase != VC_FREE && s->now >= k->deadline_ms)
 			admit_verdict(s, k, VV_BROKEN, "timed out");
 	}
+	if (s->admit.sc.waitq.count > 0 && !s->admit.sc.filling &&
+	    s->now - s->admit.sc.started_ms >= STATUS_FETCH_GAP_MS)
+		status_release(s);	/* the next fetch may begin */
 }
 
 /* c is closing while it waits: its check stops. */
 static void
 admit_forget(struct derp_server *s, struct conn *c)
 {
-	if (c->adm.check != 0)
-		check_free(s, &s->admit.checks[c->adm.check - 1]);
+	struct vcheck *k;
+
+	if (c->adm.check != 0) {
+		k = &s->admit.checks[c->adm.check - 1];
+		if (k->kind == VQ_STATUS)
+			status_fetch_end(s, k, VV_BROKEN);
+		check_free(s, k);
+	}
 	c->adm.check = 0;
 }
 
@@ -8047,6 +8201,15 @@ admit_setup(struct derp_server *s, char *err, size_t errlen)
 #endif
 	a->checks = calloc(VERIFY_CHECKS, sizeof *a->checks);
 	ring_init(&a->waitq, s->max);
+	if (s->cfg.verify_clients) {
+		a->sc.fp = calloc(STATUS_CACHE_SLOTS, sizeof *a->sc.fp);
+		ring_init(&a->sc.waitq, s->max);
+		if (a->sc.fp == NULL || a->sc.waitq.slot == NULL ||
+		    a->sc.waitq.on == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	}
 	if (a->checks == NULL || a->waitq.slot == NULL || a->waitq.on == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
@@ -8114,6 +8277,12 @@ admit_stop(struct derp_server *s)
 	free(a->waitq.on);
 	a->waitq.slot = NULL;
 	a->waitq.on = NULL;
+	free(a->sc.fp);
+	free(a->sc.waitq.slot);
+	free(a->sc.waitq.on);
+	a->sc.fp = NULL;
+	a->sc.waitq.slot = NULL;
+	a->sc.waitq.on = NULL;
 #ifndef DERP_NO_HOOKTLS
 	tlsc_anchors_free(&a->anchors);
 #endif
@@ -8231,6 +8400,8 @@ derp_memory_bytes(const struct derp_config *cfg)
 	    cfg->verify_client_url[0] != '\0'))
 		n += VERIFY_CHECKS * sizeof(struct vcheck) + max *
 		    (sizeof(uint32_t) + 1);
+	if (cfg->verify_clients)	/* status's cache and its queue */
+		n += STATUS_CACHE_SLOTS * 16 + max * (sizeof(uint32_t) + 1);
 #ifndef DERP_NO_HOOKTLS
 	if (cfg->verify_client_url != NULL && cfg->verify_client_url[0] != '\0')
 		n += VERIFY_CHECKS * sizeof(struct check_tls);

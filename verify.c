@@ -635,6 +635,27 @@ text_is(const char *t, const char *want)
 	return t != NULL && strcmp(t, want) == 0;
 }
 
+/* The key "nodekey:<64 lower-case hex>" names (the form key_text writes
+ * and found compares): 0, or -1 if text is not one. */
+static int
+key_from_text(const char *text, uint8_t key[32])
+{
+	size_t i;
+	int hi, lo;
+
+	if (strlen(text) != 8 + 64 || memcmp(text, "nodekey:", 8) != 0)
+		return -1;
+	for (i = 0; i < 32; i++) {
+		hi = hexval((unsigned char)text[8 + 2 * i]);
+		lo = hexval((unsigned char)text[9 + 2 * i]);
+		if (hi < 0 || lo < 0 || text[8 + 2 * i] != lower(text[8 +
+		    2 * i]) || text[9 + 2 * i] != lower(text[9 + 2 * i]))
+			return -1;
+		key[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
 /* The JSON reader's events: status looks for the key as Self.PublicKey or
  * as a member name of Peer; the webhook for a top-level boolean "Allow"
  * (member names match case-insensitively, as Go's decoder matches them). */
@@ -649,15 +670,18 @@ judge_event(void *ctx, const struct vjson *j, int kind, int depth,
 	else if (depth == 0 && kind == VJ_LITERAL)
 		v->top_null = text_is(text, "null");
 	if (v->kind == VQ_STATUS) {
-		if (depth != 2 || !j->path_ok[0])
+		uint8_t key[32];
+
+		if (depth != 2 || !j->path_ok[0] || text == NULL)
 			return;
-		if (kind == VJ_KEY && strcmp(j->path[0], "Peer") == 0 &&
-		    text_is(text, v->keytext))
+		if (!(kind == VJ_KEY && strcmp(j->path[0], "Peer") == 0) &&
+		    !(kind == VJ_STRING && strcmp(j->path[0], "Self") == 0 &&
+		    j->path_ok[1] && strcmp(j->path[1], "PublicKey") == 0))
+			return;
+		if (strcmp(text, v->keytext) == 0)
 			v->found = 1;
-		else if (kind == VJ_STRING && strcmp(j->path[0], "Self") == 0 &&
-		    j->path_ok[1] && strcmp(j->path[1], "PublicKey") == 0 &&
-		    text_is(text, v->keytext))
-			v->found = 1;
+		if (v->key_seen != NULL && key_from_text(text, key) == 0)
+			v->key_seen(v->key_ctx, key);
 		return;
 	}
 	if (v->kind != VQ_HOOK)

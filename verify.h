@@ -144,6 +144,11 @@ struct vjudge {
 	char start[sizeof VERIFY_OLD_BODY];
 	int verdict;			/* once decided */
 	const char *why;		/* a short reason for the log line */
+	/* status: called with every key the answer names as the node's own
+	 * or a peer's (so one fetch can serve every client waiting on it);
+	 * set after vjudge_init, NULL for none */
+	void (*key_seen)(void *ctx, const uint8_t key[32]);
+	void *key_ctx;
 };
 
 void vjudge_init(struct vjudge *v, int kind, const uint8_t key[32]);

@@ -7176,8 +7176,10 @@ enum {
 	SK_ALLOW_CUT,		/* 200, then less body than declared, close */
 	SK_ALLOW_STALL,		/* 200, part of the body, then nothing */
 	SK_600,			/* a status beyond 599 (Go: not 200) */
-	SK_CONTINUE_LONG	/* 100 Continue, then a 200 with a 3000-byte
+	SK_CONTINUE_LONG,	/* 100 Continue, then a 200 with a 3000-byte
 				 * header line, then Allow */
+	SK_OLD_KNOWN		/* old: status names sk_known[0] as Self and
+				 * sk_known[1] as a peer */
 };
 
 /* SK_WHOIS_KNOWN's keys (hex; "" unused), set before the stand-in starts. */
@@ -7443,6 +7445,9 @@ stub_status(int kind)
 	case SK_OLD_BIG:
 		status_body(&b, other, VF_BIG_PEERS, vf_hex, NULL);
 		break;
+	case SK_OLD_KNOWN:
+		status_body(&b, sk_known[0], 3, sk_known[1], NULL);
+		break;
 	default:
 		status_body(&b, other, 3, NULL, NULL);
 		break;
@@ -7565,7 +7570,7 @@ stub_answer(const struct stub *s, const char *req)
 		break;
 	case SK_OLD_SELF: case SK_OLD_PEER: case SK_OLD_ABSENT:
 	case SK_OLD_ELSEWHERE: case SK_OLD_NULL_SELF: case SK_OLD_NULL:
-	case SK_OLD_BIG:
+	case SK_OLD_BIG: case SK_OLD_KNOWN:
 		/* tailscaled < 1.70: http.Error(w, "invalid 'addr' parameter",
 		 * 400) to whois?addr=nodekey:... */
 		if (status_req)
@@ -8675,6 +8680,56 @@ vf_evict(void)
 	verdict("evict_pair_works", pair_works());
 }
 
+/*
+ * tailscaled < 1.70 (remembered): VF_WAVE strangers and two nodes of the
+ * tailnet (the node itself and a peer) send ClientInfo at once.  The nodes
+ * are admitted and the strangers refused, with a few /status fetches, not
+ * one each: a fetch judges every client whose ClientInfo came before it
+ * began.
+ */
+static void
+vf_old_flood(void)
+{
+	struct dclient *cs[VF_WAVE + 2];
+	int i, up, sent, right = 0, r, n = VF_WAVE + 2;
+	int64_t t0, deadline;
+
+	memset(cs, 0, sizeof cs);
+	up = vf_clients(cs, n);
+	if (up == n) {
+		tohex(cs[0]->pk, 32, sk_known[0]);
+		tohex(cs[n - 1]->pk, 32, sk_known[1]);
+	}
+	stub_start(&st_la, SK_OLD_KNOWN);
+	t0 = now_ms();
+	sent = vf_client_infos(cs, up);
+	deadline = t0 + VF_LOAD_MS;
+	for (i = 0; i < sent; i++) {
+		int left = (int)(deadline - now_ms());
+		if (vf_verdict(cs[i], left > 0 ? left : 0) == (i == 0 ||
+		    i == n - 1))
+			right++;
+	}
+	printf("# %s: %d of %d clients judged right within %lld ms, with %d "
+	    "status fetches\n", mode, right, n, (long long)(now_ms() - t0),
+	    stub_count(&st_la));
+	if (right == n)
+		ok("old_flood_judged");
+	else
+		fail("old_flood_judged", "%d upgraded, %d ClientInfos sent, %d "
+		    "judged right (2 nodes admitted, %d strangers refused)", up,
+		    sent, right, VF_WAVE);
+	r = stub_count(&st_la);
+	if (r >= 1 && r <= 4)
+		ok("old_flood_status_shared");
+	else
+		fail("old_flood_status_shared", "%d /status fetches for %d "
+		    "clients at once (wanted 1..4)", r, n);
+	vf_clients_free(cs, n);
+	sk_known[0][0] = sk_known[1][0] = '\0';
+	verdict("old_flood_pair_works", pair_works());
+}
+
 /* ---- the relays and the modes ---- */
 
 static char *vf_flags[12];	/* the mode's verification flags */
@@ -8816,6 +8871,7 @@ run_verify_localapi_mode(void)
 	vf_case("old_status_big_chunked_admitted", 1, VF_DEADLINE_MAX_MS);
 	printf("# %s: the big status took %lld ms\n", mode, (long long)vf_ms);
 	verdict("pair_still_works", pair_works());
+	vf_old_flood();
 out:
 	vf_teardown();
 }
