@@ -2242,7 +2242,7 @@ struct vcheck {
 	int fd;				/* -1 none */
 	uint32_t pidx;			/* poller slot (poll back-end) */
 	short events;
-	uint32_t owner;
+	uint32_t owner;			/* its client; CHECK_NO_OWNER: left */
 	int64_t deadline_ms;
 	const char *why;		/* a transport failure's reason */
 	size_t req_len, req_off;
@@ -2279,21 +2279,25 @@ struct resolver {
 /*
  * What the last /status fetch (tailscaled < 1.70) said: its keys' first 16
  * bytes, by open addressing on their first 4.  Every client whose ClientInfo
- * came before that fetch began is judged from it, so a flood of strangers
- * costs one fetch a STATUS_FETCH_GAP_MS, not one fetch (megabytes of JSON)
- * each.  A fetch with more than STATUS_CACHE_KEYS keys serves only its own
- * client.
+ * came before that fetch began is judged from it (admitted, refused, or
+ * refused as the fetch failed), so a flood of strangers costs one fetch a
+ * STATUS_FETCH_GAP_MS, not one fetch (megabytes of JSON) each.  The fetch
+ * goes on if the client it began for leaves (its slot then has no owner).
+ * A status naming more than STATUS_CACHE_KEYS keys does not fit: for
+ * STATUS_BIG_MS each client fetches its own again, VERIFY_CHECKS at a time.
  */
 #define STATUS_CACHE_SLOTS	8192	/* 128 KiB */
 #define STATUS_CACHE_KEYS	(STATUS_CACHE_SLOTS / 4 * 3)
 #define STATUS_FETCH_GAP_MS	1000	/* between two fetches' starts */
+#define STATUS_BIG_MS		60000
+enum { SC_NONE = 0, SC_FILLING, SC_VALID, SC_FAILED };
 struct status_cache {
 	uint8_t (*fp)[16];		/* [STATUS_CACHE_SLOTS]; zero: free */
 	uint32_t n;
-	uint8_t filling;		/* a fetch is under way (one at a time) */
-	uint8_t valid;			/* the fetch of started_ms completed */
+	uint8_t state;			/* SC_*: of the fetch of started_ms */
 	uint8_t overflow;		/* it named more than STATUS_CACHE_KEYS */
 	int64_t started_ms;
+	int64_t big_until_ms;		/* no cache until then */
 	struct slot_ring waitq;		/* clients waiting for the next fetch */
 };
 
@@ -7218,6 +7222,8 @@ bootdns_setup(struct derp_server *s, char *err, size_t errlen)
 #define VERIFY_CAPVER		145	/* the Tailscale-Cap we send */
 #define VERIFY_READS_PER_ROUND	16	/* read(2) calls per check per round */
 #define VERIFY_SOCKET_DEFAULT	"/var/run/tailscale/tailscaled.sock"
+#define CHECK_NO_OWNER		UINT32_MAX	/* a /status fetch whose client
+						 * left: it goes on for the cache */
 #define VERIFY_CA_FILE_DEFAULT	"/etc/ssl/certs/ca-certificates.crt"
 
 /* The key as derper's logs show it: "[" + 5 chars of standard base64 + "]". */
@@ -7518,16 +7524,19 @@ status_cache_has(const struct status_cache *sc, const uint8_t key[KEY_BYTES])
 	return 0;
 }
 
-/* k starts a fetch: it fills the cache as its answer comes. */
+/* k starts a fetch: it fills the cache as its answer comes (not while the
+ * tailnet is too big for it). */
 static void
 status_fetch_begin(struct derp_server *s, struct vcheck *k)
 {
 	struct status_cache *sc = &s->admit.sc;
 
+	if (s->now < sc->big_until_ms)
+		return;
 	memset(sc->fp, 0, STATUS_CACHE_SLOTS * sizeof *sc->fp);
 	sc->n = 0;
-	sc->valid = sc->overflow = 0;
-	sc->filling = 1;
+	sc->overflow = 0;
+	sc->state = SC_FILLING;
 	sc->started_ms = s->now;
 	k->judge.key_seen = status_cache_add;
 	k->judge.key_ctx = s;
@@ -7544,15 +7553,26 @@ status_release(struct derp_server *s)
 		ring_push(&s->admit.waitq, ring_pop(q));
 }
 
-/* k's fetch ended with verdict v (VV_BROKEN: failed or abandoned). */
+/* k's fetch ended with verdict v (VV_BROKEN: it failed). */
 static void
 status_fetch_end(struct derp_server *s, struct vcheck *k, int v)
 {
 	struct status_cache *sc = &s->admit.sc;
 
-	sc->filling = 0;
-	sc->valid = !sc->overflow && (v == VV_ALLOW || v == VV_DENY) &&
-	    k->judge.http.status == 200 && k->judge.json_rc == VJ_DONE;
+	if (k->judge.key_seen == NULL)
+		return;			/* a fetch of its own client's */
+	k->judge.key_seen = NULL;
+	if (sc->overflow) {
+		sc->state = SC_NONE;
+		sc->big_until_ms = s->now + STATUS_BIG_MS;
+		logf("verify: tailscaled's status names more than %u keys: "
+		    "each client asks for its own for a minute",
+		    (unsigned)STATUS_CACHE_KEYS);
+	} else {
+		sc->state = (v == VV_ALLOW || v == VV_DENY) &&
+		    k->judge.http.status == 200 && k->judge.json_rc ==
+		    VJ_DONE ? SC_VALID : SC_FAILED;
+	}
 	status_release(s);
 }
 
@@ -7565,7 +7585,13 @@ status_from_cache(struct derp_server *s, struct conn *c)
 	struct status_cache *sc = &s->admit.sc;
 	uint32_t idx = (uint32_t)(c - s->conns);
 
-	if (sc->valid && sc->started_ms >= c->adm.since_ms) {
+	if (s->now < sc->big_until_ms)
+		return 0;
+	if (sc->state == SC_FAILED && sc->started_ms >= c->adm.since_ms) {
+		admit_refuse(s, c, "tailscaled: its status failed");
+		return 1;
+	}
+	if (sc->state == SC_VALID && sc->started_ms >= c->adm.since_ms) {
 		if (!status_cache_has(sc, c->key)) {
 			admit_refuse(s, c, "not authorized (not this node nor "
 			    "a peer in tailscaled's status)");
@@ -7578,7 +7604,8 @@ status_from_cache(struct derp_server *s, struct conn *c)
 		}
 		return 1;
 	}
-	if (sc->filling || s->now - sc->started_ms < STATUS_FETCH_GAP_MS) {
+	if (sc->state == SC_FILLING || s->now - sc->started_ms <
+	    STATUS_FETCH_GAP_MS) {
 		ring_push(&sc->waitq, idx);
 		return 1;
 	}
@@ -7756,14 +7783,15 @@ check_begin(struct derp_server *s, struct vcheck *k, struct conn *c,
 	check_dial(s, k);
 }
 
-/* What k's exchange says of the webhook's health: any head (a redirect's
- * too) means it answers; a failure before one counts towards down. */
+/* What k's exchange says of the webhook's health: any complete head (a
+ * redirect's too) means it answers; a failure before one counts towards
+ * down. */
 static void
 hook_health(struct derp_server *s, const struct vcheck *k, int v)
 {
 	struct admit_state *a = &s->admit;
 
-	if (k->judge.http.head_done || k->judge.http.status != 0) {
+	if (k->judge.http.head_done) {
 		if (a->hook_fails >= VERIFY_CHECKS)
 			logf("verify: the webhook answers again");
 		a->hook_fails = 0;
@@ -7806,7 +7834,7 @@ hook_down_verdict(struct derp_server *s, struct conn *c)
 static void
 admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 {
-	struct conn *c = &s->conns[k->owner];
+	struct conn *c;
 	struct vurl next;
 	char msg[128];
 
@@ -7815,6 +7843,11 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 		hook_health(s, k, v);
 	if (k->kind == VQ_STATUS)
 		status_fetch_end(s, k, v);
+	if (k->owner == CHECK_NO_OWNER) {
+		k->phase = VC_FREE;	/* it was for the cache only */
+		return;
+	}
+	c = &s->conns[k->owner];
 	if (k->kind == VQ_HOOK && v == VV_REDIRECT) {
 		if (c->adm.redirects + 1 >= VERIFY_REQUESTS_MAX) {
 			v = VV_BROKEN;
@@ -8135,7 +8168,7 @@ admit_tick(struct derp_server *s)
 		if (k->phase != VC_FREE && s->now >= k->deadline_ms)
 			admit_verdict(s, k, VV_BROKEN, "timed out");
 	}
-	if (s->admit.sc.waitq.count > 0 && !s->admit.sc.filling &&
+	if (s->admit.sc.waitq.count > 0 && s->admit.sc.state != SC_FILLING &&
 	    s->now - s->admit.sc.started_ms >= STATUS_FETCH_GAP_MS)
 		status_release(s);	/* the next fetch may begin */
 }
@@ -8148,9 +8181,10 @@ admit_forget(struct derp_server *s, struct conn *c)
 
 	if (c->adm.check != 0) {
 		k = &s->admit.checks[c->adm.check - 1];
-		if (k->kind == VQ_STATUS)
-			status_fetch_end(s, k, VV_BROKEN);
-		check_free(s, k);
+		if (k->judge.key_seen != NULL)
+			k->owner = CHECK_NO_OWNER;	/* the cache's fetch */
+		else
+			check_free(s, k);
 	}
 	c->adm.check = 0;
 }

@@ -7152,6 +7152,9 @@ run_webroot_mode(void)
 					 * the relay's 15 s bound on the queue */
 #define VF_CLOSERS 8		/* clients that leave while queued */
 #define VF_FLOOD 20		/* strangers from as many addresses */
+#define VF_LEAVE_MS 6000	/* strangers leaving mid-fetch, for this long */
+#define VF_LEAVE_NODES 3	/* nodes judged meanwhile: two of the tailnet,
+				 * one not */
 #define STUB_REQ_MAX 65536	/* request bytes recorded (ours are < 1 KB) */
 #define STUB_LIFE_S 120		/* a stand-in and its children die by then */
 #define STUB_HANG_MS 30000	/* SK_HANG waits this long for the relay's close */
@@ -7178,8 +7181,11 @@ enum {
 	SK_600,			/* a status beyond 599 (Go: not 200) */
 	SK_CONTINUE_LONG,	/* 100 Continue, then a 200 with a 3000-byte
 				 * header line, then Allow */
-	SK_OLD_KNOWN		/* old: status names sk_known[0] as Self and
+	SK_OLD_KNOWN,		/* old: status names sk_known[0] as Self and
 				 * sk_known[1] as a peer */
+	SK_OLD_KNOWN_SLOW,	/* the same after VF_SLOW_MS */
+	SK_OLD_KNOWN_BIG,	/* the same among VF_BIG_PEERS made-up peers */
+	SK_STATUS_LINE_STALL	/* a status line, then nothing */
 };
 
 /* SK_WHOIS_KNOWN's keys (hex; "" unused), set before the stand-in starts. */
@@ -7405,7 +7411,10 @@ status_body(struct sbuf *b, const char *self, int npeers, const char *last,
 	} else {
 		sb_add(b, "\t\"Peer\": {\n");
 		for (i = 0; i < npeers; i++) {
-			snprintf(k, sizeof k, "aa%062d", i);
+			/* Spread over the first bytes too, as real keys are
+			 * (the relay keeps their first 16 bytes). */
+			snprintf(k, sizeof k, "%08lxaa%054d", (unsigned long)
+			    ((uint32_t)i * 2654435761u), i);
 			sb_peer(b, k, i, i == 1 ? elsewhere : NULL,
 			    last == NULL && i == npeers - 1);
 		}
@@ -7445,8 +7454,14 @@ stub_status(int kind)
 	case SK_OLD_BIG:
 		status_body(&b, other, VF_BIG_PEERS, vf_hex, NULL);
 		break;
+	case SK_OLD_KNOWN_SLOW:
+		sleep_ms(VF_SLOW_MS);
+		/* FALLTHROUGH */
 	case SK_OLD_KNOWN:
 		status_body(&b, sk_known[0], 3, sk_known[1], NULL);
+		break;
+	case SK_OLD_KNOWN_BIG:
+		status_body(&b, sk_known[0], VF_BIG_PEERS, sk_known[1], NULL);
 		break;
 	default:
 		status_body(&b, other, 3, NULL, NULL);
@@ -7454,7 +7469,7 @@ stub_status(int kind)
 	}
 	if (b.p == NULL)
 		return;
-	if (kind == SK_OLD_BIG)
+	if (kind == SK_OLD_BIG || kind == SK_OLD_KNOWN_BIG)
 		stub_chunked(b.p, b.n);
 	else
 		stub_http("200 OK", JSON_CT, b.p, b.n);
@@ -7570,7 +7585,8 @@ stub_answer(const struct stub *s, const char *req)
 		break;
 	case SK_OLD_SELF: case SK_OLD_PEER: case SK_OLD_ABSENT:
 	case SK_OLD_ELSEWHERE: case SK_OLD_NULL_SELF: case SK_OLD_NULL:
-	case SK_OLD_BIG: case SK_OLD_KNOWN:
+	case SK_OLD_BIG: case SK_OLD_KNOWN: case SK_OLD_KNOWN_SLOW:
+	case SK_OLD_KNOWN_BIG:
 		/* tailscaled < 1.70: http.Error(w, "invalid 'addr' parameter",
 		 * 400) to whois?addr=nodekey:... */
 		if (status_req)
@@ -7662,6 +7678,10 @@ stub_answer(const struct stub *s, const char *req)
 		break;
 	case SK_600:
 		stub_http("600 Beyond", JSON_CT, "{\"Allow\":true}", 14);
+		break;
+	case SK_STATUS_LINE_STALL:
+		sconn_write("HTTP/1.1 200 OK\r\n", 17);
+		stub_hang();
 		break;
 	case SK_CONTINUE_LONG:
 		{
@@ -8542,7 +8562,8 @@ vf_clients_free(struct dclient **cs, int n)
 }
 
 /*
- * VF_WAVE ClientInfos back to back while the webhook hangs.  The first
+ * VF_WAVE ClientInfos back to back while the webhook hangs (kind: SK_HANG,
+ * or SK_STATUS_LINE_STALL: a status line is no answer).  The first
  * VF_CHECKS wait out their 5 s; then the webhook counts as down, and every
  * other client gets fail-open's verdict (want) at once but one at a time,
  * which asks it (and gets the verdict at its own 5 s): all within
@@ -8553,7 +8574,7 @@ vf_clients_free(struct dclient **cs, int n)
  * log says it is back.
  */
 static void
-vf_wave(const char *name, int want)
+vf_wave(const char *name, int kind, int want)
 {
 	struct dclient *cs[VF_WAVE];
 	char check[120];
@@ -8561,7 +8582,7 @@ vf_wave(const char *name, int want)
 	int64_t t0, deadline;
 
 	memset(cs, 0, sizeof cs);
-	stub_start(&st_hook, SK_HANG);
+	stub_start(&st_hook, kind);
 	up = vf_clients(cs, VF_WAVE);
 	t0 = now_ms();
 	sent = vf_client_infos(cs, up);
@@ -8682,16 +8703,19 @@ vf_evict(void)
 
 /*
  * tailscaled < 1.70 (remembered): VF_WAVE strangers and two nodes of the
- * tailnet (the node itself and a peer) send ClientInfo at once.  The nodes
- * are admitted and the strangers refused, with a few /status fetches, not
- * one each: a fetch judges every client whose ClientInfo came before it
- * began.
+ * tailnet (the node itself and a peer) send ClientInfo at once (kind: the
+ * status that names them).  The nodes are admitted and the strangers
+ * refused.  A status that fits the relay's table: a few fetches, not one
+ * each (a fetch judges every client whose ClientInfo came before it
+ * began).  SK_OLD_KNOWN_BIG, too big for it: one fetch each.
  */
 static void
-vf_old_flood(void)
+vf_old_flood(int kind, const char *name)
 {
 	struct dclient *cs[VF_WAVE + 2];
+	char check[120];
 	int i, up, sent, right = 0, r, n = VF_WAVE + 2;
+	int big = kind == SK_OLD_KNOWN_BIG;
 	int64_t t0, deadline;
 
 	memset(cs, 0, sizeof cs);
@@ -8700,7 +8724,7 @@ vf_old_flood(void)
 		tohex(cs[0]->pk, 32, sk_known[0]);
 		tohex(cs[n - 1]->pk, 32, sk_known[1]);
 	}
-	stub_start(&st_la, SK_OLD_KNOWN);
+	stub_start(&st_la, kind);
 	t0 = now_ms();
 	sent = vf_client_infos(cs, up);
 	deadline = t0 + VF_LOAD_MS;
@@ -8710,24 +8734,109 @@ vf_old_flood(void)
 		    i == n - 1))
 			right++;
 	}
-	printf("# %s: %d of %d clients judged right within %lld ms, with %d "
-	    "status fetches\n", mode, right, n, (long long)(now_ms() - t0),
-	    stub_count(&st_la));
-	if (right == n)
-		ok("old_flood_judged");
-	else
-		fail("old_flood_judged", "%d upgraded, %d ClientInfos sent, %d "
-		    "judged right (2 nodes admitted, %d strangers refused)", up,
-		    sent, right, VF_WAVE);
 	r = stub_count(&st_la);
-	if (r >= 1 && r <= 4)
-		ok("old_flood_status_shared");
+	printf("# %s %s: %d of %d clients judged right within %lld ms, with "
+	    "%d status fetches\n", mode, name, right, n,
+	    (long long)(now_ms() - t0), r);
+	snprintf(check, sizeof check, "%s_judged", name);
+	if (right == n)
+		ok(check);
 	else
-		fail("old_flood_status_shared", "%d /status fetches for %d "
-		    "clients at once (wanted 1..4)", r, n);
+		fail(check, "%d upgraded, %d ClientInfos sent, %d judged right"
+		    " (2 nodes admitted, %d strangers refused)", up, sent, right,
+		    VF_WAVE);
+	snprintf(check, sizeof check, "%s_%s", name, big ? "each_fetches" :
+	    "status_shared");
+	if (big ? r == n : r >= 1 && r <= 4)
+		ok(check);
+	else
+		fail(check, "%d /status fetches for %d clients at once (wanted "
+		    "%s)", r, n, big ? "one each" : "1..4");
 	vf_clients_free(cs, n);
 	sk_known[0][0] = sk_known[1][0] = '\0';
-	verdict("old_flood_pair_works", pair_works());
+	snprintf(check, sizeof check, "%s_pair_works", name);
+	verdict(check, pair_works());
+}
+
+/*
+ * tailscaled < 1.70 (remembered), its status slow (VF_SLOW_MS): for
+ * VF_LEAVE_MS strangers send ClientInfo and reset their connections, a few
+ * at a time, so that one of them is often the client a fetch begins for.
+ * VF_LEAVE_NODES nodes of the tailnet send their ClientInfos meanwhile:
+ * each is admitted before the strangers stop (a fetch goes on when its
+ * client leaves, and judges every client that came before it began).
+ */
+static void
+vf_old_leavers(void)
+{
+	struct dclient *node[VF_LEAVE_NODES], *ring[4], *st;
+	struct linger lg = { 1, 0 };
+	int64_t t0, end;
+	int i, n = 0, ri = 0, sent = 0, got = 0, verdicts[VF_LEAVE_NODES];
+
+	memset(node, 0, sizeof node);
+	memset(ring, 0, sizeof ring);
+	if (vf_clients(node, VF_LEAVE_NODES) != VF_LEAVE_NODES)
+		goto out;
+	tohex(node[0]->pk, 32, sk_known[0]);
+	tohex(node[1]->pk, 32, sk_known[1]);
+	for (i = 0; i < VF_LEAVE_NODES; i++)
+		verdicts[i] = -2;
+	stub_start(&st_la, SK_OLD_KNOWN_SLOW);
+	t0 = now_ms();
+	end = t0 + VF_LEAVE_MS;
+	while (now_ms() < end && n < 5000) {
+		if (sent < VF_LEAVE_NODES && now_ms() >= t0 + (sent + 1) *
+		    VF_LEAVE_MS / 8) {
+			if (vf_client_infos(&node[sent], 1) != 1)
+				break;
+			sent++;
+		}
+		for (i = 0; i < sent; i++) {
+			struct pollfd p;
+
+			p.fd = node[i]->fd;
+			p.events = POLLIN;
+			if (verdicts[i] == -2 && (node[i]->rlen > 0 ||
+			    poll(&p, 1, 0) == 1))
+				verdicts[i] = vf_verdict(node[i], IO_MS);
+		}
+		if (ring[ri] != NULL) {
+			setsockopt(ring[ri]->fd, SOL_SOCKET, SO_LINGER, &lg,
+			    sizeof lg);
+			dc_free(ring[ri]);	/* a reset, as the linger says */
+			ring[ri] = NULL;
+		}
+		st = dc_new();
+		if (st != NULL) {
+			dc_genkey(st);
+			if (dc_connect(st, srv_host, srv_port, 0, NULL,
+			    CONNECT_MS) == 0 && dc_upgrade(st, 0, IO_MS) == 0 &&
+			    vf_client_infos(&st, 1) == 1) {
+				ring[ri] = st;
+				n++;
+			} else {
+				dc_free(st);
+			}
+		}
+		ri = (ri + 1) % 4;
+		sleep_ms(3);
+	}
+	for (i = 0; i < sent; i++)
+		got += verdicts[i] == (i < 2);
+out:
+	vf_clients_free(ring, 4);
+	printf("# %s: %d strangers sent ClientInfo and reset; %d of %d nodes"
+	    " judged while they did\n", mode, n, got, VF_LEAVE_NODES);
+	if (got == VF_LEAVE_NODES)
+		ok("old_fetcher_leaving_nodes_judged");
+	else
+		fail("old_fetcher_leaving_nodes_judged", "%d of %d nodes (%d "
+		    "sent ClientInfo) judged right while strangers left "
+		    "mid-fetch", got, VF_LEAVE_NODES, sent);
+	vf_clients_free(node, VF_LEAVE_NODES);
+	sk_known[0][0] = sk_known[1][0] = '\0';
+	verdict("old_fetcher_leaving_pair_works", pair_works());
 }
 
 /* ---- the relays and the modes ---- */
@@ -8866,12 +8975,18 @@ run_verify_localapi_mode(void)
 	vf_one("old_status_peer_null_self_admitted", &st_la, SK_OLD_NULL_SELF,
 	    1);
 	vf_one("old_status_peer_null_rejected", &st_la, SK_OLD_NULL, 0);
+	vf_old_flood(SK_OLD_KNOWN, "old_flood");
+	vf_old_leavers();
 	vf_prepare(NULL);
 	stub_start(&st_la, SK_OLD_BIG);
 	vf_case("old_status_big_chunked_admitted", 1, VF_DEADLINE_MAX_MS);
 	printf("# %s: the big status took %lld ms\n", mode, (long long)vf_ms);
+	verdict("old_big_logged", log_count("verify: tailscaled's status names "
+	    "more than 6144 keys") == 1 ? NULL : "no log line says the status "
+	    "outgrew the table");
+	/* Too big to share: each client fetches its own, 16 at a time. */
+	vf_old_flood(SK_OLD_KNOWN_BIG, "old_big_flood");
 	verdict("pair_still_works", pair_works());
-	vf_old_flood();
 out:
 	vf_teardown();
 }
@@ -8986,7 +9101,7 @@ run_verify_hook_mode(void)
 	vf_one("after_gone_allow_admitted", &st_hook, SK_ALLOW, 1);
 	verdict("pair_still_works", pair_works());
 	vf_queue_closed();
-	vf_wave("wave_fail_open", 1);
+	vf_wave("wave_fail_open", SK_STATUS_LINE_STALL, 1);
 	vf_relay_stop();
 
 	/* Fail-open off, and a host name the relay must resolve. */
@@ -9043,7 +9158,7 @@ run_verify_hook_mode(void)
 	verdict("closed_pair_still_works", pair_works());
 	if (stub_listen(&st_hook, "closed_stand_in_back") < 0)
 		goto out;
-	vf_wave("closed_wave", 0);
+	vf_wave("closed_wave", SK_HANG, 0);
 	vf_relay_stop();
 
 	/* Few unfinished places: a flood does not evict a check under way. */
