@@ -7210,7 +7210,7 @@ bootdns_setup(struct derp_server *s, char *err, size_t errlen)
  * answer's head) is down: while it is, one client at a time asks it (the
  * probe) and the others get fail-open's verdict at once, as derper's would
  * after its 5 s; so a hanging webhook does not make the queue outlast
- * VERIFY_CLIENT_MS.  Any head from it brings it back.  verify.c writes the
+ * VERIFY_CLIENT_MS.  Any complete head brings it back.  verify.c writes the
  * requests and judges the answers; this section moves the bytes.
  */
 #define VERIFY_REQUEST_MS	5000	/* one exchange (derper's webhook budget) */
@@ -7483,10 +7483,20 @@ resolve_stop(struct derp_server *s)
 
 /* ---- tailscaled's status, shared ---- */
 
+static const uint8_t status_free[16];	/* a free entry's bytes */
+
+/* key's entry: where it is, or the free one where it would go (the table is
+ * never full, so the probe ends).  A key whose first 16 bytes are zero is
+ * never stored: it would look free. */
 static uint32_t
-status_slot(const uint8_t key[KEY_BYTES])
+status_cache_find(const struct status_cache *sc, const uint8_t key[KEY_BYTES])
 {
-	return get_be32(key) & (STATUS_CACHE_SLOTS - 1);
+	uint32_t i = get_be32(key) & (STATUS_CACHE_SLOTS - 1);
+
+	while (memcmp(sc->fp[i], status_free, 16) != 0 &&
+	    memcmp(sc->fp[i], key, 16) != 0)
+		i = (i + 1) & (STATUS_CACHE_SLOTS - 1);
+	return i;
 }
 
 /* The status judge saw key (vjudge.key_seen). */
@@ -7494,15 +7504,13 @@ static void
 status_cache_add(void *ctx, const uint8_t key[KEY_BYTES])
 {
 	struct status_cache *sc = &((struct derp_server *)ctx)->admit.sc;
-	static const uint8_t zero[16];
-	uint32_t i = status_slot(key);
+	uint32_t i;
 
-	if (sc->overflow || memcmp(key, zero, 16) == 0)
+	if (sc->overflow || memcmp(key, status_free, 16) == 0)
 		return;
-	for (; memcmp(sc->fp[i], zero, 16) != 0; i = (i + 1) &
-	    (STATUS_CACHE_SLOTS - 1))
-		if (memcmp(sc->fp[i], key, 16) == 0)
-			return;		/* Self is a Peer key too, or twice */
+	i = status_cache_find(sc, key);
+	if (memcmp(sc->fp[i], status_free, 16) != 0)
+		return;		/* Self is a Peer key too, or twice */
 	if (sc->n == STATUS_CACHE_KEYS) {
 		sc->overflow = 1;
 		return;
@@ -7514,14 +7522,8 @@ status_cache_add(void *ctx, const uint8_t key[KEY_BYTES])
 static int
 status_cache_has(const struct status_cache *sc, const uint8_t key[KEY_BYTES])
 {
-	static const uint8_t zero[16];
-	uint32_t i = status_slot(key);
-
-	for (; memcmp(sc->fp[i], zero, 16) != 0; i = (i + 1) &
-	    (STATUS_CACHE_SLOTS - 1))
-		if (memcmp(sc->fp[i], key, 16) == 0)
-			return 1;
-	return 0;
+	return memcmp(key, status_free, 16) != 0 &&
+	    memcmp(sc->fp[status_cache_find(sc, key)], key, 16) == 0;
 }
 
 /* k starts a fetch: it fills the cache as its answer comes (not while the
