@@ -767,8 +767,17 @@ judge_body(void *ctx, const uint8_t *p, size_t n)
 		}
 	}
 	v->body_bytes += n;
-	if (v->json_rc == VJ_MORE)
+	if (v->json_rc == VJ_MORE) {
 		v->json_rc = vjson_feed(&v->json, p, n, &used);
+		p += used;
+		n -= used;
+	}
+	/* tailscaled's answers are decoded whole (Go's json.Unmarshal): only
+	 * white space may follow the value.  Of the webhook's, the first
+	 * value is all that is read. */
+	for (k = 0; v->json_rc == VJ_DONE && v->kind != VQ_HOOK && k < n; k++)
+		if (p[k] != ' ' && p[k] != '\t' && p[k] != '\r' && p[k] != '\n')
+			v->json_rc = VJ_ERROR;
 }
 
 /* What the head alone decides, once it is in. */
