@@ -2038,6 +2038,22 @@ ring_init(struct slot_ring *r, uint32_t cap)
 }
 
 static void
+ring_free(struct slot_ring *r)
+{
+	free(r->slot);
+	free(r->on);
+	r->slot = NULL;
+	r->on = NULL;
+}
+
+/* What ring_init takes for cap slots. */
+static size_t
+ring_bytes(size_t cap)
+{
+	return cap * (sizeof(uint32_t) + 1);
+}
+
+static void
 ring_push(struct slot_ring *r, uint32_t i)
 {
 	if (r->on[i])
@@ -6228,14 +6244,16 @@ utc_text(int64_t t, char *buf, size_t cap)
 {
 	time_t tt = (time_t)t;
 	struct tm tm;
+	size_t n;
 
 	if (gmtime_r(&tt, &tm) == NULL) {
 		snprintf(buf, cap, "%lld", (long long)t);
 		return;
 	}
 	tm_text(buf, cap, &tm, '-');
-	if (strlen(buf) + 4 < cap)
-		memcpy(buf + strlen(buf), " UTC", 5);
+	n = strlen(buf);
+	if (n + 4 < cap)
+		memcpy(buf + n, " UTC", 5);
 }
 
 /*
@@ -7831,6 +7849,23 @@ hook_down_verdict(struct derp_server *s, struct conn *c)
 	return 1;
 }
 
+/* c's current step (c->adm.step) in check slot k: decided without asking
+ * (the webhook is down, or a /status fetch judges it), or k asks.  k is
+ * free meanwhile, so it is no probe of its own. */
+static void
+admit_step(struct derp_server *s, struct vcheck *k, struct conn *c)
+{
+	k->phase = VC_FREE;
+	c->adm.check = 0;
+	if (c->adm.step == VQ_HOOK && hook_down_verdict(s, c))
+		return;
+	if (c->adm.step == VQ_STATUS && status_from_cache(s, c))
+		return;
+	k->phase = VC_CONNECT;
+	check_first_hop(k);
+	check_begin(s, k, c, &s->admit.hook);
+}
+
 /* A verdict on k's exchange, for its client: the next step, a redirect,
  * or the decision. */
 static void
@@ -7883,12 +7918,7 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 			    "by node key): asking /localapi/v0/status instead");
 		s->admit.old_until_ms = s->now + VERIFY_OLD_MS;
 		c->adm.step = VQ_STATUS;
-		k->phase = VC_FREE;
-		c->adm.check = 0;
-		if (status_from_cache(s, c))
-			return;
-		k->phase = VC_CONNECT;
-		check_begin(s, k, c, NULL);
+		admit_step(s, k, c);
 		return;
 	}
 	if (v == VV_BROKEN && k->kind == VQ_HOOK && k->judge.http.head_done &&
@@ -7919,12 +7949,7 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 	if (k->kind != VQ_HOOK && s->admit.hook_on) {
 		c->adm.step = VQ_HOOK;
 		c->adm.redirects = 0;
-		k->phase = VC_FREE;	/* not a probe of its own */
-		if (hook_down_verdict(s, c))
-			return;
-		k->phase = VC_CONNECT;
-		check_first_hop(k);
-		check_begin(s, k, c, &s->admit.hook);
+		admit_step(s, k, c);
 		return;
 	}
 	k->phase = VC_FREE;
@@ -8144,13 +8169,7 @@ admit_pump(struct derp_server *s)
 			conn_close(s, c);
 			continue;
 		}
-		if (c->adm.step == VQ_HOOK && hook_down_verdict(s, c))
-			continue;
-		if (c->adm.step == VQ_STATUS && status_from_cache(s, c))
-			continue;
-		s->admit.checks[i].phase = VC_CONNECT;
-		check_first_hop(&s->admit.checks[i]);
-		check_begin(s, &s->admit.checks[i], c, &s->admit.hook);
+		admit_step(s, &s->admit.checks[i], c);
 	}
 #ifndef DERP_NO_BOOTDNS
 	if (s->admit.res.busy < 0 && s->admit.res.pid == 0)
@@ -8309,16 +8328,10 @@ admit_stop(struct derp_server *s)
 	}
 	free(a->checks);
 	a->checks = NULL;
-	free(a->waitq.slot);
-	free(a->waitq.on);
-	a->waitq.slot = NULL;
-	a->waitq.on = NULL;
+	ring_free(&a->waitq);
+	ring_free(&a->sc.waitq);
 	free(a->sc.fp);
-	free(a->sc.waitq.slot);
-	free(a->sc.waitq.on);
 	a->sc.fp = NULL;
-	a->sc.waitq.slot = NULL;
-	a->sc.waitq.on = NULL;
 #ifndef DERP_NO_HOOKTLS
 	tlsc_anchors_free(&a->anchors);
 #endif
@@ -8434,10 +8447,9 @@ derp_memory_bytes(const struct derp_config *cfg)
 	 * TLS client engine per slot (ADMISSION). */
 	if (cfg->verify_clients || (cfg->verify_client_url != NULL &&
 	    cfg->verify_client_url[0] != '\0'))
-		n += VERIFY_CHECKS * sizeof(struct vcheck) + max *
-		    (sizeof(uint32_t) + 1);
+		n += VERIFY_CHECKS * sizeof(struct vcheck) + ring_bytes(max);
 	if (cfg->verify_clients)	/* status's cache and its queue */
-		n += STATUS_CACHE_SLOTS * 16 + max * (sizeof(uint32_t) + 1);
+		n += STATUS_CACHE_SLOTS * 16 + ring_bytes(max);
 #ifndef DERP_NO_HOOKTLS
 	if (cfg->verify_client_url != NULL && cfg->verify_client_url[0] != '\0')
 		n += VERIFY_CHECKS * sizeof(struct check_tls);
@@ -8871,12 +8883,9 @@ derp_destroy(struct derp_server *s)
 	free(s->conns);
 	free(s->bufs);
 	free(s->free_slots);
-	free(s->dirty.slot);
-	free(s->dirty.on);
-	free(s->paused.slot);
-	free(s->paused.on);
-	free(s->spare_q.slot);
-	free(s->spare_q.on);
+	ring_free(&s->dirty);
+	ring_free(&s->paused);
+	ring_free(&s->spare_q);
 	free(s->keytab);
 	poller_free(&s->pl);
 	free(s->scratch);

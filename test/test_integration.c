@@ -8143,6 +8143,15 @@ vf_verdict(struct dclient *c, int ms)
 	return r == -2 ? -2 : -1;
 }
 
+/* The same, waiting until deadline (now_ms's clock) at most. */
+static int
+vf_verdict_by(struct dclient *c, int64_t deadline)
+{
+	int64_t left = deadline - now_ms();
+
+	return vf_verdict(c, left > 0 ? (int)left : 0);
+}
+
 static const char *
 vf_outcome(int r)
 {
@@ -8450,72 +8459,6 @@ vf_pipelined(void)
 	}
 }
 
-/* VF_LOAD clients upgraded, then their ClientInfos sent back to back: all
- * admitted, each asked about once, each logged once. */
-static void
-vf_load(void)
-{
-	static uint8_t frame[512];
-	struct dclient **cs = calloc(VF_LOAD, sizeof *cs);
-	int i, up = 0, sent = 0, admitted = 0, logged = 0;
-	int64_t t0, deadline;
-	char line[64], b[6];
-
-	stub_start(&st_hook, SK_ALLOW);
-	for (i = 0; cs != NULL && i < VF_LOAD; i++) {
-		cs[i] = dc_new();
-		if (cs[i] == NULL)
-			break;
-		dc_genkey(cs[i]);
-		if (dc_connect(cs[i], srv_host, srv_port, 0, NULL, CONNECT_MS) < 0
-		    || dc_upgrade(cs[i], 0, IO_MS) < 0)
-			break;
-		up++;
-	}
-	t0 = now_ms();
-	for (i = 0; i < up; i++) {
-		size_t fl = dc_client_info_frame(cs[i], NULL, frame, sizeof frame);
-		if (fl == 0 || dc_write(cs[i], frame, fl) < 0)
-			break;
-		sent++;
-	}
-	deadline = now_ms() + VF_LOAD_MS;
-	for (i = 0; i < sent; i++) {
-		int left = (int)(deadline - now_ms());
-		if (vf_verdict(cs[i], left > 0 ? left : 0) == 1)
-			admitted++;
-	}
-	printf("# %s: %d of %d clients admitted %lld ms after their"
-	    " ClientInfos\n", mode, admitted, VF_LOAD,
-	    (long long)(now_ms() - t0));
-	if (admitted == VF_LOAD)
-		ok("load_all_admitted");
-	else
-		fail("load_all_admitted", "%d upgraded, %d ClientInfos sent, %d"
-		    " admitted within %d ms (of %d)", up, sent, admitted,
-		    VF_LOAD_MS, VF_LOAD);
-	i = stub_count(&st_hook);
-	if (i == VF_LOAD)
-		ok("load_each_asked_once");
-	else
-		fail("load_each_asked_once", "%d requests for %d clients", i,
-		    VF_LOAD);
-	for (i = 0; i < up; i++) {
-		key_b64_5(cs[i]->pk, b);
-		snprintf(line, sizeof line, "client [%s] admitted: ", b);
-		if (log_count(line) == 1)
-			logged++;
-	}
-	if (logged == VF_LOAD)
-		ok("load_each_logged_once");
-	else
-		fail("load_each_logged_once", "%d of %d keys have one admitted"
-		    " line", logged, VF_LOAD);
-	for (i = 0; cs != NULL && i < VF_LOAD; i++)
-		dc_free(cs[i]);
-	free(cs);
-}
-
 /* n clients connected and upgraded, their keys fresh: how many (cs[0..)). */
 static int
 vf_clients(struct dclient **cs, int n)
@@ -8561,6 +8504,55 @@ vf_clients_free(struct dclient **cs, int n)
 		dc_free(cs[i]);
 }
 
+/* VF_LOAD clients upgraded, then their ClientInfos sent back to back: all
+ * admitted, each asked about once, each logged once. */
+static void
+vf_load(void)
+{
+	struct dclient **cs = calloc(VF_LOAD, sizeof *cs);
+	int i, up, sent, admitted = 0, logged = 0;
+	int64_t t0, deadline;
+	char line[64], b[6];
+
+	stub_start(&st_hook, SK_ALLOW);
+	up = cs != NULL ? vf_clients(cs, VF_LOAD) : 0;
+	t0 = now_ms();
+	sent = vf_client_infos(cs, up);
+	deadline = now_ms() + VF_LOAD_MS;
+	for (i = 0; i < sent; i++)
+		if (vf_verdict_by(cs[i], deadline) == 1)
+			admitted++;
+	printf("# %s: %d of %d clients admitted %lld ms after their"
+	    " ClientInfos\n", mode, admitted, VF_LOAD,
+	    (long long)(now_ms() - t0));
+	if (admitted == VF_LOAD)
+		ok("load_all_admitted");
+	else
+		fail("load_all_admitted", "%d upgraded, %d ClientInfos sent, %d"
+		    " admitted within %d ms (of %d)", up, sent, admitted,
+		    VF_LOAD_MS, VF_LOAD);
+	i = stub_count(&st_hook);
+	if (i == VF_LOAD)
+		ok("load_each_asked_once");
+	else
+		fail("load_each_asked_once", "%d requests for %d clients", i,
+		    VF_LOAD);
+	for (i = 0; i < up; i++) {
+		key_b64_5(cs[i]->pk, b);
+		snprintf(line, sizeof line, "client [%s] admitted: ", b);
+		if (log_count(line) == 1)
+			logged++;
+	}
+	if (logged == VF_LOAD)
+		ok("load_each_logged_once");
+	else
+		fail("load_each_logged_once", "%d of %d keys have one admitted"
+		    " line", logged, VF_LOAD);
+	for (i = 0; cs != NULL && i < VF_LOAD; i++)
+		dc_free(cs[i]);
+	free(cs);
+}
+
 /*
  * VF_WAVE ClientInfos back to back while the webhook hangs (kind: SK_HANG,
  * or SK_STATUS_LINE_STALL: a status line is no answer).  The first
@@ -8587,11 +8579,9 @@ vf_wave(const char *name, int kind, int want)
 	t0 = now_ms();
 	sent = vf_client_infos(cs, up);
 	deadline = t0 + VF_WAVE_MS;
-	for (i = 0; i < sent; i++) {
-		int left = (int)(deadline - now_ms());
-		if (vf_verdict(cs[i], left > 0 ? left : 0) == want)
+	for (i = 0; i < sent; i++)
+		if (vf_verdict_by(cs[i], deadline) == want)
 			got++;
-	}
 	printf("# %s %s: %d of %d clients %s within %lld ms\n", mode, name,
 	    got, VF_WAVE, want ? "admitted" : "refused",
 	    (long long)(now_ms() - t0));
@@ -8728,12 +8718,9 @@ vf_old_flood(int kind, const char *name)
 	t0 = now_ms();
 	sent = vf_client_infos(cs, up);
 	deadline = t0 + VF_LOAD_MS;
-	for (i = 0; i < sent; i++) {
-		int left = (int)(deadline - now_ms());
-		if (vf_verdict(cs[i], left > 0 ? left : 0) == (i == 0 ||
-		    i == n - 1))
+	for (i = 0; i < sent; i++)
+		if (vf_verdict_by(cs[i], deadline) == (i == 0 || i == n - 1))
 			right++;
-	}
 	r = stub_count(&st_la);
 	printf("# %s %s: %d of %d clients judged right within %lld ms, with "
 	    "%d status fetches\n", mode, name, right, n,
