@@ -143,6 +143,19 @@
  * output buffer holds one outgoing record (16384 + 85).  Plain-HTTP connections
  * use the same two buffers for read() and write().
  */
+/* WebSocket (derp-protocol.md 5.4, RFC 6455) */
+#define WS_HDR_MAX		14	/* 2 + 8-byte length + 4-byte mask */
+#define WS_OUT_HDR		4	/* ours: 0x82, 126, 16-bit length */
+#define WS_CTL_MAX		125	/* control payload, RFC 6455 5.5 */
+#define WS_MESSAGE_MAX		32768	/* derper's library's read limit */
+#define WS_NO_STATUS		1005	/* a close without a status code */
+enum { WS_CLOSE_NONE = 0, WS_CLOSE_PENDING, WS_CLOSE_SENT };
+#define WS_OP_CONT	0x0
+#define WS_OP_TEXT	0x1
+#define WS_OP_BINARY	0x2
+#define WS_OP_CLOSE	0x8
+#define WS_OP_PING	0x9
+#define WS_OP_PONG	0xa
 #define IBUF_BYTES		BR_SSL_BUFSIZE_INPUT
 #define OBUF_BYTES		BR_SSL_BUFSIZE_OUTPUT
 
@@ -2011,6 +2024,30 @@ struct conn {
 	/* NotHere limiter: tokens scaled by 1000 (milli-tokens) */
 	int64_t nh_tokens_milli;
 	int64_t nh_last_ms;
+
+	/* WebSocket (derp-protocol.md 5.4): the DERP stream rides in binary
+	 * messages once the upgrade said websocket (WEBSOCKET) */
+	struct {
+		uint8_t on;		/* output framed, input deframed */
+		uint8_t hdr[WS_HDR_MAX];	/* the client frame's header */
+		uint8_t hdr_len;
+		uint8_t mask[4];	/* its masking key */
+		uint8_t op;		/* its opcode */
+		uint8_t fin;
+		uint8_t in_msg;		/* a fragmented data message is open */
+		uint8_t close;		/* WS_CLOSE_*: our close frame */
+		uint8_t ctl_len;	/* control payload read so far */
+		uint8_t pong_pending;	/* ctl[0, ctl_len) is a ping to answer */
+		uint16_t close_code;	/* ours to send; WS_NO_STATUS: empty */
+		uint32_t left;		/* payload of the frame not yet read */
+		uint32_t msg_len;	/* data message's bytes so far */
+		uint32_t mpos;		/* payload read: the mask's phase */
+		uint32_t plain;		/* raw's first bytes go out unframed
+					 * (the 101, a close frame) */
+		uint8_t *out_at;	/* out_space's header room */
+		const char *close_why;	/* reason text of our close */
+		uint8_t ctl[WS_CTL_MAX];	/* ping/close payload */
+	} ws;
 };
 
 /* ============================================================ SERVER STATE */
@@ -3070,9 +3107,10 @@ pkt_is_disco(const struct pool *p, uint32_t first, uint32_t plen)
 
 
 
-/* Where output goes next and how much fits; NULL/0 when nothing fits now. */
+/* Where output bytes go next and how much fits; NULL/0 when nothing fits
+ * now.  No WebSocket framing: out_space adds it. */
 static uint8_t *
-out_space(struct conn *c, size_t *avail)
+out_raw_space(struct conn *c, size_t *avail)
 {
 	if (c->tls) {
 		if (!(br_ssl_engine_current_state(&c->ssl->eng) & BR_SSL_SENDAPP)) {
@@ -3093,12 +3131,98 @@ out_space(struct conn *c, size_t *avail)
 }
 
 static void
-out_commit(struct conn *c, size_t n)
+out_raw_commit(struct conn *c, size_t n)
 {
 	if (c->tls)
 		br_ssl_engine_sendapp_ack(&c->ssl->eng, n);
 	else
 		c->olen += n;
+}
+
+/*
+ * Where DERP bytes go next.  On a WebSocket every commit becomes one
+ * unmasked binary message (boundaries mean nothing to the client), so room
+ * for its header is kept in front: at most 65535 bytes follow it, which
+ * the 16-bit length form carries.
+ */
+static uint8_t *
+out_space(struct conn *c, size_t *avail)
+{
+	uint8_t *p = out_raw_space(c, avail);
+
+	if (p == NULL || !c->ws.on)
+		return p;
+	if (*avail <= WS_OUT_HDR) {
+		*avail = 0;
+		return NULL;
+	}
+	*avail -= WS_OUT_HDR;
+	if (*avail > 0xffff)
+		*avail = 0xffff;
+	c->ws.out_at = p;
+	return p + WS_OUT_HDR;
+}
+
+/* n bytes were written where out_space said: send them. */
+static void
+out_commit(struct conn *c, size_t n)
+{
+	uint8_t *p = c->ws.out_at;
+
+	if (!c->ws.on || n == 0) {
+		out_raw_commit(c, n);
+		return;
+	}
+	/* RFC 6455 5.2: the shortest length form. */
+	if (n < 126) {
+		memmove(p + 2, p + WS_OUT_HDR, n);
+		p[0] = 0x82;		/* FIN, binary */
+		p[1] = (uint8_t)n;
+		out_raw_commit(c, n + 2);
+	} else {
+		p[0] = 0x82;
+		p[1] = 126;
+		p[2] = (uint8_t)(n >> 8);
+		p[3] = (uint8_t)n;
+		out_raw_commit(c, n + WS_OUT_HDR);
+	}
+}
+
+/* A pong or our close frame, unmasked, outside any message.  Bytes written,
+ * 0 when they do not fit now. */
+static size_t
+ws_out_control(struct conn *c)
+{
+	uint8_t *p;
+	size_t avail, n = 0, k;
+
+	p = out_raw_space(c, &avail);
+	if (p == NULL || avail < 2 + WS_CTL_MAX)
+		return 0;
+	if (c->ws.close == WS_CLOSE_PENDING) {
+		p[0] = 0x80 | WS_OP_CLOSE;
+		if (c->ws.close_code != WS_NO_STATUS) {
+			p[2] = (uint8_t)(c->ws.close_code >> 8);
+			p[3] = (uint8_t)c->ws.close_code;
+			n = 2;
+			k = c->ws.close_why != NULL ? strlen(c->ws.close_why) : 0;
+			if (k > WS_CTL_MAX - 2)
+				k = WS_CTL_MAX - 2;
+			memcpy(p + 4, c->ws.close_why, k);
+			n += k;
+		}
+		p[1] = (uint8_t)n;
+		c->ws.close = WS_CLOSE_SENT;
+		c->close_after = 1;
+	} else {
+		p[0] = 0x80 | WS_OP_PONG;
+		n = c->ws.ctl_len;
+		p[1] = (uint8_t)n;
+		memcpy(p + 2, c->ws.ctl, n);
+		c->ws.pong_pending = 0;
+	}
+	out_raw_commit(c, 2 + n);
+	return 2 + n;
 }
 
 /*
@@ -3188,7 +3312,30 @@ conn_fill(struct derp_server *s, struct conn *c)
 	size_t avail, n, total = 0;
 	int k;
 
+	if (c->ws.close == WS_CLOSE_SENT)
+		return 0;
 	for (;;) {
+		if (c->ws.plain > 0) {	/* the 101: not in a message */
+			buf = out_raw_space(c, &avail);
+			if (buf == NULL)
+				break;
+			n = c->ws.plain < avail ? c->ws.plain : avail;
+			cbuf_peek(&s->pool, &c->raw, buf, n);
+			conn_chain_consume(s, c, HOLD_CTRL, &c->raw, n);
+			out_raw_commit(c, n);
+			c->ws.plain -= (uint32_t)n;
+			total += n;
+			continue;
+		}
+		if (c->ws.on && (c->ws.close || c->ws.pong_pending)) {
+			n = ws_out_control(c);
+			if (n == 0)
+				break;
+			total += n;
+			if (c->ws.close == WS_CLOSE_SENT)
+				break;
+			continue;
+		}
 		buf = out_space(c, &avail);
 		if (buf == NULL)
 			break;
@@ -4250,6 +4397,205 @@ derp_feed(struct derp_server *s, struct conn *c, const uint8_t *p, size_t len)
 	return off;
 }
 
+/* ================================================================= WEBSOCKET */
+
+/*
+ * DERP over WebSocket (derp-protocol.md 5.4, RFC 6455), for browser clients:
+ * the same DERP byte stream, carried in binary messages whose boundaries mean
+ * nothing.  Reading: each client frame's header (masked, as RFC 6455 requires
+ * of clients), then its payload unmasked a piece at a time into derp_feed;
+ * pings, pongs and closes are answered here.  Writing: out_space/out_commit
+ * wrap each commit in one unfragmented binary message.  Anything else is
+ * closed as derper's library closes it: a close frame with a status code
+ * (1002 protocol error, 1003 a text message, 1009 a message over 32 KiB),
+ * then the connection.  Same queues, limits and deadlines as raw DERP.
+ */
+#define WS_UNMASK_BYTES	2048	/* payload unmasked per derp_feed call */
+
+/* Our close frame goes out before anything else; input is ignored from now. */
+static void
+ws_fail(struct derp_server *s, struct conn *c, uint16_t code, const char *why)
+{
+	if (c->ws.close != WS_CLOSE_NONE)
+		return;
+	c->ws.close = WS_CLOSE_PENDING;
+	c->ws.close_code = code;
+	c->ws.close_why = why;
+	if (why != NULL)
+		conn_log(c, why);
+	mark_dirty(s, c);
+}
+
+/* A client frame's header is complete: check it as RFC 6455 5.2-5.5 and
+ * derper's library do.  0, or -1 with the connection closing. */
+static int
+ws_frame_begin(struct derp_server *s, struct conn *c)
+{
+	const uint8_t *h = c->ws.hdr;
+	uint64_t len = h[1] & 0x7f;
+	unsigned i, at = 2;
+
+	if (len == 126) {
+		len = ((uint64_t)h[2] << 8) | h[3];
+		at = 4;
+	} else if (len == 127) {
+		len = 0;
+		for (i = 0; i < 8; i++)
+			len = (len << 8) | h[2 + i];
+		at = 10;
+	}
+	memcpy(c->ws.mask, h + at, 4);
+	c->ws.op = h[0] & 0x0f;
+	c->ws.fin = (h[0] & 0x80) != 0;
+	c->ws.mpos = 0;
+	if (h[0] & 0x70) {
+		ws_fail(s, c, 1002, "websocket: reserved bits set");
+		return -1;
+	}
+	if (!(h[1] & 0x80)) {
+		ws_fail(s, c, 1002, "websocket: unmasked client frame");
+		return -1;
+	}
+	switch (c->ws.op) {
+	case WS_OP_CLOSE:
+	case WS_OP_PING:
+	case WS_OP_PONG:
+		if (!c->ws.fin || len > WS_CTL_MAX) {
+			ws_fail(s, c, 1002, "websocket: bad control frame");
+			return -1;
+		}
+		if (c->ws.op != WS_OP_PONG) {
+			/* Only the latest ping is answered (5.5.3). */
+			c->ws.pong_pending = 0;
+			c->ws.ctl_len = 0;
+		}
+		break;
+	case WS_OP_CONT:
+		if (!c->ws.in_msg) {
+			ws_fail(s, c, 1002, "websocket: continuation "
+			    "without a message");
+			return -1;
+		}
+		break;
+	case WS_OP_TEXT:
+	case WS_OP_BINARY:
+		if (c->ws.in_msg) {
+			ws_fail(s, c, 1002, "websocket: new message inside "
+			    "a fragmented one");
+			return -1;
+		}
+		if (c->ws.op == WS_OP_TEXT) {
+			ws_fail(s, c, 1003, "websocket: text message");
+			return -1;
+		}
+		c->ws.msg_len = 0;
+		break;
+	default:
+		ws_fail(s, c, 1002, "websocket: unknown opcode");
+		return -1;
+	}
+	if (c->ws.op == WS_OP_CONT || c->ws.op == WS_OP_BINARY) {
+		if (len > WS_MESSAGE_MAX - c->ws.msg_len) {
+			ws_fail(s, c, 1009, "websocket: message too big");
+			return -1;
+		}
+		c->ws.msg_len += (uint32_t)len;
+		c->ws.in_msg = !c->ws.fin;
+	}
+	c->ws.left = (uint32_t)len;
+	return 0;
+}
+
+/* A frame's payload is all read. */
+static void
+ws_frame_end(struct derp_server *s, struct conn *c)
+{
+	uint16_t code = WS_NO_STATUS;
+
+	c->ws.hdr_len = 0;
+	switch (c->ws.op) {
+	case WS_OP_PING:
+		c->ws.pong_pending = 1;
+		mark_dirty(s, c);
+		break;
+	case WS_OP_CLOSE:
+		/* Echo the client's status code (RFC 6455 5.5.1); the
+		 * stream ends here. */
+		if (c->ws.ctl_len == 1) {
+			ws_fail(s, c, 1002, "websocket: bad close frame");
+			break;
+		}
+		if (c->ws.ctl_len >= 2)
+			code = (uint16_t)(c->ws.ctl[0] << 8 | c->ws.ctl[1]);
+		ws_fail(s, c, code, NULL);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Bytes of one frame header: 2, then what its length byte says. */
+static uint8_t
+ws_header_bytes(const uint8_t *h, uint8_t have)
+{
+	if (have < 2)
+		return 2;
+	return (uint8_t)(2 + ((h[1] & 0x7f) == 126 ? 2 :
+	    (h[1] & 0x7f) == 127 ? 8 : 0) + 4);
+}
+
+/*
+ * The client's bytes on a WebSocket: frames of any size, split anywhere.
+ * Returns bytes consumed; fewer than len when the DERP layer paused, the
+ * connection waits for its verdict, or it died.
+ */
+static size_t
+ws_feed(struct derp_server *s, struct conn *c, const uint8_t *p, size_t len)
+{
+	uint8_t buf[WS_UNMASK_BYTES];
+	const uint8_t *mask = c->ws.mask;
+	size_t off = 0, k, i, used;
+
+	while (off < len && !c->dead && !c->in_paused &&
+	    c->ws.close == WS_CLOSE_NONE &&
+	    (c->state == CS_DERP_INFO || c->state == CS_DERP)) {
+		if (c->ws.hdr_len < ws_header_bytes(c->ws.hdr,
+		    c->ws.hdr_len)) {
+			c->ws.hdr[c->ws.hdr_len++] = p[off++];
+			if (c->ws.hdr_len == ws_header_bytes(c->ws.hdr,
+			    c->ws.hdr_len) && ws_frame_begin(s, c) == 0 &&
+			    c->ws.left == 0)
+				ws_frame_end(s, c);
+			continue;
+		}
+		k = c->ws.left < len - off ? c->ws.left : len - off;
+		if (c->ws.op == WS_OP_PONG) {
+			used = k;	/* nothing asked for it */
+		} else if (c->ws.op == WS_OP_BINARY || c->ws.op == WS_OP_CONT) {
+			if (k > sizeof buf)
+				k = sizeof buf;
+			for (i = 0; i < k; i++)
+				buf[i] = p[off + i] ^ mask[(c->ws.mpos + i) & 3];
+			used = derp_feed(s, c, buf, k);
+		} else {
+			for (i = 0; i < k; i++)
+				c->ws.ctl[c->ws.ctl_len + i] =
+				    p[off + i] ^ mask[(c->ws.mpos + i) & 3];
+			c->ws.ctl_len = (uint8_t)(c->ws.ctl_len + k);
+			used = k;
+		}
+		off += used;
+		c->ws.mpos += (uint32_t)used;
+		c->ws.left -= (uint32_t)used;
+		if (c->ws.left == 0)
+			ws_frame_end(s, c);
+		if (used < k)
+			break;
+	}
+	/* After our close frame the client's bytes mean nothing. */
+	return c->ws.close != WS_CLOSE_NONE ? len : off;
+}
+
 /* ====================================================================== HTTP */
 
 /*
@@ -4689,6 +5035,196 @@ http_home(struct derp_server *s, struct conn *c, const struct http_req *r)
 	http_respond(s, c, r, "200 OK", hdr, body, b.len, 0);
 }
 
+/* Is token (lower case) one of the comma-separated tokens of any header
+ * called name?  Go's headerTokens: each trimmed of spaces and tabs, compared
+ * without case.  The client's spelling of the first match in *at. */
+static int
+http_has_token(const struct http_req *r, const char *name, const char *token,
+    const char **at)
+{
+	size_t i, tl = strlen(token);
+	const char *p, *end, *e;
+
+	for (i = 0; i < r->nh; i++) {
+		if (!ascii_eq_ci(r->h[i].name, r->h[i].nlen, name))
+			continue;
+		p = r->h[i].val;
+		end = p + r->h[i].vlen;
+		while (p < end) {
+			for (e = p; e < end && *e != ','; e++)
+				;
+			while (p < e && (*p == ' ' || *p == '\t'))
+				p++;
+			while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+				e--;
+			if ((size_t)(e - p) == tl && ascii_eq_ci(p, tl, token)) {
+				if (at != NULL)
+					*at = p;
+				return 1;
+			}
+			while (p < end && *p != ',')
+				p++;
+			if (p < end)
+				p++;
+		}
+	}
+	return 0;
+}
+
+/* Sec-WebSocket-Key: base64 (padded, standard alphabet) of 16 bytes. */
+static int
+ws_key_ok(const char *k, size_t n)
+{
+	size_t i;
+
+	if (n != 24 || k[22] != '=' || k[23] != '=')
+		return 0;
+	for (i = 0; i < 22; i++)
+		if (!((k[i] >= 'A' && k[i] <= 'Z') || (k[i] >= 'a' &&
+		    k[i] <= 'z') || (k[i] >= '0' && k[i] <= '9') ||
+		    k[i] == '+' || k[i] == '/'))
+			return 0;
+	return 1;
+}
+
+/* Sec-WebSocket-Accept: base64(SHA-1(key + RFC 6455's GUID)), 28 chars. */
+static void
+ws_accept(char out[29], const char *key, size_t n)
+{
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	static const char b64[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	br_sha1_context h;
+	uint8_t d[br_sha1_SIZE + 1];
+	uint32_t v;
+	size_t i, o = 0;
+
+	br_sha1_init(&h);
+	br_sha1_update(&h, key, n);
+	br_sha1_update(&h, guid, sizeof guid - 1);
+	br_sha1_out(&h, d);
+	d[br_sha1_SIZE] = 0;
+	for (i = 0; i < br_sha1_SIZE; i += 3) {
+		v = (uint32_t)d[i] << 16 | (uint32_t)d[i + 1] << 8 |
+		    (i + 2 < br_sha1_SIZE ? d[i + 2] : 0);
+		out[o++] = b64[(v >> 18) & 63];
+		out[o++] = b64[(v >> 12) & 63];
+		out[o++] = b64[(v >> 6) & 63];
+		out[o++] = i + 2 < br_sha1_SIZE ? b64[v & 63] : '=';
+	}
+	out[o] = '\0';
+}
+
+/* A refused WebSocket handshake, as derper's library answers it. */
+static void
+ws_refuse(struct derp_server *s, struct conn *c, const struct http_req *r,
+    const char *status, const char *hdr, const char *msg)
+{
+	char body[160];
+	struct sbuf b = { body, 0, sizeof body, 0 };
+	struct sbuf h;
+	char head[256];
+
+	h.p = head;
+	h.len = 0;
+	h.cap = sizeof head;
+	h.overflow = 0;
+	sb_add(&h, hdr);
+	sb_add(&h, "Content-Type: text/plain; charset=utf-8\r\n"
+	    "X-Content-Type-Options: nosniff\r\n");
+	head[h.len < sizeof head ? h.len : sizeof head - 1] = '\0';
+	sb_add(&b, "WebSocket protocol violation: ");
+	sb_add(&b, msg);
+	sb_add(&b, "\n");
+	http_respond(s, c, r, status, head, body, b.len, RESP_CLOSE);
+}
+
+/*
+ * The RFC 6455 handshake of a /derp request that asked for websocket with
+ * "derp" somewhere in Sec-WebSocket-Protocol (derp-protocol.md 5.4): checked
+ * in the order of derper's library; the 101 queued, to go out unframed.  A
+ * client that did not name the derp token gets the 101 and then close 1008.
+ * 0 when upgraded, -1 when refused (answered).
+ */
+static int
+ws_upgrade(struct derp_server *s, struct conn *c, const struct http_req *r)
+{
+	static const char up_hdrs[] = "Connection: Upgrade\r\n"
+	    "Upgrade: websocket\r\n";
+	const struct http_hdr *key = NULL;
+	const char *proto = NULL;
+	char acc[29], buf[256];
+	struct sbuf sb = { buf, 0, sizeof buf, 0 };
+	size_t i, nkeys = 0;
+
+	if (r->minor == 0) {
+		ws_refuse(s, c, r, "426 Upgrade Required", up_hdrs,
+		    "handshake request must be at least HTTP/1.1");
+		return -1;
+	}
+	if (!http_has_token(r, "Connection", "upgrade", NULL)) {
+		ws_refuse(s, c, r, "426 Upgrade Required", up_hdrs,
+		    "Connection header does not contain Upgrade");
+		return -1;
+	}
+	if (!http_has_token(r, "Upgrade", "websocket", NULL)) {
+		ws_refuse(s, c, r, "426 Upgrade Required", up_hdrs,
+		    "Upgrade header does not contain websocket");
+		return -1;
+	}
+	if (!http_method_is(r, "GET")) {
+		ws_refuse(s, c, r, "405 Method Not Allowed", "",
+		    "handshake request method is not GET");
+		return -1;
+	}
+	key = http_header(r, "Sec-WebSocket-Version");
+	if (key == NULL || key->vlen != 2 || memcmp(key->val, "13", 2) != 0) {
+		ws_refuse(s, c, r, "400 Bad Request",
+		    "Sec-WebSocket-Version: 13\r\n",
+		    "unsupported WebSocket protocol version (only 13 is "
+		    "supported)");
+		return -1;
+	}
+	for (i = 0; i < r->nh; i++)
+		if (ascii_eq_ci(r->h[i].name, r->h[i].nlen,
+		    "Sec-WebSocket-Key")) {
+			key = &r->h[i];
+			nkeys++;
+		}
+	if (nkeys != 1 || !ws_key_ok(key->val, key->vlen)) {
+		ws_refuse(s, c, r, "400 Bad Request", "", nkeys == 0 ?
+		    "missing Sec-WebSocket-Key" : nkeys > 1 ?
+		    "multiple Sec-WebSocket-Key headers" :
+		    "invalid Sec-WebSocket-Key, must be a 16 byte base64 "
+		    "encoded string");
+		return -1;
+	}
+	ws_accept(acc, key->val, key->vlen);
+	(void)http_has_token(r, "Sec-WebSocket-Protocol", "derp", &proto);
+	sb_add(&sb, "HTTP/1.1 101 Switching Protocols\r\n"
+	    "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+	sb_add(&sb, acc);
+	sb_add(&sb, "\r\n");
+	if (proto != NULL) {	/* as the client spelled it */
+		sb_add(&sb, "Sec-WebSocket-Protocol: ");
+		sb_addn(&sb, proto, 4);
+		sb_add(&sb, "\r\n");
+	}
+	sb_add(&sb, "Upgrade: websocket\r\n\r\n");
+	if (sb.overflow || conn_append(s, c, HOLD_CTRL, &c->raw,
+	    (uint8_t *)buf, sb.len) != 0) {
+		c->dead = 1;
+		return -1;
+	}
+	c->ws.on = 1;
+	c->ws.plain = (uint32_t)sb.len;
+	/* derper insists on the exact spelling (its library matched the
+	 * token without case). */
+	if (proto == NULL || memcmp(proto, "derp", 4) != 0)
+		ws_fail(s, c, 1008, "client must speak the derp subprotocol");
+	return 0;
+}
+
 /*
  * The /derp upgrade (derp-protocol.md section 5).  Upgrade: DERP (or a bare
  * "websocket" without the derp subprotocol: very old clients said that and
@@ -4705,7 +5241,7 @@ http_derp(struct derp_server *s, struct conn *c, const struct http_req *r)
 	struct sbuf sb;
 	char buf[256];
 	size_t i;
-	int fast;
+	int fast, ws;
 
 	if (!s->cfg.derp) {
 		http_error(s, c, r, "404 Not Found", "derp server disabled", 0);
@@ -4719,25 +5255,24 @@ http_derp(struct derp_server *s, struct conn *c, const struct http_req *r)
 	} else {
 		low[0] = '\0';
 	}
+	ws = 0;
 	if (strcmp(low, "websocket") == 0 &&
 	    (h = http_header(r, "Sec-WebSocket-Protocol")) != NULL) {
 		for (i = 0; i + 4 <= h->vlen; i++)
 			if (memcmp(h->val + i, "derp", 4) == 0)
 				break;
-		if (i + 4 <= h->vlen) {
-			http_error(s, c, r, "501 Not Implemented",
-			    "DERP over WebSocket is not supported by this server yet",
-			    RESP_CLOSE);
-			return;
-		}
+		ws = i + 4 <= h->vlen;
 	}
-	if (strcmp(low, "derp") != 0 && strcmp(low, "websocket") != 0) {
+	if (ws) {
+		if (ws_upgrade(s, c, r) != 0)
+			return;
+	} else if (strcmp(low, "derp") != 0 && strcmp(low, "websocket") != 0) {
 		http_error(s, c, r, "426 Upgrade Required",
 		    "DERP requires connection upgrade", 0);
 		return;
 	}
 	h = http_header(r, "Derp-Fast-Start");
-	fast = h != NULL && h->vlen == 1 && h->val[0] == '1';
+	fast = ws || (h != NULL && h->vlen == 1 && h->val[0] == '1');
 	h = http_header(r, "Ideal-Node");
 	c->notideal = h != NULL && h->vlen > 0;
 	if (!fast) {
@@ -4756,11 +5291,13 @@ http_derp(struct derp_server *s, struct conn *c, const struct http_req *r)
 		}
 	}
 	/* derper writes 101 and ServerKey in one write; so do we (one record). */
-	if (derp_queue_server_key(s, c) != 0) {
-		c->dead = 1;
-		return;
+	if (c->ws.close == WS_CLOSE_NONE) {
+		if (derp_queue_server_key(s, c) != 0) {
+			c->dead = 1;
+			return;
+		}
+		s->st.accepts++;
 	}
-	s->st.accepts++;
 	/* derper hijacks the connection whatever the method: what follows the
 	 * head, a declared body included, is the DERP stream. */
 	c->body_left = 0;
@@ -5259,7 +5796,8 @@ conn_consume(struct derp_server *s, struct conn *c, const uint8_t *p,
 			break;
 		case CS_DERP_INFO:
 		case CS_DERP:
-			n = derp_feed(s, c, p + off, len - off);
+			n = c->ws.on ? ws_feed(s, c, p + off, len - off) :
+			    derp_feed(s, c, p + off, len - off);
 			break;
 		default:	/* CS_HTTP_DRAIN: wait for the response */
 			return off;
@@ -5276,8 +5814,14 @@ conn_consume(struct derp_server *s, struct conn *c, const uint8_t *p,
 static int
 conn_http_drained(struct derp_server *s, struct conn *c)
 {
-	if (c->state != CS_HTTP_DRAIN || c->raw.len > 0 || conn_out_pending(c))
+	if (c->ws.close == WS_CLOSE_SENT) {
+		/* What waits behind our close frame is never sent. */
+		if (conn_out_pending(c))
+			return 0;
+	} else if (c->state != CS_HTTP_DRAIN || c->raw.len > 0 ||
+	    conn_out_pending(c)) {
 		return 0;
+	}
 	if (c->close_after) {
 		if (c->tls && !c->tls_closing) {
 			c->tls_closing = 1;
