@@ -69,7 +69,7 @@
 #include "nacl.h"
 #include "cert.h"
 #include "verify.h"
-#ifndef DERP_NO_HOOKTLS
+#if !defined(DERP_NO_HOOKTLS) || !defined(DERP_NO_MESH_CLIENT)
 #include "tlsclient.h"
 #endif
 #ifndef DERP_NO_BOOTDNS
@@ -109,6 +109,7 @@
 #define FRAME_KEEP_ALIVE	0x06
 #define FRAME_NOTE_PREFERRED	0x07
 #define FRAME_PEER_GONE		0x08
+#define FRAME_PEER_PRESENT	0x09
 #define FRAME_FORWARD_PACKET	0x0a
 #define FRAME_WATCH_CONNS	0x10
 #define FRAME_CLOSE_PEER	0x11
@@ -1968,7 +1969,9 @@ struct conn {
 	uint8_t fhdr_len;
 	uint8_t ftype;
 	uint32_t flen, fgot;
-	uint8_t fsmall[KEY_BYTES];	/* SendPacket dst, Ping data, 1-byte frames */
+	uint8_t fsmall[KEY_BYTES];	/* SendPacket/ForwardPacket dst, Ping
+					 * data, ClosePeer key, 1-byte frames */
+	uint8_t fsrc[KEY_BYTES];	/* ForwardPacket src */
 	uint32_t fpkt, fpkt_cur;	/* packet under construction: first, last chunk */
 	uint32_t fpkt_chunks;		/* ... chunks in it */
 	uint32_t fpkt_lent;		/* ... chunks it may still take, accounted */
@@ -2024,6 +2027,14 @@ struct conn {
 	/* NotHere limiter: tokens scaled by 1000 (milli-tokens) */
 	int64_t nh_tokens_milli;
 	int64_t nh_last_ms;
+
+	/* A mesh peer watching our connections (derp-protocol.md 15.3) */
+	struct {
+		uint8_t on;
+		uint32_t scan;		/* the flood: next slot to announce */
+		uint64_t seq;		/* next event of the watch log */
+		int32_t next;		/* the watchers' list; -1 ends */
+	} watch;
 
 	/* WebSocket (derp-protocol.md 5.4): the DERP stream rides in binary
 	 * messages once the upgrade said websocket (WEBSOCKET) */
@@ -2116,9 +2127,19 @@ struct keyent {
 	uint8_t key[KEY_BYTES];
 	int32_t first;		/* connections with this key, via key_next */
 	int32_t active;		/* the one that gets the traffic */
-	uint32_t nconns;	/* 0: the slot is empty (so calloc makes an empty table) */
+	uint32_t nconns;	/* local connections; 0 and fwd 0: the slot is
+				 * empty (so calloc makes an empty table) */
 	uint32_t senders;	/* PeerGone records of this source key (knext) */
+	uint32_t fwd;		/* MESH: bit i, link i announced the key */
+	uint8_t fwd_via;	/* ... the link its packets go out on */
 };
+
+/* A slot of the key table in use: the key is here or on a mesh peer. */
+static int
+keyent_used(const struct keyent *e)
+{
+	return e->nconns != 0 || e->fwd != 0;
+}
 
 /* A PeerGone record (derper's sentTo): recipient slot dst has received a
  * packet from key since it connected.  When key leaves, the record moves to
@@ -2184,6 +2205,10 @@ struct stats {
 	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
 	uint64_t stun_ipv4, stun_ipv6;
 	uint64_t admit[3];		/* ADMIT_*: admission decisions */
+	uint64_t forwarded_in, forwarded_out;	/* ForwardPacket frames */
+	uint64_t dropped_unknown_dest_on_fwd[2], dropped_mesh_queue[2];
+	uint64_t watchers_behind;	/* watchers closed: log overrun */
+	uint64_t mesh_keys_refused;	/* announced keys over mesh_remote_cap */
 	uint32_t current_connections, current_home, current_notideal;
 };
 
@@ -2373,6 +2398,46 @@ struct admit_state {
 #endif
 };
 
+/* MESH: links to the region's other servers (-mesh-with), at most 32 (a
+ * key's routes are a bit mask).  The output ring takes forwarded packets. */
+#define MESH_LINKS_MAX		32
+#define MESH_OUT_BYTES		(256 * 1024)
+#define TAG_MESH0		(-500)	/* link i polls as TAG_MESH0 - i */
+enum { ML_IDLE = 0, ML_RESOLVE, ML_CONNECT, ML_HEAD, ML_TALK, ML_DERP,
+    ML_SELF };
+#ifndef DERP_NO_MESH_CLIENT
+struct mesh_link {
+	/* the -mesh-with entry */
+	char name[264];			/* host[:port]: Host header, logs */
+	char sni[256];			/* host: TLS name (or IP literal) */
+	char dial[256];			/* what to connect to */
+	int port;
+	uint8_t literal;		/* dial is an IP literal: ip */
+	uint8_t ip[16];
+	/* state */
+	uint8_t phase;			/* ML_* */
+	uint8_t self;			/* the peer is this server */
+	uint8_t said_up, dirty, fails, addr_i;
+	int fd;
+	uint32_t pidx;
+	short events;
+	int64_t retry_ms, deadline_ms, last_rx_ms, wstall_ms;
+	uint8_t server_key[KEY_BYTES];
+	/* input: the 101's head, then frames (kept whole up to
+	 * MESH_HEAD_MAX bytes, larger ones skipped) */
+	uint8_t hdr[FRAME_HEADER_BYTES];
+	uint8_t hlen, ftype;
+	uint32_t flen, blen;
+	uint8_t buf[1024];
+	/* output ring */
+	uint8_t *out;			/* [MESH_OUT_BYTES] */
+	size_t ohead, olen;
+	br_ssl_client_context cc;
+	struct tlsc_x509 xc;
+	uint8_t iobuf[BR_SSL_BUFSIZE_BIDI];
+};
+#endif
+
 /* The ACME child (CERTS): at most one at a time, for one identity. */
 struct acme_job {
 	uint8_t on;			/* letsencrypt or gcp, in TLS mode */
@@ -2455,6 +2520,26 @@ struct derp_server {
 	volatile sig_atomic_t reload;	/* SIGHUP: -rate-config, certificates */
 	int64_t accept_last_ms;
 	struct stats st;
+
+	/* MESH: what watchers are told after their flood, oldest first;
+	 * event n lives in ev[n % cap] */
+	struct watch_ev {
+		uint8_t key[KEY_BYTES];
+		uint8_t ip[16];
+		uint16_t port;
+		uint8_t flags;		/* PEER_PRESENT_*; 0: PeerGone */
+	} *wlog;
+	uint32_t wlog_cap;
+	uint64_t wlog_head;		/* events ever logged */
+	int32_t watch_first;		/* watching connections */
+	uint32_t nwatchers;
+	uint32_t mesh_nremote;		/* key-table entries of peers' keys only */
+	uint32_t mesh_remote_cap;	/* ... at most */
+#ifndef DERP_NO_MESH_CLIENT
+	struct mesh_link *links;	/* [nlinks] */
+	struct tlsc_anchors mesh_anchors;
+#endif
+	uint8_t nlinks, links_dirty;
 };
 
 static void
@@ -3303,6 +3388,14 @@ conn_out_pending(const struct conn *c)
 }
 
 static void out_peer_gone(struct derp_server *s, struct conn *c, uint8_t *buf);
+static int watch_pending(const struct derp_server *s, const struct conn *c);
+static size_t watch_out(struct derp_server *s, struct conn *c, uint8_t *buf,
+    size_t avail);
+static void watch_note(struct derp_server *s, const struct conn *c,
+    int present);
+static void watch_start(struct derp_server *s, struct conn *c);
+static void watch_stop(struct derp_server *s, struct conn *c);
+static void mesh_close_peer(struct derp_server *s, struct conn *c);
 
 /* Fill the output buffer from what waits.  Returns bytes added. */
 static size_t
@@ -3379,6 +3472,14 @@ conn_fill(struct derp_server *s, struct conn *c)
 			out_commit(c, FRAME_HEADER_BYTES);
 			total += FRAME_HEADER_BYTES;
 			c->keepalive_pending = 0;
+			continue;
+		}
+		if (watch_pending(s, c)) {	/* a mesh peer watching */
+			n = watch_out(s, c, buf, avail);
+			if (n == 0)
+				break;
+			out_commit(c, n);
+			total += n;
 			continue;
 		}
 		/* Disco first: it is small and decides whether paths work. */
@@ -3463,7 +3564,7 @@ keytab_slot(const struct derp_server *s, const uint8_t key[KEY_BYTES])
 {
 	uint32_t i = key_hash(s, key) & s->keytab_mask;
 
-	while (s->keytab[i].nconns != 0 &&
+	while (keyent_used(&s->keytab[i]) &&
 	    memcmp(s->keytab[i].key, key, KEY_BYTES) != 0)
 		i = (i + 1) & s->keytab_mask;
 	return i;
@@ -3474,7 +3575,7 @@ keytab_find(struct derp_server *s, const uint8_t key[KEY_BYTES])
 {
 	struct keyent *e = &s->keytab[keytab_slot(s, key)];
 
-	return e->nconns != 0 ? e : NULL;
+	return keyent_used(e) ? e : NULL;
 }
 
 static void
@@ -3484,9 +3585,10 @@ keytab_delete(struct derp_server *s, uint32_t i)
 
 	for (;;) {
 		s->keytab[i].nconns = 0;
+		s->keytab[i].fwd = 0;
 		for (;;) {
 			j = (j + 1) & s->keytab_mask;
-			if (s->keytab[j].nconns == 0)
+			if (!keyent_used(&s->keytab[j]))
 				return;
 			home = key_hash(s, s->keytab[j].key) & s->keytab_mask;
 			/* Move j back to i unless its home lies cyclically in (i, j]. */
@@ -3531,12 +3633,17 @@ route_register(struct derp_server *s, struct conn *c)
 	struct keyent *e = &s->keytab[i];
 	int32_t idx = (int32_t)(c - s->conns);
 
-	if (e->nconns == 0) {
+	if (!keyent_used(e)) {
 		memcpy(e->key, c->key, KEY_BYTES);
 		e->nconns = 0;
+		e->fwd = 0;
 		e->senders = NIL;
-		c->key_next = -1;
 		s->nkeys++;
+	} else if (e->nconns == 0) {
+		s->mesh_nremote--;	/* was a peer's key only */
+	}
+	if (e->nconns == 0) {
+		c->key_next = -1;
 	} else {
 		c->key_next = e->first;
 		s->st.total_dup_client_conns++;
@@ -3548,6 +3655,7 @@ route_register(struct derp_server *s, struct conn *c)
 	s->st.current_connections++;
 	if (e->nconns > 1)
 		route_mark_dups(s, e);
+	watch_note(s, c, 1);
 }
 
 /*
@@ -3708,27 +3816,31 @@ out_peer_gone(struct derp_server *s, struct conn *c, uint8_t *buf)
 	snd_release(s, e);
 }
 
-/* d received a packet from c: remember it (derper's sentTo). */
+/* d received a packet from key src (connection c, or NULL for a forwarded
+ * one): remember it (derper's sentTo). */
 static void
-senders_note(struct derp_server *s, struct conn *d, struct conn *c)
+senders_note(struct derp_server *s, struct conn *d, const uint8_t *src,
+    struct conn *c)
 {
 	uint32_t e = d->snd.last, dst = (uint32_t)(d - s->conns);
 	struct keyent *ke;
 	struct sender *x;
 
-	if (e != NIL && memcmp(s->snd[e].key, c->key, KEY_BYTES) == 0)
+	if (e != NIL && memcmp(s->snd[e].key, src, KEY_BYTES) == 0)
 		return;		/* same source as last time: the common case */
-	e = snd_find(s, dst, c->key);
+	e = snd_find(s, dst, src);
 	if (e == NIL) {
-		ke = keytab_find(s, c->key);
+		/* A forwarded packet's source not announced (any more)
+		 * cannot leave later: nothing to record. */
+		ke = keytab_find(s, src);
 		if (ke == NULL || (e = snd_alloc(s, d, c)) == NIL) {
 			s->st.peer_gone_untracked++;
 			return;
 		}
 		x = &s->snd[e];
-		memcpy(x->key, c->key, KEY_BYTES);
-		x->hnext = s->snd_hash[snd_bucket(s, dst, c->key)];
-		s->snd_hash[snd_bucket(s, dst, c->key)] = e;
+		memcpy(x->key, src, KEY_BYTES);
+		x->hnext = s->snd_hash[snd_bucket(s, dst, src)];
+		s->snd_hash[snd_bucket(s, dst, src)] = e;
 		x->dnext = d->snd.live;
 		if (x->dnext != NIL)
 			s->snd[x->dnext].dprev = e;
@@ -3784,7 +3896,9 @@ static void
 snd_source_closed(struct derp_server *s, struct keyent *ke, uint32_t head,
     struct conn *c)
 {
-	uint32_t e, next, me = (uint32_t)(c - s->conns) + 1;
+	/* c NULL: a peer's key left (MESH); no connection paid for these */
+	uint32_t e, next, me = c != NULL ? (uint32_t)(c - s->conns) + 1 :
+	    UINT32_MAX;
 	struct sender *x;
 
 	for (e = head; e != NIL; e = next) {
@@ -3869,13 +3983,21 @@ route_unregister(struct derp_server *s, struct conn *c)
 		}
 	e->nconns--;
 	s->st.current_connections--;
-	if (e->nconns == 0) {
-		/* The key has left: PeerGone(Disconnected) to everyone who
-		 * received from it since connecting. */
+	if (e->nconns == 0)
+		watch_note(s, c, 0);
+	if (e->nconns == 0 && e->fwd == 0) {
+		/* The key has left the region: PeerGone(Disconnected) to
+		 * everyone who received from it since connecting. */
 		senders = e->senders;
 		keytab_delete(s, i);
 		s->nkeys--;
 		snd_source_closed(s, NULL, senders, c);
+		return;
+	}
+	if (e->nconns == 0) {	/* still on a mesh peer */
+		e->first = e->active = -1;
+		s->mesh_nremote++;
+		snd_source_closed(s, e, e->senders, c);
 		return;
 	}
 	snd_source_closed(s, e, e->senders, c);
@@ -3907,12 +4029,51 @@ nothere_allow(struct derp_server *s, struct conn *c)
 	return 1;
 }
 
-/* A complete SendPacket from c, held in the chain c->fpkt, to c->fsmall. */
+/* Bytes of a packet frame before the packet: dst, or src and dst. */
+static uint32_t
+frame_pkt_prefix(const struct conn *c)
+{
+	return c->ftype == FRAME_FORWARD_PACKET ? 2 * KEY_BYTES : KEY_BYTES;
+}
+
+/* The source key of the packet frame being read. */
+static const uint8_t *
+frame_src(const struct conn *c)
+{
+	return c->ftype == FRAME_FORWARD_PACKET ? c->fsrc : c->key;
+}
+
+/* A packet was taken in: SendPacket counts as received, ForwardPacket as
+ * forwarded in (derper-compat.md 11). */
+static void
+route_count_in(struct derp_server *s, const struct conn *c, int kind,
+    uint32_t plen)
+{
+	if (c->ftype == FRAME_FORWARD_PACKET) {
+		s->st.forwarded_in++;
+		return;
+	}
+	s->st.packets_received++;
+	s->st.bytes_received += plen;
+	s->st.received_kind[kind]++;
+}
+
+static void mesh_forward(struct derp_server *s, struct keyent *e,
+    const uint8_t *src, uint32_t first, uint32_t plen, int kind);
+
+/*
+ * A complete SendPacket (or a mesh peer's ForwardPacket) from c, held in the
+ * chain c->fpkt, to c->fsmall (derp-protocol.md 10.2, 10.3): to the key's
+ * active local connection; else, for a SendPacket, to the mesh peer that
+ * announced the key; else dropped.  A forwarded packet is never forwarded
+ * again, so there are no loops.
+ */
 static void
 route_packet(struct derp_server *s, struct conn *c)
 {
-	uint32_t first = c->fpkt, plen = c->flen - KEY_BYTES;
+	uint32_t first = c->fpkt, plen = c->flen - frame_pkt_prefix(c);
 	int kind = pkt_is_disco(&s->pool, first, plen) ? Q_DISCO : Q_OTHER;
+	int fwd = c->ftype == FRAME_FORWARD_PACKET;
 	struct keyent *e;
 	struct conn *d;
 
@@ -3922,14 +4083,19 @@ route_packet(struct derp_server *s, struct conn *c)
 	hold_give(s, c, HOLD_IN, c->fpkt_chunks);
 	c->fpkt = c->fpkt_cur = NIL;
 	c->fpkt_chunks = 0;
-	s->st.packets_received++;
-	s->st.bytes_received += plen;
-	s->st.received_kind[kind]++;
+	route_count_in(s, c, kind, plen);
+	if (e != NULL && e->nconns == 0 && !fwd) {
+		mesh_forward(s, e, c->key, first, plen, kind);
+		return;
+	}
 	/* A key with connections always has an active one (route_register,
 	 * route_unregister), so derper's dup_client drop cannot happen here. */
-	if (e == NULL) {
+	if (e == NULL || e->nconns == 0) {
 		pool_give_chain(&s->pool, first);
-		s->st.dropped_unknown_dest[kind]++;
+		if (fwd)
+			s->st.dropped_unknown_dest_on_fwd[kind]++;
+		else
+			s->st.dropped_unknown_dest[kind]++;
 		/* Tell the sender the peer is not here, so it stops using this
 		 * region for it (derper does this for disco only, rate-limited). */
 		if (kind == Q_DISCO && nothere_allow(s, c))
@@ -3940,7 +4106,7 @@ route_packet(struct derp_server *s, struct conn *c)
 	if (d->q[kind].count >= s->cfg.queue_depth)
 		conn_queue_drop_head(s, d, kind, s->st.dropped_queue_head);
 	conn_queue_push(s, d, kind, first);
-	senders_note(s, d, c);
+	senders_note(s, d, frame_src(c), fwd ? NULL : c);
 	mark_dirty(s, d);
 }
 
@@ -3961,7 +4127,7 @@ route_direct(struct derp_server *s, struct conn *c, const uint8_t *pkt,
 	size_t avail;
 	int kind;
 
-	if (e == NULL)
+	if (e == NULL || e->nconns == 0)
 		return 0;
 	d = &s->conns[e->active];
 	if (d->state != CS_DERP || d->dead || d->out_pkt != NIL ||
@@ -3972,18 +4138,17 @@ route_direct(struct derp_server *s, struct conn *c, const uint8_t *pkt,
 	if (buf == NULL || avail < RECV_PREFIX_BYTES + plen)
 		return 0;
 	frame_put_header(buf, FRAME_RECV_PACKET, (uint32_t)(KEY_BYTES + plen));
-	memcpy(buf + FRAME_HEADER_BYTES, c->key, KEY_BYTES);
+	memcpy(buf + FRAME_HEADER_BYTES, frame_src(c), KEY_BYTES);
 	memcpy(buf + RECV_PREFIX_BYTES, pkt, plen);
 	out_commit(d, RECV_PREFIX_BYTES + plen);
 	d->out_unflushed = d->tls;	/* plain output has no record to close */
 	kind = plen >= DISCO_MIN_BYTES && memcmp(pkt, disco_magic, 6) == 0 ?
 	    Q_DISCO : Q_OTHER;
-	s->st.packets_received++;
-	s->st.bytes_received += plen;
-	s->st.received_kind[kind]++;
+	route_count_in(s, c, kind, (uint32_t)plen);
 	s->st.packets_sent++;
 	s->st.bytes_sent += plen;
-	senders_note(s, d, c);
+	senders_note(s, d, frame_src(c), c->ftype == FRAME_FORWARD_PACKET ?
+	    NULL : c);
 	mark_dirty(s, d);
 	c->routed = 1;
 	return 1;
@@ -4189,12 +4354,19 @@ frame_begin(struct derp_server *s, struct conn *c)
 	case FRAME_WATCH_CONNS:
 	case FRAME_CLOSE_PEER:
 		/* Mesh frames need the mesh key in ClientInfo; derper closes
-		 * any other client that sends one.  A mesh peer's are not
-		 * served yet either (no watchers or forwarding). */
-		conn_fail(c, c->mesh ? "mesh frames are not served by this "
-		    "relay yet" : "mesh frame from a client without the mesh "
-		    "key");
-		return -1;
+		 * any other client that sends one, before its payload. */
+		if (!c->mesh) {
+			conn_fail(c, "mesh frame from a client without the "
+			    "mesh key");
+			return -1;
+		}
+		if (c->ftype == FRAME_FORWARD_PACKET ? c->flen < 2 * KEY_BYTES ||
+		    c->flen - 2 * KEY_BYTES > MAX_PACKET_BYTES :
+		    c->flen != (c->ftype == FRAME_CLOSE_PEER ? KEY_BYTES : 0)) {
+			conn_fail(c, "mesh frame has a bad length");
+			return -1;
+		}
+		return 0;
 	default:
 		return 0;	/* skipped: Pong, KeepAlive, unknown types */
 	}
@@ -4226,7 +4398,7 @@ frame_packet_chunk(struct derp_server *s, struct conn *c)
 		need = 1;
 		if (c->hold[HOLD_IN] + 1 > CHUNKS_IN)	/* the budget is full */
 			need = chunks_for(RECV_PREFIX_BYTES + (size_t)(c->flen -
-			    KEY_BYTES)) - c->fpkt_chunks;
+			    frame_pkt_prefix(c))) - c->fpkt_chunks;
 		if (hold_take(s, c, HOLD_IN, need) != 0)
 			return -1;
 		c->fpkt_lent = need - 1;
@@ -4235,8 +4407,9 @@ frame_packet_chunk(struct derp_server *s, struct conn *c)
 	c->fpkt_chunks++;
 	if (c->fpkt == NIL) {
 		ch = &s->pool.chunks[i];
-		frame_put_header(ch->data, FRAME_RECV_PACKET, c->flen);
-		memcpy(ch->data + FRAME_HEADER_BYTES, c->key, KEY_BYTES);
+		frame_put_header(ch->data, FRAME_RECV_PACKET, c->flen -
+		    frame_pkt_prefix(c) + KEY_BYTES);
+		memcpy(ch->data + FRAME_HEADER_BYTES, frame_src(c), KEY_BYTES);
 		ch->len = RECV_PREFIX_BYTES;
 		c->fpkt = i;
 	} else {
@@ -4252,6 +4425,7 @@ static size_t
 frame_payload(struct derp_server *s, struct conn *c, const uint8_t *p, size_t n)
 {
 	size_t taken = 0, k;
+	uint32_t pre, at;
 	struct chunk *ch;
 
 	switch (c->ftype) {
@@ -4259,14 +4433,26 @@ frame_payload(struct derp_server *s, struct conn *c, const uint8_t *p, size_t n)
 		if (c->state != CS_DERP_INFO)
 			return n;	/* a second ClientInfo is skipped */
 		return conn_append(s, c, HOLD_IN, &c->info, p, n) == 0 ? n : 0;
+	case FRAME_FORWARD_PACKET:	/* src, then as SendPacket */
+		if (c->ftype == FRAME_FORWARD_PACKET && c->fgot < KEY_BYTES) {
+			taken = KEY_BYTES - c->fgot;
+			if (taken > n)
+				taken = n;
+			memcpy(c->fsrc + c->fgot, p, taken);
+			if (taken == n)
+				return taken;
+		}
+		/* FALLTHROUGH */
 	case FRAME_SEND_PACKET:
-		if (c->fgot < KEY_BYTES) {
-			k = KEY_BYTES - c->fgot;
-			if (k > n)
-				k = n;
-			memcpy(c->fsmall + c->fgot, p, k);
-			taken = k;
-			if (c->fgot + k < KEY_BYTES)
+		pre = frame_pkt_prefix(c);
+		if (c->fgot + taken < pre) {
+			at = c->fgot + (uint32_t)taken - (pre - KEY_BYTES);
+			k = KEY_BYTES - at;
+			if (k > n - taken)
+				k = n - taken;
+			memcpy(c->fsmall + at, p + taken, k);
+			taken += k;
+			if (c->fgot + taken < pre)
 				return taken;
 			/* The whole packet is here: try the direct path. */
 			if (c->fgot + n == c->flen &&
@@ -4301,6 +4487,9 @@ frame_payload(struct derp_server *s, struct conn *c, const uint8_t *p, size_t n)
 	case FRAME_NOTE_PREFERRED:
 		c->fsmall[0] = p[0];
 		return n;
+	case FRAME_CLOSE_PEER:
+		memcpy(c->fsmall + c->fgot, p, n);	/* n <= 32 - fgot */
+		return n;
 	default:
 		return n;
 	}
@@ -4315,6 +4504,7 @@ frame_end(struct derp_server *s, struct conn *c)
 			derp_client_info(s, c);
 		break;
 	case FRAME_SEND_PACKET:
+	case FRAME_FORWARD_PACKET:
 		if (c->routed) {
 			c->routed = 0;
 			break;
@@ -4337,6 +4527,12 @@ frame_end(struct derp_server *s, struct conn *c)
 			memcpy(c->pong, c->fsmall, PING_MIN_BYTES);
 			mark_dirty(s, c);
 		}
+		break;
+	case FRAME_WATCH_CONNS:
+		watch_start(s, c);
+		break;
+	case FRAME_CLOSE_PEER:
+		mesh_close_peer(s, c);
 		break;
 	case FRAME_NOTE_PREFERRED:
 		if ((c->fsmall[0] != 0) != c->preferred) {
@@ -6093,6 +6289,10 @@ poller_moved(struct derp_server *s, int32_t tag, uint32_t pidx)
 		s->conns[tag].pidx = pidx;
 	else if (tag <= TAG_CHECK0)
 		s->admit.checks[TAG_CHECK0 - tag].pidx = pidx;
+#ifndef DERP_NO_MESH_CLIENT
+	else if (tag <= TAG_MESH0)
+		s->links[TAG_MESH0 - tag].pidx = pidx;
+#endif
 }
 
 static void admit_forget(struct derp_server *s, struct conn *c);
@@ -6112,6 +6312,7 @@ conn_close(struct derp_server *s, struct conn *c)
 	if (c->state == CS_DERP_VERIFY)
 		admit_forget(s, c);
 	if (c->state == CS_DERP) {
+		watch_stop(s, c);
 		route_unregister(s, c);
 		if (c->preferred)
 			s->st.current_home--;
@@ -8884,6 +9085,1007 @@ admit_stop(struct derp_server *s)
 #endif
 }
 
+/* ====================================================================== MESH */
+
+/*
+ * A region of relays (derp-protocol.md 15): every server of the region
+ * dials every other (-mesh-with) as a DERP client with the region's mesh
+ * key and sends WatchConns; the dialled server tells it, as PeerPresent and
+ * PeerGone, which keys connect and leave there.  A packet for a key that is
+ * not here but was announced on one of our links goes out on that link as
+ * ForwardPacket, one hop: the receiving server delivers it locally only.
+ *
+ * Server side (any mesh-key client): watchers get a flood of every
+ * registered connection, then the changes from a log of fixed size that
+ * every watcher reads at its own pace (watch_note, watch_out): one that
+ * falls a whole log behind is closed, and comes back for a fresh flood, so
+ * a slow watcher costs nothing but itself.  ForwardPacket and ClosePeer are
+ * read in DERP (frame_begin).
+ *
+ * Client side (MESH_CLIENT): one struct mesh_link per -mesh-with entry, a
+ * state machine on the relay's loop like admission's checks: the name
+ * looked up by the resolver child (never getaddrinfo here), a non-blocking
+ * connect, BearSSL as a client (the system's roots, -mesh-ca-file, or a
+ * per-entry sha256-raw: pin), the /derp upgrade, ClientInfo sealed with
+ * this server's own key, WatchConns; then announced keys become forwarders
+ * in the key table (struct keyent's fwd bits).  Forwarded packets are copied
+ * into the link's fixed output ring, or dropped when it is full or down:
+ * never a wait, never growth.  A link that breaks forgets its keys and
+ * dials again after 5 s, doubling to 30 s while it keeps failing, with a
+ * quarter of jitter either way.
+ */
+#define PEER_PRESENT_BYTES	(KEY_BYTES + 16 + 2 + 1)	/* 51 */
+#define WATCH_LOG_MIN		1024	/* events, beside one per slot */
+
+/* PeerPresent's flags byte (derp-protocol.md 8). */
+static uint8_t
+peer_flags(const struct conn *d)
+{
+	uint8_t f = 0;
+
+	if (d->mesh)
+		f |= 0x02;
+	if (d->is_prober)
+		f |= 0x04;
+	if (d->notideal)
+		f |= 0x08;
+	return f != 0 ? f : 0x01;
+}
+
+/* Connection c registered (present), or its key's last local connection
+ * left: one event for every watcher. */
+static void
+watch_note(struct derp_server *s, const struct conn *c, int present)
+{
+	struct watch_ev *ev;
+	int32_t w;
+
+	if (s->nwatchers == 0)
+		return;
+	ev = &s->wlog[s->wlog_head % s->wlog_cap];
+	memcpy(ev->key, c->key, KEY_BYTES);
+	memcpy(ev->ip, c->peer_ip, 16);
+	ev->port = c->peer_port;
+	ev->flags = present ? peer_flags(c) : 0;
+	s->wlog_head++;
+	for (w = s->watch_first; w >= 0; w = s->conns[w].watch.next)
+		mark_dirty(s, &s->conns[w]);
+}
+
+/* WatchConns from mesh peer c: the flood, then the log from now on.  A
+ * second WatchConns starts over, as derper floods again. */
+static void
+watch_start(struct derp_server *s, struct conn *c)
+{
+	if (memcmp(c->key, s->pub, KEY_BYTES) == 0)
+		return;		/* this server dialled itself */
+	if (!c->watch.on) {
+		c->watch.on = 1;
+		c->watch.next = s->watch_first;
+		s->watch_first = (int32_t)(c - s->conns);
+		s->nwatchers++;
+	}
+	c->watch.scan = 0;
+	c->watch.seq = s->wlog_head;
+	mark_dirty(s, c);
+}
+
+static void
+watch_stop(struct derp_server *s, struct conn *c)
+{
+	int32_t *pp, me = (int32_t)(c - s->conns);
+
+	if (!c->watch.on)
+		return;
+	for (pp = &s->watch_first; *pp >= 0; pp = &s->conns[*pp].watch.next)
+		if (*pp == me) {
+			*pp = c->watch.next;
+			break;
+		}
+	c->watch.on = 0;
+	s->nwatchers--;
+}
+
+static int
+watch_pending(const struct derp_server *s, const struct conn *c)
+{
+	return c->watch.on && (c->watch.scan < s->fresh ||
+	    c->watch.seq != s->wlog_head);
+}
+
+/* PeerPresent (flags != 0) or PeerGone(Disconnected) into buf. */
+static size_t
+watch_put(uint8_t *buf, const uint8_t key[KEY_BYTES], const uint8_t ip[16],
+    uint16_t port, uint8_t flags)
+{
+	uint8_t *p = buf + FRAME_HEADER_BYTES;
+
+	memcpy(p, key, KEY_BYTES);
+	if (flags == 0) {
+		frame_put_header(buf, FRAME_PEER_GONE, PEERGONE_BYTES);
+		p[KEY_BYTES] = PEER_GONE_DISCONNECTED;
+		return FRAME_HEADER_BYTES + PEERGONE_BYTES;
+	}
+	frame_put_header(buf, FRAME_PEER_PRESENT, PEER_PRESENT_BYTES);
+	memcpy(p + KEY_BYTES, ip, 16);
+	p[KEY_BYTES + 16] = (uint8_t)(port >> 8);
+	p[KEY_BYTES + 17] = (uint8_t)port;
+	p[KEY_BYTES + 18] = flags;
+	return FRAME_HEADER_BYTES + PEER_PRESENT_BYTES;
+}
+
+/* Watcher c's next frame, if it fits avail: bytes written, or 0. */
+static size_t
+watch_out(struct derp_server *s, struct conn *c, uint8_t *buf, size_t avail)
+{
+	const struct watch_ev *ev;
+	const struct conn *d;
+
+	if (avail < FRAME_HEADER_BYTES + PEER_PRESENT_BYTES)
+		return 0;
+	/* Every registered connection, duplicates too: a key whose active
+	 * connection changes during the flood is then still announced. */
+	while (c->watch.scan < s->fresh) {
+		d = &s->conns[c->watch.scan++];
+		if (d->state == CS_DERP)
+			return watch_put(buf, d->key, d->peer_ip, d->peer_port,
+			    peer_flags(d));
+	}
+	if (c->watch.seq == s->wlog_head)
+		return 0;
+	if (s->wlog_head - c->watch.seq > s->wlog_cap) {
+		s->st.watchers_behind++;
+		conn_fail(c, "mesh watcher fell a whole log behind");
+		return 0;
+	}
+	ev = &s->wlog[c->watch.seq++ % s->wlog_cap];
+	return watch_put(buf, ev->key, ev->ip, ev->port, ev->flags);
+}
+
+/* ClosePeer from mesh peer c: close (no frame) every local connection of
+ * the key in c->fsmall (derp-protocol.md 15.6). */
+static void
+mesh_close_peer(struct derp_server *s, struct conn *c)
+{
+	struct keyent *e = keytab_find(s, c->fsmall);
+	struct conn *d;
+	int32_t i;
+	char k[8];
+
+	if (e == NULL || e->nconns == 0) {
+		key_short(k, c->fsmall);
+		logf("mesh: ClosePeer for %s, which is not here", k);
+		return;
+	}
+	for (i = e->first; i >= 0; i = d->key_next) {
+		d = &s->conns[i];
+		if (!d->dead)
+			conn_log(d, "closed by a mesh peer's ClosePeer");
+		d->dead = 1;
+		mark_dirty(s, d);
+	}
+}
+
+/* Bit li of key-table slot i goes (its link dropped the key).  The last
+ * route of a key that has no local connection takes it out of the region:
+ * PeerGone(Disconnected) to whoever received from it (10.5). */
+static void
+mesh_unannounce(struct derp_server *s, uint32_t i, uint8_t li)
+{
+	struct keyent *e = &s->keytab[i];
+	uint32_t senders;
+	uint8_t b;
+
+	e->fwd &= ~((uint32_t)1 << li);
+	if (e->fwd != 0) {
+		/* Derper takes the oldest route left; the lowest link
+		 * holding the key is as good a route. */
+		if (e->fwd_via == li)
+			for (b = 0; b < 32; b++)
+				if (e->fwd & ((uint32_t)1 << b)) {
+					e->fwd_via = b;
+					break;
+				}
+		return;
+	}
+	if (e->nconns > 0)
+		return;
+	senders = e->senders;
+	keytab_delete(s, i);
+	s->nkeys--;
+	s->mesh_nremote--;
+	snd_source_closed(s, NULL, senders, NULL);
+}
+
+/* Link li announced key (PeerPresent): it becomes a route, kept beside any
+ * other link's (the first stays in use) and behind a local connection. */
+static void
+mesh_announce(struct derp_server *s, uint8_t li, const uint8_t key[KEY_BYTES])
+{
+	uint32_t i = keytab_slot(s, key);
+	struct keyent *e = &s->keytab[i];
+
+	if (!keyent_used(e)) {
+		/* Keys only a peer has: at most mesh_remote_cap, so the table
+		 * stays within what it was sized for. */
+		if (s->mesh_nremote >= s->mesh_remote_cap) {
+			s->st.mesh_keys_refused++;
+			return;
+		}
+		memcpy(e->key, key, KEY_BYTES);
+		e->nconns = 0;
+		e->first = e->active = -1;
+		e->senders = NIL;
+		e->fwd = 0;
+		s->nkeys++;
+		s->mesh_nremote++;
+	}
+	if (e->fwd == 0)
+		e->fwd_via = li;
+	e->fwd |= (uint32_t)1 << li;
+}
+
+#ifndef DERP_NO_MESH_CLIENT
+#define MESH_RETRY_MS		5000	/* derper's; then doubling ... */
+#define MESH_RETRY_MAX_MS	30000	/* ... up to this */
+#define MESH_CONNECT_MS		10000	/* dial to ServerKey: derper's budget */
+#define MESH_IDLE_MS		120000	/* silence that ends a link (a server
+					 * sends KeepAlive every 60 s) */
+#define MESH_WRITE_MS		5000	/* derper's write deadline on a link */
+#define MESH_HEAD_MAX		1024	/* the 101's head; frames kept whole */
+#define MESH_READS_PER_ROUND	16
+
+/* The bytes queued on link l's output ring. */
+static size_t
+mesh_out_free(const struct mesh_link *l)
+{
+	return MESH_OUT_BYTES - l->olen;
+}
+
+static void
+mesh_out_put(struct mesh_link *l, const uint8_t *p, size_t n)
+{
+	size_t at = (l->ohead + l->olen) % MESH_OUT_BYTES, k;
+
+	k = MESH_OUT_BYTES - at < n ? MESH_OUT_BYTES - at : n;
+	memcpy(l->out + at, p, k);
+	memcpy(l->out, p + k, n - k);
+	l->olen += n;
+}
+
+/* A SendPacket for key e, only on a peer: ForwardPacket on e's link, or
+ * dropped (link down, ring full).  The chain is given back either way. */
+static void
+mesh_forward(struct derp_server *s, struct keyent *e, const uint8_t *src,
+    uint32_t first, uint32_t plen, int kind)
+{
+	struct mesh_link *l = &s->links[e->fwd_via];
+	uint8_t hdr[FRAME_HEADER_BYTES + 2 * KEY_BYTES];
+	const struct chunk *ch;
+	uint32_t i, off = RECV_PREFIX_BYTES;
+
+	if (l->phase != ML_DERP ||
+	    mesh_out_free(l) < sizeof hdr + (size_t)plen) {
+		s->st.dropped_mesh_queue[kind]++;
+		pool_give_chain(&s->pool, first);
+		return;
+	}
+	frame_put_header(hdr, FRAME_FORWARD_PACKET, 2 * KEY_BYTES + plen);
+	memcpy(hdr + FRAME_HEADER_BYTES, src, KEY_BYTES);
+	memcpy(hdr + FRAME_HEADER_BYTES + KEY_BYTES, e->key, KEY_BYTES);
+	mesh_out_put(l, hdr, sizeof hdr);
+	for (i = first; i != NIL; i = ch->next, off = 0) {
+		ch = &s->pool.chunks[i];
+		mesh_out_put(l, ch->data + off, ch->len - off);
+	}
+	pool_give_chain(&s->pool, first);
+	s->st.forwarded_out++;
+	l->dirty = 1;
+	s->links_dirty = 1;
+}
+
+/* Link l is down: its keys are forgotten, it dials again later. */
+static void
+mesh_link_down(struct derp_server *s, struct mesh_link *l, const char *why)
+{
+	uint8_t li = (uint8_t)(l - s->links);
+	uint32_t i, bit = (uint32_t)1 << li, pass, gone;
+	int32_t moved;
+	int64_t wait;
+
+	if (l->fd >= 0) {
+		moved = poller_del(&s->pl, l->fd, l->pidx);
+		poller_moved(s, moved, l->pidx);
+		close(l->fd);
+		l->fd = -1;
+	}
+	if (l->self) {
+		logf("mesh: %s is this server: skipped", l->name);
+		l->phase = ML_SELF;
+		return;
+	}
+	if (l->phase == ML_DERP || l->phase == ML_TALK)
+		logf("mesh: %s: %s", l->name, why);
+	else if (l->fails == 0)
+		logf("mesh: cannot reach %s: %s", l->name, why);
+	/* Backward-shift deletion can move a later slot onto the one just
+	 * emptied: look at a slot again after a deletion, and make passes
+	 * until one finds nothing. */
+	for (pass = 0; pass < 4; pass++) {
+		gone = 0;
+		for (i = 0; i <= s->keytab_mask; i++)
+			while (keyent_used(&s->keytab[i]) &&
+			    (s->keytab[i].fwd & bit)) {
+				mesh_unannounce(s, i, li);
+				gone++;
+			}
+		if (gone == 0)
+			break;
+	}
+	l->phase = ML_IDLE;
+	l->olen = l->ohead = 0;
+	wait = MESH_RETRY_MS << (l->fails < 3 ? l->fails : 3);
+	if (wait > MESH_RETRY_MAX_MS)
+		wait = MESH_RETRY_MAX_MS;
+	wait += (int64_t)(rng_u32(&s->rng) % (uint32_t)(wait / 2)) - wait / 4;
+	l->retry_ms = s->now + wait;
+	if (l->fails < 255)
+		l->fails++;
+}
+
+/* ServerKey came: ClientInfo (the mesh key, sealed with this server's own
+ * key, derp-protocol.md 15.4) and WatchConns go out. */
+static void
+mesh_hello(struct derp_server *s, struct mesh_link *l)
+{
+	char json[128];
+	uint8_t f[FRAME_HEADER_BYTES + KEY_BYTES + NACL_NONCE_BYTES +
+	    NACL_TAG_BYTES + sizeof json];
+	uint8_t *p = f + FRAME_HEADER_BYTES;
+	size_t jlen;
+
+	memcpy(json, "{\"meshKey\":\"", 12);
+	hex_encode(json + 12, s->mesh_key, KEY_BYTES);
+	memcpy(json + 12 + 2 * KEY_BYTES, "\",\"version\":2}", 15);
+	jlen = strlen(json);
+	frame_put_header(f, FRAME_CLIENT_INFO, (uint32_t)(KEY_BYTES +
+	    NACL_NONCE_BYTES + NACL_TAG_BYTES + jlen));
+	memcpy(p, s->pub, KEY_BYTES);
+	rng_bytes(&s->rng, p + KEY_BYTES, NACL_NONCE_BYTES);
+	nacl_box_seal(p + KEY_BYTES + NACL_NONCE_BYTES, (const uint8_t *)json,
+	    jlen, p + KEY_BYTES, l->server_key, s->priv);
+	mesh_out_put(l, f, FRAME_HEADER_BYTES + KEY_BYTES + NACL_NONCE_BYTES +
+	    NACL_TAG_BYTES + jlen);
+	frame_put_header(f, FRAME_WATCH_CONNS, 0);
+	mesh_out_put(l, f, FRAME_HEADER_BYTES);
+}
+
+/* A whole frame from the peer (one of at most MESH_HEAD_MAX bytes; larger
+ * ones were skipped).  0, or -1 with *why. */
+static int
+mesh_frame(struct derp_server *s, struct mesh_link *l, const char **why)
+{
+	uint8_t li = (uint8_t)(l - s->links);
+	struct keyent *e;
+
+	if (l->phase == ML_TALK) {	/* the first frame: ServerKey */
+		if (l->ftype != FRAME_SERVER_KEY || l->flen < 8 + KEY_BYTES ||
+		    l->flen > MESH_HEAD_MAX ||
+		    memcmp(l->buf, server_key_magic, 8) != 0) {
+			*why = "no ServerKey";
+			return -1;
+		}
+		memcpy(l->server_key, l->buf + 8, KEY_BYTES);
+		if (memcmp(l->server_key, s->pub, KEY_BYTES) == 0) {
+			l->self = 1;	/* derper lets a server list itself */
+			*why = "is this server";
+			return -1;
+		}
+		mesh_hello(s, l);
+		l->phase = ML_DERP;
+		l->dirty = 1;
+		s->links_dirty = 1;
+		return 0;
+	}
+	switch (l->ftype) {
+	case FRAME_SERVER_INFO:
+		if (l->fails > 0 || !l->said_up)
+			logf("mesh: connected to %s", l->name);
+		l->said_up = 1;
+		l->fails = 0;
+		break;
+	case FRAME_PEER_PRESENT:
+		if (l->flen >= KEY_BYTES)
+			mesh_announce(s, li, l->buf);
+		break;
+	case FRAME_PEER_GONE:	/* any reason */
+		e = l->flen >= KEY_BYTES ? keytab_find(s, l->buf) : NULL;
+		if (e != NULL && (e->fwd & ((uint32_t)1 << li)))
+			mesh_unannounce(s, (uint32_t)(e - s->keytab), li);
+		break;
+	default:		/* KeepAlive, Ping, RecvPacket, ...: ignored */
+		break;
+	}
+	return 0;
+}
+
+static int
+head_done(const struct mesh_link *l)
+{
+	return l->blen >= 4 && memcmp(l->buf + l->blen - 4, "\r\n\r\n", 4) == 0;
+}
+
+/* Bytes from the peer: the 101's head, then DERP frames.  0, or -1. */
+static int
+mesh_input(struct derp_server *s, struct mesh_link *l, const uint8_t *p,
+    size_t n, const char **why)
+{
+	size_t k;
+
+	l->last_rx_ms = s->now;
+	while (n > 0) {
+		if (l->phase == ML_HEAD) {
+			/* A byte at a time: the head is short and comes once,
+			 * and what follows it is the DERP stream. */
+			while (n > 0 && !head_done(l)) {
+				if (l->blen == MESH_HEAD_MAX) {
+					*why = "upgrade answer too long";
+					return -1;
+				}
+				l->buf[l->blen++] = *p++;
+				n--;
+			}
+			if (!head_done(l))
+				break;
+			/* Go's client looks at the status code only. */
+			if (l->blen < 13 || (memcmp(l->buf, "HTTP/1.1 101 ",
+			    13) != 0 && memcmp(l->buf, "HTTP/1.0 101 ", 13) != 0)) {
+				*why = "upgrade refused";
+				return -1;
+			}
+			l->phase = ML_TALK;
+			l->hlen = 0;
+			continue;
+		}
+		if (l->hlen < FRAME_HEADER_BYTES) {
+			l->hdr[l->hlen++] = *p++;
+			n--;
+			if (l->hlen == FRAME_HEADER_BYTES) {
+				l->ftype = l->hdr[0];
+				l->flen = get_be32(l->hdr + 1);
+				l->blen = 0;
+			} else {
+				continue;
+			}
+		} else {
+			k = l->flen - l->blen < n ? l->flen - l->blen : n;
+			if (l->flen <= MESH_HEAD_MAX)
+				memcpy(l->buf + l->blen, p, k);
+			l->blen += (uint32_t)k;
+			p += k;
+			n -= k;
+		}
+		if (l->blen == l->flen) {
+			l->hlen = 0;
+			if (l->flen <= MESH_HEAD_MAX && mesh_frame(s, l, why) != 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* Move bytes through link l's TLS engine and socket.  0, or -1 with *why. */
+static int
+mesh_io(struct derp_server *s, struct mesh_link *l, const char **why)
+{
+	br_ssl_engine_context *e = &l->cc.eng;
+	unsigned st;
+	uint8_t *buf;
+	size_t len;
+	ssize_t n;
+	int reads = 0, progress;
+
+	l->events = POLLIN;
+	for (;;) {
+		progress = 0;
+		st = br_ssl_engine_current_state(e);
+		if (st & BR_SSL_CLOSED) {
+			*why = br_ssl_engine_last_error(e) == BR_ERR_OK ?
+			    "closed" : "TLS failed";
+			if (br_ssl_engine_last_error(e) ==
+			    BR_ERR_X509_NOT_TRUSTED ||
+			    br_ssl_engine_last_error(e) ==
+			    BR_ERR_X509_BAD_SERVER_NAME)
+				*why = "certificate not trusted";
+			return -1;
+		}
+		if (st & BR_SSL_SENDREC) {
+			buf = br_ssl_engine_sendrec_buf(e, &len);
+			n = write(l->fd, buf, len);
+			if (n > 0) {
+				br_ssl_engine_sendrec_ack(e, (size_t)n);
+				l->wstall_ms = 0;
+				progress = 1;
+			} else if (n < 0 && (errno == EAGAIN ||
+			    errno == EWOULDBLOCK || errno == EINTR)) {
+				l->events |= POLLOUT;
+				if (l->wstall_ms == 0)
+					l->wstall_ms = s->now;
+			} else {
+				*why = "write failed";
+				return -1;
+			}
+		}
+		if (st & BR_SSL_RECVAPP) {
+			buf = br_ssl_engine_recvapp_buf(e, &len);
+			if (mesh_input(s, l, buf, len, why) != 0)
+				return -1;
+			br_ssl_engine_recvapp_ack(e, len);
+			progress = 1;
+		} else if ((st & BR_SSL_RECVREC) &&
+		    reads < MESH_READS_PER_ROUND) {
+			buf = br_ssl_engine_recvrec_buf(e, &len);
+			n = read(l->fd, buf, len);
+			if (n > 0) {
+				br_ssl_engine_recvrec_ack(e, (size_t)n);
+				reads++;
+				progress = 1;
+			} else if (n == 0) {
+				*why = "closed";
+				return -1;
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR) {
+				*why = "read failed";
+				return -1;
+			} else {
+				reads = MESH_READS_PER_ROUND;	/* drained */
+			}
+		}
+		st = br_ssl_engine_current_state(e);
+		if ((st & BR_SSL_SENDAPP) && l->olen > 0) {
+			buf = br_ssl_engine_sendapp_buf(e, &len);
+			if (len > l->olen)
+				len = l->olen;
+			if (len > MESH_OUT_BYTES - l->ohead)
+				len = MESH_OUT_BYTES - l->ohead;
+			memcpy(buf, l->out + l->ohead, len);
+			br_ssl_engine_sendapp_ack(e, len);
+			l->ohead = (l->ohead + len) % MESH_OUT_BYTES;
+			l->olen -= len;
+			if (l->olen == 0)
+				br_ssl_engine_flush(e, 0);
+			progress = 1;
+		}
+		if (!progress)
+			break;
+	}
+	if (br_ssl_engine_current_state(e) & BR_SSL_SENDREC)
+		l->events |= POLLOUT;
+	return 0;
+}
+
+/* Dial link l's next address (the name looked up first when it is not a
+ * literal).  0 while it goes on (dialling or resolving), -1 down. */
+static int
+mesh_dial(struct derp_server *s, struct mesh_link *l)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	uint8_t ip[16];
+	int fd;
+
+	if (!l->literal) {
+#ifndef DERP_NO_BOOTDNS
+		struct resolve_name *r = resolve_get(s, l->dial);
+
+		if (r == NULL || r->state == RS_FAIL) {
+			mesh_link_down(s, l, "cannot resolve its name");
+			return -1;
+		}
+		if (r->state == RS_WAIT) {
+			l->phase = ML_RESOLVE;
+			return 0;
+		}
+		if (l->addr_i >= r->naddr) {
+			mesh_link_down(s, l, "cannot connect");
+			return -1;
+		}
+		memcpy(ip, r->ip[l->addr_i], 16);
+#else
+		mesh_link_down(s, l, "this build resolves no names");
+		return -1;
+#endif
+	} else {
+		if (l->addr_i > 0) {
+			mesh_link_down(s, l, "cannot connect");
+			return -1;
+		}
+		memcpy(ip, l->ip, 16);
+	}
+	l->addr_i++;
+	memset(&ss, 0, sizeof ss);
+	sl = ip16_to_sockaddr(ip, (uint16_t)l->port, &ss);
+	fd = socket(ss.ss_family, SOCK_STREAM, 0);
+	if (fd < 0 || sock_nonblock(fd) != 0 ||
+	    (connect(fd, (struct sockaddr *)&ss, sl) != 0 &&
+	    errno != EINPROGRESS && errno != EAGAIN && errno != EINTR) ||
+	    poller_add(&s->pl, fd, TAG_MESH0 - (int32_t)(l - s->links),
+	    POLLOUT, &l->pidx) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return mesh_dial(s, l);	/* at most BOOTDNS_ADDRS_MAX deep */
+	}
+	l->fd = fd;
+	l->events = POLLOUT;
+	l->phase = ML_CONNECT;
+	return 0;
+}
+
+/* Start link l afresh. */
+static void
+mesh_link_start(struct derp_server *s, struct mesh_link *l)
+{
+	static const char req_fmt[] = " HTTP/1.1\r\nHost: ";
+	static const char req_end[] = "\r\nUser-Agent: Go-http-client/1.1\r\n"
+	    "Connection: Upgrade\r\nUpgrade: DERP\r\n\r\n";
+
+	l->addr_i = 0;
+	l->olen = l->ohead = 0;
+	l->blen = 0;
+	l->hlen = 0;
+	l->wstall_ms = 0;
+	l->deadline_ms = s->now + MESH_CONNECT_MS;
+	/* What derper's mesh client writes (derp-protocol.md 5.1). */
+	mesh_out_put(l, (const uint8_t *)"GET /derp", 9);
+	mesh_out_put(l, (const uint8_t *)req_fmt, sizeof req_fmt - 1);
+	mesh_out_put(l, (const uint8_t *)l->name, strlen(l->name));
+	mesh_out_put(l, (const uint8_t *)req_end, sizeof req_end - 1);
+	(void)mesh_dial(s, l);
+}
+
+/* Readiness on link l's socket. */
+static void
+mesh_service(struct derp_server *s, struct mesh_link *l, short revents)
+{
+	const char *why = NULL;
+	socklen_t el = sizeof(int);
+	int err = 0;
+
+	if (l->phase == ML_CONNECT) {
+		if (!(revents & (POLLOUT | POLLERR | POLLHUP)))
+			return;
+		if (getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 ||
+		    err != 0) {
+			int32_t moved = poller_del(&s->pl, l->fd, l->pidx);
+
+			poller_moved(s, moved, l->pidx);
+			close(l->fd);
+			l->fd = -1;
+			(void)mesh_dial(s, l);
+			return;
+		}
+		if (tlsc_client_reset(&l->cc, &l->xc, l->sni) != 0) {
+			mesh_link_down(s, l, "TLS set-up failed");
+			return;
+		}
+		l->phase = ML_HEAD;
+		l->last_rx_ms = s->now;
+	}
+	if (l->phase < ML_HEAD)
+		return;
+	if (mesh_io(s, l, &why) != 0) {
+		mesh_link_down(s, l, why);
+		return;
+	}
+	poller_set(&s->pl, l->fd, TAG_MESH0 - (int32_t)(l - s->links),
+	    l->pidx, l->events);
+}
+
+/* Each round: links with forwarded packets to send. */
+static void
+mesh_flush(struct derp_server *s)
+{
+	uint8_t i;
+
+	s->links_dirty = 0;
+	for (i = 0; i < s->nlinks; i++)
+		if (s->links[i].dirty) {
+			s->links[i].dirty = 0;
+			if (s->links[i].phase >= ML_HEAD)
+				mesh_service(s, &s->links[i], 0);
+		}
+}
+
+/* Each tick: dial what is due, follow lookups, enforce the deadlines. */
+static void
+mesh_tick(struct derp_server *s)
+{
+	struct mesh_link *l;
+	uint8_t i;
+	int resolving = 0;
+
+	for (i = 0; i < s->nlinks; i++) {
+		l = &s->links[i];
+		switch (l->phase) {
+		case ML_IDLE:
+			if (s->now >= l->retry_ms)
+				mesh_link_start(s, l);
+			break;
+		case ML_RESOLVE:
+			resolving = 1;
+			(void)mesh_dial(s, l);
+			break;
+		case ML_CONNECT:
+		case ML_HEAD:
+		case ML_TALK:
+			if (s->now >= l->deadline_ms)
+				mesh_link_down(s, l, "connect timed out");
+			break;
+		case ML_DERP:
+			if (s->now - l->last_rx_ms >= MESH_IDLE_MS)
+				mesh_link_down(s, l, "silent for 120 s");
+			else if (l->wstall_ms != 0 &&
+			    s->now - l->wstall_ms >= MESH_WRITE_MS)
+				mesh_link_down(s, l, "write timed out");
+			break;
+		default:		/* ML_SELF */
+			break;
+		}
+	}
+#ifndef DERP_NO_BOOTDNS
+	if (resolving || s->admit.res.busy >= 0)
+		resolve_poll(s);
+#else
+	(void)resolving;
+#endif
+}
+#else
+static void
+mesh_forward(struct derp_server *s, struct keyent *e, const uint8_t *src,
+    uint32_t first, uint32_t plen, int kind)
+{
+	(void)e;
+	(void)src;
+	(void)plen;
+	s->st.dropped_mesh_queue[kind]++;
+	pool_give_chain(&s->pool, first);
+}
+#endif
+
+/* -mesh-with's entries (at most MESH_LINKS_MAX count; more are refused). */
+static uint32_t
+mesh_link_count(const struct derp_config *cfg)
+{
+	const char *p = cfg->mesh_with;
+	uint32_t n = 0;
+	int in = 0;
+
+	for (; p != NULL && *p != '\0'; p++) {
+		if (*p == ',') {
+			in = 0;
+		} else if (*p != ' ' && !in) {
+			in = 1;
+			n++;
+		}
+	}
+	return n;
+}
+
+static int
+mesh_configured(const struct derp_config *cfg)
+{
+	return cfg->mesh_key_hex != NULL && cfg->mesh_key_hex[0] != '\0';
+}
+
+/* Key-table entries: every slot's key, and with links, the peers' keys (at
+ * most -max-clients per link) plus one per slot more, as a local key that a
+ * peer also announced stays as a peer's key when it leaves here (MESH). */
+static uint32_t
+key_entries(const struct derp_config *cfg)
+{
+	uint64_t n = cfg->max_clients, links = mesh_link_count(cfg);
+
+	if (links > MESH_LINKS_MAX)
+		links = MESH_LINKS_MAX;
+	if (links > 0)
+		n += (links + 1) * cfg->max_clients;
+	return n > UINT32_MAX / 4 ? UINT32_MAX / 4 : (uint32_t)n;
+}
+
+#ifndef DERP_NO_MESH_CLIENT
+/*
+ * One -mesh-with entry: host[:port][/dialhost][=sha256-raw:HEX].  host (and
+ * its port, 443 by default) names the peer as derper's https://host/derp
+ * does: the Host header, SNI and the certificate's name; dialhost is what is
+ * connected to instead.  The pin (ours; Tailscale's CertName form) trusts
+ * exactly that leaf certificate.  0, or -1 with err.
+ */
+static int
+mesh_entry_parse(struct mesh_link *l, const char *ent, size_t len,
+    uint8_t pin[32], int *pinned, char *err, size_t errlen)
+{
+	static const char pfx[] = "sha256-raw:";
+	char buf[600], *eq, *slash, *host = buf;
+	uint8_t a[16];
+
+	*pinned = 0;
+	if (len >= sizeof buf) {
+		snprintf(err, errlen, "-mesh-with: entry too long");
+		return -1;
+	}
+	memcpy(buf, ent, len);
+	buf[len] = '\0';
+	if ((eq = strchr(buf, '=')) != NULL) {
+		*eq++ = '\0';
+		if (strncmp(eq, pfx, sizeof pfx - 1) != 0 || strlen(eq) !=
+		    sizeof pfx - 1 + 64 || hex_decode32(pin, eq + sizeof pfx - 1)
+		    != 0) {
+			snprintf(err, errlen, "-mesh-with %s: a pin is "
+			    "=sha256-raw: and 64 hex digits", buf);
+			return -1;
+		}
+		*pinned = 1;
+	}
+	if ((slash = strchr(buf, '/')) != NULL)
+		*slash++ = '\0';
+	if (host[0] == '\0' || strlen(host) >= sizeof l->name ||
+	    (slash != NULL && (slash[0] == '\0' ||
+	    strlen(slash) >= sizeof l->dial))) {
+		snprintf(err, errlen, "-mesh-with: bad entry \"%.*s\"",
+		    (int)len, ent);
+		return -1;
+	}
+	memcpy(l->name, host, strlen(host) + 1);
+	l->port = 443;
+	if (host[0] == '[' && strchr(host, ']') != NULL &&
+	    strchr(host, ']')[1] == '\0') {	/* [v6] without a port */
+		size_t hl = strlen(host) - 2;
+
+		memcpy(l->sni, host + 1, hl);
+		l->sni[hl] = '\0';
+	} else if ((host[0] == '[' || (strchr(host, ':') != NULL &&
+	    strchr(host, ':') == strrchr(host, ':'))) &&
+	    parse_hostport(host, l->sni, sizeof l->sni, &l->port) == 0) {
+		if (l->sni[0] == '\0' || l->port == 0) {
+			snprintf(err, errlen, "-mesh-with: bad entry \"%s\"",
+			    host);
+			return -1;
+		}
+	} else if (strchr(host, ':') == NULL) {
+		memcpy(l->sni, host, strlen(host) + 1);
+	} else {
+		snprintf(err, errlen, "-mesh-with: bad entry \"%s\"", host);
+		return -1;
+	}
+	if (slash != NULL)
+		memcpy(l->dial, slash, strlen(slash) + 1);
+	else
+		memcpy(l->dial, l->sni, strlen(l->sni) + 1);
+	memset(l->ip, 0, 16);
+	if (inet_pton(AF_INET, l->dial, a) == 1) {
+		l->ip[10] = l->ip[11] = 0xff;
+		memcpy(l->ip + 12, a, 4);
+		l->literal = 1;
+	} else if (inet_pton(AF_INET6, l->dial, a) == 1) {
+		memcpy(l->ip, a, 16);
+		l->literal = 1;
+	}
+#ifdef DERP_NO_BOOTDNS
+	if (!l->literal) {
+		snprintf(err, errlen, "-mesh-with %s: this build resolves no "
+		    "names (BOOTDNS=0): give host/IP", l->name);
+		return -1;
+	}
+#endif
+	return 0;
+}
+#endif
+
+/* MESH: the watchers' log; -mesh-with's links, first dialled at once. */
+static int
+mesh_setup(struct derp_server *s, char *err, size_t errlen)
+{
+	uint32_t n = mesh_link_count(&s->cfg);
+
+	s->watch_first = -1;
+	if (s->has_mesh_key) {
+		s->wlog_cap = s->max + WATCH_LOG_MIN;
+		s->wlog = calloc(s->wlog_cap, sizeof *s->wlog);
+		if (s->wlog == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	}
+	s->mesh_remote_cap = key_entries(&s->cfg) - s->max;
+	if (n == 0)
+		return 0;
+	if (!s->has_mesh_key) {
+		snprintf(err, errlen, "-mesh-with needs the mesh key "
+		    "(-mesh-psk-file)");
+		return -1;
+	}
+	if (n > MESH_LINKS_MAX) {
+		snprintf(err, errlen, "-mesh-with: at most %d servers",
+		    MESH_LINKS_MAX);
+		return -1;
+	}
+#ifdef DERP_NO_MESH_CLIENT
+	snprintf(err, errlen, "-mesh-with: this build has no mesh client "
+	    "(MESH=0)");
+	return -1;
+#else
+	{
+		const char *p = s->cfg.mesh_with, *e, *ca;
+		struct mesh_link *l;
+		uint8_t pin[32];
+		int pinned, anchors = 0;
+		char why[200];
+
+		s->links = calloc(n, sizeof *s->links);
+		if (s->links == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		s->mesh_remote_cap = n * s->max;
+		for (s->nlinks = 0; *p != '\0'; p = *e != '\0' ? e + 1 : e) {
+			while (*p == ' ')
+				p++;
+			for (e = p; *e != '\0' && *e != ','; e++)
+				;
+			if (e == p)
+				continue;
+			l = &s->links[s->nlinks++];
+			l->fd = -1;
+			l->out = malloc(MESH_OUT_BYTES);
+			if (l->out == NULL) {
+				snprintf(err, errlen, "out of memory");
+				return -1;
+			}
+			if (mesh_entry_parse(l, p, (size_t)(e - p), pin,
+			    &pinned, err, errlen) != 0)
+				return -1;
+			if (!pinned && !anchors) {
+				ca = s->cfg.mesh_ca_file;
+				if (ca == NULL || ca[0] == '\0')
+					ca = VERIFY_CA_FILE_DEFAULT;
+				if (tlsc_anchors_load(&s->mesh_anchors, ca, why,
+				    sizeof why) != 0) {
+					snprintf(err, errlen, "-mesh-ca-file: "
+					    "%s", why);
+					return -1;
+				}
+				anchors = 1;
+			}
+			tlsc_client_init(&l->cc, &l->xc, &s->mesh_anchors);
+			br_ssl_engine_set_buffer(&l->cc.eng, l->iobuf,
+			    sizeof l->iobuf, 1);
+			tlsc_x509_pin(&l->xc, pinned ? pin : NULL);
+			l->retry_ms = 0;	/* dialled at the first tick */
+		}
+	}
+	return 0;
+#endif
+}
+
+static void
+mesh_stop(struct derp_server *s)
+{
+#ifndef DERP_NO_MESH_CLIENT
+	uint8_t i;
+
+	for (i = 0; s->links != NULL && i < s->nlinks; i++) {
+		if (s->links[i].fd >= 0)
+			close(s->links[i].fd);
+		free(s->links[i].out);
+	}
+	free(s->links);
+	s->links = NULL;
+	tlsc_anchors_free(&s->mesh_anchors);
+#endif
+	free(s->wlog);
+	s->wlog = NULL;
+}
+
 /* ==================================================================== SERVER */
 
 void
@@ -8979,7 +10181,15 @@ derp_memory_bytes(const struct derp_config *cfg)
 	    3 * sizeof(int32_t) + sizeof(struct pollfd) + sizeof(int32_t) +
 	    sizeof(uint32_t));
 	n += (size_t)pool_chunks(cfg->max_clients) * sizeof(struct chunk);
-	n += (size_t)keytab_size(cfg->max_clients) * sizeof(struct keyent);
+	n += (size_t)keytab_size(key_entries(cfg)) * sizeof(struct keyent);
+	/* MESH: the watchers' log, and each link's engine and ring */
+	if (mesh_configured(cfg))
+		n += ((size_t)cfg->max_clients + WATCH_LOG_MIN) *
+		    sizeof(struct watch_ev);
+#ifndef DERP_NO_MESH_CLIENT
+	n += (size_t)mesh_link_count(cfg) * (sizeof(struct mesh_link) +
+	    MESH_OUT_BYTES);
+#endif
 	n += (size_t)(sender_records(cfg->max_clients) + 1) * sizeof(struct sender);
 	n += (size_t)keytab_size(sender_records(cfg->max_clients) / 2) *
 	    sizeof(uint32_t);
@@ -9034,8 +10244,8 @@ pend_set_free(struct pend_set *ps)
 static int
 derp_alloc(struct derp_server *s, char *err, size_t errlen)
 {
-	uint32_t max = s->cfg.max_clients, ks = keytab_size(max);
-	uint32_t pcap = max + 4 + VERIFY_CHECKS;
+	uint32_t max = s->cfg.max_clients, ks = keytab_size(key_entries(&s->cfg));
+	uint32_t pcap = max + 4 + VERIFY_CHECKS + MESH_LINKS_MAX;
 
 	s->max = max;
 	s->conns = calloc(max, sizeof *s->conns);
@@ -9093,8 +10303,9 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
  * limit, and if that is still short, serve fewer slots (saying so) rather than
  * spin on accept() failing with EMFILE.
  */
-#define FDS_RESERVED	(32 + VERIFY_CHECKS)	/* listeners, STUN, stdio, files
-					 * opened at start-up, admission checks */
+#define FDS_RESERVED	(32 + VERIFY_CHECKS + MESH_LINKS_MAX)	/* listeners,
+					 * STUN, stdio, files opened at start-up,
+					 * admission checks, mesh links */
 
 static int
 fd_limit_fit(struct derp_server *s)
@@ -9253,7 +10464,8 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen, "getrlimit: %s", strerror(errno));
 		goto fail;
 	}
-	if (derp_alloc(s, err, errlen) != 0 || admit_setup(s, err, errlen) != 0)
+	if (derp_alloc(s, err, errlen) != 0 || admit_setup(s, err, errlen) != 0 ||
+	    mesh_setup(s, err, errlen) != 0)
 		goto fail;
 	if (poller_add(&s->pl, s->main_fd, TAG_MAIN, POLLIN, &slot) != 0 ||
 	    (s->http_fd >= 0 &&
@@ -9371,6 +10583,13 @@ derp_run(struct derp_server *s)
 				if (k->phase == VC_CONNECT ||
 				    k->phase == VC_TALK)
 					check_service(s, k, rev);
+#ifndef DERP_NO_MESH_CLIENT
+			} else if (tag <= TAG_MESH0) {
+				struct mesh_link *l = &s->links[TAG_MESH0 - tag];
+
+				if (l->phase >= ML_CONNECT && l->phase <= ML_DERP)
+					mesh_service(s, l, rev);
+#endif
 			} else if (tag == TAG_MAIN) {
 				conn_accept(s, s->main_fd, 0);
 			} else if (tag == TAG_HTTP) {
@@ -9383,10 +10602,18 @@ derp_run(struct derp_server *s)
 			admit_pump(s);
 		input_resume_paused(s);
 		output_flush_dirty(s);
+#ifndef DERP_NO_MESH_CLIENT
+		if (s->links_dirty)
+			mesh_flush(s);
+#endif
 		if (s->now >= s->next_sweep_ms) {
 			timers_sweep(s);
 			if (s->admit.on)
 				admit_tick(s);
+#ifndef DERP_NO_MESH_CLIENT
+			if (s->nlinks > 0)
+				mesh_tick(s);
+#endif
 			certs_tick(s);
 			bootdns_tick(s);
 			output_flush_dirty(s);
@@ -9420,6 +10647,7 @@ derp_destroy(struct derp_server *s)
 	acme_stop(s);
 	bootdns_stop(s);
 	admit_stop(s);
+	mesh_stop(s);
 	for (k = 0; k < s->nident; k++) {
 		bank_clear(&s->ident[k].bank[0]);
 		bank_clear(&s->ident[k].bank[1]);
@@ -9484,6 +10712,12 @@ struct flag {
 #define ACME_CA_FILE_TEXT ACME_CA_FILE_DEFAULT
 #endif
 
+#ifdef DERP_NO_MESH_CLIENT
+#define MESH_MISSING "the mesh client (MESH=0)"
+#else
+#define MESH_MISSING NULL
+#endif
+
 static struct flag flags[] = {
 	{ "a", F_STRING, "\":443\"", "listen address: \":port\", \"ip:port\" or \"[ipv6]:port\"; no host means every interface. TLS when the port is 443 or -certmode is manual, plain HTTP otherwise", NULL, ":443", 0, 0, 0 },
 	{ "accept-connection-burst", F_INT, "9223372036854775807", "connections accepted at once above -accept-connection-limit", NULL, NULL, INT64_MAX, 0, 0 },
@@ -9508,8 +10742,9 @@ static struct flag flags[] = {
 	{ "http-port", F_INT, "80", "plain-HTTP port in TLS mode (captive-portal check, redirects), on the host of -a; -1 disables it", NULL, NULL, 80, 0, 0 },
 	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (not a derper flag); memory is reserved for this many and further connections are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
 	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo, counted by source (IPv4 address, IPv6 /64; not a derper flag); at the limit, or with every -max-clients slot taken, a newcomer from a smaller source evicts the largest source's oldest; one from the largest source makes room only if its source's oldest has had 5s, else it is closed. The -http-port listener has its own 32", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
-	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits); clients presenting it skip admission (mesh forwarding itself is not served yet)", NULL, "", 0, 0, 0 },
-	{ "mesh-with", F_STRING, NULL, "comma-separated host or host/dialhost entries of the region's other servers", "meshing", "", 0, 0, 0 },
+	{ "mesh-ca-file", F_STRING, "\"" VERIFY_CA_FILE_DEFAULT "\"", "PEM roots the -mesh-with servers' certificates are verified against, unless pinned (not a derper flag)", MESH_MISSING, VERIFY_CA_FILE_DEFAULT, 0, 0, 0 },
+	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits): clients presenting it may watch connections, forward packets and close peers, and skip admission and rate limits", NULL, "", 0, 0, 0 },
+	{ "mesh-with", F_STRING, NULL, "comma-separated entries host[:port][/dialhost][=sha256-raw:HEX] of the region's other servers (this server's own entry is skipped); the pin form is ours", MESH_MISSING, "", 0, 0, 0 },
 	{ "rate-config", F_STRING, NULL, "JSON file with per-client receive rate limits, reloaded on SIGHUP", NULL, "", 0, 0, 0 },
 	{ "secrets-cache-dir", F_STRING, NULL, "cache directory for -secrets-url", NULL, "", 0, 0, 0 },
 	{ "secrets-path-prefix", F_STRING, "\"prod/derp\"", "secret name prefix for -secrets-url", NULL, "prod/derp", 0, 0, 0 },
@@ -10162,6 +11397,8 @@ main(int argc, char **argv)
 	cfg.verify_client_ca_file = flag_find("verify-client-ca-file", 21)->sval;
 	if (mesh_key_read(&cfg, mesh_key, sizeof mesh_key) != 0)
 		return 1;
+	cfg.mesh_with = flag_find("mesh-with", 9)->sval;
+	cfg.mesh_ca_file = flag_find("mesh-ca-file", 12)->sval;
 	cfg.unpublished_bootstrap_dns_names =
 	    flag_find("unpublished-bootstrap-dns-names", 31)->sval;
 	/* Ours, documented in README: renew when this many seconds are left

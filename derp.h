@@ -102,6 +102,12 @@ struct derp_config {
 	/* The region's mesh key: 64 hex digits ("" or NULL none).  A client
 	 * whose ClientInfo carries it skips admission. */
 	const char *mesh_key_hex;
+	/* The region's other servers, dialled and watched (-mesh-with):
+	 * comma-separated host[:port][/dialhost][=sha256-raw:HEX]; NULL or
+	 * "" none.  Their certificates are checked against mesh_ca_file's
+	 * PEM roots (NULL or "" for the system bundle) unless pinned. */
+	const char *mesh_with;
+	const char *mesh_ca_file;
 };
 
 struct derp_server;

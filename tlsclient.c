@@ -290,6 +290,23 @@ xc_end_chain(const br_x509_class **ctx)
 	unsigned e;
 
 	e = x->minimal.vtable->end_chain(&x->minimal.vtable);
+	if (x->pinned) {
+		uint8_t h[br_sha256_SIZE];
+		br_sha256_context sc;
+
+		if (x->leaf_too_big || x->cert_no == 0)
+			return BR_ERR_X509_NOT_TRUSTED;
+		br_sha256_init(&sc);
+		br_sha256_update(&sc, x->leaf, x->leaf_len);
+		br_sha256_out(&sc, h);
+		if (memcmp(h, x->pin, sizeof h) != 0)
+			return BR_ERR_X509_NOT_TRUSTED;
+		br_x509_decoder_init(&x->dec, NULL, NULL);
+		br_x509_decoder_push(&x->dec, x->leaf, x->leaf_len);
+		if (br_x509_decoder_get_pkey(&x->dec) == NULL)
+			return BR_ERR_X509_BAD_SERVER_NAME;
+		return 0;
+	}
 	if (e != 0 || x->ip[0] == '\0')
 		return e;
 	memset(&cs, 0, sizeof cs);
@@ -307,6 +324,12 @@ xc_get_pkey(const br_x509_class *const *ctx, unsigned *usages)
 {
 	const struct tlsc_x509 *x = (const struct tlsc_x509 *)(const void *)ctx;
 
+	if (x->pinned) {
+		if (usages != NULL)
+			*usages = BR_KEYTYPE_KEYX | BR_KEYTYPE_SIGN;
+		return br_x509_decoder_get_pkey((br_x509_decoder_context *)
+		    (uintptr_t)&x->dec);
+	}
 	return x->minimal.vtable->get_pkey(&x->minimal.vtable, usages);
 }
 
@@ -370,6 +393,7 @@ tlsc_client_init(br_ssl_client_context *cc, struct tlsc_x509 *x,
 	x->cert_no = 0;
 	x->leaf_too_big = 0;
 	x->leaf_len = 0;
+	x->pinned = 0;
 	br_ssl_engine_set_x509(eng, &x->vtable);
 }
 
@@ -401,4 +425,12 @@ tlsc_client_reset(br_ssl_client_context *cc, struct tlsc_x509 *x,
 	if (!br_ssl_client_reset(cc, af != 0 ? NULL : host, 0))
 		return -1;
 	return 0;
+}
+
+void
+tlsc_x509_pin(struct tlsc_x509 *x, const uint8_t *sha256)
+{
+	x->pinned = sha256 != NULL;
+	if (sha256 != NULL)
+		memcpy(x->pin, sha256, sizeof x->pin);
 }

@@ -81,6 +81,10 @@ struct tlsc_x509 {
 	int leaf_too_big;
 	size_t leaf_len;
 	uint8_t leaf[TLSC_LEAF_MAX];
+	/* tlsc_x509_pin: the leaf's SHA-256 is all that is checked */
+	int pinned;
+	uint8_t pin[32];
+	br_x509_decoder_context dec;	/* the pinned leaf's key */
 };
 
 /* Configure a client context once (it is zeroed here first): TLS 1.2 only;
@@ -109,5 +113,11 @@ void tlsc_client_init(br_ssl_client_context *cc, struct tlsc_x509 *x,
  */
 int tlsc_client_reset(br_ssl_client_context *cc, struct tlsc_x509 *x,
     const char *host);
+
+/* Trust exactly the server whose leaf certificate's DER has this SHA-256
+ * (Tailscale's "sha256-raw:" CertName): no chain, name, address or
+ * validity check, as Tailscale's clients do for such a pin.  NULL goes back
+ * to the anchors.  Kept across tlsc_client_reset. */
+void tlsc_x509_pin(struct tlsc_x509 *x, const uint8_t *sha256);
 
 #endif
