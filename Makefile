@@ -59,7 +59,22 @@ HOOKTLS ?= 1
 ifeq ($(HOOKTLS),0)
 WARN += -DDERP_NO_HOOKTLS
 endif
-ifeq ($(ACME)$(HOOKTLS),00)
+# MESH=0 (-DDERP_NO_MESH) leaves the mesh out of derp.c: -mesh-with is
+# refused and mesh frames close even a client with the mesh key (the key
+# still exempts it from admission); tlsclient.c goes too unless something
+# else needs it.  make static follows ACME unless told (firmware: a relay
+# on its own).
+MESH ?= 1
+# WS=0 (-DDERP_NO_WS) leaves DERP over WebSocket (browser clients) out: such
+# an upgrade is then answered 501.  make static follows ACME unless told.
+WS ?= 1
+ifeq ($(WS),0)
+WARN += -DDERP_NO_WS
+endif
+ifeq ($(MESH),0)
+WARN += -DDERP_NO_MESH
+endif
+ifeq ($(ACME)$(HOOKTLS)$(MESH),000)
 TLSC_SRC =
 TLSC_HDR =
 else
@@ -72,7 +87,7 @@ RELAY_SRC = derp.c $(LIB_SRC)
 RELAY_HDR = derp.h stun.h nacl.h cert.h verify.h $(BOOTDNS_HDR) $(TLSC_HDR) $(ACME_HDR)
 CLIENT_SRC = test/client.c nacl.c stun.c
 
-TESTS = test_stun test_nacl test_cert test_units test_integration test_embed
+TESTS = test_stun test_nacl test_cert test_units test_integration test_mesh test_embed
 ifneq ($(ACME),0)
 TESTS += test_acme test_pebble
 endif
@@ -128,6 +143,8 @@ $(1)test_units: $(RELAY_SRC) $(RELAY_HDR) test/test_units.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_units.c $$(LIB_SRC) $$(LDFLAGS) $$(LIBS)
 $(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h stun.h cert.c cert.h $(1).dir
 	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
+$(1)test_mesh: $(CLIENT_SRC) test/client.h test/test_mesh.c cert.c cert.h $(1).dir
+	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_mesh.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_embed: $(RELAY_SRC) $(RELAY_HDR) $(CLIENT_SRC) test/client.h test/test_embed.c $(1).dir
 	$$(CC) $$(WARN) $(2) -pthread -D_POSIX_C_SOURCE=200809L -DDERP_NO_MAIN $$(BEARSSL_CFLAGS) -o $$@ test/test_embed.c $$(RELAY_SRC) test/client.c $$(LDFLAGS) $$(LIBS) -pthread
 $(1)test_acme: acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h verify.c verify.h test/test_acme.c $(1).dir
@@ -231,6 +248,8 @@ static:
 	@ACME=$(if $(filter command line,$(origin ACME)),$(ACME),0) \
 	    BOOTDNS=$(if $(filter command line,$(origin BOOTDNS)),$(BOOTDNS),) \
 	    HOOKTLS=$(if $(filter command line,$(origin HOOKTLS)),$(HOOKTLS),) \
+	    MESH=$(if $(filter command line,$(origin MESH)),$(MESH),) \
+	    WS=$(if $(filter command line,$(origin WS)),$(WS),) \
 	    sh test/cross.sh static
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the relay and its systemd unit

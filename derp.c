@@ -69,7 +69,7 @@
 #include "nacl.h"
 #include "cert.h"
 #include "verify.h"
-#if !defined(DERP_NO_HOOKTLS) || !defined(DERP_NO_MESH_CLIENT)
+#if !defined(DERP_NO_HOOKTLS) || !defined(DERP_NO_MESH)
 #include "tlsclient.h"
 #endif
 #ifndef DERP_NO_BOOTDNS
@@ -2405,7 +2405,7 @@ struct admit_state {
 #define TAG_MESH0		(-500)	/* link i polls as TAG_MESH0 - i */
 enum { ML_IDLE = 0, ML_RESOLVE, ML_CONNECT, ML_HEAD, ML_TALK, ML_DERP,
     ML_SELF };
-#ifndef DERP_NO_MESH_CLIENT
+#ifndef DERP_NO_MESH
 struct mesh_link {
 	/* the -mesh-with entry */
 	char name[264];			/* host[:port]: Host header, logs */
@@ -2535,7 +2535,7 @@ struct derp_server {
 	uint32_t nwatchers;
 	uint32_t mesh_nremote;		/* key-table entries of peers' keys only */
 	uint32_t mesh_remote_cap;	/* ... at most */
-#ifndef DERP_NO_MESH_CLIENT
+#ifndef DERP_NO_MESH
 	struct mesh_link *links;	/* [nlinks] */
 	struct tlsc_anchors mesh_anchors;
 #endif
@@ -3273,6 +3273,7 @@ out_commit(struct conn *c, size_t n)
 	}
 }
 
+#ifndef DERP_NO_WS
 /* A pong or our close frame, unmasked, outside any message.  Bytes written,
  * 0 when they do not fit now. */
 static size_t
@@ -3293,7 +3294,8 @@ ws_out_control(struct conn *c)
 			k = c->ws.close_why != NULL ? strlen(c->ws.close_why) : 0;
 			if (k > WS_CTL_MAX - 2)
 				k = WS_CTL_MAX - 2;
-			memcpy(p + 4, c->ws.close_why, k);
+			if (k > 0)	/* close_why is NULL for an echo */
+				memcpy(p + 4, c->ws.close_why, k);
 			n += k;
 		}
 		p[1] = (uint8_t)n;
@@ -3309,6 +3311,14 @@ ws_out_control(struct conn *c)
 	out_raw_commit(c, 2 + n);
 	return 2 + n;
 }
+#else
+static size_t
+ws_out_control(struct conn *c)
+{
+	(void)c;
+	return 0;
+}
+#endif
 
 /*
  * Copy as much as fits of the packet being written, giving each chunk back
@@ -4360,6 +4370,10 @@ frame_begin(struct derp_server *s, struct conn *c)
 			    "mesh key");
 			return -1;
 		}
+#ifdef DERP_NO_MESH
+		conn_fail(c, "mesh frame: this build has no mesh (MESH=0)");
+		return -1;
+#endif
 		if (c->ftype == FRAME_FORWARD_PACKET ? c->flen < 2 * KEY_BYTES ||
 		    c->flen - 2 * KEY_BYTES > MAX_PACKET_BYTES :
 		    c->flen != (c->ftype == FRAME_CLOSE_PEER ? KEY_BYTES : 0)) {
@@ -4608,6 +4622,7 @@ derp_feed(struct derp_server *s, struct conn *c, const uint8_t *p, size_t len)
  */
 #define WS_UNMASK_BYTES	2048	/* payload unmasked per derp_feed call */
 
+#ifndef DERP_NO_WS
 /* Our close frame goes out before anything else; input is ignored from now. */
 static void
 ws_fail(struct derp_server *s, struct conn *c, uint16_t code, const char *why)
@@ -4791,6 +4806,17 @@ ws_feed(struct derp_server *s, struct conn *c, const uint8_t *p, size_t len)
 	/* After our close frame the client's bytes mean nothing. */
 	return c->ws.close != WS_CLOSE_NONE ? len : off;
 }
+#else
+/* WS=0 (firmware builds): no connection is ever a WebSocket. */
+static size_t
+ws_feed(struct derp_server *s, struct conn *c, const uint8_t *p, size_t len)
+{
+	(void)s;
+	(void)c;
+	(void)p;
+	return len;
+}
+#endif
 
 /* ====================================================================== HTTP */
 
@@ -5231,6 +5257,7 @@ http_home(struct derp_server *s, struct conn *c, const struct http_req *r)
 	http_respond(s, c, r, "200 OK", hdr, body, b.len, 0);
 }
 
+#ifndef DERP_NO_WS
 /* Is token (lower case) one of the comma-separated tokens of any header
  * called name?  Go's headerTokens: each trimmed of spaces and tabs, compared
  * without case.  The client's spelling of the first match in *at. */
@@ -5420,6 +5447,15 @@ ws_upgrade(struct derp_server *s, struct conn *c, const struct http_req *r)
 		ws_fail(s, c, 1008, "client must speak the derp subprotocol");
 	return 0;
 }
+#else
+static int
+ws_upgrade(struct derp_server *s, struct conn *c, const struct http_req *r)
+{
+	http_error(s, c, r, "501 Not Implemented", "DERP over WebSocket is "
+	    "not in this build (WS=0)", RESP_CLOSE);
+	return -1;
+}
+#endif
 
 /*
  * The /derp upgrade (derp-protocol.md section 5).  Upgrade: DERP (or a bare
@@ -6289,7 +6325,7 @@ poller_moved(struct derp_server *s, int32_t tag, uint32_t pidx)
 		s->conns[tag].pidx = pidx;
 	else if (tag <= TAG_CHECK0)
 		s->admit.checks[TAG_CHECK0 - tag].pidx = pidx;
-#ifndef DERP_NO_MESH_CLIENT
+#ifndef DERP_NO_MESH
 	else if (tag <= TAG_MESH0)
 		s->links[TAG_MESH0 - tag].pidx = pidx;
 #endif
@@ -9117,6 +9153,7 @@ admit_stop(struct derp_server *s)
 #define PEER_PRESENT_BYTES	(KEY_BYTES + 16 + 2 + 1)	/* 51 */
 #define WATCH_LOG_MIN		1024	/* events, beside one per slot */
 
+#ifndef DERP_NO_MESH
 /* PeerPresent's flags byte (derp-protocol.md 8). */
 static uint8_t
 peer_flags(const struct conn *d)
@@ -9325,7 +9362,6 @@ mesh_announce(struct derp_server *s, uint8_t li, const uint8_t key[KEY_BYTES])
 	e->fwd |= (uint32_t)1 << li;
 }
 
-#ifndef DERP_NO_MESH_CLIENT
 #define MESH_RETRY_MS		5000	/* derper's; then doubling ... */
 #define MESH_RETRY_MAX_MS	30000	/* ... up to this */
 #define MESH_CONNECT_MS		10000	/* dial to ServerKey: derper's budget */
@@ -9840,6 +9876,9 @@ mesh_tick(struct derp_server *s)
 #endif
 }
 #else
+/* MESH=0: no mesh at all (a relay on its own, the firmware build): mesh
+ * frames close even a client with the mesh key (frame_begin), so nothing
+ * watches and no key has a route. */
 static void
 mesh_forward(struct derp_server *s, struct keyent *e, const uint8_t *src,
     uint32_t first, uint32_t plen, int kind)
@@ -9850,6 +9889,18 @@ mesh_forward(struct derp_server *s, struct keyent *e, const uint8_t *src,
 	s->st.dropped_mesh_queue[kind]++;
 	pool_give_chain(&s->pool, first);
 }
+static void watch_note(struct derp_server *s, const struct conn *c,
+    int present) { (void)s; (void)c; (void)present; }
+static void watch_start(struct derp_server *s, struct conn *c)
+    { (void)s; (void)c; }
+static void watch_stop(struct derp_server *s, struct conn *c)
+    { (void)s; (void)c; }
+static int watch_pending(const struct derp_server *s, const struct conn *c)
+    { (void)s; (void)c; return 0; }
+static size_t watch_out(struct derp_server *s, struct conn *c, uint8_t *buf,
+    size_t avail) { (void)s; (void)c; (void)buf; (void)avail; return 0; }
+static void mesh_close_peer(struct derp_server *s, struct conn *c)
+    { (void)s; (void)c; }
 #endif
 
 /* -mesh-with's entries (at most MESH_LINKS_MAX count; more are refused). */
@@ -9892,7 +9943,7 @@ key_entries(const struct derp_config *cfg)
 	return n > UINT32_MAX / 4 ? UINT32_MAX / 4 : (uint32_t)n;
 }
 
-#ifndef DERP_NO_MESH_CLIENT
+#ifndef DERP_NO_MESH
 /*
  * One -mesh-with entry: host[:port][/dialhost][=sha256-raw:HEX].  host (and
  * its port, 443 by default) names the peer as derper's https://host/derp
@@ -10009,7 +10060,7 @@ mesh_setup(struct derp_server *s, char *err, size_t errlen)
 		    MESH_LINKS_MAX);
 		return -1;
 	}
-#ifdef DERP_NO_MESH_CLIENT
+#ifdef DERP_NO_MESH
 	snprintf(err, errlen, "-mesh-with: this build has no mesh client "
 	    "(MESH=0)");
 	return -1;
@@ -10070,7 +10121,7 @@ mesh_setup(struct derp_server *s, char *err, size_t errlen)
 static void
 mesh_stop(struct derp_server *s)
 {
-#ifndef DERP_NO_MESH_CLIENT
+#ifndef DERP_NO_MESH
 	uint8_t i;
 
 	for (i = 0; s->links != NULL && i < s->nlinks; i++) {
@@ -10186,7 +10237,7 @@ derp_memory_bytes(const struct derp_config *cfg)
 	if (mesh_configured(cfg))
 		n += ((size_t)cfg->max_clients + WATCH_LOG_MIN) *
 		    sizeof(struct watch_ev);
-#ifndef DERP_NO_MESH_CLIENT
+#ifndef DERP_NO_MESH
 	n += (size_t)mesh_link_count(cfg) * (sizeof(struct mesh_link) +
 	    MESH_OUT_BYTES);
 #endif
@@ -10583,7 +10634,7 @@ derp_run(struct derp_server *s)
 				if (k->phase == VC_CONNECT ||
 				    k->phase == VC_TALK)
 					check_service(s, k, rev);
-#ifndef DERP_NO_MESH_CLIENT
+#ifndef DERP_NO_MESH
 			} else if (tag <= TAG_MESH0) {
 				struct mesh_link *l = &s->links[TAG_MESH0 - tag];
 
@@ -10602,7 +10653,7 @@ derp_run(struct derp_server *s)
 			admit_pump(s);
 		input_resume_paused(s);
 		output_flush_dirty(s);
-#ifndef DERP_NO_MESH_CLIENT
+#ifndef DERP_NO_MESH
 		if (s->links_dirty)
 			mesh_flush(s);
 #endif
@@ -10610,7 +10661,7 @@ derp_run(struct derp_server *s)
 			timers_sweep(s);
 			if (s->admit.on)
 				admit_tick(s);
-#ifndef DERP_NO_MESH_CLIENT
+#ifndef DERP_NO_MESH
 			if (s->nlinks > 0)
 				mesh_tick(s);
 #endif
@@ -10712,7 +10763,7 @@ struct flag {
 #define ACME_CA_FILE_TEXT ACME_CA_FILE_DEFAULT
 #endif
 
-#ifdef DERP_NO_MESH_CLIENT
+#ifdef DERP_NO_MESH
 #define MESH_MISSING "the mesh client (MESH=0)"
 #else
 #define MESH_MISSING NULL

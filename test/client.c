@@ -9,6 +9,9 @@
  *   TLS            the BearSSL engine driven by hand so every wait can time out
  *   bytes          dc_write / dc_read over either transport, with rbuf holding
  *                  what was received but not yet consumed
+ *   WebSocket      framing under the bytes in ws mode: writes staged in
+ *                  ws_out and framed at the flush, received frames kept in
+ *                  ws_raw and deframed into rbuf
  *   HTTP           request, response head, body
  *   DERP           keys, upgrade, handshake, frames
  *
@@ -32,6 +35,11 @@
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+
+/* RFC 6455 1.3: appended to Sec-WebSocket-Key before hashing. */
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_KEY_BYTES 16			/* Sec-WebSocket-Key: 16 random bytes */
+#define WS_MASK_CHUNK 4096		/* payload masked through a stack buffer */
 
 #define FRAME_HEADER_BYTES 5		/* type 1 + big-endian length 4 */
 #define SERVER_KEY_MAGIC_BYTES 8
@@ -427,6 +435,30 @@ tls_write_failed(struct dclient *c, int r)
 }
 
 /*
+ * Where received transport bytes go: rbuf, or in ws mode ws_raw (deframed
+ * into rbuf by fill).  recv_room: the room left there; recv_add appends.
+ */
+static size_t
+recv_room(const struct dclient *c)
+{
+	if (c->ws_on)
+		return sizeof(c->ws_raw) - c->ws_rawlen;
+	return sizeof(c->rbuf) - c->rlen;
+}
+
+static void
+recv_add(struct dclient *c, const uint8_t *p, size_t n)
+{
+	if (c->ws_on) {
+		memcpy(c->ws_raw + c->ws_rawlen, p, n);
+		c->ws_rawlen += n;
+	} else {
+		memcpy(c->rbuf + c->rlen, p, n);
+		c->rlen += n;
+	}
+}
+
+/*
  * Drive the engine until one of the `want` state bits is set.  Pending records
  * are always sent first.  Returns 1 when wanted, 0 when the connection closed
  * (EOF, reset, or close_notify), -1 on a TLS or socket error, -2 at the
@@ -463,15 +495,13 @@ tls_run(struct dclient *c, unsigned want, int64_t deadline)
 		}
 		if (st & want)
 			return 1;
-		if ((st & BR_SSL_RECVAPP) && c->rlen < sizeof(c->rbuf)) {
+		if ((st & BR_SSL_RECVAPP) && recv_room(c) > 0) {
 			/* Application data nobody asked for yet: keep it. */
-			size_t n;
+			size_t n = recv_room(c);
 			buf = br_ssl_engine_recvapp_buf(eng, &len);
-			n = sizeof(c->rbuf) - c->rlen;
 			if (n > len)
 				n = len;
-			memcpy(c->rbuf + c->rlen, buf, n);
-			c->rlen += n;
+			recv_add(c, buf, n);
 			br_ssl_engine_recvapp_ack(eng, n);
 			continue;
 		}
@@ -521,6 +551,24 @@ tls_setup(struct dclient *c, const char *sni, int64_t deadline)
 
 /* ---- bytes -------------------------------------------------------------- */
 
+/* Back out of ws mode with nothing received or staged (a new connection). */
+static void
+ws_reset(struct dclient *c)
+{
+	c->ws_on = 0;
+	c->ws_err = NULL;
+	c->ws_close_code = 0;
+	c->ws_close_reason[0] = '\0';
+	c->ws_pong_len = 0;
+	c->ws_pongs = c->ws_pings = 0;
+	c->ws_frames_in = c->ws_msgs_in = c->ws_frags_in = 0;
+	c->ws_in_left = 0;
+	c->ws_in_fin = 0;
+	c->ws_in_msg = 0;
+	c->ws_rawlen = 0;
+	c->ws_outlen = 0;
+}
+
 struct dclient *
 dc_new(void)
 {
@@ -532,6 +580,7 @@ dc_new(void)
 	c->tls_min = BR_TLS12;
 	c->tls_max = BR_TLS12;
 	c->write_timeout_ms = 5000;
+	c->ws_msg_bytes = DC_WS_MSG_MAX;
 	return c;
 }
 
@@ -556,6 +605,7 @@ dc_connect(struct dclient *c, const char *host, int port, int tls,
 	c->tls_broken = 0;
 	c->tls_broken_eof = 0;
 	c->got_server_key = 0;
+	ws_reset(c);
 	memset(&c->x509, 0, sizeof(c->x509));
 	if (strchr(host, ':') != NULL)
 		snprintf(c->host, sizeof(c->host), "[%s]:%d", host, port);
@@ -582,6 +632,7 @@ dc_start(struct dclient *c, const char *host, int port, int tls,
 	c->tls_broken = 0;
 	c->tls_broken_eof = 0;
 	c->got_server_key = 0;
+	ws_reset(c);
 	memset(&c->x509, 0, sizeof(c->x509));
 	if (strchr(host, ':') != NULL)
 		snprintf(c->host, sizeof(c->host), "[%s]:%d", host, port);
@@ -607,10 +658,10 @@ dc_close(struct dclient *c)
 	c->fd = -1;
 }
 
-/* Write len bytes without flushing TLS: used to build one write of several
- * parts.  0, -1 (closed or error), -2 (timeout). */
+/* Write len bytes to the transport without flushing TLS.  0, -1 (closed or
+ * error), -2 (timeout). */
 static int
-write_part(struct dclient *c, const uint8_t *p, size_t len, int64_t deadline)
+raw_write(struct dclient *c, const uint8_t *p, size_t len, int64_t deadline)
 {
 	br_ssl_engine_context *eng = &c->sc.eng;
 
@@ -638,7 +689,7 @@ write_part(struct dclient *c, const uint8_t *p, size_t len, int64_t deadline)
 
 /* Push buffered TLS records out to the socket. */
 static int
-write_flush(struct dclient *c, int64_t deadline)
+raw_flush(struct dclient *c, int64_t deadline)
 {
 	br_ssl_engine_context *eng = &c->sc.eng;
 	int r;
@@ -665,6 +716,45 @@ write_flush(struct dclient *c, int64_t deadline)
 	}
 }
 
+static int ws_emit(struct dclient *c, int64_t deadline);
+
+/* Write len bytes without flushing: used to build one write of several
+ * parts.  In ws mode they are staged in ws_out, framed by write_flush (or
+ * here when ws_out fills: a longer write is several messages).  0, -1
+ * (closed or error), -2 (timeout). */
+static int
+write_part(struct dclient *c, const uint8_t *p, size_t len, int64_t deadline)
+{
+	if (!c->ws_on)
+		return raw_write(c, p, len, deadline);
+	while (len > 0) {
+		size_t n = sizeof(c->ws_out) - c->ws_outlen;
+		int r;
+
+		if (n == 0) {
+			if ((r = ws_emit(c, deadline)) < 0)
+				return r;
+			continue;
+		}
+		if (n > len)
+			n = len;
+		memcpy(c->ws_out + c->ws_outlen, p, n);
+		c->ws_outlen += n;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* End of one write: frame what is staged (ws mode), flush TLS.  0 or -1. */
+static int
+write_flush(struct dclient *c, int64_t deadline)
+{
+	if (c->ws_on && ws_emit(c, deadline) < 0)
+		return -1;
+	return raw_flush(c, deadline);
+}
+
 int
 dc_write(struct dclient *c, const void *buf, size_t len)
 {
@@ -675,11 +765,12 @@ dc_write(struct dclient *c, const void *buf, size_t len)
 	return write_flush(c, deadline) < 0 ? -1 : 0;
 }
 
-/* Append more received bytes to rbuf: >0, 0 closed, -1 error, -2 timeout. */
+/* Append more received transport bytes (rbuf, or ws_raw in ws mode):
+ * >0, 0 closed, -1 error, -2 timeout. */
 static int
-fill(struct dclient *c, int64_t deadline)
+raw_fill(struct dclient *c, int64_t deadline)
 {
-	size_t room = sizeof(c->rbuf) - c->rlen;
+	size_t room = recv_room(c);
 	br_ssl_engine_context *eng = &c->sc.eng;
 	unsigned char *buf;
 	size_t len;
@@ -690,9 +781,15 @@ fill(struct dclient *c, int64_t deadline)
 	if (room == 0)
 		return -1;
 	if (!c->use_tls) {
-		r = sock_read_some(c->fd, c->rbuf + c->rlen, room, deadline);
-		if (r > 0)
-			c->rlen += (size_t)r;
+		uint8_t *dst = c->ws_on ? c->ws_raw + c->ws_rawlen :
+		    c->rbuf + c->rlen;
+		r = sock_read_some(c->fd, dst, room, deadline);
+		if (r > 0) {
+			if (c->ws_on)
+				c->ws_rawlen += (size_t)r;
+			else
+				c->rlen += (size_t)r;
+		}
 		return r;
 	}
 	r = tls_run(c, BR_SSL_RECVAPP, deadline);
@@ -701,10 +798,37 @@ fill(struct dclient *c, int64_t deadline)
 	buf = br_ssl_engine_recvapp_buf(eng, &len);
 	if (len > room)
 		len = room;
-	memcpy(c->rbuf + c->rlen, buf, len);
-	c->rlen += len;
+	recv_add(c, buf, len);
 	br_ssl_engine_recvapp_ack(eng, len);
 	return (int)len;
+}
+
+static int ws_deframe(struct dclient *c);
+
+/* Append more received stream bytes to rbuf: >0, 0 closed (in ws mode also
+ * the server's close frame), -1 error (in ws mode also a frame that breaks
+ * RFC 6455: c->ws_err), -2 timeout. */
+static int
+fill(struct dclient *c, int64_t deadline)
+{
+	if (!c->ws_on)
+		return raw_fill(c, deadline);
+	for (;;) {
+		size_t before = c->rlen;
+		int r;
+
+		if (ws_deframe(c) < 0)
+			return -1;
+		if (c->rlen > before)
+			return (int)(c->rlen - before);
+		if (c->ws_close_code != 0)
+			return 0;
+		if (c->rlen == sizeof(c->rbuf))
+			return -1;
+		r = raw_fill(c, deadline);
+		if (r <= 0)
+			return r;
+	}
 }
 
 static void
@@ -929,6 +1053,452 @@ dc_http_body(struct dclient *c, const char *head, int head_request,
 	return 0;
 }
 
+/* ---- WebSocket ------------------------------------------------------------ */
+
+/*
+ * Framing in ws mode (RFC 6455 section 5).  Sending: a write is staged in
+ * ws_out and cut by ws_emit into messages and fragments as ws_msg_bytes and
+ * ws_frag_bytes say, each frame masked with a fresh key.  Receiving: bytes
+ * from the transport land in ws_raw; ws_deframe moves binary payload into
+ * rbuf as it arrives (ws_in_left bytes of the current data frame remain,
+ * ws_in_fin says whether it ends its message, ws_in_msg whether a
+ * fragmented message is open), handles whole control frames (pong recorded,
+ * ping counted, close ends the stream with ws_close_code) and records the
+ * first violation in ws_err, which every later read reports as an error.
+ */
+
+/* Mask keys: xorshift32 seeded once from /dev/urandom (fresh per frame as
+ * RFC 6455 5.3 wants; unpredictability against a test relay is not needed,
+ * a system call per one-byte frame would slow the bytewise tests). */
+static uint32_t ws_mask_state;
+
+static void
+ws_mask_key(uint8_t key[4])
+{
+	uint32_t x;
+
+	while (ws_mask_state == 0)
+		dc_random(&ws_mask_state, sizeof(ws_mask_state));
+	x = ws_mask_state;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	ws_mask_state = x;
+	put_be32(key, x);
+}
+
+/* A frame header for b0 and len (the shortest length form), with key when
+ * masked, into h: its length. */
+static size_t
+ws_header(uint8_t h[DC_WS_HEADER_MAX], uint8_t b0, int masked, uint64_t len,
+    const uint8_t key[4])
+{
+	size_t n = 2, i;
+
+	h[0] = b0;
+	h[1] = masked ? 0x80 : 0;
+	if (len < 126) {
+		h[1] |= (uint8_t)len;
+	} else if (len <= 0xffff) {
+		h[1] |= 126;
+		h[2] = (uint8_t)(len >> 8);
+		h[3] = (uint8_t)len;
+		n = 4;
+	} else {
+		h[1] |= 127;
+		for (i = 0; i < 8; i++)
+			h[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+		n = 10;
+	}
+	if (masked) {
+		memcpy(h + n, key, 4);
+		n += 4;
+	}
+	return n;
+}
+
+/* One frame to the transport (not flushed).  0, -1, -2. */
+static int
+ws_write_frame(struct dclient *c, uint8_t b0, int masked, const uint8_t *p,
+    size_t len, int64_t deadline)
+{
+	uint8_t h[DC_WS_HEADER_MAX], key[4], chunk[WS_MASK_CHUNK];
+	size_t off = 0;
+	int r;
+
+	ws_mask_key(key);
+	r = raw_write(c, h, ws_header(h, b0, masked, len, key), deadline);
+	if (r < 0)
+		return r;
+	if (!masked)
+		return len > 0 ? raw_write(c, p, len, deadline) : 0;
+	while (off < len) {
+		size_t n = len - off < sizeof(chunk) ? len - off : sizeof(chunk);
+		size_t i;
+
+		for (i = 0; i < n; i++)
+			chunk[i] = (uint8_t)(p[off + i] ^ key[(off + i) & 3]);
+		if ((r = raw_write(c, chunk, n, deadline)) < 0)
+			return r;
+		off += n;
+	}
+	return 0;
+}
+
+/* What ws_out holds, as binary messages (see struct dclient's ws options),
+ * to the transport; ws_out is empty afterwards.  0, -1, -2. */
+static int
+ws_emit(struct dclient *c, int64_t deadline)
+{
+	size_t off = 0, total = c->ws_outlen;
+	int r = 0;
+
+	c->ws_outlen = 0;
+	while (off < total && r == 0) {
+		size_t mlen = total - off, moff = 0;
+
+		if (c->ws_msg_bytes > 0 && mlen > c->ws_msg_bytes)
+			mlen = c->ws_msg_bytes;
+		while (moff < mlen && r == 0) {
+			size_t flen = mlen - moff;
+			uint8_t b0;
+
+			if (c->ws_frag_bytes > 0 && flen > c->ws_frag_bytes)
+				flen = c->ws_frag_bytes;
+			b0 = moff == 0 ? DC_WS_OP_BINARY : DC_WS_OP_CONT;
+			if (moff + flen == mlen)
+				b0 |= DC_WS_FIN;
+			r = ws_write_frame(c, b0, 1, c->ws_out + off + moff, flen,
+			    deadline);
+			moff += flen;
+		}
+		off += mlen;
+	}
+	return r;
+}
+
+/*
+ * The frame header at p[0..n): its length (2..14), or 0 when more bytes are
+ * needed.  *len the payload length, *masked the mask bit, key the mask key.
+ */
+static size_t
+ws_parse_header(const uint8_t *p, size_t n, uint64_t *len, int *masked,
+    uint8_t key[4])
+{
+	size_t hl = 2, i;
+	uint64_t l;
+
+	if (n < 2)
+		return 0;
+	*masked = (p[1] & 0x80) != 0;
+	l = p[1] & 0x7f;
+	if (l == 126)
+		hl += 2;
+	else if (l == 127)
+		hl += 8;
+	if (*masked)
+		hl += 4;
+	if (n < hl)
+		return 0;
+	if (l == 126) {
+		l = (uint64_t)p[2] << 8 | p[3];
+	} else if (l == 127) {
+		l = 0;
+		for (i = 0; i < 8; i++)
+			l = l << 8 | p[2 + i];
+	}
+	if (*masked)
+		memcpy(key, p + hl - 4, 4);
+	*len = l;
+	return hl;
+}
+
+static void
+ws_raw_consume(struct dclient *c, size_t n)
+{
+	memmove(c->ws_raw, c->ws_raw + n, c->ws_rawlen - n);
+	c->ws_rawlen -= n;
+}
+
+static int
+ws_fail(struct dclient *c, const char *why)
+{
+	if (c->ws_err == NULL)
+		c->ws_err = why;
+	return -1;
+}
+
+/*
+ * Deframe what ws_raw holds: binary payload into rbuf (as much as it has
+ * room for), control frames handled.  0 (done for now: more bytes needed,
+ * rbuf full, or the close frame came), -1 at a violation (c->ws_err).
+ */
+static int
+ws_deframe(struct dclient *c)
+{
+	for (;;) {
+		uint8_t key[4], b0, op;
+		uint64_t len;
+		size_t hl, n;
+		int masked, fin;
+
+		if (c->ws_err != NULL)
+			return -1;
+		if (c->ws_close_code != 0)
+			return 0;
+		if (c->ws_in_left > 0) {
+			n = sizeof(c->rbuf) - c->rlen;
+			if (n > c->ws_rawlen)
+				n = c->ws_rawlen;
+			if (n > c->ws_in_left)
+				n = (size_t)c->ws_in_left;
+			if (n == 0)
+				return 0;
+			memcpy(c->rbuf + c->rlen, c->ws_raw, n);
+			c->rlen += n;
+			ws_raw_consume(c, n);
+			c->ws_in_left -= n;
+			if (c->ws_in_left == 0 && c->ws_in_fin)
+				c->ws_msgs_in++;
+			continue;
+		}
+		hl = ws_parse_header(c->ws_raw, c->ws_rawlen, &len, &masked, key);
+		if (hl == 0)
+			return 0;
+		b0 = c->ws_raw[0];
+		op = b0 & 0x0f;
+		fin = (b0 & DC_WS_FIN) != 0;
+		if (masked)
+			return ws_fail(c, "a masked server frame");
+		if (b0 & DC_WS_RSV)
+			return ws_fail(c, "a server frame with RSV bits set");
+		if (len >> 63)
+			return ws_fail(c, "a 64-bit length with its top bit set");
+		if (op >= DC_WS_OP_CLOSE) {
+			const uint8_t *p = c->ws_raw + hl;
+
+			if (!fin)
+				return ws_fail(c, "a fragmented control frame");
+			if (len > DC_WS_CONTROL_MAX)
+				return ws_fail(c, "a control frame over 125 bytes");
+			if (c->ws_rawlen < hl + len)
+				return 0;
+			n = (size_t)len;
+			if (op == DC_WS_OP_CLOSE) {
+				if (n == 1)
+					return ws_fail(c, "a 1-byte close frame");
+				/* 1005: "no status received" (RFC 6455 7.4.1),
+				 * never sent on the wire; 0 is no status. */
+				c->ws_close_code = n >= 2 ? p[0] << 8 | p[1] :
+				    1005;
+				if (c->ws_close_code == 0)
+					return ws_fail(c, "a close with status 0");
+				n = n >= 2 ? n - 2 : 0;
+				memcpy(c->ws_close_reason, p + (len >= 2 ? 2 : 0),
+				    n);
+				c->ws_close_reason[n] = '\0';
+			} else if (op == DC_WS_OP_PING) {
+				c->ws_pings++;
+			} else if (op == DC_WS_OP_PONG) {
+				memcpy(c->ws_pong, p, n);
+				c->ws_pong_len = n;
+				c->ws_pongs++;
+			} else {
+				return ws_fail(c, "a reserved control opcode");
+			}
+			ws_raw_consume(c, hl + (size_t)len);
+			continue;
+		}
+		if (op == DC_WS_OP_TEXT)
+			return ws_fail(c, "a text message");
+		if (op == DC_WS_OP_BINARY && c->ws_in_msg)
+			return ws_fail(c, "a new message inside a fragmented one");
+		if (op == DC_WS_OP_CONT && !c->ws_in_msg)
+			return ws_fail(c, "a continuation with no message started");
+		if (op != DC_WS_OP_BINARY && op != DC_WS_OP_CONT)
+			return ws_fail(c, "a reserved data opcode");
+		ws_raw_consume(c, hl);
+		c->ws_frames_in++;
+		if (!fin || op == DC_WS_OP_CONT)
+			c->ws_frags_in++;
+		c->ws_in_msg = !fin;
+		c->ws_in_fin = fin;
+		c->ws_in_left = len;
+		if (len == 0 && fin)
+			c->ws_msgs_in++;
+	}
+}
+
+static void
+base64_encode(const uint8_t *p, size_t n, char *out)
+{
+	static const char digits[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t i, o = 0;
+
+	for (i = 0; i + 2 < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 |
+		    p[i + 2];
+		out[o++] = digits[v >> 18];
+		out[o++] = digits[(v >> 12) & 63];
+		out[o++] = digits[(v >> 6) & 63];
+		out[o++] = digits[v & 63];
+	}
+	if (n - i == 1) {
+		out[o++] = digits[p[i] >> 2];
+		out[o++] = digits[(p[i] & 3) << 4];
+		out[o++] = '=';
+		out[o++] = '=';
+	} else if (n - i == 2) {
+		uint32_t v = (uint32_t)p[i] << 8 | p[i + 1];
+		out[o++] = digits[v >> 10];
+		out[o++] = digits[(v >> 4) & 63];
+		out[o++] = digits[(v & 15) << 2];
+		out[o++] = '=';
+	}
+	out[o] = '\0';
+}
+
+void
+dc_ws_accept(const char *key, char out[DC_WS_ACCEPT_LEN + 1])
+{
+	br_sha1_context sha;
+	uint8_t h[br_sha1_SIZE];
+
+	br_sha1_init(&sha);
+	br_sha1_update(&sha, key, strlen(key));
+	br_sha1_update(&sha, WS_GUID, sizeof(WS_GUID) - 1);
+	br_sha1_out(&sha, h);
+	base64_encode(h, sizeof(h), out);
+}
+
+int
+dc_ws_upgrade_request(struct dclient *c, const char *key,
+    const char *protocols, char *out, size_t cap)
+{
+	int n = snprintf(out, cap,
+	    "GET /derp HTTP/1.1\r\n"
+	    "Host: %s\r\n"
+	    "User-Agent: Go-http-client/1.1\r\n"
+	    "Connection: Upgrade\r\n"
+	    "Sec-WebSocket-Key: %s\r\n"
+	    "%s%s%s"
+	    "Sec-WebSocket-Version: 13\r\n"
+	    "Upgrade: websocket\r\n"
+	    "\r\n", c->host, key,
+	    protocols != NULL ? "Sec-WebSocket-Protocol: " : "",
+	    protocols != NULL ? protocols : "", protocols != NULL ? "\r\n" : "");
+
+	return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+int
+dc_upgrade_ws(struct dclient *c, const char *key, const char *protocols,
+    int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	char req[1024], rnd[2 * WS_KEY_BYTES];
+	uint8_t kb[WS_KEY_BYTES];
+	int n;
+
+	c->head[0] = '\0';
+	if (c->ws_on)
+		return -1;
+	if (key == NULL) {
+		dc_random(kb, sizeof(kb));
+		base64_encode(kb, sizeof(kb), rnd);
+		key = rnd;
+	}
+	n = dc_ws_upgrade_request(c, key, protocols, req, sizeof(req));
+	if (n < 0 || dc_write(c, req, (size_t)n) < 0)
+		return -1;
+	return dc_ws_read_upgrade(c, key, left_ms(deadline));
+}
+
+int
+dc_ws_read_upgrade(struct dclient *c, const char *key, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	char want[DC_WS_ACCEPT_LEN + 1], got[DC_WS_ACCEPT_LEN + 2];
+
+	c->head[0] = '\0';
+	if (c->ws_on)
+		return -1;
+	if (read_head(c, c->head, sizeof(c->head), deadline) < 0 ||
+	    dc_http_status(c->head) != 101)
+		return -1;
+	dc_ws_accept(key, want);
+	if (!dc_http_header(c->head, "Sec-WebSocket-Accept", got, sizeof(got))
+	    || strcmp(got, want) != 0)
+		return -1;
+	/* What came after the head is already WebSocket frames. */
+	if (c->rlen > sizeof(c->ws_raw))
+		return -1;
+	memcpy(c->ws_raw, c->rbuf, c->rlen);
+	c->ws_rawlen = c->rlen;
+	c->rlen = 0;
+	c->ws_on = 1;
+	return 0;
+}
+
+int
+dc_write_raw(struct dclient *c, const void *buf, size_t len)
+{
+	int64_t deadline = now_ms() + c->write_timeout_ms;
+
+	if (raw_write(c, buf, len, deadline) < 0)
+		return -1;
+	return raw_flush(c, deadline) < 0 ? -1 : 0;
+}
+
+int
+dc_ws_send_frame(struct dclient *c, uint8_t b0, int masked,
+    const void *payload, size_t len)
+{
+	int64_t deadline = now_ms() + c->write_timeout_ms;
+
+	if (ws_write_frame(c, b0, masked, payload, len, deadline) < 0)
+		return -1;
+	return raw_flush(c, deadline) < 0 ? -1 : 0;
+}
+
+int
+dc_ws_recv_frame(struct dclient *c, uint8_t *b0, int *masked,
+    uint8_t *payload, size_t cap, uint64_t *len, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	uint8_t key[4];
+	uint64_t off = 0;
+	size_t hl;
+	int r;
+
+	if (!c->ws_on || c->ws_in_left > 0)
+		return -1;
+	while ((hl = ws_parse_header(c->ws_raw, c->ws_rawlen, len, masked,
+	    key)) == 0)
+		if ((r = raw_fill(c, deadline)) <= 0)
+			return r;
+	*b0 = c->ws_raw[0];
+	ws_raw_consume(c, hl);
+	while (off < *len) {
+		size_t n = c->ws_rawlen, i;
+
+		if (n == 0) {
+			if ((r = raw_fill(c, deadline)) <= 0)
+				return r;
+			continue;
+		}
+		if (n > *len - off)
+			n = (size_t)(*len - off);
+		for (i = 0; i < n && off + i < cap; i++)
+			payload[off + i] = (uint8_t)(c->ws_raw[i] ^
+			    (*masked ? key[(off + i) & 3] : 0));
+		ws_raw_consume(c, n);
+		off += n;
+	}
+	return 1;
+}
+
 /* ---- DERP --------------------------------------------------------------- */
 
 void
@@ -1116,6 +1686,11 @@ dc_upgrade(struct dclient *c, int fast_start, int timeout_ms)
 	char req[512];
 	int n = upgrade_request(c, fast_start, req, sizeof(req));
 
+	if (c->ws) {
+		if (fast_start || dc_upgrade_ws(c, NULL, "derp", timeout_ms) < 0)
+			return -1;
+		return read_server_key(c, deadline);
+	}
 	c->head[0] = '\0';
 	if (n < 0 || dc_write(c, req, (size_t)n) < 0)
 		return -1;
@@ -1182,6 +1757,8 @@ dc_handshake(struct dclient *c, int fast_start, const char *json,
 	    CLIENT_INFO_MAX_JSON];
 	size_t cilen;
 
+	if (c->ws && fast_start)
+		return -1;	/* fast start has no WebSocket form */
 	if (fast_start && c->got_server_key) {
 		/* Request and ClientInfo in one write, as the Go client after a
 		 * TLS 1.3 meta certificate; then skip (check) the ServerKey. */

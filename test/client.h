@@ -7,6 +7,15 @@
  *
  * A struct dclient is large (it holds a full TLS I/O buffer and one maximal frame),
  * so get one from dc_new() rather than the stack.
+ *
+ * WebSocket (RFC 6455, derp-protocol.md 5.4): after dc_upgrade_ws (or
+ * dc_upgrade / dc_handshake with the ws option set) the client is in ws mode:
+ * what it writes goes out in masked binary frames (ws_msg_bytes and
+ * ws_frag_bytes choose how a write is cut), and every read path (dc_read,
+ * dc_read_full, dc_recv_frame, dc_recv_packet, dc_expect_close) sees the
+ * payload of the server's binary messages as one byte stream, pongs recorded
+ * and a close frame (its status in ws_close_code) read as the end of the
+ * stream.  The DERP functions work unchanged over it.
  */
 #ifndef TEST_CLIENT_H
 #define TEST_CLIENT_H
@@ -22,6 +31,30 @@
  * Go's and most servers' own header-line budget. */
 #define DC_HEAD_MAX 8192
 
+/* WebSocket frames (RFC 6455 section 5.2): byte 0 is FIN | RSV1-3 | opcode. */
+#define DC_WS_FIN 0x80
+#define DC_WS_RSV 0x70			/* RSV1 0x40, RSV2 0x20, RSV3 0x10 */
+#define DC_WS_OP_CONT 0x0
+#define DC_WS_OP_TEXT 0x1
+#define DC_WS_OP_BINARY 0x2
+#define DC_WS_OP_CLOSE 0x8
+#define DC_WS_OP_PING 0x9
+#define DC_WS_OP_PONG 0xa
+/* A frame header: 2 bytes, then 2 or 8 of extended length, then the 4-byte
+ * mask key of a client frame: at most 2 + 8 + 4. */
+#define DC_WS_HEADER_MAX 14
+/* Control frames carry at most 125 payload bytes (RFC 6455 5.5). */
+#define DC_WS_CONTROL_MAX 125
+/* derper's WebSocket library refuses received messages over 32768 bytes
+ * (close 1009): the default cut of what we write. */
+#define DC_WS_MSG_MAX 32768
+/* Received frame bytes not yet deframed: a frame header plus one full TLS
+ * record (16384) of what follows; binary payload moves on to rbuf as it
+ * comes, so a frame need never fit whole. */
+#define DC_WS_RAW_BYTES (DC_WS_HEADER_MAX + 16384)
+/* Sec-WebSocket-Accept: base64 of a 20-byte SHA-1, 28 characters. */
+#define DC_WS_ACCEPT_LEN 28
+
 struct dclient {
 	/* Options: dc_new() sets the defaults, dc_connect() keeps them. */
 	int rcvbuf;			/* SO_RCVBUF before connect; 0 = system default */
@@ -36,6 +69,17 @@ struct dclient {
 	 * what the server chose. */
 	const char *alpn[4];
 	size_t alpn_count;
+	/* WebSocket: ws set makes dc_upgrade (and so dc_handshake) upgrade
+	 * with dc_upgrade_ws (subprotocol "derp") instead of Upgrade: DERP.
+	 * In ws mode each write (dc_write, dc_send_frame, dc_send_packet) is
+	 * cut into binary messages of at most ws_msg_bytes payload bytes
+	 * (default DC_WS_MSG_MAX; 0 = no cut), and, when ws_frag_bytes is
+	 * not 0, each message into fragments of at most ws_frag_bytes
+	 * (binary FIN=0, continuations, the last with FIN).  Each frame gets
+	 * a fresh random mask key. */
+	int ws;
+	size_t ws_msg_bytes;
+	size_t ws_frag_bytes;
 
 	int fd;
 	int use_tls;
@@ -65,6 +109,28 @@ struct dclient {
 	uint8_t server_pk[32];		/* from ServerKey (or preset for fast start) */
 	int got_server_key;
 	char head[DC_HEAD_MAX];		/* last HTTP response head (dc_upgrade) */
+
+	/* WebSocket state, reset by dc_connect and dc_start. */
+	int ws_on;			/* in ws mode: a 101 with the right Accept came */
+	const char *ws_err;		/* first violation in the server's frames
+					 * (the reads then fail), or NULL */
+	int ws_close_code;		/* the server's close frame: its status,
+					 * 1005 when it had none; 0 = none yet */
+	char ws_close_reason[DC_WS_CONTROL_MAX + 1];
+	uint8_t ws_pong[DC_WS_CONTROL_MAX];	/* the last pong's payload */
+	size_t ws_pong_len;
+	unsigned long ws_pongs, ws_pings;	/* control frames received */
+	unsigned long ws_frames_in;	/* data frames received */
+	unsigned long ws_msgs_in;	/* binary messages received whole */
+	unsigned long ws_frags_in;	/* data frames part of a fragmented one */
+	uint64_t ws_in_left;		/* payload of the current data frame not
+					 * yet moved to rbuf */
+	int ws_in_fin;			/* the current data frame has FIN */
+	int ws_in_msg;			/* a fragmented message is unfinished */
+	uint8_t ws_raw[DC_WS_RAW_BYTES];	/* received, not yet deframed */
+	size_t ws_rawlen;
+	uint8_t ws_out[DC_MAX_FRAME];	/* one write, staged until it is framed */
+	size_t ws_outlen;
 };
 
 /* A zeroed client with default options and no connection; NULL if out of
@@ -139,7 +205,9 @@ int dc_handshake(struct dclient *c, int fast_start, const char *json,
  * dc_upgrade: request (+ 101 unless fast start) + ServerKey; 0 or -1.
  * dc_client_info_frame: the ClientInfo frame (5-byte header included) for json
  *   into out[cap]; returns its length, or 0 if it does not fit.
- * dc_recv_server_info: next frame must be ServerInfo holding {"version":2}. */
+ * dc_recv_server_info: next frame must be ServerInfo holding {"version":2}.
+ * With c->ws set, dc_upgrade is dc_upgrade_ws(c, NULL, "derp", ...) plus
+ * ServerKey, and fast_start (no WebSocket form) fails. */
 int dc_upgrade(struct dclient *c, int fast_start, int timeout_ms);
 size_t dc_client_info_frame(struct dclient *c, const char *json, uint8_t *out,
     size_t cap);
@@ -160,5 +228,43 @@ int dc_recv_packet(struct dclient *c, uint8_t src[32], uint8_t *pkt,
  * close are discarded): EOF, reset, close_notify or a fatal alert it sent; 0
  * if it stays open or the stream breaks otherwise (a bad record, an error). */
 int dc_expect_close(struct dclient *c, int timeout_ms);
+
+/* ---- WebSocket ---- */
+
+/* Sec-WebSocket-Accept for key: base64(SHA-1(key "258EAFA5-E914-47DA-95CA-
+ * C5AB0DC85B11")) into out (NUL-terminated). */
+void dc_ws_accept(const char *key, char out[DC_WS_ACCEPT_LEN + 1]);
+/* The upgrade request as a Go client writes it (the vector's bytes: headers
+ * after User-Agent sorted by name), for key (base64) and protocols (the
+ * Sec-WebSocket-Protocol value; NULL = no such header), into out[cap]
+ * (NUL-terminated): its length, or -1 if it does not fit. */
+int dc_ws_upgrade_request(struct dclient *c, const char *key,
+    const char *protocols, char *out, size_t cap);
+/* Send that request (key NULL: 16 random bytes), read the response head
+ * into c->head; when it is a 101 whose Sec-WebSocket-Accept matches, enter
+ * ws mode and return 0 (the subprotocol is not checked: see c->head).
+ * -1 otherwise (c->head holds what came, if anything).  Nothing after the
+ * head is read: ServerKey is the caller's (dc_upgrade reads it). */
+int dc_upgrade_ws(struct dclient *c, const char *key, const char *protocols,
+    int timeout_ms);
+/* The second half of dc_upgrade_ws, for a request the caller wrote itself
+ * (dc_write) with Sec-WebSocket-Key key: read the head, check the 101 and
+ * its Accept, enter ws mode.  0 or -1. */
+int dc_ws_read_upgrade(struct dclient *c, const char *key, int timeout_ms);
+/* Bytes straight to the transport (under the WebSocket framing, after TLS),
+ * flushed: already-framed input such as the vectors' masked frames.  0/-1. */
+int dc_write_raw(struct dclient *c, const void *buf, size_t len);
+/* One frame of any shape, flushed: b0 is FIN | RSV | opcode as sent, the
+ * length field says len (the shortest encoding), masked with a random key
+ * when masked.  0 or -1. */
+int dc_ws_send_frame(struct dclient *c, uint8_t b0, int masked,
+    const void *payload, size_t len);
+/* The next server frame as it is, bypassing the deframer (call it between
+ * messages: before any DERP read, or when everything read so far was
+ * consumed): *b0 its first byte, *masked its mask bit, *len its payload
+ * length; the payload (unmasked when masked) into payload[cap], the rest of
+ * a longer one read and dropped.  1, 0 EOF/closed, -1 error, -2 timeout. */
+int dc_ws_recv_frame(struct dclient *c, uint8_t *b0, int *masked,
+    uint8_t *payload, size_t cap, uint64_t *len, int timeout_ms);
 
 #endif

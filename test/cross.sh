@@ -142,19 +142,22 @@ blib=$top/$bsrc/$bbuild/libbearssl.a
 if [ "$target" = static ]; then
 	# ACME=0 (make static's default): the firmware build, under 250 KB;
 	# ACME=1 adds the ACME client (the Docker image).  Bootstrap DNS and
-	# the webhook's TLS client follow ACME unless BOOTDNS and HOOKTLS say
-	# (Makefile).
+	# the webhook's TLS client, the mesh and WebSocket follow ACME unless
+	# BOOTDNS, HOOKTLS, MESH and WS say (Makefile).
 	acme=${ACME:-0}
 	bootdns=${BOOTDNS:-$acme}
 	hooktls=${HOOKTLS:-$acme}
+	mesh=${MESH:-$acme}
+	ws=${WS:-$acme}
 	out=build/static
 	cflags='-Os -ffunction-sections -fdata-sections'
 	ldflags='-static -s -Wl,--gc-sections'
-	conf="ACME=$acme BOOTDNS=$bootdns HOOKTLS=$hooktls"
+	conf="ACME=$acme BOOTDNS=$bootdns HOOKTLS=$hooktls MESH=$mesh WS=$ws"
 	fresh "$out" "$cc $cflags $ldflags $blib $conf"
 	make --no-print-directory CC="$cc" CFLAGS="$cflags" LDFLAGS="$ldflags" \
 	    BEARSSL_CFLAGS="-I$binc" BEARSSL_LIBS="$blib" TESTOUT="$out/" \
-	    ACME="$acme" BOOTDNS="$bootdns" HOOKTLS="$hooktls" "$out/derp"
+	    ACME="$acme" BOOTDNS="$bootdns" HOOKTLS="$hooktls" MESH="$mesh" \
+	    WS="$ws" "$out/derp"
 	size=$(wc -c <"$out/derp")
 	echo "cross.sh: $out/derp: $size bytes (static, stripped, $conf)"
 	# The firmware build's budget: 250 KB.

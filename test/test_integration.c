@@ -29,7 +29,10 @@
  * stand-in tailscaled, -verify-client-url against a stand-in webhook);
  * seed_cmdline (the seed deployment's command line as it stands, with its
  * fixed ports and paths, in network and mount namespaces the test makes:
- * root only, skipped otherwise).  The
+ * root only, skipped otherwise); ws_plain and ws_tls (DERP over WebSocket:
+ * the vectors of http/websocket_derp.txt, WebSocket and raw clients
+ * exchanging, framing, ping/pong/close, every malformed frame closing only
+ * its connection with its status, the handshake's refusals).  The
  * certificates are made by cert.c, linked in (the webhook's test CA by the
  * openssl command: verify_hook_tls skips without it).
  *
@@ -823,20 +826,28 @@ wait_frame(struct dclient *c, uint8_t want, uint8_t *buf, size_t cap,
 	}
 }
 
-/* Upgrade only (ServerKey read), no ClientInfo yet. */
+/* Upgrade only (ServerKey read), no ClientInfo yet; over WebSocket when
+ * ws. */
 static struct dclient *
-cl_upgraded(void)
+cl_upgraded_as(int ws)
 {
 	struct dclient *c = cl_connect();
 
 	if (c == NULL)
 		return NULL;
+	c->ws = ws;
 	dc_genkey(c);
 	if (dc_upgrade(c, 0, IO_MS) < 0) {
 		dc_free(c);
 		return NULL;
 	}
 	return c;
+}
+
+static struct dclient *
+cl_upgraded(void)
+{
+	return cl_upgraded_as(0);
 }
 
 /* ---- HTTP helpers ------------------------------------------------------- */
@@ -2665,7 +2676,9 @@ t_cert_reused(void)
 /*
  * The handshake deadline costs 10 s, so it runs in a child process beside the
  * other scenarios.  The child reports one line through a pipe: "ok" or the
- * failure text.  partial: send part of a ClientInfo before going silent.
+ * failure text.  partial: send part of a ClientInfo before going silent;
+ * ws: over WebSocket (the same deadline: derp-protocol.md 5.4 carries the
+ * same DERP stream).
  */
 struct helper {
 	pid_t pid;
@@ -2675,9 +2688,9 @@ struct helper {
 };
 
 static void
-deadline_child(int wfd, int partial)
+deadline_child(int wfd, int partial, int ws)
 {
-	struct dclient *c = cl_upgraded();
+	struct dclient *c = cl_upgraded_as(ws);
 	char msg[200];
 	int64_t t0, dt;
 	int closed;
@@ -2712,7 +2725,8 @@ deadline_child(int wfd, int partial)
 }
 
 static int
-helper_start(struct helper *h, const char *name, int slot, int partial)
+helper_start(struct helper *h, const char *name, int slot, int partial,
+    int ws)
 {
 	int fds[2];
 
@@ -2731,7 +2745,7 @@ helper_start(struct helper *h, const char *name, int slot, int partial)
 	}
 	if (h->pid == 0) {
 		close(fds[0]);
-		deadline_child(fds[1], partial);
+		deadline_child(fds[1], partial, ws);
 	}
 	close(fds[1]);
 	h->fd = fds[0];
@@ -3191,9 +3205,9 @@ run_full_mode(const char *name, int tls)
 	if (server_start(tls ? mk_tls : mk_plain) < 0)
 		return;
 	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
-	if (helper_start(&h1, "handshake_deadline", 0, 0) < 0)
+	if (helper_start(&h1, "handshake_deadline", 0, 0, 0) < 0)
 		h1.pid = -1;
-	if (helper_start(&h2, "handshake_deadline_partial", 1, 1) < 0)
+	if (helper_start(&h2, "handshake_deadline_partial", 1, 1, 0) < 0)
 		h2.pid = -1;
 	if (tls)
 		t_tls_cert(cert_dir);
@@ -9934,6 +9948,845 @@ run_seed_cmdline_mode(void)
 	verdict("as_root_without_allow_root_refused", e);
 }
 
+/* ---- WebSocket: DERP over RFC 6455 (derp-protocol.md 5.4) ---------------- */
+
+/*
+ * ws_plain and ws_tls: one relay each (the plain and tls modes' flags), and
+ * pair_a speaks DERP over WebSocket while pair_b speaks raw DERP, so that
+ * pair_works crosses the two after every bad input.  The vectors of
+ * http/websocket_derp.txt are sent byte for byte: the relay holds their
+ * server key (-c is the vectors' key file).
+ */
+
+/* The vectors, by their "## " section title and line prefix. */
+enum {
+	WV_REQ, WV_101, WV_FIRST, WV_CI, WV_CI_A, WV_CI_B, WV_CIF_A, WV_CIF_B,
+	WV_PING, WV_PONG, WV_TEXT, WV_TEXT_CLOSE, WV_COUNT
+};
+static const struct {
+	const char *section, *field;
+	int nth;
+} wv_where[WV_COUNT] = {
+	{ "C>S upgrade request", "hex: ", 0 },
+	{ "S>C 101 response", "hex: ", 0 },
+	{ "S>C first WebSocket frame", "hex: ", 0 },
+	{ "ClientInfo DERP frame in one", "hex: ", 0 },
+	{ "split over two binary messages", "hex: ", 0 },
+	{ "split over two binary messages", "hex: ", 1 },
+	{ "as one fragmented message", "hex: ", 0 },
+	{ "as one fragmented message", "hex: ", 1 },
+	{ "C>S ping control frame", "hex: ", 0 },
+	{ "C>S ping control frame", "reply_hex: ", 0 },
+	{ "C>S text message", "hex: ", 0 },
+	{ "C>S text message", "close_reply_hex: ", 0 },
+};
+#define WS_VEC_MAX 512		/* bytes of one vector: the request is 223 */
+static uint8_t wv[WV_COUNT][WS_VEC_MAX];
+static size_t wv_len[WV_COUNT];
+static char wv_key[64], wv_accept[64];	/* base64: 24 and 28 characters */
+static int wv_ok;
+
+/* Status codes of close frames (RFC 6455 7.4.1). */
+#define WS_CLOSE_PROTOCOL 1002
+#define WS_CLOSE_UNSUPPORTED 1003
+#define WS_CLOSE_POLICY 1008
+#define WS_CLOSE_TOO_BIG 1009
+#define WS_MSG_LIMIT 32768	/* derper's library: larger messages refused */
+#define WS_SKIP_FRAMES 64	/* frames skipped looking for a control frame */
+
+/* The nth line beginning with field in the "## " section whose title holds
+ * what, after the field, into out[cap] (blanks and comments cut); 0 or -1. */
+static int
+ws_vec_line(const char *what, const char *field, int nth, char *out,
+    size_t cap)
+{
+	char path[512], *text, *line, *save = NULL;
+	size_t fl = strlen(field);
+	int in = 0, r = -1;
+
+	data_path(path, sizeof(path), "http/websocket_derp.txt");
+	text = read_file(path, NULL);
+	if (text == NULL)
+		return -1;
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		if (strncmp(line, "## ", 3) == 0) {
+			in = strstr(line, what) != NULL;
+		} else if (in && strncmp(line, field, fl) == 0 && nth-- == 0) {
+			line += fl;
+			snprintf(out, cap, "%.*s", (int)strcspn(line, " \t\r#"),
+			    line);
+			r = 0;
+			break;
+		}
+	}
+	free(text);
+	return r;
+}
+
+static void
+ws_load_vectors(void)
+{
+	char line[1100];
+	int i;
+
+	wv_ok = 1;
+	for (i = 0; i < WV_COUNT; i++) {
+		long n = -1;
+		if (ws_vec_line(wv_where[i].section, wv_where[i].field,
+		    wv_where[i].nth, line, sizeof(line)) == 0)
+			n = dc_unhex(line, wv[i], sizeof(wv[i]));
+		wv_len[i] = n > 0 ? (size_t)n : 0;
+		if (n <= 0)
+			wv_ok = 0;
+	}
+	if (ws_vec_line("S>C 101 response", "sec_websocket_key: ", 0, wv_key,
+	    sizeof(wv_key)) < 0 || ws_vec_line("S>C 101 response",
+	    "sec_websocket_accept: ", 0, wv_accept, sizeof(wv_accept)) < 0)
+		wv_ok = 0;
+}
+
+/* A handshaken DERP-over-WebSocket client with a fresh key; NULL on failure. */
+static struct dclient *
+cl_ws(void)
+{
+	struct dclient *c = dc_new();
+
+	if (c == NULL)
+		return NULL;
+	c->ws = 1;
+	dc_genkey(c);
+	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
+	    dc_handshake(c, 0, NULL, IO_MS) < 0) {
+		dc_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* The next server frame that is not a binary one (KeepAlives and the like
+ * skipped, a bounded number), read raw.  1 found, else what the read said
+ * (0 closed, -1, -2). */
+static int
+ws_next_control(struct dclient *c, uint8_t *b0, uint8_t *p, size_t cap,
+    uint64_t *len, int ms)
+{
+	int64_t deadline = now_ms() + ms;
+	int i, masked;
+
+	for (i = 0; i < WS_SKIP_FRAMES; i++) {
+		int left = (int)(deadline - now_ms()), r;
+
+		if (left <= 0)
+			return -2;
+		r = dc_ws_recv_frame(c, b0, &masked, p, cap, len, left);
+		if (r != 1)
+			return r;
+		if ((*b0 & 0x0f) != DC_WS_OP_BINARY)
+			return 1;
+	}
+	return -1;
+}
+
+/* After the server's close frame: answer it as a client should, then the
+ * server must end the connection within CLOSE_MS.  1 if it did. */
+static int
+ws_then_eof(struct dclient *c)
+{
+	static const uint8_t normal[2] = { 0x03, 0xe8 };	/* 1000 */
+	int64_t deadline = now_ms() + CLOSE_MS;
+	uint64_t n;
+	uint8_t b0;
+	int i, r = 1, masked;
+
+	(void)dc_ws_send_frame(c, DC_WS_FIN | DC_WS_OP_CLOSE, 1, normal, 2);
+	for (i = 0; i < WS_SKIP_FRAMES && r == 1; i++) {
+		int left = (int)(deadline - now_ms());
+		if (left <= 0)
+			return 0;
+		r = dc_ws_recv_frame(c, &b0, &masked, qbuf, sizeof(qbuf), &n,
+		    left);
+	}
+	return closed_cleanly(c, r);
+}
+
+/*
+ * The server must close c: a close frame with status want (strict: it must
+ * come; otherwise a close without one passes too, for inputs the relay may
+ * refuse before reading them whole, when the reset of its unread bytes can
+ * overtake the frame), then the end of the connection.  NULL, or why not.
+ */
+static const char *
+ws_closed_with(struct dclient *c, int want, int strict)
+{
+	static char why[200];
+	int64_t deadline = now_ms() + CLOSE_MS;
+	int i, r = 1;
+
+	for (i = 0; i < 1000 && r > 0; i++) {
+		int left = (int)(deadline - now_ms());
+		if (left <= 0)
+			break;
+		r = dc_read(c, qbuf, sizeof(qbuf), left);
+	}
+	if (r > 0 || r == -2) {
+		snprintf(why, sizeof(why), "connection still open after %d ms",
+		    CLOSE_MS);
+		return why;
+	}
+	if (r == -1 && c->ws_err != NULL) {
+		snprintf(why, sizeof(why), "the server sent %s", c->ws_err);
+		return why;
+	}
+	if (!closed_cleanly(c, r)) {
+		snprintf(why, sizeof(why), "the stream broke (TLS error %d)"
+		    " instead of closing", c->tls_err);
+		return why;
+	}
+	if (c->ws_close_code == 0)
+		return strict ? "closed without a close frame" : NULL;
+	if (c->ws_close_code != want) {
+		snprintf(why, sizeof(why), "close status %d (reason \"%.60s\"),"
+		    " expected %d", c->ws_close_code, c->ws_close_reason, want);
+		return why;
+	}
+	if (!ws_then_eof(c))
+		return "the close frame came but the connection stayed open";
+	return NULL;
+}
+
+/* A fresh raw DERP client exchanges with pair_b, and the pair still works:
+ * the relay as a whole is unharmed.  NULL, or why not. */
+static const char *
+ws_relay_unharmed(void)
+{
+	struct dclient *c = cl_derp();
+	const char *e;
+
+	if (c == NULL)
+		return "afterwards a fresh raw client could not connect";
+	if (pair_b == NULL)
+		e = "no established pair";
+	else if ((e = relay(c, pair_b, 100)) == NULL)
+		e = relay(pair_b, c, 100);
+	dc_free(c);
+	if (e != NULL)
+		return "afterwards a fresh raw client could not exchange";
+	return pair_works();
+}
+
+/* The status line of a response head, for a failure message. */
+static const char *
+ws_status_line(const struct dclient *c)
+{
+	static char line[120];
+
+	if (c == NULL)
+		return "(no connection)";
+	snprintf(line, sizeof(line), "%.*s", (int)strcspn(c->head, "\r\n"),
+	    c->head);
+	return line[0] != '\0' ? line : "(no response)";
+}
+
+/* The vectors: the exact 101, ServerKey as the first binary message, the
+ * vector ClientInfo in its three framings, the ping and the text message. */
+static void
+t_ws_vectors(void)
+{
+	static const int ci_parts[3][2] = {
+		{ WV_CI, -1 }, { WV_CI_A, WV_CI_B }, { WV_CIF_A, WV_CIF_B }
+	};
+	static const char *const ci_names[3] = { "ws_vector_client_info",
+	    "ws_vector_client_info_two_messages",
+	    "ws_vector_client_info_fragmented" };
+	struct dclient *c = NULL;
+	char acc[DC_WS_ACCEPT_LEN + 1], why[300];
+	const char *e;
+	uint64_t n;
+	uint8_t b0;
+	int i, k, masked, r;
+
+	dc_ws_accept(wv_key, acc);
+	verdict("ws_accept_of_vector_key", strcmp(acc, wv_accept) == 0 ? NULL :
+	    "dc_ws_accept disagrees with the vector (client bug)");
+	for (i = 0; i < 3; i++) {
+		dc_free(c);
+		c = cl_connect();
+		e = NULL;
+		if (c == NULL || dc_write(c, wv[WV_REQ], wv_len[WV_REQ]) < 0 ||
+		    dc_ws_read_upgrade(c, wv_key, IO_MS) < 0) {
+			snprintf(why, sizeof(why), "no 101 with the vector's"
+			    " Accept: %s", ws_status_line(c));
+			if (i == 0) {
+				fail("ws_vector_101_exact", "%s", why);
+				fail("ws_vector_server_key_message", "no 101");
+			}
+			fail(ci_names[i], "%s", why);
+			continue;
+		}
+		if (i == 0) {
+			verdict("ws_vector_101_exact", strlen(c->head) ==
+			    wv_len[WV_101] && memcmp(c->head, wv[WV_101],
+			    wv_len[WV_101]) == 0 ? NULL :
+			    "the 101 differs from the vector's bytes");
+			/* The first frame, raw: 0x82, unmasked, 45 bytes. */
+			r = dc_ws_recv_frame(c, &b0, &masked, qbuf, sizeof(qbuf),
+			    &n, IO_MS);
+			if (r != 1)
+				e = "no first frame";
+			else if (b0 != wv[WV_FIRST][0] || masked ||
+			    n != wv_len[WV_FIRST] - 2 ||
+			    wv[WV_FIRST][1] != (uint8_t)n ||
+			    memcmp(qbuf, wv[WV_FIRST] + 2, (size_t)n) != 0)
+				e = "not the vector's ServerKey message";
+			verdict("ws_vector_server_key_message", e);
+			if (e != NULL) {
+				fail(ci_names[i], "no ServerKey message");
+				continue;
+			}
+		} else {
+			uint8_t type;
+			size_t fl;
+			if (dc_recv_frame(c, &type, qbuf, sizeof(qbuf), &fl,
+			    IO_MS) != 1 || type != FT_SERVER_KEY) {
+				fail(ci_names[i], "no ServerKey");
+				continue;
+			}
+		}
+		memcpy(c->sk, v_client_sk, 32);
+		memcpy(c->pk, v_client_pk, 32);
+		memcpy(c->server_pk, v_server_pk, 32);
+		for (k = 0; k < 2 && e == NULL; k++)
+			if (ci_parts[i][k] >= 0 && dc_write_raw(c,
+			    wv[ci_parts[i][k]], wv_len[ci_parts[i][k]]) < 0)
+				e = "write failed";
+		if (e == NULL && dc_recv_server_info(c, IO_MS) < 0)
+			e = "no ServerInfo that opens with the client test key";
+		if (e == NULL && !ping(c))
+			e = "no DERP Pong afterwards";
+		verdict(ci_names[i], e);
+	}
+	if (c == NULL || !c->ws_on) {
+		fail("ws_vector_ping_pong", "no connection left");
+		fail("ws_vector_text_1003", "no connection left");
+		dc_free(c);
+		return;
+	}
+	/* Ping: the exact pong.  Text: the exact close. */
+	e = NULL;
+	if (dc_write_raw(c, wv[WV_PING], wv_len[WV_PING]) < 0)
+		e = "write failed";
+	else if ((r = ws_next_control(c, &b0, qbuf, sizeof(qbuf), &n,
+	    IO_MS)) != 1)
+		e = r == 0 ? "closed" : "no control frame came";
+	else if (b0 != wv[WV_PONG][0] || n != wv_len[WV_PONG] - 2 ||
+	    wv[WV_PONG][1] != (uint8_t)n || memcmp(qbuf, wv[WV_PONG] + 2,
+	    (size_t)n) != 0)
+		e = "not the vector's pong";
+	verdict("ws_vector_ping_pong", e);
+	e = NULL;
+	if (dc_write_raw(c, wv[WV_TEXT], wv_len[WV_TEXT]) < 0)
+		e = "write failed";
+	else if ((r = ws_next_control(c, &b0, qbuf, sizeof(qbuf), &n,
+	    CLOSE_MS)) != 1)
+		e = r == 0 ? "closed without a close frame" :
+		    "no control frame came";
+	else if (b0 != wv[WV_TEXT_CLOSE][0] || n < wv_len[WV_TEXT_CLOSE] - 2 ||
+	    memcmp(qbuf, wv[WV_TEXT_CLOSE] + 2, wv_len[WV_TEXT_CLOSE] - 2) != 0)
+		e = "not a close frame with status 1003";
+	else if (!ws_then_eof(c))
+		e = "the connection stayed open after the close";
+	verdict("ws_vector_text_1003", e);
+	dc_free(c);
+}
+
+/* The 101 of a handshake with a random key, and the handshake itself. */
+static void
+t_ws_handshake(void)
+{
+	struct dclient *c = dc_new();
+	char v[128];
+	const char *e = NULL;
+
+	c->ws = 1;
+	dc_genkey(c);
+	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
+	    dc_handshake(c, 0, NULL, IO_MS) < 0) {
+		fail("ws_handshake", "failed (%s): %s", c->ws_err != NULL
+		    ? c->ws_err : "no WebSocket error", ws_status_line(c));
+		dc_free(c);
+		return;
+	}
+	verdict("ws_handshake", memcmp(c->server_pk, v_server_pk, 32) == 0 ?
+	    NULL : "ServerKey is not the -c file's key");
+	if (strncmp(c->head, "HTTP/1.1 101 Switching Protocols\r\n", 34) != 0)
+		e = "status line";
+	else if (!dc_http_header(c->head, "Upgrade", v, sizeof(v)) ||
+	    strcmp(v, "websocket") != 0)
+		e = "Upgrade is not websocket";
+	else if (!dc_http_header(c->head, "Sec-WebSocket-Protocol", v,
+	    sizeof(v)) || strcmp(v, "derp") != 0)
+		e = "Sec-WebSocket-Protocol is not derp";
+	else if (dc_http_header(c->head, "Derp-Version", v, sizeof(v)) ||
+	    dc_http_header(c->head, "Derp-Public-Key", v, sizeof(v)))
+		e = "Derp-Version or Derp-Public-Key in a WebSocket 101";
+	verdict("ws_101_headers", e);
+	verdict("ws_derp_ping_pong", ping(c) ? NULL : "no DERP Pong");
+	dc_free(c);
+}
+
+/* Packets between a WebSocket client and raw ones, both ways. */
+static void
+t_ws_exchange(void)
+{
+	static const size_t sizes[] = { 0, 1, 1200, 16384, 40000, MAX_PACKET };
+	struct dclient *a = cl_ws(), *b = cl_derp(), *w = cl_ws();
+	char name[64];
+	const char *e;
+	uint8_t src[32];
+	size_t i, n;
+	int k;
+
+	if (a == NULL || b == NULL || w == NULL) {
+		fail("ws_exchange", "could not connect the clients (ws, raw,"
+		    " ws)");
+		goto out;
+	}
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		e = relay(a, b, sizes[i]);
+		if (e == NULL)
+			e = relay(b, a, sizes[i]);
+		snprintf(name, sizeof(name), "ws_raw_exchange_%zu", sizes[i]);
+		verdict(name, e);
+	}
+	e = relay(a, w, 1200);
+	if (e == NULL)
+		e = relay(w, a, MAX_PACKET);
+	verdict("ws_ws_exchange", e);
+	/* Bursts both ways arrive complete and in order. */
+	e = NULL;
+	for (k = 0; k < 20 && e == NULL; k++) {
+		memset(pbuf, k, 300);
+		if (dc_send_packet(a, b->pk, pbuf, 300) < 0 ||
+		    dc_send_packet(b, a->pk, pbuf, 300) < 0)
+			e = "send failed";
+	}
+	for (k = 0; k < 20 && e == NULL; k++) {
+		if (dc_recv_packet(b, src, qbuf, sizeof(qbuf), &n, IO_MS) != 1 ||
+		    n != 300 || qbuf[0] != k || qbuf[299] != k)
+			e = "ws to raw: a packet missing, out of order or corrupt";
+		else if (dc_recv_packet(a, src, qbuf, sizeof(qbuf), &n,
+		    IO_MS) != 1 || n != 300 || qbuf[0] != k || qbuf[299] != k)
+			e = "raw to ws: a packet missing, out of order or corrupt";
+	}
+	verdict("ws_burst_in_order", e);
+	verdict("ws_server_messages_plain", a->ws_err == NULL &&
+	    a->ws_frags_in == 0 ? NULL : "the server fragmented a message or"
+	    " broke RFC 6455");
+out:
+	dc_free(a);
+	dc_free(b);
+	dc_free(w);
+}
+
+/* Message boundaries mean nothing: DERP frames split across messages,
+ * several in one, fragmented messages, a ping inside one. */
+static void
+t_ws_framing(void)
+{
+	static uint8_t w[20 * (5 + 32 + 100)];
+	struct dclient *a = cl_ws(), *b = pair_b;
+	const char *e;
+	uint8_t src[32], data[DC_WS_CONTROL_MAX];
+	size_t i, k = 0, n;
+	unsigned long pongs;
+
+	if (a == NULL || b == NULL) {
+		fail("ws_framing", "could not connect");
+		dc_free(a);
+		return;
+	}
+	a->ws_msg_bytes = 7;
+	verdict("ws_frame_split_across_messages", relay(a, b, 100));
+	a->ws_msg_bytes = 1;
+	verdict("ws_frame_split_bytewise", relay(a, b, 10));
+	a->ws_msg_bytes = DC_WS_MSG_MAX;
+
+	for (i = 0; i < 20; i++) {
+		w[k] = FT_SEND_PACKET;
+		put_be32(w + k + 1, 32 + 100);
+		memcpy(w + k + 5, b->pk, 32);
+		memset(w + k + 37, (int)i, 100);
+		k += 5 + 32 + 100;
+	}
+	e = dc_write(a, w, k) < 0 ? "write failed" : NULL;
+	for (i = 0; i < 20 && e == NULL; i++)
+		if (dc_recv_packet(b, src, qbuf, sizeof(qbuf), &n, IO_MS) != 1
+		    || n != 100 || qbuf[0] != i || qbuf[99] != i)
+			e = "packets of the one message missing or out of order";
+	verdict("ws_frames_in_one_message", e);
+
+	a->ws_frag_bytes = 10;
+	verdict("ws_fragmented_message", relay(a, b, 100));
+	a->ws_frag_bytes = 1000;
+	verdict("ws_fragmented_message_20000", relay(a, b, 20000));
+	a->ws_frag_bytes = 0;
+	/* The largest message derper's library takes: 5 + 32 + 32731. */
+	a->ws_msg_bytes = 0;
+	verdict("ws_message_32768_accepted", relay(a, b, WS_MSG_LIMIT - 37));
+	a->ws_msg_bytes = DC_WS_MSG_MAX;
+
+	/* Pings, answered with their payload; one between two fragments. */
+	dc_random(data, sizeof(data));
+	pongs = a->ws_pongs;
+	e = NULL;
+	if (dc_ws_send_frame(a, DC_WS_FIN | DC_WS_OP_PING, 1, data,
+	    sizeof(data)) < 0 || !ping(a))
+		e = "no DERP Pong after the ping";
+	else if (a->ws_pongs != pongs + 1 || a->ws_pong_len != sizeof(data) ||
+	    memcmp(a->ws_pong, data, sizeof(data)) != 0)
+		e = "no pong with the ping's 125 bytes";
+	verdict("ws_ping_pong_125", e);
+	pongs = a->ws_pongs;
+	e = NULL;
+	if (dc_ws_send_frame(a, DC_WS_FIN | DC_WS_OP_PING, 1, data, 0) < 0 ||
+	    !ping(a))
+		e = "no DERP Pong after the ping";
+	else if (a->ws_pongs != pongs + 1 || a->ws_pong_len != 0)
+		e = "no empty pong";
+	verdict("ws_ping_empty_pong", e);
+	k = 5 + 32 + 50;
+	w[0] = FT_SEND_PACKET;
+	put_be32(w + 1, 32 + 50);
+	memcpy(w + 5, b->pk, 32);
+	memset(w + 37, 0x5a, 50);
+	pongs = a->ws_pongs;
+	e = NULL;
+	if (dc_ws_send_frame(a, DC_WS_OP_BINARY, 1, w, 40) < 0 ||
+	    dc_ws_send_frame(a, DC_WS_FIN | DC_WS_OP_PING, 1, "mid", 3) < 0 ||
+	    dc_ws_send_frame(a, DC_WS_FIN | DC_WS_OP_CONT, 1, w + 40, k - 40) < 0)
+		e = "write failed";
+	else if (dc_recv_packet(b, src, qbuf, sizeof(qbuf), &n, IO_MS) != 1 ||
+	    n != 50 || qbuf[49] != 0x5a || memcmp(src, a->pk, 32) != 0)
+		e = "the fragmented packet did not arrive intact";
+	else if (!ping(a) || a->ws_pongs != pongs + 1 || a->ws_pong_len != 3 ||
+	    memcmp(a->ws_pong, "mid", 3) != 0)
+		e = "no pong for the ping between the fragments";
+	verdict("ws_ping_inside_fragmented_message", e);
+	dc_free(a);
+}
+
+/* A close from the client: the server's close frame, then the end. */
+static void
+t_ws_close(void)
+{
+	static const uint8_t bye[5] = { 0x03, 0xe8, 'b', 'y', 'e' };
+	struct dclient *c = cl_ws();
+	const char *e = NULL;
+	uint64_t n;
+	uint8_t b0;
+	int r;
+
+	if (c == NULL) {
+		fail("ws_client_close_answered", "could not connect");
+		return;
+	}
+	if (dc_ws_send_frame(c, DC_WS_FIN | DC_WS_OP_CLOSE, 1, bye,
+	    sizeof(bye)) < 0)
+		e = "write failed";
+	else if ((r = ws_next_control(c, &b0, qbuf, sizeof(qbuf), &n,
+	    CLOSE_MS)) != 1)
+		e = r == 0 ? "closed without a close frame" :
+		    "no close frame came";
+	else if (b0 != (DC_WS_FIN | DC_WS_OP_CLOSE))
+		e = "the next control frame is not a close";
+	else if ((r = ws_next_control(c, &b0, qbuf, sizeof(qbuf), &n,
+	    CLOSE_MS)) != 0 && !closed_cleanly(c, r))
+		e = r == 1 ? "a frame after the close" : r == -2 ?
+		    "the connection stayed open after the close" :
+		    "the stream broke instead of closing";
+	if (e == NULL)
+		e = ws_relay_unharmed();
+	verdict("ws_client_close_answered", e);
+	dc_free(c);
+}
+
+/* Each malformed input closes only its connection, with its status. */
+static void
+t_ws_bad_frames(void)
+{
+	/* A DERP KeepAlive (the relay skips it) as the data, so a relay that
+	 * wrongly took a frame would just carry on. */
+	static const uint8_t keepalive[5] = { FT_KEEP_ALIVE, 0, 0, 0, 0 };
+	static const struct {
+		const char *name;
+		uint8_t b0[2];		/* one or two frames (0: none) */
+		int masked;
+		size_t len[2];		/* payload bytes of each */
+		int status, strict;
+	} cases[] = {
+		{ "ws_unmasked_frame_1002", { 0x82, 0 }, 0, { 5, 0 },
+		    WS_CLOSE_PROTOCOL, 1 },
+		{ "ws_reserved_opcode_1002", { 0x83, 0 }, 1, { 5, 0 },
+		    WS_CLOSE_PROTOCOL, 1 },
+		{ "ws_reserved_control_opcode_1002", { 0x8b, 0 }, 1, { 0, 0 },
+		    WS_CLOSE_PROTOCOL, 1 },
+		{ "ws_rsv1_1002", { 0xc2, 0 }, 1, { 5, 0 },
+		    WS_CLOSE_PROTOCOL, 1 },
+		{ "ws_rsv3_1002", { 0x92, 0 }, 1, { 5, 0 },
+		    WS_CLOSE_PROTOCOL, 1 },
+		{ "ws_text_message_1003", { 0x81, 0 }, 1, { 2, 0 },
+		    WS_CLOSE_UNSUPPORTED, 1 },
+		{ "ws_message_over_32768_1009", { 0x82, 0 }, 1,
+		    { WS_MSG_LIMIT + 1, 0 }, WS_CLOSE_TOO_BIG, 0 },
+		{ "ws_fragmented_over_32768_1009", { 0x02, 0x80 }, 1,
+		    { WS_MSG_LIMIT / 2 + 1, WS_MSG_LIMIT / 2 },
+		    WS_CLOSE_TOO_BIG, 0 },
+		{ "ws_fragmented_ping_1002", { 0x09, 0 }, 1, { 4, 0 },
+		    WS_CLOSE_PROTOCOL, 1 },
+		{ "ws_control_126_bytes_1002", { 0x89, 0 }, 1, { 126, 0 },
+		    WS_CLOSE_PROTOCOL, 1 },
+		{ "ws_continuation_without_message_1002", { 0x80, 0 }, 1,
+		    { 5, 0 }, WS_CLOSE_PROTOCOL, 1 },
+		{ "ws_binary_inside_fragmented_1002", { 0x02, 0x82 }, 1,
+		    { 5, 5 }, WS_CLOSE_PROTOCOL, 1 },
+	};
+	size_t i, k;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct dclient *c = cl_ws();
+		const char *e = NULL;
+
+		if (c == NULL) {
+			fail(cases[i].name, "could not connect");
+			continue;
+		}
+		for (k = 0; k < 2 && cases[i].b0[k] != 0; k++) {
+			size_t len = cases[i].len[k];
+			/* Data: KeepAlives, or one frame the relay skips
+			 * (type 0x20) when longer; control: 'x's. */
+			memset(pbuf, 'x', len);
+			if ((cases[i].b0[k] & 0x0f) < DC_WS_OP_CLOSE) {
+				if (len == sizeof(keepalive) || len < 5)
+					memcpy(pbuf, keepalive, len);
+				else if (k == 0) {
+					pbuf[0] = 0x20;
+					put_be32(pbuf + 1, (uint32_t)(len - 5 +
+					    (cases[i].b0[1] != 0 ?
+					    cases[i].len[1] : 0)));
+				}
+			}
+			/* The relay may close before it has read it all. */
+			(void)dc_ws_send_frame(c, cases[i].b0[k],
+			    cases[i].masked, pbuf, len);
+		}
+		e = ws_closed_with(c, cases[i].status, cases[i].strict);
+		if (e == NULL)
+			e = ws_relay_unharmed();
+		verdict(cases[i].name, e);
+		dc_free(c);
+	}
+}
+
+/* "name: v" CRLF appended at out[*n] (cap bytes in all) unless v is NULL. */
+static void
+ws_add_header(char *out, size_t cap, size_t *n, const char *name,
+    const char *v)
+{
+	if (v != NULL && *n < cap)
+		*n += (size_t)snprintf(out + *n, cap - *n, "%s: %s\r\n", name, v);
+}
+
+/* A /derp request with WebSocket headers; NULL leaves a header out. */
+static void
+ws_request(char *out, size_t cap, const char *method, const char *conn,
+    const char *upgrade, const char *version, const char *key,
+    const char *protocols)
+{
+	size_t n = (size_t)snprintf(out, cap, "%s /derp HTTP/1.1\r\n"
+	    "Host: %s\r\n", method, host_hdr);
+
+	ws_add_header(out, cap, &n, "Connection", conn);
+	ws_add_header(out, cap, &n, "Upgrade", upgrade);
+	ws_add_header(out, cap, &n, "Sec-WebSocket-Version", version);
+	ws_add_header(out, cap, &n, "Sec-WebSocket-Key", key);
+	ws_add_header(out, cap, &n, "Sec-WebSocket-Protocol", protocols);
+	if (strcmp(method, "GET") != 0)
+		ws_add_header(out, cap, &n, "Content-Length", "0");
+	if (n < cap)
+		snprintf(out + n, cap - n, "\r\n");
+}
+
+/* Requests the WebSocket handshake refuses, and the ones it passes on. */
+static void
+t_ws_bad_handshakes(void)
+{
+	static const struct {
+		const char *name, *method, *conn, *version, *key;
+		int status;
+	} cases[] = {
+		{ "ws_post_405", "POST", "Upgrade", "13", NULL, 405 },
+		{ "ws_connection_keep_alive_426", "GET", "keep-alive", "13",
+		    NULL, 426 },
+		{ "ws_connection_missing_426", "GET", NULL, "13", NULL, 426 },
+		{ "ws_connection_upgraded_not_token_426", "GET", "upgraded",
+		    "13", NULL, 426 },
+		{ "ws_version_12_400", "GET", "Upgrade", "12", NULL, 400 },
+		{ "ws_version_missing_400", "GET", "Upgrade", NULL, NULL, 400 },
+		{ "ws_key_missing_400", "GET", "Upgrade", "13", "", 400 },
+		{ "ws_key_15_bytes_400", "GET", "Upgrade", "13",
+		    "dGhlIHNhbXBsZSBub25j", 400 },
+		{ "ws_key_not_base64_400", "GET", "Upgrade", "13",
+		    "!!!!!!!!!!!!!!!!!!!!!A==", 400 },
+	};
+	static char req[1024];
+	struct dclient *c;
+	const char *e;
+	char v[128];
+	size_t i;
+	uint8_t type;
+	size_t n;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *key = cases[i].key == NULL ? wv_key :
+		    cases[i].key[0] == '\0' ? NULL : cases[i].key;
+
+		ws_request(req, sizeof(req), cases[i].method, cases[i].conn,
+		    "websocket", cases[i].version, key, "derp");
+		if (http_main(req, 0) < 0 && hr.status < 0)
+			fail(cases[i].name, "no response");
+		else if (hr.status != cases[i].status)
+			fail(cases[i].name, "status %d, expected %d", hr.status,
+			    cases[i].status);
+		else
+			ok(cases[i].name);
+	}
+
+	/* "derpx" has derp in it (the WebSocket path) but not the token:
+	 * a 101 without a subprotocol, then close 1008. */
+	c = cl_connect();
+	e = NULL;
+	if (c == NULL || dc_upgrade_ws(c, NULL, "derpx", IO_MS) < 0)
+		e = "no 101 with a good Accept";
+	else if (dc_http_header(c->head, "Sec-WebSocket-Protocol", v,
+	    sizeof(v)))
+		e = "the 101 names a subprotocol";
+	else
+		e = ws_closed_with(c, WS_CLOSE_POLICY, 1);
+	if (e == NULL)
+		e = ws_relay_unharmed();
+	verdict("ws_protocol_derpx_1008", e);
+	dc_free(c);
+
+	/* Lists and case: "chat, derp", Connection "keep-alive, Upgrade",
+	 * Upgrade "WebSocket": still a WebSocket upgrade with derp. */
+	c = dc_new();
+	e = NULL;
+	dc_genkey(c);
+	ws_request(req, sizeof(req), "GET", "keep-alive, Upgrade", "WebSocket",
+	    "13", wv_key, "chat, derp");
+	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
+	    dc_write(c, req, strlen(req)) < 0 ||
+	    dc_ws_read_upgrade(c, wv_key, IO_MS) < 0)
+		e = "no WebSocket 101 with the vector's Accept";
+	else if (!dc_http_header(c->head, "Sec-WebSocket-Protocol", v,
+	    sizeof(v)) || strcmp(v, "derp") != 0)
+		e = "Sec-WebSocket-Protocol is not derp";
+	else if (dc_recv_frame(c, &type, qbuf, sizeof(qbuf), &n, IO_MS) != 1 ||
+	    type != FT_SERVER_KEY || n < 40)
+		e = "no ServerKey";
+	else {
+		memcpy(c->server_pk, qbuf + 8, 32);
+		n = dc_client_info_frame(c, NULL, pbuf, sizeof(pbuf));
+		if (dc_write(c, pbuf, n) < 0 || dc_recv_server_info(c, IO_MS) < 0)
+			e = "no ServerInfo";
+		else if (!ping(c))
+			e = "no DERP Pong";
+	}
+	verdict("ws_header_lists_and_case", e);
+	dc_free(c);
+
+	/* Upgrade: websocket without derp in the protocols: raw DERP, as
+	 * very old clients spoke it (derp-protocol.md 5.1 rule 3). */
+	for (i = 0; i < 2; i++) {
+		const char *name = i == 0 ? "ws_protocol_chat_raw_upgrade" :
+		    "ws_no_protocol_raw_upgrade";
+
+		ws_request(req, sizeof(req), "GET", "Upgrade", "websocket", "13",
+		    wv_key, i == 0 ? "chat" : NULL);
+		c = cl_connect();
+		e = NULL;
+		if (c == NULL || dc_http_request(c, req, c->head,
+		    sizeof(c->head), IO_MS) < 0 || dc_http_status(c->head) != 101)
+			e = "no 101";
+		else if (!dc_http_header(c->head, "Upgrade", v, sizeof(v)) ||
+		    strcmp(v, "DERP") != 0)
+			e = "the 101 is not Upgrade: DERP";
+		else if (dc_http_header(c->head, "Sec-WebSocket-Accept", v,
+		    sizeof(v)))
+			e = "the 101 has a Sec-WebSocket-Accept";
+		else if (dc_recv_frame(c, &type, qbuf, sizeof(qbuf), &n,
+		    IO_MS) != 1 || type != FT_SERVER_KEY ||
+		    memcmp(qbuf + 8, v_server_pk, 32) != 0)
+			e = "no raw ServerKey frame after the 101";
+		verdict(name, e);
+		dc_free(c);
+	}
+}
+
+static void
+run_ws_mode(const char *name, int tls)
+{
+	struct helper h1, h2;
+	int64_t t0 = now_ms();
+
+	begin_mode(name, tls, "127.0.0.1");
+	ws_load_vectors();
+	if (!wv_ok) {
+		fail("ws_vectors", "http/websocket_derp.txt missing or"
+		    " incomplete in %s", datadir);
+		return;
+	}
+	if (tls) {
+		char p[600];
+		snprintf(p, sizeof(p), "%s/127.0.0.1.crt", cert_dir);
+		unlink(p);
+		snprintf(p, sizeof(p), "%s/127.0.0.1.key", cert_dir);
+		unlink(p);
+		rmdir(cert_dir);
+	}
+	if (server_start(tls ? mk_tls : mk_plain) < 0)
+		return;
+	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
+	if (helper_start(&h1, "ws_handshake_deadline", 0, 0, 1) < 0)
+		h1.pid = -1;
+	if (helper_start(&h2, "ws_handshake_deadline_partial", 1, 1, 1) < 0)
+		h2.pid = -1;
+	pair_a = cl_ws();
+	pair_b = cl_derp();
+	verdict("ws_pair_established", pair_a != NULL && pair_b != NULL ? NULL
+	    : "a WebSocket and a raw client could not both connect");
+	t_ws_vectors();
+	t_ws_handshake();
+	t_ws_exchange();
+	t_ws_framing();
+	t_ws_close();
+	t_ws_bad_frames();
+	t_ws_bad_handshakes();
+	verdict("ws_pair_still_works_at_end", pair_works());
+	helper_finish(&h1);
+	helper_finish(&h2);
+	server_stop();
+	if (pair_a != NULL)
+		verdict("ws_connections_closed_on_exit", dc_expect_close(pair_a,
+		    CLOSE_MS) ? NULL : "a WebSocket connection outlived the"
+		    " server");
+	dc_free(pair_a);
+	dc_free(pair_b);
+	pair_a = pair_b = NULL;
+	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 /* DERP_TEST_MODES, a comma- or space-separated list of mode names, runs only
@@ -10082,6 +10935,10 @@ main(int argc, char **argv)
 		run_verify_both_mode();
 	if (mode_wanted("seed_cmdline"))
 		run_seed_cmdline_mode();
+	if (mode_wanted("ws_plain"))
+		run_ws_mode("ws_plain", 0);
+	if (mode_wanted("ws_tls"))
+		run_ws_mode("ws_tls", 1);
 	/* Meshing is a later issue: the relay reads -mesh-psk-file (a mesh
 	 * peer skips admission: verify_both) but has no mesh frames yet and
 	 * refuses -mesh-with (checked in cli mode). */

@@ -721,8 +721,13 @@ static void test_flags(void)
 	rc = parse_args(a12);
 	check(rc == 0 && ns_to_ms(flag_find("tcp-write-timeout", 17)->ival) == 500 &&
 	    strcmp(flag_find("c", 1)->sval, "/x") == 0, "flags: duration and string", "");
+#ifdef DERP_NO_MESH
 	check(parse_args(a13) == 0 && flags_check_missing() != 0,
 	    "flags: -mesh-with refused (feature missing)", "");
+#else
+	check(parse_args(a13) == 0 && flags_check_missing() == 0,
+	    "flags: -mesh-with accepted (the mesh client is built)", "");
+#endif
 	check(parse_args(a14) == 0 && flags_check_missing() == 0,
 	    "flags: missing features at their off values accepted", "");
 	check(parse_args(a15) == 0 && flags_check_missing() == 0,
@@ -1349,8 +1354,8 @@ test_peergone_records(const char *dir)
 	d = ut_client(s, 200);
 	for (i = 0; i < 40; i++) {
 		c[i] = ut_client(s, (uint8_t)(i + 1));
-		senders_note(s, d, c[i]);
-		senders_note(s, d, c[i]);	/* the same one again: no record */
+		senders_note(s, d, c[i]->key, c[i]);
+		senders_note(s, d, c[i]->key, c[i]);	/* the same one again: no record */
 	}
 	check(d->snd.paid == SENDERS_PER_CONN && c[39]->snd.paid == 1 &&
 	    c[0]->snd.paid == 0, "peergone: the recipient pays for its first "
@@ -1368,7 +1373,7 @@ test_peergone_records(const char *dir)
 	    PEER_GONE_DISCONNECTED, "peergone: written, the records are free", "");
 	/* Duplicates: the key stays while one connection of it remains. */
 	c[0] = ut_client(s, 1);
-	senders_note(s, d, c[0]);
+	senders_note(s, d, c[0]->key, c[0]);
 	dup = ut_client(s, 1);
 	conn_close(s, c[0]);
 	check(ut_notices(s, d, 1, 1, &once) == 0, "peergone: a duplicate "
@@ -1383,7 +1388,7 @@ test_peergone_records(const char *dir)
 	d->snd.paid = SENDERS_PER_CONN;
 	c[0]->snd.paid = SENDERS_PER_CONN;
 	s->snd_spare_used = SENDERS_SPARE;
-	senders_note(s, d, c[0]);
+	senders_note(s, d, c[0]->key, c[0]);
 	check(s->st.peer_gone_untracked == 1 && d->snd.live == NIL,
 	    "peergone: no budget anywhere: not tracked, counted", "");
 	d->snd.paid = 0;
@@ -1400,7 +1405,7 @@ test_peergone_records(const char *dir)
 
 		d->snd.paid = SENDERS_PER_CONN;	/* d's own budget spent */
 		k1 = ut_client(s, 7);
-		senders_note(s, d, k1);
+		senders_note(s, d, k1->key, k1);
 		good = k1->snd.paid == 1;
 		for (j = 0; j < 50 && good; j++) {
 			k2 = ut_client(s, 7);
@@ -1430,7 +1435,7 @@ test_peergone_records(const char *dir)
 	}
 	/* A recipient closing first frees its records; the senders leaving
 	 * later find nothing of it. */
-	senders_note(s, d, c[0]);
+	senders_note(s, d, c[0]->key, c[0]);
 	conn_close(s, d);
 	conn_close(s, c[0]);
 	check(s->snd_free != NIL && s->snd_spare_used == 0 && s->nkeys == 0,
@@ -1985,11 +1990,14 @@ static const struct frame_code frame_codes[] = {
 	{ "KeepAlive", FRAME_KEEP_ALIVE, FR_WRITES, 0, 0 },
 	{ "NotePreferred", FRAME_NOTE_PREFERRED, FR_READS, 1, 1 },
 	{ "PeerGone", FRAME_PEER_GONE, FR_WRITES, PEERGONE_BYTES, PEERGONE_BYTES },
-	/* The mesh frames: read only to close the sender (no mesh key can be
-	 * configured yet), so no bounds are enforced. */
-	{ "ForwardPacket", FRAME_FORWARD_PACKET, FR_READS, -1, -1 },
-	{ "WatchConns", FRAME_WATCH_CONNS, FR_READS, -1, -1 },
-	{ "ClosePeer", FRAME_CLOSE_PEER, FR_READS, -1, -1 },
+	/* The mesh frames (MESH): read from mesh peers, with derper's bounds;
+	 * PeerPresent written to watchers. */
+	{ "PeerPresent", FRAME_PEER_PRESENT, FR_WRITES, PEER_PRESENT_BYTES,
+	    PEER_PRESENT_BYTES },
+	{ "ForwardPacket", FRAME_FORWARD_PACKET, FR_READS, 2 * KEY_BYTES,
+	    2 * KEY_BYTES + MAX_PACKET_BYTES },
+	{ "WatchConns", FRAME_WATCH_CONNS, FR_READS, 0, 0 },
+	{ "ClosePeer", FRAME_CLOSE_PEER, FR_READS, KEY_BYTES, KEY_BYTES },
 	{ "Ping", FRAME_PING, FR_READS, PING_MIN_BYTES, PING_MAX_BYTES },
 	/* The server writes Pongs and skips those it receives. */
 	{ "Pong", FRAME_PONG, FR_WRITES, PING_MIN_BYTES, PING_MIN_BYTES },
@@ -2021,7 +2029,6 @@ static const struct {
 	const char *name, *why;
 	int code_has_it;
 } frame_na[] = {
-	{ "PeerPresent", "sent to mesh watchers only; mesh is not built (-mesh-psk-file is refused)", UT_HAS_PEER_PRESENT },
 	{ "Health", "derper never sends it; received ones are skipped as unknown", UT_HAS_HEALTH },
 	{ "Restarting", "derper never sends it; received ones are skipped as unknown", UT_HAS_RESTARTING },
 	/* "other" is the unknown-type rule, not a type value: what derp.c
@@ -2189,6 +2196,7 @@ struct const_check {
 /* Rows with no counterpart in derp.c, each with why; still_true says
  * whether the reason still holds (NULL: it always will), so that building
  * the feature forces the row to be checked. */
+#ifdef DERP_NO_MESH
 static int
 ut_mesh_client_missing(void)
 {
@@ -2196,14 +2204,17 @@ ut_mesh_client_missing(void)
 
 	return f != NULL && f->missing != NULL;
 }
+#endif
 
 static const struct {
 	const char *row, *why;
 	int (*still_true)(void);
 } const_na[] = {
 	{ "CLIENT_CONNECT_TIMEOUT_MS", "the Go client's own dial budget; nothing in the server matches it", NULL },
-	{ "FORWARD_WRITE_TIMEOUT_MS", "mesh client not built (-mesh-with is refused)", ut_mesh_client_missing },
-	{ "MESH_RETRY_MS", "mesh client not built (-mesh-with is refused)", ut_mesh_client_missing },
+#ifdef DERP_NO_MESH
+	{ "FORWARD_WRITE_TIMEOUT_MS", "mesh client not built (MESH=0: -mesh-with is refused)", ut_mesh_client_missing },
+	{ "MESH_RETRY_MS", "mesh client not built (MESH=0: -mesh-with is refused)", ut_mesh_client_missing },
+#endif
 };
 
 /* A flag's default in milliseconds (durations) or as is; -1 if absent. */
@@ -2309,6 +2320,10 @@ test_constants(const char *dir)
 		{ "HTTP_READ_TIMEOUT_MS", "HTTP_READ_TIMEOUT_MS", CK_EQ, 0, HTTP_READ_TIMEOUT_MS, NULL, 0 },
 		{ "MESH_WRITE_TIMEOUT_MS", "MESH_WRITE_TIMEOUT_MS", CK_EQ, 0, MESH_WRITE_TIMEOUT_MS, NULL, 0 },
 		{ "MESH_WRITE_TIMEOUT_MS", "write_timeout_ms() of a mesh peer", CK_EQ, 0, ut_mesh_write_timeout(), NULL, 0 },
+#ifndef DERP_NO_MESH
+		{ "FORWARD_WRITE_TIMEOUT_MS", "MESH_WRITE_MS", CK_EQ, 0, MESH_WRITE_MS, NULL, 0 },
+		{ "MESH_RETRY_MS", "MESH_RETRY_MS", CK_EQ, 0, MESH_RETRY_MS, NULL, 0 },
+#endif
 		{ "ADMISSION_TIMEOUT_MS", "VERIFY_REQUEST_MS", CK_EQ, 0, VERIFY_REQUEST_MS, NULL, 0 },
 		{ "ADMISSION_BODY_MAX", "VERIFY_HOOK_BODY_MAX", CK_EQ, 0, VERIFY_HOOK_BODY_MAX, NULL, 0 },
 	};
@@ -2962,7 +2977,7 @@ test_websocket(const char *dir, struct derp_server *s, const struct wire *w)
 	};
 	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 	static uint8_t req[1024], resp[1024], out[2048], cat[1024];
-	const struct vf_entry *key, *acc;
+	const struct vf_entry *key, *acc, *e;
 	char path[1024], name[256], line[256], b64out[64];
 	uint8_t sha[20];
 	br_sha1_context sc;
@@ -3025,19 +3040,64 @@ test_websocket(const char *dir, struct derp_server *s, const struct wire *w)
 	    "websocket: the 101 carries the accept value and subprotocol derp",
 	    "");
 
-	/* What derp.c does with that request today, and without the
-	 * subprotocol. */
+	/* What derp.c does with that request: the vector's 101 and then
+	 * ServerKey in one binary message, byte for byte; then the client's
+	 * frames of the vectors, fed as they arrive. */
 	c = ut_conn(s, "192.0.2.3");
 	if (http_parse((const char *)req, nreq, &r) == 0) {
 		http_derp(s, c, &r);
 		n = ut_output(s, c, out, sizeof out);
-		check(n > 13 && memcmp(out, "HTTP/1.1 501 ", 13) == 0 &&
-		    c->state != CS_DERP_INFO, "websocket: derp.c recognises the "
-		    "vector's upgrade as WebSocket (501: not built yet)", "");
+		sec = vf_section(&v, W_FIRST);
+		check(ut_ws_get(&v, sec, "hex", 0, &f) == 0 && n == nresp +
+		    2 + f.len && memcmp(out, resp, nresp) == 0 &&
+		    out[nresp] == 0x82 && out[nresp + 1] == f.len &&
+		    memcmp(out + nresp + 2, f.payload, f.len) == 0 &&
+		    c->state == CS_DERP_INFO && c->ws.on, "websocket: derp.c "
+		    "answers the vector's request with the vector's 101, then "
+		    "the first frame of the vectors", "");
+		sec = vf_section(&v, W_PING);
+		e = sec < 0 ? NULL : vf_get(&v, sec, "hex", 0);
+		g.len = 0;
+		if (e != NULL && ut_ws_get(&v, sec, "reply_hex", 0, &g) == 0) {
+			(void)conn_consume(s, c, v.bytes + e->off, e->len);
+			n = ut_output(s, c, out, sizeof out);
+			check(n == 2 + g.len && out[0] == 0x8a &&
+			    out[1] == g.len && memcmp(out + 2, g.payload,
+			    g.len) == 0, "websocket: derp.c answers the "
+			    "vector's ping with the vector's pong", "");
+		}
+		/* ClientInfo in two messages: ServerInfo comes back in one
+		 * binary message; the connection registered. */
+		sec = vf_section(&v, W_SPLIT);
+		for (k = 0; k < 2 && sec >= 0; k++)
+			if ((e = vf_get(&v, sec, "hex", (size_t)k)) != NULL)
+				(void)conn_consume(s, c, v.bytes + e->off, e->len);
+		n = ut_output(s, c, out, sizeof out);
+		check(c->state == CS_DERP && n >= 2 && out[0] == 0x82 &&
+		    out[1] == n - 2 && n - 2 > FRAME_HEADER_BYTES &&
+		    out[2] == FRAME_SERVER_INFO && get_be32(out + 3) ==
+		    n - 2 - FRAME_HEADER_BYTES, "websocket: ClientInfo split "
+		    "over two messages registers the client; ServerInfo in one "
+		    "unmasked binary message", "");
+		sec = vf_section(&v, W_TEXT);
+		e = sec < 0 ? NULL : vf_get(&v, sec, "hex", 0);
+		if (e != NULL && ut_ws_get(&v, sec, "close_reply_hex", 0,
+		    &g) == 0) {
+			(void)conn_consume(s, c, v.bytes + e->off, e->len);
+			n = ut_output(s, c, out, sizeof out);
+			check(n >= 4 && out[0] == 0x88 && out[1] == n - 2 &&
+			    n - 2 <= 125 && memcmp(out + 2, g.payload, 2) == 0 &&
+			    c->ws.close == WS_CLOSE_SENT && c->close_after,
+			    "websocket: the vector's text message gets the "
+			    "vector's close (1003), and the connection closes "
+			    "after it", "");
+		}
 	} else {
 		check(0, "websocket: the vector's request parses", "");
 	}
 	conn_close(s, c);
+	/* Without the subprotocol (old clients said websocket and spoke raw
+	 * DERP). */
 	{
 		char *h = strstr((char *)req, "Sec-WebSocket-Protocol: derp\r\n");
 
@@ -3721,6 +3781,306 @@ static void test_verify(void)
 	}
 }
 
+/*
+ * The mesh (derp-protocol.md 15) on a real relay object with a mesh key:
+ * the frames derp.c writes and reads, byte for byte against the spec's
+ * layouts (PeerPresent 51 bytes, PeerGone 33, the mesh ClientInfo JSON,
+ * WatchConns, ForwardPacket both ways), the watchers' flood and log, and
+ * ClosePeer.  The -mesh-with entry syntax too.
+ */
+static size_t
+ut_take_frame(const uint8_t *p, size_t n, uint8_t *type, uint32_t *len)
+{
+	if (n < FRAME_HEADER_BYTES)
+		return 0;
+	*type = p[0];
+	*len = get_be32(p + 1);
+	return n - FRAME_HEADER_BYTES < *len ? 0 : FRAME_HEADER_BYTES + *len;
+}
+
+static void
+test_mesh_units(const char *dir)
+{
+	static const char mkey[] =
+	    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+	static char keypath[512];
+	static uint8_t out[8192], frame[256];
+	struct derp_config cfg;
+	struct derp_server *s;
+	struct conn *w, *a, *b, *m;
+	uint8_t type, want[PEER_PRESENT_BYTES];
+	uint32_t len;
+	size_t n, off, k;
+	char err[256];
+	int present, ok;
+
+	derp_config_defaults(&cfg);
+	snprintf(keypath, sizeof keypath, "%s/ut-mesh.key", dir);
+	cfg.addr = "127.0.0.1:0";
+	cfg.config_path = keypath;
+	cfg.stun = 0;
+	cfg.max_clients = 16;
+	cfg.max_handshakes = 16;
+	cfg.mesh_key_hex = mkey;
+	if ((s = derp_create(&cfg, err, sizeof err)) == NULL) {
+		check(0, "mesh: derp_create with a mesh key", err);
+		return;
+	}
+	s->now = 1000000;
+	check(s->has_mesh_key && s->wlog != NULL && s->wlog_cap == 16 +
+	    WATCH_LOG_MIN, "mesh: a mesh key reserves the watchers' log "
+	    "(one event per slot and 1024)", "");
+
+	/* PeerPresent's layout: key, the IPv4-mapped address, the port big
+	 * endian, the flags. */
+	a = ut_client_from(s, 0xa1, "192.0.2.7");
+	a->peer_port = 41641;
+	n = watch_put(frame, a->key, a->peer_ip, a->peer_port, peer_flags(a));
+	memcpy(want, a->key, KEY_BYTES);
+	memset(want + KEY_BYTES, 0, 10);
+	want[KEY_BYTES + 10] = want[KEY_BYTES + 11] = 0xff;
+	want[KEY_BYTES + 12] = 192;
+	want[KEY_BYTES + 13] = 0;
+	want[KEY_BYTES + 14] = 2;
+	want[KEY_BYTES + 15] = 7;
+	want[KEY_BYTES + 16] = 41641 >> 8;
+	want[KEY_BYTES + 17] = 41641 & 0xff;
+	want[KEY_BYTES + 18] = 0x01;
+	check(n == 56 && frame[0] == 0x09 && get_be32(frame + 1) == 51 &&
+	    memcmp(frame + 5, want, sizeof want) == 0, "mesh: PeerPresent is "
+	    "09 00000033, key, ::ffff:192.0.2.7, port 41641 big endian, flag "
+	    "0x01", "");
+	n = watch_put(frame, a->key, a->peer_ip, a->peer_port, 0);
+	check(n == 38 && frame[0] == 0x08 && get_be32(frame + 1) == 33 &&
+	    memcmp(frame + 5, a->key, KEY_BYTES) == 0 && frame[37] == 0,
+	    "mesh: PeerGone to a watcher is 08 00000021, key, reason 0", "");
+	a->mesh = 1;
+	a->is_prober = 1;
+	a->notideal = 1;
+	check(peer_flags(a) == 0x0e, "mesh: flags 0x02 mesh, 0x04 prober, "
+	    "0x08 not ideal; 0x01 only alone", "");
+	a->mesh = a->is_prober = a->notideal = 0;
+
+	/* A watcher: the flood (b, a and the watcher itself), then a
+	 * registration and a departure from the log, in order. */
+	b = ut_client_from(s, 0xb2, "198.51.100.9");
+	w = ut_client_from(s, 0xee, "10.1.1.1");
+	w->mesh = 1;
+	(void)ut_output(s, a, out, sizeof out);
+	(void)ut_output(s, b, out, sizeof out);
+	(void)ut_output(s, w, out, sizeof out);	/* ServerInfo */
+	watch_start(s, w);
+	n = ut_output(s, w, out, sizeof out);
+	present = 0;
+	for (off = 0; (k = ut_take_frame(out + off, n - off, &type, &len)) > 0;
+	    off += k)
+		if (type == FRAME_PEER_PRESENT && len == 51)
+			present |= (memcmp(out + off + 5, a->key, 32) == 0) |
+			    (memcmp(out + off + 5, b->key, 32) == 0) << 1 |
+			    (memcmp(out + off + 5, w->key, 32) == 0 &&
+			    out[off + 5 + 50] == 0x02) << 2;
+	check(off == n && n == 3 * 56 && present == 7 && s->nwatchers == 1,
+	    "mesh: WatchConns floods a PeerPresent for every registered "
+	    "connection, the watcher's own (flag 0x02) too", "");
+	m = ut_client_from(s, 0xc3, "203.0.113.5");
+	conn_close(s, m);
+	n = ut_output(s, w, out, sizeof out);
+	check(n == 56 + 38 && out[0] == 0x09 && memcmp(out + 5, m->key, 0) == 0 &&
+	    out[56] == 0x08 && out[56 + 37] == 0 && out[5] == 0xc3 &&
+	    out[56 + 5] == 0xc3, "mesh: then a registration's PeerPresent and "
+	    "the departure's PeerGone, in order", "");
+	/* Falling a whole log behind closes the watcher only. */
+	s->wlog_head += s->wlog_cap + 1;
+	(void)ut_output(s, w, out, sizeof out);
+	check(w->dead && s->st.watchers_behind == 1 && !a->dead, "mesh: a "
+	    "watcher a whole log behind is closed, nobody else", "");
+	s->wlog_head -= s->wlog_cap + 1;
+	conn_close(s, w);
+	check(s->nwatchers == 0 && s->watch_first == -1, "mesh: a closed "
+	    "watcher leaves the list", "");
+
+	/* ForwardPacket from a mesh peer: RecvPacket to the local key with
+	 * the frame's source; from a client without the key: closed. */
+	m = ut_client_from(s, 0xd4, "10.2.2.2");
+	m->mesh = 1;
+	(void)ut_output(s, m, out, sizeof out);
+	frame_put_header(frame, FRAME_FORWARD_PACKET, 64 + 5);
+	memset(frame + 5, 0x77, 32);		/* src: a key not here */
+	memcpy(frame + 37, a->key, 32);
+	memcpy(frame + 69, "hello", 5);
+	(void)conn_consume(s, m, frame, 74);
+	n = ut_output(s, a, out, sizeof out);
+	check(!m->dead && n == 5 + 32 + 5 && out[0] == FRAME_RECV_PACKET &&
+	    get_be32(out + 1) == 37 && out[5] == 0x77 && out[36] == 0x77 &&
+	    memcmp(out + 37, "hello", 5) == 0 && s->st.forwarded_in == 1,
+	    "mesh: ForwardPacket src|dst|packet from a mesh peer arrives as "
+	    "RecvPacket src|packet", "");
+	memcpy(frame + 37, "\x99", 1);		/* dst not here: dropped */
+	(void)conn_consume(s, m, frame, 74);
+	check(!m->dead && s->st.dropped_unknown_dest_on_fwd[Q_OTHER] == 1,
+	    "mesh: a forwarded packet for a key not here is dropped, never "
+	    "forwarded again", "");
+	frame_put_header(frame, FRAME_FORWARD_PACKET, 63);
+	(void)conn_consume(s, m, frame, 5);
+	check(m->dead, "mesh: ForwardPacket shorter than 64 closes", "");
+	conn_close(s, m);
+	frame_put_header(frame, FRAME_FORWARD_PACKET, 64 + 5);
+	(void)conn_consume(s, b, frame, 5);
+	check(b->dead, "mesh: ForwardPacket from a client without the mesh "
+	    "key closes it before its payload", "");
+	conn_close(s, b);
+	b = ut_client_from(s, 0xb2, "198.51.100.9");
+	frame_put_header(frame, FRAME_WATCH_CONNS, 0);
+	(void)conn_consume(s, b, frame, 5);
+	ok = b->dead;
+	conn_close(s, b);
+	b = ut_client_from(s, 0xb2, "198.51.100.9");
+	frame_put_header(frame, FRAME_CLOSE_PEER, 32);
+	(void)conn_consume(s, b, frame, 5);
+	check(ok && b->dead, "mesh: WatchConns and ClosePeer from a client "
+	    "without the mesh key close it", "");
+	conn_close(s, b);
+
+	/* ClosePeer: every connection of the key closes, others stay. */
+	m = ut_client_from(s, 0xd4, "10.2.2.2");
+	m->mesh = 1;
+	b = ut_client_from(s, 0xb2, "198.51.100.9");
+	w = ut_client_from(s, 0xb2, "198.51.100.10");	/* a duplicate */
+	frame_put_header(frame, FRAME_CLOSE_PEER, 32);
+	memcpy(frame + 5, b->key, 32);
+	(void)conn_consume(s, m, frame, 37);
+	check(b->dead && w->dead && !a->dead && !m->dead, "mesh: ClosePeer "
+	    "closes every connection of the key, no one else", "");
+	memset(frame + 5, 0x42, 32);
+	(void)conn_consume(s, m, frame, 37);
+	check(!m->dead, "mesh: ClosePeer for a key not here is only logged",
+	    "");
+#ifndef DERP_NO_MESH
+	{
+		/* The outbound side with a made-up link: the mesh ClientInfo
+		 * and WatchConns it writes, and a SendPacket for a key only
+		 * the link announced going out as ForwardPacket. */
+		static struct mesh_link l;
+		static uint8_t ring[MESH_OUT_BYTES];
+		static const struct { const char *e; int ok, port, lit, pin;
+		    const char *name, *sni, *dial; } ents[] = {
+			{ "derp2.example.com", 1, 443, 0, 0,
+			    "derp2.example.com", "derp2.example.com",
+			    "derp2.example.com" },
+			{ "derp2.example.com:8443/10.0.0.2", 1, 8443, 1, 0,
+			    "derp2.example.com:8443", "derp2.example.com",
+			    "10.0.0.2" },
+			{ "[::1]:3340", 1, 3340, 1, 0, "[::1]:3340", "::1",
+			    "::1" },
+			{ "[::1]", 1, 443, 1, 0, "[::1]", "::1", "::1" },
+			{ "127.0.0.1:8443=sha256-raw:00112233445566778899aabbcc"
+			    "ddeeff00112233445566778899aabbccddeeff", 1, 8443, 1,
+			    1, "127.0.0.1:8443", "127.0.0.1", "127.0.0.1" },
+			{ "127.0.0.1=sha256:00", 0, 0, 0, 0, "", "", "" },
+			{ "a:b:c", 0, 0, 0, 0, "", "", "" },
+			{ "host/", 0, 0, 0, 0, "", "", "" },
+			{ "host:0", 0, 0, 0, 0, "", "", "" },
+		};
+		uint8_t sk[32], pk[32], json[256], pin[32];
+		struct clientinfo ci;
+		size_t i;
+		int pinned;
+
+		for (i = 0, ok = 1; i < sizeof ents / sizeof ents[0]; i++) {
+			memset(&l, 0, sizeof l);
+			k = mesh_entry_parse(&l, ents[i].e, strlen(ents[i].e),
+			    pin, &pinned, err, sizeof err) == 0;
+			if ((int)k != ents[i].ok || (k && (l.port !=
+			    ents[i].port || l.literal != ents[i].lit ||
+			    pinned != ents[i].pin ||
+			    strcmp(l.name, ents[i].name) != 0 ||
+			    strcmp(l.sni, ents[i].sni) != 0 ||
+			    strcmp(l.dial, ents[i].dial) != 0))) {
+				ok = 0;
+				printf("  -mesh-with entry %s\n", ents[i].e);
+			}
+		}
+		check(ok, "mesh: -mesh-with entries host[:port][/dialhost]"
+		    "[=sha256-raw:HEX] parse as derper's URL would, bad ones "
+		    "refused", "");
+
+		memset(&l, 0, sizeof l);
+		l.out = ring;
+		l.fd = -1;
+		memset(sk, 0x33, sizeof sk);
+		nacl_x25519_base(pk, sk);
+		memcpy(l.server_key, pk, 32);
+		mesh_hello(s, &l);
+		n = l.olen;
+		k = ut_take_frame(ring, n, &type, &len);
+		ok = k > 0 && type == FRAME_CLIENT_INFO && len > 72 &&
+		    len - 72 < sizeof json &&
+		    memcmp(ring + 5, s->pub, 32) == 0 &&
+		    nacl_box_open(json, ring + 5 + 56, len - 56, ring + 5 + 32,
+		    s->pub, sk) == 0;
+		if (ok)
+			json[len - 72] = '\0';
+		check(ok && len - 72 == 12 + 64 + 14 && memcmp(json,
+		    "{\"meshKey\":\"", 12) == 0 && memcmp(json + 12, mkey, 64) ==
+		    0 && strcmp((char *)json + 76, "\",\"version\":2}") == 0 &&
+		    clientinfo_parse((char *)json, len - 72, &ci) == 0 &&
+		    clientinfo_is_mesh(&ci, s->mesh_key, 1), "mesh: the mesh "
+		    "ClientInfo is this server's key, a nonce and a box of "
+		    "{\"meshKey\":\"<64 hex>\",\"version\":2} to the peer", "");
+		check(n == k + 5 && memcmp(ring + k, "\x10\0\0\0\0", 5) == 0,
+		    "mesh: WatchConns (10 00000000) right after ClientInfo",
+		    "");
+
+		s->links = &l;
+		s->nlinks = 1;
+		l.phase = ML_DERP;
+		l.olen = l.ohead = 0;
+		memset(pk, 0x66, sizeof pk);
+		s->mesh_remote_cap = 1;		/* as one link would give */
+		mesh_announce(s, 0, pk);
+		check(keytab_find(s, pk) != NULL && s->mesh_nremote == 1,
+		    "mesh: an announced key is a route in the key table", "");
+		frame_put_header(frame, FRAME_SEND_PACKET, 32 + 5);
+		memcpy(frame + 5, pk, 32);
+		memcpy(frame + 37, "howdy", 5);
+		(void)conn_consume(s, a, frame, 42);
+		check(!a->dead && l.olen == 5 + 64 + 5 && ring[0] == 0x0a &&
+		    get_be32(ring + 1) == 69 && memcmp(ring + 5, a->key, 32) ==
+		    0 && memcmp(ring + 37, pk, 32) == 0 &&
+		    memcmp(ring + 69, "howdy", 5) == 0 &&
+		    s->st.forwarded_out == 1, "mesh: a SendPacket for a key "
+		    "only a link announced goes out on it as ForwardPacket "
+		    "src|dst|packet", "");
+		l.olen = MESH_OUT_BYTES - 10;		/* a full ring drops */
+		(void)conn_consume(s, a, frame, 42);
+		check(!a->dead && l.olen == MESH_OUT_BYTES - 10 &&
+		    s->st.dropped_mesh_queue[Q_OTHER] == 1, "mesh: a full "
+		    "link drops the packet, never waits or grows", "");
+		/* a received from the peer's key: when the link drops the
+		 * key, a hears PeerGone(Disconnected) (10.5). */
+		(void)ut_output(s, a, out, sizeof out);
+		frame_put_header(frame, FRAME_FORWARD_PACKET, 64 + 5);
+		memcpy(frame + 5, pk, 32);
+		memcpy(frame + 37, a->key, 32);
+		memcpy(frame + 69, "hello", 5);
+		(void)conn_consume(s, m, frame, 74);
+		n = ut_output(s, a, out, sizeof out);
+		l.olen = 0;
+		mesh_link_down(s, &l, "test");
+		k = ut_output(s, a, out + n, sizeof out - n);
+		check(n == 42 && k == 38 && out[n] == FRAME_PEER_GONE &&
+		    memcmp(out + n + 5, pk, 32) == 0 && out[n + 37] == 0 &&
+		    keytab_find(s, pk) == NULL && s->mesh_nremote == 0,
+		    "mesh: a link going down forgets its keys; who received "
+		    "from one gets PeerGone(Disconnected)", "");
+		s->links = NULL;
+		s->nlinks = 0;
+	}
+#endif
+	ut_close_all(s);
+	derp_destroy(s);
+}
+
 int main(int argc, char **argv)
 {
 	char scratch[256], key[300];
@@ -3761,6 +4121,7 @@ int main(int argc, char **argv)
 	test_timers(scratch);
 	test_peergone_records(scratch);
 	test_wire(argv[1], scratch);	/* before test_constants: it records */
+	test_mesh_units(scratch);
 	snprintf(key, sizeof key, "%s/ut.key", scratch);
 	(void)unlink(key);
 	(void)rmdir(scratch);
