@@ -5171,7 +5171,6 @@ run_cli_mode(void)
 	static const char *const badhome[] = { "-home", "ftp://x", NULL };
 	char out[16384], keyp[600], addr[64], sp[16];
 	const char *refused[][3] = {
-		{ "-mesh-with", "a,b", "meshing" },
 		{ "-ace", NULL, "CONNECT proxy" },
 	};
 	/* Built features, bad values: refused at start, the flag named. */
@@ -5183,6 +5182,8 @@ run_cli_mode(void)
 		    "/nonexistent" },
 		{ "mesh_psk_file_missing_refused", "-mesh-psk-file",
 		    "/nonexistent", NULL, "/nonexistent" },
+		{ "mesh_with_needs_mesh_key", "-mesh-with", "127.0.0.1:1",
+		    NULL, "-mesh-psk-file" },
 	};
 	const char *args[12];
 	size_t i;
