@@ -48,11 +48,12 @@ set -u
 floors='
 test_stun		285
 test_nacl		155
-test_units		571
+test_units		610
 # 176 with the openssl command; without it 93 of its checks skip (README).
 # (A 32-bit time_t skips more: cross.sh builds with a 64-bit one.)
 test_cert		83
-# 791 here (208 of them in the verify_* modes, 14 in seed_cmdline).  Without
+# 918 here (208 of them in the verify_* modes, 126 in ws_plain and ws_tls,
+# 14 in seed_cmdline).  Without
 # IPv6 loopback the ipv6 and dual modes skip (-13); not as
 # root, the privileges mode keeps 3 of its 12 checks (-9), bootdns_hang
 # keeps only its skip (-4, as where mount namespaces are refused) and
@@ -60,7 +61,7 @@ test_cert		83
 # mount namespaces are refused); in a static glibc build
 # without NSS modules (cross.sh, under qemu) privileges keeps 1 (-11); without
 # the openssl command verify_hook_tls keeps only its skip (-40).
-test_integration	750
+test_integration	877
 # 50 checks, in every configuration: a region of three relays meshed on
 # loopback (127.0.0.1-3, or one address and three ports where only
 # 127.0.0.1 is local); a check that cannot run fails, never skips.
