@@ -52,7 +52,7 @@ test_units		610
 # 176 with the openssl command; without it 93 of its checks skip (README).
 # (A 32-bit time_t skips more: cross.sh builds with a 64-bit one.)
 test_cert		83
-# 918 here (208 of them in the verify_* modes, 126 in ws_plain and ws_tls,
+# 967 here (208 of them in the verify_* modes, 126 in ws_plain and ws_tls,
 # 14 in seed_cmdline).  Without
 # IPv6 loopback the ipv6 and dual modes skip (-13); not as
 # root, the privileges mode keeps 3 of its 12 checks (-9), bootdns_hang
