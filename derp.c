@@ -110,6 +110,7 @@
 #define FRAME_NOTE_PREFERRED	0x07
 #define FRAME_PEER_GONE		0x08
 #define FRAME_PEER_PRESENT	0x09
+#define PEER_PRESENT_BYTES	(KEY_BYTES + 16 + 2 + 1)	/* 51 */
 #define FRAME_FORWARD_PACKET	0x0a
 #define FRAME_WATCH_CONNS	0x10
 #define FRAME_CLOSE_PEER	0x11
@@ -2028,6 +2029,13 @@ struct conn {
 	int64_t nh_tokens_milli;
 	int64_t nh_last_ms;
 
+	/* ForwardPackets of this sender in the mesh links' rings (MESH) */
+	struct {
+		uint32_t bytes;		/* at most MESH_SHARE_BYTES */
+		uint32_t gen;		/* tells a record's sender from a later
+					 * connection in this slot */
+	} fwd;
+
 	/* A mesh peer watching our connections (derp-protocol.md 15.3) */
 	struct {
 		uint8_t on;
@@ -2208,7 +2216,7 @@ struct stats {
 	uint64_t forwarded_in, forwarded_out;	/* ForwardPacket frames */
 	uint64_t dropped_unknown_dest_on_fwd[2], dropped_mesh_queue[2];
 	uint64_t watchers_behind;	/* watchers closed: log overrun */
-	uint64_t mesh_keys_refused;	/* announced keys over mesh_remote_cap */
+	uint64_t mesh_keys_refused;	/* announced keys over a link's share */
 	uint32_t current_connections, current_home, current_notideal;
 };
 
@@ -2401,7 +2409,16 @@ struct admit_state {
 /* MESH: links to the region's other servers (-mesh-with), at most 32 (a
  * key's routes are a bit mask).  The output ring takes forwarded packets. */
 #define MESH_LINKS_MAX		32
-#define MESH_OUT_BYTES		(256 * 1024)
+#define MESH_OUT_BYTES		(512 * 1024)
+/* One sender's forwarded bytes waiting in the rings at most: two of the
+ * largest ForwardPackets, a quarter of a ring, so one client blasting a
+ * remote key cannot take a link from everyone else (derper's senders wait
+ * their turn on the link's write). */
+#define MESH_SHARE_BYTES	(MESH_OUT_BYTES / 4)
+/* Frames in a ring at most: the smallest ForwardPacket is 69 bytes; and
+ * the upgrade request, ClientInfo and WatchConns. */
+#define MESH_RECS		(MESH_OUT_BYTES / 69 + 4)
+#define MESH_REC_OURS		UINT32_MAX
 #define TAG_MESH0		(-500)	/* link i polls as TAG_MESH0 - i */
 enum { ML_IDLE = 0, ML_RESOLVE, ML_CONNECT, ML_HEAD, ML_TALK, ML_DERP,
     ML_SELF };
@@ -2423,15 +2440,23 @@ struct mesh_link {
 	short events;
 	int64_t retry_ms, deadline_ms, last_rx_ms, wstall_ms;
 	uint8_t server_key[KEY_BYTES];
+	uint32_t nkeys;			/* keys this link routes */
 	/* input: the 101's head, then frames (kept whole up to
 	 * MESH_HEAD_MAX bytes, larger ones skipped) */
 	uint8_t hdr[FRAME_HEADER_BYTES];
 	uint8_t hlen, ftype;
 	uint32_t flen, blen;
 	uint8_t buf[1024];
-	/* output ring */
+	/* output ring, and who queued its bytes (a record per frame, in
+	 * order: the sender's share comes back as they leave) */
 	uint8_t *out;			/* [MESH_OUT_BYTES] */
 	size_t ohead, olen;
+	struct mesh_rec {
+		uint32_t slot;		/* sender; MESH_REC_OURS: ours */
+		uint32_t gen;		/* its conn.fwd.gen */
+		uint32_t len, left;	/* bytes; still in the ring */
+	} *rec;				/* [MESH_RECS] */
+	uint32_t rec_head, rec_n;
 	br_ssl_client_context cc;
 	struct tlsc_x509 xc;
 	uint8_t iobuf[BR_SSL_BUFSIZE_BIDI];
@@ -2533,13 +2558,12 @@ struct derp_server {
 	uint64_t wlog_head;		/* events ever logged */
 	int32_t watch_first;		/* watching connections */
 	uint32_t nwatchers;
-	uint32_t mesh_nremote;		/* key-table entries of peers' keys only */
-	uint32_t mesh_remote_cap;	/* ... at most */
 #ifndef DERP_NO_MESH
 	struct mesh_link *links;	/* [nlinks] */
 	struct tlsc_anchors mesh_anchors;
 #endif
 	uint8_t nlinks, links_dirty;
+	uint32_t fwd_gen;		/* the last conn.fwd.gen given */
 };
 
 static void
@@ -3485,12 +3509,14 @@ conn_fill(struct derp_server *s, struct conn *c)
 			continue;
 		}
 		if (watch_pending(s, c)) {	/* a mesh peer watching */
-			n = watch_out(s, c, buf, avail);
-			if (n == 0)
+			if (avail < FRAME_HEADER_BYTES + PEER_PRESENT_BYTES)
 				break;
-			out_commit(c, n);
-			total += n;
-			continue;
+			/* 0: the flood's scan found no more (or c failed) */
+			if ((n = watch_out(s, c, buf, avail)) > 0) {
+				out_commit(c, n);
+				total += n;
+				continue;
+			}
 		}
 		/* Disco first: it is small and decides whether paths work. */
 		for (k = Q_DISCO; k <= Q_OTHER; k++)
@@ -3649,8 +3675,6 @@ route_register(struct derp_server *s, struct conn *c)
 		e->fwd = 0;
 		e->senders = NIL;
 		s->nkeys++;
-	} else if (e->nconns == 0) {
-		s->mesh_nremote--;	/* was a peer's key only */
 	}
 	if (e->nconns == 0) {
 		c->key_next = -1;
@@ -4006,7 +4030,6 @@ route_unregister(struct derp_server *s, struct conn *c)
 	}
 	if (e->nconns == 0) {	/* still on a mesh peer */
 		e->first = e->active = -1;
-		s->mesh_nremote++;
 		snd_source_closed(s, e, e->senders, c);
 		return;
 	}
@@ -4068,8 +4091,8 @@ route_count_in(struct derp_server *s, const struct conn *c, int kind,
 	s->st.received_kind[kind]++;
 }
 
-static void mesh_forward(struct derp_server *s, struct keyent *e,
-    const uint8_t *src, uint32_t first, uint32_t plen, int kind);
+static void mesh_forward(struct derp_server *s, struct conn *c,
+    struct keyent *e, uint32_t first, uint32_t plen, int kind);
 
 /*
  * A complete SendPacket (or a mesh peer's ForwardPacket) from c, held in the
@@ -4095,7 +4118,7 @@ route_packet(struct derp_server *s, struct conn *c)
 	c->fpkt_chunks = 0;
 	route_count_in(s, c, kind, plen);
 	if (e != NULL && e->nconns == 0 && !fwd) {
-		mesh_forward(s, e, c->key, first, plen, kind);
+		mesh_forward(s, c, e, first, plen, kind);
 		return;
 	}
 	/* A key with connections always has an active one (route_register,
@@ -4141,6 +4164,7 @@ route_direct(struct derp_server *s, struct conn *c, const uint8_t *pkt,
 		return 0;
 	d = &s->conns[e->active];
 	if (d->state != CS_DERP || d->dead || d->out_pkt != NIL ||
+	    d->ws.close != WS_CLOSE_NONE ||
 	    d->q[Q_DISCO].head != NIL || d->q[Q_OTHER].head != NIL ||
 	    d->raw.len > 0)
 		return 0;
@@ -4260,6 +4284,7 @@ conn_register(struct derp_server *s, struct conn *c)
 		return;
 	}
 	c->deadline_ms = 0;
+	c->fwd.gen = ++s->fwd_gen;
 	c->rate_tokens = rate_burst(s);
 	c->rate_last_ms = s->now;
 	c->nh_tokens_milli = (int64_t)NOT_HERE_BURST * 1000;
@@ -9150,7 +9175,6 @@ admit_stop(struct derp_server *s)
  * dials again after 5 s, doubling to 30 s while it keeps failing, with a
  * quarter of jitter either way.
  */
-#define PEER_PRESENT_BYTES	(KEY_BYTES + 16 + 2 + 1)	/* 51 */
 #define WATCH_LOG_MIN		1024	/* events, beside one per slot */
 
 #ifndef DERP_NO_MESH
@@ -9313,6 +9337,7 @@ mesh_unannounce(struct derp_server *s, uint32_t i, uint8_t li)
 	uint32_t senders;
 	uint8_t b;
 
+	s->links[li].nkeys--;
 	e->fwd &= ~((uint32_t)1 << li);
 	if (e->fwd != 0) {
 		/* Derper takes the oldest route left; the lowest link
@@ -9330,7 +9355,6 @@ mesh_unannounce(struct derp_server *s, uint32_t i, uint8_t li)
 	senders = e->senders;
 	keytab_delete(s, i);
 	s->nkeys--;
-	s->mesh_nremote--;
 	snd_source_closed(s, NULL, senders, NULL);
 }
 
@@ -9341,22 +9365,30 @@ mesh_announce(struct derp_server *s, uint8_t li, const uint8_t key[KEY_BYTES])
 {
 	uint32_t i = keytab_slot(s, key);
 	struct keyent *e = &s->keytab[i];
+	struct mesh_link *l = &s->links[li];
 
+	if (keyent_used(e) && (e->fwd & ((uint32_t)1 << li)))
+		return;			/* announced again */
+	/* Each link routes at most -max-clients keys, counted whether or
+	 * not they are also here: so entries with a route are at most that
+	 * many per link, local ones at most the slots, and the table (sized
+	 * by key_entries) stays under half full whatever peers announce and
+	 * clients do, and one link cannot take the others' room.  The second
+	 * test only guards that sum. */
+	if (l->nkeys >= s->max || (!keyent_used(e) &&
+	    2 * (s->nkeys + 1) > s->keytab_mask + 1)) {
+		s->st.mesh_keys_refused++;
+		return;
+	}
 	if (!keyent_used(e)) {
-		/* Keys only a peer has: at most mesh_remote_cap, so the table
-		 * stays within what it was sized for. */
-		if (s->mesh_nremote >= s->mesh_remote_cap) {
-			s->st.mesh_keys_refused++;
-			return;
-		}
 		memcpy(e->key, key, KEY_BYTES);
 		e->nconns = 0;
 		e->first = e->active = -1;
 		e->senders = NIL;
 		e->fwd = 0;
 		s->nkeys++;
-		s->mesh_nremote++;
 	}
+	l->nkeys++;
 	if (e->fwd == 0)
 		e->fwd_via = li;
 	e->fwd |= (uint32_t)1 << li;
@@ -9378,6 +9410,67 @@ mesh_out_free(const struct mesh_link *l)
 	return MESH_OUT_BYTES - l->olen;
 }
 
+/* A frame of len bytes, from the connection in slot (or ours), goes into
+ * the ring next. */
+static void
+mesh_rec_push(struct derp_server *s, struct mesh_link *l, uint32_t slot,
+    uint32_t len)
+{
+	struct mesh_rec *r = &l->rec[(l->rec_head + l->rec_n++) % MESH_RECS];
+
+	r->slot = slot;
+	r->gen = slot != MESH_REC_OURS ? s->conns[slot].fwd.gen : 0;
+	r->len = r->left = len;
+	if (slot != MESH_REC_OURS)
+		s->conns[slot].fwd.bytes += len;
+}
+
+/* Record r's bytes left the ring (or never will): its sender's share back,
+ * if the sender is still the connection that queued them. */
+static void
+mesh_rec_done(struct derp_server *s, const struct mesh_rec *r)
+{
+	struct conn *c;
+
+	if (r->slot == MESH_REC_OURS)
+		return;
+	c = &s->conns[r->slot];
+	if (c->state != CS_FREE && c->fwd.gen == r->gen)
+		c->fwd.bytes -= r->len;
+}
+
+/* n bytes left the head of l's ring. */
+static void
+mesh_rec_drained(struct derp_server *s, struct mesh_link *l, size_t n)
+{
+	struct mesh_rec *r;
+	size_t k;
+
+	while (n > 0 && l->rec_n > 0) {
+		r = &l->rec[l->rec_head];
+		k = r->left < n ? r->left : n;
+		r->left -= (uint32_t)k;
+		n -= k;
+		if (r->left == 0) {
+			mesh_rec_done(s, r);
+			l->rec_head = (l->rec_head + 1) % MESH_RECS;
+			l->rec_n--;
+		}
+	}
+}
+
+/* The ring is emptied (the link went down). */
+static void
+mesh_rec_clear(struct derp_server *s, struct mesh_link *l)
+{
+	for (; l->rec_n > 0; l->rec_n--) {
+		mesh_rec_done(s, &l->rec[l->rec_head]);
+		l->rec_head = (l->rec_head + 1) % MESH_RECS;
+	}
+	l->rec_head = 0;
+	l->olen = l->ohead = 0;
+}
+
 static void
 mesh_out_put(struct mesh_link *l, const uint8_t *p, size_t n)
 {
@@ -9389,25 +9482,27 @@ mesh_out_put(struct mesh_link *l, const uint8_t *p, size_t n)
 	l->olen += n;
 }
 
-/* A SendPacket for key e, only on a peer: ForwardPacket on e's link, or
- * dropped (link down, ring full).  The chain is given back either way. */
+/* A SendPacket of c for key e, only on a peer: ForwardPacket on e's link,
+ * or dropped (link down, ring full, c's share of the rings used).  The
+ * chain is given back either way. */
 static void
-mesh_forward(struct derp_server *s, struct keyent *e, const uint8_t *src,
+mesh_forward(struct derp_server *s, struct conn *c, struct keyent *e,
     uint32_t first, uint32_t plen, int kind)
 {
 	struct mesh_link *l = &s->links[e->fwd_via];
 	uint8_t hdr[FRAME_HEADER_BYTES + 2 * KEY_BYTES];
 	const struct chunk *ch;
-	uint32_t i, off = RECV_PREFIX_BYTES;
+	uint32_t i, off = RECV_PREFIX_BYTES, need = sizeof hdr + plen;
 
-	if (l->phase != ML_DERP ||
-	    mesh_out_free(l) < sizeof hdr + (size_t)plen) {
+	if (l->phase != ML_DERP || mesh_out_free(l) < need ||
+	    c->fwd.bytes + need > MESH_SHARE_BYTES) {
 		s->st.dropped_mesh_queue[kind]++;
 		pool_give_chain(&s->pool, first);
 		return;
 	}
+	mesh_rec_push(s, l, (uint32_t)(c - s->conns), need);
 	frame_put_header(hdr, FRAME_FORWARD_PACKET, 2 * KEY_BYTES + plen);
-	memcpy(hdr + FRAME_HEADER_BYTES, src, KEY_BYTES);
+	memcpy(hdr + FRAME_HEADER_BYTES, c->key, KEY_BYTES);
 	memcpy(hdr + FRAME_HEADER_BYTES + KEY_BYTES, e->key, KEY_BYTES);
 	mesh_out_put(l, hdr, sizeof hdr);
 	for (i = first; i != NIL; i = ch->next, off = 0) {
@@ -9447,7 +9542,7 @@ mesh_link_down(struct derp_server *s, struct mesh_link *l, const char *why)
 	/* Backward-shift deletion can move a later slot onto the one just
 	 * emptied: look at a slot again after a deletion, and make passes
 	 * until one finds nothing. */
-	for (pass = 0; pass < 4; pass++) {
+	for (pass = 0; pass < 4 && l->nkeys > 0; pass++) {
 		gone = 0;
 		for (i = 0; i <= s->keytab_mask; i++)
 			while (keyent_used(&s->keytab[i]) &&
@@ -9459,7 +9554,7 @@ mesh_link_down(struct derp_server *s, struct mesh_link *l, const char *why)
 			break;
 	}
 	l->phase = ML_IDLE;
-	l->olen = l->ohead = 0;
+	mesh_rec_clear(s, l);
 	wait = MESH_RETRY_MS << (l->fails < 3 ? l->fails : 3);
 	if (wait > MESH_RETRY_MAX_MS)
 		wait = MESH_RETRY_MAX_MS;
@@ -9490,6 +9585,9 @@ mesh_hello(struct derp_server *s, struct mesh_link *l)
 	rng_bytes(&s->rng, p + KEY_BYTES, NACL_NONCE_BYTES);
 	nacl_box_seal(p + KEY_BYTES + NACL_NONCE_BYTES, (const uint8_t *)json,
 	    jlen, p + KEY_BYTES, l->server_key, s->priv);
+	mesh_rec_push(s, l, MESH_REC_OURS, (uint32_t)(FRAME_HEADER_BYTES +
+	    KEY_BYTES + NACL_NONCE_BYTES + NACL_TAG_BYTES + jlen +
+	    FRAME_HEADER_BYTES));
 	mesh_out_put(l, f, FRAME_HEADER_BYTES + KEY_BYTES + NACL_NONCE_BYTES +
 	    NACL_TAG_BYTES + jlen);
 	frame_put_header(f, FRAME_WATCH_CONNS, 0);
@@ -9688,6 +9786,7 @@ mesh_io(struct derp_server *s, struct mesh_link *l, const char **why)
 			br_ssl_engine_sendapp_ack(e, len);
 			l->ohead = (l->ohead + len) % MESH_OUT_BYTES;
 			l->olen -= len;
+			mesh_rec_drained(s, l, len);
 			if (l->olen == 0)
 				br_ssl_engine_flush(e, 0);
 			progress = 1;
@@ -9766,12 +9865,14 @@ mesh_link_start(struct derp_server *s, struct mesh_link *l)
 	    "Connection: Upgrade\r\nUpgrade: DERP\r\n\r\n";
 
 	l->addr_i = 0;
-	l->olen = l->ohead = 0;
+	mesh_rec_clear(s, l);
 	l->blen = 0;
 	l->hlen = 0;
 	l->wstall_ms = 0;
 	l->deadline_ms = s->now + MESH_CONNECT_MS;
 	/* What derper's mesh client writes (derp-protocol.md 5.1). */
+	mesh_rec_push(s, l, MESH_REC_OURS, (uint32_t)(9 + sizeof req_fmt - 1 +
+	    strlen(l->name) + sizeof req_end - 1));
 	mesh_out_put(l, (const uint8_t *)"GET /derp", 9);
 	mesh_out_put(l, (const uint8_t *)req_fmt, sizeof req_fmt - 1);
 	mesh_out_put(l, (const uint8_t *)l->name, strlen(l->name));
@@ -9880,11 +9981,11 @@ mesh_tick(struct derp_server *s)
  * frames close even a client with the mesh key (frame_begin), so nothing
  * watches and no key has a route. */
 static void
-mesh_forward(struct derp_server *s, struct keyent *e, const uint8_t *src,
+mesh_forward(struct derp_server *s, struct conn *c, struct keyent *e,
     uint32_t first, uint32_t plen, int kind)
 {
+	(void)c;
 	(void)e;
-	(void)src;
 	(void)plen;
 	s->st.dropped_mesh_queue[kind]++;
 	pool_give_chain(&s->pool, first);
@@ -9992,6 +10093,11 @@ mesh_entry_parse(struct mesh_link *l, const char *ent, size_t len,
 	    strchr(host, ']')[1] == '\0') {	/* [v6] without a port */
 		size_t hl = strlen(host) - 2;
 
+		if (hl >= sizeof l->sni) {
+			snprintf(err, errlen, "-mesh-with: bad entry \"%s\"",
+			    host);
+			return -1;
+		}
 		memcpy(l->sni, host + 1, hl);
 		l->sni[hl] = '\0';
 	} else if ((host[0] == '[' || (strchr(host, ':') != NULL &&
@@ -10047,7 +10153,6 @@ mesh_setup(struct derp_server *s, char *err, size_t errlen)
 			return -1;
 		}
 	}
-	s->mesh_remote_cap = key_entries(&s->cfg) - s->max;
 	if (n == 0)
 		return 0;
 	if (!s->has_mesh_key) {
@@ -10066,7 +10171,7 @@ mesh_setup(struct derp_server *s, char *err, size_t errlen)
 	return -1;
 #else
 	{
-		const char *p = s->cfg.mesh_with, *e, *ca;
+		const char *p = s->cfg.mesh_with, *e, *q, *ca;
 		struct mesh_link *l;
 		uint8_t pin[32];
 		int pinned, anchors = 0;
@@ -10077,22 +10182,24 @@ mesh_setup(struct derp_server *s, char *err, size_t errlen)
 			snprintf(err, errlen, "out of memory");
 			return -1;
 		}
-		s->mesh_remote_cap = n * s->max;
 		for (s->nlinks = 0; *p != '\0'; p = *e != '\0' ? e + 1 : e) {
 			while (*p == ' ')
 				p++;
 			for (e = p; *e != '\0' && *e != ','; e++)
 				;
-			if (e == p)
+			for (q = e; q > p && q[-1] == ' '; q--)
+				;
+			if (q == p)
 				continue;
 			l = &s->links[s->nlinks++];
 			l->fd = -1;
 			l->out = malloc(MESH_OUT_BYTES);
-			if (l->out == NULL) {
+			l->rec = calloc(MESH_RECS, sizeof *l->rec);
+			if (l->out == NULL || l->rec == NULL) {
 				snprintf(err, errlen, "out of memory");
 				return -1;
 			}
-			if (mesh_entry_parse(l, p, (size_t)(e - p), pin,
+			if (mesh_entry_parse(l, p, (size_t)(q - p), pin,
 			    &pinned, err, errlen) != 0)
 				return -1;
 			if (!pinned && !anchors) {
@@ -10128,6 +10235,7 @@ mesh_stop(struct derp_server *s)
 		if (s->links[i].fd >= 0)
 			close(s->links[i].fd);
 		free(s->links[i].out);
+		free(s->links[i].rec);
 	}
 	free(s->links);
 	s->links = NULL;
@@ -10239,7 +10347,7 @@ derp_memory_bytes(const struct derp_config *cfg)
 		    sizeof(struct watch_ev);
 #ifndef DERP_NO_MESH
 	n += (size_t)mesh_link_count(cfg) * (sizeof(struct mesh_link) +
-	    MESH_OUT_BYTES);
+	    MESH_OUT_BYTES + MESH_RECS * sizeof(struct mesh_rec));
 #endif
 	n += (size_t)(sender_records(cfg->max_clients) + 1) * sizeof(struct sender);
 	n += (size_t)keytab_size(sender_records(cfg->max_clients) / 2) *

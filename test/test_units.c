@@ -3822,6 +3822,12 @@ test_mesh_units(const char *dir)
 	cfg.max_clients = 16;
 	cfg.max_handshakes = 16;
 	cfg.mesh_key_hex = mkey;
+#ifndef DERP_NO_MESH
+	/* One link (never dialled: no loop runs here), so the key table is
+	 * sized for one peer's keys as well. */
+	cfg.mesh_with = "127.0.0.1:1=sha256-raw:00000000000000000000000000000"
+	    "00000000000000000000000000000000000";
+#endif
 	if ((s = derp_create(&cfg, err, sizeof err)) == NULL) {
 		check(0, "mesh: derp_create with a mesh key", err);
 		return;
@@ -3962,6 +3968,7 @@ test_mesh_units(const char *dir)
 		 * the link announced going out as ForwardPacket. */
 		static struct mesh_link l;
 		static uint8_t ring[MESH_OUT_BYTES];
+		static struct mesh_rec recs[MESH_RECS];
 		static const struct { const char *e; int ok, port, lit, pin;
 		    const char *name, *sni, *dial; } ents[] = {
 			{ "derp2.example.com", 1, 443, 0, 0,
@@ -3983,6 +3990,7 @@ test_mesh_units(const char *dir)
 		};
 		uint8_t sk[32], pk[32], json[256], pin[32];
 		struct clientinfo ci;
+		struct mesh_link *saved;
 		size_t i;
 		int pinned;
 
@@ -4006,6 +4014,7 @@ test_mesh_units(const char *dir)
 
 		memset(&l, 0, sizeof l);
 		l.out = ring;
+		l.rec = recs;
 		l.fd = -1;
 		memset(sk, 0x33, sizeof sk);
 		nacl_x25519_base(pk, sk);
@@ -4031,14 +4040,15 @@ test_mesh_units(const char *dir)
 		    "mesh: WatchConns (10 00000000) right after ClientInfo",
 		    "");
 
+		saved = s->links;
 		s->links = &l;
-		s->nlinks = 1;
 		l.phase = ML_DERP;
 		l.olen = l.ohead = 0;
+		l.rec_n = l.rec_head = 0;	/* as if written */
 		memset(pk, 0x66, sizeof pk);
-		s->mesh_remote_cap = 1;		/* as one link would give */
 		mesh_announce(s, 0, pk);
-		check(keytab_find(s, pk) != NULL && s->mesh_nremote == 1,
+		mesh_announce(s, 0, pk);	/* again: nothing more */
+		check(keytab_find(s, pk) != NULL && l.nkeys == 1,
 		    "mesh: an announced key is a route in the key table", "");
 		frame_put_header(frame, FRAME_SEND_PACKET, 32 + 5);
 		memcpy(frame + 5, pk, 32);
@@ -4056,6 +4066,35 @@ test_mesh_units(const char *dir)
 		check(!a->dead && l.olen == MESH_OUT_BYTES - 10 &&
 		    s->st.dropped_mesh_queue[Q_OTHER] == 1, "mesh: a full "
 		    "link drops the packet, never waits or grows", "");
+		l.olen = 0;
+		/* One sender's share: its bytes waiting in the rings. */
+		check(a->fwd.bytes == 74 && l.rec_n == 1, "mesh: a sender's "
+		    "forwarded bytes waiting count against its share", "");
+		a->fwd.bytes = MESH_SHARE_BYTES - 73;
+		(void)conn_consume(s, a, frame, 42);
+		k = l.olen;
+		a->fwd.bytes = 74;
+		mesh_rec_drained(s, &l, 74);
+		check(k == 0 && s->st.dropped_mesh_queue[Q_OTHER] == 2 &&
+		    a->fwd.bytes == 0 && l.rec_n == 0, "mesh: a sender over its "
+		    "quarter of a ring is dropped; what left the ring comes "
+		    "back to it", "");
+		/* A key announced, connected here and gone again, over and
+		 * over, never takes more than the link's share of the key
+		 * table. */
+		for (i = 0, ok = 1; i < 3 * 16 && ok; i++) {
+			b = ut_conn(s, "10.3.3.3");
+			memset(b->key, 0, KEY_BYTES);
+			b->key[0] = 0xf0;
+			b->key[1] = (uint8_t)i;
+			conn_register(s, b);
+			mesh_announce(s, 0, b->key);
+			conn_close(s, b);
+			ok = 2 * s->nkeys <= s->keytab_mask + 1 && l.nkeys <= 16;
+		}
+		check(ok && l.nkeys == 16 && s->st.mesh_keys_refused > 0,
+		    "mesh: a link routes at most -max-clients keys and the key "
+		    "table stays half empty, however keys come and go here", "");
 		/* a received from the peer's key: when the link drops the
 		 * key, a hears PeerGone(Disconnected) (10.5). */
 		(void)ut_output(s, a, out, sizeof out);
@@ -4070,11 +4109,10 @@ test_mesh_units(const char *dir)
 		k = ut_output(s, a, out + n, sizeof out - n);
 		check(n == 42 && k == 38 && out[n] == FRAME_PEER_GONE &&
 		    memcmp(out + n + 5, pk, 32) == 0 && out[n + 37] == 0 &&
-		    keytab_find(s, pk) == NULL && s->mesh_nremote == 0,
+		    keytab_find(s, pk) == NULL && l.nkeys == 0,
 		    "mesh: a link going down forgets its keys; who received "
 		    "from one gets PeerGone(Disconnected)", "");
-		s->links = NULL;
-		s->nlinks = 0;
+		s->links = saved;
 	}
 #endif
 	ut_close_all(s);
