@@ -9807,7 +9807,7 @@ mesh_dial(struct derp_server *s, struct mesh_link *l)
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	uint8_t ip[16];
-	int fd;
+	int fd, one = 1;
 
 	if (!l->literal) {
 #ifndef DERP_NO_BOOTDNS
@@ -9841,6 +9841,10 @@ mesh_dial(struct derp_server *s, struct mesh_link *l)
 	memset(&ss, 0, sizeof ss);
 	sl = ip16_to_sockaddr(ip, (uint16_t)l->port, &ss);
 	fd = socket(ss.ss_family, SOCK_STREAM, 0);
+	/* As Go's dialer: no Nagle delay under forwarded packets. */
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof one);
 	if (fd < 0 || sock_nonblock(fd) != 0 ||
 	    (connect(fd, (struct sockaddr *)&ss, sl) != 0 &&
 	    errno != EINPROGRESS && errno != EAGAIN && errno != EINTR) ||

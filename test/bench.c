@@ -1,7 +1,8 @@
 /*
  * bench.c -- `make bench`: the relay's load generator (issue 3).
  *
- * Usage: bench [--quick | --smoke | --one tls|plain PAIRS SIZE] [DERP_BINARY]
+ * Usage: bench [--quick | --smoke | --mesh | --one tls|plain PAIRS SIZE]
+ *        [DERP_BINARY]
  *        (default ./derp)
  *
  * It starts the relay on 127.0.0.1 itself (a fresh port, a scratch directory
@@ -26,6 +27,11 @@
  *   ceiling    BearSSL's record layer sealing and opening one record per packet
  *              on one core: what a TLS relay cannot go below.  Efficiency ratio
  *              = ceiling / relay CPU per packet.
+ *   mesh       two relays meshed (-mesh-with, pinned certificates): senders
+ *              on node A, receivers on node B, every packet forwarded A -> B
+ *              as ForwardPacket; against the same traffic with both ends on
+ *              A.  CPU per delivered packet of A + B against A's alone, at
+ *              the same offered rates, and the ratio; delivered/sent.
  *
  * Integrity: every packet carries epoch, pair, sequence number, send time,
  * length, kind and a header check, and its body is a fixed pseudo-random
@@ -39,6 +45,8 @@
  * --smoke   a few hundred packets and some round trips through one pair in each
  *           mode, all checked; prints "N passed, N failed", exit status 0 or 1
  * --one     windowed, overload and latency for one transport, pair count, size
+ * --mesh    the mesh scenario alone (1, 10 and 100 pairs; the full run has 10
+ *           and 100, --quick 10)
  *
  * Efficiency of the generator itself (it shares two cores with the relay): one
  * process and one thread for all traffic, non-blocking sockets under epoll,
@@ -52,7 +60,7 @@
  *
  * The engine (the relay process, connections, packets, phases, idle clients
  * in children, checks) is test/loadgen.c, shared with test/soak.c.
- * Sections here: scenarios; crypto ceiling; memory; smoke; main.
+ * Sections here: scenarios; crypto ceiling; memory; mesh; smoke; main.
  */
 #include "loadgen.h"
 
@@ -579,6 +587,432 @@ run_memory(int large, const struct timing *tm)
 	return rc;
 }
 
+/* ---- mesh: CPU per forwarded packet, two nodes against one --------------- */
+
+/*
+ * Two relays meshed (derp-protocol.md 15): node A (srv) and node B
+ * (srv_peer), each with its own server key and self-signed IP certificate,
+ * started with one mesh key and one -mesh-with list naming both with their
+ * sha256-raw: pins (each skips its own entry).  Senders on A, receivers on
+ * B: every packet is read from a client and sealed onto the mesh link by A,
+ * then read from the link and sealed to the client by B (ForwardPacket).
+ * Against it, the same traffic with both clients of every pair on A.
+ *
+ * Each load runs local then meshed, back to back (fresh connections at each
+ * switch), so a change in the machine's other load hits both alike:
+ *   windowed  as fast as possible, lossless: both with the same window, one
+ *             small enough that every packet in flight fits A's ring toward
+ *             B (derp.c drops what does not fit: MESH_OUT_BYTES, 256 KiB),
+ *             so the mesh cannot drop either and a loss is an error.
+ *   paced     senders at fixed offered rates, the same for both: a half and
+ *             all of local's windowed rate.  Nothing bounds what is in
+ *             flight, so the mesh may drop: delivered/sent says how much.
+ * CPU is utime+stime of each relay over the measurement interval per packet
+ * delivered: CPU seconds per million packets, which is microseconds per
+ * packet.  Local counts A (B idles, shown); mesh counts A + B.
+ */
+#define MESH_RATES 2
+static const double mesh_rate_share[MESH_RATES] = { 0.5, 1.0 };
+/* derp.c's ring of forwarded packets per link (MESH_OUT_BYTES: 256 KiB, or
+ * more).  Windowed runs keep all windows together within 3/4 of 256 KiB and
+ * one pair's within a quarter (the most one sender may hold in a ring where
+ * derp.c caps senders' shares).  A packet there is a ForwardPacket: header
+ * and two keys beside its bytes. */
+#define MESH_RING_BYTES (256 * 1024)
+#define MESH_RING_SHARE_BYTES (MESH_RING_BYTES / 4)
+#define MESH_FWD_PREFIX_BYTES (FRAME_HDR_BYTES + 2 * KEY_BYTES)
+#define MESH_LINK_MS 20000		/* both links up: a node that dialled
+					 * the other before it listened retries
+					 * after derper's 5 s (plus jitter) */
+#define MESH_SETTLE_MS 200		/* B's PeerPresent reaches A */
+#define MESH_PIN_SETTLE_MS 100		/* see mesh_read_pin */
+#define MESH_MAX_ROWS 4
+#define MESH_KEY_HEX 64			/* the mesh key: 32 bytes as hex */
+#define PIN_HEX 64			/* a sha256-raw: pin: SHA-256 as hex */
+#define MESH_LIST_BYTES 512		/* 2 x "127.0.0.1:65535=sha256-raw:" + 64 */
+
+struct meshrow {
+	int pairs;
+	size_t size;
+	int window;			/* both windowed runs; 0: none ran */
+	struct result lwin, mwin;	/* windowed: local, meshed */
+	struct result lo[MESH_RATES], me[MESH_RATES];	/* paced */
+};
+static struct meshrow meshrows[MESH_MAX_ROWS];
+static int nmeshrows;
+
+/* The pin a relay logs for its self-signed certificate, from its log
+ * (within 2 s of start-up), once it also says it is serving: 0, or -1.
+ * derp installs its SIGTERM handler just after that line, so a caller about
+ * to stop it waits MESH_PIN_SETTLE_MS more (a SIGTERM before the handler
+ * ends it with the signal, which server_stop_as reports). */
+static int
+mesh_read_pin(const struct server *s, char hex[static PIN_HEX + 1])
+{
+	static const char tag[] = "\"CertName\":\"sha256-raw:";
+	static char text[65536];
+	int tries;
+
+	for (tries = 0; tries < 100; tries++) {
+		const char *p;
+		size_t n;
+		if (read_text(s->log, text, sizeof(text)) > 0 &&
+		    strstr(text, "derper: serving on ") != NULL &&
+		    (p = strstr(text, tag)) != NULL) {
+			p += sizeof(tag) - 1;
+			n = strspn(p, "0123456789abcdefABCDEF");
+			if (n == PIN_HEX) {
+				memcpy(hex, p, PIN_HEX);
+				hex[PIN_HEX] = '\0';
+				return 0;
+			}
+		}
+		sleep_ms(20);
+	}
+	return -1;
+}
+
+/* 1 once the log says "mesh: connected to" at least `want` times. */
+static int
+mesh_links_up(const struct server *s, int want)
+{
+	static char text[65536];
+	const char *p = text;
+	int n = 0;
+
+	if (read_text(s->log, text, sizeof(text)) <= 0)
+		return 0;
+	while (n < want && (p = strstr(p, "mesh: connected to ")) != NULL) {
+		n++;
+		p++;
+	}
+	return n >= want;
+}
+
+/* A fresh mesh key file under scratch: 0 or -1. */
+static int
+mesh_write_key(const char *path)
+{
+	static const char digits[] = "0123456789abcdef";
+	uint8_t k[MESH_KEY_HEX / 2];
+	char hex[MESH_KEY_HEX + 1];
+	int fd, i, rc = 0;
+
+	dc_random(k, sizeof(k));
+	for (i = 0; i < MESH_KEY_HEX / 2; i++) {
+		hex[2 * i] = digits[k[i] >> 4];
+		hex[2 * i + 1] = digits[k[i] & 15];
+	}
+	hex[MESH_KEY_HEX] = '\n';
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0)
+		return -1;
+	if (write(fd, hex, sizeof(hex)) != (ssize_t)sizeof(hex))
+		rc = -1;
+	if (close(fd) < 0)
+		rc = -1;
+	return rc;
+}
+
+/* Both nodes up and meshed: srv (A) and srv_peer (B).  0, or -1 with every
+ * node stopped. */
+static int
+mesh_start(void)
+{
+	static char keypath[200], list[MESH_LIST_BYTES];
+	static const char *args[5];
+	char pin_a[PIN_HEX + 1], pin_b[PIN_HEX + 1];
+	int64_t t0, deadline;
+	int t;
+
+	snprintf(keypath, sizeof(keypath), "%s/meshkey", scratch);
+	if (mesh_write_key(keypath) < 0) {
+		fprintf(stderr, "bench: %s: %s\n", keypath, strerror(errno));
+		return -1;
+	}
+	/* First starts, alone: each makes its certificate and logs its pin. */
+	srv_extra_args = NULL;
+	if (server_start_as(&srv, "node-a", 1, 0, 0) < 0)
+		return -1;
+	t = mesh_read_pin(&srv, pin_a);
+	sleep_ms(MESH_PIN_SETTLE_MS);
+	server_stop_as(&srv);
+	if (t < 0) {
+		fprintf(stderr, "bench: mesh: no pin in %s\n", srv.log);
+		return -1;
+	}
+	if (server_start_as(&srv_peer, "node-b", 1, 0, 0) < 0)
+		return -1;
+	t = mesh_read_pin(&srv_peer, pin_b);
+	sleep_ms(MESH_PIN_SETTLE_MS);
+	server_stop_as(&srv_peer);
+	if (t < 0) {
+		fprintf(stderr, "bench: mesh: no pin in %s\n", srv_peer.log);
+		return -1;
+	}
+	/* Meshed, on ports named in advance (another process may take one
+	 * meanwhile: then fresh ones). */
+	for (t = 0; t < 3; t++) {
+		int pa = free_port(), pb = free_port();
+		if (pa <= 0 || pb <= 0 || pa == pb)
+			continue;
+		snprintf(list, sizeof(list), "127.0.0.1:%d=sha256-raw:%s,"
+		    "127.0.0.1:%d=sha256-raw:%s", pa, pin_a, pb, pin_b);
+		args[0] = "-mesh-psk-file";
+		args[1] = keypath;
+		args[2] = "-mesh-with";
+		args[3] = list;
+		args[4] = NULL;
+		srv_extra_args = args;
+		if (server_start_as(&srv, "node-a", 1, 0, pa) == 0 &&
+		    server_start_as(&srv_peer, "node-b", 1, 0, pb) == 0)
+			break;
+		server_stop_as(&srv);
+		server_stop_as(&srv_peer);
+	}
+	srv_extra_args = NULL;
+	if (srv.pid <= 0 || srv_peer.pid <= 0)
+		return -1;
+	t0 = now_ns();
+	deadline = t0 + (int64_t)MESH_LINK_MS * 1000000;
+	while (now_ns() < deadline && server_alive() &&
+	    server_alive_as(&srv_peer) && !(mesh_links_up(&srv, 1) &&
+	    mesh_links_up(&srv_peer, 1)))
+		sleep_ms(50);
+	if (!mesh_links_up(&srv, 1) || !mesh_links_up(&srv_peer, 1)) {
+		anomaly("mesh: the links did not come up within %d s (logs %s,"
+		    " %s)", MESH_LINK_MS / 1000, srv.log, srv_peer.log);
+		server_stop_as(&srv);
+		server_stop_as(&srv_peer);
+		return -1;
+	}
+	printf("node A pid %ld on 127.0.0.1:%d, node B pid %ld on 127.0.0.1:%d,"
+	    " both links up %.1f s after B started; -mesh-with %s\nlogs %s %s\n",
+	    (long)srv.pid, srv.port, (long)srv_peer.pid, srv_peer.port,
+	    (double)(now_ns() - t0) / 1e9, list, srv.log, srv_peer.log);
+	return 0;
+}
+
+/* A+B CPU per delivered packet in ns (-1 unknown); B counts only meshed. */
+static double
+mesh_cpu_ns(const struct result *r, int meshed)
+{
+	if (r->srv_ns < 0 || (meshed && r->peer_ns < 0))
+		return -1;
+	return r->srv_ns + (meshed ? r->peer_ns : 0);
+}
+
+static double
+deliv_frac(const struct result *r)
+{
+	return r->sent_total > 0 ? (double)r->delivered_total /
+	    (double)r->sent_total : 0;
+}
+
+/* One phase: local counts A (B idles beside it, shown), mesh A + B. */
+static void
+mesh_print(const char *what, const struct result *r, int meshed)
+{
+	char cpu[96];
+
+	if (meshed)
+		snprintf(cpu, sizeof(cpu), "A %.2f + B %.2f = %.2f",
+		    r->srv_ns / 1e3, r->peer_ns / 1e3, mesh_cpu_ns(r, 1) / 1e3);
+	else
+		snprintf(cpu, sizeof(cpu), "A %.2f (B idle: %.0f%% CPU)",
+		    r->srv_ns / 1e3, r->peer_util * 100);
+	printf("%-5s %4d pairs %5zu B %-10s: offered %7.0f of %7.0f pkt/s,"
+	    " delivered %7.0f pkt/s, deliv/sent %.4f | A %3.0f%% B %3.0f%% CPU:"
+	    " %s s per 1M delivered | bench %.0f%% other %.0f%% | %s\n",
+	    meshed ? "mesh" : "local", r->pairs, r->size, what,
+	    r->offered_pps, r->mode == M_WINDOW ? r->offered_pps : r->target_pps,
+	    r->pps, deliv_frac(r), r->srv_util * 100, r->peer_util * 100, cpu,
+	    r->bench_util * 100, r->other_util * 100, r->errors ? "ERRORS" :
+	    "ok");
+	fflush(stdout);
+}
+
+/* The window both windowed runs use: window_for's, at most what keeps every
+ * packet in flight within A's ring (MESH_RING_BYTES above); 0 when even one
+ * per pair is more. */
+static int
+mesh_window(int pairs, size_t size)
+{
+	long fwd = (long)(size + MESH_FWD_PREFIX_BYTES);
+	long fit = MESH_RING_BYTES / 4 * 3 / fwd / pairs;
+	long share = MESH_RING_SHARE_BYTES / fwd;
+	int w = window_for(pairs, size);
+
+	if (share < fit)
+		fit = share;
+	return fit < 1 ? 0 : fit < w ? (int)fit : w;
+}
+
+/* Pairs [0, n) open, B's ends on A (local) or on B (meshed): fresh
+ * connections when the placement changes, dead ones reopened.  0 or -1. */
+static int
+mesh_place(int pairs, int meshed)
+{
+	int port = meshed ? srv_peer.port : 0;
+
+	if (conn_b_port != port) {
+		close_all_pairs();
+		conn_b_port = port;
+	}
+	phase_name = "connect";
+	if (ensure_pairs(pairs) < 0)
+		return -1;
+	if (meshed)
+		sleep_ms(MESH_SETTLE_MS);
+	return 0;
+}
+
+/* One phase local or meshed: 0 or -1. */
+static int
+mesh_phase(const struct spec *sp, struct result *r, int pairs, int meshed,
+    const char *what)
+{
+	if (mesh_place(pairs, meshed) < 0 || run_phase(sp, r) < 0)
+		return -1;
+	mesh_print(what, r, meshed);
+	return 0;
+}
+
+/* One pair count: windowed, then each rate, local then meshed each time. */
+static int
+mesh_row(struct meshrow *row, int pairs, size_t size, const struct timing *tm)
+{
+	struct spec sp;
+	char what[16];
+	int k;
+
+	memset(row, 0, sizeof(*row));
+	row->pairs = pairs;
+	row->size = size;
+	row->window = mesh_window(pairs, size);
+	memset(&sp, 0, sizeof(sp));
+	sp.mode = M_WINDOW;
+	sp.size = size;
+	sp.window = row->window > 0 ? row->window : window_for(pairs, size);
+	sp.warm_ms = tm->warm_ms;
+	sp.measure_ms = tm->measure_ms;
+	snprintf(what, sizeof(what), "W=%d", sp.window);
+	if (mesh_phase(&sp, &row->lwin, pairs, 0, what) < 0)
+		return -1;
+	if (row->window == 0)
+		printf("(no meshed windowed run: %d pairs with one packet each"
+		    " overfill A's ring)\n", pairs);
+	else if (mesh_phase(&sp, &row->mwin, pairs, 1, what) < 0)
+		return -1;
+	if (row->lwin.pps <= 0)
+		return -1;
+	sp.mode = M_RATE;
+	sp.warm_ms = tm->o_warm_ms;
+	sp.measure_ms = tm->o_measure_ms;
+	for (k = 0; k < MESH_RATES; k++) {
+		sp.rate = mesh_rate_share[k] * row->lwin.pps;
+		snprintf(what, sizeof(what), "paced %.2fx", mesh_rate_share[k]);
+		if (mesh_phase(&sp, &row->lo[k], pairs, 0, what) < 0 ||
+		    mesh_phase(&sp, &row->me[k], pairs, 1, what) < 0)
+			return -1;
+	}
+	close_all_pairs();
+	conn_b_port = 0;
+	return 0;
+}
+
+static int
+run_mesh(const int *pairs, int npairs, size_t size, const struct timing *tm)
+{
+	int i, rc = 0;
+	/* Per pair count: two windowed phases and two per rate, each with
+	 * its drain and its connections. */
+	int est = 2 * (tm->warm_ms + tm->measure_ms + 1000) + MESH_RATES * 2 *
+	    (tm->o_warm_ms + tm->o_measure_ms + 2000);
+
+	printf("\n== mesh: CPU per forwarded packet, two meshed nodes (senders"
+	    " on A, receivers on B) against one (both on A); TLS clients,"
+	    " %zu B ==\n", size);
+	if (!time_left_for(est + 5000)) {
+		printf("(skipped: time budget)\n");
+		return 0;
+	}
+	phase_name = "mesh start";
+	B.tls = 1;
+	if (mesh_start() < 0) {
+		anomaly("mesh: the two nodes did not start meshed");
+		return -1;
+	}
+	for (i = 0; i < npairs && rc == 0 && nmeshrows < MESH_MAX_ROWS; i++) {
+		if (!time_left_for(est)) {
+			printf("(skipped %d pairs: time budget)\n", pairs[i]);
+			break;
+		}
+		rc = mesh_row(&meshrows[nmeshrows], pairs[i], size, tm);
+		if (rc == 0)
+			nmeshrows++;
+	}
+	close_all_pairs();
+	conn_b_port = 0;
+	server_stop_as(&srv_peer);
+	server_stop();
+	return rc;
+}
+
+/* One line of the mesh table: a load, local against meshed. */
+static void
+mesh_table_line(const struct meshrow *m, const char *load,
+    const struct result *l, const struct result *x)
+{
+	double lc = mesh_cpu_ns(l, 0), xc = x->ran ? mesh_cpu_ns(x, 1) : -1;
+	double other = l->other_util > x->other_util ? l->other_util :
+	    x->other_util;
+
+	printf("%5d %6zu %-12s %9.0f | %9.0f %7.4f %6.2f | ", m->pairs, m->size,
+	    load, l->mode == M_WINDOW ? l->offered_pps : l->target_pps, l->pps,
+	    deliv_frac(l), lc / 1e3);
+	if (x->ran)
+		printf("%9.0f %7.4f %6.2f %6.2f %6.2f | %5.2f", x->pps,
+		    deliv_frac(x), x->srv_ns / 1e3, x->peer_ns / 1e3, xc / 1e3,
+		    lc > 0 && xc > 0 ? xc / lc : 0);
+	else
+		printf("%9s %7s %6s %6s %6s | %5s", "-", "-", "-", "-", "-", "-");
+	printf(" | %4.0f%%\n", other * 100);
+}
+
+static void
+print_mesh_table(void)
+{
+	int i, k;
+
+	if (nmeshrows == 0)
+		return;
+	printf("\n== mesh: TLS clients; CPU = relay utime+stime per delivered"
+	    " packet in CPU s per 1M packets (= us/packet); local: node A, mesh:"
+	    " A + B ==\n");
+	printf("%5s %6s %-12s %9s | %9s %7s %6s | %9s %7s %6s %6s %6s | %5s |"
+	    " %5s\n", "pairs", "size", "load", "offered", "local/s", "dl/sent",
+	    "CPU", "mesh/s", "dl/sent", "A", "B", "A+B", "ratio", "other");
+	for (i = 0; i < nmeshrows; i++) {
+		const struct meshrow *m = &meshrows[i];
+		char load[16];
+		snprintf(load, sizeof(load), "windowed %d", m->lwin.window);
+		mesh_table_line(m, load, &m->lwin, &m->mwin);
+		for (k = 0; k < MESH_RATES; k++) {
+			snprintf(load, sizeof(load), "paced %.2fx",
+			    mesh_rate_share[k]);
+			mesh_table_line(m, load, &m->lo[k], &m->me[k]);
+		}
+	}
+	printf("offered: pkt/s (windowed: what local sent; paced: the target,"
+	    " a share of local's windowed rate).  ratio = mesh A+B CPU / local"
+	    " CPU per delivered packet.  other: the larger of the two phases'"
+	    " share of a core taken by other processes.\nA meshed phase whose"
+	    " drain reports pairs still waiting for their last packet lost its"
+	    " newest packets: a full ring on A drops the newest, a client's"
+	    " queue on B the oldest.\n");
+}
+
 /* ---- smoke --------------------------------------------------------------- */
 
 static void
@@ -780,8 +1214,8 @@ print_tables(void)
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: bench [--quick | --smoke | --one tls|plain PAIRS"
-	    " SIZE] [DERP_BINARY]\n");
+	fprintf(stderr, "usage: bench [--quick | --smoke | --mesh | --one"
+	    " tls|plain PAIRS SIZE] [DERP_BINARY]\n");
 	exit(2);
 }
 
@@ -794,7 +1228,8 @@ main(int argc, char **argv)
 	static const size_t sizes_quick[] = { 1200 };
 	static const struct timing t_full = { 500, 2000, 500, 1500, 300, 1200 };
 	static const struct timing t_quick = { 300, 1000, 300, 1000, 200, 800 };
-	int quick = 0, smoke = 0, i, rc = 0, errors = 0;
+	static const int pairs_mesh[] = { 1, 10, 100 };
+	int quick = 0, smoke = 0, mesh_only = 0, i, rc = 0, errors = 0;
 	int one_tls = -1, one_pairs = 0;
 	size_t one_size = 0;
 
@@ -803,6 +1238,8 @@ main(int argc, char **argv)
 			quick = 1;
 		else if (strcmp(argv[i], "--smoke") == 0)
 			smoke = 1;
+		else if (strcmp(argv[i], "--mesh") == 0)
+			mesh_only = 1;
 		else if (strcmp(argv[i], "--one") == 0 && i + 3 < argc) {
 			one_tls = strcmp(argv[i + 1], "tls") == 0;
 			one_pairs = atoi(argv[i + 2]);
@@ -817,7 +1254,8 @@ main(int argc, char **argv)
 		else
 			derp_path = argv[i];
 	}
-	if (quick && smoke)
+	if (quick + smoke + mesh_only > 1 || (one_tls >= 0 && (smoke ||
+	    mesh_only)))
 		usage();
 	t_program = now_ns();
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -839,24 +1277,39 @@ main(int argc, char **argv)
 		return rc;
 	}
 
-	printf("derp bench%s\n", quick ? " --quick" : "");
+	printf("derp bench%s\n", quick ? " --quick" : mesh_only ? " --mesh" :
+	    "");
 	print_machine();
 	printf("each phase: warm-up, then a fixed measurement interval; relay CPU"
 	    " = utime+stime of its process over the interval\n");
-	if (run_ceiling(sizes_full, 3, quick ? 50000000 : 200000000) < 0)
+	if (!mesh_only && run_ceiling(sizes_full, 3, quick ? 50000000 :
+	    200000000) < 0)
 		errors++;
 	if (one_tls >= 0)
 		rc = run_transport(one_tls, &one_pairs, 1, &one_size, 1, &t_full);
-	for (i = 1; i >= 0 && rc == 0 && one_tls < 0; i--)
+	for (i = 1; i >= 0 && rc == 0 && one_tls < 0 && !mesh_only; i--)
 		rc = quick ? run_transport(i, pairs_quick, 2, sizes_quick, 1,
 		    &t_quick) : run_transport(i, pairs_full, 4, sizes_full, 3,
 		    &t_full);
 	if (rc == 0 && one_tls < 0)
+		rc = quick ? run_mesh(pairs_quick, 1, 1200, &t_quick) :
+		    run_mesh(pairs_mesh + (mesh_only ? 0 : 1), mesh_only ? 3 : 2,
+		    1200, &t_full);
+	if (rc == 0 && one_tls < 0 && !mesh_only)
 		rc = run_memory(!quick, quick ? &t_quick : &t_full);
 	kill_all();
-	print_tables();
+	if (!mesh_only)
+		print_tables();
+	print_mesh_table();
 	for (i = 0; i < nresults; i++)
 		errors += results[i].errors;
+	for (i = 0; i < nmeshrows; i++) {
+		int k;
+		errors += meshrows[i].lwin.errors + meshrows[i].mwin.errors;
+		for (k = 0; k < MESH_RATES; k++)
+			errors += meshrows[i].lo[k].errors +
+			    meshrows[i].me[k].errors;
+	}
 	printf("\n== anomalies: %ld ==\n", anomalies_total);
 	for (i = 0; i < nanomalies; i++)
 		printf("%s\n", anomalies[i]);

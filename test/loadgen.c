@@ -219,6 +219,7 @@ char scratch[128];		/* mkdtemp: key file, certificates, logs */
 
 
 struct server srv = { -1, 0, 0, 0, 0, 0, 0, "" };
+struct server srv_peer = { -1, 0, 0, 0, 0, 0, 0, "" };
 const char *const *srv_extra_args;
 int srv_stun_port;
 int srv_http_port;
@@ -231,6 +232,8 @@ kill_all(void)
 
 	if (srv.pid > 0)
 		kill(srv.pid, SIGKILL);
+	if (srv_peer.pid > 0)
+		kill(srv_peer.pid, SIGKILL);
 	for (i = 0; i < IDLE_CHILDREN; i++)
 		if (idle_pids[i] > 0)
 			kill(idle_pids[i], SIGKILL);
@@ -287,38 +290,45 @@ port_open(int port)
 }
 
 int
-server_alive(void)
+server_alive_as(struct server *s)
 {
 	int st;
 
-	if (srv.pid <= 0)
+	if (s->pid <= 0)
 		return 0;
-	if (waitpid(srv.pid, &st, WNOHANG) == srv.pid) {
-		anomaly("the relay died: %s %d (log %s)",
+	if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+		anomaly("the relay%s died: %s %d (log %s)",
+		    s == &srv ? "" : " (second node)",
 		    WIFSIGNALED(st) ? "signal" : "exit status",
-		    WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), srv.log);
-		srv.pid = -1;
+		    WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), s->log);
+		s->pid = -1;
 		return 0;
 	}
 	return 1;
 }
 
+int
+server_alive(void)
+{
+	return server_alive_as(&srv);
+}
+
 /* The pool size from the relay's start-up line, "reserved N bytes for
  * -max-clients M (C packet chunks of B bytes)"; the README's formula if absent. */
 static void
-server_read_pool(void)
+server_read_pool(struct server *s)
 {
 	static char text[65536];
-	int fd = open(srv.log, O_RDONLY);
+	int fd = open(s->log, O_RDONLY);
 	ssize_t n = fd < 0 ? -1 : read(fd, text, sizeof(text) - 1);
 	const char *p;
 	long c, b;
 
 	if (fd >= 0)
 		close(fd);
-	srv.pool_chunks = (long)srv.max_clients * POOL_CHUNKS_PER_SLOT +
+	s->pool_chunks = (long)s->max_clients * POOL_CHUNKS_PER_SLOT +
 	    POOL_CHUNKS_SPARE;
-	srv.chunk_bytes = POOL_CHUNK_BYTES;
+	s->chunk_bytes = POOL_CHUNK_BYTES;
 	if (n <= 0)
 		return;
 	text[n] = '\0';
@@ -329,8 +339,8 @@ server_read_pool(void)
 		p--;
 	if (sscanf(p, "%ld packet chunks of %ld bytes", &c, &b) == 2 && c > 0 &&
 	    b > 64) {
-		srv.pool_chunks = c;
-		srv.chunk_bytes = b;
+		s->pool_chunks = c;
+		s->chunk_bytes = b;
 	}
 }
 
@@ -339,23 +349,42 @@ server_read_pool(void)
 int
 server_start(int tls, int max_clients)
 {
+	return server_start_as(&srv, NULL, tls, max_clients, 0);
+}
+
+/*
+ * Start a relay into *s.  tag NULL: server_start's files (derp.key, certs/,
+ * derp-N.log under scratch); else the relay's own (TAG.key, TAG-certs/,
+ * TAG-N.log), so two relays have two server keys and two certificates, as a
+ * mesh needs.  port > 0: that port, one try (a -mesh-with list already names
+ * it); else a free one, up to three tries.  0 or -1.
+ */
+int
+server_start_as(struct server *s, const char *tag, int tls, int max_clients,
+    int port)
+{
 	char addr[64], key[200], certdir[200], mc[32], stun[16], http[16];
 	char *argv[40];
 	int t, a, k;
 
-	snprintf(key, sizeof(key), "%s/derp.key", scratch);
-	snprintf(certdir, sizeof(certdir), "%s/certs", scratch);
-	for (t = 0; t < 3; t++) {
+	if (tag == NULL) {
+		snprintf(key, sizeof(key), "%s/derp.key", scratch);
+		snprintf(certdir, sizeof(certdir), "%s/certs", scratch);
+	} else {
+		snprintf(key, sizeof(key), "%s/%s.key", scratch, tag);
+		snprintf(certdir, sizeof(certdir), "%s/%s-certs", scratch, tag);
+	}
+	for (t = 0; t < (port > 0 ? 1 : 3); t++) {
 		int64_t deadline;
 		int ready = 0;
 
-		srv.port = free_port();
-		srv.tls = tls;
-		srv.max_clients = max_clients > 0 ? max_clients : 4096;
-		snprintf(srv.log, sizeof(srv.log), "%s/derp-%d.log", scratch,
-		    ++srv.nlog);
-		snprintf(addr, sizeof(addr), "127.0.0.1:%d", srv.port);
-		snprintf(mc, sizeof(mc), "%d", srv.max_clients);
+		s->port = port > 0 ? port : free_port();
+		s->tls = tls;
+		s->max_clients = max_clients > 0 ? max_clients : 4096;
+		snprintf(s->log, sizeof(s->log), "%s/%s-%d.log", scratch,
+		    tag != NULL ? tag : "derp", ++s->nlog);
+		snprintf(addr, sizeof(addr), "127.0.0.1:%d", s->port);
+		snprintf(mc, sizeof(mc), "%d", s->max_clients);
 		a = 0;
 		argv[a++] = (char *)derp_path;
 		/* The relay refuses to run as root without -user or -allow-root
@@ -396,13 +425,13 @@ server_start(int tls, int max_clients)
 		}
 		argv[a] = NULL;
 		fflush(stdout);
-		srv.pid = fork();
-		if (srv.pid < 0) {
+		s->pid = fork();
+		if (s->pid < 0) {
 			perror("bench: fork");
 			return -1;
 		}
-		if (srv.pid == 0) {
-			int fd = open(srv.log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (s->pid == 0) {
+			int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 			if (fd >= 0) {
 				dup2(fd, STDOUT_FILENO);
 				dup2(fd, STDERR_FILENO);
@@ -414,27 +443,27 @@ server_start(int tls, int max_clients)
 		deadline = now_ns() + (int64_t)START_MS * 1000000;
 		while (now_ns() < deadline) {
 			int st;
-			if (waitpid(srv.pid, &st, WNOHANG) == srv.pid) {
-				srv.pid = -1;
+			if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+				s->pid = -1;
 				break;
 			}
-			if (port_open(srv.port)) {
+			if (port_open(s->port)) {
 				ready = 1;
 				break;
 			}
 			sleep_ms(20);
 		}
 		if (ready) {
-			server_read_pool();
+			server_read_pool(s);
 			return 0;
 		}
-		if (srv.pid > 0) {
-			kill(srv.pid, SIGKILL);
-			waitpid(srv.pid, NULL, 0);
-			srv.pid = -1;
+		if (s->pid > 0) {
+			kill(s->pid, SIGKILL);
+			waitpid(s->pid, NULL, 0);
+			s->pid = -1;
 		}
 	}
-	fprintf(stderr, "bench: %s did not start (log %s)\n", derp_path, srv.log);
+	fprintf(stderr, "bench: %s did not start (log %s)\n", derp_path, s->log);
 	return -1;
 }
 
@@ -442,21 +471,27 @@ server_start(int tls, int max_clients)
 void
 server_stop(void)
 {
+	server_stop_as(&srv);
+}
+
+void
+server_stop_as(struct server *s)
+{
 	int64_t deadline = now_ns() + (int64_t)STOP_MS * 1000000;
 	int st = 0;
 
-	if (srv.pid <= 0)
+	if (s->pid <= 0)
 		return;
-	kill(srv.pid, SIGTERM);
+	kill(s->pid, SIGTERM);
 	for (;;) {
-		if (waitpid(srv.pid, &st, WNOHANG) == srv.pid)
+		if (waitpid(s->pid, &st, WNOHANG) == s->pid)
 			break;
 		if (now_ns() > deadline) {
 			anomaly("the relay did not exit within %d ms of SIGTERM;"
-			    " killed", STOP_MS);
-			kill(srv.pid, SIGKILL);
-			waitpid(srv.pid, &st, 0);
-			srv.pid = -1;
+			    " killed (log %s)", STOP_MS, s->log);
+			kill(s->pid, SIGKILL);
+			waitpid(s->pid, &st, 0);
+			s->pid = -1;
 			return;
 		}
 		sleep_ms(10);
@@ -464,8 +499,8 @@ server_stop(void)
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		anomaly("the relay ended with %s %d after SIGTERM (log %s)",
 		    WIFSIGNALED(st) ? "signal" : "exit status",
-		    WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), srv.log);
-	srv.pid = -1;
+		    WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), s->log);
+	s->pid = -1;
 }
 
 /* ---- connections --------------------------------------------------------- */
@@ -1042,6 +1077,7 @@ conn_close(struct conn *c)
 
 
 const char *conn_src_addr;
+int conn_b_port;
 
 /* Start connecting; the handshake then runs from the event loop (hs). */
 int
@@ -1068,7 +1104,8 @@ conn_begin(struct conn *c, struct pair *p, int side)
 	if (conn_src_addr != NULL)
 		snprintf(c->dc->src_addr, sizeof(c->dc->src_addr), "%s",
 		    conn_src_addr);
-	if (dc_start(c->dc, "127.0.0.1", srv.port, B.tls, NULL, &pending) < 0) {
+	if (dc_start(c->dc, "127.0.0.1", side == 'B' && conn_b_port > 0 ?
+	    conn_b_port : srv.port, B.tls, NULL, &pending) < 0) {
 		anomaly("side %c: cannot start a connection: %s", side,
 		    strerror(errno));
 		conn_close(c);
@@ -1177,7 +1214,8 @@ ensure_pairs(int n)
 			rc = -1;
 			break;
 		}
-		if (!server_alive())
+		if (!server_alive() || (srv_peer.pid > 0 &&
+		    !server_alive_as(&srv_peer)))
 			return -1;
 		loop_once(10);
 	}
@@ -1652,7 +1690,7 @@ int
 run_phase(const struct spec *sp, struct result *r)
 {
 	int64_t t0, t1, tm0 = 0, tm1 = 0, srv0 = 0, srv1 = 0, me0 = 0, me1 = 0;
-	int64_t all0 = 0, all1 = 0, probed = 0;
+	int64_t all0 = 0, all1 = 0, probed = 0, peer0 = -1, peer1 = -1;
 	int nprobes = 0;
 	uint64_t rel0 = 0, rel1 = 0, sent = 0, dl = 0, lost_out = 0;
 	double *frac, *share;
@@ -1701,6 +1739,8 @@ run_phase(const struct spec *sp, struct result *r)
 		if (!B.measuring && (now >= t0 || (sp->limit && all_done()))) {
 			tm0 = now;
 			srv0 = proc_cpu_ns(srv.pid);
+			if (srv_peer.pid > 0)
+				peer0 = proc_cpu_ns(srv_peer.pid);
 			me0 = self_cpu_ns();
 			all0 = machine_busy_ns();
 			rel0 = B.relayed;
@@ -1711,6 +1751,8 @@ run_phase(const struct spec *sp, struct result *r)
 		if (B.measuring && (now >= t1 || (sp->limit && all_done()))) {
 			tm1 = now;
 			srv1 = proc_cpu_ns(srv.pid);
+			if (srv_peer.pid > 0)
+				peer1 = proc_cpu_ns(srv_peer.pid);
 			me1 = self_cpu_ns();
 			all1 = machine_busy_ns();
 			rel1 = B.relayed;
@@ -1720,7 +1762,8 @@ run_phase(const struct spec *sp, struct result *r)
 			B.measuring = 0;
 			break;
 		}
-		if (!server_alive())
+		if (!server_alive() || (srv_peer.pid > 0 &&
+		    !server_alive_as(&srv_peer)))
 			return -1;
 		if (B.measuring && now - B.last_any_rx_ns > (int64_t)STALL_PROBE_MS *
 		    1000000 && probed != B.last_any_rx_ns &&
@@ -1754,7 +1797,8 @@ run_phase(const struct spec *sp, struct result *r)
 			    1000000 || now - start > (int64_t)DRAIN_MAX_MS *
 			    1000000))
 				break;
-			if (!server_alive())
+			if (!server_alive() || (srv_peer.pid > 0 &&
+			    !server_alive_as(&srv_peer)))
 				return -1;
 			loop_once(5);
 		}
@@ -1806,14 +1850,18 @@ run_phase(const struct spec *sp, struct result *r)
 		r->mbps *= 2;
 	r->srv_util = srv0 >= 0 && srv1 >= 0 ? (double)(srv1 - srv0) /
 	    (double)(tm1 - tm0) : -1;
+	r->peer_util = peer0 >= 0 && peer1 >= 0 ? (double)(peer1 - peer0) /
+	    (double)(tm1 - tm0) : -1;
 	r->bench_util = (double)(me1 - me0) / (double)(tm1 - tm0);
 	r->other_util = all0 >= 0 && all1 >= 0 && r->srv_util >= 0 ?
 	    (double)(all1 - all0) / (double)(tm1 - tm0) - r->srv_util -
-	    r->bench_util : -1;
+	    r->bench_util - (r->peer_util > 0 ? r->peer_util : 0) : -1;
 	if (r->other_util < 0 && all0 >= 0)
 		r->other_util = 0;	/* tick rounding */
 	r->srv_ns = rel1 > rel0 && r->srv_util >= 0 ? (double)(srv1 - srv0) /
 	    (double)(rel1 - rel0) : -1;
+	r->peer_ns = rel1 > rel0 && r->peer_util >= 0 ? (double)(peer1 -
+	    peer0) / (double)(rel1 - rel0) : -1;
 	r->loss = r->sent_total > 0 ? 1.0 - (double)r->delivered_total /
 	    (double)r->sent_total : 0;
 	if (n > 0) {

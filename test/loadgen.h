@@ -256,6 +256,7 @@ struct result {
 	double srv_util, bench_util;	/* of one core */
 	double other_util;		/* other processes, of one core */
 	double srv_ns;			/* relay CPU per delivered packet */
+	double peer_util, peer_ns;	/* the same for srv_peer (-1: none) */
 	double loss;			/* whole phase, after the drain (what
 					 * the drain did not see is lost) */
 	double frac_min, frac_med, frac_max;	/* per-pair delivered/sent */
@@ -335,17 +336,26 @@ extern const char *phase_name;		/* for anomaly lines */
 extern const char *derp_path;		/* default ./derp */
 extern char scratch[128];		/* mkdtemp by main: key, certificates, logs */
 extern struct server srv;
+/* A second relay (bench's mesh scenario); pid -1 when none.  kill_all kills
+ * it too, and run_phase measures its CPU beside srv's. */
+extern struct server srv_peer;
 /* Flags added to every relay command line (NULL-terminated; NULL = none). */
 extern const char *const *srv_extra_args;
 extern int srv_stun_port;		/* > 0: STUN on it; else -stun=false */
 extern int srv_http_port;		/* TLS: > 0: -http-port on it; else -1 */
 extern pid_t idle_pids[IDLE_CHILDREN];	/* for the watchdog */
-void kill_all(void);			/* SIGKILL the relay and idle children */
+void kill_all(void);			/* SIGKILL the relays and idle children */
 void on_fatal_signal(int sig);		/* kill_all, then exit */
 int free_port(void);
 int server_alive(void);			/* 0 (and an anomaly) if it died */
 int server_start(int tls, int max_clients);	/* 0 or -1 */
 void server_stop(void);			/* SIGTERM; an anomaly unless exit 0 */
+/* The same for any relay: tag names its key, certificate directory and log
+ * (NULL: srv's); port > 0 is taken as given (one try). */
+int server_start_as(struct server *s, const char *tag, int tls,
+    int max_clients, int port);
+void server_stop_as(struct server *s);
+int server_alive_as(struct server *s);
 
 /* ---- connections, pairs and phases ---- */
 
@@ -356,6 +366,8 @@ extern uint8_t pattern[PATTERN_BYTES];	/* packet bodies (main fills it) */
 /* Start connecting side `side` of p (B.tls decides TLS, conn_src_addr the
  * source address); the handshake runs from loop_once.  0 or -1. */
 extern const char *conn_src_addr;	/* NULL: the system chooses */
+extern int conn_b_port;			/* > 0: side B connects to this port
+					 * (a second relay), A to srv.port */
 int conn_begin(struct conn *c, struct pair *p, int side);
 /* Queue one frame (type, optional key, two payload parts): 0, or -1 when
  * the output is full (retry later) or the connection failed. */
