@@ -133,6 +133,13 @@ struct dclient {
 	size_t ws_outlen;
 };
 
+/* Helpers the test programs share.  dc_tohex: n bytes as 2n lowercase hex
+ * digits and a NUL into out.  dc_read_text: the first max bytes of a file
+ * (a log, a data file), malloc'd and NUL-terminated, its length in *len
+ * (if not NULL); NULL when it cannot be read. */
+void dc_tohex(const uint8_t *p, size_t n, char *out);
+char *dc_read_text(const char *path, size_t max, size_t *len);
+
 /* A zeroed client with default options and no connection; NULL if out of
  * memory.  dc_free() closes and frees (NULL is fine). */
 struct dclient *dc_new(void);

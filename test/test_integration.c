@@ -265,42 +265,6 @@ get_be32(const uint8_t *p)
 }
 
 static void
-tohex(const uint8_t *p, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
-/* Whole file into a malloc'd NUL-terminated buffer; NULL on failure. */
-static char *
-read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	size_t n;
-
-	if (f == NULL)
-		return NULL;
-	buf = malloc(FILE_MAX + 1);
-	if (buf == NULL) {
-		fclose(f);
-		return NULL;
-	}
-	n = fread(buf, 1, FILE_MAX, f);
-	fclose(f);
-	buf[n] = '\0';
-	if (len != NULL)
-		*len = n;
-	return buf;
-}
-
-static void
 data_path(char *out, size_t cap, const char *rel)
 {
 	snprintf(out, cap, "%s/%s", datadir, rel);
@@ -319,7 +283,7 @@ kv_hex(const char *file, const char *section, const char *name, uint8_t *out,
 	long r = -1;
 
 	data_path(path, sizeof(path), file);
-	text = read_file(path, NULL);
+	text = dc_read_text(path, FILE_MAX, NULL);
 	if (text == NULL)
 		return -1;
 	for (line = strtok_r(text, "\n", &save); line != NULL;
@@ -348,7 +312,7 @@ transcript_hex(const char *what, uint8_t *out, size_t cap)
 	long r = -1;
 
 	data_path(path, sizeof(path), "derp/handshake_transcript.txt");
-	text = read_file(path, NULL);
+	text = dc_read_text(path, FILE_MAX, NULL);
 	if (text == NULL)
 		return -1;
 	for (line = strtok_r(text, "\n", &save); line != NULL;
@@ -492,7 +456,7 @@ static void
 show_log_tail(void)
 {
 	size_t n;
-	char *text = read_file(log_path, &n);
+	char *text = dc_read_text(log_path, FILE_MAX, &n);
 
 	if (text == NULL)
 		return;
@@ -581,7 +545,7 @@ server_stop(void)
 	else
 		fail("sigterm_exit", "killed by signal %d", WTERMSIG(status));
 log:
-	text = read_file(log_path, NULL);
+	text = dc_read_text(log_path, FILE_MAX, NULL);
 	if (text == NULL)
 		return;
 	if (strstr(text, "AddressSanitizer") != NULL ||
@@ -984,7 +948,7 @@ t_handshake(void)
 		return;
 	}
 	ok("handshake");
-	tohex(v_server_pk, 32, hex);
+	dc_tohex(v_server_pk, 32, hex);
 	if (memcmp(c->server_pk, v_server_pk, 32) != 0)
 		fail("server_key_from_file", "ServerKey is not the -c file's key");
 	else
@@ -1130,7 +1094,7 @@ t_client_info_json(void)
 	int cases = 0, bad = 0;
 
 	data_path(path, sizeof(path), "derp/client_info_json.tsv");
-	text = read_file(path, NULL);
+	text = dc_read_text(path, FILE_MAX, NULL);
 	if (text == NULL) {
 		fail("client_info_json", "cannot read %s", path);
 		return;
@@ -1613,7 +1577,7 @@ t_transcript_frames(void)
 		if (memcmp(got, want, (size_t)nw) != 0) {
 			char hx[2 * 64 + 1];
 
-			tohex(got, nw < 64 ? (size_t)nw : 64, hx);
+			dc_tohex(got, nw < 64 ? (size_t)nw : 64, hx);
 			fail(step[i].name, "bytes differ from the transcript: %s",
 			    hx);
 			continue;
@@ -2296,7 +2260,7 @@ t_http(void)
 
 	/* /generate_204 with every challenge of the vector file. */
 	data_path(path, sizeof(path), "http/generate_204_challenges.tsv");
-	text = read_file(path, NULL);
+	text = dc_read_text(path, FILE_MAX, NULL);
 	if (text == NULL) {
 		fail("generate_204", "cannot read %s", path);
 		return;
@@ -2445,7 +2409,7 @@ pem_first_cert(const char *path, uint8_t *der, size_t cap, int *count)
 	br_pem_decoder_context pc;
 	struct der_sink sink;
 	size_t len, off = 0;
-	char *text = read_file(path, &len);
+	char *text = dc_read_text(path, FILE_MAX, &len);
 	int inobj = 0, done = 0;
 
 	*count = 0;
@@ -2563,10 +2527,10 @@ t_tls_cert(const char *certdir)
 		br_sha256_update(&h, der, (size_t)n);
 		br_sha256_out(&h, sha);
 	}
-	tohex(sha, 32, hex);
+	dc_tohex(sha, 32, hex);
 	memcpy(tls_leaf_sha, sha, 32);
 	verdict("cert_contents", cert_contents(der, (size_t)n));
-	log = read_file(log_path, NULL);
+	log = dc_read_text(log_path, FILE_MAX, NULL);
 	p = log != NULL ? strstr(log, "\"CertName\":\"sha256-raw:") : NULL;
 	if (p == NULL)
 		fail("cert_name_logged", "no \"CertName\":\"sha256-raw:...\" in %s",
@@ -2662,7 +2626,7 @@ t_cert_reused(void)
 	else
 		ok("cert_reused_on_restart");
 	dc_free(c);
-	log = read_file(log_path, NULL);
+	log = dc_read_text(log_path, FILE_MAX, NULL);
 	p = log != NULL ? strstr(log, "\"CertName\":\"sha256-raw:") : NULL;
 	verdict("cert_name_logged_on_restart", p != NULL &&
 	    dc_unhex(p + 23, logged, 32) == 32 && memcmp(logged, tls_leaf_sha,
@@ -2965,7 +2929,7 @@ stun_roundtrip(const char *from_host, const char *to_host,
 	wl = stun_expected(want, txid, from_addr, alen, port);
 	if ((size_t)n != wl || memcmp(got, want, wl) != 0) {
 		char hx[2 * 64 + 1];
-		tohex(got, (size_t)n < 64 ? (size_t)n : 64, hx);
+		dc_tohex(got, (size_t)n < 64 ? (size_t)n : 64, hx);
 		snprintf(why, sizeof(why), "answer of %ld bytes, expected %zu:"
 		    " %s", n, wl, hx);
 		return why;
@@ -2988,7 +2952,7 @@ stun_vectors(const char *rel, uint8_t pkts[][200], size_t *lens, int max,
 
 	*bad = 0;
 	data_path(path, sizeof(path), rel);
-	text = read_file(path, NULL);
+	text = dc_read_text(path, FILE_MAX, NULL);
 	if (text == NULL)
 		return -1;
 	for (line = text; *line != '\0'; line = next) {
@@ -3540,7 +3504,7 @@ run_derp_false_mode(void)
 	if (server_start(mk_derp_false) < 0)
 		return;
 	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
-	text = read_file(fresh_key_path, &len);
+	text = dc_read_text(fresh_key_path, FILE_MAX, &len);
 	e = stat(fresh_key_path, &st) < 0 || text == NULL ? "no key file made" :
 	    (st.st_mode & 0777) != 0600 ? "key file not mode 0600" :
 	    len != sizeof head - 1 + 64 + 3 || memcmp(text, head,
@@ -4943,7 +4907,7 @@ run_rate_mode(void)
 	 * and the same connections keep relaying. */
 	{
 		size_t n;
-		char *text = read_file(log_path, &n);
+		char *text = dc_read_text(log_path, FILE_MAX, &n);
 
 		verdict("rate_reload_logged", text != NULL &&
 		    strstr(text, "rate limit: 0 bytes/s") != NULL ? NULL :
@@ -5328,7 +5292,7 @@ proc_status_nums(pid_t pid, const char *name, long *v, int cap)
 	int n = 0;
 
 	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
-	text = read_file(path, &len);
+	text = dc_read_text(path, FILE_MAX, &len);
 	if (text == NULL)
 		return -1;
 	for (p = text; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : p)
@@ -5427,7 +5391,7 @@ run_privileges_mode(void)
 	/* The port opens in derp_create, the switch comes just after it:
 	 * wait for the log line before reading /proc. */
 	for (deadline = now_ms() + IO_MS; now_ms() < deadline; sleep_ms(20)) {
-		logt = read_file(log_path, &n);
+		logt = dc_read_text(log_path, FILE_MAX, &n);
 		switched = logt != NULL &&
 		    strstr(logt, "running as user nobody") != NULL;
 		free(logt);
@@ -5742,7 +5706,7 @@ leaf_wait(const uint8_t want[32], int ms, char *why, size_t cap)
 static int
 log_count(const char *needle)
 {
-	char *text = read_file(log_path, NULL), *p;
+	char *text = dc_read_text(log_path, FILE_MAX, NULL), *p;
 	int n = 0;
 
 	if (text == NULL)
@@ -5759,7 +5723,7 @@ static int
 log_line_after(size_t off, const char *a, const char *b, const char *c)
 {
 	size_t len = 0;
-	char *text = read_file(log_path, &len), *line, *nl;
+	char *text = dc_read_text(log_path, FILE_MAX, &len), *line, *nl;
 	int found = 0;
 
 	if (text == NULL || off > len) {
@@ -5854,7 +5818,7 @@ reload_good(const char *step, const char *name, int hup)
 	verdict(check, log_count(line) > serving ? NULL : "no new \"cert:"
 	    " serving <crt>, valid until\" line");
 	/* Manual mode with an IP -hostname logs the sha256-raw: pin again. */
-	tohex(sha, 32, hex);
+	dc_tohex(sha, 32, hex);
 	snprintf(pin, sizeof pin, "\"CertName\":\"sha256-raw:%s\"", hex);
 	snprintf(check, sizeof check, "%s_pin_logged", step);
 	verdict(check, log_count(pin) > 0 ? NULL : "no CertName line with the"
@@ -8047,7 +8011,7 @@ stub_req_is(const struct stub *s, int seq, const char *want)
 	size_t n, i = 0, j = 0;
 
 	snprintf(path, sizeof path, "%s/req-%d", s->dir, seq);
-	got = read_file(path, &n);
+	got = dc_read_text(path, FILE_MAX, &n);
 	if (got == NULL) {
 		snprintf(why, sizeof why, "no request %d reached the %s stand-in",
 		    seq, s->name);
@@ -8108,7 +8072,7 @@ vf_prepare(const char *src)
 	dc_genkey(vf_c);
 	if (src != NULL)
 		snprintf(vf_c->src_addr, sizeof vf_c->src_addr, "%s", src);
-	tohex(vf_c->pk, 32, vf_hex);
+	dc_tohex(vf_c->pk, 32, vf_hex);
 	key_b64_5(vf_c->pk, vf_b64);
 }
 
@@ -8732,8 +8696,8 @@ vf_old_flood(int kind, const char *name)
 	memset(cs, 0, sizeof cs);
 	up = vf_clients(cs, n);
 	if (up == n) {
-		tohex(cs[0]->pk, 32, sk_known[0]);
-		tohex(cs[n - 1]->pk, 32, sk_known[1]);
+		dc_tohex(cs[0]->pk, 32, sk_known[0]);
+		dc_tohex(cs[n - 1]->pk, 32, sk_known[1]);
 	}
 	stub_start(&st_la, kind);
 	t0 = now_ms();
@@ -8786,8 +8750,8 @@ vf_old_leavers(void)
 	memset(ring, 0, sizeof ring);
 	if (vf_clients(node, VF_LEAVE_NODES) != VF_LEAVE_NODES)
 		goto out;
-	tohex(node[0]->pk, 32, sk_known[0]);
-	tohex(node[1]->pk, 32, sk_known[1]);
+	dc_tohex(node[0]->pk, 32, sk_known[0]);
+	dc_tohex(node[1]->pk, 32, sk_known[1]);
 	for (i = 0; i < VF_LEAVE_NODES; i++)
 		verdicts[i] = -2;
 	stub_start(&st_la, SK_OLD_KNOWN_SLOW);
@@ -9252,7 +9216,7 @@ vf_sni_is(const char *want)
 	size_t n;
 
 	snprintf(p, sizeof p, "%s/sni-1", st_hook.dir);
-	got = read_file(p, &n);
+	got = dc_read_text(p, FILE_MAX, &n);
 	if (got == NULL)
 		return "no TLS connection got as far as a request";
 	if (n == strlen(want) && memcmp(got, want, n) == 0) {
@@ -9602,7 +9566,7 @@ seed_whois_asked(const char *hex, int *n)
 		char *text;
 
 		snprintf(p, sizeof p, "%s/req-%d", st_la.dir, i);
-		text = read_file(p, NULL);
+		text = dc_read_text(p, FILE_MAX, NULL);
 		found = text != NULL && strstr(text, want) != NULL;
 		free(text);
 	}
@@ -9636,8 +9600,8 @@ seed_checks(void)
 	}
 	dc_genkey(pair_a);
 	dc_genkey(pair_b);
-	tohex(pair_a->pk, 32, sk_known[0]);
-	tohex(pair_b->pk, 32, sk_known[1]);
+	dc_tohex(pair_a->pk, 32, sk_known[0]);
+	dc_tohex(pair_b->pk, 32, sk_known[1]);
 	st_la.lfd = st_la.lfd6 = -1;
 	st_la.pid = -1;
 	st_la.port = 0;
@@ -9734,7 +9698,7 @@ seed_checks(void)
 		size_t fl;
 
 		dc_genkey(u);
-		tohex(u->pk, 32, hex);
+		dc_tohex(u->pk, 32, hex);
 		key_b64_5(u->pk, b64);
 		if (dc_connect(u, SEED_H, 443, 1, NULL, CONNECT_MS) == 0 &&
 		    dc_upgrade(u, 0, IO_MS) == 0 &&
@@ -10006,7 +9970,7 @@ ws_vec_line(const char *what, const char *field, int nth, char *out,
 	int in = 0, r = -1;
 
 	data_path(path, sizeof(path), "http/websocket_derp.txt");
-	text = read_file(path, NULL);
+	text = dc_read_text(path, FILE_MAX, NULL);
 	if (text == NULL)
 		return -1;
 	for (line = strtok_r(text, "\n", &save); line != NULL;

@@ -319,46 +319,10 @@ left_ms(int64_t deadline)
 }
 
 static void
-tohex(const uint8_t *p, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
-/* The first LOG_MAX bytes of path, malloc'd and NUL-terminated; NULL. */
-static char *
-read_text(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	size_t n;
-
-	if (f == NULL)
-		return NULL;
-	buf = malloc(LOG_MAX + 1);
-	if (buf == NULL) {
-		fclose(f);
-		return NULL;
-	}
-	n = fread(buf, 1, LOG_MAX, f);
-	fclose(f);
-	buf[n] = '\0';
-	if (len != NULL)
-		*len = n;
-	return buf;
-}
-
-static void
 show_log_tail(const struct node *n)
 {
 	size_t len;
-	char *text = read_text(n->log_path, &len);
+	char *text = dc_read_text(n->log_path, LOG_MAX, &len);
 
 	if (text == NULL)
 		return;
@@ -962,7 +926,7 @@ write_key_file(const char *path, char hex[65])
 	int fd;
 
 	dc_random(k, sizeof(k));
-	tohex(k, 32, hex);
+	dc_tohex(k, 32, hex);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0)
 		return -1;
@@ -1014,7 +978,7 @@ setup_nodes(void)
 			    n->name, err);
 			return why;
 		}
-		tohex(cs.leaf_sha256, 32, n->pin_hex);
+		dc_tohex(cs.leaf_sha256, 32, n->pin_hex);
 		cert_free(&cs);
 	}
 	return NULL;
@@ -1069,7 +1033,7 @@ node_probe(struct node *n)
 		    " failed", n->name);
 		return why;
 	}
-	tohex(c->dc->x509.leaf_sha256, 32, got);
+	dc_tohex(c->dc->x509.leaf_sha256, 32, got);
 	if (c->dc->x509.ncerts != 1 || strcmp(got, n->pin_hex) != 0) {
 		snprintf(why, sizeof(why), "node %c presents %d certificate(s),"
 		    " leaf %.16s.., not the pinned %.16s..", n->name,
@@ -1887,7 +1851,7 @@ t_stop(void)
 		e = "region not running (see region_start)";
 	verdict("region_sigterm_exit", e);
 	for (i = 0; i < NODES; i++) {
-		char *text = read_text(nodes[i].log_path, NULL);
+		char *text = dc_read_text(nodes[i].log_path, LOG_MAX, NULL);
 		if (text == NULL)
 			continue;
 		if (strstr(text, "AddressSanitizer") != NULL ||

@@ -538,29 +538,6 @@ free_port(int udp)
 
 /* ---- files -------------------------------------------------------------- */
 
-/* Whole file (up to FILE_MAX) into a malloc'd NUL-terminated buffer. */
-static char *
-read_text(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf;
-	size_t n;
-
-	if (f == NULL)
-		return NULL;
-	buf = malloc(FILE_MAX + 1);
-	if (buf == NULL) {
-		fclose(f);
-		return NULL;
-	}
-	n = fread(buf, 1, FILE_MAX, f);
-	fclose(f);
-	buf[n] = '\0';
-	if (len != NULL)
-		*len = n;
-	return buf;
-}
-
 static int
 write_text(const char *path, const char *text, mode_t mode)
 {
@@ -598,7 +575,7 @@ count_sub(const char *text, const char *needle)
 static int
 file_count(const char *path, const char *needle)
 {
-	char *t = read_text(path, NULL);
+	char *t = dc_read_text(path, FILE_MAX, NULL);
 	int n = count_sub(t, needle);
 
 	free(t);
@@ -610,7 +587,7 @@ file_count(const char *path, const char *needle)
 static int
 file_line(const char *path, const char *needle, char *out, size_t cap)
 {
-	char *t = read_text(path, NULL), *p, *b, *e;
+	char *t = dc_read_text(path, FILE_MAX, NULL), *p, *b, *e;
 
 	out[0] = '\0';
 	if (t == NULL)
@@ -634,7 +611,7 @@ file_line(const char *path, const char *needle, char *out, size_t cap)
 static void
 note_lines(const char *path, const char *needle, const char *prefix)
 {
-	char *t = read_text(path, NULL), *line, *save = NULL;
+	char *t = dc_read_text(path, FILE_MAX, NULL), *line, *save = NULL;
 
 	if (t == NULL)
 		return;
@@ -650,7 +627,7 @@ static void
 note_tail(const char *path, size_t bytes)
 {
 	size_t n;
-	char *t = read_text(path, &n), *p, *line, *save = NULL;
+	char *t = dc_read_text(path, FILE_MAX, &n), *p, *line, *save = NULL;
 
 	if (t == NULL)
 		return;
@@ -690,7 +667,7 @@ pem_shape(const char *path, int first_key, int *ncerts, char *why, size_t cap)
 {
 	static const char key_begin[] = "-----BEGIN EC PRIVATE KEY-----";
 	static const char cert_begin[] = "-----BEGIN CERTIFICATE-----";
-	char *t = read_text(path, NULL), *p;
+	char *t = dc_read_text(path, FILE_MAX, NULL), *p;
 	int n = 0, good = 1;
 
 	*ncerts = 0;
@@ -769,7 +746,7 @@ static int
 copy_file(const char *src, const char *dst)
 {
 	size_t n;
-	char *t = read_text(src, &n);
+	char *t = dc_read_text(src, FILE_MAX, &n);
 	int fd, r = -1;
 
 	if (t == NULL)
@@ -1155,7 +1132,7 @@ relay_stop(struct relay *r)
 		    WIFSIGNALED(status) ? "died of a signal" :
 		    WEXITSTATUS(status) != 0 ? "exit status not 0" :
 		    "a process of its group outlived it", (unsigned)status);
-	t = read_text(r->log, NULL);
+	t = dc_read_text(r->log, FILE_MAX, NULL);
 	n = strlen(exit_problems);
 	if (t != NULL && (strstr(t, "AddressSanitizer") != NULL ||
 	    strstr(t, "LeakSanitizer") != NULL ||
@@ -1541,7 +1518,7 @@ pair_loop(struct dclient *a, struct dclient *b, const char *log, int serving0,
 		pr->exchanges++;
 		seq++;
 		if (t - t_log >= LOG_POLL_MS) {
-			char *text = read_text(log, NULL);
+			char *text = dc_read_text(log, FILE_MAX, NULL);
 
 			t_log = t;
 			if (pr->ordered_at_ms < 0 &&
@@ -1918,7 +1895,7 @@ step_user(void)
 	relay_init(&rl, "user", "derp.test", "unused", dir_url);
 	snprintf(rl.certdir, sizeof(rl.certdir), "%s/certs", base);
 	snprintf(ca, sizeof(ca), "%s/ca.pem", base);
-	text = read_text(listener_crt, &len);
+	text = dc_read_text(listener_crt, FILE_MAX, &len);
 	if (text == NULL || write_text(ca, text, 0644) != 0 ||
 	    mkdir(rl.certdir, 0700) != 0 ||
 	    chown(rl.certdir, pw->pw_uid, pw->pw_gid) != 0) {
