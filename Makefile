@@ -97,6 +97,9 @@ FUZZ_TARGETS = http derp stun json cert tls
 ifneq ($(ACME),0)
 FUZZ_TARGETS += acme
 endif
+ifneq ($(WS),0)
+FUZZ_TARGETS += ws
+endif
 TESTS += $(addprefix fuzz_replay_,$(FUZZ_TARGETS))
 
 .PHONY: all run test deps clean cross-test static install

@@ -4763,6 +4763,14 @@ ws_frame_end(struct derp_server *s, struct conn *c)
 		}
 		if (c->ws.ctl_len >= 2)
 			code = (uint16_t)(c->ws.ctl[0] << 8 | c->ws.ctl[1]);
+		/* Codes no endpoint may send (RFC 6455 7.4) are a protocol
+		 * error, as derper's library answers them. */
+		if (c->ws.ctl_len >= 2 && !((code >= 1000 && code <= 1003) ||
+		    (code >= 1007 && code <= 1014) ||
+		    (code >= 3000 && code <= 4999))) {
+			ws_fail(s, c, 1002, "websocket: bad close status");
+			break;
+		}
 		ws_fail(s, c, code, NULL);
 		break;
 	default:

@@ -93,6 +93,7 @@ fuzz_replay_json	37
 fuzz_replay_cert	23
 fuzz_replay_tls		14
 fuzz_replay_acme	19
+fuzz_replay_ws		80
 # 26 and 40 here.  Not as root, packaging_test.sh has no DERP_USER=root
 # check (-1); without systemd-analyze its unit check skips (-1); without
 # docker compose its compose check skips (-1).
@@ -260,7 +261,7 @@ for dir in "$@"; do
 	# The fuzz harnesses (test/fuzz/) over their seed corpus and regression
 	# inputs; the cert target also over seeds made now around a key it
 	# generates (never committed).
-	for t in http derp stun json cert tls acme; do
+	for t in http derp stun json cert tls acme ws; do
 		export FUZZ_CERT_DIR="$scratch/fuzzcert$n" FUZZ_DATA="$data" \
 		    FUZZ_TMPDIR="$scratch"
 		corpus=test/fuzz/corpus/$t
