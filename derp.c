@@ -3517,6 +3517,8 @@ conn_fill(struct derp_server *s, struct conn *c)
 				total += n;
 				continue;
 			}
+			if (c->dead)	/* a whole log behind */
+				break;
 		}
 		/* Disco first: it is small and decides whether paths work. */
 		for (k = Q_DISCO; k <= Q_OTHER; k++)
@@ -4284,7 +4286,8 @@ conn_register(struct derp_server *s, struct conn *c)
 		return;
 	}
 	c->deadline_ms = 0;
-	c->fwd.gen = ++s->fwd_gen;
+	/* 0 never: a record's gen 0 would match a slot not yet here */
+	c->fwd.gen = ++s->fwd_gen != 0 ? s->fwd_gen : ++s->fwd_gen;
 	c->rate_tokens = rate_burst(s);
 	c->rate_last_ms = s->now;
 	c->nh_tokens_milli = (int64_t)NOT_HERE_BURST * 1000;
