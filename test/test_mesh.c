@@ -1865,6 +1865,22 @@ t_stop(void)
 		    nodes[dirty].log_path);
 	else
 		ok("region_logs_clean");
+	/* Every node lists itself in -mesh-with: it must find that entry by
+	 * the server key it meets there and skip it (derp-protocol.md 15.4),
+	 * not keep a link to itself. */
+	for (i = 0, dirty = -1; i < REGION; i++) {
+		char *text = dc_read_text(nodes[i].log_path, LOG_MAX, NULL);
+
+		if (text == NULL || strstr(text, "is this server: skipped") ==
+		    NULL)
+			dirty = i;
+		free(text);
+	}
+	if (dirty >= 0)
+		fail("region_self_entry_skipped", "no \"is this server: "
+		    "skipped\" in %s", nodes[dirty].log_path);
+	else
+		ok("region_self_entry_skipped");
 }
 
 int
