@@ -62,10 +62,10 @@ test_cert		83
 # without NSS modules (cross.sh, under qemu) privileges keeps 1 (-11); without
 # the openssl command verify_hook_tls keeps only its skip (-40).
 test_integration	877
-# 51 checks, in every configuration: a region of three relays meshed on
+# 52 checks, in every configuration: a region of three relays meshed on
 # loopback (127.0.0.1-3, or one address and three ports where only
 # 127.0.0.1 is local); a check that cannot run fails, never skips.
-test_mesh		51
+test_mesh		52
 # Without IPv6 loopback, B_on_ipv6 is a skip beside the passes, not instead.
 test_embed		182
 # 375 with the openssl command; 365 without (5 checks skip, 5 fewer made).

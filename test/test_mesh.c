@@ -1015,7 +1015,12 @@ region_plan(void)
 		    "%s,%s,%s", e[0], e[1], e[2]);
 	}
 	entry(da, sizeof(da), &nodes[0], 0);
-	snprintf(nodes[3].mesh_with, sizeof(nodes[3].mesh_with), "%s", da);
+	/* D also names B with a pin that is not B's leaf: that link must
+	 * never come up (the certificate is not trusted). */
+	entry(e[1], sizeof(e[1]), &nodes[1], 0);
+	e[1][strlen(e[1]) - 1] = e[1][strlen(e[1]) - 1] == '0' ? '1' : '0';
+	snprintf(nodes[3].mesh_with, sizeof(nodes[3].mesh_with), "%s,%s", da,
+	    e[1]);
 }
 
 /* A TLS client to node n: its certificate must be the pinned one; the
@@ -1768,20 +1773,20 @@ static void
 t_foreign(void)
 {
 	static const char *const names[] = { "foreign_node_start",
-	    "foreign_node_dials_as_regular", "foreign_node_isolated",
-	    "foreign_node_A_serves" };
+	    "foreign_node_dials_as_regular", "foreign_node_wrong_pin_refused",
+	    "foreign_node_isolated", "foreign_node_A_serves" };
 	struct node *a = &nodes[0], *d = &nodes[3];
 	struct cl *w, *d1 = NULL, *n = NULL;
 	const char *e;
 	int i, mark;
 
 	if (mesh_why != NULL) {
-		fail_all(names, 4, mesh_why);
+		fail_all(names, 5, mesh_why);
 		return;
 	}
 	w = cl_open(a, "watcher", mesh_json, NULL);
 	if (w == NULL || send_raw(w, FT_WATCH_CONNS, NULL, 0) < 0) {
-		fail_all(names, 4, "a client with the mesh key could not watch"
+		fail_all(names, 5, "a client with the mesh key could not watch"
 		    " A");
 		cl_free(w);
 		return;
@@ -1793,7 +1798,7 @@ t_foreign(void)
 		e = node_probe(d);
 	verdict("foreign_node_start", e);
 	if (e != NULL) {
-		fail_all(names + 1, 3, "node D not running (foreign_node_start)");
+		fail_all(names + 1, 4, "node D not running (foreign_node_start)");
 		cl_free(w);
 		return;
 	}
@@ -1810,6 +1815,18 @@ t_foreign(void)
 		    IO_MS), "A did not close D's mesh client (no PeerGone for"
 		    " its key; it sends WatchConns with a wrong key)");
 	verdict("foreign_node_dials_as_regular", e);
+	{
+		char want[120], *text;
+
+		snprintf(want, sizeof(want), "mesh: cannot reach %s:%d: "
+		    "certificate not trusted", nodes[1].ip, nodes[1].port);
+		text = dc_read_text(d->log_path, LOG_MAX, NULL);
+		verdict("foreign_node_wrong_pin_refused", text != NULL &&
+		    strstr(text, want) != NULL ? NULL : "D's log does not say"
+		    " its link to B (a wrong pin) was refused for the"
+		    " certificate");
+		free(text);
+	}
 
 	d1 = cl_open(d, "d1", NULL, NULL);
 	verdict("foreign_node_isolated", d1 == NULL ? "connect to D failed" :
