@@ -3151,13 +3151,16 @@ begin_mode(const char *name, int tls, const char *host)
 static void t_http_exact(void);
 
 /* plain and tls: the full scenario list. */
-static void
-run_full_mode(const char *name, int tls)
+/* A fresh relay for a full mode (in TLS mode a new self-signed
+ * certificate), and the two forked helpers that check the ClientInfo
+ * deadline against it (checks NAME and NAME_partial; ws: over WebSocket).
+ * 0, or -1 when the relay did not start. */
+static int
+mode_start(int tls, const char *name, int ws, struct helper *h1,
+    struct helper *h2)
 {
-	struct helper h1, h2;
-	int64_t t0 = now_ms();
+	static char partial[80];
 
-	begin_mode(name, tls, "127.0.0.1");
 	if (tls) {
 		char p[600];
 		snprintf(p, sizeof(p), "%s/127.0.0.1.crt", cert_dir);
@@ -3167,12 +3170,25 @@ run_full_mode(const char *name, int tls)
 		rmdir(cert_dir);
 	}
 	if (server_start(tls ? mk_tls : mk_plain) < 0)
-		return;
+		return -1;
 	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
-	if (helper_start(&h1, "handshake_deadline", 0, 0, 0) < 0)
-		h1.pid = -1;
-	if (helper_start(&h2, "handshake_deadline_partial", 1, 1, 0) < 0)
-		h2.pid = -1;
+	snprintf(partial, sizeof(partial), "%s_partial", name);
+	if (helper_start(h1, name, 0, 0, ws) < 0)
+		h1->pid = -1;
+	if (helper_start(h2, partial, 1, 1, ws) < 0)
+		h2->pid = -1;
+	return 0;
+}
+
+static void
+run_full_mode(const char *name, int tls)
+{
+	struct helper h1, h2;
+	int64_t t0 = now_ms();
+
+	begin_mode(name, tls, "127.0.0.1");
+	if (mode_start(tls, "handshake_deadline", 0, &h1, &h2) < 0)
+		return;
 	if (tls)
 		t_tls_cert(cert_dir);
 	pair_a = cl_derp();
@@ -10712,21 +10728,8 @@ run_ws_mode(const char *name, int tls)
 		    " incomplete in %s", datadir);
 		return;
 	}
-	if (tls) {
-		char p[600];
-		snprintf(p, sizeof(p), "%s/127.0.0.1.crt", cert_dir);
-		unlink(p);
-		snprintf(p, sizeof(p), "%s/127.0.0.1.key", cert_dir);
-		unlink(p);
-		rmdir(cert_dir);
-	}
-	if (server_start(tls ? mk_tls : mk_plain) < 0)
+	if (mode_start(tls, "ws_handshake_deadline", 1, &h1, &h2) < 0)
 		return;
-	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
-	if (helper_start(&h1, "ws_handshake_deadline", 0, 0, 1) < 0)
-		h1.pid = -1;
-	if (helper_start(&h2, "ws_handshake_deadline_partial", 1, 1, 1) < 0)
-		h2.pid = -1;
 	pair_a = cl_ws();
 	pair_b = cl_derp();
 	verdict("ws_pair_established", pair_a != NULL && pair_b != NULL ? NULL
