@@ -9047,7 +9047,7 @@ admit_setup(struct derp_server *s, char *err, size_t errlen)
 	if (sock == NULL || sock[0] == '\0')
 		sock = VERIFY_SOCKET_DEFAULT;
 	if (strlen(sock) >= sizeof a->socket) {
-		snprintf(err, errlen, "-socket %s: path too long", sock);
+		snprintf(err, errlen, "-socket %.200s: path too long", sock);
 		return -1;
 	}
 	memcpy(a->socket, sock, strlen(sock) + 1);
