@@ -60,8 +60,8 @@ static const uint8_t server_key_magic[SERVER_KEY_MAGIC_BYTES] = {
 
 /* ---- clock and randomness ---------------------------------------------- */
 
-static int64_t
-now_ms(void)
+int64_t
+dc_now_ms(void)
 {
 	struct timespec ts;
 
@@ -73,7 +73,7 @@ now_ms(void)
 static int
 left_ms(int64_t deadline)
 {
-	int64_t d = deadline - now_ms();
+	int64_t d = deadline - dc_now_ms();
 
 	if (d < 0)
 		return 0;
@@ -284,7 +284,7 @@ sock_connect(const char *host, int port, int rcvbuf, const char *src,
 
 	if (fd < 0)
 		return -1;
-	if (pending && (wait_fd(fd, POLLOUT, now_ms() + timeout_ms) < 0 ||
+	if (pending && (wait_fd(fd, POLLOUT, dc_now_ms() + timeout_ms) < 0 ||
 	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0 ||
 	    err != 0)) {
 		close(fd);
@@ -597,7 +597,7 @@ int
 dc_connect(struct dclient *c, const char *host, int port, int tls,
     const char *sni, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 
 	dc_close(c);
 	c->rlen = 0;
@@ -758,7 +758,7 @@ write_flush(struct dclient *c, int64_t deadline)
 int
 dc_write(struct dclient *c, const void *buf, size_t len)
 {
-	int64_t deadline = now_ms() + c->write_timeout_ms;
+	int64_t deadline = dc_now_ms() + c->write_timeout_ms;
 
 	if (write_part(c, buf, len, deadline) < 0)
 		return -1;
@@ -855,7 +855,7 @@ need(struct dclient *c, size_t n, int64_t deadline)
 int
 dc_read(struct dclient *c, void *buf, size_t cap, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 	size_t n;
 
 	if (c->rlen == 0) {
@@ -872,7 +872,7 @@ dc_read(struct dclient *c, void *buf, size_t cap, int timeout_ms)
 int
 dc_read_full(struct dclient *c, void *buf, size_t n, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 	uint8_t *p = buf;
 
 	while (n > 0) {
@@ -914,7 +914,7 @@ int
 dc_http_request(struct dclient *c, const char *request, char *head,
     size_t cap, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 
 	if (cap > 0)
 		head[0] = '\0';
@@ -992,7 +992,7 @@ int
 dc_http_body(struct dclient *c, const char *head, int head_request,
     char *body, size_t cap, size_t *len, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 	int status = dc_http_status(head);
 	char v[64];
 	size_t got = 0;
@@ -1396,7 +1396,7 @@ int
 dc_upgrade_ws(struct dclient *c, const char *key, const char *protocols,
     int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 	char req[1024], rnd[2 * WS_KEY_BYTES];
 	uint8_t kb[WS_KEY_BYTES];
 	int n;
@@ -1418,7 +1418,7 @@ dc_upgrade_ws(struct dclient *c, const char *key, const char *protocols,
 int
 dc_ws_read_upgrade(struct dclient *c, const char *key, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 	char want[DC_WS_ACCEPT_LEN + 1], got[DC_WS_ACCEPT_LEN + 2];
 
 	c->head[0] = '\0';
@@ -1444,7 +1444,7 @@ dc_ws_read_upgrade(struct dclient *c, const char *key, int timeout_ms)
 int
 dc_write_raw(struct dclient *c, const void *buf, size_t len)
 {
-	int64_t deadline = now_ms() + c->write_timeout_ms;
+	int64_t deadline = dc_now_ms() + c->write_timeout_ms;
 
 	if (raw_write(c, buf, len, deadline) < 0)
 		return -1;
@@ -1455,7 +1455,7 @@ int
 dc_ws_send_frame(struct dclient *c, uint8_t b0, int masked,
     const void *payload, size_t len)
 {
-	int64_t deadline = now_ms() + c->write_timeout_ms;
+	int64_t deadline = dc_now_ms() + c->write_timeout_ms;
 
 	if (ws_write_frame(c, b0, masked, payload, len, deadline) < 0)
 		return -1;
@@ -1466,7 +1466,7 @@ int
 dc_ws_recv_frame(struct dclient *c, uint8_t *b0, int *masked,
     uint8_t *payload, size_t cap, uint64_t *len, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 	uint8_t key[4];
 	uint64_t off = 0;
 	size_t hl;
@@ -1514,7 +1514,7 @@ int
 dc_send_frame(struct dclient *c, uint8_t type, const void *payload,
     size_t len)
 {
-	int64_t deadline = now_ms() + c->write_timeout_ms;
+	int64_t deadline = dc_now_ms() + c->write_timeout_ms;
 	uint8_t h[FRAME_HEADER_BYTES];
 
 	h[0] = type;
@@ -1530,7 +1530,7 @@ int
 dc_recv_frame(struct dclient *c, uint8_t *type, uint8_t *payload,
     size_t cap, size_t *len, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 	uint32_t n;
 	int r;
 
@@ -1556,7 +1556,7 @@ int
 dc_send_packet(struct dclient *c, const uint8_t dst[32], const void *pkt,
     size_t len)
 {
-	int64_t deadline = now_ms() + c->write_timeout_ms;
+	int64_t deadline = dc_now_ms() + c->write_timeout_ms;
 	uint8_t h[FRAME_HEADER_BYTES + 32];
 
 	h[0] = FT_SEND_PACKET;
@@ -1573,7 +1573,7 @@ int
 dc_recv_packet(struct dclient *c, uint8_t src[32], uint8_t *pkt,
     size_t cap, size_t *len, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 	static uint8_t scratch[DC_MAX_FRAME];	/* frames we skip */
 
 	for (;;) {
@@ -1618,7 +1618,7 @@ dc_recv_packet(struct dclient *c, uint8_t src[32], uint8_t *pkt,
 int
 dc_expect_close(struct dclient *c, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 
 	for (;;) {
 		int r;
@@ -1682,7 +1682,7 @@ dc_upgrade_request(struct dclient *c, int fast_start, char *out, size_t cap)
 int
 dc_upgrade(struct dclient *c, int fast_start, int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 	char req[512];
 	int n = upgrade_request(c, fast_start, req, sizeof(req));
 
@@ -1752,7 +1752,7 @@ int
 dc_handshake(struct dclient *c, int fast_start, const char *json,
     int timeout_ms)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = dc_now_ms() + timeout_ms;
 	uint8_t ci[FRAME_HEADER_BYTES + 32 + NACL_NONCE_BYTES + NACL_TAG_BYTES +
 	    CLIENT_INFO_MAX_JSON];
 	size_t cilen;
@@ -1764,7 +1764,7 @@ dc_handshake(struct dclient *c, int fast_start, const char *json,
 		 * TLS 1.3 meta certificate; then skip (check) the ServerKey. */
 		char req[512];
 		int n = upgrade_request(c, 1, req, sizeof(req));
-		int64_t wd = now_ms() + c->write_timeout_ms;
+		int64_t wd = dc_now_ms() + c->write_timeout_ms;
 
 		cilen = dc_client_info_frame(c, json, ci, sizeof(ci));
 		if (n < 0 || cilen == 0)
@@ -1845,4 +1845,15 @@ dc_read_text(const char *path, size_t max, size_t *len)
 	if (len != NULL)
 		*len = n;
 	return buf;
+}
+
+void
+dc_sleep_ms(int ms)
+{
+	struct timespec ts;
+
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
 }

@@ -138,6 +138,9 @@ struct dclient {
  * (a log, a data file), malloc'd and NUL-terminated, its length in *len
  * (if not NULL); NULL when it cannot be read. */
 void dc_tohex(const uint8_t *p, size_t n, char *out);
+/* The monotonic clock in milliseconds; a sleep that resumes after signals. */
+int64_t dc_now_ms(void);
+void dc_sleep_ms(int ms);
 char *dc_read_text(const char *path, size_t max, size_t *len);
 
 /* A zeroed client with default options and no connection; NULL if out of

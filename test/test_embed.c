@@ -136,27 +136,6 @@ skip(const char *name, const char *why)
 	fflush(stdout);
 }
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		abort();
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts;
-
-	ts.tv_sec = ms / 1000;
-	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
 /* ---- files --------------------------------------------------------------- */
 
 /* snprintf into out[cap]: 0, or -1 when it did not fit. */
@@ -542,7 +521,7 @@ isolation(struct relay *rel)
 	peer[1] = rel[1].c[0];
 	snprintf(what[0], sizeof what[0], "B_cannot_reach_A_keys");
 	snprintf(what[1], sizeof what[1], "A_cannot_reach_B_keys");
-	sent = now_ms();
+	sent = dc_now_ms();
 	for (i = 0; i < 2; i++) {
 		ok[i] = from[i] != NULL && to[i] != NULL && peer[i] != NULL;
 		if (!ok[i]) {
@@ -559,8 +538,8 @@ isolation(struct relay *rel)
 		if (!ok[i])
 			continue;
 		r = dc_recv_packet(to[i], src, qbuf, sizeof qbuf, &n,
-		    (int)(sent + QUIET_MS - now_ms()) > 1 ?
-		    (int)(sent + QUIET_MS - now_ms()) : 1);
+		    (int)(sent + QUIET_MS - dc_now_ms()) > 1 ?
+		    (int)(sent + QUIET_MS - dc_now_ms()) : 1);
 		if (r == 1)
 			check(what[i], 0, "the packet was delivered by the other "
 			    "relay");
@@ -752,10 +731,10 @@ fork_scenario(const char *name, int dns, int a_first)
 	close(fds[1]);
 	/* The child writes a few hundred bytes at most, far below a pipe's
 	 * capacity, so it never blocks on the pipe: read after it exits. */
-	deadline = now_ms() + SCENARIO_MS + 2000;
+	deadline = dc_now_ms() + SCENARIO_MS + 2000;
 	while ((r = waitpid(child_pid, &status, WNOHANG)) == 0 &&
-	    now_ms() < deadline)
-		sleep_ms(10);
+	    dc_now_ms() < deadline)
+		dc_sleep_ms(10);
 	if (r == 0) {
 		kill(child_pid, SIGKILL);
 		r = waitpid(child_pid, &status, 0);
@@ -810,7 +789,7 @@ int
 main(int argc, char **argv)
 {
 	struct sigaction sa;
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 
 	if (argc != 2) {
 		fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
@@ -841,7 +820,7 @@ main(int argc, char **argv)
 	fork_scenario("dns_AB", 1, 1);
 	fork_scenario("dns_BA", 1, 0);
 
-	printf("# %lld ms\n", (long long)(now_ms() - t0));
+	printf("# %lld ms\n", (long long)(dc_now_ms() - t0));
 	printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
 	return n_fail == 0 ? 0 : 1;
 }

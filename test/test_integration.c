@@ -228,26 +228,6 @@ on_alarm(int sig)
 
 /* ---- small utilities ---------------------------------------------------- */
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts;
-
-	ts.tv_sec = ms / 1000;
-	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 static void
 put_be32(uint8_t *p, uint32_t v)
 {
@@ -429,9 +409,9 @@ server_spawn(char *const given[])
 static int
 server_wait_ready(void)
 {
-	int64_t deadline = now_ms() + START_MS;
+	int64_t deadline = dc_now_ms() + START_MS;
 
-	while (now_ms() < deadline) {
+	while (dc_now_ms() < deadline) {
 		struct dclient *c;
 		int status, r;
 
@@ -446,7 +426,7 @@ server_wait_ready(void)
 		dc_free(c);
 		if (r == 0)
 			return 0;
-		sleep_ms(50);
+		dc_sleep_ms(50);
 	}
 	return -1;
 }
@@ -522,12 +502,12 @@ server_stop(void)
 	if (server_pid <= 0)
 		return;
 	kill(server_pid, SIGTERM);
-	deadline = now_ms() + STOP_MS;
+	deadline = dc_now_ms() + STOP_MS;
 	for (;;) {
 		pid_t r = waitpid(server_pid, &status, WNOHANG);
 		if (r == server_pid)
 			break;
-		if (now_ms() > deadline) {
+		if (dc_now_ms() > deadline) {
 			kill(server_pid, SIGKILL);
 			waitpid(server_pid, &status, 0);
 			server_pid = -1;
@@ -535,7 +515,7 @@ server_stop(void)
 			    " killed", STOP_MS);
 			goto log;
 		}
-		sleep_ms(10);
+		dc_sleep_ms(10);
 	}
 	server_pid = -1;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -605,7 +585,7 @@ static int
 ping_within(struct dclient *c, size_t len, int ms)
 {
 	static uint8_t data[1100];
-	int64_t deadline = now_ms() + ms;
+	int64_t deadline = dc_now_ms() + ms;
 
 	ping_saw_other = 0;
 	dc_random(data, len);
@@ -614,7 +594,7 @@ ping_within(struct dclient *c, size_t len, int ms)
 	for (;;) {
 		uint8_t type;
 		size_t n;
-		int left = (int)(deadline - now_ms());
+		int left = (int)(deadline - dc_now_ms());
 
 		if (left <= 0 || dc_recv_frame(c, &type, qbuf, sizeof(qbuf), &n,
 		    left) != 1)
@@ -748,12 +728,12 @@ static const char *
 quiet(struct dclient *c, int ms)
 {
 	static char why[80];
-	int64_t deadline = now_ms() + ms;
+	int64_t deadline = dc_now_ms() + ms;
 
 	for (;;) {
 		uint8_t type;
 		size_t n;
-		int left = (int)(deadline - now_ms()), r;
+		int left = (int)(deadline - dc_now_ms()), r;
 
 		if (left <= 0)
 			return NULL;
@@ -775,11 +755,11 @@ static int
 wait_frame(struct dclient *c, uint8_t want, uint8_t *buf, size_t cap,
     size_t *len, int ms)
 {
-	int64_t deadline = now_ms() + ms;
+	int64_t deadline = dc_now_ms() + ms;
 
 	for (;;) {
 		uint8_t type;
-		int left = (int)(deadline - now_ms());
+		int left = (int)(deadline - dc_now_ms());
 
 		if (left <= 0 || dc_recv_frame(c, &type, buf, cap, len, left) != 1)
 			return 0;
@@ -1415,7 +1395,7 @@ not_here_until_pong(struct dclient *c, uint8_t keys[][32], int nkeys,
     char *why, size_t cap)
 {
 	static const uint8_t data[8] = { 'b', 'a', 'r', 'r', 'i', 'e', 'r', 0 };
-	int64_t deadline = now_ms() + IO_MS;
+	int64_t deadline = dc_now_ms() + IO_MS;
 	int got = 0, ponged = 0;
 
 	if (dc_send_frame(c, FT_PING, data, 8) < 0) {
@@ -1425,7 +1405,7 @@ not_here_until_pong(struct dclient *c, uint8_t keys[][32], int nkeys,
 	for (;;) {
 		uint8_t type;
 		size_t n;
-		int left = (int)(deadline - now_ms()), r;
+		int left = (int)(deadline - dc_now_ms()), r;
 
 		if (left <= 0)
 			r = -2;
@@ -1441,7 +1421,7 @@ not_here_until_pong(struct dclient *c, uint8_t keys[][32], int nkeys,
 		if (type == FT_PONG && n == 8 && memcmp(qbuf, data, 8) == 0 &&
 		    !ponged) {
 			ponged = 1;
-			deadline = now_ms() + QUIET_MS;
+			deadline = dc_now_ms() + QUIET_MS;
 			continue;
 		}
 		if (type == FT_KEEP_ALIVE)
@@ -1506,7 +1486,7 @@ t_not_here_rate(void)
 	e = not_here_round(a, 5, 3, why, sizeof why);
 	verdict("not_here_burst_of_3", e);
 	if (e == NULL) {
-		sleep_ms(1100);
+		dc_sleep_ms(1100);
 		verdict("not_here_then_one_per_second", not_here_round(a, 2, 1,
 		    why, sizeof why));
 	}
@@ -1630,9 +1610,9 @@ t_duplicates(void)
 	dc_close(d2);
 	e = "the survivor never got traffic";
 	{
-		int64_t deadline = now_ms() + CLOSE_MS;
+		int64_t deadline = dc_now_ms() + CLOSE_MS;
 		uint8_t tag = 0;
-		while (e != NULL && now_ms() < deadline) {
+		while (e != NULL && dc_now_ms() < deadline) {
 			memset(pbuf, ++tag, 33);
 			if (dc_send_packet(s, key, pbuf, 33) < 0) {
 				e = "send failed";
@@ -1771,7 +1751,7 @@ t_http_split(void)
 	for (i = 0; i < len && e == NULL; i += 7) {
 		if (dc_write(c, req + i, len - i < 7 ? len - i : 7) < 0)
 			e = "write failed";
-		sleep_ms(5);
+		dc_sleep_ms(5);
 	}
 	if (e == NULL && (dc_http_request(c, "", c->head, sizeof(c->head),
 	    IO_MS) < 0 || dc_http_status(c->head) != 101))
@@ -2669,9 +2649,9 @@ deadline_child(int wfd, int partial, int ws)
 			size_t fl = dc_client_info_frame(c, NULL, f, sizeof(f));
 			(void)dc_write(c, f, fl - 20);
 		}
-		t0 = now_ms();
+		t0 = dc_now_ms();
 		closed = dc_expect_close(c, HANDSHAKE_DEADLINE_MAX_MS + 1500);
-		dt = now_ms() - t0;
+		dt = dc_now_ms() - t0;
 		if (!closed)
 			snprintf(msg, sizeof(msg), "still open %d ms after "
 			    "ServerKey", HANDSHAKE_DEADLINE_MAX_MS + 1500);
@@ -2723,7 +2703,7 @@ helper_finish(struct helper *h)
 	char msg[256];
 	struct pollfd p;
 	ssize_t n = 0;
-	int64_t deadline = now_ms() + HANDSHAKE_DEADLINE_MAX_MS + 5000;
+	int64_t deadline = dc_now_ms() + HANDSHAKE_DEADLINE_MAX_MS + 5000;
 
 	if (h->pid < 0) {
 		fail(h->name, "could not fork");
@@ -2731,8 +2711,8 @@ helper_finish(struct helper *h)
 	}
 	p.fd = h->fd;
 	p.events = POLLIN;
-	while (poll(&p, 1, (int)(deadline - now_ms() > 0 ?
-	    deadline - now_ms() : 0)) < 0 && errno == EINTR)
+	while (poll(&p, 1, (int)(deadline - dc_now_ms() > 0 ?
+	    deadline - dc_now_ms() : 0)) < 0 && errno == EINTR)
 		;
 	if (p.revents & (POLLIN | POLLHUP))
 		n = read(h->fd, msg, sizeof(msg) - 1);
@@ -2768,15 +2748,15 @@ t_slow_reader(void)
 		fail("slow_reader_closed", "reader connect failed");
 		goto out;
 	}
-	start = now_ms();
+	start = dc_now_ms();
 	dc_random(pbuf, 8000);
-	while (now_ms() - start < FLOOD_MS) {
+	while (dc_now_ms() - start < FLOOD_MS) {
 		if (dc_send_packet(f, r->pk, pbuf, 8000) < 0) {
 			e = "the flooding client was cut off";
 			break;
 		}
 		if (++sent % 4 == 0)
-			sleep_ms(1);	/* about 8 MB/s: a flood, not a CPU test */
+			dc_sleep_ms(1);	/* about 8 MB/s: a flood, not a CPU test */
 	}
 	if (e == NULL && !ping(f))
 		e = "the flooding client gets no Pong";
@@ -3184,7 +3164,7 @@ static void
 run_full_mode(const char *name, int tls)
 {
 	struct helper h1, h2;
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 
 	begin_mode(name, tls, "127.0.0.1");
 	if (mode_start(tls, "handshake_deadline", 0, &h1, &h2) < 0)
@@ -3237,7 +3217,7 @@ run_full_mode(const char *name, int tls)
 	pair_a = pair_b = NULL;
 	if (tls)
 		t_cert_reused();
-	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
+	printf("# mode %s took %lld ms\n", name, (long long)(dc_now_ms() - t0));
 }
 
 /* ---- queues: depth, drop-oldest, disco first ---------------------------- */
@@ -3578,18 +3558,18 @@ run_keepalive_mode(void)
 	/* The relay's interval starts between tc and t0: the earliest bound
 	 * counts from tc, the latest from t0, so a slow handshake (qemu, a
 	 * loaded machine) moves neither. */
-	tc = now_ms();
+	tc = dc_now_ms();
 	c = cl_derp();
 	if (c == NULL) {
 		fail("keepalive", "connect failed");
 		server_stop();
 		return;
 	}
-	t0 = prev = now_ms();
+	t0 = prev = dc_now_ms();
 	for (i = 0; i < KA_COUNT && e == NULL; i++) {
 		int r = dc_read_full(c, got, 5, 3 * KA_TEST_MS);
 
-		t = now_ms();
+		t = dc_now_ms();
 		if (r != 1) {
 			snprintf(why, sizeof why, "KeepAlive %d missing after"
 			    " %lld ms (%d)", i + 1, (long long)(t - prev), r);
@@ -3618,7 +3598,7 @@ run_keepalive_mode(void)
 		prev = t;
 	}
 	printf("# keepalive: %d KeepAlive frames in %lld ms\n", i,
-	    (long long)(now_ms() - t0));
+	    (long long)(dc_now_ms() - t0));
 	verdict("keepalive_sent_on_time_exact_bytes", e);
 	verdict("keepalive_client_still_served", ping(c) ? NULL :
 	    "no Pong after the KeepAlives");
@@ -3741,7 +3721,7 @@ run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]))
 	pair_b = cl_derp();
 	verdict("hs_cap_pair", pair_a != NULL && pair_b != NULL ? NULL :
 	    "two clients could not connect below the cap");
-	t_hold = now_ms();
+	t_hold = dc_now_ms();
 	for (i = 0; i < 4; i++) {
 		hold[i] = dc_new();
 		if (hold[i] != NULL && dc_connect(hold[i], srv_host, srv_port, 0,
@@ -3757,8 +3737,8 @@ run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]))
 	    "a fifth unfinished connection was admitted within the grace");
 	dc_free(late);
 	verdict("hs_cap_refused_pair_works", pair_works());
-	if (now_ms() < t_hold + 5300)
-		sleep_ms((int)(t_hold + 5300 - now_ms()));
+	if (dc_now_ms() < t_hold + 5300)
+		dc_sleep_ms((int)(t_hold + 5300 - dc_now_ms()));
 	fresh = cl_derp();
 	verdict("hs_cap_newcomer_evicts", fresh != NULL ? NULL :
 	    "no handshake once the holders had their grace");
@@ -3806,7 +3786,7 @@ peer_gone_tally(struct dclient *r, uint8_t keys[][32], int n, int ms)
 	static char why[240];
 	int seen[PG_SENDERS], distinct = 0, total = 0, dup = 0, stray = 0;
 	int bad = 0, other = 0, closed = 0, i;
-	int64_t deadline = now_ms() + ms, end;
+	int64_t deadline = dc_now_ms() + ms, end;
 
 	memset(seen, 0, sizeof(seen));
 	for (;;) {
@@ -3815,9 +3795,9 @@ peer_gone_tally(struct dclient *r, uint8_t keys[][32], int n, int ms)
 		int left, rc;
 
 		end = deadline;
-		if (distinct == n && end > now_ms() + QUIET_MS)
-			end = now_ms() + QUIET_MS;
-		left = (int)(end - now_ms());
+		if (distinct == n && end > dc_now_ms() + QUIET_MS)
+			end = dc_now_ms() + QUIET_MS;
+		left = (int)(end - dc_now_ms());
 		if (left <= 0)
 			break;
 		rc = dc_recv_frame(r, &type, qbuf, sizeof(qbuf), &len, left);
@@ -3931,7 +3911,7 @@ t_peer_gone_sequential(void)
 	}
 	for (i = 0; i < PG_SENDERS; i++) {
 		dc_close(pg_s[i]);
-		sleep_ms(PG_STEP_MS);
+		dc_sleep_ms(PG_STEP_MS);
 	}
 	verdict("peer_gone_sequential_40", peer_gone_tally(r, pg_keys,
 	    PG_SENDERS, PG_WAIT_MS));
@@ -3997,7 +3977,7 @@ t_peer_gone_recipient_first(void)
 		goto out;
 	}
 	dc_close(r);
-	sleep_ms(QUIET_MS);
+	dc_sleep_ms(QUIET_MS);
 	n = cl_derp();
 	for (i = 0; i < 5; i++)
 		dc_close(pg_s[i]);
@@ -4035,7 +4015,7 @@ out:
 static void
 run_peer_gone_mode(const char *name, int tls)
 {
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 
 	begin_mode(name, tls, "127.0.0.1");
 	if (server_start(tls ? mk_tls : mk_plain) < 0)
@@ -4045,7 +4025,7 @@ run_peer_gone_mode(const char *name, int tls)
 	t_peer_gone_duplicate();
 	t_peer_gone_recipient_first();
 	server_stop();
-	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
+	printf("# mode %s took %lld ms\n", name, (long long)(dc_now_ms() - t0));
 }
 
 /* ---- mode go_http: HTTP as Go's net/http reads it ------------------------ */
@@ -4066,7 +4046,7 @@ static int
 raw_exchange(const char *req, size_t len, char *out, size_t cap, size_t *n)
 {
 	struct dclient *c = cl_connect();
-	int64_t deadline = now_ms() + CLOSE_MS;
+	int64_t deadline = dc_now_ms() + CLOSE_MS;
 	int closed = 0;
 
 	*n = 0;
@@ -4076,7 +4056,7 @@ raw_exchange(const char *req, size_t len, char *out, size_t cap, size_t *n)
 	if (dc_write(c, req, len) < 0)
 		closed = 1;
 	while (!closed && *n + 1 < cap) {
-		int left = (int)(deadline - now_ms()), r;
+		int left = (int)(deadline - dc_now_ms()), r;
 
 		if (left <= 0)
 			break;
@@ -4319,7 +4299,7 @@ post_derp(int body, int split)
 		goto out;
 	}
 	if (body && split) {
-		sleep_ms(50);
+		dc_sleep_ms(50);
 		if (dc_write(c, ci, cl) < 0) {
 			e = "connection closed before the body went out";
 			goto out;
@@ -4427,7 +4407,7 @@ t_go_http(void)
 static void
 run_go_http_mode(const char *name, int tls)
 {
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 
 	begin_mode(name, tls, "127.0.0.1");
 	if (server_start(tls ? mk_tls : mk_plain) < 0)
@@ -4435,7 +4415,7 @@ run_go_http_mode(const char *name, int tls)
 	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
 	t_go_http();
 	server_stop();
-	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
+	printf("# mode %s took %lld ms\n", name, (long long)(dc_now_ms() - t0));
 }
 
 /* ---- modes fair_*: unfinished connections, fair between sources ---------- */
@@ -4496,12 +4476,12 @@ bad:
 static int
 fd_closed_within(int fd, int ms)
 {
-	int64_t deadline = now_ms() + ms;
+	int64_t deadline = dc_now_ms() + ms;
 	char buf[512];
 
 	for (;;) {
 		struct pollfd p;
-		int left = (int)(deadline - now_ms()), r;
+		int left = (int)(deadline - dc_now_ms()), r;
 		ssize_t n;
 
 		p.fd = fd;
@@ -4710,7 +4690,7 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 	pair_b = cl_derp();
 	verdict("fair_pair", pair_a != NULL && pair_b != NULL ? NULL :
 	    "two clients could not connect below the limit");
-	t_hold = now_ms();
+	t_hold = dc_now_ms();
 	for (i = 0, n = 0; i < FAIR_CAP; i++)
 		if ((hold[i] = tcp_connect_from("127.0.0.1")) >= 0)
 			n++;
@@ -4724,7 +4704,7 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 
 	/* The other source is served at once; the biggest source's oldest
 	 * unfinished connection makes room. */
-	t0 = now_ms();
+	t0 = dc_now_ms();
 	o = cl_connect_from("127.0.0.2");
 	if (o == NULL) {
 		e = tls ? "connect or TLS handshake from 127.0.0.2 failed (closed"
@@ -4741,9 +4721,9 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 		    " accept?)" : dc_http_status(hr.head) != 200 ? "not 200" :
 		    NULL;
 	}
-	if (e == NULL && now_ms() - t0 > FAIR_SERVED_MS) {
+	if (e == NULL && dc_now_ms() - t0 > FAIR_SERVED_MS) {
 		snprintf(which, sizeof(which), "served after %lld ms",
-		    (long long)(now_ms() - t0));
+		    (long long)(dc_now_ms() - t0));
 		e = which;
 	}
 	verdict("fair_other_source_served", e);
@@ -4773,10 +4753,10 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 		fail("fair_refill_kept", "cannot judge: the 127.0.0.2 client"
 		    " was not served or no single holder made room");
 	}
-	if (now_ms() - t_hold > FAIR_JUDGE_BY_MS) {
+	if (dc_now_ms() - t_hold > FAIR_JUDGE_BY_MS) {
 		fail("fair_same_source_newcomer_closed", "the steps before took"
 		    " %lld ms: past the 5 s grace, cannot judge",
-		    (long long)(now_ms() - t_hold));
+		    (long long)(dc_now_ms() - t_hold));
 		goto out;
 	}
 	late = tcp_connect_from("127.0.0.1");
@@ -4901,9 +4881,9 @@ run_rate_mode(void)
 		goto out;
 	}
 	dc_random(pbuf, 16000);
-	t0 = now_ms();
+	t0 = dc_now_ms();
 	e = rate_burst_2mb(a, b);
-	dt = now_ms() - t0;
+	dt = dc_now_ms() - t0;
 	if (e == NULL && dt < 1200)
 		fail("rate_limited_lossless", "2 MB took only %lld ms at 1 MB/s",
 		    (long long)dt);
@@ -4913,7 +4893,7 @@ run_rate_mode(void)
 		fail("rate_reload", "cannot reload");
 		goto out;
 	}
-	sleep_ms(300);
+	dc_sleep_ms(300);
 	if (waitpid(server_pid, &st, WNOHANG) == server_pid) {
 		server_pid = -1;
 		fail("rate_reload", "SIGHUP ended the server");
@@ -5029,11 +5009,11 @@ expect_peer_present(struct dclient *m, const uint8_t key[32], int port,
 	static const uint8_t mapped_lo[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 	    0xff, 0xff, 127, 0, 0, 1 };
 	static char why[120];
-	int64_t deadline = now_ms() + IO_MS;
+	int64_t deadline = dc_now_ms() + IO_MS;
 	size_t n;
 
 	for (;;) {
-		int left = (int)(deadline - now_ms());
+		int left = (int)(deadline - dc_now_ms());
 		if (left <= 0 || !wait_frame(m, 0x09, qbuf, sizeof(qbuf), &n, left))
 			return "no PeerPresent for the key";
 		if (n < 32 || memcmp(qbuf, key, 32) != 0)
@@ -5060,12 +5040,12 @@ expect_peer_present(struct dclient *m, const uint8_t key[32], int port,
 static const char *
 expect_peer_gone_among(struct dclient *m, const uint8_t key[32])
 {
-	int64_t deadline = now_ms() + IO_MS;
+	int64_t deadline = dc_now_ms() + IO_MS;
 
 	for (;;) {
 		uint8_t type;
 		size_t n;
-		int left = (int)(deadline - now_ms());
+		int left = (int)(deadline - dc_now_ms());
 
 		if (left <= 0 || dc_recv_frame(m, &type, qbuf, sizeof(qbuf), &n,
 		    left) != 1)
@@ -5406,7 +5386,7 @@ run_privileges_mode(void)
 		return;
 	/* The port opens in derp_create, the switch comes just after it:
 	 * wait for the log line before reading /proc. */
-	for (deadline = now_ms() + IO_MS; now_ms() < deadline; sleep_ms(20)) {
+	for (deadline = dc_now_ms() + IO_MS; dc_now_ms() < deadline; dc_sleep_ms(20)) {
 		logt = dc_read_text(log_path, FILE_MAX, &n);
 		switched = logt != NULL &&
 		    strstr(logt, "running as user nobody") != NULL;
@@ -5700,20 +5680,20 @@ leaf_now(uint8_t sha[32], int derp)
 static int64_t
 leaf_wait(const uint8_t want[32], int ms, char *why, size_t cap)
 {
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 	uint8_t got[32];
 	int i, n = ms / RELOAD_PROBE_MS + 1, seen = 0;
 
-	for (i = 0; i < n && now_ms() - t0 <= ms; i++) {
+	for (i = 0; i < n && dc_now_ms() - t0 <= ms; i++) {
 		if (leaf_now(got, 0) == 0) {
 			if (memcmp(got, want, 32) == 0)
-				return now_ms() - t0;
+				return dc_now_ms() - t0;
 			seen = 1;
 		}
-		sleep_ms(RELOAD_PROBE_MS);
+		dc_sleep_ms(RELOAD_PROBE_MS);
 	}
 	snprintf(why, cap, "after %lld ms (%d probes) new connections still get"
-	    " %s", (long long)(now_ms() - t0), i, seen ? leaf_name(got) :
+	    " %s", (long long)(dc_now_ms() - t0), i, seen ? leaf_name(got) :
 	    "no TLS handshake at all");
 	return -1;
 }
@@ -5785,7 +5765,7 @@ send_sighup(const char *check)
 		fail(check, "no relay to signal");
 		return -1;
 	}
-	sleep_ms(50);
+	dc_sleep_ms(50);
 	if (waitpid(server_pid, &status, WNOHANG) == server_pid) {
 		server_pid = -1;
 		fail(check, "the relay exited on SIGHUP (%s %d)",
@@ -5858,7 +5838,7 @@ reload_bad(const char *step, const char *crt, const char *key,
 	snprintf(check, sizeof check, "%s_refused_old_cert_stays", step);
 	if (pair_install(check, crt, key) < 0 || send_sighup(check) < 0)
 		return;
-	sleep_ms(REFUSAL_SETTLE_MS);
+	dc_sleep_ms(REFUSAL_SETTLE_MS);
 	if (leaf_now(got, 1) < 0)
 		fail(check, "no TLS and DERP handshake after the refusal");
 	else if (memcmp(got, cur, 32) != 0)
@@ -6078,7 +6058,7 @@ reload_held_bank(void)
 		dc_free(h);
 		return;
 	}
-	sleep_ms(REFUSAL_SETTLE_MS);
+	dc_sleep_ms(REFUSAL_SETTLE_MS);
 	printf("# reload: held: while a handshake holds the other bank, new"
 	    " connections get %s\n", leaf_now(got, 0) < 0 ? "no handshake" :
 	    leaf_name(got));
@@ -6105,7 +6085,7 @@ run_reload_mode(void)
 	char crt[600], key[600], in_service_crt[600], garbage_crt[600];
 	char err[300];
 	uint8_t sha0[32], cur[32], got[32], sha[32];
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 	int r, n, status;
 
 	begin_mode("reload", 1, "127.0.0.1");
@@ -6172,7 +6152,7 @@ run_reload_mode(void)
 	/* A refused pair is not tried again by the periodic check, only when
 	 * the files change again or on SIGHUP. */
 	n = log_count(REFUSAL_TEXT);
-	sleep_ms(REFUSED_IDLE_MS);
+	dc_sleep_ms(REFUSED_IDLE_MS);
 	r = log_count(REFUSAL_TEXT);
 	if (r != n)
 		fail("refused_pair_not_retried", "%d more refusal lines in %d"
@@ -6181,7 +6161,7 @@ run_reload_mode(void)
 	else
 		ok("refused_pair_not_retried");
 	if (send_sighup("refused_pair_retried_on_sighup") == 0) {
-		sleep_ms(REFUSAL_SETTLE_MS);
+		dc_sleep_ms(REFUSAL_SETTLE_MS);
 		verdict("refused_pair_retried_on_sighup",
 		    log_count(REFUSAL_TEXT) > r ? NULL : "no new refusal line"
 		    " after SIGHUP");
@@ -6204,7 +6184,7 @@ out:
 	dc_free(pair_a);
 	dc_free(pair_b);
 	pair_a = pair_b = NULL;
-	printf("# mode reload took %lld ms\n", (long long)(now_ms() - t0));
+	printf("# mode reload took %lld ms\n", (long long)(dc_now_ms() - t0));
 }
 
 /* ---- ip_certs: -acme-ip-certs beside a DNS -hostname -------------------- */
@@ -6246,12 +6226,12 @@ mk_ip_certs(char **argv, char bufs[][600])
 static int
 log_wait(const char *a, int ms)
 {
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 
 	while (log_count(a) <= 0) {
-		if (now_ms() - t0 > ms)
+		if (dc_now_ms() - t0 > ms)
 			return 0;
-		sleep_ms(50);
+		dc_sleep_ms(50);
 	}
 	return 1;
 }
@@ -6296,7 +6276,7 @@ run_ip_certs_mode(void)
 	struct dclient *a = NULL, *b = NULL;
 	const char *e;
 	int r;
-	int64_t t0 = now_ms(), t;
+	int64_t t0 = dc_now_ms(), t;
 
 	begin_mode("ip_certs", 1, "127.0.0.1");
 	snprintf(ipc_dir, sizeof ipc_dir, "%s/certs-ipc", scratch);
@@ -6397,7 +6377,7 @@ run_ip_certs_mode(void)
 	dc_free(a);
 	dc_free(b);
 	server_stop();
-	printf("# mode ip_certs took %lld ms\n", (long long)(now_ms() - t0));
+	printf("# mode ip_certs took %lld ms\n", (long long)(dc_now_ms() - t0));
 }
 
 /* ---- bootdns: -bootstrap-dns-names -------------------------------------- */
@@ -6477,17 +6457,17 @@ run_bootdns_mode(void)
 {
 	static char published[BODY_MAX];
 	size_t plen = 0;
-	int64_t t0 = now_ms(), t;
+	int64_t t0 = dc_now_ms(), t;
 	const char *e;
 
 	begin_mode("bootdns", 0, "127.0.0.1");
 	if (server_start(mk_bootdns) < 0)
 		return;
 	/* Before the first round ends the body is empty; then the names. */
-	for (e = "no response"; now_ms() - t0 < BDNS_FIRST_MS; sleep_ms(100))
+	for (e = "no response"; dc_now_ms() - t0 < BDNS_FIRST_MS; dc_sleep_ms(100))
 		if ((e = bdns_get("")) != NULL || hr.body_len > 0)
 			break;
-	t = now_ms() - t0;
+	t = dc_now_ms() - t0;
 	if (e == NULL && hr.body_len == 0)
 		e = "still an empty body after the first round's budget";
 	if (e == NULL) {
@@ -6529,7 +6509,7 @@ run_bootdns_mode(void)
 		verdict("bdns_other_q_published_body", e);
 	}
 	server_stop();
-	printf("# mode bootdns took %lld ms\n", (long long)(now_ms() - t0));
+	printf("# mode bootdns took %lld ms\n", (long long)(dc_now_ms() - t0));
 }
 
 /*
@@ -6635,14 +6615,14 @@ run_bootdns_hang_mode(void)
 	}
 	pair_a = cl_derp();
 	pair_b = cl_derp();
-	t0 = now_ms();
-	for (rounds = 0; e == NULL && now_ms() - t0 < BDNS_HANG_WATCH_MS;
+	t0 = dc_now_ms();
+	for (rounds = 0; e == NULL && dc_now_ms() - t0 < BDNS_HANG_WATCH_MS;
 	    rounds++) {
 		if ((e = bdns_get("")) == NULL && hr.body_len != 0)
 			e = "the round ended although a lookup still hangs";
 		if (e == NULL)
 			e = pair_works();
-		sleep_ms(100);
+		dc_sleep_ms(100);
 	}
 	if (e == NULL && log_count("bootstrap DNS:") != 0)
 		e = "a round was logged although a lookup still hangs";
@@ -7013,7 +6993,7 @@ static void
 run_webroot_mode(void)
 {
 	char v[512];
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 
 	begin_mode("webroot", 1, "127.0.0.1");
 	if (webroot_setup() < 0)
@@ -7105,7 +7085,7 @@ run_webroot_mode(void)
 			    "not the 302 to https://127.0.0.1/.well-known/...");
 		server_stop();
 	}
-	printf("# mode webroot took %lld ms\n", (long long)(now_ms() - t0));
+	printf("# mode webroot took %lld ms\n", (long long)(dc_now_ms() - t0));
 }
 
 /* ---- verify_*: client admission (-verify-clients, -verify-client-url) ---- */
@@ -7450,7 +7430,7 @@ stub_status(int kind)
 		status_body(&b, other, VF_BIG_PEERS, vf_hex, NULL);
 		break;
 	case SK_OLD_KNOWN_SLOW:
-		sleep_ms(VF_SLOW_MS);
+		dc_sleep_ms(VF_SLOW_MS);
 		/* FALLTHROUGH */
 	case SK_OLD_KNOWN:
 		status_body(&b, sk_known[0], 3, sk_known[1], NULL);
@@ -7491,7 +7471,7 @@ stub_redirect(const struct stub *s, const char *req)
 	}
 	code = s->codes[hop];
 	if (s->hop_ms > 0)
-		sleep_ms(s->hop_ms);
+		dc_sleep_ms(s->hop_ms);
 	text = code == 301 ? "301 Moved Permanently" : code == 302 ? "302 Found" :
 	    code == 303 ? "303 See Other" : code == 307 ?
 	    "307 Temporary Redirect" : "308 Permanent Redirect";
@@ -7512,11 +7492,11 @@ stub_hang(void)
 {
 	struct pollfd p;
 	char b[256];
-	int64_t end = now_ms() + STUB_HANG_MS;
+	int64_t end = dc_now_ms() + STUB_HANG_MS;
 
 	p.fd = sconn.fd;
 	p.events = POLLIN;
-	while (now_ms() < end) {
+	while (dc_now_ms() < end) {
 		if (poll(&p, 1, 1000) == 1 && read(sconn.fd, b, sizeof b) <= 0)
 			return;
 	}
@@ -7591,7 +7571,7 @@ stub_answer(const struct stub *s, const char *req)
 			    "invalid 'addr' parameter\n", 25);
 		break;
 	case SK_ALLOW_SLOW:
-		sleep_ms(VF_SLOW_MS);
+		dc_sleep_ms(VF_SLOW_MS);
 		/* FALLTHROUGH */
 	case SK_ALLOW:
 		stub_json("{\"Allow\":true}");
@@ -8118,7 +8098,7 @@ vf_begin(struct dclient *c, const char *json, const void *after, size_t n)
 		memcpy(frame + fl, after, n);
 	if (dc_write(c, frame, fl + n) < 0)
 		return -1;
-	vf_sent_ms = now_ms();
+	vf_sent_ms = dc_now_ms();
 	return 0;
 }
 
@@ -8142,7 +8122,7 @@ vf_verdict(struct dclient *c, int ms)
 static int
 vf_verdict_by(struct dclient *c, int64_t deadline)
 {
-	int64_t left = deadline - now_ms();
+	int64_t left = deadline - dc_now_ms();
 
 	return vf_verdict(c, left > 0 ? (int)left : 0);
 }
@@ -8162,7 +8142,7 @@ static void
 vf_log_check(const char *name, int want)
 {
 	char check[120], line[160], a[40], r[40];
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 	int na, nr, nl;
 
 	snprintf(check, sizeof check, "%s_log", name);
@@ -8170,8 +8150,8 @@ vf_log_check(const char *name, int want)
 	    vf_b64, want ? "admitted" : "rejected");
 	snprintf(a, sizeof a, "client [%s] admitted: ", vf_b64);
 	snprintf(r, sizeof r, "client [%s] rejected: ", vf_b64);
-	while (log_count(line) <= 0 && now_ms() - t0 < VF_LOG_MS)
-		sleep_ms(50);
+	while (log_count(line) <= 0 && dc_now_ms() - t0 < VF_LOG_MS)
+		dc_sleep_ms(50);
 	nl = log_count(line);
 	na = log_count(a);
 	nr = log_count(r);
@@ -8190,7 +8170,7 @@ vf_case(const char *name, int want, int ms)
 {
 	int r = vf_begin(vf_c, NULL, NULL, 0) < 0 ? -3 : vf_verdict(vf_c, ms);
 
-	vf_ms = now_ms() - vf_sent_ms;
+	vf_ms = dc_now_ms() - vf_sent_ms;
 	if (r == want)
 		ok(name);
 	else
@@ -8288,17 +8268,17 @@ want_hook(char out[1024], int post, int with_body, const char *host,
 static const char *
 vf_exchange_while(struct dclient *c, int ms, int64_t *gap, int64_t *at)
 {
-	int64_t start = now_ms(), last = start, end = start + ms;
+	int64_t start = dc_now_ms(), last = start, end = start + ms;
 	long i;
 
 	*gap = 0;
 	*at = -1;
 	if (pair_a == NULL || pair_b == NULL)
 		return "no established pair";
-	for (i = 0; i < 1000000 && now_ms() < end; i++) {
+	for (i = 0; i < 1000000 && dc_now_ms() < end; i++) {
 		const char *e = relay(i % 2 ? pair_b : pair_a, i % 2 ? pair_a :
 		    pair_b, 100);
-		int64_t t = now_ms();
+		int64_t t = dc_now_ms();
 		struct pollfd p;
 
 		if (e != NULL)
@@ -8313,7 +8293,7 @@ vf_exchange_while(struct dclient *c, int ms, int64_t *gap, int64_t *at)
 			if (t + 200 < end)
 				end = t + 200;
 		}
-		sleep_ms(1);
+		dc_sleep_ms(1);
 	}
 	return NULL;
 }
@@ -8365,12 +8345,12 @@ vf_hang_case(const char *name, struct stub *s, int kind, int want)
 static const char *
 no_packet(struct dclient *c, int ms)
 {
-	int64_t end = now_ms() + ms;
+	int64_t end = dc_now_ms() + ms;
 
 	for (;;) {
 		uint8_t type;
 		size_t n;
-		int left = (int)(end - now_ms()), r;
+		int left = (int)(end - dc_now_ms()), r;
 
 		if (left <= 0)
 			return NULL;
@@ -8511,15 +8491,15 @@ vf_load(void)
 
 	stub_start(&st_hook, SK_ALLOW);
 	up = cs != NULL ? vf_clients(cs, VF_LOAD) : 0;
-	t0 = now_ms();
+	t0 = dc_now_ms();
 	sent = vf_client_infos(cs, up);
-	deadline = now_ms() + VF_LOAD_MS;
+	deadline = dc_now_ms() + VF_LOAD_MS;
 	for (i = 0; i < sent; i++)
 		if (vf_verdict_by(cs[i], deadline) == 1)
 			admitted++;
 	printf("# %s: %d of %d clients admitted %lld ms after their"
 	    " ClientInfos\n", mode, admitted, VF_LOAD,
-	    (long long)(now_ms() - t0));
+	    (long long)(dc_now_ms() - t0));
 	if (admitted == VF_LOAD)
 		ok("load_all_admitted");
 	else
@@ -8575,7 +8555,7 @@ vf_wave(const char *name, int kind, int want)
 	memset(cs, 0, sizeof cs);
 	stub_start(&st_hook, kind);
 	up = vf_clients(cs, VF_WAVE);
-	t0 = now_ms();
+	t0 = dc_now_ms();
 	sent = vf_client_infos(cs, up);
 	deadline = t0 + VF_WAVE_MS;
 	for (i = 0; i < sent; i++)
@@ -8583,7 +8563,7 @@ vf_wave(const char *name, int kind, int want)
 			got++;
 	printf("# %s %s: %d of %d clients %s within %lld ms\n", mode, name,
 	    got, VF_WAVE, want ? "admitted" : "refused",
-	    (long long)(now_ms() - t0));
+	    (long long)(dc_now_ms() - t0));
 	snprintf(check, sizeof check, "%s_all_decided", name);
 	if (got == VF_WAVE)
 		ok(check);
@@ -8630,14 +8610,14 @@ vf_queue_closed(void)
 	up = vf_clients(cs, VF_CHECKS + VF_CLOSERS);
 	if (up == VF_CHECKS + VF_CLOSERS &&
 	    vf_client_infos(cs, VF_CHECKS) == VF_CHECKS) {
-		sleep_ms(100);
+		dc_sleep_ms(100);
 		if (vf_client_infos(cs + VF_CHECKS, VF_CLOSERS) == VF_CLOSERS)
 			for (i = VF_CHECKS; i < up; i++)
 				dc_close(cs[i]);
 		for (i = 0; i < VF_CHECKS; i++)
 			if (vf_verdict(cs[i], IO_MS) == 1)
 				got++;
-		sleep_ms(VF_SLOW_MS);
+		dc_sleep_ms(VF_SLOW_MS);
 	}
 	verdict("queue_holders_admitted", got == VF_CHECKS ? NULL :
 	    "not every client holding a check slot was admitted");
@@ -8667,7 +8647,7 @@ vf_evict(void)
 	vf_prepare(NULL);
 	stub_start(&st_hook, SK_ALLOW_SLOW);
 	if (vf_begin(vf_c, NULL, NULL, 0) == 0) {
-		sleep_ms(50);		/* its check under way */
+		dc_sleep_ms(50);		/* its check under way */
 		for (i = 0; i < VF_FLOOD; i++) {
 			snprintf(src, sizeof src, "127.0.1.%d", i + 1);
 			fds[n] = tcp_connect_from(src);
@@ -8716,7 +8696,7 @@ vf_old_flood(int kind, const char *name)
 		dc_tohex(cs[n - 1]->pk, 32, sk_known[1]);
 	}
 	stub_start(&st_la, kind);
-	t0 = now_ms();
+	t0 = dc_now_ms();
 	sent = vf_client_infos(cs, up);
 	deadline = t0 + VF_LOAD_MS;
 	for (i = 0; i < sent; i++)
@@ -8725,7 +8705,7 @@ vf_old_flood(int kind, const char *name)
 	r = stub_count(&st_la);
 	printf("# %s %s: %d of %d clients judged right within %lld ms, with "
 	    "%d status fetches\n", mode, name, right, n,
-	    (long long)(now_ms() - t0), r);
+	    (long long)(dc_now_ms() - t0), r);
 	snprintf(check, sizeof check, "%s_judged", name);
 	if (right == n)
 		ok(check);
@@ -8771,10 +8751,10 @@ vf_old_leavers(void)
 	for (i = 0; i < VF_LEAVE_NODES; i++)
 		verdicts[i] = -2;
 	stub_start(&st_la, SK_OLD_KNOWN_SLOW);
-	t0 = now_ms();
+	t0 = dc_now_ms();
 	end = t0 + VF_LEAVE_MS;
-	while (now_ms() < end && n < 5000) {
-		if (sent < VF_LEAVE_NODES && now_ms() >= t0 + (sent + 1) *
+	while (dc_now_ms() < end && n < 5000) {
+		if (sent < VF_LEAVE_NODES && dc_now_ms() >= t0 + (sent + 1) *
 		    VF_LEAVE_MS / 8) {
 			if (vf_client_infos(&node[sent], 1) != 1)
 				break;
@@ -8808,7 +8788,7 @@ vf_old_leavers(void)
 			}
 		}
 		ri = (ri + 1) % 4;
-		sleep_ms(3);
+		dc_sleep_ms(3);
 	}
 	for (i = 0; i < sent; i++)
 		got += verdicts[i] == (i < 2);
@@ -9083,7 +9063,7 @@ run_verify_hook_mode(void)
 	stub_start(&st_hook, SK_ALLOW_SLOW);
 	r = vf_begin(vf_c, NULL, NULL, 0);
 	dc_close(vf_c);
-	sleep_ms(VF_SLOW_MS + 300);
+	dc_sleep_ms(VF_SLOW_MS + 300);
 	verdict("gone_while_waiting", r == 0 ? pair_works() :
 	    "could not send ClientInfo");
 	vf_one("after_gone_allow_admitted", &st_hook, SK_ALLOW, 1);
@@ -9738,8 +9718,8 @@ seed_checks(void)
 		fail("whois_on_default_socket", "out of memory");
 
 	/* --bootstrap-dns-names 127.0.0.1: the IP itself, after round one. */
-	t0 = now_ms();
-	for (e = "no response"; now_ms() - t0 < SEED_BDNS_MS; sleep_ms(100))
+	t0 = dc_now_ms();
+	for (e = "no response"; dc_now_ms() - t0 < SEED_BDNS_MS; dc_sleep_ms(100))
 		if ((e = bdns_get("")) != NULL || hr.body_len > 0)
 			break;
 	if (e == NULL && (hr.body_len != sizeof SEED_BDNS_BODY - 1 ||
@@ -9880,10 +9860,10 @@ run_seed_cmdline_mode(void)
 		fail("verify_clients_empty_exit_2", "fork: %s", strerror(errno));
 		return;
 	}
-	deadline = now_ms() + SEED_EXIT_MS;
+	deadline = dc_now_ms() + SEED_EXIT_MS;
 	while ((r = waitpid(server_pid, &st, WNOHANG)) == 0 &&
-	    now_ms() < deadline)
-		sleep_ms(20);
+	    dc_now_ms() < deadline)
+		dc_sleep_ms(20);
 	if (r != server_pid) {
 		kill(server_pid, SIGKILL);
 		waitpid(server_pid, &st, 0);
@@ -9911,10 +9891,10 @@ run_seed_cmdline_mode(void)
 		    strerror(errno));
 		return;
 	}
-	deadline = now_ms() + SEED_EXIT_MS;
+	deadline = dc_now_ms() + SEED_EXIT_MS;
 	while ((r = waitpid(server_pid, &st, WNOHANG)) == 0 &&
-	    now_ms() < deadline)
-		sleep_ms(20);
+	    dc_now_ms() < deadline)
+		dc_sleep_ms(20);
 	if (r != server_pid) {
 		kill(server_pid, SIGKILL);
 		waitpid(server_pid, &st, 0);
@@ -10052,11 +10032,11 @@ static int
 ws_next_control(struct dclient *c, uint8_t *b0, uint8_t *p, size_t cap,
     uint64_t *len, int ms)
 {
-	int64_t deadline = now_ms() + ms;
+	int64_t deadline = dc_now_ms() + ms;
 	int i, masked;
 
 	for (i = 0; i < WS_SKIP_FRAMES; i++) {
-		int left = (int)(deadline - now_ms()), r;
+		int left = (int)(deadline - dc_now_ms()), r;
 
 		if (left <= 0)
 			return -2;
@@ -10075,14 +10055,14 @@ static int
 ws_then_eof(struct dclient *c)
 {
 	static const uint8_t normal[2] = { 0x03, 0xe8 };	/* 1000 */
-	int64_t deadline = now_ms() + CLOSE_MS;
+	int64_t deadline = dc_now_ms() + CLOSE_MS;
 	uint64_t n;
 	uint8_t b0;
 	int i, r = 1, masked;
 
 	(void)dc_ws_send_frame(c, DC_WS_FIN | DC_WS_OP_CLOSE, 1, normal, 2);
 	for (i = 0; i < WS_SKIP_FRAMES && r == 1; i++) {
-		int left = (int)(deadline - now_ms());
+		int left = (int)(deadline - dc_now_ms());
 		if (left <= 0)
 			return 0;
 		r = dc_ws_recv_frame(c, &b0, &masked, qbuf, sizeof(qbuf), &n,
@@ -10101,11 +10081,11 @@ static const char *
 ws_closed_with(struct dclient *c, int want, int strict)
 {
 	static char why[200];
-	int64_t deadline = now_ms() + CLOSE_MS;
+	int64_t deadline = dc_now_ms() + CLOSE_MS;
 	int i, r = 1;
 
 	for (i = 0; i < 1000 && r > 0; i++) {
-		int left = (int)(deadline - now_ms());
+		int left = (int)(deadline - dc_now_ms());
 		if (left <= 0)
 			break;
 		r = dc_read(c, qbuf, sizeof(qbuf), left);
@@ -10719,7 +10699,7 @@ static void
 run_ws_mode(const char *name, int tls)
 {
 	struct helper h1, h2;
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 
 	begin_mode(name, tls, "127.0.0.1");
 	ws_load_vectors();
@@ -10752,7 +10732,7 @@ run_ws_mode(const char *name, int tls)
 	dc_free(pair_a);
 	dc_free(pair_b);
 	pair_a = pair_b = NULL;
-	printf("# mode %s took %lld ms\n", name, (long long)(now_ms() - t0));
+	printf("# mode %s took %lld ms\n", name, (long long)(dc_now_ms() - t0));
 }
 
 /* ---- main --------------------------------------------------------------- */

@@ -289,31 +289,11 @@ on_alarm(int sig)
 	_exit(1);
 }
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts;
-
-	ts.tv_sec = ms / 1000;
-	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		continue;
-}
-
 /* Milliseconds left until deadline, at least 1 while any is left, 0 after. */
 static int
 left_ms(int64_t deadline)
 {
-	int64_t d = deadline - now_ms();
+	int64_t d = deadline - dc_now_ms();
 
 	return d <= 0 ? 0 : d > 1000000 ? 1000000 : (int)d;
 }
@@ -439,9 +419,9 @@ node_spawn(struct node *n, int with_mesh)
 static int
 node_wait_ready(struct node *n)
 {
-	int64_t deadline = now_ms() + START_MS;
+	int64_t deadline = dc_now_ms() + START_MS;
 
-	while (now_ms() < deadline) {
+	while (dc_now_ms() < deadline) {
 		struct dclient *c;
 		int status, r;
 
@@ -456,7 +436,7 @@ node_wait_ready(struct node *n)
 		dc_free(c);
 		if (r == 0)
 			return 1;
-		sleep_ms(50);
+		dc_sleep_ms(50);
 	}
 	return -1;
 }
@@ -478,7 +458,7 @@ static const char *
 node_stop(struct node *n)
 {
 	static char why[120];
-	int64_t deadline = now_ms() + STOP_MS;
+	int64_t deadline = dc_now_ms() + STOP_MS;
 	int status = 0;
 
 	if (n->pid <= 0)
@@ -487,13 +467,13 @@ node_stop(struct node *n)
 	for (;;) {
 		if (waitpid(n->pid, &status, WNOHANG) == n->pid)
 			break;
-		if (now_ms() > deadline) {
+		if (dc_now_ms() > deadline) {
 			node_kill(n);
 			snprintf(why, sizeof(why), "node %c still running %d ms"
 			    " after SIGTERM; killed", n->name, STOP_MS);
 			return why;
 		}
-		sleep_ms(10);
+		dc_sleep_ms(10);
 	}
 	n->pid = -1;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
@@ -695,7 +675,7 @@ static int
 wait_event(struct cl *c, uint8_t type, const uint8_t key[32], int from,
     int ms)
 {
-	int64_t deadline = now_ms() + ms;
+	int64_t deadline = dc_now_ms() + ms;
 
 	for (;;) {
 		uint8_t t;
@@ -714,7 +694,7 @@ wait_event(struct cl *c, uint8_t type, const uint8_t key[32], int from,
 static int
 drain(struct cl *c, int ms)
 {
-	int64_t deadline = now_ms() + ms;
+	int64_t deadline = dc_now_ms() + ms;
 
 	while (left_ms(deadline) > 0) {
 		uint8_t t;
@@ -735,7 +715,7 @@ static int
 expect_packet(struct cl *c, const uint8_t src[32], const uint8_t *pkt,
     size_t len, int ms)
 {
-	int64_t deadline = now_ms() + ms;
+	int64_t deadline = dc_now_ms() + ms;
 
 	while (left_ms(deadline) > 0) {
 		uint8_t t;
@@ -786,7 +766,7 @@ send_poll(struct cl *a, struct cl *b, size_t len, int64_t deadline)
 static int
 cl_ping(struct cl *c)
 {
-	int64_t deadline = now_ms() + IO_MS;
+	int64_t deadline = dc_now_ms() + IO_MS;
 	uint8_t data[8];
 
 	dc_random(data, sizeof(data));
@@ -1191,7 +1171,7 @@ t_pairs(void)
 		return;
 	}
 	/* Until every ordered pair has had one small packet through. */
-	t0 = now_ms();
+	t0 = dc_now_ms();
 	deadline = t0 + MESH_FORM_MS;
 	for (i = 0; i < REGION; i++)
 		for (j = 0; j < REGION; j++) {
@@ -1208,7 +1188,7 @@ t_pairs(void)
 		}
 	if (formed) {
 		note("mesh formed: every pair delivered after %d ms",
-		    (int)(now_ms() - t0));
+		    (int)(dc_now_ms() - t0));
 		ok("mesh_forms");
 	} else {
 		fail("mesh_forms", "not every ordered pair of nodes delivered a"
@@ -1517,7 +1497,7 @@ t_mesh_frames(void)
 		t = cl_open(&nodes[0], "a3", NULL, NULL);
 		if (t == NULL)
 			e = "connect failed";
-		else if (!send_poll(peer[1], t, SMALL_BYTES, now_ms() + MOVE_MS))
+		else if (!send_poll(peer[1], t, SMALL_BYTES, dc_now_ms() + MOVE_MS))
 			e = "b1 -> a3 not delivered";
 		else if (send_raw(m, FT_CLOSE_PEER, t->dc->pk, 32) < 0)
 			e = "write failed";
@@ -1553,8 +1533,8 @@ t_cross_peer_gone(void)
 		fail_all(names, 2, "connect failed");
 		goto out;
 	}
-	if (!send_poll(y, x, SMALL_BYTES, now_ms() + MOVE_MS) ||
-	    !send_poll(z, y, SMALL_BYTES, now_ms() + MOVE_MS)) {
+	if (!send_poll(y, x, SMALL_BYTES, dc_now_ms() + MOVE_MS) ||
+	    !send_poll(z, y, SMALL_BYTES, dc_now_ms() + MOVE_MS)) {
 		fail_all(names, 2, "y -> x or z -> y not delivered");
 		goto out;
 	}
@@ -1604,7 +1584,7 @@ t_move(void)
 		return;
 	}
 	m = cl_open(&nodes[0], "k-at-A", NULL, NULL);
-	if (m == NULL || !send_poll(c1, m, SMALL_BYTES, now_ms() + MOVE_MS)) {
+	if (m == NULL || !send_poll(c1, m, SMALL_BYTES, dc_now_ms() + MOVE_MS)) {
 		fail_all(names, 2, "before the move: c1 (on C) -> a client on A"
 		    " not delivered");
 		cl_free(m);
@@ -1616,7 +1596,7 @@ t_move(void)
 			fail_all(names, 2, "the same key refused at B");
 		} else {
 			verdict("move_client_reached", send_poll(c1, m,
-			    SMALL_BYTES, now_ms() + MOVE_MS) ? NULL : "c1 (on"
+			    SMALL_BYTES, dc_now_ms() + MOVE_MS) ? NULL : "c1 (on"
 			    " C) -> the key moved from A to B: not delivered"
 			    " within 10 s");
 			verdict("move_client_sends", send_once(m, c1,
@@ -1626,7 +1606,7 @@ t_move(void)
 	}
 
 	m = cl_open(&nodes[0], "k2-at-A", NULL, NULL);
-	if (m == NULL || !send_poll(c1, m, SMALL_BYTES, now_ms() + MOVE_MS) ||
+	if (m == NULL || !send_poll(c1, m, SMALL_BYTES, dc_now_ms() + MOVE_MS) ||
 	    send_once(m, c1, SMALL_BYTES) != NULL) {
 		fail_all(names + 2, 2, "before the move: c1 (on C) and a"
 		    " client on A could not exchange packets");
@@ -1644,7 +1624,7 @@ t_move(void)
 	(void)drain(c1, QUIET_MS);
 	mark = c1->nev;
 	cl_free(m);
-	if (!send_poll(c1, m2, SMALL_BYTES, now_ms() + MOVE_MS)) {
+	if (!send_poll(c1, m2, SMALL_BYTES, dc_now_ms() + MOVE_MS)) {
 		fail_all(names + 2, 2, "c1 (on C) -> the key, now only at B: not"
 		    " delivered within 10 s");
 	} else {
@@ -1712,7 +1692,7 @@ t_restart(void)
 		r = node_wait_ready(b);
 		if (r != 0)
 			break;
-		sleep_ms(500);		/* died at start: the port, again */
+		dc_sleep_ms(500);		/* died at start: the port, again */
 	}
 	if (r != 1) {
 		node_kill(b);
@@ -1727,7 +1707,7 @@ t_restart(void)
 		return;
 	}
 	b1 = peer[1] = cl_open(b, "b1", NULL, NULL);
-	deadline = now_ms() + MESH_FORM_MS;
+	deadline = dc_now_ms() + MESH_FORM_MS;
 	e = b1 == NULL ? "connect to the restarted B failed" :
 	    !send_poll(a1, b1, SMALL_BYTES, deadline) ? "a1 (on A) -> b1 (on"
 	    " the restarted B): not delivered within 30 s" :
@@ -1747,7 +1727,7 @@ t_restart(void)
 static const char *
 isolated(struct cl *d1, struct cl *a1)
 {
-	int64_t deadline = now_ms() + ISOLATION_MS;
+	int64_t deadline = dc_now_ms() + ISOLATION_MS;
 
 	make_payload(pay, SMALL_BYTES);
 	make_payload(pay2, SMALL_BYTES);

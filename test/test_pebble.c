@@ -323,26 +323,6 @@ on_fatal_signal(int sig)
 	_exit(1);
 }
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts;
-
-	ts.tv_sec = ms / 1000;
-	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 /*
  * Start argv[0] (a path) as slot's process, the leader of a new process group,
  * stdin /dev/null, stdout and stderr into log_file (truncated), with the
@@ -419,7 +399,7 @@ static int
 stop(int slot, int ms, int *status)
 {
 	pid_t p = procs[slot];
-	int64_t deadline = now_ms() + ms;
+	int64_t deadline = dc_now_ms() + ms;
 	int st = -1, clean = 1;
 
 	if (status != NULL)
@@ -436,7 +416,7 @@ stop(int slot, int ms, int *status)
 		pid_t r = waitpid(p, &st, WNOHANG);
 		if (r == p || (r < 0 && errno == ECHILD))
 			break;
-		if (now_ms() > deadline) {
+		if (dc_now_ms() > deadline) {
 			kill(-p, SIGKILL);
 			kill(p, SIGKILL);
 			waitpid(p, NULL, 0);
@@ -444,7 +424,7 @@ stop(int slot, int ms, int *status)
 			clean = 0;
 			break;
 		}
-		sleep_ms(10);
+		dc_sleep_ms(10);
 	}
 	/* The leader is gone; anything still in its group was left behind. */
 group:
@@ -477,17 +457,17 @@ tcp_listening(int port)
 static int
 wait_listening(int slot, const int *ports, int n)
 {
-	int64_t deadline = now_ms() + START_MS;
+	int64_t deadline = dc_now_ms() + START_MS;
 	int i = 0;
 
-	while (now_ms() < deadline) {
+	while (dc_now_ms() < deadline) {
 		if (!alive(slot))
 			return -1;
 		while (i < n && tcp_listening(ports[i]))
 			i++;
 		if (i == n)
 			return 0;
-		sleep_ms(50);
+		dc_sleep_ms(50);
 	}
 	return -1;
 }
@@ -917,7 +897,7 @@ setup(char *why, size_t cap)
 	    "-http01", "", "-https01", "", "-tlsalpn01", "", "-management",
 	    mgmt_addr, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", NULL };
 	int ports[2];
-	int64_t t0 = now_ms();
+	int64_t t0 = dc_now_ms();
 
 	dns_port = free_port(1);
 	dns_mgmt_port = free_port(0);
@@ -980,7 +960,7 @@ setup(char *why, size_t cap)
 	snprintf(root_pem, sizeof(root_pem), "%s/root.pem", scratch);
 	if (fetch_root(mgmt_port, root_pem, why, cap) < 0)
 		return -1;
-	t_pebble = now_ms() - t0;
+	t_pebble = dc_now_ms() - t0;
 	return 0;
 }
 
@@ -1090,7 +1070,7 @@ relay_start(struct relay *r, char *why, size_t cap)
 		env[e++] = "DERP_ACME_RENEW_BEFORE";
 	env[e] = NULL;
 
-	r->started_ms = now_ms();
+	r->started_ms = dc_now_ms();
 	if (spawn(P_RELAY, argv, env, r->log) < 0) {
 		snprintf(why, cap, "fork: %s", strerror(errno));
 		return -1;
@@ -1155,12 +1135,12 @@ static int64_t
 relay_wait_log(const struct relay *r, const char *needle, int count,
     const char *give_up, int ms, char *why, size_t cap)
 {
-	int64_t deadline = now_ms() + ms;
+	int64_t deadline = dc_now_ms() + ms;
 	char line[600];
 
 	for (;;) {
 		if (file_count(r->log, needle) >= count)
-			return now_ms() - r->started_ms;
+			return dc_now_ms() - r->started_ms;
 		if (give_up != NULL && file_line(r->log, give_up, line,
 		    sizeof(line))) {
 			snprintf(why, cap, "no \"%s\" but \"%s\"; log %s", needle,
@@ -1172,12 +1152,12 @@ relay_wait_log(const struct relay *r, const char *needle, int count,
 			    " \"%s\"; log %s", needle, r->log);
 			return -2;
 		}
-		if (now_ms() > deadline) {
+		if (dc_now_ms() > deadline) {
 			snprintf(why, cap, "no \"%s\" in %s within %d ms", needle,
 			    r->log, ms);
 			return -1;
 		}
-		sleep_ms(50);
+		dc_sleep_ms(50);
 	}
 }
 
@@ -1334,18 +1314,18 @@ openssl_verify(int port, const char *sni, const char *vflag,
 	argv[i] = NULL;
 	if (spawn(P_OPENSSL, argv, NULL, out_path) < 0)
 		return "fork failed";
-	deadline = now_ms() + OPENSSL_MS;
+	deadline = dc_now_ms() + OPENSSL_MS;
 	for (;;) {
 		pid_t r = waitpid(procs[P_OPENSSL], &status, WNOHANG);
 		if (r == procs[P_OPENSSL])
 			break;
-		if (now_ms() > deadline) {
+		if (dc_now_ms() > deadline) {
 			stop(P_OPENSSL, 0, NULL);
 			snprintf(why, sizeof(why), "openssl s_client still running"
 			    " after %d ms", OPENSSL_MS);
 			return why;
 		}
-		sleep_ms(20);
+		dc_sleep_ms(20);
 	}
 	procs[P_OPENSSL] = -1;
 	if (file_line(out_path, "Verify return code: 0 (ok)", line,
@@ -1473,7 +1453,7 @@ pair_loop(struct dclient *a, struct dclient *b, const char *log, int serving0,
 {
 	static uint8_t out[PACKET_BYTES], in[DC_MAX_FRAME];
 	static char why[800];
-	int64_t t0 = now_ms(), t_prev = t0, t_log = t0, t;
+	int64_t t0 = dc_now_ms(), t_prev = t0, t_log = t0, t;
 	int orders0 = file_count(log, "acme: ordering");
 	uint32_t seq = 0;
 
@@ -1509,7 +1489,7 @@ pair_loop(struct dclient *a, struct dclient *b, const char *log, int serving0,
 			pr->broken = why;
 			return;
 		}
-		t = now_ms();
+		t = dc_now_ms();
 		if (t - t_prev > pr->max_gap_ms) {
 			pr->max_gap_ms = t - t_prev;
 			pr->max_gap_at_ms = t - t0;
@@ -1536,7 +1516,7 @@ pair_loop(struct dclient *a, struct dclient *b, const char *log, int serving0,
 				return;
 			}
 			free(text);
-			t_prev = now_ms();	/* the read is ours, not a gap */
+			t_prev = dc_now_ms();	/* the read is ours, not a gap */
 		}
 		if (pr->renewed_at_ms >= 0 &&
 		    t - t0 - pr->renewed_at_ms >= AFTER_RENEW_MS)
@@ -1679,7 +1659,7 @@ step_restart(void)
 	}
 	/* TLS at once: the first DERP handshake after the port opens. */
 	c = derp_client(rl.port, "derp.test");
-	t = now_ms() - rl.started_ms;
+	t = dc_now_ms() - rl.started_ms;
 	if (c == NULL)
 		e = "TLS + DERP handshake right after start failed";
 	else if (memcmp(c->x509.leaf_sha256, dns_leaf, 32) != 0)
@@ -1697,7 +1677,7 @@ step_restart(void)
 	else
 		ok("restart_stored");
 
-	sleep_ms(QUIET_ORDER_MS);
+	dc_sleep_ms(QUIET_ORDER_MS);
 	if (file_count(pebble_log, "Added order") != orders0 ||
 	    file_count(pebble_log, "Issued certificate") != issued0)
 		fail("restart_no_new_order", "pebble's log has %d new order(s)"
@@ -1802,7 +1782,7 @@ step_mixed(void)
 		relay_stop(&rl);
 		return;
 	}
-	t0 = now_ms();
+	t0 = dc_now_ms();
 	c = tls_client(rl.port, NULL);
 	e = c != NULL ? "a client without SNI got a certificate before one for"
 	    " 127.0.0.1 was ordered" : NULL;
@@ -1841,7 +1821,7 @@ step_mixed(void)
 			    "and ipcert.go's acme-account.key";
 	}
 	if (e == NULL)
-		t_mixed = now_ms() - t0;
+		t_mixed = dc_now_ms() - t0;
 	else
 		note_tail(rl.log, 2000);
 	verdict("mixed_both_issued", e);
@@ -2150,7 +2130,7 @@ main(int argc, char **argv)
 	}
 	derp_path = argv[1];
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	t_run0 = now_ms();
+	t_run0 = dc_now_ms();
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_fatal_signal;
@@ -2269,7 +2249,7 @@ done:
 	timing("ca down to failure", t_ca_down);
 	timing("unreachable challenge to failure", t_challenge);
 	timing("no eab to failure", t_no_eab);
-	printf(" total %lld ms\n", (long long)(now_ms() - t_run0));
+	printf(" total %lld ms\n", (long long)(dc_now_ms() - t_run0));
 summary:
 	alarm(0);
 	printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
