@@ -1857,3 +1857,21 @@ dc_sleep_ms(int ms)
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
 }
+
+int
+dc_can_bind(const char *ip)
+{
+	struct sockaddr_in a;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), r;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	if (fd < 0 || inet_pton(AF_INET, ip, &a.sin_addr) != 1) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	r = bind(fd, (struct sockaddr *)&a, sizeof(a));
+	close(fd);
+	return r == 0;
+}

@@ -141,6 +141,9 @@ void dc_tohex(const uint8_t *p, size_t n, char *out);
 /* The monotonic clock in milliseconds; a sleep that resumes after signals. */
 int64_t dc_now_ms(void);
 void dc_sleep_ms(int ms);
+/* Is the IPv4 address ip local (can a socket be bound to it)?  Loopback
+ * tests use 127.0.0.2 and up as other machines where they can. */
+int dc_can_bind(const char *ip);
 char *dc_read_text(const char *path, size_t max, size_t *len);
 
 /* A zeroed client with default options and no connection; NULL if out of

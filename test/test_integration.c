@@ -1686,6 +1686,31 @@ t_pipelined(void)
 	dc_free(c);
 }
 
+/* Twenty 100-byte SendPackets from a to b in one write: all arrive, in
+ * order.  NULL or why. */
+static const char *
+twenty_in_one_write(struct dclient *a, struct dclient *b)
+{
+	static uint8_t w[20 * (5 + 32 + 100)];
+	uint8_t src[32];
+	size_t i, k = 0, n;
+
+	for (i = 0; i < 20; i++) {
+		w[k] = FT_SEND_PACKET;
+		put_be32(w + k + 1, 32 + 100);
+		memcpy(w + k + 5, b->pk, 32);
+		memset(w + k + 37, (int)i, 100);
+		k += 5 + 32 + 100;
+	}
+	if (dc_write(a, w, k) < 0)
+		return "write failed";
+	for (i = 0; i < 20; i++)
+		if (dc_recv_packet(b, src, qbuf, sizeof(qbuf), &n, IO_MS) != 1
+		    || n != 100 || qbuf[0] != i || qbuf[99] != i)
+			return "packets of the one write missing or out of order";
+	return NULL;
+}
+
 /* A frame written one byte per write (one TCP segment or TLS record each),
  * and many frames in one write. */
 static void
@@ -1694,7 +1719,7 @@ t_split_coalesced(void)
 	struct dclient *c = cl_derp();
 	static uint8_t w[20 * (5 + 32 + 100)];
 	uint8_t src[32];
-	size_t i, k = 0, n;
+	size_t i, n;
 	const char *e = NULL;
 
 	if (c == NULL || pair_b == NULL) {
@@ -1715,19 +1740,7 @@ t_split_coalesced(void)
 		e = "the packet did not arrive intact";
 	verdict("frame_split_bytewise", e);
 
-	for (i = 0; i < 20; i++) {
-		w[k] = FT_SEND_PACKET;
-		put_be32(w + k + 1, 32 + 100);
-		memcpy(w + k + 5, pair_b->pk, 32);
-		memset(w + k + 37, (int)i, 100);
-		k += 5 + 32 + 100;
-	}
-	e = dc_write(c, w, k) < 0 ? "write failed" : NULL;
-	for (i = 0; i < 20 && e == NULL; i++)
-		if (dc_recv_packet(pair_b, src, qbuf, sizeof(qbuf), &n, IO_MS) != 1
-		    || n != 100 || qbuf[0] != i || qbuf[99] != i)
-			e = "packets of the coalesced write missing or out of order";
-	verdict("frames_coalesced", e);
+	verdict("frames_coalesced", twenty_in_one_write(c, pair_b));
 	dc_free(c);
 }
 
@@ -4499,25 +4512,6 @@ fd_closed_within(int fd, int ms)
 	}
 }
 
-/* Is src a local address (a socket can be bound to it)? */
-static int
-can_bind(const char *src)
-{
-	struct sockaddr_in a;
-	int fd = socket(AF_INET, SOCK_STREAM, 0), r;
-
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	if (fd < 0 || inet_pton(AF_INET, src, &a.sin_addr) != 1) {
-		if (fd >= 0)
-			close(fd);
-		return 0;
-	}
-	r = bind(fd, (struct sockaddr *)&a, sizeof(a));
-	close(fd);
-	return r == 0;
-}
-
 /* A client (plain or TLS as the mode) connected from src; NULL on error. */
 static struct dclient *
 cl_connect_from(const char *src)
@@ -4602,7 +4596,7 @@ run_fair_registered_mode(void)
 	const char *e;
 
 	begin_mode("fair_registered", 0, "127.0.0.1");
-	if (!can_bind("127.0.0.2")) {
+	if (!dc_can_bind("127.0.0.2")) {
 		skip("all", "127.0.0.2 is not a local address here");
 		return;
 	}
@@ -4679,7 +4673,7 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 	for (i = 0; i <= FAIR_CAP; i++)
 		hold[i] = -1;
 	begin_mode(name, tls, "127.0.0.1");
-	if (!can_bind("127.0.0.2")) {
+	if (!dc_can_bind("127.0.0.2")) {
 		skip("all", "127.0.0.2 is not a local address here");
 		return;
 	}
@@ -9002,7 +8996,7 @@ static void
 run_verify_hook_mode(void)
 {
 	char url[200], w1[1024], w2[1024];
-	const char *src = can_bind("127.0.0.2") ? "127.0.0.2" : "127.0.0.1";
+	const char *src = dc_can_bind("127.0.0.2") ? "127.0.0.2" : "127.0.0.1";
 	int r;
 
 	begin_mode("verify_hook", 0, "127.0.0.1");
@@ -9136,7 +9130,7 @@ run_verify_hook_mode(void)
 	if (server_start(mk_verify) < 0)
 		goto out;
 	vf_pair("evict_pair_admitted");
-	if (can_bind("127.0.1.1"))
+	if (dc_can_bind("127.0.1.1"))
 		vf_evict();
 	else
 		skip("evict_check_in_flight_kept", "127.0.1.1 is not local");
@@ -10359,7 +10353,7 @@ t_ws_framing(void)
 	struct dclient *a = cl_ws(), *b = pair_b;
 	const char *e;
 	uint8_t src[32], data[DC_WS_CONTROL_MAX];
-	size_t i, k = 0, n;
+	size_t k = 0, n;
 	unsigned long pongs;
 
 	if (a == NULL || b == NULL) {
@@ -10373,19 +10367,7 @@ t_ws_framing(void)
 	verdict("ws_frame_split_bytewise", relay(a, b, 10));
 	a->ws_msg_bytes = DC_WS_MSG_MAX;
 
-	for (i = 0; i < 20; i++) {
-		w[k] = FT_SEND_PACKET;
-		put_be32(w + k + 1, 32 + 100);
-		memcpy(w + k + 5, b->pk, 32);
-		memset(w + k + 37, (int)i, 100);
-		k += 5 + 32 + 100;
-	}
-	e = dc_write(a, w, k) < 0 ? "write failed" : NULL;
-	for (i = 0; i < 20 && e == NULL; i++)
-		if (dc_recv_packet(b, src, qbuf, sizeof(qbuf), &n, IO_MS) != 1
-		    || n != 100 || qbuf[0] != i || qbuf[99] != i)
-			e = "packets of the one message missing or out of order";
-	verdict("ws_frames_in_one_message", e);
+	verdict("ws_frames_in_one_message", twenty_in_one_write(a, b));
 
 	a->ws_frag_bytes = 10;
 	verdict("ws_fragmented_message", relay(a, b, 100));

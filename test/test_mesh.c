@@ -312,25 +312,6 @@ show_log_tail(const struct node *n)
 	free(text);
 }
 
-/* Is ip a local address (a socket can be bound to it)? */
-static int
-can_bind(const char *ip)
-{
-	struct sockaddr_in a;
-	int fd = socket(AF_INET, SOCK_STREAM, 0), r;
-
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	if (fd < 0 || inet_pton(AF_INET, ip, &a.sin_addr) != 1) {
-		if (fd >= 0)
-			close(fd);
-		return 0;
-	}
-	r = bind(fd, (struct sockaddr *)&a, sizeof(a));
-	close(fd);
-	return r == 0;
-}
-
 /* A TCP port free on ip right now (the kernel's choice), or -1.  Another
  * program may take it before the node binds it: node starts retry. */
 static int
@@ -926,8 +907,8 @@ setup_nodes(void)
 	int i;
 
 	/* DERP_TEST_MESH_ONE_IP=1: the layout of a host with only 127.0.0.1. */
-	distinct_ips = can_bind("127.0.0.2") && can_bind("127.0.0.3") &&
-	    can_bind("127.0.0.4") && getenv("DERP_TEST_MESH_ONE_IP") == NULL;
+	distinct_ips = dc_can_bind("127.0.0.2") && dc_can_bind("127.0.0.3") &&
+	    dc_can_bind("127.0.0.4") && getenv("DERP_TEST_MESH_ONE_IP") == NULL;
 	for (i = 0; i < NODES; i++) {
 		struct node *n = &nodes[i];
 		char crt[500], key[500], err[200];
