@@ -298,6 +298,25 @@ left_ms(int64_t deadline)
 	return d <= 0 ? 0 : d > 1000000 ? 1000000 : (int)d;
 }
 
+/* 1 when the node's log holds want within ms (polled: the line may be
+ * written after the event the caller waited for), else 0. */
+static int
+log_has(const struct node *n, const char *want, int ms)
+{
+	int64_t deadline = dc_now_ms() + ms;
+	char *text;
+	int found;
+
+	for (;;) {
+		text = dc_read_text(n->log_path, LOG_MAX, NULL);
+		found = text != NULL && strstr(text, want) != NULL;
+		free(text);
+		if (found || left_ms(deadline) == 0)
+			return found;
+		dc_sleep_ms(50);
+	}
+}
+
 static void
 show_log_tail(const struct node *n)
 {
@@ -1777,16 +1796,13 @@ t_foreign(void)
 		    " its key; it sends WatchConns with a wrong key)");
 	verdict("foreign_node_dials_as_regular", e);
 	{
-		char want[120], *text;
+		char want[120];
 
 		snprintf(want, sizeof(want), "mesh: cannot reach %s:%d: "
 		    "certificate not trusted", nodes[1].ip, nodes[1].port);
-		text = dc_read_text(d->log_path, LOG_MAX, NULL);
-		verdict("foreign_node_wrong_pin_refused", text != NULL &&
-		    strstr(text, want) != NULL ? NULL : "D's log does not say"
-		    " its link to B (a wrong pin) was refused for the"
-		    " certificate");
-		free(text);
+		verdict("foreign_node_wrong_pin_refused", log_has(d, want,
+		    FOREIGN_DIAL_MS) ? NULL : "D's log does not say its link"
+		    " to B (a wrong pin) was refused for the certificate");
 	}
 
 	d1 = cl_open(d, "d1", NULL, NULL);
