@@ -126,10 +126,13 @@ fresh() {
 
 # BearSSL's own Makefile, one build directory per target inside its tree.
 # static: -Os with a section per function, so --gc-sections drops what derp
-# never calls; otherwise BearSSL's default flags (-W -Wall -Os -fPIC).
+# never calls, and no unwind tables (C never unwinds; .eh_frame was 23 KB of
+# the firmware binary); otherwise BearSSL's default flags (-W -Wall -Os -fPIC).
 bbuild=build-$target
 bcflags='-W -Wall -Os -fPIC'
-[ "$target" = static ] && bcflags='-W -Wall -Os -ffunction-sections -fdata-sections'
+nounwind='-fno-asynchronous-unwind-tables -fno-unwind-tables'
+[ "$target" = static ] &&
+    bcflags="-W -Wall -Os -ffunction-sections -fdata-sections $nounwind"
 fresh "$bsrc/$bbuild" "$cc $bcflags $tbits"
 if [ ! -f "$bsrc/$bbuild/libbearssl.a" ]; then
 	echo "cross.sh: building BearSSL for $target"
@@ -150,7 +153,7 @@ if [ "$target" = static ]; then
 	mesh=${MESH:-$acme}
 	ws=${WS:-$acme}
 	out=build/static
-	cflags='-Os -ffunction-sections -fdata-sections'
+	cflags="-Os -ffunction-sections -fdata-sections $nounwind"
 	ldflags='-static -s -Wl,--gc-sections'
 	conf="ACME=$acme BOOTDNS=$bootdns HOOKTLS=$hooktls MESH=$mesh WS=$ws"
 	fresh "$out" "$cc $cflags $ldflags $blib $conf"
