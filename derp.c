@@ -1938,6 +1938,7 @@ struct conn {
 	uint8_t spare_asked;		/* ... and asked again since its turn */
 	uint8_t want_out;		/* POLLOUT registered */
 	uint8_t tls_closing;		/* close_notify sent */
+	uint8_t fin_sent;		/* SHUTDOWN: shutdown(SHUT_WR) done */
 	uint8_t tls_started;		/* first bytes looked at (not HTTP) */
 	uint8_t tls_up;			/* handshake done */
 	uint8_t cert_ref;		/* 1 + 2 * identity + the bank its
@@ -2545,6 +2546,10 @@ struct derp_server {
 	volatile sig_atomic_t reload;	/* SIGHUP: -rate-config, certificates */
 	int64_t accept_last_ms;
 	struct stats st;
+	uint8_t started;		/* the loop's clocks are set (loop_start) */
+	uint8_t stopping;		/* SHUTDOWN: the drain runs */
+	int64_t stop_begin_ms, stop_deadline_ms;
+	uint32_t lpidx[4];		/* poller slots of TAG_MAIN .. TAG_STUN6 */
 
 	/* MESH: what watchers are told after their flood, oldest first;
 	 * event n lives in ev[n % cap] */
@@ -6050,6 +6055,8 @@ conn_consume(struct derp_server *s, struct conn *c, const uint8_t *p,
 {
 	size_t off = 0, n;
 
+	if (s->stopping)	/* SHUTDOWN: only output is wanted now */
+		return len;
 	while (off < len && !c->dead && !c->in_paused) {
 		switch (c->state) {
 		case CS_HTTP_HEAD:
@@ -6359,6 +6366,8 @@ poller_moved(struct derp_server *s, int32_t tag, uint32_t pidx)
 {
 	if (tag >= 0)
 		s->conns[tag].pidx = pidx;
+	else if (tag <= TAG_MAIN && tag >= TAG_STUN6)
+		s->lpidx[-1 - tag] = pidx;
 	else if (tag <= TAG_CHECK0)
 		s->admit.checks[TAG_CHECK0 - tag].pidx = pidx;
 #ifndef DERP_NO_MESH
@@ -10550,7 +10559,6 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 {
 	struct derp_server *s;
 	char pubhex[65];
-	uint32_t slot;
 	int port;
 
 	s = calloc(1, sizeof *s);
@@ -10641,11 +10649,12 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 	if (derp_alloc(s, err, errlen) != 0 || admit_setup(s, err, errlen) != 0 ||
 	    mesh_setup(s, err, errlen) != 0)
 		goto fail;
-	if (poller_add(&s->pl, s->main_fd, TAG_MAIN, POLLIN, &slot) != 0 ||
-	    (s->http_fd >= 0 &&
-	    poller_add(&s->pl, s->http_fd, TAG_HTTP, POLLIN, &slot) != 0) ||
-	    (s->stun_fd[0] >= 0 &&
-	    poller_add(&s->pl, s->stun_fd[0], TAG_STUN4, POLLIN, &slot) != 0)) {
+	if (poller_add(&s->pl, s->main_fd, TAG_MAIN, POLLIN,
+	    &s->lpidx[-1 - TAG_MAIN]) != 0 || (s->http_fd >= 0 &&
+	    poller_add(&s->pl, s->http_fd, TAG_HTTP, POLLIN,
+	    &s->lpidx[-1 - TAG_HTTP]) != 0) || (s->stun_fd[0] >= 0 &&
+	    poller_add(&s->pl, s->stun_fd[0], TAG_STUN4, POLLIN,
+	    &s->lpidx[-1 - TAG_STUN4]) != 0)) {
 		snprintf(err, errlen, "poller: %s", strerror(errno));
 		goto fail;
 	}
@@ -10691,97 +10700,277 @@ hs_admit(const struct derp_server *s, int64_t hs_used_us)
 	return hs_used_us == 0 || hs_used_us < s->hs_slice_us;
 }
 
-int
-derp_run(struct derp_server *s)
-{
-	struct conn *c;
-	int n, timeout;
-	int64_t round_us, hs_used_us, t_us;
-	uint32_t i;
-	int32_t tag;
-	short rev;
+/* ================================================================== SHUTDOWN */
 
+/*
+ * derp_stop() starts a drain (derp-protocol.md 16 says what derper does: it
+ * just exits; a client then sees its connection reset with packets lost).
+ * Here the listeners and STUN close at once, so a restarted relay can bind
+ * and new connections go elsewhere; what each client's queues already hold
+ * is written out; then each connection gets a TLS close_notify and a FIN.
+ * Input is read and discarded meanwhile, never routed: unread bytes at
+ * close() would make the kernel send a reset instead of the FIN.  Whatever
+ * is left at SHUTDOWN_DRAIN_MS (a client that does not read) is closed then.
+ */
+#define SHUTDOWN_DRAIN_MS	1000
+#define SHUTDOWN_READ_TRIES	8	/* discarding reads before a close */
+
+static void
+listener_close(struct derp_server *s, int *fd, int32_t tag)
+{
+	int32_t moved;
+
+	if (*fd < 0)
+		return;
+	moved = poller_del(&s->pl, *fd, s->lpidx[-1 - tag]);
+	poller_moved(s, moved, s->lpidx[-1 - tag]);
+	close(*fd);
+	*fd = -1;
+}
+
+/* Anything c still has to write, queued or in its buffers. */
+static int
+conn_has_output(const struct derp_server *s, const struct conn *c)
+{
+	return conn_out_pending(c) || c->out_unflushed || c->raw.len > 0 ||
+	    c->out_pkt != NIL || c->q[Q_DISCO].head != NIL ||
+	    c->q[Q_OTHER].head != NIL || c->pong_pending ||
+	    c->snd.gone_head != NIL || watch_pending(s, c);
+}
+
+/* Close c now, with a FIN: what it sent is read and thrown away first. */
+static void
+conn_close_fin(struct derp_server *s, struct conn *c)
+{
+	int tries;
+
+	for (tries = 0; tries < SHUTDOWN_READ_TRIES; tries++)
+		if (read(c->fd, s->scratch, SCRATCH_BYTES) <= 0)
+			break;
+	if (!c->fin_sent)
+		(void)shutdown(c->fd, SHUT_WR);
+	conn_close(s, c);
+}
+
+static void
+shutdown_begin(struct derp_server *s)
+{
+	uint32_t i, n = 0, queued = 0;
+	struct conn *c;
+	uint8_t li;
+
+	s->stopping = 1;
+	s->stop_begin_ms = s->now;
+	s->stop_deadline_ms = s->now + SHUTDOWN_DRAIN_MS;
+	listener_close(s, &s->main_fd, TAG_MAIN);
+	listener_close(s, &s->http_fd, TAG_HTTP);
+	listener_close(s, &s->stun_fd[0], TAG_STUN4);
+#ifndef DERP_NO_MESH
+	for (li = 0; li < s->nlinks; li++)
+		mesh_link_down(s, &s->links[li], "relay shutting down");
+#else
+	(void)li;
+#endif
+	for (i = 0; i < s->fresh; i++) {
+		c = &s->conns[i];
+		if (c->state == CS_FREE)
+			continue;
+		if (c->state != CS_DERP) {	/* no packet of anyone's */
+			conn_close_fin(s, c);
+			continue;
+		}
+		n++;
+		queued += c->q[Q_DISCO].count + c->q[Q_OTHER].count;
+		mark_dirty(s, c);
+	}
+	logf("derp: shutting down: %u connections, %u packets queued; "
+	    "draining for up to %d ms", n, queued, SHUTDOWN_DRAIN_MS);
+}
+
+/* One drain round: the FIN for each connection whose output is out, a
+ * close for everything at the deadline.  The connections left. */
+static uint32_t
+shutdown_round(struct derp_server *s)
+{
+	uint32_t i, left = 0;
+	struct conn *c;
+
+	for (i = 0; i < s->fresh; i++) {
+		c = &s->conns[i];
+		if (c->state == CS_FREE)
+			continue;
+		if (s->now >= s->stop_deadline_ms) {
+			conn_close_fin(s, c);
+			continue;
+		}
+		left++;
+		if (c->fin_sent || conn_has_output(s, c))
+			continue;
+		if (c->tls && !c->tls_closing) {
+			c->tls_closing = 1;
+			br_ssl_engine_close(&c->ssl->eng);
+			conn_pump(s, c, 0);
+			if (c->dead) {
+				conn_close(s, c);
+				left--;
+			} else {
+				conn_update_interest(s, c);
+			}
+			continue;
+		}
+		if (c->tls && conn_out_pending(c))
+			continue;
+		(void)shutdown(c->fd, SHUT_WR);
+		c->fin_sent = 1;
+	}
+	return left;
+}
+
+/* ====================================================================== LOOP */
+
+static void
+loop_start(struct derp_server *s)
+{
+	s->started = 1;
 	s->now = now_ms();
 	s->next_sweep_ms = s->now + LOOP_TICK_MS;
 	s->accept_last_ms = s->now;
 	s->accept_tokens = (double)s->cfg.accept_burst;
-	while (!s->stop) {
-		timeout = (int)(s->next_sweep_ms - now_ms());
-		if (timeout < 0)
-			timeout = 0;
-		if (timeout > LOOP_TICK_MS)
-			timeout = LOOP_TICK_MS;
-		if (s->paused.count > 0 && timeout > PAUSED_RETRY_MS)
-			timeout = PAUSED_RETRY_MS;
-		if (s->reload) {
-			char err[256];
+}
 
-			s->reload = 0;
-			if (s->cfg.rate_config != NULL && s->cfg.rate_config[0] &&
-			    rate_load(s, err, sizeof err) != 0)
-				logf("%s; keeping the previous limits", err);
-			if (s->tls_mode)
-				certs_reload_all(s, 1);
+int
+derp_next_timeout_ms(struct derp_server *s)
+{
+	int64_t t;
+
+	if (!s->started)
+		loop_start(s);
+	t = s->next_sweep_ms - now_ms();
+	if (s->stopping != s->stop || s->reload)
+		t = 0;
+	if (t < 0)
+		t = 0;
+	if (t > LOOP_TICK_MS)
+		t = LOOP_TICK_MS;
+	if ((s->paused.count > 0 || s->stopping) && t > PAUSED_RETRY_MS)
+		t = PAUSED_RETRY_MS;
+	return (int)t;
+}
+
+size_t
+derp_pollfds(struct derp_server *s, struct derp_pollfd *fds, size_t cap)
+{
+#ifdef POLLER_EPOLL
+	if (cap > 0) {
+		fds[0].fd = s->pl.epfd;
+		fds[0].events = POLLIN;
+	}
+	return 1;
+#else
+	uint32_t i;
+
+	for (i = 0; i < s->pl.n && i < cap; i++) {
+		fds[i].fd = s->pl.pfd[i].fd;
+		fds[i].events = s->pl.pfd[i].events;
+	}
+	return s->pl.n;
+#endif
+}
+
+/* Dispatch one readiness report. */
+static void
+loop_ready(struct derp_server *s, int32_t tag, short rev, int64_t *hs_used_us)
+{
+	struct conn *c;
+	int64_t t_us;
+
+	if (tag >= 0) {
+		c = &s->conns[tag];
+		/* A slot closed earlier in this round is skipped; one reused
+		 * by an accept meanwhile just finds nothing to read. */
+		if (c->state == CS_FREE)
+			return;
+		if (!conn_in_handshake(c)) {
+			conn_service(s, c, rev);
+		} else if (hs_admit(s, *hs_used_us)) {
+			t_us = now_us();
+			conn_service(s, c, rev);
+			*hs_used_us += now_us() - t_us + 1;
 		}
-		n = poller_wait(&s->pl, timeout);
-		/* A signal that stops the relay ends the wait whatever errno
-		 * says (qemu-user has been seen to report an interrupted
-		 * epoll_wait as something other than EINTR). */
-		if (n < 0 && errno != EINTR && !s->stop) {
-			logf("poll: %s", strerror(errno));
-			return -1;
-		}
+	} else if (tag <= TAG_CHECK0) {
+		struct vcheck *k = &s->admit.checks[TAG_CHECK0 - tag];
+
+		if (k->phase == VC_CONNECT || k->phase == VC_TALK)
+			check_service(s, k, rev);
+#ifndef DERP_NO_MESH
+	} else if (tag <= TAG_MESH0) {
+		struct mesh_link *l = &s->links[TAG_MESH0 - tag];
+
+		if (l->phase >= ML_CONNECT && l->phase <= ML_DERP)
+			mesh_service(s, l, rev);
+#endif
+	} else if (tag == TAG_MAIN) {
+		conn_accept(s, s->main_fd, 0);
+	} else if (tag == TAG_HTTP) {
+		conn_accept(s, s->http_fd, 1);
+	} else {
+		stun_service(s, s->stun_fd[0]);
+	}
+}
+
+/*
+ * One round: wait up to timeout_ms for readiness, serve it, then what the
+ * round left (paused input, dirty output, links) and the timers when due.
+ * 0 to go on, 1 once stopped (the drain done), -1 on a loop error.
+ */
+static int
+loop_round(struct derp_server *s, int timeout_ms)
+{
+	int n, i;
+	int64_t round_us, hs_used_us;
+
+	if (!s->started)
+		loop_start(s);
+	if (s->reload) {
+		char err[256];
+
+		s->reload = 0;
+		if (s->cfg.rate_config != NULL && s->cfg.rate_config[0] &&
+		    rate_load(s, err, sizeof err) != 0)
+			logf("%s; keeping the previous limits", err);
+		if (s->tls_mode)
+			certs_reload_all(s, 1);
+	}
+	if (s->stop && !s->stopping) {
 		s->now = now_ms();
-		round_us = now_us();
-		hs_used_us = 0;
-		/* A slot closed earlier in this round is skipped; one reused by
-		 * an accept meanwhile just finds nothing to read. */
-		for (i = 0; n > 0 && i < (uint32_t)n; i++) {
-			tag = s->pl.ready[i].tag;
-			rev = s->pl.ready[i].revents;
-			if (tag >= 0) {
-				c = &s->conns[tag];
-				if (c->state == CS_FREE)
-					continue;
-				if (!conn_in_handshake(c)) {
-					conn_service(s, c, rev);
-				} else if (hs_admit(s, hs_used_us)) {
-					t_us = now_us();
-					conn_service(s, c, rev);
-					hs_used_us += now_us() - t_us + 1;
-				}
-			} else if (tag <= TAG_CHECK0) {
-				struct vcheck *k =
-				    &s->admit.checks[TAG_CHECK0 - tag];
-
-				if (k->phase == VC_CONNECT ||
-				    k->phase == VC_TALK)
-					check_service(s, k, rev);
+		shutdown_begin(s);
+		timeout_ms = 0;
+	}
+	n = poller_wait(&s->pl, timeout_ms);
+	/* A signal that stops the relay ends the wait whatever errno says
+	 * (qemu-user has been seen to report an interrupted epoll_wait as
+	 * something other than EINTR). */
+	if (n < 0 && errno != EINTR && !s->stop) {
+		logf("poll: %s", strerror(errno));
+		return -1;
+	}
+	s->now = now_ms();
+	round_us = now_us();
+	hs_used_us = 0;
+	for (i = 0; i < n; i++)
+		loop_ready(s, s->pl.ready[i].tag, s->pl.ready[i].revents,
+		    &hs_used_us);
+	if (s->admit.on && !s->stopping)
+		admit_pump(s);
+	input_resume_paused(s);
+	output_flush_dirty(s);
 #ifndef DERP_NO_MESH
-			} else if (tag <= TAG_MESH0) {
-				struct mesh_link *l = &s->links[TAG_MESH0 - tag];
-
-				if (l->phase >= ML_CONNECT && l->phase <= ML_DERP)
-					mesh_service(s, l, rev);
+	if (s->links_dirty && !s->stopping)
+		mesh_flush(s);
 #endif
-			} else if (tag == TAG_MAIN) {
-				conn_accept(s, s->main_fd, 0);
-			} else if (tag == TAG_HTTP) {
-				conn_accept(s, s->http_fd, 1);
-			} else {
-				stun_service(s, s->stun_fd[0]);
-			}
-		}
-		if (s->admit.on)
-			admit_pump(s);
-		input_resume_paused(s);
-		output_flush_dirty(s);
-#ifndef DERP_NO_MESH
-		if (s->links_dirty)
-			mesh_flush(s);
-#endif
-		if (s->now >= s->next_sweep_ms) {
-			timers_sweep(s);
+	if (s->now >= s->next_sweep_ms) {
+		timers_sweep(s);
+		if (!s->stopping) {
 			if (s->admit.on)
 				admit_tick(s);
 #ifndef DERP_NO_MESH
@@ -10790,12 +10979,33 @@ derp_run(struct derp_server *s)
 #endif
 			certs_tick(s);
 			bootdns_tick(s);
-			output_flush_dirty(s);
-			s->next_sweep_ms = s->now + LOOP_TICK_MS;
 		}
-		s->hs_slice_us = now_us() - round_us - hs_used_us;
+		output_flush_dirty(s);
+		s->next_sweep_ms = s->now + LOOP_TICK_MS;
+	}
+	s->hs_slice_us = now_us() - round_us - hs_used_us;
+	if (s->stopping && shutdown_round(s) == 0) {
+		logf("derp: stopped after %lld ms", (long long)(now_ms() -
+		    s->stop_begin_ms));
+		return 1;
 	}
 	return 0;
+}
+
+int
+derp_step(struct derp_server *s)
+{
+	return loop_round(s, 0);
+}
+
+int
+derp_run(struct derp_server *s)
+{
+	int rc;
+
+	while ((rc = loop_round(s, derp_next_timeout_ms(s))) == 0)
+		continue;
+	return rc < 0 ? -1 : 0;
 }
 
 void
@@ -11431,6 +11641,8 @@ on_signal(int sig)
 		return;
 	if (sig == SIGHUP)
 		derp_reload(running);
+	else if (running->stop)	/* a second one: no drain, now */
+		_exit(1);
 	else
 		derp_stop(running);
 }

@@ -122,8 +122,47 @@ struct derp_server *derp_create(const struct derp_config *cfg, char *err,
 /* Serve until derp_stop().  Returns 0 after a stop, -1 on a fatal loop error. */
 int derp_run(struct derp_server *srv);
 
-/* Ask derp_run() to return.  Async-signal-safe. */
+/* Ask derp_run() to return (or derp_step() to report the stop): listeners
+ * close at once, queued packets are written out for at most a second, then
+ * every connection is closed with a FIN.  Async-signal-safe. */
 void derp_stop(struct derp_server *srv);
+
+/*
+ * Your own loop instead of derp_run() (a firmware daemon's poll() loop):
+ *
+ *	struct derp_pollfd fds[8];
+ *	for (;;) {
+ *		n = derp_pollfds(srv, fds, 8);        (n <= 8 here, see below)
+ *		... poll() them with your own, for at most
+ *		    derp_next_timeout_ms(srv) ms ...
+ *		if (derp_step(srv) != 0)              (1: stopped, -1: error)
+ *			break;
+ *	}
+ *
+ * The relay keeps its own readiness set (epoll on Linux), so it asks you to
+ * watch few descriptors: with epoll one (the epoll descriptor, POLLIN),
+ * with the poll(2) back-end its whole set.  Ask again after every
+ * derp_step(): the set may change.  derp_step() does whatever is ready
+ * without waiting, and the timers that are due.  Calling it more often than
+ * needed is harmless.  derp_run() is this loop with the relay's own wait.
+ */
+struct derp_pollfd {
+	int fd;
+	short events;			/* POLLIN and/or POLLOUT (<poll.h>) */
+};
+
+/* The descriptors to watch now: up to cap of them in fds.  Returns how many
+ * there are; more than cap means call again with room for that many. */
+size_t derp_pollfds(struct derp_server *srv, struct derp_pollfd *fds,
+    size_t cap);
+
+/* The longest wait before derp_step() is due even if nothing is ready:
+ * 0 to 250 ms. */
+int derp_next_timeout_ms(struct derp_server *srv);
+
+/* One round without blocking.  0: call again; 1: stopped (derp_stop() and
+ * its drain are done; then derp_destroy()); -1: a fatal loop error. */
+int derp_step(struct derp_server *srv);
 
 /* Ask derp_run() to reload -rate-config and, in TLS mode, the certificate
  * files.  Async-signal-safe. */
