@@ -43,6 +43,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -65,6 +66,9 @@
 #include <bearssl.h>
 
 #include "derp.h"
+#ifndef DERP_NO_PROBE
+#include "probe.h"
+#endif
 #include "stun.h"
 #include "nacl.h"
 #include "cert.h"
@@ -255,6 +259,22 @@ tm_text(char *out, size_t cap, const struct tm *tm, char sep)
 	    tm->tm_min, tm->tm_sec);
 }
 
+/*
+ * Where log lines go: the one piece of state a process's relays share, as
+ * syslog(3) and stderr are shared.  derp_set_log() sets it before any relay
+ * starts (derp's main does for -syslog); stderr with Go's time prefix
+ * otherwise.
+ */
+static void (*log_sink)(void *ctx, const char *line);
+static void *log_sink_ctx;
+
+void
+derp_set_log(void (*fn)(void *ctx, const char *line), void *ctx)
+{
+	log_sink = fn;
+	log_sink_ctx = ctx;
+}
+
 static void
 logf_(const char *fmt, ...)
 {
@@ -263,14 +283,18 @@ logf_(const char *fmt, ...)
 	time_t now = time(NULL);
 	va_list ap;
 
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	if (log_sink != NULL) {
+		log_sink(log_sink_ctx, line);
+		return;
+	}
 	/* Go's log package: local time, "YYYY/MM/DD HH:MM:SS ". */
 	if (localtime_r(&now, &tm) != NULL)
 		tm_text(ts, sizeof ts, &tm, '/');
 	else
 		ts[0] = '\0';
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
 	fprintf(stderr, "%s %s\n", ts, line);
 }
 #define logf logf_
@@ -466,6 +490,33 @@ sb_add_u64(struct sbuf *sb, uint64_t v)
 		v /= 10;
 	} while (v != 0);
 	sb_addn(sb, tmp + i, sizeof tmp - i);
+}
+
+/* Equal, in time that depends on n only (a secret compared). */
+static int
+bytes_equal_ct(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	uint32_t diff = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		diff |= (uint32_t)(a[i] ^ b[i]);
+	return (int)(((diff - 1) >> 8) & 1);
+}
+
+/* Text into HTML: &, <, >, " escaped. */
+static void
+html_escape(struct sbuf *sb, const char *t)
+{
+	for (; *t != '\0'; t++) {
+		switch (*t) {
+		case '&': sb_add(sb, "&amp;"); break;
+		case '<': sb_add(sb, "&lt;"); break;
+		case '>': sb_add(sb, "&gt;"); break;
+		case '"': sb_add(sb, "&#34;"); break;
+		default: sb_addn(sb, t, 1); break;
+		}
+	}
 }
 
 /* ====================================================================== JSON */
@@ -1170,6 +1221,7 @@ struct pool {
 	uint32_t free_head;	/* stack of returned chunks, through next */
 	uint32_t lazy_next;	/* chunks [lazy_next, count] were never used */
 	uint32_t free_count;	/* stack + never used */
+	uint32_t high;		/* the most ever in use (metrics) */
 };
 
 /*
@@ -1201,6 +1253,8 @@ pool_take(struct pool *p)
 		return NIL;
 	}
 	p->free_count--;
+	if (p->count - p->free_count > p->high)
+		p->high = p->count - p->free_count;
 	p->chunks[i].next = NIL;
 	p->chunks[i].qnext = NIL;
 	p->chunks[i].len = 0;
@@ -2197,6 +2251,15 @@ struct pend_set {
 	uint32_t top;		/* largest i with a source; 0 when n == 0 */
 };
 
+/* Why a packet was dropped: derper's reasons (derp_packets_dropped), then
+ * ours. */
+enum { DROP_UNKNOWN_DEST, DROP_UNKNOWN_DEST_ON_FWD, DROP_GONE_DISCONNECTED,
+    DROP_QUEUE_HEAD, DROP_QUEUE_TAIL, DROP_WRITE_ERROR, DROP_DUP_CLIENT,
+    DROP_MESH_QUEUE, DROP_REASONS };
+#define DROP_DERPER_REASONS	DROP_MESH_QUEUE
+/* Where a connection that never registered failed (relay_handshake_failures). */
+enum { HS_TLS, HS_HTTP, HS_DERP, HS_STAGES };
+
 /* Counters, named after derper's metrics (derper-compat.md section 11). */
 struct stats {
 	uint64_t accepts, refused, tls_handshake_fail, http_requests;
@@ -2204,8 +2267,7 @@ struct stats {
 	uint64_t acme_answers[2];	/* HTTP-01 requests: [0] 404, [1] 200 */
 	uint64_t packets_received, bytes_received, packets_sent, bytes_sent;
 	uint64_t received_kind[2];
-	uint64_t dropped_unknown_dest[2], dropped_queue_head[2],
-	    dropped_gone_disconnected[2];
+	uint64_t drop_pkts[DROP_REASONS][2], drop_bytes[DROP_REASONS][2];
 	uint64_t got_ping, sent_pong, peer_gone_disconnected, peer_gone_not_here;
 	uint64_t peer_gone_untracked, write_timeouts, total_dup_client_conns;
 	uint64_t home_moves_in, home_moves_out, pool_evictions, accept_limited;
@@ -2215,7 +2277,11 @@ struct stats {
 	uint64_t stun_ipv4, stun_ipv6;
 	uint64_t admit[3];		/* ADMIT_*: admission decisions */
 	uint64_t forwarded_in, forwarded_out;	/* ForwardPacket frames */
-	uint64_t dropped_unknown_dest_on_fwd[2], dropped_mesh_queue[2];
+	uint64_t ws_accepts;		/* WebSocket upgrades */
+	uint64_t tls_accepted, tls_rejected;	/* on the TLS listener */
+	uint64_t tls_requests;		/* HTTP requests over TLS (1.2) */
+	uint64_t hs_failed[HS_STAGES];	/* closed before registering, by stage */
+	uint64_t log_suppressed;	/* connection log lines (LOG) */
 	uint64_t watchers_behind;	/* watchers closed: log overrun */
 	uint64_t mesh_keys_refused;	/* announced keys over a link's share */
 	uint32_t current_connections, current_home, current_notideal;
@@ -2475,6 +2541,23 @@ struct acme_job {
 	char chaldir[PATH_MAX];		/* HTTP-01 answers the child writes */
 };
 
+/* DEBUG: who may read /debug/ */
+#define DEBUG_ACL_MAX		32	/* prefixes on the lists together */
+#define DEBUG_KEY_MAX		256
+
+enum { ACL_LOOPBACK = 1, ACL_PRIVATE = 2, ACL_TAILSCALE = 4, ACL_ANY = 8 };
+
+struct ip_prefix {
+	uint8_t ip[16];		/* IPv4 mapped, as conn.peer_ip */
+	uint8_t bits;		/* of the 128 */
+};
+
+struct debug_acl {
+	uint8_t kw;		/* ACL_* */
+	uint8_t n;
+	struct ip_prefix p[DEBUG_ACL_MAX];
+};
+
 struct derp_server {
 	struct derp_config cfg;
 	volatile sig_atomic_t stop;
@@ -2513,6 +2596,8 @@ struct derp_server {
 	uint32_t nfree, max;
 	uint32_t fresh;			/* slots [fresh, max) never used yet, so every
 					 * scan of the slots stops at fresh */
+	uint32_t slots_high, hs_high;	/* the most slots, and unfinished
+					 * connections, at once (metrics) */
 
 	struct pool pool;
 	uint32_t spare_cap, spare_used;	/* POOLS, P3 */
@@ -2550,6 +2635,16 @@ struct derp_server {
 	uint8_t stopping;		/* SHUTDOWN: the drain runs */
 	int64_t stop_begin_ms, stop_deadline_ms;
 	uint32_t lpidx[4];		/* poller slots of TAG_MAIN .. TAG_STUN6 */
+	struct {
+		uint32_t tokens;	/* LOG: lines the bucket allows now */
+		int64_t last_ms;	/* its last refill; 0 before the first */
+		uint64_t held;		/* lines held back since the last report */
+	} log;
+	int64_t start_unix;		/* derp_create's time (metrics) */
+	uint8_t *mbuf;			/* METRICS_BYTES: a rendered page */
+	struct debug_acl debug_acl;	/* who may read /debug/ (DEBUG) */
+	uint8_t debug_key[DEBUG_KEY_MAX];	/* TS_DEBUG_KEY_PATH's */
+	size_t debug_key_len;		/* 0: none */
 
 	/* MESH: what watchers are told after their flood, oldest first;
 	 * event n lives in ev[n % cap] */
@@ -2686,6 +2781,9 @@ pending_append(struct derp_server *s, struct conn *c, int set)
 	x->count++;
 	source_rebucket(ps, e, x->count - 1);
 	ps->n++;
+	if (set != SET_REG && s->pend[PEND_MAIN].n + s->pend[PEND_PORT80].n >
+	    s->hs_high)
+		s->hs_high = s->pend[PEND_MAIN].n + s->pend[PEND_PORT80].n;
 }
 
 /* c leaves its set: when it registers (and joins SET_REG), and when it
@@ -2720,8 +2818,58 @@ pending_remove(struct derp_server *s, struct conn *c)
 	ps->n--;
 }
 
+/* The key as derper's logs show it: "[" + 5 chars of standard base64 + "]". */
 static void
-conn_log(const struct conn *c, const char *what)
+key_short(char out[8], const uint8_t key[KEY_BYTES])
+{
+	static const char b64[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	uint32_t v = ((uint32_t)key[0] << 16) | ((uint32_t)key[1] << 8) | key[2];
+	uint32_t w = (uint32_t)key[3] << 16;
+
+	out[0] = '[';
+	out[1] = b64[(v >> 18) & 63];
+	out[2] = b64[(v >> 12) & 63];
+	out[3] = b64[(v >> 6) & 63];
+	out[4] = b64[v & 63];
+	out[5] = b64[(w >> 18) & 63];
+	out[6] = ']';
+	out[7] = '\0';
+}
+
+/*
+ * Lines about one connection are what a flood of bad clients multiplies:
+ * they pass a token bucket of LOG_BURST lines refilled one per
+ * LOG_REFILL_MS, and what it holds back is counted and reported in one line
+ * once it has room again (log_tick), so a flood cannot flush a router's
+ * 64 KiB log ring: at most LOG_BURST lines, then 12 a minute.
+ */
+#define LOG_BURST		20
+#define LOG_REFILL_MS		5000
+
+static int
+log_take(struct derp_server *s)
+{
+	int64_t add;
+
+	if (s->log.last_ms == 0) {
+		s->log.tokens = LOG_BURST;
+		s->log.last_ms = s->now;
+	}
+	add = (s->now - s->log.last_ms) / LOG_REFILL_MS;
+	if (add > 0) {
+		s->log.tokens = s->log.tokens + add > LOG_BURST ? LOG_BURST :
+		    s->log.tokens + (uint32_t)add;
+		s->log.last_ms += add * LOG_REFILL_MS;
+	}
+	if (s->log.tokens == 0)
+		return 0;
+	s->log.tokens--;
+	return 1;
+}
+
+static void
+conn_log_line(const struct conn *c, const char *what)
 {
 	char addr[64];
 
@@ -2729,12 +2877,52 @@ conn_log(const struct conn *c, const char *what)
 	logf("derp: %s: %s", addr, what);
 }
 
+static void
+conn_log(struct derp_server *s, const struct conn *c, const char *what)
+{
+	if (s->log.held == 0 && log_take(s)) {
+		conn_log_line(c, what);
+		return;
+	}
+	s->log.held++;
+	s->st.log_suppressed++;
+}
+
+/* The held-back count, once the bucket has room (the sweep calls it). */
+static void
+log_tick(struct derp_server *s)
+{
+	if (s->log.held > 0 && log_take(s)) {
+		logf("derp: suppressed %llu connection log lines",
+		    (unsigned long long)s->log.held);
+		s->log.held = 0;
+	}
+}
+
+/* -verbose: a connection's life, line by line, not rate limited (asked
+ * for).  key: shortened as derper does, or NULL. */
+static void
+conn_verbose(struct derp_server *s, const struct conn *c, const char *what)
+{
+	char k[8], line[160];
+
+	if (!s->cfg.verbose)
+		return;
+	if (!is_zero(c->key, KEY_BYTES)) {
+		key_short(k, c->key);
+		snprintf(line, sizeof line, "%s %s", k, what);
+		conn_log_line(c, line);
+	} else {
+		conn_log_line(c, what);
+	}
+}
+
 /* Sticky failure with a log line (derper logs handshake problems this way). */
 static void
-conn_fail(struct conn *c, const char *why)
+conn_fail(struct derp_server *s, struct conn *c, const char *why)
 {
 	if (!c->dead && why != NULL)
-		conn_log(c, why);
+		conn_log(s, c, why);
 	c->dead = 1;
 }
 
@@ -2912,16 +3100,23 @@ conn_queue_pop(struct derp_server *s, struct conn *c, int k)
 }
 
 /* Drop the oldest packet of queue k (counted under `reason`). */
+/* Count a dropped packet of plen bytes and give its chain back. */
 static void
-conn_queue_drop_head(struct derp_server *s, struct conn *c, int k,
-    uint64_t *reason)
+pkt_drop(struct derp_server *s, uint32_t first, uint32_t plen, int reason,
+    int kind)
+{
+	s->st.drop_pkts[reason][kind]++;
+	s->st.drop_bytes[reason][kind] += plen;
+	pool_give_chain(&s->pool, first);
+}
+
+static void
+conn_queue_drop_head(struct derp_server *s, struct conn *c, int k, int reason)
 {
 	uint32_t first = conn_queue_pop(s, c, k);
 
-	if (first != NIL) {
-		reason[k]++;
-		pool_give_chain(&s->pool, first);
-	}
+	if (first != NIL)
+		pkt_drop(s, first, pkt_len(&s->pool, first), reason, k);
 }
 
 /*
@@ -2940,7 +3135,7 @@ pool_reclaim(struct derp_server *s, uint32_t need)
 			return -1;
 		c = &s->conns[s->qheap[0]];
 		conn_queue_drop_head(s, c, c->q[Q_OTHER].count > 0 ? Q_OTHER :
-		    Q_DISCO, s->st.dropped_queue_head);
+		    Q_DISCO, DROP_QUEUE_HEAD);
 		s->st.pool_evictions++;
 	}
 	return 0;
@@ -4131,11 +4326,8 @@ route_packet(struct derp_server *s, struct conn *c)
 	/* A key with connections always has an active one (route_register,
 	 * route_unregister), so derper's dup_client drop cannot happen here. */
 	if (e == NULL || e->nconns == 0) {
-		pool_give_chain(&s->pool, first);
-		if (fwd)
-			s->st.dropped_unknown_dest_on_fwd[kind]++;
-		else
-			s->st.dropped_unknown_dest[kind]++;
+		pkt_drop(s, first, plen, fwd ? DROP_UNKNOWN_DEST_ON_FWD :
+		    DROP_UNKNOWN_DEST, kind);
 		/* Tell the sender the peer is not here, so it stops using this
 		 * region for it (derper does this for disco only, rate-limited). */
 		if (kind == Q_DISCO && nothere_allow(s, c))
@@ -4144,7 +4336,7 @@ route_packet(struct derp_server *s, struct conn *c)
 	}
 	d = &s->conns[e->active];
 	if (d->q[kind].count >= s->cfg.queue_depth)
-		conn_queue_drop_head(s, d, kind, s->st.dropped_queue_head);
+		conn_queue_drop_head(s, d, kind, DROP_QUEUE_HEAD);
 	conn_queue_push(s, d, kind, first);
 	senders_note(s, d, frame_src(c), fwd ? NULL : c);
 	mark_dirty(s, d);
@@ -4287,7 +4479,7 @@ conn_register(struct derp_server *s, struct conn *c)
 	pending_append(s, c, SET_REG);
 	c->state = CS_DERP;	/* registered: conn_close must unregister it */
 	if (derp_queue_server_info(s, c) != 0) {
-		conn_fail(c, "out of buffer memory");
+		conn_fail(s, c, "out of buffer memory");
 		return;
 	}
 	c->deadline_ms = 0;
@@ -4304,6 +4496,8 @@ conn_register(struct derp_server *s, struct conn *c)
 	    KEEPALIVE_JITTER_MS / KEEPALIVE_MS));
 	if (c->notideal)
 		s->st.current_notideal++;
+	conn_verbose(s, c, c->mesh ? "connected (mesh peer)" : c->ws.on ?
+	    "connected (WebSocket)" : "connected");
 	mark_dirty(s, c);
 }
 
@@ -4319,19 +4513,19 @@ derp_client_info(struct derp_server *s, struct conn *c)
 	cbuf_peek(&s->pool, &c->info, p, len);
 	conn_chain_clear(s, c, HOLD_IN, &c->info);
 	if (is_zero(p, KEY_BYTES)) {
-		conn_fail(c, "client sent all-zero public key");
+		conn_fail(s, c, "client sent all-zero public key");
 		return;
 	}
 	msg = p + CLIENTINFO_MIN_BYTES + NACL_TAG_BYTES;
 	if (nacl_box_beforenm(c->boxkey, p, s->priv) != 0 ||
 	    nacl_box_open_afternm(msg, p + CLIENTINFO_MIN_BYTES, boxlen,
 	    p + KEY_BYTES, c->boxkey) != 0) {
-		conn_fail(c, "failed to open naclbox from client");
+		conn_fail(s, c, "failed to open naclbox from client");
 		return;
 	}
 	if (clientinfo_parse((const char *)msg, boxlen - NACL_TAG_BYTES,
 	    &ci) != 0) {
-		conn_fail(c, "invalid client info JSON");
+		conn_fail(s, c, "invalid client info JSON");
 		return;
 	}
 	memcpy(c->key, p, KEY_BYTES);
@@ -4357,16 +4551,16 @@ frame_begin(struct derp_server *s, struct conn *c)
 	c->fgot = 0;
 	if (c->state == CS_DERP_INFO) {
 		if (c->ftype != FRAME_CLIENT_INFO) {
-			conn_fail(c, "first frame is not ClientInfo");
+			conn_fail(s, c, "first frame is not ClientInfo");
 			return -1;
 		}
 		if (c->flen < CLIENTINFO_MIN_BYTES + NACL_TAG_BYTES ||
 		    c->flen > CLIENTINFO_MAX_BYTES) {
-			conn_fail(c, "ClientInfo frame has a bad length");
+			conn_fail(s, c, "ClientInfo frame has a bad length");
 			return -1;
 		}
 		if (c->flen > CLIENTINFO_OURS_MAX_BYTES) {
-			conn_fail(c, "ClientInfo larger than this relay takes");
+			conn_fail(s, c, "ClientInfo larger than this relay takes");
 			return -1;
 		}
 		return 0;
@@ -4376,19 +4570,19 @@ frame_begin(struct derp_server *s, struct conn *c)
 	switch (c->ftype) {
 	case FRAME_SEND_PACKET:
 		if (c->flen < KEY_BYTES || c->flen - KEY_BYTES > MAX_PACKET_BYTES) {
-			conn_fail(c, "SendPacket has a bad length");
+			conn_fail(s, c, "SendPacket has a bad length");
 			return -1;
 		}
 		return 0;
 	case FRAME_NOTE_PREFERRED:
 		if (c->flen != 1) {
-			conn_fail(c, "NotePreferred has a bad length");
+			conn_fail(s, c, "NotePreferred has a bad length");
 			return -1;
 		}
 		return 0;
 	case FRAME_PING:
 		if (c->flen < PING_MIN_BYTES || c->flen > PING_MAX_BYTES) {
-			conn_fail(c, "Ping has a bad length");
+			conn_fail(s, c, "Ping has a bad length");
 			return -1;
 		}
 		s->st.got_ping++;
@@ -4399,18 +4593,18 @@ frame_begin(struct derp_server *s, struct conn *c)
 		/* Mesh frames need the mesh key in ClientInfo; derper closes
 		 * any other client that sends one, before its payload. */
 		if (!c->mesh) {
-			conn_fail(c, "mesh frame from a client without the "
+			conn_fail(s, c, "mesh frame from a client without the "
 			    "mesh key");
 			return -1;
 		}
 #ifdef DERP_NO_MESH
-		conn_fail(c, "mesh frame: this build has no mesh (MESH=0)");
+		conn_fail(s, c, "mesh frame: this build has no mesh (MESH=0)");
 		return -1;
 #endif
 		if (c->ftype == FRAME_FORWARD_PACKET ? c->flen < 2 * KEY_BYTES ||
 		    c->flen - 2 * KEY_BYTES > MAX_PACKET_BYTES :
 		    c->flen != (c->ftype == FRAME_CLOSE_PEER ? KEY_BYTES : 0)) {
-			conn_fail(c, "mesh frame has a bad length");
+			conn_fail(s, c, "mesh frame has a bad length");
 			return -1;
 		}
 		return 0;
@@ -4666,7 +4860,7 @@ ws_fail(struct derp_server *s, struct conn *c, uint16_t code, const char *why)
 	c->ws.close_code = code;
 	c->ws.close_why = why;
 	if (why != NULL)
-		conn_log(c, why);
+		conn_log(s, c, why);
 	mark_dirty(s, c);
 }
 
@@ -5122,13 +5316,16 @@ static const char browser_headers[] =
     "X-Frame-Options: DENY\r\n";
 
 /* The response is built: queue it (CTRL budget, which always has room for
- * one response, P4) and wait for it to be written. */
+ * one response of 4 KiB, P4; a larger body, a /debug/ page, borrows from
+ * the spare) and wait for it to be written. */
 static void
-http_queue(struct derp_server *s, struct conn *c, const char *resp, size_t len,
-    int flags)
+http_queue2(struct derp_server *s, struct conn *c, const char *head,
+    size_t hlen, const char *body, size_t blen, int flags)
 {
-	if (len == 0 || conn_append(s, c, HOLD_CTRL, &c->raw,
-	    (const uint8_t *)resp, len) != 0) {
+	if (hlen == 0 || conn_append(s, c, HOLD_CTRL, &c->raw,
+	    (const uint8_t *)head, hlen) != 0 || (blen > 0 &&
+	    conn_append(s, c, HOLD_CTRL, &c->raw, (const uint8_t *)body,
+	    blen) != 0)) {
 		c->dead = 1;
 		return;
 	}
@@ -5136,6 +5333,13 @@ http_queue(struct derp_server *s, struct conn *c, const char *resp, size_t len,
 	if (flags & RESP_CLOSE)
 		c->close_after = 1;
 	mark_dirty(s, c);
+}
+
+static void
+http_queue(struct derp_server *s, struct conn *c, const char *resp, size_t len,
+    int flags)
+{
+	http_queue2(s, c, resp, len, NULL, 0, flags);
 }
 
 /*
@@ -5174,10 +5378,14 @@ http_respond(struct derp_server *s, struct conn *c, const struct http_req *r,
 		sb_add(&sb, "\r\n");
 	}
 	sb_add(&sb, "\r\n");
-	if (!head_only && body != NULL)
-		sb_addn(&sb, body, blen);
 	s->st.http_requests++;
-	http_queue(s, c, buf, sb.overflow ? 0 : sb.len, flags);
+	if (head_only || body == NULL)
+		blen = 0;
+	if (!sb.overflow && blen <= sb.cap - sb.len) {	/* one piece */
+		sb_addn(&sb, body, blen);
+		blen = 0;
+	}
+	http_queue2(s, c, buf, sb.overflow ? 0 : sb.len, body, blen, flags);
 }
 
 /* Go's http.Error: text/plain, nosniff, the message plus a newline. */
@@ -5481,6 +5689,7 @@ ws_upgrade(struct derp_server *s, struct conn *c, const struct http_req *r)
 		return -1;
 	}
 	c->ws.on = 1;
+	s->st.ws_accepts++;
 	c->ws.plain = (uint32_t)sb.len;
 	/* derper insists on the exact spelling (its library matched the
 	 * token without case). */
@@ -5581,20 +5790,8 @@ http_derp(struct derp_server *s, struct conn *c, const struct http_req *r)
 	mark_dirty(s, c);
 }
 
-/* Debug access (tsweb.AllowDebugAccess) without the env knobs: loopback and
- * Tailscale addresses. */
-static int
-peer_has_debug_access(const struct conn *c)
-{
-	const uint8_t *ip = c->peer_ip;
-
-	if (ip16_is_v4(ip))
-		return ip[12] == 127 || (ip[12] == 100 && (ip[13] & 0xc0) == 64 &&
-		    !(ip[13] == 115 && (ip[14] & 0xfe) == 92));
-	return is_zero(ip, 15) && ip[15] == 1 ? 1 :
-	    (ip[0] == 0xfd && ip[1] == 0x7a && ip[2] == 0x11 && ip[3] == 0x5c &&
-	    ip[4] == 0xa1 && ip[5] == 0xe0 && ip[6] == 0 && ip[7] == 0);
-}
+static int debug_allowed(struct derp_server *s, const struct conn *c,
+    const struct http_req *r);
 
 /*
  * HTTP-01 answers (RFC 8555 8.3): /.well-known/acme-challenge/<token>, when
@@ -5736,7 +5933,7 @@ http_port80(struct derp_server *s, struct conn *c, const struct http_req *r,
 	}
 	if (http_acme_answer(s, c, r, path, plen))
 		return;
-	if (plen >= 6 && memcmp(path, "/debug", 6) == 0) {
+	if (plen >= 6 && memcmp(path, "/debug", 6) == 0) {	/* main only */
 		http_error(s, c, r, "404 Not Found", "404 page not found", 0);
 		return;
 	}
@@ -5747,7 +5944,7 @@ http_port80(struct derp_server *s, struct conn *c, const struct http_req *r,
 	sb_add(&sb, "https://");
 	if (host != NULL)
 		sb_addn(&sb, host->val, host->vlen);
-	if (path_is(path, plen, "/") && peer_has_debug_access(c))
+	if (path_is(path, plen, "/") && debug_allowed(s, c, r))
 		sb_add(&sb, "/debug/");
 	else
 		sb_addn(&sb, r->target, r->tlen);
@@ -5771,6 +5968,7 @@ http_reject(struct derp_server *s, struct conn *c, const char *status)
 	    "Connection: close\r\n\r\n");
 	sb_add(&sb, status);
 	s->st.http_requests++;
+	s->st.hs_failed[HS_HTTP]++;
 	http_queue(s, c, buf, sb.overflow ? 0 : sb.len, RESP_CLOSE);
 }
 
@@ -5811,7 +6009,6 @@ http_content_length(const struct http_req *r, uint64_t *len)
 	return 0;
 }
 
-#ifndef DERP_NO_BOOTDNS
 /*
  * The first value of query parameter name in r's target, unescaped, as Go's
  * URL.Query().Get finds it: its length, or -1 when it is absent, does not
@@ -5844,7 +6041,6 @@ http_query_get(const struct http_req *r, const char *name, char *out,
 	}
 	return -1;
 }
-#endif
 
 /*
  * /bootstrap-dns (derper-compat.md 4.5): the published names' addresses as
@@ -5891,6 +6087,802 @@ http_bootstrap_dns(struct derp_server *s, struct conn *c,
 }
 
 /* A complete request head in buf: route it (derper's mux). */
+/* =================================================================== METRICS */
+
+/*
+ * derper's metrics (derper-compat.md 11) and ours, rendered on request from
+ * the counters in struct stats and the tables the relay keeps anyway: the
+ * packet path only increments.  One walk over them writes either form:
+ * Prometheus text (/debug/varz; group_name, # TYPE from the kind) or Go
+ * expvar JSON (/debug/vars; {"group":{"name":v}}, gauges named gauge_name as
+ * derper's expvars are, label sets as objects nested by label value).  The
+ * text goes into srv.mbuf, METRICS_BYTES reserved at start: the largest set
+ * (five certificates, sixteen mesh links) is under half of it.
+ */
+#define METRICS_BYTES		32768
+
+enum { MT_COUNTER, MT_GAUGE, MT_UNTYPED };
+static const char *const metric_type[] = { "counter", "gauge", "untyped" };
+
+struct mout {
+	struct sbuf sb;
+	uint8_t json;
+	uint8_t first;		/* JSON: the next member opens its object */
+	uint8_t grouped;	/* JSON: a group's object is open */
+	uint8_t top_first;	/* JSON: nothing written at the top level yet */
+	const char *group;	/* "": top level */
+};
+
+/* A label value or JSON string body: \, " and newline escaped (both forms
+ * take the same three). */
+static void
+mo_quoted(struct sbuf *sb, const char *v)
+{
+	sb_add(sb, "\"");
+	for (; *v != '\0'; v++) {
+		if (*v == '\\' || *v == '"')
+			sb_addn(sb, "\\", 1);
+		if (*v == '\n')
+			sb_add(sb, "\\n");
+		else if ((unsigned char)*v >= 0x20)
+			sb_addn(sb, v, 1);
+	}
+	sb_add(sb, "\"");
+}
+
+static void
+mo_i64(struct sbuf *sb, int64_t v)
+{
+	if (v < 0) {
+		sb_add(sb, "-");
+		sb_add_u64(sb, (uint64_t)-(v + 1) + 1);
+	} else {
+		sb_add_u64(sb, (uint64_t)v);
+	}
+}
+
+static void
+mo_group(struct mout *o, const char *group)
+{
+	if (o->json) {
+		if (o->grouped)
+			sb_add(&o->sb, "}");
+		o->grouped = group[0] != '\0';
+		if (o->grouped) {
+			sb_add(&o->sb, o->top_first ? "" : ",");
+			mo_quoted(&o->sb, group);
+			sb_add(&o->sb, ":{");
+			o->top_first = 0;
+			o->first = 1;
+		} else {
+			o->first = o->top_first;
+		}
+	}
+	o->group = group;
+}
+
+/* Prometheus: the full name. */
+static void
+mo_name(struct mout *o, const char *name)
+{
+	if (o->group[0] != '\0') {
+		sb_add(&o->sb, o->group);
+		sb_add(&o->sb, "_");
+	}
+	sb_add(&o->sb, name);
+}
+
+/* A metric's start: # HELP and # TYPE, or its JSON member name. */
+static void
+mo_head(struct mout *o, const char *name, int type, const char *help)
+{
+	if (o->json) {
+		sb_add(&o->sb, o->first ? "\"" : ",\"");
+		if (type == MT_GAUGE && o->grouped)
+			sb_add(&o->sb, "gauge_");
+		sb_add(&o->sb, name);
+		sb_add(&o->sb, "\":");
+		o->first = 0;
+		if (!o->grouped)
+			o->top_first = 0;
+		return;
+	}
+	sb_add(&o->sb, "# HELP ");
+	mo_name(o, name);
+	sb_add(&o->sb, " ");
+	sb_add(&o->sb, help);
+	sb_add(&o->sb, "\n# TYPE ");
+	mo_name(o, name);
+	sb_add(&o->sb, " ");
+	sb_add(&o->sb, metric_type[type]);
+	sb_add(&o->sb, "\n");
+}
+
+static void
+mo_int(struct mout *o, const char *name, int type, const char *help,
+    int64_t v)
+{
+	mo_head(o, name, type, help);
+	if (!o->json) {
+		mo_name(o, name);
+		sb_add(&o->sb, " ");
+	}
+	mo_i64(&o->sb, v);
+	if (!o->json)
+		sb_add(&o->sb, "\n");
+}
+
+/*
+ * A labelled metric's samples: labels[0..nl) (one or two), the values of
+ * each in vals[l][0..nv[l]), v[] in row order (the last label varies
+ * fastest), as the counters' arrays are laid out.
+ */
+struct mlabels {
+	uint8_t nl;
+	const char *label[2];
+	const char *const *vals[2];
+	uint32_t nv[2];
+};
+
+static void
+mo_vec(struct mout *o, const char *name, int type, const char *help,
+    const struct mlabels *l, const uint64_t *v)
+{
+	uint32_t i, j, n1 = l->nv[0], n2 = l->nl > 1 ? l->nv[1] : 1;
+
+	mo_head(o, name, type, help);
+	if (o->json)
+		sb_add(&o->sb, "{");
+	for (i = 0; i < n1; i++) {
+		if (o->json) {
+			sb_add(&o->sb, i > 0 ? "," : "");
+			mo_quoted(&o->sb, l->vals[0][i]);
+			sb_add(&o->sb, l->nl > 1 ? ":{" : ":");
+		}
+		for (j = 0; j < n2; j++) {
+			if (o->json) {
+				if (l->nl > 1) {
+					sb_add(&o->sb, j > 0 ? "," : "");
+					mo_quoted(&o->sb, l->vals[1][j]);
+					sb_add(&o->sb, ":");
+				}
+				sb_add_u64(&o->sb, v[i * n2 + j]);
+				continue;
+			}
+			mo_name(o, name);
+			sb_add(&o->sb, "{");
+			sb_add(&o->sb, l->label[0]);
+			sb_add(&o->sb, "=");
+			mo_quoted(&o->sb, l->vals[0][i]);
+			if (l->nl > 1) {
+				sb_add(&o->sb, ",");
+				sb_add(&o->sb, l->label[1]);
+				sb_add(&o->sb, "=");
+				mo_quoted(&o->sb, l->vals[1][j]);
+			}
+			sb_add(&o->sb, "} ");
+			sb_add_u64(&o->sb, v[i * n2 + j]);
+			sb_add(&o->sb, "\n");
+		}
+		if (o->json && l->nl > 1)
+			sb_add(&o->sb, "}");
+	}
+	if (o->json)
+		sb_add(&o->sb, "}");
+}
+
+/* One label, one value: derp_..._kind{kind="disco"} and the like. */
+static void
+mo_vec1(struct mout *o, const char *name, int type, const char *help,
+    const char *label, const char *const *vals, uint32_t n, const uint64_t *v)
+{
+	struct mlabels l = { 1, { label, NULL }, { vals, NULL }, { n, 0 } };
+
+	mo_vec(o, name, type, help, &l, v);
+}
+
+static const char *const m_kinds[] = { "disco", "other" };
+static const char *const m_drop_reasons[DROP_REASONS] = { "unknown_dest",
+    "unknown_dest_on_fwd", "gone_disconnected", "queue_head", "queue_tail",
+    "write_error", "dup_client", "mesh_queue" };
+
+/* What derp_clients_* and the dup gauges count: a walk of the key table. */
+struct keycount {
+	uint64_t local, remote, dup_keys, dup_conns;
+};
+
+static void
+metrics_keys(const struct derp_server *s, struct keycount *k)
+{
+	const struct keyent *e;
+	uint32_t i;
+
+	memset(k, 0, sizeof *k);
+	for (i = 0; s->keytab != NULL && i <= s->keytab_mask; i++) {
+		e = &s->keytab[i];
+		if (e->nconns > 0)
+			k->local++;
+		else if (e->fwd != 0)
+			k->remote++;
+		if (e->nconns > 1) {
+			k->dup_keys++;
+			k->dup_conns += e->nconns;
+		}
+	}
+}
+
+/* Open descriptors (Linux), or -1 where /proc does not say. */
+static int64_t
+metrics_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int64_t n = 0;
+
+	if (d == NULL)
+		return -1;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1;		/* opendir's own */
+}
+
+static void
+metrics_derp(struct derp_server *s, struct mout *o)
+{
+	const struct stats *st = &s->st;
+	struct mlabels drop = { 2, { "reason", "kind" },
+	    { m_drop_reasons, m_kinds }, { DROP_DERPER_REASONS, 2 } };
+	struct keycount k;
+	int64_t fds = metrics_fds();
+
+	metrics_keys(s, &k);
+	mo_group(o, "derp");
+	mo_int(o, "accepts", MT_COUNTER, "connections that reached the DERP "
+	    "handshake", (int64_t)st->accepts);
+	mo_int(o, "current_connections", MT_GAUGE, "registered connections",
+	    st->current_connections);
+	mo_int(o, "current_home_connections", MT_GAUGE, "connections that "
+	    "said this is their home", st->current_home);
+	mo_int(o, "current_notideal_connections", MT_GAUGE, "connections with "
+	    "an Ideal-Node header", st->current_notideal);
+	mo_int(o, "clients_total", MT_GAUGE, "distinct keys in the region",
+	    (int64_t)(k.local + k.remote));
+	mo_int(o, "clients_local", MT_GAUGE, "distinct keys here",
+	    (int64_t)k.local);
+	mo_int(o, "clients_remote", MT_GAUGE, "distinct keys only on mesh "
+	    "peers", (int64_t)k.remote);
+	mo_int(o, "current_dup_client_keys", MT_GAUGE, "keys with 2 or more "
+	    "connections", (int64_t)k.dup_keys);
+	mo_int(o, "current_dup_client_conns", MT_GAUGE, "connections of such "
+	    "keys", (int64_t)k.dup_conns);
+	mo_int(o, "total_dup_client_conns", MT_COUNTER, "connections whose "
+	    "key was already connected", (int64_t)st->total_dup_client_conns);
+	mo_int(o, "packets_received", MT_COUNTER, "SendPacket frames",
+	    (int64_t)st->packets_received);
+	mo_int(o, "bytes_received", MT_COUNTER, "bytes of SendPacket packets",
+	    (int64_t)st->bytes_received);
+	mo_vec1(o, "packets_received_kind", MT_COUNTER, "SendPacket frames by "
+	    "kind", "kind", m_kinds, 2, st->received_kind);
+	mo_int(o, "packets_sent", MT_COUNTER, "RecvPacket frames written",
+	    (int64_t)st->packets_sent);
+	mo_int(o, "bytes_sent", MT_COUNTER, "bytes of RecvPacket packets",
+	    (int64_t)st->bytes_sent);
+	mo_int(o, "packets_forwarded_out", MT_COUNTER, "ForwardPacket frames "
+	    "sent to mesh peers", (int64_t)st->forwarded_out);
+	mo_int(o, "packets_forwarded_in", MT_COUNTER, "ForwardPacket frames "
+	    "from mesh peers", (int64_t)st->forwarded_in);
+	mo_vec(o, "packets_dropped", MT_COUNTER, "packets dropped, by reason "
+	    "and kind", &drop, &st->drop_pkts[0][0]);
+	mo_vec(o, "bytes_dropped", MT_COUNTER, "bytes of dropped packets",
+	    &drop, &st->drop_bytes[0][0]);
+	mo_int(o, "got_ping", MT_COUNTER, "Ping frames", (int64_t)st->got_ping);
+	mo_int(o, "sent_pong", MT_COUNTER, "Pong frames",
+	    (int64_t)st->sent_pong);
+	mo_int(o, "peer_gone_disconnected_frames", MT_COUNTER, "PeerGone "
+	    "frames: disconnected", (int64_t)st->peer_gone_disconnected);
+	mo_int(o, "peer_gone_not_here_frames", MT_COUNTER, "PeerGone frames: "
+	    "not here", (int64_t)st->peer_gone_not_here);
+	mo_int(o, "home_moves_in", MT_COUNTER, "connections that made this "
+	    "their home later", (int64_t)st->home_moves_in);
+	mo_int(o, "home_moves_out", MT_COUNTER, "connections that stopped "
+	    "calling this home", (int64_t)st->home_moves_out);
+	mo_int(o, "unknown_frames", MT_COUNTER, "never counted, as in derper",
+	    0);
+	mo_int(o, "watchers", MT_GAUGE, "mesh peers watching connections",
+	    s->nwatchers);
+	if (fds >= 0)
+		mo_int(o, "current_file_descriptors", MT_GAUGE, "open "
+		    "descriptors", fds);
+	mo_int(o, "sclient_write_timeouts", MT_COUNTER, "connections closed "
+	    "by the write timeout", (int64_t)st->write_timeouts);
+	mo_int(o, "websocket_accepts", MT_COUNTER, "WebSocket DERP "
+	    "connections", (int64_t)st->ws_accepts);
+	if (s->rate.rate != 0) {
+		mo_int(o, "rate_limit_per_client_bytes_per_second", MT_UNTYPED,
+		    "-rate-config", (int64_t)s->rate.rate);
+		mo_int(o, "rate_limit_per_client_burst_bytes", MT_UNTYPED,
+		    "-rate-config", (int64_t)s->rate.burst);
+		mo_int(o, "rate_limit_per_client_waited", MT_COUNTER, "reads "
+		    "delayed by the limiter", (int64_t)st->rate_limit_waited);
+	}
+}
+
+static void
+metrics_relay(struct derp_server *s, struct mout *o)
+{
+	static const char *const stages[HS_STAGES] = { "tls", "http", "derp" };
+	static const char *const decisions[3] = { "allowed", "rejected",
+	    "fail_open" };
+	static const char *const refusals[3] = { "slots", "accept_limit",
+	    "handshakes" };
+	struct mlabels mdrop = { 2, { "reason", "kind" },
+	    { m_drop_reasons + DROP_MESH_QUEUE, m_kinds }, { 1, 2 } };
+	const struct stats *st = &s->st;
+	uint64_t refused[3];
+	uint8_t k;
+
+	mo_group(o, "relay");
+	mo_int(o, "slots_max", MT_GAUGE, "connection slots (-max-clients)",
+	    s->max);
+	mo_int(o, "slots_in_use", MT_GAUGE, "connection slots in use",
+	    s->fresh - s->nfree);
+	mo_int(o, "slots_high_water", MT_GAUGE, "the most slots in use at "
+	    "once", s->slots_high);
+	mo_int(o, "chunks_reserved", MT_GAUGE, "packet chunks reserved",
+	    s->pool.count);
+	mo_int(o, "chunks_in_use", MT_GAUGE, "packet chunks in use",
+	    s->pool.count - s->pool.free_count);
+	mo_int(o, "chunks_high_water", MT_GAUGE, "the most chunks in use at "
+	    "once", s->pool.high);
+	mo_int(o, "spare_chunks_in_use", MT_GAUGE, "chunks borrowed beyond "
+	    "connection budgets", s->spare_used);
+	mo_int(o, "memory_reserved_bytes", MT_GAUGE, "memory reserved at "
+	    "start for the limits", (int64_t)derp_memory_bytes(&s->cfg));
+	mo_int(o, "handshakes_in_progress", MT_GAUGE, "connections not yet "
+	    "registered", s->pend[PEND_MAIN].n + s->pend[PEND_PORT80].n);
+	mo_int(o, "handshakes_high_water", MT_GAUGE, "the most unregistered "
+	    "connections at once", s->hs_high);
+	mo_vec1(o, "handshake_failures_total", MT_COUNTER, "connections closed "
+	    "before registering, by stage", "stage", stages, HS_STAGES,
+	    st->hs_failed);
+	refused[0] = st->refused;
+	refused[1] = st->accept_limited;
+	refused[2] = st->handshakes_refused;
+	mo_vec1(o, "connections_refused_total", MT_COUNTER, "accepted and closed "
+	    "at once, by limit", "limit", refusals, 3, refused);
+	mo_int(o, "handshakes_evicted_total", MT_COUNTER, "unfinished connections "
+	    "closed to make room", (int64_t)st->handshakes_evicted);
+	mo_int(o, "pool_evictions_total", MT_COUNTER, "queued packets dropped to "
+	    "free chunks", (int64_t)st->pool_evictions);
+	mo_int(o, "spare_refused_total", MT_COUNTER, "reads paused for the spare",
+	    (int64_t)st->spare_refused);
+	mo_int(o, "spare_timeouts_total", MT_COUNTER, "connections closed for "
+	    "holding the spare", (int64_t)st->spare_timeouts);
+	mo_vec1(o, "admission_decisions_total", MT_COUNTER, "admission decisions",
+	    "decision", decisions, 3, st->admit);
+	mo_vec(o, "packets_dropped_total", MT_COUNTER, "packets dropped, reasons "
+	    "beyond derper's", &mdrop, &st->drop_pkts[DROP_MESH_QUEUE][0]);
+	mo_int(o, "mesh_keys_refused_total", MT_COUNTER, "keys a mesh peer "
+	    "announced over its share", (int64_t)st->mesh_keys_refused);
+	mo_int(o, "watchers_behind_total", MT_COUNTER, "watchers closed a whole "
+	    "log behind", (int64_t)st->watchers_behind);
+	mo_int(o, "tls_no_certificate_total", MT_COUNTER, "TLS connections closed: "
+	    "no certificate yet", (int64_t)st->tls_no_cert);
+	mo_int(o, "log_lines_suppressed_total", MT_COUNTER, "connection log lines "
+	    "over the rate limit", (int64_t)st->log_suppressed);
+	if (s->tls_mode && s->nident > 0) {
+		const char *names[CERT_IDENTS];
+		uint64_t left[CERT_IDENTS];
+		int64_t now = (int64_t)time(NULL), na;
+
+		for (k = 0; k < s->nident; k++) {
+			names[k] = s->ident[k].name;
+			na = s->ident[k].bank[s->ident[k].cur].not_after;
+			left[k] = na > now ? (uint64_t)(na - now) : 0;
+		}
+		mo_vec1(o, "cert_expiry_seconds", MT_GAUGE, "seconds until the "
+		    "served certificate expires (0: expired or none)", "name",
+		    names, s->nident, left);
+	}
+#ifndef DERP_NO_MESH
+	if (s->nlinks > 0) {
+		const char *names[255];
+		uint64_t up[255];
+
+		for (k = 0; k < s->nlinks; k++) {
+			names[k] = s->links[k].name;
+			up[k] = s->links[k].phase == ML_DERP;
+		}
+		mo_vec1(o, "mesh_link_up", MT_GAUGE, "mesh links connected "
+		    "(1) or not (0)", "peer", names, s->nlinks, up);
+	}
+#endif
+}
+
+/* The whole set in srv.mbuf; its length, 0 if it did not fit. */
+static size_t
+metrics_render(struct derp_server *s, int json)
+{
+	static const char *const disp[4] = { "success", "not_stun",
+	    "read_error", "write_error" };
+	static const char *const fam[2] = { "ipv4", "ipv6" };
+	static const char *const v12[1] = { "1.2" };
+	const char *ver[2] = { DERP_VERSION, "derp" };
+	struct mlabels lver = { 2, { "version", "binary" },
+	    { ver, ver + 1 }, { 1, 1 } };
+	struct mout o;
+	uint64_t v[4], one = 1, tls_active = 0;
+	uint32_t i;
+
+	memset(&o, 0, sizeof o);
+	o.sb.p = (char *)s->mbuf;
+	o.sb.cap = METRICS_BYTES;
+	o.json = (uint8_t)json;
+	o.first = o.top_first = 1;
+	o.group = "";
+	if (json)
+		sb_add(&o.sb, "{");
+	metrics_derp(s, &o);
+	mo_group(&o, "stun");
+	v[0] = s->st.stun_success;
+	v[1] = s->st.stun_not_stun;
+	v[2] = s->st.stun_read_error;
+	v[3] = s->st.stun_write_error;
+	mo_vec1(&o, "requests", MT_COUNTER, "STUN datagrams by disposition",
+	    "disposition", disp, 4, v);
+	v[0] = s->st.stun_ipv4;
+	v[1] = s->st.stun_ipv6;
+	mo_vec1(&o, "addrfamily", MT_COUNTER, "STUN answers by address family",
+	    "family", fam, 2, v);
+	if (s->tls_mode) {
+		for (i = 0; i < s->fresh; i++)
+			if (s->conns[i].state == CS_DERP && s->conns[i].tls)
+				tls_active++;
+		mo_group(&o, "tls_listener");
+		mo_int(&o, "accepted_connections", MT_COUNTER, "connections "
+		    "accepted", (int64_t)s->st.tls_accepted);
+		mo_int(&o, "rejected_connections", MT_COUNTER, "connections "
+		    "closed at once", (int64_t)s->st.tls_rejected);
+		mo_group(&o, "derper_tls");
+		mo_vec1(&o, "request_version", MT_UNTYPED, "HTTP requests by "
+		    "TLS version", "version", v12, 1, &s->st.tls_requests);
+		mo_vec1(&o, "active_version", MT_GAUGE, "DERP connections by "
+		    "TLS version", "version", v12, 1, &tls_active);
+	}
+	metrics_relay(s, &o);
+	mo_group(&o, "");
+	mo_int(&o, "uptime_sec", MT_GAUGE, "seconds since start",
+	    ((int64_t)time(NULL) - s->start_unix));
+	mo_int(&o, "process_start_unix_time", MT_GAUGE, "start, Unix seconds",
+	    s->start_unix);
+	mo_vec(&o, "version", MT_GAUGE, "this relay", &lver, &one);
+	if (json)
+		sb_add(&o.sb, "}\n");
+	return o.sb.overflow ? 0 : o.sb.len;
+}
+
+/* ===================================================================== DEBUG */
+
+/*
+ * Who may read /debug/ (derper-compat.md 6, and the issue's rule): a peer
+ * address on the list -debug-allow gives (keywords loopback, private,
+ * tailscale, any, none, and CIDR prefixes; default loopback,private,
+ * tailscale), or on derper's TS_ALLOW_DEBUG_IP and TS_DEBUG_TRUSTED_CIDRS;
+ * never a request with X-Forwarded-For (a proxy in front would make every
+ * visitor look local); a GET with ?debugkey= equal to the trimmed contents
+ * of the file TS_DEBUG_KEY_PATH names, whatever the address.
+ */
+
+static int
+prefix_has(const struct ip_prefix *p, const uint8_t ip[16])
+{
+	uint8_t full = p->bits / 8, rest = p->bits % 8;
+
+	if (memcmp(p->ip, ip, full) != 0)
+		return 0;
+	return rest == 0 || ((p->ip[full] ^ ip[full]) &
+	    (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+/* "a.b.c.d[/n]" or "v6[/n]" (no prefix: one address).  0 or -1. */
+static int
+prefix_parse(const char *t, size_t n, struct ip_prefix *p)
+{
+	char txt[INET6_ADDRSTRLEN + 8];
+	const char *slash = memchr(t, '/', n);
+	size_t alen = slash != NULL ? (size_t)(slash - t) : n;
+	int64_t bits = -1, width;
+	struct in_addr a4;
+
+	if (alen == 0 || alen >= sizeof txt)
+		return -1;
+	memcpy(txt, t, alen);
+	txt[alen] = '\0';
+	memset(p, 0, sizeof *p);
+	if (inet_pton(AF_INET, txt, &a4) == 1) {
+		p->ip[10] = p->ip[11] = 0xff;
+		memcpy(p->ip + 12, &a4, 4);
+		width = 32;
+	} else if (inet_pton(AF_INET6, txt, p->ip) == 1) {
+		width = 128;
+	} else {
+		return -1;
+	}
+	if (slash != NULL) {
+		const char *d = slash + 1, *end = t + n;
+
+		if (d == end || end - d > 3)
+			return -1;
+		for (bits = 0; d < end; d++) {
+			if (*d < '0' || *d > '9')
+				return -1;
+			bits = bits * 10 + (*d - '0');
+		}
+		if (bits > width)
+			return -1;
+	} else {
+		bits = width;
+	}
+	p->bits = (uint8_t)(bits + 128 - width);
+	return 0;
+}
+
+/* Add a comma-separated list (keywords with kw_ok) to a.  0, or -1 with
+ * the bad item in err. */
+static int
+debug_acl_add(struct debug_acl *a, const char *list, int kw_ok, char *err,
+    size_t errlen)
+{
+	static const struct { const char *name; uint8_t bit; } kws[] = {
+		{ "loopback", ACL_LOOPBACK }, { "private", ACL_PRIVATE },
+		{ "tailscale", ACL_TAILSCALE }, { "any", ACL_ANY },
+		{ "none", 0 } };
+	const char *t = list, *e;
+	size_t n, k;
+
+	while (t != NULL && *t != '\0') {
+		e = strchr(t, ',');
+		n = e != NULL ? (size_t)(e - t) : strlen(t);
+		while (n > 0 && t[0] == ' ')
+			t++, n--;
+		while (n > 0 && t[n - 1] == ' ')
+			n--;
+		for (k = 0; kw_ok && k < sizeof kws / sizeof kws[0]; k++)
+			if (strlen(kws[k].name) == n &&
+			    memcmp(kws[k].name, t, n) == 0)
+				break;
+		if (kw_ok && k < sizeof kws / sizeof kws[0]) {
+			a->kw |= kws[k].bit;
+		} else if (n > 0 && (a->n == DEBUG_ACL_MAX ||
+		    prefix_parse(t, n, &a->p[a->n++]) != 0)) {
+			snprintf(err, errlen, "%.*s: not %s", (int)(n > 64 ?
+			    64 : n), t, a->n == DEBUG_ACL_MAX ? "room for "
+			    "more prefixes" : kw_ok ? "an address, prefix or "
+			    "keyword" : "an address or prefix");
+			return -1;
+		}
+		t = e != NULL ? e + 1 : NULL;
+	}
+	return 0;
+}
+
+/* The address rule alone (a unit test's entry). */
+static int
+debug_acl_allows(const struct debug_acl *a, const uint8_t ip[16])
+{
+	static const uint8_t ts_v6[6] = { 0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0 };
+	const uint8_t *v4 = ip + 12;
+	int is4 = ip16_is_v4(ip);
+	uint8_t i;
+
+	if (a->kw & ACL_ANY)
+		return 1;
+	if ((a->kw & ACL_LOOPBACK) && (is4 ? v4[0] == 127 :
+	    is_zero(ip, 15) && ip[15] == 1))
+		return 1;
+	if ((a->kw & ACL_PRIVATE) && (is4 ? v4[0] == 10 || (v4[0] == 172 &&
+	    (v4[1] & 0xf0) == 16) || (v4[0] == 192 && v4[1] == 168) :
+	    (ip[0] & 0xfe) == 0xfc))
+		return 1;
+	/* Tailscale's CGNAT range less 100.115.92.0/23 (ChromeOS's), and
+	 * its ULA /48. */
+	if ((a->kw & ACL_TAILSCALE) && (is4 ? v4[0] == 100 &&
+	    (v4[1] & 0xc0) == 64 && !(v4[1] == 115 && (v4[2] & 0xfe) == 92) :
+	    memcmp(ip, ts_v6, 6) == 0))
+		return 1;
+	for (i = 0; i < a->n; i++)
+		if (prefix_has(&a->p[i], ip))
+			return 1;
+	return 0;
+}
+
+static int
+debug_allowed(struct derp_server *s, const struct conn *c,
+    const struct http_req *r)
+{
+	char key[DEBUG_KEY_MAX];
+	long n;
+
+	if (s->debug_key_len > 0 && http_method_is(r, "GET") &&
+	    (n = http_query_get(r, "debugkey", key, sizeof key)) >= 0)
+		return (size_t)n == s->debug_key_len &&
+		    bytes_equal_ct((const uint8_t *)key, s->debug_key,
+		    s->debug_key_len);
+	if (http_header(r, "X-Forwarded-For") != NULL)
+		return 0;
+	return debug_acl_allows(&s->debug_acl, c->peer_ip);
+}
+
+/*
+ * /debug/check: the tables the relay keeps agree with each other (derper
+ * checks its client maps the same way): registered connections, the key
+ * table's counts and active connections, the watchers' list, the chunks.
+ * The problems found, one per line, in out; their number.
+ */
+static int
+debug_check(struct derp_server *s, struct sbuf *out)
+{
+	uint32_t i, regs = 0, keyconns = 0, watchers = 0, holds = 0;
+	const struct keyent *e;
+	const struct conn *c;
+	int32_t w;
+	int bad = 0;
+
+	for (i = 0; i < s->fresh; i++) {
+		c = &s->conns[i];
+		if (c->state == CS_DERP)
+			regs++;
+		if (c->state != CS_FREE)
+			holds += c->hold[HOLD_CTRL] + c->hold[HOLD_RAWIN] +
+			    c->hold[HOLD_IN] + c->q_chunks;
+	}
+	for (i = 0; s->keytab != NULL && i <= s->keytab_mask; i++) {
+		e = &s->keytab[i];
+		if (e->nconns == 0)
+			continue;
+		keyconns += e->nconns;
+		c = e->active >= 0 && (uint32_t)e->active < s->max ?
+		    &s->conns[e->active] : NULL;
+		if (c == NULL || c->state != CS_DERP ||
+		    memcmp(c->key, e->key, KEY_BYTES) != 0) {
+			bad++;
+			sb_add(out, "a key's active connection is not "
+			    "registered with that key\n");
+		}
+	}
+	for (w = s->watch_first; w >= 0 && watchers <= s->max;
+	    w = s->conns[w].watch.next)
+		watchers++;
+	if (regs != s->st.current_connections) {
+		bad++;
+		sb_add(out, "registered connections differ from "
+		    "current_connections\n");
+	}
+	if (keyconns != regs) {
+		bad++;
+		sb_add(out, "the key table counts a different number of "
+		    "connections\n");
+	}
+	if (watchers != s->nwatchers) {
+		bad++;
+		sb_add(out, "the watchers' list differs from its count\n");
+	}
+	if (holds + s->pool.free_count > s->pool.count + s->spare_used) {
+		bad++;
+		sb_add(out, "connections account for more chunks than are "
+		    "in use\n");
+	}
+	return bad;
+}
+
+/* The /debug/ pages (derper-compat.md 6) on the main listener. */
+static void
+http_debug(struct derp_server *s, struct conn *c, const struct http_req *r,
+    const char *path, size_t plen)
+{
+	static const char text_hdr[] = "Content-Type: text/plain; "
+	    "charset=utf-8\r\n";
+	char body[2048], host[256];
+	struct sbuf b = { body, 0, sizeof body, 0 };
+	size_t n;
+
+	if (!debug_allowed(s, c, r)) {
+		http_error(s, c, r, "403 Forbidden", "debug access denied", 0);
+		return;
+	}
+	if (path_is(path, plen, "/debug/vars") ||
+	    path_is(path, plen, "/debug/varz")) {
+		int json = path[plen - 1] == 's';
+
+		n = metrics_render(s, json);
+		if (n == 0) {
+			http_error(s, c, r, "500 Internal Server Error",
+			    "metrics do not fit", 0);
+			return;
+		}
+		http_respond(s, c, r, "200 OK", json ? "Content-Type: "
+		    "application/json; charset=utf-8\r\n" : "Content-Type: "
+		    "text/plain; version=0.0.4; charset=utf-8\r\n",
+		    (const char *)s->mbuf, n, 0);
+	} else if (path_is(path, plen, "/debug/check")) {
+		if (debug_check(s, &b) == 0)
+			http_respond(s, c, r, "200 OK", text_hdr, "derp.Server "
+			    "ConsistencyCheck okay", 35, 0);
+		else
+			http_respond(s, c, r, "500 Internal Server Error",
+			    text_hdr, body, b.overflow ? 0 : b.len, 0);
+	} else if (path_is(path, plen, "/debug/")) {
+		if (gethostname(host, sizeof host) != 0)
+			host[0] = '\0';
+		host[sizeof host - 1] = '\0';
+		sb_add(&b, "<html><body>\n<h1>derp debug</h1>\n<ul>\n"
+		    "<li><b>Uptime:</b> ");
+		sb_add_u64(&b, (uint64_t)((int64_t)time(NULL) - s->start_unix));
+		sb_add(&b, " s</li>\n<li><b>Version:</b> " DERP_VERSION
+		    "</li>\n<li><b>Machine:</b> ");
+		html_escape(&b, host);
+		sb_add(&b, "</li>\n<li><b>Hostname:</b> ");
+		html_escape(&b, s->cfg.hostname);
+		sb_add(&b, "</li>\n<li><b>Mesh key:</b> ");
+		sb_add(&b, s->has_mesh_key ? "set" : "not set");
+		sb_add(&b, "</li>\n</ul>\n<ul>\n"
+		    "<li><a href=\"/debug/vars\">/debug/vars</a> (JSON)</li>\n"
+		    "<li><a href=\"/debug/varz\">/debug/varz</a> (Prometheus)"
+		    "</li>\n<li><a href=\"/debug/check\">/debug/check</a></li>\n"
+		    "</ul>\n</body></html>\n");
+		http_respond(s, c, r, "200 OK", "Content-Type: text/html; "
+		    "charset=utf-8\r\n", body, b.overflow ? 0 : b.len, 0);
+	} else {
+		http_error(s, c, r, "404 Not Found", "404 page not found", 0);
+	}
+}
+
+/* -debug-allow (default loopback,private,tailscale), derper's
+ * TS_ALLOW_DEBUG_IP and TS_DEBUG_TRUSTED_CIDRS, TS_DEBUG_KEY_PATH's key.  0,
+ * or -1 with err. */
+static int
+debug_setup(struct derp_server *s, char *err, size_t errlen)
+{
+	const char *allow = s->cfg.debug_allow, *path;
+	char why[128];
+	ssize_t n = -1;
+	int fd;
+
+	if (allow == NULL || allow[0] == '\0')
+		allow = "loopback,private,tailscale";
+	if (debug_acl_add(&s->debug_acl, allow, 1, why, sizeof why) != 0) {
+		snprintf(err, errlen, "-debug-allow: %s", why);
+		return -1;
+	}
+	if (debug_acl_add(&s->debug_acl, getenv("TS_ALLOW_DEBUG_IP"), 0, why,
+	    sizeof why) != 0 || debug_acl_add(&s->debug_acl,
+	    getenv("TS_DEBUG_TRUSTED_CIDRS"), 0, why, sizeof why) != 0) {
+		snprintf(err, errlen, "TS_ALLOW_DEBUG_IP or "
+		    "TS_DEBUG_TRUSTED_CIDRS: %s", why);
+		return -1;
+	}
+	path = getenv("TS_DEBUG_KEY_PATH");
+	if (path == NULL || path[0] == '\0')
+		return 0;
+	if ((fd = open(path, O_RDONLY)) >= 0) {
+		n = read(fd, s->debug_key, sizeof s->debug_key);
+		close(fd);
+	}
+	if (n < 0 || (size_t)n == sizeof s->debug_key) {
+		snprintf(err, errlen, "TS_DEBUG_KEY_PATH %.200s: %s", path,
+		    n < 0 ? strerror(errno) : "longer than a key");
+		return -1;
+	}
+	while (n > 0 && (s->debug_key[n - 1] == '\n' ||
+	    s->debug_key[n - 1] == '\r' || s->debug_key[n - 1] == ' ' ||
+	    s->debug_key[n - 1] == '\t'))
+		n--;
+	s->debug_key_len = (size_t)n;
+	return 0;
+}
+
 static void
 http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
 {
@@ -5905,6 +6897,8 @@ http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
 
 	c->close_after = 0;
 	c->body_left = 0;
+	if (c->tls)
+		s->st.tls_requests++;
 	if (rc == -2) {
 		http_reject(s, c, "431 Request Header Fields Too Large");
 		return;
@@ -5986,7 +6980,9 @@ http_request(struct derp_server *s, struct conn *c, const char *buf, size_t len)
 	} else if (path_is(path, plen, "/bootstrap-dns")) {
 		http_bootstrap_dns(s, c, &r);
 	} else if (plen >= 7 && memcmp(path, "/debug/", 7) == 0) {
-		http_error(s, c, &r, "404 Not Found", "404 page not found", 0);
+		http_debug(s, c, &r, path, plen);
+	} else if (path_is(path, plen, "/debug")) {	/* Go's mux */
+		http_redirect(s, c, &r, "301 Moved Permanently", "/debug/", 7);
 	} else {
 		http_home(s, c, &r);
 	}
@@ -6210,7 +7206,7 @@ tls_keep_leftover(struct derp_server *s, struct conn *c)
 	/* Fits CHUNKS_RAWIN by the read size (tls_feed), so this cannot fail. */
 	if (conn_append(s, c, HOLD_RAWIN, &c->rawin, s->rbatch + s->rb_off,
 	    k) != 0)
-		conn_fail(c, "out of buffer memory");
+		conn_fail(s, c, "out of buffer memory");
 }
 
 /*
@@ -6240,7 +7236,7 @@ conn_pump(struct derp_server *s, struct conn *c, int can_read)
 						char why[64];
 						snprintf(why, sizeof why,
 						    "TLS error %d", err);
-						conn_fail(c, why);
+						conn_fail(s, c, why);
 					}
 				}
 				c->dead = 1;
@@ -6390,6 +7386,27 @@ conn_close(struct derp_server *s, struct conn *c)
 
 	if (c->state == CS_FREE)
 		return;
+	/* A connection that never registered: where it failed (not when the
+	 * relay is the one closing it). */
+	if (c->state != CS_DERP && !s->stopping) {
+		if (c->tls && !c->tls_up)
+			s->st.hs_failed[HS_TLS]++;
+		else if (c->state == CS_DERP_INFO ||
+		    c->state == CS_DERP_VERIFY)
+			s->st.hs_failed[HS_DERP]++;
+		else if (c->state == CS_HTTP_HEAD && (c->head.len > 0 ||
+		    (!c->tls && c->ilen > 0)))
+			s->st.hs_failed[HS_HTTP]++;
+	}
+	if (s->cfg.verbose) {
+		char what[96];
+
+		snprintf(what, sizeof what, "closed after %lld ms%s",
+		    (long long)(s->now - c->accepted_ms),
+		    c->state == CS_DERP_INFO || c->state == CS_DERP_VERIFY ?
+		    ", its DERP handshake unfinished" : "");
+		conn_verbose(s, c, what);
+	}
 	if (c->state == CS_DERP_VERIFY)
 		admit_forget(s, c);
 	if (c->state == CS_DERP) {
@@ -6403,10 +7420,9 @@ conn_close(struct derp_server *s, struct conn *c)
 	pending_remove(s, c);
 	snd_recipient_closed(s, c);
 	for (k = Q_DISCO; k <= Q_OTHER; k++)
-		while ((first = conn_queue_pop(s, c, k)) != NIL) {
-			s->st.dropped_gone_disconnected[k]++;
-			pool_give_chain(&s->pool, first);
-		}
+		while ((first = conn_queue_pop(s, c, k)) != NIL)
+			pkt_drop(s, first, pkt_len(&s->pool, first),
+			    DROP_GONE_DISCONNECTED, k);
 	conn_packet_free(s, c, c->out_held, c->out_pkt);
 	conn_packet_free(s, c, 1, c->fpkt);
 	hold_give(s, c, HOLD_IN, c->fpkt_lent);
@@ -6465,7 +7481,7 @@ slots_fair_share(struct derp_server *s, const uint8_t addr[16])
 		return 0;
 	victim = &s->conns[ps->src[ps->bucket[ps->top].head].tail];
 	s->st.slots_reclaimed++;
-	conn_fail(victim, "relay full: its address holds the most slots");
+	conn_fail(s, victim, "relay full: its address holds the most slots");
 	conn_close(s, victim);
 	return 1;
 }
@@ -6589,12 +7605,14 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 		if (s->tls_mode && !port80 && !accept_allow(s)) {
 			/* derper's accept limiter: accepted, then closed. */
 			s->st.accept_limited++;
+			s->st.tls_rejected += s->tls_mode && !port80;
 			close(fd);
 			continue;
 		}
 		sockaddr_to_ip16(&ss, ip, &port);
 		if (!pending_make_room(s, port80 ? PEND_PORT80 : PEND_MAIN, ip)) {
 			s->st.handshakes_refused++;
+			s->st.tls_rejected += s->tls_mode && !port80;
 			close(fd);
 			continue;
 		}
@@ -6603,12 +7621,15 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			/* Over -max-clients: accept and close at once, which a
 			 * client sees as a reset, as derper's accept limiter. */
 			s->st.refused++;
+			s->st.tls_rejected += s->tls_mode && !port80;
 			close(fd);
 			continue;
 		}
 		sock_tune_accepted(fd, &s->cfg);
 		idx = s->nfree > 0 ? (uint32_t)s->free_slots[--s->nfree] :
 		    s->fresh++;
+		if (s->fresh - s->nfree > s->slots_high)
+			s->slots_high = s->fresh - s->nfree;
 		c = &s->conns[idx];
 		c->fd = fd;
 		c->state = CS_HTTP_HEAD;
@@ -6631,6 +7652,7 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 				    br_ssl_engine_last_error(&s->ssl[idx].eng));
 			else
 				s->st.tls_no_cert++;
+			s->st.tls_rejected++;
 			pending_remove(s, c);
 			close(fd);
 			c->state = CS_FREE;
@@ -6638,6 +7660,8 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			continue;
 		}
 		c->events = POLLIN;
+		s->st.tls_accepted += s->tls_mode && !port80;
+		conn_verbose(s, c, "accepted");
 		if (poller_add(&s->pl, fd, (int32_t)idx, POLLIN, &c->pidx) != 0) {
 			logf("poller: %s", strerror(errno));
 			pending_remove(s, c);
@@ -6784,6 +7808,7 @@ timers_sweep(struct derp_server *s)
 	uint32_t i;
 	struct conn *c;
 
+	log_tick(s);
 	for (i = 0; i < s->fresh; i++) {
 		c = &s->conns[i];
 		if (c->state == CS_FREE)
@@ -6793,20 +7818,20 @@ timers_sweep(struct derp_server *s)
 				admit_log(s, c, 0, "no verdict in time");
 				c->dead = 1;
 			}
-			conn_fail(c, c->state == CS_DERP_INFO ?
+			conn_fail(s, c, c->state == CS_DERP_INFO ?
 			    "timeout waiting for ClientInfo" : NULL);
 		} else if (c->spare_since != 0 &&
 		    s->now - c->spare_since >= SPARE_HOLD_MS) {
 			/* P5: what it borrowed goes back to everyone. */
 			s->st.spare_timeouts++;
-			conn_fail(c, "held shared buffer memory too long");
+			conn_fail(s, c, "held shared buffer memory too long");
 		} else if (c->state == CS_DERP && c->wstall_ms != 0 &&
 		    write_timeout_ms(s, c) > 0 &&
 		    s->now - c->wstall_ms >= write_timeout_ms(s, c)) {
 			/* derper's per-frame write deadline; before the
 			 * handshake the 30 s HTTP deadline covers writes. */
 			s->st.write_timeouts++;
-			conn_fail(c, "write timeout");
+			conn_fail(s, c, "write timeout");
 		} else if (c->state == CS_DERP && s->now >= c->next_keepalive_ms) {
 			c->keepalive_pending = 1;
 			c->next_keepalive_ms += s->cfg.keepalive_ms;
@@ -8070,24 +9095,6 @@ bootdns_setup(struct derp_server *s, char *err, size_t errlen)
 						 * left: it goes on for the cache */
 #define VERIFY_CA_FILE_DEFAULT	"/etc/ssl/certs/ca-certificates.crt"
 
-/* The key as derper's logs show it: "[" + 5 chars of standard base64 + "]". */
-static void
-key_short(char out[8], const uint8_t key[KEY_BYTES])
-{
-	static const char b64[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	uint32_t v = ((uint32_t)key[0] << 16) | ((uint32_t)key[1] << 8) | key[2];
-	uint32_t w = (uint32_t)key[3] << 16;
-
-	out[0] = '[';
-	out[1] = b64[(v >> 18) & 63];
-	out[2] = b64[(v >> 12) & 63];
-	out[3] = b64[(v >> 6) & 63];
-	out[4] = b64[v & 63];
-	out[5] = b64[(w >> 18) & 63];
-	out[6] = ']';
-	out[7] = '\0';
-}
 
 /* One decision, one line (derper-compat.md 12), and its counter. */
 static void
@@ -8098,7 +9105,7 @@ admit_log(struct derp_server *s, struct conn *c, int allowed, const char *why)
 	key_short(k, c->key);
 	snprintf(line, sizeof line, "client %s %s: %s", k, allowed ?
 	    "admitted" : "rejected", why);
-	conn_log(c, line);
+	conn_log(s, c, line);
 	s->st.admit[allowed ? ADMIT_ALLOWED : ADMIT_REJECTED]++;
 }
 
@@ -9316,7 +10323,7 @@ watch_out(struct derp_server *s, struct conn *c, uint8_t *buf, size_t avail)
 		return 0;
 	if (s->wlog_head - c->watch.seq > s->wlog_cap) {
 		s->st.watchers_behind++;
-		conn_fail(c, "mesh watcher fell a whole log behind");
+		conn_fail(s, c, "mesh watcher fell a whole log behind");
 		return 0;
 	}
 	ev = &s->wlog[c->watch.seq++ % s->wlog_cap];
@@ -9341,7 +10348,7 @@ mesh_close_peer(struct derp_server *s, struct conn *c)
 	for (i = e->first; i >= 0; i = d->key_next) {
 		d = &s->conns[i];
 		if (!d->dead)
-			conn_log(d, "closed by a mesh peer's ClosePeer");
+			conn_log(s, d, "closed by a mesh peer's ClosePeer");
 		d->dead = 1;
 		mark_dirty(s, d);
 	}
@@ -9516,8 +10523,7 @@ mesh_forward(struct derp_server *s, struct conn *c, struct keyent *e,
 
 	if (l->phase != ML_DERP || mesh_out_free(l) < need ||
 	    c->fwd.bytes + need > MESH_SHARE_BYTES) {
-		s->st.dropped_mesh_queue[kind]++;
-		pool_give_chain(&s->pool, first);
+		pkt_drop(s, first, plen, DROP_MESH_QUEUE, kind);
 		return;
 	}
 	mesh_rec_push(s, l, (uint32_t)(c - s->conns), need);
@@ -10010,9 +11016,7 @@ mesh_forward(struct derp_server *s, struct conn *c, struct keyent *e,
 {
 	(void)c;
 	(void)e;
-	(void)plen;
-	s->st.dropped_mesh_queue[kind]++;
-	pool_give_chain(&s->pool, first);
+	pkt_drop(s, first, plen, DROP_MESH_QUEUE, kind);
 }
 static void watch_note(struct derp_server *s, const struct conn *c,
     int present) { (void)s; (void)c; (void)present; }
@@ -10379,7 +11383,8 @@ derp_memory_bytes(const struct derp_config *cfg)
 	n += pend_set_bytes(pend_cap(cfg, PEND_MAIN)) +
 	    pend_set_bytes(pend_cap(cfg, PEND_PORT80)) +
 	    pend_set_bytes(pend_cap(cfg, SET_REG));
-	n += SCRATCH_BYTES + READ_BATCH_BYTES + sizeof(struct derp_server);
+	n += SCRATCH_BYTES + READ_BATCH_BYTES + METRICS_BYTES +
+	    sizeof(struct derp_server);
 	/* Admission: the check slots and the wait queue; with a webhook, a
 	 * TLS client engine per slot (ADMISSION). */
 	if (cfg->verify_clients || (cfg->verify_client_url != NULL &&
@@ -10440,6 +11445,7 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	s->keytab = calloc(ks, sizeof *s->keytab);
 	s->scratch = malloc(SCRATCH_BYTES);
 	s->rbatch = malloc(READ_BATCH_BYTES);
+	s->mbuf = malloc(METRICS_BYTES);
 	s->pool.chunks = calloc((size_t)pool_chunks(max) + 1, sizeof(struct chunk));
 	s->qheap = calloc(max, sizeof *s->qheap);
 	s->nsnd = sender_records(max);
@@ -10453,7 +11459,7 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	if (s->conns == NULL || s->bufs == NULL || s->free_slots == NULL ||
 	    s->dirty.slot == NULL || s->paused.slot == NULL || s->keytab == NULL ||
 	    poller_init(&s->pl, pcap) != 0 || s->scratch == NULL ||
-	    s->rbatch == NULL ||
+	    s->rbatch == NULL || s->mbuf == NULL ||
 	    s->pool.chunks == NULL || s->qheap == NULL || s->snd == NULL ||
 	    s->snd_hash == NULL ||
 	    pend_set_alloc(&s->pend[PEND_MAIN], pend_cap(&s->cfg, PEND_MAIN)) != 0 ||
@@ -10600,6 +11606,9 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 	}
 	s->tls_mode = s->port == 443 || strcmp(s->cfg.certmode, "manual") == 0 ||
 	    s->cfg.tls;
+	s->start_unix = (int64_t)time(NULL);
+	if (debug_setup(s, err, errlen) != 0)
+		goto fail;
 
 	if (s->cfg.stun) {
 		s->stun_fd[0] = sock_listen(s->host, s->cfg.stun_port, SOCK_DGRAM,
@@ -11120,6 +12129,7 @@ static struct flag flags[] = {
 	{ "certdir", F_STRING, NULL, "directory of the TLS certificate and key files", NULL, NULL, 0, 0, 0 },
 	{ "certmode", F_STRING, "\"letsencrypt\"", "where the TLS certificate comes from: manual, letsencrypt or gcp (ACME); the files are reloaded on SIGHUP and when they change", NULL, "letsencrypt", 0, 0, 0 },
 	{ "derp", F_BOOL, "true", "relay DERP traffic; false keeps STUN and the other endpoints but /derp answers 404", NULL, NULL, 1, 0, 0 },
+	{ "debug-allow", F_STRING, "\"loopback,private,tailscale\"", "who may read /debug/ (metrics): comma-separated keywords loopback, private, tailscale, any, none and CIDR prefixes (not a derper flag); a request with X-Forwarded-For never may", NULL, "loopback,private,tailscale", 0, 0, 0 },
 	{ "dev", F_BOOL, NULL, "development mode: listen on :3340 with a fresh key each run (overrides -a and -c)", NULL, NULL, 0, 0, 0 },
 	{ "home", F_STRING, NULL, "the page at /: empty for the default page, \"blank\" for an empty one, or an http(s) URL to redirect to", NULL, "", 0, 0, 0 },
 	{ "hostname", F_STRING, "\"derp.tailscale.com\"", "TLS server name for the certificate; with -certmode manual it may be an IP address (a self-signed certificate is made for it, and SNI is not checked)", NULL, "derp.tailscale.com", 0, 0, 0 },
@@ -11136,6 +12146,7 @@ static struct flag flags[] = {
 	{ "socket", F_STRING, NULL, "tailscaled's LocalAPI socket for -verify-clients; empty means " VERIFY_SOCKET_DEFAULT, NULL, "", 0, 0, 0 },
 	{ "stun", F_BOOL, "true", "serve STUN on UDP, on the host of -a", NULL, NULL, 1, 0, 0 },
 	{ "stun-port", F_INT, "3478", "UDP port for STUN", NULL, NULL, 3478, 0, 0 },
+	{ "syslog", F_BOOL, NULL, "log to the local syslog socket (/dev/log: syslogd, OpenWrt's logd) instead of stderr, facility daemon (not a derper flag)", NULL, NULL, 0, 0, 0 },
 	{ "tcp-keepalive-time", F_DURATION, "10m0s", "TCP keepalive idle time and interval on accepted connections", NULL, NULL, 600000000000LL, 0, 0 },
 	{ "tcp-user-timeout", F_DURATION, "15s", "TCP_USER_TIMEOUT on accepted connections", NULL, NULL, 15000000000LL, 0, 0 },
 	{ "tcp-write-timeout", F_DURATION, "2s", "close a client whose output makes no progress for this long; 0 never", NULL, NULL, 2000000000LL, 0, 0 },
@@ -11145,6 +12156,7 @@ static struct flag flags[] = {
 	{ "verify-client-url", F_STRING, NULL, "admission webhook URL (http:// or https://) POSTed {\"NodePublic\",\"Source\"} for every client; it admits with 200 and {\"Allow\":true}", NULL, "", 0, 0, 0 },
 	{ "verify-client-url-fail-open", F_BOOL, "true", "admit clients when -verify-client-url cannot be reached", NULL, NULL, 1, 0, 0 },
 	{ "verify-clients", F_BOOL, NULL, "admit only clients the local tailscaled knows (its node and its peers)", NULL, NULL, 0, 0, 0 },
+	{ "verbose", F_BOOL, NULL, "log each connection accepted, registered and closed (not a derper flag)", NULL, NULL, 0, 0, 0 },
 	{ "version", F_BOOL, NULL, "print the version and exit", NULL, NULL, 0, 0, 0 },
 };
 #define NFLAGS (sizeof flags / sizeof flags[0])
@@ -11633,18 +12645,83 @@ privileges_drop(const struct run_as *ra)
 }
 
 static struct derp_server *running;
+static volatile sig_atomic_t stop_early;	/* a signal before derp_create
+						 * returned */
 
 static void
 on_signal(int sig)
 {
-	if (running == NULL)
-		return;
-	if (sig == SIGHUP)
-		derp_reload(running);
-	else if (running->stop)	/* a second one: no drain, now */
-		_exit(1);
-	else
+	if (sig == SIGHUP) {
+		if (running != NULL)
+			derp_reload(running);
+	} else if (stop_early || (running != NULL && running->stop)) {
+		_exit(1);	/* a second one: no drain, now */
+	} else if (running == NULL) {
+		stop_early = 1;
+	} else {
 		derp_stop(running);
+	}
+}
+
+/*
+ * -syslog: each line one RFC 3164 datagram on the local syslog socket,
+ * "<30>Mmm dd hh:mm:ss derp[pid]: line" (facility daemon, severity info;
+ * warning for lines that say so), as syslog(3) sends them; OpenWrt's logd
+ * reads the same socket (logread -e derp).  DERP_SYSLOG_SOCKET names
+ * another socket (tests).  A line the socket refuses goes to stderr.
+ */
+struct syslog_sink {
+	int fd;
+	struct sockaddr_un sa;
+};
+
+static void
+syslog_line(void *ctx, const char *line)
+{
+	static const char mon[12][4] = { "Jan", "Feb", "Mar", "Apr", "May",
+	    "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	struct syslog_sink *sl = ctx;
+	char msg[1200];
+	time_t now = time(NULL);
+	struct tm tm;
+	int n, pri = 3 * 8 + (strncmp(line, "warning", 7) == 0 ? 4 : 6);
+
+	if (localtime_r(&now, &tm) == NULL)
+		memset(&tm, 0, sizeof tm);
+	n = snprintf(msg, sizeof msg, "<%d>%s %2d %02d:%02d:%02d derp[%ld]: %s",
+	    pri, mon[tm.tm_mon % 12], tm.tm_mday, tm.tm_hour, tm.tm_min,
+	    tm.tm_sec, (long)getpid(), line);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof msg)
+		n = (int)sizeof msg - 1;
+	if (sendto(sl->fd, msg, (size_t)n, 0, (struct sockaddr *)&sl->sa,
+	    sizeof sl->sa) < 0)
+		fprintf(stderr, "%s\n", msg);
+}
+
+static int
+syslog_open(struct syslog_sink *sl)
+{
+	const char *path = getenv("DERP_SYSLOG_SOCKET");
+
+	if (path == NULL || path[0] == '\0')
+		path = "/dev/log";
+	memset(&sl->sa, 0, sizeof sl->sa);
+	sl->sa.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sl->sa.sun_path) {
+		fprintf(stderr, "derp: -syslog: socket path too long\n");
+		return -1;
+	}
+	memcpy(sl->sa.sun_path, path, strlen(path) + 1);
+	sl->fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (sl->fd < 0) {
+		fprintf(stderr, "derp: -syslog: %s\n", strerror(errno));
+		return -1;
+	}
+	(void)fcntl(sl->fd, F_SETFD, FD_CLOEXEC);
+	derp_set_log(syslog_line, sl);
+	return 0;
 }
 
 /*
@@ -11701,12 +12778,17 @@ main(int argc, char **argv)
 	struct sigaction sa;
 	char err[512];
 	static char mesh_key[1024];
+	static struct syslog_sink sl;
 	const char *qd;
 	int64_t v;
 	int rc;
 
 	if (argc > 0 && argv[0] != NULL)
 		progname = argv[0];
+#ifndef DERP_NO_PROBE
+	if (argc > 1 && strcmp(argv[1], "probe") == 0)
+		return probe_main(argc - 1, argv + 1);
+#endif
 	rc = flags_parse(argc, argv);
 	if (rc != 0) {
 		usage(stderr);
@@ -11785,6 +12867,10 @@ main(int argc, char **argv)
 		return 1;
 	cfg.mesh_with = flag_find("mesh-with", 9)->sval;
 	cfg.mesh_ca_file = flag_find("mesh-ca-file", 12)->sval;
+	cfg.debug_allow = flag_find("debug-allow", 11)->sval;
+	cfg.verbose = (int)flag_find("verbose", 7)->ival;
+	if (flag_find("syslog", 6)->ival && syslog_open(&sl) != 0)
+		return 1;
 	cfg.unpublished_bootstrap_dns_names =
 	    flag_find("unpublished-bootstrap-dns-names", 31)->sval;
 	/* Ours, documented in README: renew when this many seconds are left
@@ -11846,6 +12932,15 @@ main(int argc, char **argv)
 		perror("sigaction");
 		return 1;
 	}
+	/* Before derp_create, so that a stop asked for during start-up (a
+	 * certificate being made) is a clean one too.  No SA_RESTART: poll
+	 * returns EINTR.  SIGHUP reloads -rate-config and the certificates. */
+	sa.sa_handler = on_signal;
+	if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
+	    sigaction(SIGHUP, &sa, NULL) != 0) {
+		perror("sigaction");
+		return 1;
+	}
 	running = derp_create(&cfg, err, sizeof err);
 	if (running == NULL) {
 		logf("%s", err);
@@ -11855,13 +12950,8 @@ main(int argc, char **argv)
 		derp_destroy(running);
 		return 1;
 	}
-	sa.sa_handler = on_signal;	/* no SA_RESTART: poll returns EINTR */
-	/* SIGHUP reloads -rate-config and the certificate files. */
-	if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
-	    sigaction(SIGHUP, &sa, NULL) != 0) {
-		perror("sigaction");
-		return 1;
-	}
+	if (stop_early)
+		derp_stop(running);
 	rc = derp_run(running);
 	derp_destroy(running);
 	running = NULL;

@@ -108,7 +108,21 @@ struct derp_config {
 	 * PEM roots (NULL or "" for the system bundle) unless pinned. */
 	const char *mesh_with;
 	const char *mesh_ca_file;
+	/* Who may read /debug/ (ours, -debug-allow): comma-separated
+	 * keywords loopback, private, tailscale, any, none and CIDR
+	 * prefixes; NULL or "" for loopback,private,tailscale.  A request
+	 * with X-Forwarded-For never may (derper's rule). */
+	const char *debug_allow;
+	/* Ours, -verbose: a log line for each connection accepted,
+	 * registered and closed (those are not rate limited). */
+	int verbose;
 };
+
+/* Where every relay of the process writes its log lines (one call per
+ * line, no newline, no time stamp): by default stderr, each line after the
+ * local time as Go's log package writes it.  Set it before derp_create(),
+ * not while relays run.  NULL restores the default. */
+void derp_set_log(void (*fn)(void *ctx, const char *line), void *ctx);
 
 struct derp_server;
 

@@ -3923,7 +3923,7 @@ test_mesh_units(const char *dir)
 	    "RecvPacket src|packet", "");
 	memcpy(frame + 37, "\x99", 1);		/* dst not here: dropped */
 	(void)conn_consume(s, m, frame, 74);
-	check(!m->dead && s->st.dropped_unknown_dest_on_fwd[Q_OTHER] == 1,
+	check(!m->dead && s->st.drop_pkts[DROP_UNKNOWN_DEST_ON_FWD][Q_OTHER] == 1,
 	    "mesh: a forwarded packet for a key not here is dropped, never "
 	    "forwarded again", "");
 	frame_put_header(frame, FRAME_FORWARD_PACKET, 63);
@@ -4064,7 +4064,7 @@ test_mesh_units(const char *dir)
 		l.olen = MESH_OUT_BYTES - 10;		/* a full ring drops */
 		(void)conn_consume(s, a, frame, 42);
 		check(!a->dead && l.olen == MESH_OUT_BYTES - 10 &&
-		    s->st.dropped_mesh_queue[Q_OTHER] == 1, "mesh: a full "
+		    s->st.drop_pkts[DROP_MESH_QUEUE][Q_OTHER] == 1, "mesh: a full "
 		    "link drops the packet, never waits or grows", "");
 		l.olen = 0;
 		/* One sender's share: its bytes waiting in the rings. */
@@ -4075,7 +4075,7 @@ test_mesh_units(const char *dir)
 		k = l.olen;
 		a->fwd.bytes = 74;
 		mesh_rec_drained(s, &l, 74);
-		check(k == 0 && s->st.dropped_mesh_queue[Q_OTHER] == 2 &&
+		check(k == 0 && s->st.drop_pkts[DROP_MESH_QUEUE][Q_OTHER] == 2 &&
 		    a->fwd.bytes == 0 && l.rec_n == 0, "mesh: a sender over its "
 		    "quarter of a ring is dropped; what left the ring comes "
 		    "back to it", "");
