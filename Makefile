@@ -74,7 +74,19 @@ endif
 ifeq ($(MESH),0)
 WARN += -DDERP_NO_MESH
 endif
-ifeq ($(ACME)$(HOOKTLS)$(MESH),000)
+# PROBE=0 (-DDERP_NO_PROBE) leaves `derp probe` (probe.c, the end-to-end
+# checker of a relay) out; it needs tlsclient.c.  Every build has it unless
+# told, make static too (the firmware build keeps it under its budget).
+PROBE ?= 1
+ifeq ($(PROBE),0)
+PROBE_SRC =
+PROBE_HDR =
+WARN += -DDERP_NO_PROBE
+else
+PROBE_SRC = probe.c
+PROBE_HDR = probe.h
+endif
+ifeq ($(ACME)$(HOOKTLS)$(MESH)$(PROBE),0000)
 TLSC_SRC =
 TLSC_HDR =
 else
@@ -82,14 +94,17 @@ TLSC_SRC = tlsclient.c
 TLSC_HDR = tlsclient.h
 endif
 # What a program that includes derp.c links beside it.
-LIB_SRC = stun.c nacl.c cert.c verify.c $(BOOTDNS_SRC) $(TLSC_SRC) $(ACME_SRC)
+LIB_SRC = stun.c nacl.c cert.c verify.c $(BOOTDNS_SRC) $(TLSC_SRC) $(ACME_SRC) $(PROBE_SRC)
 RELAY_SRC = derp.c $(LIB_SRC)
-RELAY_HDR = derp.h stun.h nacl.h cert.h verify.h $(BOOTDNS_HDR) $(TLSC_HDR) $(ACME_HDR)
+RELAY_HDR = derp.h stun.h nacl.h cert.h verify.h $(BOOTDNS_HDR) $(TLSC_HDR) $(ACME_HDR) $(PROBE_HDR)
 CLIENT_SRC = test/client.c nacl.c stun.c
 
-TESTS = test_stun test_nacl test_cert test_units test_integration test_mesh test_embed
+TESTS = test_stun test_nacl test_cert test_units test_integration test_mesh test_embed test_ops
 ifneq ($(ACME),0)
 TESTS += test_acme test_pebble
+endif
+ifneq ($(PROBE),0)
+TESTS += test_probe
 endif
 # The fuzz targets (test/fuzz/fuzz_*.c); make test replays their corpus and
 # regression inputs with fuzz_replay_* (no libFuzzer needed).
@@ -148,8 +163,16 @@ $(1)test_integration: $(CLIENT_SRC) test/client.h test/test_integration.c nacl.h
 	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_integration.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_mesh: $(CLIENT_SRC) test/client.h test/test_mesh.c cert.c cert.h $(1).dir
 	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_mesh.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
-$(1)test_embed: $(RELAY_SRC) $(RELAY_HDR) $(CLIENT_SRC) test/client.h test/test_embed.c $(1).dir
+$(1)test_ops: $(CLIENT_SRC) test/client.h test/test_ops.c stun.h cert.c cert.h $(1).dir
+	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_ops.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
+# test_embed runs embed_poll (contrib/: the relay in a daemon's own poll()
+# loop), so whatever builds test_embed (make test, testout, mutants) builds it.
+$(1)test_probe: $(CLIENT_SRC) test/client.h test/test_probe.c cert.c cert.h $(1).dir
+	$$(CC) $$(WARN) $(2) -D_POSIX_C_SOURCE=200809L $$(BEARSSL_CFLAGS) -o $$@ test/test_probe.c $$(CLIENT_SRC) cert.c $$(LDFLAGS) $$(LIBS)
+$(1)test_embed: $(RELAY_SRC) $(RELAY_HDR) $(CLIENT_SRC) test/client.h test/test_embed.c $(1).dir $(1)embed_poll
 	$$(CC) $$(WARN) $(2) -pthread -D_POSIX_C_SOURCE=200809L -DDERP_NO_MAIN $$(BEARSSL_CFLAGS) -o $$@ test/test_embed.c $$(RELAY_SRC) test/client.c $$(LDFLAGS) $$(LIBS) -pthread
+$(1)embed_poll: $(RELAY_SRC) $(RELAY_HDR) contrib/embed_poll.c $(1).dir
+	$$(CC) $$(WARN) $(2) -DDERP_NO_MAIN $$(BEARSSL_CFLAGS) -o $$@ contrib/embed_poll.c $$(RELAY_SRC) $$(LDFLAGS) $$(LIBS)
 $(1)test_acme: acme.c acme.h tlsclient.c tlsclient.h cert.c cert.h verify.c verify.h test/test_acme.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ test/test_acme.c tlsclient.c cert.c verify.c $$(LDFLAGS) $$(LIBS)
 $(1)test_pebble: $(CLIENT_SRC) test/client.h test/test_pebble.c cert.c cert.h $(1).dir

@@ -4119,6 +4119,206 @@ test_mesh_units(const char *dir)
 	derp_destroy(s);
 }
 
+
+/* ---- issue 14: who may read /debug/, the metrics' two forms, the log
+ * limiter ---- */
+
+static int ut_acl(const char *list, int kw, const char *ip)
+{
+	struct debug_acl a;
+	uint8_t ip16[16];
+	char err[128];
+	struct in_addr a4;
+
+	memset(&a, 0, sizeof a);
+	memset(ip16, 0, sizeof ip16);
+	if (debug_acl_add(&a, list, kw, err, sizeof err) != 0)
+		return -1;
+	if (inet_pton(AF_INET, ip, &a4) == 1) {
+		ip16[10] = ip16[11] = 0xff;
+		memcpy(ip16 + 12, &a4, 4);
+	} else if (inet_pton(AF_INET6, ip, ip16) != 1) {
+		return -2;
+	}
+	return debug_acl_allows(&a, ip16);
+}
+
+static void test_debug_acl(void)
+{
+	static const struct {
+		const char *list, *ip;
+		int want;
+	} cases[] = {
+		{ "loopback,private,tailscale", "127.0.0.1", 1 },
+		{ "loopback,private,tailscale", "127.255.0.9", 1 },
+		{ "loopback,private,tailscale", "::1", 1 },
+		{ "loopback,private,tailscale", "10.1.2.3", 1 },
+		{ "loopback,private,tailscale", "172.16.0.1", 1 },
+		{ "loopback,private,tailscale", "172.31.255.255", 1 },
+		{ "loopback,private,tailscale", "172.32.0.1", 0 },
+		{ "loopback,private,tailscale", "192.168.1.1", 1 },
+		{ "loopback,private,tailscale", "192.169.1.1", 0 },
+		{ "loopback,private,tailscale", "fd12::1", 1 },
+		{ "loopback,private,tailscale", "100.64.0.1", 1 },
+		{ "loopback,private,tailscale", "100.127.255.254", 1 },
+		{ "loopback,private,tailscale", "100.128.0.1", 0 },
+		{ "loopback,private,tailscale", "100.115.92.5", 0 },
+		{ "loopback,private,tailscale", "100.115.93.5", 0 },
+		{ "loopback,private,tailscale", "100.115.94.5", 1 },
+		{ "loopback,private,tailscale", "fd7a:115c:a1e0:ab12::1", 1 },
+		{ "loopback,private,tailscale", "203.0.113.7", 0 },
+		{ "loopback,private,tailscale", "2001:db8::1", 0 },
+		{ "loopback,private,tailscale", "::ffff:8.8.8.8", 0 },
+		{ "loopback", "10.0.0.1", 0 },
+		{ "none", "127.0.0.1", 0 },
+		{ "", "127.0.0.1", 0 },
+		{ "any", "203.0.113.7", 1 },
+		{ "10.0.0.0/8", "127.0.0.1", 0 },
+		{ "10.0.0.0/8", "10.9.8.7", 1 },
+		{ "203.0.113.0/25", "203.0.113.127", 1 },
+		{ "203.0.113.0/25", "203.0.113.128", 0 },
+		{ "203.0.113.7", "203.0.113.7", 1 },
+		{ "203.0.113.7", "203.0.113.8", 0 },
+		{ "2001:db8::/32", "2001:db8:1::5", 1 },
+		{ "2001:db8::/32", "2001:db9::5", 0 },
+		{ "0.0.0.0/0", "203.0.113.7", 1 },
+		{ "0.0.0.0/0", "2001:db8::1", 0 },
+		{ "::/0", "2001:db8::1", 1 },
+		{ " 10.0.0.0/8 , 192.0.2.1 ", "192.0.2.1", 1 },
+	};
+	static const char *const bad[] = { "10.0.0.0/33", "::/129", "10.0.0/8",
+	    "lan", "10.0.0.0/", "10.0.0.0/-1", "1.2.3.4/08x" };
+	size_t i;
+	int bad_ok = 0, r;
+	char name[160];
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		r = ut_acl(cases[i].list, 1, cases[i].ip);
+		snprintf(name, sizeof name, "debug_acl: \"%s\" %s %s",
+		    cases[i].list, cases[i].want ? "allows" : "refuses",
+		    cases[i].ip);
+		check(r == cases[i].want, name, r < 0 ? "list refused" :
+		    "wrong verdict");
+	}
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		bad_ok += ut_acl(bad[i], 1, "127.0.0.1") == -1;
+	check(bad_ok == (int)(sizeof bad / sizeof bad[0]),
+	    "debug_acl: bad prefixes and unknown keywords are refused", "");
+	check(ut_acl("loopback", 0, "127.0.0.1") == -1 &&
+	    ut_acl("127.0.0.1", 0, "127.0.0.1") == 1,
+	    "debug_acl: the TS_ env lists take addresses only", "");
+}
+
+static int ut_json_skip(void *ctx, const unsigned char *name, size_t n,
+    struct json_cur *c)
+{
+	(void)ctx;
+	(void)name;
+	(void)n;
+	return json_skip_value(c, 1);
+}
+
+/* Does text[0, n) hold the NUL-terminated needle? */
+static int ut_has(const uint8_t *text, size_t n, const char *needle)
+{
+	size_t k = strlen(needle), i;
+
+	for (i = 0; i + k <= n; i++)
+		if (memcmp(text + i, needle, k) == 0)
+			return 1;
+	return 0;
+}
+
+/* The value of Prometheus sample `name` in text, or -1. */
+static long long ut_prom(const char *text, const char *name)
+{
+	const char *p = text;
+	size_t n = strlen(name);
+
+	while ((p = strstr(p, name)) != NULL) {
+		if ((p == text || p[-1] == '\n') && p[n] == ' ')
+			return strtoll(p + n + 1, NULL, 10);
+		p += n;
+	}
+	return -1;
+}
+
+static void test_metrics(const char *dir)
+{
+	struct derp_server *s = ut_server(dir, 8, 8);
+	char *text;
+	size_t n, i;
+	int types = 0, samples = 0, depth = 0, json_ok = 1;
+
+	if (s == NULL)
+		return;
+	s->st.accepts = 7;
+	s->st.drop_pkts[DROP_QUEUE_HEAD][Q_DISCO] = 3;
+	s->st.drop_bytes[DROP_QUEUE_HEAD][Q_DISCO] = 300;
+	s->st.stun_not_stun = 2;
+	s->st.drop_pkts[DROP_MESH_QUEUE][Q_OTHER] = 4;
+	n = metrics_render(s, 0);
+	text = malloc(n + 1);
+	if (text == NULL)
+		return;
+	memcpy(text, s->mbuf, n);
+	text[n] = '\0';
+	for (i = 0; i < n; i++)
+		if (i == 0 || text[i - 1] == '\n') {
+			if (strncmp(text + i, "# TYPE ", 7) == 0)
+				types++;
+			else if (text[i] != '#')
+				samples++;
+		}
+	check(n > 0 && text[n - 1] == '\n' && ut_prom(text, "derp_accepts") ==
+	    7 && ut_prom(text, "derp_packets_dropped{reason=\"queue_head\","
+	    "kind=\"disco\"}") == 3 && ut_prom(text, "derp_bytes_dropped{"
+	    "reason=\"queue_head\",kind=\"disco\"}") == 300 &&
+	    ut_prom(text, "stun_requests{disposition=\"not_stun\"}") == 2 &&
+	    ut_prom(text, "relay_packets_dropped_total{reason=\"mesh_queue\","
+	    "kind=\"other\"}") == 4 && ut_prom(text, "relay_slots_max") == 8,
+	    "metrics: varz carries the counters under derper's names", text);
+	check(ut_prom(text, "derp_packets_dropped{reason=\"mesh_queue\","
+	    "kind=\"other\"}") == -1 && strstr(text, "derp_packets_dropped{"
+	    "reason=\"dup_client\",kind=\"other\"} 0\n") != NULL,
+	    "metrics: derper's 14 drop pairs, ours apart", "");
+	check(types > 40 && samples > types, "metrics: every metric has a "
+	    "# TYPE line", "");
+	free(text);
+	n = metrics_render(s, 1);
+	for (i = 0; i < n; i++) {
+		if (s->mbuf[i] == '{')
+			depth++;
+		else if (s->mbuf[i] == '}' && --depth < 0)
+			json_ok = 0;
+	}
+	check(n > 0 && json_ok && depth == 0 && json_object((const char *)
+	    s->mbuf, n - 1, ut_json_skip, NULL) == 0 && ut_has(s->mbuf, n,
+	    "\"derp\":{\"accepts\":7,") && ut_has(s->mbuf, n,
+	    "\"queue_head\":{\"disco\":3,\"other\":0}"),
+	    "metrics: vars is one JSON object, groups and label sets nested",
+	    "");
+	ut_close_all(s);
+	derp_destroy(s);
+}
+
+static void test_log_limit(const char *dir)
+{
+	struct derp_server *s = ut_server(dir, 8, 8);
+	int i, passed_lines = 0;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < 100; i++)
+		passed_lines += s->log.held == 0 && log_take(s);
+	check(passed_lines == LOG_BURST, "log: a burst of LOG_BURST lines",
+	    "");
+	s->now += LOG_REFILL_MS;
+	check(log_take(s) && !log_take(s), "log: then one per LOG_REFILL_MS",
+	    "");
+	derp_destroy(s);
+}
+
 int main(int argc, char **argv)
 {
 	char scratch[256], key[300];
@@ -4160,6 +4360,8 @@ int main(int argc, char **argv)
 	test_peergone_records(scratch);
 	test_wire(argv[1], scratch);	/* before test_constants: it records */
 	test_mesh_units(scratch);
+	test_metrics(scratch);
+	test_log_limit(scratch);
 	snprintf(key, sizeof key, "%s/ut.key", scratch);
 	(void)unlink(key);
 	(void)rmdir(scratch);
@@ -4170,6 +4372,7 @@ int main(int argc, char **argv)
 	test_bootdns();
 	test_verify();
 	test_admit_judge();
+	test_debug_acl();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed != 0;
 }
