@@ -276,6 +276,7 @@ static:
 	    HOOKTLS=$(if $(filter command line,$(origin HOOKTLS)),$(HOOKTLS),) \
 	    MESH=$(if $(filter command line,$(origin MESH)),$(MESH),) \
 	    WS=$(if $(filter command line,$(origin WS)),$(WS),) \
+	    PROBE=$(if $(filter command line,$(origin PROBE)),$(PROBE),) \
 	    sh test/cross.sh static
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the relay and its systemd unit

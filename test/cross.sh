@@ -152,15 +152,18 @@ if [ "$target" = static ]; then
 	hooktls=${HOOKTLS:-$acme}
 	mesh=${MESH:-$acme}
 	ws=${WS:-$acme}
+	# derp probe (probe.c) stays in unless PROBE=0: an operator checks
+	# the router's relay with the router's own binary.
+	probe=${PROBE:-1}
 	out=build/static
 	cflags="-Os -ffunction-sections -fdata-sections $nounwind"
 	ldflags='-static -s -Wl,--gc-sections'
-	conf="ACME=$acme BOOTDNS=$bootdns HOOKTLS=$hooktls MESH=$mesh WS=$ws"
+	conf="ACME=$acme BOOTDNS=$bootdns HOOKTLS=$hooktls MESH=$mesh WS=$ws PROBE=$probe"
 	fresh "$out" "$cc $cflags $ldflags $blib $conf"
 	make --no-print-directory CC="$cc" CFLAGS="$cflags" LDFLAGS="$ldflags" \
 	    BEARSSL_CFLAGS="-I$binc" BEARSSL_LIBS="$blib" TESTOUT="$out/" \
 	    ACME="$acme" BOOTDNS="$bootdns" HOOKTLS="$hooktls" MESH="$mesh" \
-	    WS="$ws" "$out/derp"
+	    WS="$ws" PROBE="$probe" "$out/derp"
 	size=$(wc -c <"$out/derp")
 	echo "cross.sh: $out/derp: $size bytes (static, stripped, $conf)"
 	# The firmware build's budget: 250 KB.

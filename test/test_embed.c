@@ -2,8 +2,9 @@
  * test_embed.c -- two relays in one process (issue 9 item 6: no file-level
  * mutable state; everything a relay owns lives in its struct derp_server).
  *
- * Usage: test_embed SCRATCH_DIR   (created if missing; key files and
- * certificates are made there at run time, never committed)
+ * Usage: test_embed SCRATCH_DIR [EMBED_POLL]   (the directory is created if
+ * missing; key files and certificates are made there at run time, never
+ * committed)
  *
  * Links derp.c built with -DDERP_NO_MAIN.  Each scenario creates relay A,
  * starts its derp_run() in a POSIX thread, then does the same for relay B:
@@ -27,6 +28,18 @@
  * with SNI a.example and refused with b.example or none, and the same for B).
  * _AB destroys A first, _BA destroys B first.
  *
+ * Scenario own_loop: contrib/embed_poll (EMBED_POLL, by default embed_poll
+ * beside this program), a daemon that drives the relay from its own poll()
+ * loop with derp_pollfds / derp_next_timeout_ms / derp_step, runs as a child
+ * process on a free loopback port (plain HTTP).  It must say "serving on"
+ * and write its key file; two clients, then twelve more (more descriptors
+ * than the example's first array with the poll(2) back-end), exchange
+ * packets of 1, 1200 and 65536 bytes both ways and get Pongs; the daemon's
+ * own work (echoing its stdin) goes on during a burst of packets; SIGTERM
+ * delivers what was queued, prints "stopped", exits 0 within EXIT_MS and
+ * every client sees a clean close; restarted on the same key file it serves
+ * the same key, and a "quit" line on its stdin stops it the same way.
+ *
  * Each scenario runs in a child process, so that a crash, a sanitizer report or
  * a LeakSanitizer exit status is reported as a FAIL line of that scenario and
  * the others still run.  Output: "ok SCENARIO NAME", "FAIL SCENARIO NAME:
@@ -45,6 +58,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -64,7 +78,7 @@
 
 /* ---- limits and timeouts ------------------------------------------------- */
 
-#define WATCHDOG_S 120		/* whole program: four scenarios of ~1 s (ASan) */
+#define WATCHDOG_S 150		/* whole program: five scenarios of ~1 s (ASan) */
 #define SCENARIO_MS 25000	/* one child; it normally takes under 2 s */
 #define CONNECT_MS 3000		/* TCP connect + TLS handshake on loopback */
 #define IO_MS 3000		/* one DERP handshake or one relayed packet */
@@ -75,6 +89,23 @@
 #define ERR_BYTES 256
 /* The largest packet: derper's MaxPacketSize, 64 KiB. */
 #define MAX_PACKET_BYTES 65536
+/* own_loop: the daemon's start-up (derp_create reserves ~5 MB for 64
+ * clients, slower under ASan), its stop (derp_stop drains for at most 1 s;
+ * a daemon should be gone well within 3 s), its stdout lines (under 100
+ * bytes, a few of them), the extra clients (more than embed_poll's first
+ * array of 8 descriptors), and the bursts (16 x 64 KiB each: half the 32
+ * packets of a client's queue). */
+#define START_MS 10000
+#define EXIT_MS 3000
+#define LINE_BUF_BYTES 1024
+#define MORE_CLIENTS 12
+#define BURST_PACKETS 16
+#define QUEUED_PACKETS 16
+#define SLOW_RCVBUF 4096	/* a receiver that leaves packets in the relay */
+/* DERP frame types (derp-protocol.md). */
+#define FT_KEEP_ALIVE 0x06
+#define FT_PING 0x12
+#define FT_PONG 0x13
 /* A key file is derper's 109 bytes ({, tab, "PrivateKey", privkey: + 64 hex,
  * }); anything up to 4 KiB is read, more is an error. */
 #define KEYFILE_MAX 4096
@@ -686,6 +717,514 @@ out:
 	}
 }
 
+/* ---- own_loop: contrib/embed_poll, the relay in a daemon's poll() loop --- */
+
+static char embed_poll_path[PATH_BYTES];
+/* The daemon, for the scenario's SIGALRM handler: it must not outlive us. */
+static volatile pid_t daemon_pid = -1;
+
+struct daemon {
+	pid_t pid;			/* -1: not running */
+	int in, out;			/* its stdin (we write), stdout (we read) */
+	char buf[LINE_BUF_BYTES];	/* stdout read, not yet taken as lines */
+	size_t len;
+	char addr[64];			/* 127.0.0.1:PORT */
+	int port;
+};
+
+static void
+on_scenario_alarm(int sig)
+{
+	struct sigaction sa;
+
+	if (daemon_pid > 0)
+		kill(daemon_pid, SIGKILL);
+	/* Die of SIGALRM, which the parent reports as "timed out". */
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = SIG_DFL;
+	sigaction(sig, &sa, NULL);
+	raise(sig);
+}
+
+/* Kill d if it still runs, reap it, close its pipes. */
+static void
+daemon_reap(struct daemon *d)
+{
+	if (d->pid > 0) {
+		kill(d->pid, SIGKILL);
+		while (waitpid(d->pid, NULL, 0) < 0 && errno == EINTR)
+			continue;
+	}
+	d->pid = daemon_pid = -1;
+	if (d->in >= 0)
+		close(d->in);
+	if (d->out >= 0)
+		close(d->out);
+	d->in = d->out = -1;
+	d->len = 0;
+}
+
+/* The next line of d's stdout starting with prefix, into line[cap] without
+ * its newline (other lines are skipped): 1, 0 at EOF, -1 error, -2 timeout. */
+static int
+daemon_line(struct daemon *d, const char *prefix, char *line, size_t cap,
+    int timeout_ms)
+{
+	int64_t deadline = dc_now_ms() + timeout_ms;
+	struct pollfd p;
+	char *nl;
+	size_t l;
+	ssize_t n;
+	int r, match, left;
+
+	for (;;) {
+		while ((nl = memchr(d->buf, '\n', d->len)) != NULL) {
+			l = (size_t)(nl - d->buf);
+			*nl = '\0';
+			match = strncmp(d->buf, prefix, strlen(prefix)) == 0;
+			if (match && cap > 0) {
+				memcpy(line, d->buf, l < cap ? l : cap - 1);
+				line[l < cap ? l : cap - 1] = '\0';
+			}
+			memmove(d->buf, nl + 1, d->len - l - 1);
+			d->len -= l + 1;
+			if (match)
+				return 1;
+		}
+		if (d->len == sizeof d->buf)
+			d->len = 0;		/* an overlong line: dropped */
+		left = (int)(deadline - dc_now_ms());
+		if (left <= 0)
+			return -2;
+		p.fd = d->out;
+		p.events = POLLIN;
+		r = poll(&p, 1, left);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -1 : -2;
+		n = read(d->out, d->buf + d->len, sizeof d->buf - d->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -1 : 0;
+		d->len += (size_t)n;
+	}
+}
+
+/* Write s to d's stdin: 0 or -1. */
+static int
+daemon_say(struct daemon *d, const char *s)
+{
+	size_t len = strlen(s), off = 0;
+	ssize_t n;
+
+	while (off < len) {
+		n = write(d->in, s + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		off += (size_t)n;
+	}
+	return 0;
+}
+
+/* Wait up to ms for d to exit: 1 (its status in *status), 0 still running,
+ * -1 waitpid failed. */
+static int
+daemon_wait(struct daemon *d, int ms, int *status)
+{
+	int64_t deadline = dc_now_ms() + ms;
+	pid_t r;
+
+	for (;;) {
+		r = waitpid(d->pid, status, WNOHANG);
+		if (r == d->pid) {
+			d->pid = daemon_pid = -1;
+			return 1;
+		}
+		if (r < 0 && errno != EINTR)
+			return -1;
+		if (dc_now_ms() >= deadline)
+			return 0;
+		dc_sleep_ms(10);
+	}
+}
+
+/* Start embed_poll on a free loopback port with keyfile, and wait for its
+ * "serving on ADDR" line; a fresh port when it exits first (a lost bind
+ * race).  0, or -1 with why. */
+static int
+daemon_start(struct daemon *d, const char *keyfile, char *why, size_t whylen)
+{
+	char line[128], want[128];
+	int in[2], out[2], t, r, status;
+
+	d->pid = -1;
+	d->in = d->out = -1;
+	d->len = 0;
+	if (access(embed_poll_path, X_OK) != 0) {
+		snprintf(why, whylen, "%.160s: %s (make build/embed_poll)",
+		    embed_poll_path, strerror(errno));
+		return -1;
+	}
+	snprintf(why, whylen, "no free port");
+	for (t = 0; t < PORT_TRIES; t++) {
+		if ((d->port = free_port("127.0.0.1")) <= 0)
+			return -1;
+		snprintf(d->addr, sizeof d->addr, "127.0.0.1:%d", d->port);
+		if (pipe(in) != 0) {
+			snprintf(why, whylen, "pipe: %s", strerror(errno));
+			return -1;
+		}
+		if (pipe(out) != 0) {
+			snprintf(why, whylen, "pipe: %s", strerror(errno));
+			close(in[0]);
+			close(in[1]);
+			return -1;
+		}
+		fflush(stdout);
+		d->pid = fork();
+		if (d->pid == 0) {
+			/* The report pipe must reach EOF when the scenario
+			 * ends, whatever the daemon does. */
+			if (report_fd >= 0)
+				close(report_fd);
+			if (dup2(in[0], STDIN_FILENO) < 0 ||
+			    dup2(out[1], STDOUT_FILENO) < 0)
+				_exit(126);
+			close(in[0]);
+			close(in[1]);
+			close(out[0]);
+			close(out[1]);
+			execl(embed_poll_path, embed_poll_path, d->addr,
+			    keyfile, (char *)NULL);
+			_exit(127);
+		}
+		close(in[0]);
+		close(out[1]);
+		if (d->pid < 0) {
+			snprintf(why, whylen, "fork: %s", strerror(errno));
+			close(in[1]);
+			close(out[0]);
+			return -1;
+		}
+		daemon_pid = d->pid;
+		d->in = in[1];
+		d->out = out[0];
+		snprintf(want, sizeof want, "embed_poll: serving on %s", d->addr);
+		r = daemon_line(d, "embed_poll: serving on", line, sizeof line,
+		    START_MS);
+		if (r == 1 && strcmp(line, want) == 0)
+			return 0;
+		if (r == 1) {
+			snprintf(why, whylen, "said \"%.100s\", not \"%.100s\"", line,
+			    want);
+			return -1;
+		}
+		if (r != 0 || daemon_wait(d, IO_MS, &status) != 1) {
+			snprintf(why, whylen, "no \"serving on\" line within "
+			    "%d ms", r == -2 ? START_MS : IO_MS);
+			return -1;
+		}
+		daemon_reap(d);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 1) {
+			snprintf(why, whylen, "%s %d before serving",
+			    WIFEXITED(status) ? "exited with status" :
+			    "killed by signal", WIFEXITED(status) ?
+			    WEXITSTATUS(status) : WTERMSIG(status));
+			return -1;
+		}
+		snprintf(why, whylen, "exited with status 1 before serving, %d "
+		    "times (derp_create's reason is on stderr)", t + 1);
+	}
+	return -1;
+}
+
+/* A plain-HTTP DERP client of d whose server key must be pub (rcvbuf: its
+ * SO_RCVBUF, 0 for the default): NULL on failure, with why. */
+static struct dclient *
+plain_client(const struct daemon *d, const uint8_t pub[32], int rcvbuf,
+    const char **why)
+{
+	struct dclient *c = dc_new();
+
+	*why = NULL;
+	if (c == NULL)
+		*why = "out of memory";
+	else {
+		dc_genkey(c);
+		c->rcvbuf = rcvbuf;
+		if (dc_connect(c, "127.0.0.1", d->port, 0, NULL, CONNECT_MS) < 0)
+			*why = "TCP connect failed";
+		else if (dc_handshake(c, 0, NULL, IO_MS) < 0)
+			*why = "DERP handshake failed";
+		else if (memcmp(c->server_pk, pub, 32) != 0)
+			*why = "the server key is not the key file's";
+	}
+	if (*why != NULL) {
+		dc_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* A Ping with 8 random bytes; NULL when the Pong echoing them came. */
+static const char *
+ping_pong(struct dclient *c)
+{
+	int64_t deadline = dc_now_ms() + IO_MS;
+	uint8_t data[8], type;
+	size_t n;
+	int left;
+
+	if (c == NULL)
+		return "no client";
+	dc_random(data, sizeof data);
+	if (dc_send_frame(c, FT_PING, data, sizeof data) < 0)
+		return "send failed";
+	for (;;) {
+		left = (int)(deadline - dc_now_ms());
+		if (left <= 0 || dc_recv_frame(c, &type, qbuf, sizeof qbuf, &n,
+		    left) != 1)
+			return "no Pong";
+		if (type == FT_PONG)
+			return n == 8 && memcmp(qbuf, data, 8) == 0 ? NULL :
+			    "a Pong with other data";
+		if (type != FT_KEEP_ALIVE)
+			return "another frame before the Pong";
+	}
+}
+
+/* Packet k of a burst: len bytes that differ with k. */
+static void
+burst_fill(uint8_t *p, size_t len, unsigned k)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		p[i] = (uint8_t)(k * 131 + i * 7 + (i >> 8));
+}
+
+/* count packets of len bytes from a, burst_fill'ed, must reach b in order:
+ * NULL or why not. */
+static const char *
+burst_recv(struct dclient *a, struct dclient *b, unsigned count, size_t len)
+{
+	static char why[128];
+	uint8_t src[32];
+	unsigned k;
+	size_t n;
+	int r;
+
+	for (k = 0; k < count; k++) {
+		r = dc_recv_packet(b, src, qbuf, sizeof qbuf, &n, IO_MS);
+		if (r != 1) {
+			snprintf(why, sizeof why, "packet %u of %u: %s", k + 1,
+			    count, r == -2 ? "timeout" : r == 0 ? "closed" :
+			    "error");
+			return why;
+		}
+		burst_fill(pbuf, len, k);
+		if (memcmp(src, a->pk, 32) != 0 || n != len ||
+		    memcmp(qbuf, pbuf, len) != 0) {
+			snprintf(why, sizeof why, "packet %u of %u differs "
+			    "(%zu bytes)", k + 1, count, n);
+			return why;
+		}
+	}
+	return NULL;
+}
+
+/* Stopped by SIGTERM or a "quit" line: the "stopped" line, then exit 0,
+ * both within EXIT_MS of t0.  NULL or why not. */
+static const char *
+daemon_stops(struct daemon *d, int64_t t0)
+{
+	static char why[160];
+	char line[128];
+	int status, r, left;
+
+	left = (int)(t0 + EXIT_MS - dc_now_ms());
+	r = daemon_line(d, "embed_poll: stopped", line, sizeof line,
+	    left > 1 ? left : 1);
+	if (r != 1) {
+		snprintf(why, sizeof why, "no \"stopped\" line within %d ms (%s)",
+		    EXIT_MS, r == 0 ? "EOF" : r == -2 ? "timeout" : "error");
+		return why;
+	}
+	left = (int)(t0 + EXIT_MS - dc_now_ms());
+	r = daemon_wait(d, left > 1 ? left : 1, &status);
+	if (r != 1) {
+		snprintf(why, sizeof why, "%s", r == 0 ? "still running after "
+		    "its \"stopped\" line" : "waitpid failed");
+		return why;
+	}
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		snprintf(why, sizeof why, "%s %d", WIFEXITED(status) ?
+		    "exit status" : "killed by signal", WIFEXITED(status) ?
+		    WEXITSTATUS(status) : WTERMSIG(status));
+		return why;
+	}
+	return NULL;
+}
+
+static void
+run_own_loop(int unused1, int unused2)
+{
+	static const size_t sizes[] = { 1, 1200, MAX_PACKET_BYTES };
+	struct dclient *c[2 + MORE_CLIENTS], *slow;
+	struct daemon d;
+	struct sigaction sa;
+	char dir[PATH_BYTES], keyfile[PATH_BYTES], what[64], why[ERR_BYTES],
+	    line[128];
+	const char *w;
+	uint8_t pub[32];
+	int64_t t0;
+	size_t i;
+	unsigned k, closed;
+	int have_pub, ok, left;
+
+	(void)unused1;
+	(void)unused2;
+	memset(c, 0, sizeof c);
+	memset(&d, 0, sizeof d);
+	d.pid = -1;
+	d.in = d.out = -1;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_scenario_alarm;
+	if (sigemptyset(&sa.sa_mask) != 0 || sigaction(SIGALRM, &sa, NULL) != 0) {
+		check("start_serving", 0, "sigaction: %s", strerror(errno));
+		return;
+	}
+	if (fmt_fit(dir, sizeof dir, "%s/%s", scratch, scen) != 0 ||
+	    fmt_fit(keyfile, sizeof keyfile, "%s/derper.key", dir) != 0 ||
+	    mkdir_p(dir) != 0 || (unlink(keyfile) != 0 && errno != ENOENT)) {
+		check("start_serving", 0, "scratch %s: %s", dir, strerror(errno));
+		return;
+	}
+
+	/* Start: "serving on", the key file written, two clients. */
+	ok = daemon_start(&d, keyfile, why, sizeof why) == 0;
+	check("start_serving", ok, "%s", why);
+	if (!ok)
+		goto out;
+	have_pub = keyfile_public(keyfile, pub) == 0;
+	check("keyfile_written", have_pub, "no privkey in %s", keyfile);
+	if (!have_pub)
+		goto out;
+	c[0] = plain_client(&d, pub, 0, &w);
+	verdict("client1_handshake", w);
+	c[1] = plain_client(&d, pub, 0, &w);
+	verdict("client2_handshake", w);
+
+	/* Packets both ways, Pings. */
+	for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		snprintf(what, sizeof what, "exchange_%zu", sizes[i]);
+		verdict(what, relay_packet(c[0], c[1], sizes[i]));
+		snprintf(what, sizeof what, "exchange_%zu_back", sizes[i]);
+		verdict(what, relay_packet(c[1], c[0], sizes[i]));
+	}
+	verdict("ping_client1", ping_pong(c[0]));
+	verdict("ping_client2", ping_pong(c[1]));
+
+	/* More descriptors than the example's first array (the poll(2)
+	 * back-end lists them all): each served, the last one relays. */
+	w = NULL;
+	for (k = 0; k < MORE_CLIENTS && w == NULL; k++)
+		c[2 + k] = plain_client(&d, pub, k + 1 == MORE_CLIENTS ?
+		    SLOW_RCVBUF : 0, &w);
+	if (w == NULL)
+		w = relay_packet(c[1 + MORE_CLIENTS], c[0], 1200);
+	if (w != NULL) {
+		snprintf(why, sizeof why, "client %u of %d: %s", k, MORE_CLIENTS,
+		    w);
+		w = why;
+	}
+	verdict("more_clients_served", w);
+
+	/* The daemon's own work: a line written in two pieces, then one
+	 * written in the middle of a burst it is relaying. */
+	ok = daemon_say(&d, "spl") == 0;
+	dc_sleep_ms(50);
+	ok = ok && daemon_say(&d, "it\n") == 0 &&
+	    daemon_line(&d, "embed_poll: echo ", line, sizeof line, IO_MS) == 1;
+	check("echo_split_line", ok && strcmp(line, "embed_poll: echo split") ==
+	    0, "%s", ok ? line : "no echo");
+	w = c[0] == NULL || c[1] == NULL ? "no client pair" : NULL;
+	for (k = 0; k < BURST_PACKETS && w == NULL; k++) {
+		if (k == BURST_PACKETS / 2 && daemon_say(&d, "busy\n") != 0)
+			w = "cannot write to its stdin";
+		burst_fill(pbuf, MAX_PACKET_BYTES, k);
+		if (w == NULL && dc_send_packet(c[0], c[1]->pk, pbuf,
+		    MAX_PACKET_BYTES) < 0)
+			w = "send failed";
+	}
+	if (w == NULL && (daemon_line(&d, "embed_poll: echo ", line,
+	    sizeof line, IO_MS) != 1 || strcmp(line, "embed_poll: echo busy")))
+		w = "no \"echo busy\" line";
+	verdict("echo_during_burst", w);
+	verdict("burst_delivered", c[0] == NULL || c[1] == NULL ?
+	    "no client pair" : burst_recv(c[0], c[1], BURST_PACKETS,
+	    MAX_PACKET_BYTES));
+
+	/*
+	 * SIGTERM with packets queued in the relay for the slow client, the
+	 * last one (client 1's Pong says the relay has read them all): they
+	 * arrive, then every client sees the relay's FIN while it drains;
+	 * once they close, "stopped" and exit 0.
+	 */
+	slow = c[1 + MORE_CLIENTS];
+	w = c[0] == NULL || slow == NULL ? "no client pair" : NULL;
+	for (k = 0; k < QUEUED_PACKETS && w == NULL; k++) {
+		burst_fill(pbuf, MAX_PACKET_BYTES, k);
+		if (dc_send_packet(c[0], slow->pk, pbuf, MAX_PACKET_BYTES) < 0)
+			w = "send failed";
+	}
+	if (w == NULL)
+		w = ping_pong(c[0]);
+	t0 = dc_now_ms();
+	if ((d.pid <= 0 || kill(d.pid, SIGTERM) != 0) && w == NULL)
+		w = "kill failed";
+	if (w == NULL)
+		w = burst_recv(c[0], slow, QUEUED_PACKETS, MAX_PACKET_BYTES);
+	verdict("sigterm_delivers_queued", w);
+	for (k = closed = 0; k < 2 + MORE_CLIENTS; k++) {
+		left = (int)(t0 + EXIT_MS - dc_now_ms());
+		closed += c[k] != NULL && dc_expect_close(c[k], left > 1 ?
+		    left : 1) == 1;
+		dc_free(c[k]);
+		c[k] = NULL;
+	}
+	check("sigterm_clients_see_fin", closed == 2 + MORE_CLIENTS,
+	    "%u of %d clients saw a clean close within %d ms", closed,
+	    2 + MORE_CLIENTS, EXIT_MS);
+	verdict("sigterm_stops_exit_0", daemon_stops(&d, t0));
+	daemon_reap(&d);
+
+	/* Again on the same key file, stopped by a "quit" line. */
+	ok = daemon_start(&d, keyfile, why, sizeof why) == 0;
+	check("restart_serving", ok, "%s", why);
+	if (!ok)
+		goto out;
+	c[0] = plain_client(&d, pub, 0, &w);
+	verdict("restart_same_key", w);
+	t0 = dc_now_ms();
+	w = daemon_say(&d, "quit\n") != 0 ? "cannot write to its stdin" :
+	    c[0] != NULL && dc_expect_close(c[0], EXIT_MS) != 1 ?
+	    "the client saw no clean close" : NULL;
+	dc_free(c[0]);
+	c[0] = NULL;
+	if (w == NULL)
+		w = daemon_stops(&d, t0);
+	verdict("quit_line_stops_exit_0", w);
+out:
+	daemon_reap(&d);
+	for (k = 0; k < 2 + MORE_CLIENTS; k++)
+		dc_free(c[k]);
+}
+
 /*
  * Run one scenario in a child.  Its results come through a pipe as they
  * happen and an 'E' just before exit(): a crash or sanitizer report shows as
@@ -695,7 +1234,7 @@ out:
 static pid_t child_pid = -1;
 
 static void
-fork_scenario(const char *name, int dns, int a_first)
+fork_scenario(const char *name, void (*body)(int, int), int dns, int a_first)
 {
 	int fds[2], status = 0, ended = 0;
 	char buf[256];
@@ -723,7 +1262,7 @@ fork_scenario(const char *name, int dns, int a_first)
 		if (signal(SIGALRM, SIG_DFL) == SIG_ERR)
 			_exit(3);
 		alarm((SCENARIO_MS + 999) / 1000);
-		run_scenario(dns, a_first);
+		body(dns, a_first);
 		report('E');
 		fflush(stdout);
 		exit(0);	/* exit, not _exit: LeakSanitizer runs here */
@@ -789,13 +1328,23 @@ int
 main(int argc, char **argv)
 {
 	struct sigaction sa;
+	const char *slash;
 	int64_t t0 = dc_now_ms();
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: %s SCRATCH_DIR\n", argv[0]);
+	if (argc != 2 && argc != 3) {
+		fprintf(stderr, "usage: %s SCRATCH_DIR [EMBED_POLL]\n", argv[0]);
 		return 2;
 	}
 	scratch = argv[1];
+	/* contrib/embed_poll: given, or built beside this program. */
+	slash = strrchr(argv[0], '/');
+	if ((argc == 3 ? fmt_fit(embed_poll_path, sizeof embed_poll_path, "%s",
+	    argv[2]) : fmt_fit(embed_poll_path, sizeof embed_poll_path,
+	    "%.*s/embed_poll", slash != NULL ? (int)(slash - argv[0]) : 1,
+	    slash != NULL ? argv[0] : ".")) != 0) {
+		fprintf(stderr, "%s: path too long\n", argv[0]);
+		return 2;
+	}
 	if (mkdir_p(scratch) != 0) {
 		fprintf(stderr, "mkdir %s: %s\n", scratch, strerror(errno));
 		return 2;
@@ -815,10 +1364,11 @@ main(int argc, char **argv)
 	}
 	alarm(WATCHDOG_S);
 
-	fork_scenario("ip_AB", 0, 1);
-	fork_scenario("ip_BA", 0, 0);
-	fork_scenario("dns_AB", 1, 1);
-	fork_scenario("dns_BA", 1, 0);
+	fork_scenario("ip_AB", run_scenario, 0, 1);
+	fork_scenario("ip_BA", run_scenario, 0, 0);
+	fork_scenario("dns_AB", run_scenario, 1, 1);
+	fork_scenario("dns_BA", run_scenario, 1, 0);
+	fork_scenario("own_loop", run_own_loop, 0, 0);
 
 	printf("# %lld ms\n", (long long)(dc_now_ms() - t0));
 	printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
