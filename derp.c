@@ -5381,7 +5381,7 @@ http_respond(struct derp_server *s, struct conn *c, const struct http_req *r,
 	s->st.http_requests++;
 	if (head_only || body == NULL)
 		blen = 0;
-	if (!sb.overflow && blen <= sb.cap - sb.len) {	/* one piece */
+	if (blen > 0 && !sb.overflow && blen < sb.cap - sb.len) {	/* one piece */
 		sb_addn(&sb, body, blen);
 		blen = 0;
 	}
@@ -12055,6 +12055,7 @@ derp_destroy(struct derp_server *s)
 	poller_free(&s->pl);
 	free(s->scratch);
 	free(s->rbatch);
+	free(s->mbuf);
 	free(s->pool.chunks);
 	free(s->ssl);
 	free(s->sni);

@@ -68,6 +68,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>	/* PR_SET_PDEATHSIG: own_loop's daemon dies with us */
+#endif
 
 #include <bearssl.h>
 
@@ -860,6 +863,7 @@ daemon_start(struct daemon *d, const char *keyfile, char *why, size_t whylen)
 {
 	char line[128], want[128];
 	int in[2], out[2], t, r, status;
+	pid_t self = getpid();
 
 	d->pid = -1;
 	d->in = d->out = -1;
@@ -888,9 +892,18 @@ daemon_start(struct daemon *d, const char *keyfile, char *why, size_t whylen)
 		d->pid = fork();
 		if (d->pid == 0) {
 			/* The report pipe must reach EOF when the scenario
-			 * ends, whatever the daemon does. */
+			 * ends, whatever the daemon does; and the daemon must
+			 * not outlive a scenario killed by the watchdog (on
+			 * Linux; elsewhere the scenario's SIGALRM kills it). */
 			if (report_fd >= 0)
 				close(report_fd);
+#ifdef __linux__
+			if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 ||
+			    getppid() != self)
+				_exit(125);
+#else
+			(void)self;
+#endif
 			if (dup2(in[0], STDIN_FILENO) < 0 ||
 			    dup2(out[1], STDOUT_FILENO) < 0)
 				_exit(126);
@@ -1162,7 +1175,8 @@ run_own_loop(int unused1, int unused2)
 			w = "send failed";
 	}
 	if (w == NULL && (daemon_line(&d, "embed_poll: echo ", line,
-	    sizeof line, IO_MS) != 1 || strcmp(line, "embed_poll: echo busy")))
+	    sizeof line, IO_MS) != 1 ||
+	    strcmp(line, "embed_poll: echo busy") != 0))
 		w = "no \"echo busy\" line";
 	verdict("echo_during_burst", w);
 	verdict("burst_delivered", c[0] == NULL || c[1] == NULL ?
