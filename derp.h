@@ -168,7 +168,7 @@ struct derp_pollfd {
 /* The descriptors to watch now: up to cap of them in fds.  Returns how many
  * there are; more than cap means call again with room for that many
  * (fds NULL and cap 0 just count).  With epoll always 1; with poll(2) at
- * most max_clients + 36 (listeners, admission checks, mesh links). */
+ * most max_clients + 52 (listeners, admission checks, mesh links). */
 size_t derp_pollfds(struct derp_server *srv, struct derp_pollfd *fds,
     size_t cap);
 

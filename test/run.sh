@@ -66,6 +66,12 @@ test_integration	877
 # loopback (127.0.0.1-3, or one address and three ports where only
 # 127.0.0.1 is local); a check that cannot run fails, never skips.
 test_mesh		52
+# 103 checks, skips counted (+s): without promtool its 2 lint checks are skip lines.
+test_ops		103+s
+# 20 checks, skips counted (+s): derp probe against five relays and a dead
+# port; without the openssl command 3 are skip lines (no test CA), without
+# IPv6 loopback 1 is, where localhost does not resolve 1 is.
+test_probe		20+s
 # Without IPv6 loopback, B_on_ipv6 is a skip beside the passes, not instead.
 # 23 of them are own_loop (contrib/embed_poll.c run as a child).
 test_embed		205
@@ -95,10 +101,10 @@ fuzz_replay_cert	23
 fuzz_replay_tls		14
 fuzz_replay_acme	19
 fuzz_replay_ws		80
-# 26 and 40 here.  Not as root, packaging_test.sh has no DERP_USER=root
+# 52 and 40 here.  Not as root, packaging_test.sh has no DERP_USER=root
 # check (-1); without systemd-analyze its unit check skips (-1); without
 # docker compose its compose check skips (-1).
-openwrt_init_test.sh	26
+openwrt_init_test.sh	52
 packaging_test.sh	37
 '
 
@@ -241,6 +247,11 @@ for dir in "$@"; do
 	run "$dir" test_integration "$derp" "$scratch/int$n"
 	mkdir -p "$scratch/mesh$n"
 	run "$dir" test_mesh "$derp" "$scratch/mesh$n"
+	# Metrics, clean restarts and logs; then derp probe against relays of
+	# every kind (the probe is the derp binary too).
+	mkdir -p "$scratch/ops$n" "$scratch/probe$n"
+	run "$dir" test_ops "$derp" "$scratch/ops$n"
+	run "$dir" test_probe "$derp" "$scratch/probe$n"
 	# test_embed runs contrib/embed_poll as a child: through the emulator
 	# too, as derp above.
 	embed=$dir/embed_poll
