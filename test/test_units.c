@@ -4252,6 +4252,17 @@ static void test_metrics(const char *dir)
 
 	if (s == NULL)
 		return;
+	{
+		uint32_t free0 = s->pool.free_count, ch = pool_take(&s->pool);
+
+		pkt_drop(s, ch, 123, DROP_WRITE_ERROR, Q_OTHER);
+		pkt_drop(s, pool_take(&s->pool), 7, DROP_WRITE_ERROR, Q_OTHER);
+		check(ch != NIL && s->pool.free_count == free0 &&
+		    s->st.drop_pkts[DROP_WRITE_ERROR][Q_OTHER] == 2 &&
+		    s->st.drop_bytes[DROP_WRITE_ERROR][Q_OTHER] == 130,
+		    "metrics: a drop counts its packet and bytes and frees the "
+		    "chunks", "");
+	}
 	s->st.accepts = 7;
 	s->st.drop_pkts[DROP_QUEUE_HEAD][Q_DISCO] = 3;
 	s->st.drop_bytes[DROP_QUEUE_HEAD][Q_DISCO] = 300;
