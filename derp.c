@@ -9105,7 +9105,13 @@ admit_log(struct derp_server *s, struct conn *c, int allowed, const char *why)
 	key_short(k, c->key);
 	snprintf(line, sizeof line, "client %s %s: %s", k, allowed ?
 	    "admitted" : "rejected", why);
-	conn_log(s, c, line);
+	/* An admission is the audit trail of who got in, one line per
+	 * client the checks let in: never held back.  A rejection is what a
+	 * flood of strangers multiplies: limited like other failures. */
+	if (allowed)
+		conn_log_line(c, line);
+	else
+		conn_log(s, c, line);
 	s->st.admit[allowed ? ADMIT_ALLOWED : ADMIT_REJECTED]++;
 }
 
