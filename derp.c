@@ -6705,11 +6705,12 @@ debug_allowed(struct derp_server *s, const struct conn *c,
 	char key[DEBUG_KEY_MAX];
 	long n;
 
+	/* A wrong key falls through to the other rules, as derper's. */
 	if (s->debug_key_len > 0 && http_method_is(r, "GET") &&
-	    (n = http_query_get(r, "debugkey", key, sizeof key)) >= 0)
-		return (size_t)n == s->debug_key_len &&
-		    bytes_equal_ct((const uint8_t *)key, s->debug_key,
-		    s->debug_key_len);
+	    (n = http_query_get(r, "debugkey", key, sizeof key)) >= 0 &&
+	    (size_t)n == s->debug_key_len && bytes_equal_ct((const uint8_t *)
+	    key, s->debug_key, s->debug_key_len))
+		return 1;
 	if (http_header(r, "X-Forwarded-For") != NULL)
 		return 0;
 	return debug_acl_allows(&s->debug_acl, c->peer_ip);
@@ -6784,6 +6785,7 @@ http_debug(struct derp_server *s, struct conn *c, const struct http_req *r,
 {
 	static const char text_hdr[] = "Content-Type: text/plain; "
 	    "charset=utf-8\r\n";
+	static const char check_ok[] = "derp.Server ConsistencyCheck okay";
 	char body[2048], host[256];
 	struct sbuf b = { body, 0, sizeof body, 0 };
 	size_t n;
@@ -6808,8 +6810,8 @@ http_debug(struct derp_server *s, struct conn *c, const struct http_req *r,
 		    (const char *)s->mbuf, n, 0);
 	} else if (path_is(path, plen, "/debug/check")) {
 		if (debug_check(s, &b) == 0)
-			http_respond(s, c, r, "200 OK", text_hdr, "derp.Server "
-			    "ConsistencyCheck okay", 35, 0);
+			http_respond(s, c, r, "200 OK", text_hdr, check_ok,
+			    sizeof check_ok - 1, 0);
 		else
 			http_respond(s, c, r, "500 Internal Server Error",
 			    text_hdr, body, b.overflow ? 0 : b.len, 0);
@@ -6848,6 +6850,7 @@ debug_setup(struct derp_server *s, char *err, size_t errlen)
 	const char *allow = s->cfg.debug_allow, *path;
 	char why[128];
 	ssize_t n = -1;
+	size_t i;
 	int fd;
 
 	if (allow == NULL || allow[0] == '\0')
@@ -6875,11 +6878,14 @@ debug_setup(struct derp_server *s, char *err, size_t errlen)
 		    n < 0 ? strerror(errno) : "longer than a key");
 		return -1;
 	}
-	while (n > 0 && (s->debug_key[n - 1] == '\n' ||
-	    s->debug_key[n - 1] == '\r' || s->debug_key[n - 1] == ' ' ||
-	    s->debug_key[n - 1] == '\t'))
+	/* Go's strings.TrimSpace: both ends. */
+	while (n > 0 && strchr(" \t\r\n\v\f", s->debug_key[n - 1]) != NULL)
 		n--;
-	s->debug_key_len = (size_t)n;
+	for (i = 0; i < (size_t)n && strchr(" \t\r\n\v\f",
+	    s->debug_key[i]) != NULL; i++)
+		continue;
+	memmove(s->debug_key, s->debug_key + i, (size_t)n - i);
+	s->debug_key_len = (size_t)n - i;
 	return 0;
 }
 
@@ -11570,7 +11576,7 @@ struct derp_server *
 derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 {
 	struct derp_server *s;
-	char pubhex[65];
+	char pubshort[8];
 	int port;
 
 	s = calloc(1, sizeof *s);
@@ -11674,8 +11680,8 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 		goto fail;
 	}
 
-	hex_encode(pubhex, s->pub, KEY_BYTES);
-	logf("server public key nodekey:%s", pubhex);
+	key_short(pubshort, s->pub);	/* no key is logged whole */
+	logf("server public key %s", pubshort);
 	logf("reserved %zu bytes for -max-clients %u (%u packet chunks of %u "
 	    "bytes); resident memory grows with use up to that",
 	    derp_memory_bytes(&s->cfg), s->max, pool_chunks(s->max),
