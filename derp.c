@@ -492,6 +492,41 @@ sb_add_u64(struct sbuf *sb, uint64_t v)
 	sb_addn(sb, tmp + i, sizeof tmp - i);
 }
 
+/* A whole-token bucket: burst tokens, one more every per_ms; full at its
+ * first use (last_ms 0). */
+struct tbucket {
+	uint32_t tokens;
+	int64_t last_ms;
+};
+
+/* A class of connection log lines (LOG): its bucket, and the lines held
+ * back since it last reported them. */
+struct log_class {
+	struct tbucket bucket;
+	uint64_t held;
+};
+
+static int
+tbucket_take(struct tbucket *b, int64_t now, uint32_t burst, int64_t per_ms)
+{
+	int64_t add;
+
+	if (b->last_ms == 0) {
+		b->tokens = burst;
+		b->last_ms = now;
+	}
+	add = (now - b->last_ms) / per_ms;
+	if (add > 0) {
+		b->tokens = (int64_t)b->tokens + add > (int64_t)burst ? burst :
+		    b->tokens + (uint32_t)add;
+		b->last_ms += add * per_ms;
+	}
+	if (b->tokens == 0)
+		return 0;
+	b->tokens--;
+	return 1;
+}
+
 /* Equal, in time that depends on n only (a secret compared). */
 static int
 bytes_equal_ct(const uint8_t *a, const uint8_t *b, size_t n)
@@ -1203,9 +1238,11 @@ static int ratecfg_parse(const char *json, size_t len, struct ratecfg *r)
  *      the reclaim victim is found without a scan.
  *
  * RAWIN never borrows: a read of ciphertext ahead of the engine is cut so that
- * what the engine has not taken fits in CHUNKS_RAWIN (tls_feed).  CTRL never
- * borrows: each control output fits CHUNKS_CTRL and is written before the next
- * is made.  Only IN borrows, and what it borrows is time-bounded by P5.
+ * what the engine has not taken fits in CHUNKS_RAWIN (tls_feed).  CTRL
+ * borrows only for a /debug/ page (up to METRICS_BYTES, to a peer that
+ * debug access admits; refused with a 503 when the spare cannot lend): every
+ * other control output fits CHUNKS_CTRL and is written before the next is
+ * made.  IN borrows for packets; what anyone borrows is time-bounded by P5.
  */
 struct chunk {
 	uint32_t next;		/* next chunk of the same chain */
@@ -2052,6 +2089,7 @@ struct conn {
 		uint8_t step;		/* VQ_* asked now or next */
 		uint8_t redirects;	/* webhook redirects followed */
 		uint8_t check;		/* its check slot + 1; 0 none */
+		uint8_t fail_open;	/* let in because a webhook is down */
 		int64_t since_ms;	/* its ClientInfo came */
 	} adm;
 
@@ -2635,16 +2673,17 @@ struct derp_server {
 	uint8_t stopping;		/* SHUTDOWN: the drain runs */
 	int64_t stop_begin_ms, stop_deadline_ms;
 	uint32_t lpidx[4];		/* poller slots of TAG_MAIN .. TAG_STUN6 */
-	struct {
-		uint32_t tokens;	/* LOG: lines the bucket allows now */
-		int64_t last_ms;	/* its last refill; 0 before the first */
-		uint64_t held;		/* lines held back since the last report */
+	struct {			/* LOG: connection lines by class */
+		struct log_class fail;	/* failures */
+		struct log_class reject;	/* admission rejections */
+		struct log_class failopen;	/* fail-open admissions */
 	} log;
 	int64_t start_unix;		/* derp_create's time (metrics) */
 	uint8_t *mbuf;			/* METRICS_BYTES: a rendered page */
 	struct debug_acl debug_acl;	/* who may read /debug/ (DEBUG) */
 	uint8_t debug_key[DEBUG_KEY_MAX];	/* TS_DEBUG_KEY_PATH's */
 	size_t debug_key_len;		/* 0: none */
+	struct tbucket dbg_renders;	/* debug_render_allow */
 
 	/* MESH: what watchers are told after their flood, oldest first;
 	 * event n lives in ev[n % cap] */
@@ -2848,24 +2887,9 @@ key_short(char out[8], const uint8_t key[KEY_BYTES])
 #define LOG_REFILL_MS		5000
 
 static int
-log_take(struct derp_server *s)
+log_take(struct derp_server *s, struct tbucket *b)
 {
-	int64_t add;
-
-	if (s->log.last_ms == 0) {
-		s->log.tokens = LOG_BURST;
-		s->log.last_ms = s->now;
-	}
-	add = (s->now - s->log.last_ms) / LOG_REFILL_MS;
-	if (add > 0) {
-		s->log.tokens = s->log.tokens + add > LOG_BURST ? LOG_BURST :
-		    s->log.tokens + (uint32_t)add;
-		s->log.last_ms += add * LOG_REFILL_MS;
-	}
-	if (s->log.tokens == 0)
-		return 0;
-	s->log.tokens--;
-	return 1;
+	return tbucket_take(b, s->now, LOG_BURST, LOG_REFILL_MS);
 }
 
 static void
@@ -2877,26 +2901,45 @@ conn_log_line(const struct conn *c, const char *what)
 	logf("derp: %s: %s", addr, what);
 }
 
+/* A line of class k: failures, admission rejections, fail-open passes
+ * (what strangers can multiply), each class with its own bucket so that a
+ * flood of one does not silence the others.  Nothing passes while older lines wait to be
+ * reported, so the report comes before what follows it. */
 static void
-conn_log(struct derp_server *s, const struct conn *c, const char *what)
+conn_log_in(struct derp_server *s, struct log_class *k, const struct conn *c,
+    const char *what)
 {
-	if (s->log.held == 0 && log_take(s)) {
+	if (k->held == 0 && log_take(s, &k->bucket)) {
 		conn_log_line(c, what);
 		return;
 	}
-	s->log.held++;
+	k->held++;
 	s->st.log_suppressed++;
+}
+
+static void
+conn_log(struct derp_server *s, const struct conn *c, const char *what)
+{
+	conn_log_in(s, &s->log.fail, c, what);
 }
 
 /* The held-back count, once the bucket has room (the sweep calls it). */
 static void
+log_report(struct derp_server *s, struct log_class *k, const char *what)
+{
+	if (k->held > 0 && log_take(s, &k->bucket)) {
+		logf("derp: suppressed %llu %s log lines",
+		    (unsigned long long)k->held, what);
+		k->held = 0;
+	}
+}
+
+static void
 log_tick(struct derp_server *s)
 {
-	if (s->log.held > 0 && log_take(s)) {
-		logf("derp: suppressed %llu connection log lines",
-		    (unsigned long long)s->log.held);
-		s->log.held = 0;
-	}
+	log_report(s, &s->log.fail, "connection");
+	log_report(s, &s->log.reject, "admission rejection");
+	log_report(s, &s->log.failopen, "fail-open admission");
 }
 
 /* -verbose: a connection's life, line by line, not rate limited (asked
@@ -5322,12 +5365,27 @@ static void
 http_queue2(struct derp_server *s, struct conn *c, const char *head,
     size_t hlen, const char *body, size_t blen, int flags)
 {
+	static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+	    "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+	    "Content-Length: 5\r\n\r\nbusy\n";
+
 	if (hlen == 0 || conn_append(s, c, HOLD_CTRL, &c->raw,
-	    (const uint8_t *)head, hlen) != 0 || (blen > 0 &&
-	    conn_append(s, c, HOLD_CTRL, &c->raw, (const uint8_t *)body,
-	    blen) != 0)) {
+	    (const uint8_t *)head, hlen) != 0) {
 		c->dead = 1;
 		return;
+	}
+	if (blen > 0 && conn_append(s, c, HOLD_CTRL, &c->raw,
+	    (const uint8_t *)body, blen) != 0) {
+		/* A /debug/ page the spare cannot lend for now: out of line,
+		 * and a short answer that fits the budget instead. */
+		c->spare_wait = 0;
+		conn_chain_clear(s, c, HOLD_CTRL, &c->raw);
+		if (conn_append(s, c, HOLD_CTRL, &c->raw, (const uint8_t *)busy,
+		    sizeof busy - 1) != 0) {
+			c->dead = 1;
+			return;
+		}
+		flags |= RESP_CLOSE;
 	}
 	c->state = CS_HTTP_DRAIN;
 	if (flags & RESP_CLOSE)
@@ -6778,6 +6836,22 @@ debug_check(struct derp_server *s, struct sbuf *out)
 	return bad;
 }
 
+/*
+ * A page walks the key table (34 entries a slot with mesh links): about
+ * 0.8 ms at 4,096 slots.  A token bucket keeps a peer that may read them
+ * from spending the loop on them: DEBUG_RENDER_BURST at once, then
+ * DEBUG_RENDERS_PER_S (a scrape every few seconds is the use).
+ */
+#define DEBUG_RENDER_BURST	40
+#define DEBUG_RENDERS_PER_S	50
+
+static int
+debug_render_allow(struct derp_server *s)
+{
+	return tbucket_take(&s->dbg_renders, s->now, DEBUG_RENDER_BURST,
+	    1000 / DEBUG_RENDERS_PER_S);
+}
+
 /* The /debug/ pages (derper-compat.md 6) on the main listener. */
 static void
 http_debug(struct derp_server *s, struct conn *c, const struct http_req *r,
@@ -6792,6 +6866,13 @@ http_debug(struct derp_server *s, struct conn *c, const struct http_req *r,
 
 	if (!debug_allowed(s, c, r)) {
 		http_error(s, c, r, "403 Forbidden", "debug access denied", 0);
+		return;
+	}
+	if ((path_is(path, plen, "/debug/vars") ||
+	    path_is(path, plen, "/debug/varz") ||
+	    path_is(path, plen, "/debug/check")) && !debug_render_allow(s)) {
+		http_error(s, c, r, "429 Too Many Requests", "too many debug "
+		    "requests: at most 50 a second", 0);
 		return;
 	}
 	if (path_is(path, plen, "/debug/vars") ||
@@ -9112,12 +9193,14 @@ admit_log(struct derp_server *s, struct conn *c, int allowed, const char *why)
 	snprintf(line, sizeof line, "client %s %s: %s", k, allowed ?
 	    "admitted" : "rejected", why);
 	/* An admission is the audit trail of who got in, one line per
-	 * client the checks let in: never held back.  A rejection is what a
-	 * flood of strangers multiplies: limited like other failures. */
-	if (allowed)
+	 * client the checks let in: never held back.  A rejection, or a
+	 * fail-open pass (a webhook down lets strangers in), is what a flood
+	 * multiplies: limited like other failures. */
+	if (allowed && !c->adm.fail_open)
 		conn_log_line(c, line);
 	else
-		conn_log(s, c, line);
+		conn_log_in(s, allowed ? &s->log.failopen : &s->log.reject, c,
+		    line);
 	s->st.admit[allowed ? ADMIT_ALLOWED : ADMIT_REJECTED]++;
 }
 
@@ -9690,6 +9773,7 @@ hook_down_verdict(struct derp_server *s, struct conn *c)
 		return 1;
 	}
 	s->st.admit[ADMIT_FAIL_OPEN]++;
+	c->adm.fail_open = 1;
 	admit_pass(s, c, "webhook down, fail-open without asking");
 	return 1;
 }
@@ -9780,6 +9864,7 @@ admit_verdict(struct derp_server *s, struct vcheck *k, int v, const char *why)
 		why = msg;
 		if (s->cfg.verify_client_url_fail_open) {
 			s->st.admit[ADMIT_FAIL_OPEN]++;
+			c->adm.fail_open = 1;
 			v = VV_ALLOW;
 		}
 	} else if (v == VV_BROKEN) {
@@ -12686,6 +12771,7 @@ on_signal(int sig)
 struct syslog_sink {
 	int fd;
 	struct sockaddr_un sa;
+	unsigned long dropped;	/* lines the full socket refused */
 };
 
 static void
@@ -12708,8 +12794,26 @@ syslog_line(void *ctx, const char *line)
 		return;
 	if ((size_t)n >= sizeof msg)
 		n = (int)sizeof msg - 1;
-	if (sendto(sl->fd, msg, (size_t)n, 0, (struct sockaddr *)&sl->sa,
-	    sizeof sl->sa) < 0)
+	/* Never wait for the reader: a stalled syslogd would stop the loop.
+	 * A full queue drops the line (counted, and said once there is
+	 * room); no socket at all sends it to stderr. */
+	if (sl->dropped > 0) {
+		char note[96];
+		int k = snprintf(note, sizeof note, "<28>derp[%ld]: %lu log "
+		    "lines dropped: the syslog socket was full", (long)getpid(),
+		    sl->dropped);
+
+		if (k > 0 && (size_t)k < sizeof note && sendto(sl->fd, note,
+		    (size_t)k, MSG_DONTWAIT, (struct sockaddr *)&sl->sa,
+		    sizeof sl->sa) >= 0)
+			sl->dropped = 0;
+	}
+	if (sendto(sl->fd, msg, (size_t)n, MSG_DONTWAIT,
+	    (struct sockaddr *)&sl->sa, sizeof sl->sa) >= 0)
+		return;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+		sl->dropped++;
+	else
 		fprintf(stderr, "%s\n", msg);
 }
 
@@ -12792,6 +12896,7 @@ main(int argc, char **argv)
 	char err[512];
 	static char mesh_key[1024];
 	static struct syslog_sink sl;
+	struct derp_server *srv;
 	const char *qd;
 	int64_t v;
 	int rc;
@@ -12954,20 +13059,21 @@ main(int argc, char **argv)
 		perror("sigaction");
 		return 1;
 	}
-	running = derp_create(&cfg, err, sizeof err);
-	if (running == NULL) {
+	srv = derp_create(&cfg, err, sizeof err);
+	if (srv == NULL) {
 		logf("%s", err);
 		return 1;
 	}
-	if (privileges_drop(&ra) != 0) {
-		derp_destroy(running);
-		return 1;
+	running = srv;
+	if (privileges_drop(&ra) == 0) {
+		if (stop_early)
+			derp_stop(srv);
+		rc = derp_run(srv);
+	} else {
+		rc = -1;
 	}
-	if (stop_early)
-		derp_stop(running);
-	rc = derp_run(running);
-	derp_destroy(running);
-	running = NULL;
+	running = NULL;		/* the handler must not see it freed */
+	derp_destroy(srv);
 	return rc == 0 ? 0 : 1;
 }
 

@@ -36,7 +36,9 @@
  *
  * A step whose prerequisite failed (or was skipped) is skipped, naming it;
  * the STUN steps depend on dns only when their host is the URL's.  Every
- * wait has a deadline (STEP_MS from the step's start), and a watchdog
+ * wait has a deadline (STEP_MS from the step's start), checked before each
+ * read, frame and datagram (a server that keeps sending cannot hold a
+ * step past it), and a watchdog
  * (WATCHDOG_S) ends a run that a blocking getaddrinfo holds.  Only the
  * relay's addresses are contacted.
  *
@@ -358,7 +360,8 @@ step_end(struct probe *p, const char *name, int status, int64_t t0,
 	vsnprintf(s->detail, sizeof s->detail, fmt, ap);
 	va_end(ap);
 	/* The server's words (a status line, a header, its ServerInfo) stay
-	 * on one line of printable text. */
+	 * on one line of printable text: -json escapes every byte over 0x7e
+	 * (json_string), the lines below print each as \xNN. */
 	for (i = 0; s->detail[i] != '\0'; i++)
 		if ((unsigned char)s->detail[i] < 0x20 ||
 		    (unsigned char)s->detail[i] == 0x7f)
@@ -372,10 +375,22 @@ step_end(struct probe *p, const char *name, int status, int64_t t0,
 	if (p->json)
 		return;
 	if (status == ST_OK)
-		printf("ok   %s: %s (%ld ms)\n", name, s->detail, s->ms);
+		printf("ok   %s: ", name);
 	else
-		printf("%s %s: %s\n", status == ST_FAIL ? "FAIL" : "skip",
-		    name, s->detail);
+		printf("%s %s: ", status == ST_FAIL ? "FAIL" : "skip", name);
+	/* Printable ASCII only: a byte over 0x7e (UTF-8's C1 controls as
+	 * U+009B CSI, bidi overrides) never reaches the terminal as is. */
+	for (i = 0; s->detail[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s->detail[i];
+
+		if (c < 0x20 || c > 0x7e)
+			printf("\\x%02x", c);
+		else
+			putchar(c);
+	}
+	if (status == ST_OK)
+		printf(" (%ld ms)", s->ms);
+	putchar('\n');
 	fflush(stdout);
 }
 
@@ -396,6 +411,40 @@ json_string(const char *s)
 			putchar(c);
 	}
 	putchar('"');
+}
+
+/* s as a JSON string's inside (json_string's escapes) into out[cap],
+ * NUL-terminated; cut short, at a whole escape, when it does not fit. */
+static void
+json_escape(char *out, size_t cap, const char *s)
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		char e[7];
+		size_t n;
+
+		if (c == '"' || c == '\\') {
+			e[0] = '\\';
+			e[1] = (char)c;
+			n = 2;
+		} else if (c < 0x20 || c >= 0x7f) {
+			memcpy(e, "\\u00", 4);
+			e[4] = digits[c >> 4];
+			e[5] = digits[c & 15];
+			n = 6;
+		} else {
+			e[0] = (char)c;
+			n = 1;
+		}
+		if (o + n >= cap)
+			break;
+		memcpy(out + o, e, n);
+		o += n;
+	}
+	out[o] = '\0';
 }
 
 static void
@@ -553,7 +602,9 @@ set_nonblock(int fd)
 	return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -1 : 0;
 }
 
-/* Wait for events on fd until deadline: 1 ready, -2 timeout, -1 error. */
+/* Wait for events on fd until deadline: 1 ready, -2 timeout, -1 error.
+ * A deadline already passed is a timeout, even with fd ready (a poll of 0
+ * ms would say ready while a server keeps sending). */
 static int
 wait_fd(int fd, short events, int64_t deadline)
 {
@@ -561,6 +612,8 @@ wait_fd(int fd, short events, int64_t deadline)
 		struct pollfd pf;
 		int r;
 
+		if (now_ms() >= deadline)
+			return -2;
 		pf.fd = fd;
 		pf.events = events;
 		pf.revents = 0;
@@ -687,14 +740,21 @@ pc_connect(struct pconn *c, const struct sockaddr_storage *ss, socklen_t len,
 }
 
 /* Some bytes from the socket: >0, 0 closed (c->err says so), -1 error,
- * -2 timeout. */
+ * -2 timeout.  The deadline is checked before every read, not only when
+ * the socket is empty: a server that keeps sending (KeepAlive frames, a
+ * long frame's bytes) must not hold a step past it. */
 static int
 sock_read(struct pconn *c, uint8_t *buf, size_t cap, int64_t deadline)
 {
 	for (;;) {
-		ssize_t r = recv(c->fd, buf, cap, 0);
+		ssize_t r;
 		int w;
 
+		if (now_ms() >= deadline) {
+			pc_fail(c, "no answer within %d ms", STEP_MS);
+			return -2;
+		}
+		r = recv(c->fd, buf, cap, 0);
 		if (r > 0)
 			return (int)r;
 		if (r == 0 || (r < 0 && errno == ECONNRESET)) {
@@ -1031,6 +1091,12 @@ pc_fill(struct pconn *c, int64_t deadline)
 	size_t before = c->rlen;
 	int r;
 
+	/* Before the TLS engine too: it may hold decrypted data to hand
+	 * over without a read. */
+	if (now_ms() >= deadline) {
+		pc_fail(c, "no answer within %d ms", STEP_MS);
+		return -2;
+	}
 	if (c->rlen == sizeof c->rbuf) {
 		pc_fail(c, "receive buffer full");
 		return -1;
@@ -1205,8 +1271,15 @@ frame_read(struct pconn *c, uint8_t *type, uint32_t *len, uint8_t *buf,
     int *kept, int64_t deadline)
 {
 	uint32_t n;
-	int r = pc_need(c, FRAME_HEADER_BYTES, deadline);
+	int r;
 
+	/* Frames already buffered are no reason to run past the deadline:
+	 * every frame read checks it. */
+	if (now_ms() >= deadline) {
+		pc_fail(c, "no answer within %d ms", STEP_MS);
+		return -2;
+	}
+	r = pc_need(c, FRAME_HEADER_BYTES, deadline);
 	if (r != 1)
 		return r;
 	*type = c->rbuf[0];
@@ -1225,6 +1298,10 @@ frame_read(struct pconn *c, uint8_t *type, uint32_t *len, uint8_t *buf,
 	while (n > 0) {
 		size_t take;
 
+		if (now_ms() >= deadline) {
+			pc_fail(c, "no answer within %d ms", STEP_MS);
+			return -2;
+		}
 		if (c->rlen == 0 && (r = pc_fill(c, deadline)) != 1)
 			return r;
 		take = c->rlen < n ? c->rlen : n;
@@ -1402,10 +1479,15 @@ await_packet(struct pconn *c, const uint8_t *src, const uint8_t *want,
 	for (;;) {
 		uint8_t type;
 		uint32_t len;
-		int kept, r = frame_read(c, &type, &len, f, &kept, deadline);
+		int kept, r;
 
+		/* Other frames (KeepAlive, ...) may keep coming: the deadline
+		 * still ends the wait. */
+		r = now_ms() >= deadline ? -2 :
+		    frame_read(c, &type, &len, f, &kept, deadline);
 		if (r != 1) {
-			frame_why(c, r, "the packet", why, whylen);
+			frame_why(c, r, "RecvPacket with the packet", why,
+			    whylen);
 			return -1;
 		}
 		if (type != FT_RECV_PACKET || !kept || len < KEY_BYTES)
@@ -2002,9 +2084,10 @@ step_ping(struct probe *p)
 	for (;;) {
 		uint8_t type;
 		uint32_t len;
-		int kept, r = frame_read(p->c1, &type, &len, f, &kept,
-		    deadline);
+		int kept, r;
 
+		r = now_ms() >= deadline ? -2 :
+		    frame_read(p->c1, &type, &len, f, &kept, deadline);
 		if (r != 1) {
 			frame_why(p->c1, r, "Pong", why, sizeof why);
 			step_end(p, "ping", ST_FAIL, t0, "%s", why);
@@ -2059,8 +2142,10 @@ step_mesh_watch(struct probe *p)
 	while (!(seen1 && seen2)) {
 		uint8_t type;
 		uint32_t len;
-		int kept, r = frame_read(w, &type, &len, f, &kept, deadline);
+		int kept, r;
 
+		r = now_ms() >= deadline ? -2 :
+		    frame_read(w, &type, &len, f, &kept, deadline);
 		if (r == 0) {
 			step_end(p, "mesh_watch", ST_FAIL, t0, "the relay"
 			    " closed the connection after WatchConns: it did"
@@ -2128,6 +2213,15 @@ stun_exchange(const struct sockaddr_storage *ss, socklen_t len,
 		ssize_t r;
 		int w;
 
+		/* First: datagrams that keep coming (wrong ones, a flood)
+		 * do not hold the step past its deadline. */
+		if (now_ms() >= deadline) {
+			snprintf(why, sizeof why, "no STUN answer from %s within"
+			    " %d ms (%d requests%s)", at, STEP_MS, sent,
+			    wrong_txid ? "; answers with another transaction"
+			    " ID were ignored" : "");
+			break;
+		}
 		if (now_ms() >= next) {
 			if (send(fd, req, sizeof req, 0) < 0 &&
 			    errno != ECONNREFUSED) {
@@ -2143,15 +2237,8 @@ stun_exchange(const struct sockaddr_storage *ss, socklen_t len,
 			snprintf(why, sizeof why, "poll: %s", strerror(errno));
 			break;
 		}
-		if (w == -2) {
-			if (now_ms() < deadline)
-				continue;
-			snprintf(why, sizeof why, "no STUN answer from %s within"
-			    " %d ms (%d requests%s)", at, STEP_MS, sent,
-			    wrong_txid ? "; answers with another transaction"
-			    " ID were ignored" : "");
-			break;
-		}
+		if (w == -2)
+			continue;	/* resend, or the deadline above */
 		r = recv(fd, buf, sizeof buf, 0);
 		if (r < 0) {
 			if (errno == EINTR || errno == EAGAIN ||
@@ -2518,14 +2605,36 @@ parse_args(struct probe *p, int argc, char **argv)
 	return 0;
 }
 
+#define WATCHDOG_TEXT	"the probe ran over its time bound"
+
+/* What the watchdog writes, prepared before alarm(): the handler only
+ * write(2)s it (async-signal-safe).  With -json a JSON object, as the
+ * report would be: the URL JSON-escaped (6 bytes a byte at most). */
+static char watchdog_msg[6 * (VURL_MAX + 16) + 128];
+static size_t watchdog_len;
+
+static void
+watchdog_prepare(const struct probe *p)
+{
+	char url[6 * (VURL_MAX + 16) + 1];
+
+	if (p->json) {
+		json_escape(url, sizeof url, p->url);
+		snprintf(watchdog_msg, sizeof watchdog_msg, "{\"url\":\"%s\","
+		    "\"ok\":false,\"error\":\"watchdog: " WATCHDOG_TEXT "\"}\n",
+		    url);
+	} else {
+		snprintf(watchdog_msg, sizeof watchdog_msg, "FAIL watchdog: "
+		    WATCHDOG_TEXT "\n");
+	}
+	watchdog_len = strlen(watchdog_msg);
+}
+
 static void
 on_watchdog(int sig)
 {
-	static const char msg[] = "FAIL watchdog: the probe ran over its"
-	    " time bound\n";
-
 	(void)sig;
-	if (write(STDOUT_FILENO, msg, sizeof msg - 1) < 0)
+	if (write(STDOUT_FILENO, watchdog_msg, watchdog_len) < 0)
 		_exit(1);
 	_exit(1);
 }
@@ -2549,6 +2658,7 @@ probe_main(int argc, char **argv)
 		return rc > 0 ? 0 : 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	watchdog_prepare(p);
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_watchdog;
 	sigaction(SIGALRM, &sa, NULL);

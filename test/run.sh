@@ -68,10 +68,10 @@ test_integration	877
 test_mesh		52
 # 103 checks, skips counted (+s): without promtool its 2 lint checks are skip lines.
 test_ops		103+s
-# 20 checks, skips counted (+s): derp probe against five relays and a dead
-# port; without the openssl command 3 are skip lines (no test CA), without
+# 24 checks, skips counted (+s): derp probe against five relays, a dead
+# port and a hostile fake relay; without the openssl command 3 are skip lines (no test CA), without
 # IPv6 loopback 1 is, where localhost does not resolve 1 is.
-test_probe		20+s
+test_probe		24+s
 # Without IPv6 loopback, B_on_ipv6 is a skip beside the passes, not instead.
 # 23 of them are own_loop (contrib/embed_poll.c run as a child).
 test_embed		205

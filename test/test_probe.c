@@ -18,7 +18,13 @@
  *      CA: cert.c makes no CA certificate); skipped without openssl
  *   D  plain HTTP with -stun=false
  *   E  plain HTTP on [::1] (stun6); skipped where ::1 cannot be bound
- * and a dead port (one the kernel just gave and nobody listens on).
+ * and a dead port (one the kernel just gave and nobody listens on), and
+ * two hostile fake relays this test forks on 127.0.0.1 (fake_start):
+ *   flood  a real DERP handshake (ServerKey, ServerInfo sealed to the
+ *          probe's key), then KeepAlive frames without end: packets and
+ *          ping must fail on their 5 s deadlines, not hang
+ *   c1     every answer's head carries UTF-8 C2 9B (U+009B, CSI): the
+ *          probe's text lines must show it as \xc2\x9b, never the bytes
  *
  * The probe runs as a child process (DERP_BINARY probe ARGS), its stdout
  * captured; the checks compare its exit status and exact lines (the
@@ -57,11 +63,13 @@
 
 #include "client.h"
 #include "../cert.h"
+#include "../nacl.h"
 
 /* ---- limits ------------------------------------------------------------- */
 
-/* The run: about 20 s (one probe waits out its 5 s TLS step against a
- * plain relay); the watchdog leaves room for a sanitizer build. */
+/* The run: about 30 s (one probe waits out its 5 s TLS step against a
+ * plain relay, one its packets and ping steps against the flood); the
+ * watchdog leaves room for a sanitizer build. */
 #define WATCHDOG_S 240
 #define START_MS 10000		/* a relay up: key file, certificate */
 #define STOP_MS 3000		/* SIGTERM to exit */
@@ -164,10 +172,15 @@ verdict(const char *name, const char *why)
 
 /* ---- watchdog and processes --------------------------------------------- */
 
+static volatile pid_t fake_pid = -1;	/* a fake relay's process group */
+
 static void
 kill_relays_now(void)
 {
 	int i;
+
+	if (fake_pid > 0)
+		kill(-fake_pid, SIGKILL);
 
 	for (i = 0; i < RELAYS; i++)
 		if (relays[i].pid > 0)
@@ -750,6 +763,204 @@ json_check(const char *out, const char *url, int want_ok)
 	return NULL;
 }
 
+
+/* ---- hostile fake relays ------------------------------------------------ */
+
+enum { FAKE_FLOOD, FAKE_C1 };
+
+/* Each fake process ends by its own alarm at the latest. */
+#define FAKE_LIFE_S 40
+#define FAKE_HEAD_MAX 4096
+#define KEEPALIVES 819			/* 4095 bytes of 5-byte frames */
+
+static int
+fake_write(int fd, const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int
+fake_read_full(int fd, uint8_t *buf, size_t n)
+{
+	while (n > 0) {
+		ssize_t r = read(fd, buf, n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		buf += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* One connection of a fake relay (in its own process, blocking: the
+ * alarm bounds it). */
+static void
+fake_conn(int fd, int mode, const uint8_t sk[32], const uint8_t pk[32])
+{
+	static const char c1_home[] = "HTTP/1.1 200 OK\r\nContent-Type:"
+	    " text/html\xc2\x9b[31m\r\nContent-Length: 0\r\nConnection:"
+	    " close\r\n\r\n";
+	static const char c1_other[] = "HTTP/1.1 500 Bad\xc2\x9b[31m\r\n"
+	    "Content-Length: 0\r\nConnection: close\r\n\r\n";
+	static const char ok200[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+	    "Connection: close\r\n\r\n";
+	static const char up[] = "HTTP/1.1 101 Switching Protocols\r\n"
+	    "Upgrade: DERP\r\nConnection: Upgrade\r\n\r\n";
+	static const uint8_t magic[8] = { 0x44, 0x45, 0x52, 0x50, 0xF0, 0x9F,
+	    0x94, 0x91 };
+	char head[FAKE_HEAD_MAX + 1];
+	uint8_t f[5 + 4096], si[5 + 24 + 16 + 2], ka[5 * KEEPALIVES];
+	size_t n = 0;
+	uint32_t len;
+
+	/* The request head, a byte at a time (nothing follows it yet). */
+	while (n < FAKE_HEAD_MAX) {
+		if (fake_read_full(fd, (uint8_t *)head + n, 1) < 0)
+			return;
+		n++;
+		if (n >= 4 && memcmp(head + n - 4, "\r\n\r\n", 4) == 0)
+			break;
+	}
+	head[n] = '\0';
+	if (mode == FAKE_C1) {
+		if (strncmp(head, "GET / ", 6) == 0)
+			(void)fake_write(fd, c1_home, sizeof(c1_home) - 1);
+		else
+			(void)fake_write(fd, c1_other, sizeof(c1_other) - 1);
+		return;
+	}
+	if (strncmp(head, "GET /derp ", 10) != 0) {
+		(void)fake_write(fd, ok200, sizeof(ok200) - 1);
+		return;
+	}
+	/* 101 and ServerKey. */
+	memcpy(f, up, sizeof(up) - 1);
+	n = sizeof(up) - 1;
+	f[n] = 0x01;
+	f[n + 1] = f[n + 2] = f[n + 3] = 0;
+	f[n + 4] = 40;
+	memcpy(f + n + 5, magic, 8);
+	memcpy(f + n + 13, pk, 32);
+	if (fake_write(fd, f, n + 45) < 0)
+		return;
+	/* ClientInfo: its first 32 bytes are the client's key. */
+	if (fake_read_full(fd, f, 5) < 0 || f[0] != 0x02)
+		return;
+	len = (uint32_t)f[1] << 24 | (uint32_t)f[2] << 16 |
+	    (uint32_t)f[3] << 8 | f[4];
+	if (len < 32 || len > 4096 || fake_read_full(fd, f, len) < 0)
+		return;
+	/* ServerInfo: a nonce, then "{}" sealed to the client's key. */
+	si[0] = 0x03;
+	si[1] = si[2] = si[3] = 0;
+	si[4] = 24 + 16 + 2;
+	dc_random(si + 5, 24);
+	if (nacl_box_seal(si + 5 + 24, (const uint8_t *)"{}", 2, si + 5, f,
+	    sk) != 0 || fake_write(fd, si, sizeof(si)) < 0)
+		return;
+	/* KeepAlive (0x06, empty) until the probe goes (EPIPE: SIGPIPE is
+	 * ignored) or the alarm. */
+	memset(ka, 0, sizeof(ka));
+	for (n = 0; n < KEEPALIVES; n++)
+		ka[5 * n] = 0x06;
+	while (fake_write(fd, ka, sizeof(ka)) == 0)
+		;
+}
+
+/* A fake relay of mode on 127.0.0.1 in a process group of its own
+ * (fake_pid; one connection a child): its port, or -1. */
+static int
+fake_start(int mode)
+{
+	struct sockaddr_in sin;
+	socklen_t al = sizeof(sin);
+	uint8_t sk[32], pk[32];
+	int lfd, one = 1;
+	pid_t pid;
+
+	dc_random(sk, sizeof(sk));
+	sk[0] &= 248;
+	sk[31] = (uint8_t)((sk[31] & 127) | 64);
+	nacl_x25519_base(pk, sk);
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	if (lfd < 0)
+		return -1;
+	(void)setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+	    listen(lfd, 16) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&sin, &al) < 0) {
+		close(lfd);
+		return -1;
+	}
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		close(lfd);
+		return -1;
+	}
+	if (pid == 0) {
+		/* Not this test's watchdog (it would kill the relays): the
+		 * default action, the process's end. */
+		(void)setpgid(0, 0);
+		signal(SIGALRM, SIG_DFL);
+		signal(SIGCHLD, SIG_IGN);	/* no zombies */
+		alarm(FAKE_LIFE_S);
+		for (;;) {
+			int fd = accept(lfd, NULL, NULL);
+
+			if (fd < 0) {
+				if (errno == EINTR || errno == ECONNABORTED)
+					continue;
+				_exit(1);
+			}
+			if (fork() == 0) {
+				close(lfd);
+				alarm(FAKE_LIFE_S);
+				fake_conn(fd, mode, sk, pk);
+				close(fd);
+				_exit(0);
+			}
+			close(fd);
+		}
+	}
+	(void)setpgid(pid, pid);
+	fake_pid = pid;
+	close(lfd);
+	return ntohs(sin.sin_port);
+}
+
+/* The fake relay and its connections, gone. */
+static void
+fake_stop(void)
+{
+	pid_t pid = fake_pid;
+
+	if (pid <= 0)
+		return;
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	fake_pid = -1;
+}
+
 /* ---- setup -------------------------------------------------------------- */
 
 static int
@@ -1250,6 +1461,86 @@ t_tls_to_plain(void)
 	}
 }
 
+/* A relay streaming KeepAlive frames after the handshake: the waits of
+ * packets and ping end on their deadlines (the probe checks it before each
+ * read and frame, not only when the socket is empty). */
+static void
+t_flood(void)
+{
+	static const char *const oks[] = { "home", "derp_upgrade", "handshake",
+	    "client2", NULL };
+	static const char *const exact[] = { "FAIL packets: 1 -> 2: no"
+	    " RecvPacket with the packet within 5000 ms",
+	    "FAIL ping: no Pong within 5000 ms", NULL };
+	char url[80], why[200];
+	int64_t t0, ms;
+	int port = fake_start(FAKE_FLOOD);
+
+	if (port < 0) {
+		fail("flood_steps_time_out", "cannot start the fake relay: %s",
+		    strerror(errno));
+		fail("flood_run_bounded", "cannot start the fake relay");
+		return;
+	}
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+	t0 = dc_now_ms();
+	run_probe(&run, url, "-stun", "none", "-http-port", "-1",
+	    (char *)NULL);
+	ms = dc_now_ms() - t0;
+	fake_stop();
+	verdict("flood_steps_time_out", expect(&run, 1, oks, exact));
+	/* Two 5 s waits, and room for a sanitizer build. */
+	snprintf(why, sizeof(why), "the run took %ld ms, wanted under 20000"
+	    " (two 5 s steps)", (long)ms);
+	verdict("flood_run_bounded", ms < 20000 ? NULL : why);
+}
+
+/* A relay whose answers carry C2 9B (U+009B, CSI) in a header and a status
+ * line: text lines print it as \xc2\x9b, -json as \u00c2\u009b. */
+static void
+t_c1_bytes(void)
+{
+	static const char *const exact[] = {
+	    "FAIL derp_upgrade: GET /derp answered \"HTTP/1.1 500"
+	    " Bad\\xc2\\x9b[31m\", wanted 101 Switching Protocols", NULL };
+	char url[80], line[300];
+	const char *e = NULL, *q;
+	int port = fake_start(FAKE_C1);
+
+	if (port < 0) {
+		fail("c1_bytes_escaped_text", "cannot start the fake relay");
+		fail("c1_bytes_escaped_json", "cannot start the fake relay");
+		return;
+	}
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
+	run_probe(&run, url, "-stun", "none", "-http-port", "-1",
+	    (char *)NULL);
+	for (q = run.out; *q != '\0' && e == NULL; q++)
+		if ((unsigned char)*q >= 0x7f)
+			e = "a byte over 0x7e in the text output";
+	if (e == NULL && (!ok_line(run.out, "home", line, sizeof(line)) ||
+	    strcmp(line, "ok   home: GET / 200 (text/html\\xc2\\x9b[31m)") !=
+	    0))
+		e = "the home line does not show the header's C2 9B as"
+		    " \\xc2\\x9b";
+	if (e == NULL)
+		e = expect(&run, 1, NULL, exact);
+	if (e != NULL)
+		note("stdout:\n%s", run.out);
+	verdict("c1_bytes_escaped_text", e);
+
+	run_probe(&run, "-json", url, "-stun", "none", "-http-port", "-1",
+	    (char *)NULL);
+	e = run.status != 1 ? "exit status not 1" : json_check(run.out, url, 0);
+	if (e == NULL && strstr(run.out, "GET / 200 (text/html\\u00c2\\u009b"
+	    "[31m)") == NULL)
+		e = "the home detail does not escape C2 9B as \\u00c2\\u009b";
+	if (e != NULL)
+		note("stdout:\n%s", run.out);
+	fake_stop();
+	verdict("c1_bytes_escaped_json", e);
+}
+
 static void
 t_usage(void)
 {
@@ -1339,6 +1630,8 @@ main(int argc, char **argv)
 	t_dead_port();
 	t_json_and_mesh();
 	t_tls_to_plain();
+	t_flood();
+	t_c1_bytes();
 
 	for (i = 0; i < RELAYS; i++)
 		relay_stop(&relays[i]);

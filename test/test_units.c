@@ -4321,11 +4321,13 @@ static void test_log_limit(const char *dir)
 	if (s == NULL)
 		return;
 	for (i = 0; i < 100; i++)
-		passed_lines += s->log.held == 0 && log_take(s);
+		passed_lines += s->log.fail.held == 0 &&
+		    log_take(s, &s->log.fail.bucket);
 	check(passed_lines == LOG_BURST, "log: a burst of LOG_BURST lines",
 	    "");
 	s->now += LOG_REFILL_MS;
-	check(log_take(s) && !log_take(s), "log: then one per LOG_REFILL_MS",
+	check(log_take(s, &s->log.fail.bucket) &&
+	    !log_take(s, &s->log.fail.bucket), "log: then one per LOG_REFILL_MS",
 	    "");
 	derp_destroy(s);
 }

@@ -122,10 +122,10 @@ fz_trace(const char *what)
 		    (unsigned long long)st->accepts,
 		    (unsigned long long)st->packets_received,
 		    (unsigned long long)st->packets_sent,
-		    (unsigned long long)(st->dropped_unknown_dest[0] +
-		    st->dropped_unknown_dest[1]),
-		    (unsigned long long)(st->dropped_queue_head[0] +
-		    st->dropped_queue_head[1]),
+		    (unsigned long long)(st->drop_pkts[DROP_UNKNOWN_DEST][0] +
+		    st->drop_pkts[DROP_UNKNOWN_DEST][1]),
+		    (unsigned long long)(st->drop_pkts[DROP_QUEUE_HEAD][0] +
+		    st->drop_pkts[DROP_QUEUE_HEAD][1]),
 		    (unsigned long long)st->sent_pong,
 		    (unsigned long long)st->peer_gone_disconnected,
 		    (unsigned long long)st->peer_gone_not_here);
