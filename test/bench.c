@@ -753,7 +753,9 @@ mesh_start(void)
 	/* Meshed, on ports named in advance (another process may take one
 	 * meanwhile: then fresh ones). */
 	for (t = 0; t < 3; t++) {
-		int pa = free_port(), pb = free_port();
+		int pa = dc_free_port("127.0.0.1", SOCK_STREAM);
+		int pb = dc_free_port("127.0.0.1", SOCK_STREAM);
+
 		if (pa <= 0 || pb <= 0 || pa == pb)
 			continue;
 		snprintf(list, sizeof(list), "127.0.0.1:%d=sha256-raw:%s,"

@@ -27,12 +27,16 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,8 +74,8 @@ dc_now_ms(void)
 }
 
 /* Milliseconds left until deadline, never negative, capped for poll(). */
-static int
-left_ms(int64_t deadline)
+int
+dc_left_ms(int64_t deadline)
 {
 	int64_t d = deadline - dc_now_ms();
 
@@ -124,8 +128,8 @@ dc_bad_client_hello(uint8_t out[DC_BAD_HELLO_BYTES])
 	out[43] = 255;		/* after the 32-byte random: session ID length */
 }
 
-static void
-put_be32(uint8_t *p, uint32_t v)
+void
+dc_put_be32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)(v >> 24);
 	p[1] = (uint8_t)(v >> 16);
@@ -133,8 +137,8 @@ put_be32(uint8_t *p, uint32_t v)
 	p[3] = (uint8_t)v;
 }
 
-static uint32_t
-get_be32(const uint8_t *p)
+uint32_t
+dc_get_be32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
 	    (uint32_t)p[2] << 8 | (uint32_t)p[3];
@@ -143,8 +147,8 @@ get_be32(const uint8_t *p)
 /* ---- sockets ------------------------------------------------------------ */
 
 /* Wait for events on c->fd until deadline: 1 ready, -2 timeout, -1 error. */
-static int
-wait_fd(int fd, short events, int64_t deadline)
+int
+dc_wait_fd(int fd, short events, int64_t deadline)
 {
 	for (;;) {
 		struct pollfd p;
@@ -153,7 +157,7 @@ wait_fd(int fd, short events, int64_t deadline)
 		p.fd = fd;
 		p.events = events;
 		p.revents = 0;
-		r = poll(&p, 1, left_ms(deadline));
+		r = poll(&p, 1, dc_left_ms(deadline));
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
@@ -180,7 +184,7 @@ sock_read_some(int fd, uint8_t *buf, size_t cap, int64_t deadline)
 			return 0;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
 			return -1;
-		w = wait_fd(fd, POLLIN, deadline);
+		w = dc_wait_fd(fd, POLLIN, deadline);
 		if (w < 0)
 			return w;
 	}
@@ -203,7 +207,7 @@ sock_write_all(int fd, const uint8_t *buf, size_t len, int64_t deadline)
 			continue;
 		if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
 			return -1;
-		w = wait_fd(fd, POLLOUT, deadline);
+		w = dc_wait_fd(fd, POLLOUT, deadline);
 		if (w < 0)
 			return w;
 	}
@@ -284,7 +288,7 @@ sock_connect(const char *host, int port, int rcvbuf, const char *src,
 
 	if (fd < 0)
 		return -1;
-	if (pending && (wait_fd(fd, POLLOUT, dc_now_ms() + timeout_ms) < 0 ||
+	if (pending && (dc_wait_fd(fd, POLLOUT, dc_now_ms() + timeout_ms) < 0 ||
 	    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &errlen) < 0 ||
 	    err != 0)) {
 		close(fd);
@@ -876,7 +880,7 @@ dc_read_full(struct dclient *c, void *buf, size_t n, int timeout_ms)
 	uint8_t *p = buf;
 
 	while (n > 0) {
-		int r = dc_read(c, p, n, left_ms(deadline));
+		int r = dc_read(c, p, n, dc_left_ms(deadline));
 		if (r <= 0)
 			return r;
 		p += r;
@@ -1017,7 +1021,7 @@ dc_http_body(struct dclient *c, const char *head, int head_request,
 				return read_line(c, line, sizeof(line), deadline);
 			if (got + n + 1 > cap)
 				return -1;
-			if (dc_read_full(c, body + got, n, left_ms(deadline)) != 1)
+			if (dc_read_full(c, body + got, n, dc_left_ms(deadline)) != 1)
 				return -1;
 			got += n;
 			body[got] = '\0';
@@ -1030,7 +1034,7 @@ dc_http_body(struct dclient *c, const char *head, int head_request,
 		unsigned long n = strtoul(v, NULL, 10);
 		if (n + 1 > cap)
 			return -1;
-		if (n > 0 && dc_read_full(c, body, n, left_ms(deadline)) != 1)
+		if (n > 0 && dc_read_full(c, body, n, dc_left_ms(deadline)) != 1)
 			return -1;
 		body[n] = '\0';
 		*len = n;
@@ -1041,7 +1045,7 @@ dc_http_body(struct dclient *c, const char *head, int head_request,
 		int r;
 		if (got + 1 >= cap)
 			return -1;
-		r = dc_read(c, body + got, cap - 1 - got, left_ms(deadline));
+		r = dc_read(c, body + got, cap - 1 - got, dc_left_ms(deadline));
 		if (r == 0)
 			break;
 		if (r < 0)
@@ -1084,7 +1088,7 @@ ws_mask_key(uint8_t key[4])
 	x ^= x >> 17;
 	x ^= x << 5;
 	ws_mask_state = x;
-	put_be32(key, x);
+	dc_put_be32(key, x);
 }
 
 /* A frame header for b0 and len (the shortest length form), with key when
@@ -1412,7 +1416,7 @@ dc_upgrade_ws(struct dclient *c, const char *key, const char *protocols,
 	n = dc_ws_upgrade_request(c, key, protocols, req, sizeof(req));
 	if (n < 0 || dc_write(c, req, (size_t)n) < 0)
 		return -1;
-	return dc_ws_read_upgrade(c, key, left_ms(deadline));
+	return dc_ws_read_upgrade(c, key, dc_left_ms(deadline));
 }
 
 int
@@ -1518,7 +1522,7 @@ dc_send_frame(struct dclient *c, uint8_t type, const void *payload,
 	uint8_t h[FRAME_HEADER_BYTES];
 
 	h[0] = type;
-	put_be32(h + 1, (uint32_t)len);
+	dc_put_be32(h + 1, (uint32_t)len);
 	if (write_part(c, h, sizeof(h), deadline) < 0)
 		return -1;
 	if (len > 0 && write_part(c, payload, len, deadline) < 0)
@@ -1538,7 +1542,7 @@ dc_recv_frame(struct dclient *c, uint8_t *type, uint8_t *payload,
 	if (r != 1)
 		return r;
 	/* Length read byte by byte, big-endian (derp-protocol.md section 1). */
-	n = get_be32(c->rbuf + 1);
+	n = dc_get_be32(c->rbuf + 1);
 	if (n > cap || n > sizeof(c->rbuf) - FRAME_HEADER_BYTES)
 		return -1;
 	r = need(c, FRAME_HEADER_BYTES + (size_t)n, deadline);
@@ -1560,7 +1564,7 @@ dc_send_packet(struct dclient *c, const uint8_t dst[32], const void *pkt,
 	uint8_t h[FRAME_HEADER_BYTES + 32];
 
 	h[0] = FT_SEND_PACKET;
-	put_be32(h + 1, (uint32_t)(32 + len));
+	dc_put_be32(h + 1, (uint32_t)(32 + len));
 	memcpy(h + FRAME_HEADER_BYTES, dst, 32);
 	if (write_part(c, h, sizeof(h), deadline) < 0)
 		return -1;
@@ -1587,12 +1591,12 @@ dc_recv_packet(struct dclient *c, uint8_t src[32], uint8_t *pkt,
 			return r;
 		if (c->rbuf[0] != FT_RECV_PACKET) {
 			r = dc_recv_frame(c, &type, scratch, sizeof(scratch), &n,
-			    left_ms(deadline));
+			    dc_left_ms(deadline));
 			if (r != 1)
 				return r;
 			continue;
 		}
-		n = get_be32(c->rbuf + 1);
+		n = dc_get_be32(c->rbuf + 1);
 		if (n < 32 || n - 32 > cap ||
 		    n > sizeof(c->rbuf) - FRAME_HEADER_BYTES)
 			return -1;
@@ -1643,7 +1647,7 @@ read_server_key(struct dclient *c, int64_t deadline)
 	uint8_t type;
 	size_t n;
 
-	if (dc_recv_frame(c, &type, p, sizeof(p), &n, left_ms(deadline)) != 1)
+	if (dc_recv_frame(c, &type, p, sizeof(p), &n, dc_left_ms(deadline)) != 1)
 		return -1;
 	if (type != FT_SERVER_KEY || n < SERVER_KEY_MAGIC_BYTES + 32 ||
 	    memcmp(p, server_key_magic, SERVER_KEY_MAGIC_BYTES) != 0)
@@ -1717,7 +1721,7 @@ dc_client_info_frame(struct dclient *c, const char *json, uint8_t *out,
 	if (FRAME_HEADER_BYTES + plen > cap)
 		return 0;
 	out[0] = FT_CLIENT_INFO;
-	put_be32(out + 1, (uint32_t)plen);
+	dc_put_be32(out + 1, (uint32_t)plen);
 	memcpy(out + FRAME_HEADER_BYTES, c->pk, 32);
 	nonce = out + FRAME_HEADER_BYTES + 32;
 	dc_random(nonce, NACL_NONCE_BYTES);
@@ -1776,13 +1780,13 @@ dc_handshake(struct dclient *c, int fast_start, const char *json,
 		if (read_server_key(c, deadline) < 0)
 			return -1;
 	} else {
-		if (dc_upgrade(c, fast_start, left_ms(deadline)) < 0)
+		if (dc_upgrade(c, fast_start, dc_left_ms(deadline)) < 0)
 			return -1;
 		cilen = dc_client_info_frame(c, json, ci, sizeof(ci));
 		if (cilen == 0 || dc_write(c, ci, cilen) < 0)
 			return -1;
 	}
-	return dc_recv_server_info(c, left_ms(deadline));
+	return dc_recv_server_info(c, dc_left_ms(deadline));
 }
 
 static int
@@ -1874,4 +1878,355 @@ dc_can_bind(const char *ip)
 	r = bind(fd, (struct sockaddr *)&a, sizeof(a));
 	close(fd);
 	return r == 0;
+}
+
+/* ---- check reporting ---------------------------------------------------- */
+
+volatile sig_atomic_t dc_n_pass, dc_n_fail, dc_n_skip;
+const char *dc_report_mode;
+void (*dc_report_hook)(const char *name);
+
+/* "KIND [MODE ]NAME" (the line's end is the caller's). */
+static void
+report_head(const char *kind, const char *name)
+{
+	if (dc_report_hook != NULL)
+		dc_report_hook(name);
+	printf("%s %s%s%s", kind, dc_report_mode != NULL ? dc_report_mode : "",
+	    dc_report_mode != NULL ? " " : "", name);
+}
+
+/* ": DETAIL" and the end of the line. */
+static void
+report_tail(const char *fmt, va_list ap)
+{
+	fputs(": ", stdout);
+	vprintf(fmt, ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+void
+dc_ok(const char *name)
+{
+	report_head("ok", name);
+	putchar('\n');
+	fflush(stdout);
+	dc_n_pass++;
+}
+
+void
+dc_fail(const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	report_head("FAIL", name);
+	va_start(ap, fmt);
+	report_tail(fmt, ap);
+	va_end(ap);
+	dc_n_fail++;
+}
+
+void
+dc_skip(const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	report_head("skip", name);
+	va_start(ap, fmt);
+	report_tail(fmt, ap);
+	va_end(ap);
+	dc_n_skip++;
+}
+
+void
+dc_note(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("# ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+void
+dc_verdict(const char *name, const char *why)
+{
+	if (why == NULL)
+		dc_ok(name);
+	else
+		dc_fail(name, "%s", why);
+}
+
+void
+dc_fail_all(const char *const *names, size_t n, const char *why)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		dc_fail(names[i], "%s", why);
+}
+
+const char *
+dc_why(const char *fmt, ...)
+{
+	static char bufs[4][1200];
+	static unsigned k;
+	char *b = bufs[k++ & 3];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(b, sizeof(bufs[0]), fmt, ap);
+	va_end(ap);
+	return b;
+}
+
+int
+dc_summary(void)
+{
+	printf("%d passed, %d failed, %d skipped\n", (int)dc_n_pass,
+	    (int)dc_n_fail, (int)dc_n_skip);
+	return dc_n_fail == 0 ? 0 : 1;
+}
+
+/* Async-signal-safe decimal: v into out (room for 20), its length. */
+static size_t
+fmt_uint(char *out, unsigned long v)
+{
+	char tmp[24];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0 && n < sizeof(tmp));
+	for (i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	return n;
+}
+
+int
+dc_write_counts(int extra_fail)
+{
+	char line[96];
+	size_t n = 0;
+
+	n += fmt_uint(line + n, (unsigned long)dc_n_pass);
+	memcpy(line + n, " passed, ", 9);
+	n += 9;
+	n += fmt_uint(line + n, (unsigned long)dc_n_fail +
+	    (unsigned long)extra_fail);
+	memcpy(line + n, " failed, ", 9);
+	n += 9;
+	n += fmt_uint(line + n, (unsigned long)dc_n_skip);
+	memcpy(line + n, " skipped\n", 9);
+	n += 9;
+	return write(STDOUT_FILENO, line, n) < 0 ? -1 : 0;
+}
+
+int
+dc_test_setup(const char *derp_path, const char *scratch,
+    void (*on_alarm)(int), unsigned watchdog_s)
+{
+	struct sigaction sa;
+	const char *m = dc_report_mode != NULL ? dc_report_mode : "";
+	const char *sp = dc_report_mode != NULL ? " " : "";
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_alarm;
+	sigaction(SIGALRM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	alarm(watchdog_s);
+	/* A permissive umask, so the relay's own file modes (0600 key and
+	 * certificate key) are what the checks see, not the caller's. */
+	umask(022);
+	if (access(derp_path, X_OK) < 0) {
+		printf("FAIL %s%ssetup: %s is not executable\n", m, sp,
+		    derp_path);
+		printf("0 passed, 1 failed, 0 skipped\n");
+		return -1;
+	}
+	if (mkdir(scratch, 0700) < 0 && errno != EEXIST) {
+		printf("FAIL %s%ssetup: mkdir %s: %s\n", m, sp, scratch,
+		    strerror(errno));
+		printf("0 passed, 1 failed, 0 skipped\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- ports, child processes, logs --------------------------------------- */
+
+int
+dc_free_port(const char *ip, int type)
+{
+	struct sockaddr_storage ss;
+	socklen_t al = sizeof(ss);
+	int v6 = strchr(ip, ':') != NULL;
+	int fd = socket(v6 ? AF_INET6 : AF_INET, type, 0), port = -1;
+
+	if (fd < 0)
+		return -1;
+	memset(&ss, 0, sizeof(ss));
+	if (v6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+		s6->sin6_family = AF_INET6;
+		if (inet_pton(AF_INET6, ip, &s6->sin6_addr) != 1)
+			goto out;
+		al = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+
+		s4->sin_family = AF_INET;
+		if (inet_pton(AF_INET, ip, &s4->sin_addr) != 1)
+			goto out;
+		al = sizeof(*s4);
+	}
+	if (bind(fd, (struct sockaddr *)&ss, al) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&ss, &al) == 0)
+		port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port :
+		    ((struct sockaddr_in *)&ss)->sin_port);
+out:
+	close(fd);
+	return port;
+}
+
+pid_t
+dc_spawn_logged(char *const argv[], const char *log_path,
+    void (*in_child)(void *), void *arg)
+{
+	pid_t pid;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		if (fd >= 0) {
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+			close(fd);
+		}
+		if (in_child != NULL)
+			in_child(arg);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+int
+dc_wait_serving(pid_t pid, const char *ip, const int *ports, int nports,
+    int ms, int poll_ms, int *status)
+{
+	int64_t deadline = dc_now_ms() + ms;
+
+	while (dc_now_ms() < deadline) {
+		int st, i, up = 1;
+
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			if (status != NULL)
+				*status = st;
+			return 0;
+		}
+		for (i = 0; i < nports && up; i++) {
+			struct dclient *c = dc_new();
+
+			if (c == NULL)
+				return -1;
+			up = dc_connect(c, ip, ports[i], 0, NULL, 200) == 0;
+			dc_free(c);
+		}
+		if (up)
+			return 1;
+		dc_sleep_ms(poll_ms);
+	}
+	return -1;
+}
+
+int
+dc_wait_exit(pid_t pid, int ms, int poll_ms, int *status)
+{
+	int64_t deadline = dc_now_ms() + ms;
+	int st = 0;
+
+	for (;;) {
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			if (status != NULL)
+				*status = st;
+			return 1;
+		}
+		if (dc_left_ms(deadline) == 0)
+			return 0;
+		dc_sleep_ms(poll_ms);
+	}
+}
+
+void
+dc_kill_reap(pid_t pid, int *status)
+{
+	int st = 0;
+
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	if (status != NULL)
+		*status = st;
+}
+
+int
+dc_stop_child(pid_t pid, int sig, int ms, int *status)
+{
+	kill(pid, sig);
+	if (dc_wait_exit(pid, ms, 10, status))
+		return 1;
+	dc_kill_reap(pid, status);
+	return 0;
+}
+
+const char *
+dc_status_str(int status)
+{
+	if (WIFEXITED(status))
+		return dc_why("exit %d", WEXITSTATUS(status));
+	if (WIFSIGNALED(status))
+		return dc_why("signal %d", WTERMSIG(status));
+	return "unknown status";
+}
+
+int
+dc_log_has(const char *path, size_t max, const char *want, int ms)
+{
+	int64_t deadline = dc_now_ms() + ms;
+	char *text;
+	int found;
+
+	for (;;) {
+		text = dc_read_text(path, max, NULL);
+		found = text != NULL && strstr(text, want) != NULL;
+		free(text);
+		if (found || dc_left_ms(deadline) == 0)
+			return found;
+		dc_sleep_ms(50);
+	}
+}
+
+void
+dc_show_log_tail(const char *path, size_t max, size_t tail)
+{
+	size_t len;
+	char *text = dc_read_text(path, max, &len);
+
+	if (text == NULL)
+		return;
+	printf("# --- last lines of %s ---\n%s%s# ---\n", path,
+	    len > tail ? text + len - tail : text,
+	    len > 0 && text[len - 1] != '\n' ? "\n" : "");
+	free(text);
 }

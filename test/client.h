@@ -22,6 +22,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
+#include <sys/types.h>
 #include <bearssl.h>
 
 /* Largest frame we expect to read: header 5 + the biggest legal payload, a
@@ -145,6 +147,89 @@ void dc_sleep_ms(int ms);
  * tests use 127.0.0.2 and up as other machines where they can. */
 int dc_can_bind(const char *ip);
 char *dc_read_text(const char *path, size_t max, size_t *len);
+/* Milliseconds left until deadline (a dc_now_ms() time): 0 once it has
+ * passed, capped at 1000000 for poll().  dc_wait_fd: poll fd for events
+ * until deadline: 1 ready (or POLLERR/POLLHUP), -2 timeout, -1 error. */
+int dc_left_ms(int64_t deadline);
+int dc_wait_fd(int fd, short events, int64_t deadline);
+/* Big-endian 32-bit values, as DERP frame headers carry them. */
+void dc_put_be32(uint8_t *p, uint32_t v);
+uint32_t dc_get_be32(const uint8_t *p);
+
+/*
+ * Check reporting, one line a check on stdout (flushed): "ok NAME", "FAIL
+ * NAME: DETAIL", "skip NAME: WHY"; with dc_report_mode set (the current
+ * mode of test_integration) it stands between the word and NAME.  The
+ * counters are for the summary (dc_summary: "N passed, N failed, N
+ * skipped", then the exit status, 0 iff nothing failed) and for a watchdog
+ * (dc_write_counts: that line, async-signal-safe, extra_fail added to the
+ * failures; 0 or -1).  dc_report_hook, when set, sees every reported name
+ * first (test_pebble marks its checks done).  dc_note: a "# " line.
+ * dc_verdict: ok when why is NULL, else FAIL with why.  dc_fail_all: FAIL
+ * each of names[0..n) with why (a group that cannot run).  dc_why: a
+ * formatted reason in one of 4 rotating static buffers (a verdict may take
+ * one while another is built).
+ */
+extern volatile sig_atomic_t dc_n_pass, dc_n_fail, dc_n_skip;
+extern const char *dc_report_mode;
+extern void (*dc_report_hook)(const char *name);
+#ifdef __GNUC__
+void dc_fail(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void dc_skip(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void dc_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *dc_why(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+#else
+void dc_fail(const char *name, const char *fmt, ...);
+void dc_skip(const char *name, const char *fmt, ...);
+void dc_note(const char *fmt, ...);
+const char *dc_why(const char *fmt, ...);
+#endif
+void dc_ok(const char *name);
+void dc_verdict(const char *name, const char *why);
+void dc_fail_all(const char *const *names, size_t n, const char *why);
+int dc_summary(void);
+int dc_write_counts(int extra_fail);
+/* A test program's start: stdout line-buffered, on_alarm for SIGALRM with
+ * alarm(watchdog_s) armed, SIGPIPE ignored, umask 022, derp_path must be
+ * executable and scratch exist (made 0700 if missing).  0, or -1 after
+ * printing "FAIL setup: WHY" and a 0 passed, 1 failed summary. */
+int dc_test_setup(const char *derp_path, const char *scratch,
+    void (*on_alarm)(int), unsigned watchdog_s);
+
+/*
+ * Relays as child processes.  dc_free_port: a port of type (SOCK_STREAM,
+ * SOCK_DGRAM) free on ip (numeric IPv4 or IPv6) right now, the kernel's
+ * choice, or -1; another program may take it before the child binds it.
+ * dc_spawn_logged: fork and execv(argv[0], argv) with stdout and stderr
+ * appended to log_path (created 0644); in_child(arg), when set, runs in the
+ * child just before exec.  The pid, or -1.  dc_wait_serving: until ms
+ * pass, poll every poll_ms for each of ports[0..nports) on ip to accept a
+ * TCP connection: 1 they all do, 0 the child exited (reaped, its wait
+ * status in *status if not NULL), -1 not serving in time.  dc_wait_exit:
+ * up to ms (polled every poll_ms) for the child to exit: 1 reaped (*status
+ * if not NULL), 0 still running.  dc_kill_reap: SIGKILL and reap (bounded:
+ * SIGKILL cannot be caught).  dc_stop_child: sig, then up to ms for the
+ * exit: 1 it exited (*status), 0 it was then killed and reaped.
+ * dc_status_str: a wait status as "exit N", "signal N" (a dc_why buffer).
+ */
+int dc_free_port(const char *ip, int type);
+pid_t dc_spawn_logged(char *const argv[], const char *log_path,
+    void (*in_child)(void *), void *arg);
+int dc_wait_serving(pid_t pid, const char *ip, const int *ports, int nports,
+    int ms, int poll_ms, int *status);
+int dc_wait_exit(pid_t pid, int ms, int poll_ms, int *status);
+void dc_kill_reap(pid_t pid, int *status);
+int dc_stop_child(pid_t pid, int sig, int ms, int *status);
+const char *dc_status_str(int status);
+/* Logs.  dc_log_has: 1 when the first max bytes of the file at path hold
+ * want within ms (polled every 50 ms: the line may be written after the
+ * event the caller waited for), else 0.  dc_show_log_tail: its last tail
+ * bytes (of the first max) as "# --- last lines of PATH ---" ... "# ---". */
+int dc_log_has(const char *path, size_t max, const char *want, int ms);
+void dc_show_log_tail(const char *path, size_t max, size_t tail);
 
 /* A zeroed client with default options and no connection; NULL if out of
  * memory.  dc_free() closes and frees (NULL is fine). */

@@ -251,26 +251,6 @@ on_fatal_signal(int sig)
 	_exit(sig == SIGALRM ? 3 : 130);
 }
 
-/* A port nobody is listening on right now (the kernel picks it). */
-int
-free_port(void)
-{
-	struct sockaddr_in a;
-	socklen_t al = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	if (fd < 0)
-		return -1;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
 /* 1 if something accepts TCP on the port. */
 static int
 port_open(int port)
@@ -378,7 +358,8 @@ server_start_as(struct server *s, const char *tag, int tls, int max_clients,
 		int64_t deadline;
 		int ready = 0;
 
-		s->port = port > 0 ? port : free_port();
+		s->port = port > 0 ? port :
+		    dc_free_port("127.0.0.1", SOCK_STREAM);
 		s->tls = tls;
 		s->max_clients = max_clients > 0 ? max_clients : 4096;
 		snprintf(s->log, sizeof(s->log), "%s/%s-%d.log", scratch,

@@ -346,7 +346,6 @@ extern int srv_http_port;		/* TLS: > 0: -http-port on it; else -1 */
 extern pid_t idle_pids[IDLE_CHILDREN];	/* for the watchdog */
 void kill_all(void);			/* SIGKILL the relays and idle children */
 void on_fatal_signal(int sig);		/* kill_all, then exit */
-int free_port(void);
 int server_alive(void);			/* 0 (and an anomaly) if it died */
 int server_start(int tls, int max_clients);	/* 0 or -1 */
 void server_stop(void);			/* SIGTERM; an anomaly unless exit 0 */

@@ -1404,7 +1404,7 @@ scenario_garbage(void)
 
 	printf("\n== garbage: %d bad inputs at every stage, %d rounds, a sentinel"
 	    " pair and STUN checked after each ==\n", (int)NGCASES, S->rounds);
-	srv_stun_port = free_port();
+	srv_stun_port = dc_free_port("127.0.0.1", SOCK_STREAM);
 	if (start_relay("garbage", 0) < 0) {
 		srv_stun_port = 0;
 		return;
@@ -2220,7 +2220,7 @@ idleflood_part(const char *name, int port80, uint32_t src, const char *what)
 
 	memset(&frp, 0, sizeof(frp));
 	snprintf(why, sizeof(why), "not run");
-	srv_http_port = free_port();
+	srv_http_port = dc_free_port("127.0.0.1", SOCK_STREAM);
 	if (start_relay(name, 0) < 0 || spawn_children(ch, 1) < 0) {
 		srv_http_port = 0;
 		return;

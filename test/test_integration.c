@@ -118,10 +118,8 @@
 /* ---- state -------------------------------------------------------------- */
 
 static const char *derp_path, *scratch, *datadir;
-static int n_pass, n_fail, n_skip;
 
 /* The current mode and its server. */
-static const char *mode = "-";
 static int mode_tls;
 static const char *srv_host;		/* address clients dial */
 static int srv_port, stun_port, http_port;
@@ -146,60 +144,7 @@ static char host_hdr[80];	/* Host header for the main listener */
 /* Scratch buffers (one test runs at a time; forked helpers get copies). */
 static uint8_t pbuf[DC_MAX_FRAME], qbuf[DC_MAX_FRAME];
 
-/* ---- reporting ---------------------------------------------------------- */
-
-static void
-ok(const char *name)
-{
-	printf("ok %s %s\n", mode, name);
-	fflush(stdout);
-	n_pass++;
-}
-
-#ifdef __GNUC__
-static void fail(const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void skip(const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-#endif
-
-static void
-fail(const char *name, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("FAIL %s %s: ", mode, name);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-	n_fail++;
-}
-
-static void
-skip(const char *name, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("skip %s %s: ", mode, name);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-	n_skip++;
-}
-
-/* Most checks end here: detail == NULL means success. */
-static void
-verdict(const char *name, const char *detail)
-{
-	if (detail == NULL)
-		ok(name);
-	else
-		fail(name, "%s", detail);
-}
+/* ---- watchdog ----------------------------------------------------------- */
 
 static void
 kill_children(void)
@@ -227,22 +172,6 @@ on_alarm(int sig)
 }
 
 /* ---- small utilities ---------------------------------------------------- */
-
-static void
-put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static uint32_t
-get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	    (uint32_t)p[2] << 8 | p[3];
-}
 
 static void
 data_path(char *out, size_t cap, const char *rel)
@@ -377,6 +306,13 @@ argv_root_choice(char *const in[], char **out, size_t cap)
 /* Run in the relay's process before exec, when set (bootdns_hang). */
 static void (*spawn_hook)(void);
 
+static void
+run_spawn_hook(void *arg)
+{
+	(void)arg;
+	spawn_hook();
+}
+
 static int
 server_spawn(char *const given[])
 {
@@ -384,23 +320,10 @@ server_spawn(char *const given[])
 	pid_t pid;
 
 	argv_root_choice(given, argv, sizeof(argv) / sizeof(argv[0]));
-
-	fflush(stdout);
-	pid = fork();
+	pid = dc_spawn_logged(argv, log_path, spawn_hook != NULL ?
+	    run_spawn_hook : NULL, NULL);
 	if (pid < 0)
 		return -1;
-	if (pid == 0) {
-		int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, STDOUT_FILENO);
-			dup2(fd, STDERR_FILENO);
-			close(fd);
-		}
-		if (spawn_hook != NULL)
-			spawn_hook();
-		execv(argv[0], argv);
-		_exit(127);
-	}
 	server_pid = pid;
 	return 0;
 }
@@ -409,41 +332,12 @@ server_spawn(char *const given[])
 static int
 server_wait_ready(void)
 {
-	int64_t deadline = dc_now_ms() + START_MS;
+	int r = dc_wait_serving(server_pid, srv_host, &srv_port, 1, START_MS, 50,
+	    NULL);
 
-	while (dc_now_ms() < deadline) {
-		struct dclient *c;
-		int status, r;
-
-		if (waitpid(server_pid, &status, WNOHANG) == server_pid) {
-			server_pid = -1;
-			return -1;
-		}
-		c = dc_new();
-		if (c == NULL)
-			return -1;
-		r = dc_connect(c, srv_host, srv_port, 0, NULL, 200);
-		dc_free(c);
-		if (r == 0)
-			return 0;
-		dc_sleep_ms(50);
-	}
-	return -1;
-}
-
-/* Print the end of the server log (for a failed start). */
-static void
-show_log_tail(void)
-{
-	size_t n;
-	char *text = dc_read_text(log_path, FILE_MAX, &n);
-
-	if (text == NULL)
-		return;
-	printf("# --- last lines of %s ---\n%s%s# ---\n", log_path,
-	    n > 2000 ? text + n - 2000 : text,
-	    n > 0 && text[n - 1] != '\n' ? "\n" : "");
-	free(text);
+	if (r == 0)
+		server_pid = -1;
+	return r == 1 ? 0 : -1;
 }
 
 /*
@@ -465,29 +359,28 @@ server_start(int (*mk)(char **argv, char bufs[][600]))
 		if (mk(argv, bufs) < 0)
 			return -1;
 		if (server_spawn(argv) < 0) {
-			fail("server_start", "fork: %s", strerror(errno));
+			dc_fail("server_start", "fork: %s", strerror(errno));
 			return -1;
 		}
 		if (server_wait_ready() == 0) {
-			ok("server_start");
+			dc_ok("server_start");
 			return 0;
 		}
 		if (server_pid > 0) {
 			/* Alive but not listening: fresh ports will not help. */
-			kill(server_pid, SIGKILL);
-			waitpid(server_pid, NULL, 0);
+			dc_kill_reap(server_pid, NULL);
 			server_pid = -1;
-			fail("server_start", "not accepting connections on %s port"
+			dc_fail("server_start", "not accepting connections on %s port"
 			    " %d after %d ms; log %s", srv_host, srv_port, START_MS,
 			    log_path);
-			show_log_tail();
+			dc_show_log_tail(log_path, FILE_MAX, 2000);
 			return -1;
 		}
 	}
-	fail("server_start", "the server exited at start-up %d times (last"
+	dc_fail("server_start", "the server exited at start-up %d times (last"
 	    " ports %d/%d/%d); log %s", PORT_TRIES, srv_port, stun_port,
 	    http_port, log_path);
-	show_log_tail();
+	dc_show_log_tail(log_path, FILE_MAX, 2000);
 	return -1;
 }
 
@@ -495,45 +388,31 @@ server_start(int (*mk)(char **argv, char bufs[][600]))
 static void
 server_stop(void)
 {
-	int64_t deadline;
-	int status = 0;
+	int status = 0, exited;
 	char *text;
 
 	if (server_pid <= 0)
 		return;
-	kill(server_pid, SIGTERM);
-	deadline = dc_now_ms() + STOP_MS;
-	for (;;) {
-		pid_t r = waitpid(server_pid, &status, WNOHANG);
-		if (r == server_pid)
-			break;
-		if (dc_now_ms() > deadline) {
-			kill(server_pid, SIGKILL);
-			waitpid(server_pid, &status, 0);
-			server_pid = -1;
-			fail("sigterm_exit", "still running %d ms after SIGTERM;"
-			    " killed", STOP_MS);
-			goto log;
-		}
-		dc_sleep_ms(10);
-	}
+	exited = dc_stop_child(server_pid, SIGTERM, STOP_MS, &status);
 	server_pid = -1;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-		ok("sigterm_exit");
+	if (!exited)
+		dc_fail("sigterm_exit", "still running %d ms after SIGTERM;"
+		    " killed", STOP_MS);
+	else if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		dc_ok("sigterm_exit");
 	else if (WIFEXITED(status))
-		fail("sigterm_exit", "exit status %d", WEXITSTATUS(status));
+		dc_fail("sigterm_exit", "exit status %d", WEXITSTATUS(status));
 	else
-		fail("sigterm_exit", "killed by signal %d", WTERMSIG(status));
-log:
+		dc_fail("sigterm_exit", "killed by signal %d", WTERMSIG(status));
 	text = dc_read_text(log_path, FILE_MAX, NULL);
 	if (text == NULL)
 		return;
 	if (strstr(text, "AddressSanitizer") != NULL ||
 	    strstr(text, "LeakSanitizer") != NULL ||
 	    strstr(text, "runtime error:") != NULL)
-		fail("server_log_clean", "sanitizer report in %s", log_path);
+		dc_fail("server_log_clean", "sanitizer report in %s", log_path);
 	else
-		ok("server_log_clean");
+		dc_ok("server_log_clean");
 	free(text);
 }
 
@@ -674,15 +553,15 @@ expect_closed_only(const char *name, struct dclient *c)
 	const char *e;
 
 	if (c == NULL) {
-		fail(name, "could not set up the connection");
+		dc_fail(name, "could not set up the connection");
 		return;
 	}
 	if (!dc_expect_close(c, CLOSE_MS)) {
-		fail(name, "connection still open after %d ms", CLOSE_MS);
+		dc_fail(name, "connection still open after %d ms", CLOSE_MS);
 		return;
 	}
 	e = pair_works();
-	verdict(name, e);
+	dc_verdict(name, e);
 }
 
 /* The server closed c cleanly (see dc_expect_close) after r, the result of a
@@ -707,20 +586,20 @@ expect_refused_silently(const char *name, struct dclient *c)
 	int r;
 
 	if (c == NULL) {
-		fail(name, "could not set up the connection");
+		dc_fail(name, "could not set up the connection");
 		return;
 	}
 	r = dc_read(c, b, sizeof b, CLOSE_MS);
 	if (r > 0)
-		fail(name, "the server sent %d bytes (first 0x%02x: a ServerInfo"
+		dc_fail(name, "the server sent %d bytes (first 0x%02x: a ServerInfo"
 		    " frame is 0x03) instead of closing", r, b[0]);
 	else if (r == -2)
-		fail(name, "connection still open after %d ms", CLOSE_MS);
+		dc_fail(name, "connection still open after %d ms", CLOSE_MS);
 	else if (!closed_cleanly(c, r))
-		fail(name, "the stream broke (TLS error %d) instead of closing",
+		dc_fail(name, "the stream broke (TLS error %d) instead of closing",
 		    c->tls_err);
 	else
-		verdict(name, pair_works());
+		dc_verdict(name, pair_works());
 }
 
 /* No frame other than KeepAlive within ms: NULL, or what arrived. */
@@ -845,13 +724,13 @@ report_heads(void)
 	char *q;
 
 	if (heads_bad == 0) {
-		ok("http_heads_wellformed");
+		dc_ok("http_heads_wellformed");
 		return;
 	}
 	for (q = bad_head; *q != '\0'; q++)
 		if (*q == '\r' || *q == '\n')
 			*q = '|';
-	fail("http_heads_wellformed", "%d of %d response heads have malformed"
+	dc_fail("http_heads_wellformed", "%d of %d response heads have malformed"
 	    " header lines; first after \"%s\": %s", heads_bad, heads_seen,
 	    bad_head_req, bad_head);
 	heads_bad = heads_seen = 0;
@@ -917,39 +796,39 @@ t_handshake(void)
 
 	dc_genkey(c);
 	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0) {
-		fail("handshake", "connect failed (tls error %d)", c->tls_err);
+		dc_fail("handshake", "connect failed (tls error %d)", c->tls_err);
 		dc_free(c);
 		return;
 	}
 	if (dc_handshake(c, 0, NULL, IO_MS) < 0) {
-		fail("handshake", "handshake failed; response head: %.200s",
+		dc_fail("handshake", "handshake failed; response head: %.200s",
 		    c->head);
 		dc_free(c);
 		return;
 	}
-	ok("handshake");
+	dc_ok("handshake");
 	dc_tohex(v_server_pk, 32, hex);
 	if (memcmp(c->server_pk, v_server_pk, 32) != 0)
-		fail("server_key_from_file", "ServerKey is not the -c file's key");
+		dc_fail("server_key_from_file", "ServerKey is not the -c file's key");
 	else
-		ok("server_key_from_file");
+		dc_ok("server_key_from_file");
 	if (strncmp(c->head, "HTTP/1.1 101 Switching Protocols\r\n", 34) != 0)
-		fail("upgrade_101_headers", "status line: %.40s", c->head);
+		dc_fail("upgrade_101_headers", "status line: %.40s", c->head);
 	else if (!dc_http_header(c->head, "Upgrade", v, sizeof(v)) ||
 	    strcmp(v, "DERP") != 0)
-		fail("upgrade_101_headers", "Upgrade header missing or wrong");
+		dc_fail("upgrade_101_headers", "Upgrade header missing or wrong");
 	else if (!dc_http_header(c->head, "Connection", v, sizeof(v)) ||
 	    strcmp(v, "Upgrade") != 0)
-		fail("upgrade_101_headers", "Connection header missing or wrong");
+		dc_fail("upgrade_101_headers", "Connection header missing or wrong");
 	else if (!dc_http_header(c->head, "Derp-Version", v, sizeof(v)) ||
 	    strcmp(v, "2") != 0)
-		fail("upgrade_101_headers", "Derp-Version missing or not 2");
+		dc_fail("upgrade_101_headers", "Derp-Version missing or not 2");
 	else if (!dc_http_header(c->head, "Derp-Public-Key", v, sizeof(v)) ||
 	    strcmp(v, hex) != 0)
-		fail("upgrade_101_headers", "Derp-Public-Key is not %s", hex);
+		dc_fail("upgrade_101_headers", "Derp-Public-Key is not %s", hex);
 	else
-		ok("upgrade_101_headers");
-	verdict("ping_after_handshake", ping(c) ? NULL : "no Pong");
+		dc_ok("upgrade_101_headers");
+	dc_verdict("ping_after_handshake", ping(c) ? NULL : "no Pong");
 	dc_free(c);
 
 	/* Fast start without knowing the key: no HTTP response, ServerKey first. */
@@ -957,9 +836,9 @@ t_handshake(void)
 	dc_genkey(c);
 	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
 	    dc_handshake(c, 1, NULL, IO_MS) < 0)
-		fail("handshake_fast_start", "failed");
+		dc_fail("handshake_fast_start", "failed");
 	else
-		verdict("handshake_fast_start", ping(c) ? NULL : "no Pong");
+		dc_verdict("handshake_fast_start", ping(c) ? NULL : "no Pong");
 	dc_free(c);
 
 	/* Fast start as the Go client does it: request + ClientInfo in one write. */
@@ -967,13 +846,13 @@ t_handshake(void)
 	dc_genkey(c);
 	memcpy(c->server_pk, v_server_pk, 32);
 	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0) {
-		fail("handshake_fast_start_pipelined", "connect failed");
+		dc_fail("handshake_fast_start_pipelined", "connect failed");
 	} else {
 		c->got_server_key = 1;
 		if (dc_handshake(c, 1, NULL, IO_MS) < 0)
-			fail("handshake_fast_start_pipelined", "failed");
+			dc_fail("handshake_fast_start_pipelined", "failed");
 		else
-			verdict("handshake_fast_start_pipelined",
+			dc_verdict("handshake_fast_start_pipelined",
 			    ping(c) ? NULL : "no Pong");
 	}
 	dc_free(c);
@@ -991,39 +870,39 @@ t_vectors(void)
 	int r;
 
 	if (!vectors_ok) {
-		fail("vector_transcript", "test vectors missing in %s", datadir);
+		dc_fail("vector_transcript", "test vectors missing in %s", datadir);
 		return;
 	}
 	c = cl_connect();
 	if (c == NULL || dc_write(c, v_req, v_req_len) < 0) {
-		fail("vector_transcript", "connect/write failed");
+		dc_fail("vector_transcript", "connect/write failed");
 		dc_free(c);
 		return;
 	}
 	r = dc_read_full(c, got, v_resp101_len, IO_MS);
 	if (r != 1) {
-		fail("vector_transcript", "short 101 + ServerKey (%d)", r);
+		dc_fail("vector_transcript", "short 101 + ServerKey (%d)", r);
 		dc_free(c);
 		return;
 	}
 	if (memcmp(got, v_resp101, v_resp101_len) != 0) {
-		fail("vector_101_exact", "101 + ServerKey differs from the"
+		dc_fail("vector_101_exact", "101 + ServerKey differs from the"
 		    " transcript: got %.*s", (int)(v_resp101_len - 45),
 		    (const char *)got);
 	} else {
-		ok("vector_101_exact");
+		dc_ok("vector_101_exact");
 	}
 	memcpy(c->sk, v_client_sk, 32);
 	memcpy(c->pk, v_client_pk, 32);
 	memcpy(c->server_pk, v_server_pk, 32);
 	if (dc_write(c, v_ci_frame, v_ci_frame_len) < 0 ||
 	    dc_recv_server_info(c, IO_MS) < 0) {
-		fail("vector_client_info", "no ServerInfo that opens with the"
+		dc_fail("vector_client_info", "no ServerInfo that opens with the"
 		    " client test key");
 		dc_free(c);
 		return;
 	}
-	ok("vector_client_info");
+	dc_ok("vector_client_info");
 	/* The server registered the vector's key: route to it. */
 	b = cl_derp();
 	e = "second client failed";
@@ -1037,14 +916,14 @@ t_vectors(void)
 		    memcmp(src, b->pk, 32) != 0)
 			e = "packet to the vector key corrupted";
 	}
-	verdict("vector_key_routed", e);
+	dc_verdict("vector_key_routed", e);
 	dc_free(b);
 	dc_free(c);
 
 	/* Fast start: request and ClientInfo in one write; only ServerKey back. */
 	c = cl_connect();
 	if (c == NULL) {
-		fail("vector_fast_start", "connect failed");
+		dc_fail("vector_fast_start", "connect failed");
 		return;
 	}
 	memcpy(got, v_req_fast, v_req_fast_len);
@@ -1054,15 +933,15 @@ t_vectors(void)
 	memcpy(c->server_pk, v_server_pk, 32);
 	if (dc_write(c, got, v_req_fast_len + v_ci_frame_len) < 0 ||
 	    dc_read_full(c, got, v_server_key_len, IO_MS) != 1)
-		fail("vector_fast_start", "no response");
+		dc_fail("vector_fast_start", "no response");
 	else if (memcmp(got, v_server_key, v_server_key_len) != 0)
-		fail("vector_fast_start", "first bytes are not the ServerKey"
+		dc_fail("vector_fast_start", "first bytes are not the ServerKey"
 		    " frame (an HTTP response was sent?): %.20s",
 		    (const char *)got);
 	else if (dc_recv_server_info(c, IO_MS) < 0)
-		fail("vector_fast_start", "no valid ServerInfo");
+		dc_fail("vector_fast_start", "no valid ServerInfo");
 	else
-		ok("vector_fast_start");
+		dc_ok("vector_fast_start");
 	dc_free(c);
 }
 
@@ -1076,7 +955,7 @@ t_client_info_json(void)
 	data_path(path, sizeof(path), "derp/client_info_json.tsv");
 	text = dc_read_text(path, FILE_MAX, NULL);
 	if (text == NULL) {
-		fail("client_info_json", "cannot read %s", path);
+		dc_fail("client_info_json", "cannot read %s", path);
 		return;
 	}
 	for (line = strtok_r(text, "\n", &save); line != NULL;
@@ -1098,7 +977,7 @@ t_client_info_json(void)
 		cases++;
 		c = cl_upgraded();
 		if (c == NULL) {
-			fail("client_info_json", "upgrade failed for %s", json);
+			dc_fail("client_info_json", "upgrade failed for %s", json);
 			bad++;
 			continue;
 		}
@@ -1112,7 +991,7 @@ t_client_info_json(void)
 		if (got && accept && !ping(c))
 			got = 0;
 		if (got != accept) {
-			fail("client_info_json", "%s was %s (expected %s): %s",
+			dc_fail("client_info_json", "%s was %s (expected %s): %s",
 			    json, got ? "accepted" : "rejected",
 			    accept ? "accept" : "reject", t3 + 1);
 			bad++;
@@ -1121,9 +1000,9 @@ t_client_info_json(void)
 	}
 	free(text);
 	if (cases == 0)
-		fail("client_info_json", "no cases in %s", path);
+		dc_fail("client_info_json", "no cases in %s", path);
 	else if (bad == 0)
-		ok("client_info_json");
+		dc_ok("client_info_json");
 }
 
 /* ---- scenarios: packets ------------------------------------------------- */
@@ -1153,7 +1032,7 @@ t_fast_start_values(void)
 			e = "no response";
 		else if (memcmp(got, "HTTP/1.1 101", 12) != 0)
 			e = "no 101 response first (taken as fast start?)";
-		verdict(nm[i], e);
+		dc_verdict(nm[i], e);
 		dc_free(c);
 	}
 }
@@ -1167,7 +1046,7 @@ t_exchange(void)
 	size_t i;
 
 	if (a == NULL || b == NULL) {
-		fail("exchange", "could not connect two clients");
+		dc_fail("exchange", "could not connect two clients");
 		goto out;
 	}
 	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
@@ -1175,10 +1054,10 @@ t_exchange(void)
 		if (e == NULL)
 			e = relay(b, a, sizes[i]);
 		snprintf(name, sizeof(name), "exchange_%zu", sizes[i]);
-		verdict(name, e);
+		dc_verdict(name, e);
 	}
 	/* Self-send is allowed (derp-protocol.md 10.2). */
-	verdict("send_to_self", relay(a, a, 64));
+	dc_verdict("send_to_self", relay(a, a, 64));
 	/* A burst well under the 32-packet queue arrives complete, in order. */
 	{
 		const char *e = NULL;
@@ -1198,7 +1077,7 @@ t_exchange(void)
 			else if (n != 300 || qbuf[0] != k || qbuf[299] != k)
 				e = "burst out of order or corrupted";
 		}
-		verdict("burst_in_order", e);
+		dc_verdict("burst_in_order", e);
 	}
 out:
 	dc_free(a);
@@ -1212,11 +1091,11 @@ t_packet_too_big(void)
 	static uint8_t big[5 + 32 + MAX_PACKET + 1];
 
 	if (x == NULL) {
-		fail("packet_65537_closes", "connect failed");
+		dc_fail("packet_65537_closes", "connect failed");
 		return;
 	}
 	big[0] = FT_SEND_PACKET;
-	put_be32(big + 1, 32 + MAX_PACKET + 1);
+	dc_put_be32(big + 1, 32 + MAX_PACKET + 1);
 	memcpy(big + 5, pair_b != NULL ? pair_b->pk : x->pk, 32);
 	(void)dc_write(x, big, sizeof(big));	/* may fail: closed early */
 	expect_closed_only("packet_65537_closes", x);
@@ -1230,11 +1109,11 @@ t_ping(void)
 	uint8_t p[1001];
 
 	if (c == NULL) {
-		fail("ping", "connect failed");
+		dc_fail("ping", "connect failed");
 		return;
 	}
-	verdict("ping_pong", ping(c) ? NULL : "no Pong with the same 8 bytes");
-	verdict("ping_1000_echoes_8", ping_len(c, 1000) ? NULL :
+	dc_verdict("ping_pong", ping(c) ? NULL : "no Pong with the same 8 bytes");
+	dc_verdict("ping_1000_echoes_8", ping_len(c, 1000) ? NULL :
 	    "no Pong with the first 8 bytes");
 	memset(p, 7, sizeof(p));
 	(void)dc_send_frame(c, FT_PING, p, 7);
@@ -1254,18 +1133,18 @@ t_note_preferred(void)
 	uint8_t p[2] = { 1, 0 };
 
 	if (c == NULL) {
-		fail("note_preferred", "connect failed");
+		dc_fail("note_preferred", "connect failed");
 		return;
 	}
 	if (dc_send_frame(c, FT_NOTE_PREFERRED, p, 1) < 0 || !ping(c))
-		fail("note_preferred_1", "connection broken after NotePreferred");
+		dc_fail("note_preferred_1", "connection broken after NotePreferred");
 	else
-		ok("note_preferred_1");
+		dc_ok("note_preferred_1");
 	p[0] = 0;
 	if (dc_send_frame(c, FT_NOTE_PREFERRED, p, 1) < 0 || !ping(c))
-		fail("note_preferred_0", "connection broken after NotePreferred");
+		dc_fail("note_preferred_0", "connection broken after NotePreferred");
 	else
-		ok("note_preferred_0");
+		dc_ok("note_preferred_0");
 	(void)dc_send_frame(c, FT_NOTE_PREFERRED, p, 2);
 	expect_closed_only("note_preferred_2_closes", c);
 	dc_free(c);
@@ -1309,7 +1188,7 @@ t_peer_gone(void)
 	const char *e;
 
 	if (a == NULL || b == NULL || c == NULL) {
-		fail("peer_gone", "connect failed");
+		dc_fail("peer_gone", "connect failed");
 		goto out;
 	}
 	/* b receives from a and from c; a leaves: only b hears of it. */
@@ -1317,19 +1196,19 @@ t_peer_gone(void)
 	if (e == NULL)
 		e = relay(c, b, 10);
 	if (e != NULL) {
-		fail("peer_gone_disconnected", "setup: %s", e);
+		dc_fail("peer_gone_disconnected", "setup: %s", e);
 		goto out;
 	}
 	memcpy(key, a->pk, 32);
 	dc_free(a);
 	a = NULL;
-	verdict("peer_gone_disconnected", expect_peer_gone(b, key, 0x00));
+	dc_verdict("peer_gone_disconnected", expect_peer_gone(b, key, 0x00));
 	/* c never received from a: it must hear nothing (ping as a barrier). */
 	e = !ping(c) ? "no Pong" : ping_saw_other ? "an unexpected frame came"
 	    " before the Pong" : NULL;
 	if (e == NULL)
 		e = quiet(c, QUIET_MS);
-	verdict("peer_gone_only_to_receivers", e);
+	dc_verdict("peer_gone_only_to_receivers", e);
 out:
 	dc_free(a);
 	dc_free(b);
@@ -1345,7 +1224,7 @@ t_not_here(void)
 	const char *e;
 
 	if (a == NULL) {
-		fail("not_here", "connect failed");
+		dc_fail("not_here", "connect failed");
 		return;
 	}
 	/* Non-disco and too-short disco to unknown keys: nothing comes back. */
@@ -1362,13 +1241,13 @@ t_not_here(void)
 		e = "a frame (PeerGone?) came back for a non-disco packet";
 	if (e == NULL)
 		e = quiet(a, QUIET_MS);
-	verdict("unknown_dest_non_disco_silent", e);
+	dc_verdict("unknown_dest_non_disco_silent", e);
 	/* A disco packet (>= 62 bytes, magic) to an unknown key: NotHere. */
 	dc_random(dst, 32);
 	if (dc_send_packet(a, dst, pkt, 62) < 0)
-		fail("unknown_dest_disco_not_here", "send failed");
+		dc_fail("unknown_dest_disco_not_here", "send failed");
 	else
-		verdict("unknown_dest_disco_not_here",
+		dc_verdict("unknown_dest_disco_not_here",
 		    expect_peer_gone(a, dst, 0x01));
 	dc_free(a);
 }
@@ -1381,7 +1260,7 @@ disco_packet(uint8_t *p, size_t len, uint32_t tag)
 
 	memset(p, 0xd5, len);
 	memcpy(p, magic, 6);
-	put_be32(p + 6, tag);
+	dc_put_be32(p + 6, tag);
 }
 
 /*
@@ -1480,14 +1359,14 @@ t_not_here_rate(void)
 	const char *e;
 
 	if (a == NULL) {
-		fail("not_here_burst_of_3", "connect failed");
+		dc_fail("not_here_burst_of_3", "connect failed");
 		return;
 	}
 	e = not_here_round(a, 5, 3, why, sizeof why);
-	verdict("not_here_burst_of_3", e);
+	dc_verdict("not_here_burst_of_3", e);
 	if (e == NULL) {
 		dc_sleep_ms(1100);
-		verdict("not_here_then_one_per_second", not_here_round(a, 2, 1,
+		dc_verdict("not_here_then_one_per_second", not_here_round(a, 2, 1,
 		    why, sizeof why));
 	}
 	dc_free(a);
@@ -1520,14 +1399,14 @@ t_transcript_frames(void)
 
 	if (c == NULL || dc_connect(c, srv_host, srv_port, mode_tls, NULL,
 	    CONNECT_MS) < 0) {
-		fail("transcript_frames", "connect failed");
+		dc_fail("transcript_frames", "connect failed");
 		dc_free(c);
 		return;
 	}
 	memcpy(c->sk, v_client_sk, 32);
 	memcpy(c->pk, v_client_pk, 32);
 	if (dc_handshake(c, 0, NULL, IO_MS) < 0) {
-		fail("transcript_frames", "handshake with the transcript's key"
+		dc_fail("transcript_frames", "handshake with the transcript's key"
 		    " failed");
 		dc_free(c);
 		return;
@@ -1538,19 +1417,19 @@ t_transcript_frames(void)
 		int r;
 
 		if (ns < 5 || nw < 5 || (step[i].to_self && ns < 5 + 32)) {
-			fail(step[i].name, "steps \"%s\" / \"%s\" missing from the"
+			dc_fail(step[i].name, "steps \"%s\" / \"%s\" missing from the"
 			    " transcript", step[i].sent, step[i].want);
 			continue;
 		}
 		if (step[i].to_self)
 			memcpy(sent + 5, v_client_pk, 32);
 		if (dc_write(c, sent, (size_t)ns) < 0) {
-			fail(step[i].name, "write failed");
+			dc_fail(step[i].name, "write failed");
 			continue;
 		}
 		r = dc_read_full(c, got, (size_t)nw, IO_MS);
 		if (r != 1) {
-			fail(step[i].name, "%ld bytes expected, read result %d",
+			dc_fail(step[i].name, "%ld bytes expected, read result %d",
 			    nw, r);
 			break;
 		}
@@ -1558,11 +1437,11 @@ t_transcript_frames(void)
 			char hx[2 * 64 + 1];
 
 			dc_tohex(got, nw < 64 ? (size_t)nw : 64, hx);
-			fail(step[i].name, "bytes differ from the transcript: %s",
+			dc_fail(step[i].name, "bytes differ from the transcript: %s",
 			    hx);
 			continue;
 		}
-		ok(step[i].name);
+		dc_ok(step[i].name);
 	}
 	dc_free(c);
 }
@@ -1576,7 +1455,7 @@ t_duplicates(void)
 	size_t n;
 
 	if (d1 == NULL || d2 == NULL || s == NULL) {
-		fail("duplicate_key", "connect failed");
+		dc_fail("duplicate_key", "connect failed");
 		goto out;
 	}
 	memcpy(d2->sk, d1->sk, 32);
@@ -1585,12 +1464,12 @@ t_duplicates(void)
 	/* s receives from the key first, so it is owed a PeerGone later. */
 	e = relay(d1, s, 20);
 	if (e != NULL) {
-		fail("duplicate_key", "setup: %s", e);
+		dc_fail("duplicate_key", "setup: %s", e);
 		goto out;
 	}
 	if (dc_connect(d2, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
 	    dc_handshake(d2, 0, NULL, IO_MS) < 0) {
-		fail("duplicate_key", "second connection with the key refused");
+		dc_fail("duplicate_key", "second connection with the key refused");
 		goto out;
 	}
 	/* The newest registration is active. */
@@ -1598,12 +1477,12 @@ t_duplicates(void)
 	if (e == NULL && dc_recv_packet(d1, src, qbuf, sizeof(qbuf), &n,
 	    QUIET_MS) != -2)
 		e = "the older connection also got the packet";
-	verdict("duplicate_newest_gets_traffic", e);
+	dc_verdict("duplicate_newest_gets_traffic", e);
 	/* Sending makes a connection the active one. */
 	e = ping(d1) ? relay(s, d1, 31) : "no Pong on the older connection";
-	verdict("duplicate_last_sender_gets_traffic", e);
+	dc_verdict("duplicate_last_sender_gets_traffic", e);
 	e = ping(d2) ? relay(s, d2, 32) : "no Pong on the newer connection";
-	verdict("duplicate_switch_back", e);
+	dc_verdict("duplicate_switch_back", e);
 	/* The active one leaves: the other takes over, no PeerGone to s.  The
 	 * server sees d2's EOF at its own pace; packets sent before that go to
 	 * d2 and are lost, so send until one reaches d1 (bounded). */
@@ -1626,10 +1505,10 @@ t_duplicates(void)
 	}
 	if (e == NULL)
 		e = quiet(s, QUIET_MS);
-	verdict("duplicate_survivor_takes_over", e);
+	dc_verdict("duplicate_survivor_takes_over", e);
 	/* The last one leaves: now s hears PeerGone. */
 	dc_close(d1);
-	verdict("duplicate_last_gone_peer_gone", expect_peer_gone(s, key, 0));
+	dc_verdict("duplicate_last_gone_peer_gone", expect_peer_gone(s, key, 0));
 out:
 	dc_free(d1);
 	dc_free(d2);
@@ -1651,26 +1530,26 @@ t_pipelined(void)
 	const char *e = NULL;
 
 	if (pair_b == NULL) {
-		fail("pipelined_after_client_info", "no pair");
+		dc_fail("pipelined_after_client_info", "no pair");
 		return;
 	}
 	c = cl_upgraded();
 	if (c == NULL) {
-		fail("pipelined_after_client_info", "upgrade failed");
+		dc_fail("pipelined_after_client_info", "upgrade failed");
 		return;
 	}
 	k = dc_client_info_frame(c, NULL, w, sizeof(w));
 	w[k] = FT_NOTE_PREFERRED;
-	put_be32(w + k + 1, 1);
+	dc_put_be32(w + k + 1, 1);
 	w[k + 5] = 1;
 	k += 6;
 	dc_random(ping8, 8);
 	w[k] = FT_PING;
-	put_be32(w + k + 1, 8);
+	dc_put_be32(w + k + 1, 8);
 	memcpy(w + k + 5, ping8, 8);
 	k += 13;
 	w[k] = FT_SEND_PACKET;
-	put_be32(w + k + 1, 32 + 20);
+	dc_put_be32(w + k + 1, 32 + 20);
 	memcpy(w + k + 5, pair_b->pk, 32);
 	memset(w + k + 37, 0x5a, 20);
 	k += 57;
@@ -1682,7 +1561,7 @@ t_pipelined(void)
 	else if (dc_recv_packet(pair_b, src, qbuf, sizeof(qbuf), &n, IO_MS) != 1
 	    || n != 20 || qbuf[0] != 0x5a || memcmp(src, c->pk, 32) != 0)
 		e = "the pipelined packet did not arrive";
-	verdict("pipelined_after_client_info", e);
+	dc_verdict("pipelined_after_client_info", e);
 	dc_free(c);
 }
 
@@ -1697,7 +1576,7 @@ twenty_in_one_write(struct dclient *a, struct dclient *b)
 
 	for (i = 0; i < 20; i++) {
 		w[k] = FT_SEND_PACKET;
-		put_be32(w + k + 1, 32 + 100);
+		dc_put_be32(w + k + 1, 32 + 100);
 		memcpy(w + k + 5, b->pk, 32);
 		memset(w + k + 37, (int)i, 100);
 		k += 5 + 32 + 100;
@@ -1723,12 +1602,12 @@ t_split_coalesced(void)
 	const char *e = NULL;
 
 	if (c == NULL || pair_b == NULL) {
-		fail("frame_split_bytewise", "connect failed");
+		dc_fail("frame_split_bytewise", "connect failed");
 		dc_free(c);
 		return;
 	}
 	w[0] = FT_SEND_PACKET;
-	put_be32(w + 1, 32 + 10);
+	dc_put_be32(w + 1, 32 + 10);
 	memcpy(w + 5, pair_b->pk, 32);
 	memset(w + 37, 0x33, 10);
 	for (i = 0; i < 47 && e == NULL; i++)
@@ -1738,9 +1617,9 @@ t_split_coalesced(void)
 	    IO_MS) != 1 || n != 10 || qbuf[9] != 0x33 ||
 	    memcmp(src, c->pk, 32) != 0))
 		e = "the packet did not arrive intact";
-	verdict("frame_split_bytewise", e);
+	dc_verdict("frame_split_bytewise", e);
 
-	verdict("frames_coalesced", twenty_in_one_write(c, pair_b));
+	dc_verdict("frames_coalesced", twenty_in_one_write(c, pair_b));
 	dc_free(c);
 }
 
@@ -1754,7 +1633,7 @@ t_http_split(void)
 	const char *e = NULL;
 
 	if (c == NULL) {
-		fail("http_request_split", "connect failed");
+		dc_fail("http_request_split", "connect failed");
 		return;
 	}
 	dc_genkey(c);
@@ -1785,7 +1664,7 @@ t_http_split(void)
 				e = "no Pong";
 		}
 	}
-	verdict("http_request_split", e);
+	dc_verdict("http_request_split", e);
 	dc_free(c);
 }
 
@@ -1828,7 +1707,7 @@ t_many_clients(void)
 		    MANY_CLIENTS);
 		e = why;
 	}
-	verdict("many_clients_100", e);
+	dc_verdict("many_clients_100", e);
 	for (i = 0; i < MANY_CLIENTS; i++) {
 		dc_free(cs[i]);
 		cs[i] = NULL;
@@ -1861,7 +1740,7 @@ t_bad_http(void)
 		(void)dc_write(c, req, sizeof(req) - 1);
 		if (dc_read_full(c, head, 12, IO_MS) != 1 ||
 		    memcmp(head, "HTTP/1.1 400", 12) != 0) {
-			fail("nul_in_header_value", "no 400 for a NUL in a header");
+			dc_fail("nul_in_header_value", "no 400 for a NUL in a header");
 			dc_free(c);
 			c = NULL;
 		}
@@ -1884,7 +1763,7 @@ t_bad_http(void)
 		(void)dc_write(c, big, n);
 		if (dc_read(c, head, 12, 1000) == 12 &&
 		    memcmp(head, "HTTP/1.1 101", 12) == 0) {
-			fail("oversized_headers", "100 KB of headers upgraded");
+			dc_fail("oversized_headers", "100 KB of headers upgraded");
 			dc_free(c);
 			return;
 		}
@@ -1946,7 +1825,7 @@ t_bad_client_info(void)
 			    dc_recv_server_info(c, IO_MS) != 0 ? "no ServerInfo" :
 			    pair_works();
 		}
-		verdict("client_info_10000_bytes_registers", e);
+		dc_verdict("client_info_10000_bytes_registers", e);
 		dc_free(c);
 		c = cl_upgraded();
 		if (c != NULL) {
@@ -1988,7 +1867,7 @@ t_bad_client_info(void)
 		size_t plen = 32 + 24 + 16 + sizeof forged - 1;
 
 		f[0] = FT_CLIENT_INFO;
-		put_be32(f + 1, (uint32_t)plen);
+		dc_put_be32(f + 1, (uint32_t)plen);
 		dc_random(f + 5, 32 + 24);	/* any key, any nonce */
 		memset(f + 5 + 56, 0, 16);	/* zero tag */
 		memcpy(f + 5 + 72, forged, sizeof forged - 1);
@@ -2024,7 +1903,7 @@ t_bad_client_info(void)
 		memset(zero32, 0, sizeof zero32);
 		nacl_hsalsa20(k, zero16, zero32);
 		f[0] = FT_CLIENT_INFO;
-		put_be32(f + 1, (uint32_t)plen);
+		dc_put_be32(f + 1, (uint32_t)plen);
 		memset(f + 5, 0, 32);
 		f[5] = 1;			/* u = 1, little-endian */
 		dc_random(f + 5 + 32, 24);
@@ -2091,31 +1970,31 @@ t_bad_frames(void)
 	 * KeepAlive, a second ClientInfo.  Ping answered after each. */
 	c = cl_derp();
 	if (c == NULL) {
-		fail("unknown_frame_skipped", "connect failed");
+		dc_fail("unknown_frame_skipped", "connect failed");
 		return;
 	}
 	dc_random(p, 100);
-	verdict("unknown_frame_skipped",
+	dc_verdict("unknown_frame_skipped",
 	    dc_send_frame(c, 0x20, p, 100) == 0 && ping(c) ? NULL :
 	    "no Pong after an unknown 100-byte frame");
 	dc_random(p, 300000);
-	verdict("unknown_frame_300k_skipped",
+	dc_verdict("unknown_frame_300k_skipped",
 	    dc_send_frame(c, 0x21, p, 300000) == 0 && ping(c) ? NULL :
 	    "no Pong after an unknown 300000-byte frame");
-	verdict("client_pong_skipped",
+	dc_verdict("client_pong_skipped",
 	    dc_send_frame(c, FT_PONG, p, 8) == 0 && ping(c) ? NULL :
 	    "no Pong after a client Pong");
-	verdict("client_keepalive_skipped",
+	dc_verdict("client_keepalive_skipped",
 	    dc_send_frame(c, FT_KEEP_ALIVE, p, 0) == 0 && ping(c) ? NULL :
 	    "no Pong after a client KeepAlive");
 	{
 		uint8_t f[200];
 		size_t fl = dc_client_info_frame(c, NULL, f, sizeof(f));
-		verdict("second_client_info_skipped",
+		dc_verdict("second_client_info_skipped",
 		    dc_write(c, f, fl) == 0 && ping(c) ? NULL :
 		    "no Pong after a second ClientInfo");
 	}
-	verdict("pair_after_skipped_frames", pair_works());
+	dc_verdict("pair_after_skipped_frames", pair_works());
 	dc_free(c);
 }
 
@@ -2163,18 +2042,18 @@ t_http(void)
 	snprintf(req, sizeof(req), "GET /derp HTTP/1.1\r\nHost: %s\r\n\r\n",
 	    host_hdr);
 	if (http_main(req, 0) < 0 || hr.status != 426)
-		fail("derp_without_upgrade_426", "status %d", hr.status);
+		dc_fail("derp_without_upgrade_426", "status %d", hr.status);
 	else if (strcmp(hr.body, "DERP requires connection upgrade\n") != 0)
-		fail("derp_without_upgrade_426", "body %.80s", hr.body);
+		dc_fail("derp_without_upgrade_426", "body %.80s", hr.body);
 	else if (!hdr_is("Content-Type", "text/plain; charset=utf-8"))
-		fail("derp_without_upgrade_426", "Content-Type not text/plain;"
+		dc_fail("derp_without_upgrade_426", "Content-Type not text/plain;"
 		    " charset=utf-8");
 	else
-		ok("derp_without_upgrade_426");
+		dc_ok("derp_without_upgrade_426");
 
 	snprintf(req, sizeof(req), "GET /derp HTTP/1.1\r\nHost: %s\r\n"
 	    "Connection: Upgrade\r\nUpgrade: websocket, derp\r\n\r\n", host_hdr);
-	verdict("derp_upgrade_list_426", http_main(req, 0) == 0 &&
+	dc_verdict("derp_upgrade_list_426", http_main(req, 0) == 0 &&
 	    hr.status == 426 ? NULL : "a list as Upgrade value did not get 426");
 
 	/* Variants the server must still upgrade: query string, odd case and
@@ -2189,42 +2068,42 @@ t_http(void)
 			    "Host: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n"
 			    "\r\n", i == 0 ? "?x=1" : "", host_hdr, up[i]);
 			(void)http_main(req, 0);
-			verdict(nm[i], hr.status == 101 ? NULL :
+			dc_verdict(nm[i], hr.status == 101 ? NULL :
 			    "no 101 Switching Protocols");
 		}
 	}
 
 	snprintf(req, sizeof(req), "GET /derp/probe HTTP/1.1\r\nHost: %s\r\n\r\n",
 	    host_hdr);
-	verdict("probe_get_200", http_main(req, 0) == 0 && hr.status == 200 &&
+	dc_verdict("probe_get_200", http_main(req, 0) == 0 && hr.status == 200 &&
 	    hdr_is("Access-Control-Allow-Origin", "*") ? NULL :
 	    "not 200 with Access-Control-Allow-Origin: *");
 	snprintf(req, sizeof(req), "HEAD /derp/probe HTTP/1.1\r\nHost: %s\r\n"
 	    "\r\n", host_hdr);
-	verdict("probe_head_200", http_main(req, 1) == 0 && hr.status == 200 &&
+	dc_verdict("probe_head_200", http_main(req, 1) == 0 && hr.status == 200 &&
 	    hdr_is("Access-Control-Allow-Origin", "*") ? NULL :
 	    "not 200 with Access-Control-Allow-Origin: *");
 	snprintf(req, sizeof(req), "POST /derp/probe HTTP/1.1\r\nHost: %s\r\n"
 	    "Content-Length: 0\r\n\r\n", host_hdr);
-	verdict("probe_post_405", http_main(req, 0) == 0 && hr.status == 405 ?
+	dc_verdict("probe_post_405", http_main(req, 0) == 0 && hr.status == 405 ?
 	    NULL : "not 405");
 	snprintf(req, sizeof(req), "GET /derp/latency-check HTTP/1.1\r\n"
 	    "Host: %s\r\n\r\n", host_hdr);
-	verdict("latency_check_200", http_main(req, 0) == 0 && hr.status == 200 ?
+	dc_verdict("latency_check_200", http_main(req, 0) == 0 && hr.status == 200 ?
 	    NULL : "not 200");
 	snprintf(req, sizeof(req), "GET /robots.txt HTTP/1.1\r\nHost: %s\r\n\r\n",
 	    host_hdr);
-	verdict("robots_txt", http_main(req, 0) == 0 && hr.status == 200 &&
+	dc_verdict("robots_txt", http_main(req, 0) == 0 && hr.status == 200 &&
 	    strcmp(hr.body, "User-agent: *\nDisallow: /\n") == 0 ? NULL :
 	    "not 200 with the robots body");
 	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n",
 	    host_hdr);
-	verdict("home_page", http_main(req, 0) == 0 && hr.status == 200 &&
+	dc_verdict("home_page", http_main(req, 0) == 0 && hr.status == 200 &&
 	    hdr_is("Content-Type", "text/html; charset=utf-8") ? NULL :
 	    "not 200 text/html; charset=utf-8");
 	snprintf(req, sizeof(req), "GET /no/such/page HTTP/1.1\r\nHost: %s\r\n"
 	    "\r\n", host_hdr);
-	verdict("unknown_path_home_page", http_main(req, 0) == 0 &&
+	dc_verdict("unknown_path_home_page", http_main(req, 0) == 0 &&
 	    hr.status == 200 ? NULL : "not 200");
 
 	/* Keep-alive: two requests on one connection. */
@@ -2247,7 +2126,7 @@ t_http(void)
 					    " failed";
 			}
 		}
-		verdict("http_keepalive", e);
+		dc_verdict("http_keepalive", e);
 		dc_free(c);
 	}
 
@@ -2255,7 +2134,7 @@ t_http(void)
 	data_path(path, sizeof(path), "http/generate_204_challenges.tsv");
 	text = dc_read_text(path, FILE_MAX, NULL);
 	if (text == NULL) {
-		fail("generate_204", "cannot read %s", path);
+		dc_fail("generate_204", "cannot read %s", path);
 		return;
 	}
 	for (line = strtok_r(text, "\n", &save); line != NULL;
@@ -2271,7 +2150,7 @@ t_http(void)
 		t1 = strchr(line, '\t');
 		t2 = t1 != NULL ? strchr(t1 + 1, '\t') : NULL;
 		if (t2 == NULL) {
-			fail("generate_204", "row without three fields: %.40s",
+			dc_fail("generate_204", "row without three fields: %.40s",
 			    line);
 			bad++;
 			continue;
@@ -2287,7 +2166,7 @@ t_http(void)
 		if (strcmp(line, "-") != 0) {
 			rn = dc_unhex(line, raw, sizeof(raw));
 			if (rn < 0 || (size_t)rn * 2 != strlen(line)) {
-				fail("generate_204", "%s: challenge is not whole"
+				dc_fail("generate_204", "%s: challenge is not whole"
 				    " hex of at most %zu bytes", note,
 				    sizeof(raw));
 				bad++;
@@ -2309,27 +2188,27 @@ t_http(void)
 		if (has_nul && hr.status == 400)
 			continue;	/* allowed: NUL is invalid in a header */
 		if (hr.status != 204) {
-			fail("generate_204", "%s: status %d", note, hr.status);
+			dc_fail("generate_204", "%s: status %d", note, hr.status);
 			bad++;
 		} else if (strcmp(want, "-") == 0 ? has_resp :
 		    !has_resp || strcmp(got, want) != 0) {
-			fail("generate_204", "%s: X-Tailscale-Response %s%s%s,"
+			dc_fail("generate_204", "%s: X-Tailscale-Response %s%s%s,"
 			    " expected %s", note, has_resp ? "\"" : "",
 			    has_resp ? got : "absent", has_resp ? "\"" : "",
 			    want);
 			bad++;
 		} else if (!hdr_is("Cache-Control", "no-cache, no-store, "
 		    "must-revalidate, no-transform, max-age=0")) {
-			fail("generate_204", "%s: Cache-Control missing or wrong",
+			dc_fail("generate_204", "%s: Cache-Control missing or wrong",
 			    note);
 			bad++;
 		}
 	}
 	free(text);
 	if (cases == 0)
-		fail("generate_204", "no case in %s", path);
+		dc_fail("generate_204", "no case in %s", path);
 	else if (bad == 0)
-		ok("generate_204");
+		dc_ok("generate_204");
 }
 
 /* The port-80 style listener of TLS mode. */
@@ -2341,7 +2220,7 @@ t_http_port(void)
 
 	snprintf(req, sizeof(req), "GET /generate_204 HTTP/1.1\r\nHost: "
 	    "127.0.0.1\r\nX-Tailscale-Challenge: ts_127.0.0.1\r\n\r\n");
-	verdict("http_port_generate_204", http_do("127.0.0.1", http_port, 0,
+	dc_verdict("http_port_generate_204", http_do("127.0.0.1", http_port, 0,
 	    req, 0, r) == 0 && r->status == 204 &&
 	    hdr_is("X-Tailscale-Response", "response ts_127.0.0.1") ? NULL :
 	    "not 204 with the challenge response");
@@ -2350,26 +2229,26 @@ t_http_port(void)
 	    "derp.example.test\r\n\r\n");
 	if (http_do("127.0.0.1", http_port, 0, req, 0, r) < 0 &&
 	    r->status == 302)
-		fail("http_port_redirect", "302 without a readable body (bad"
+		dc_fail("http_port_redirect", "302 without a readable body (bad"
 		    " Content-Length or head?)");
 	else if (r->status != 302)
-		fail("http_port_redirect", "status %d, expected 302", r->status);
+		dc_fail("http_port_redirect", "status %d, expected 302", r->status);
 	else if (!dc_http_header(r->head, "Location", v, sizeof(v)) ||
 	    strcmp(v, "https://derp.example.test/foo?a=b") != 0)
-		fail("http_port_redirect", "Location is not https://"
+		dc_fail("http_port_redirect", "Location is not https://"
 		    "derp.example.test/foo?a=b");
 	else
-		ok("http_port_redirect");
+		dc_ok("http_port_redirect");
 
 	snprintf(req, sizeof(req), "GET /derp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 	    "Connection: Upgrade\r\nUpgrade: DERP\r\n\r\n");
 	(void)http_do("127.0.0.1", http_port, 0, req, 0, r);
-	verdict("http_port_never_upgrades", r->status == 302 ? NULL :
+	dc_verdict("http_port_never_upgrades", r->status == 302 ? NULL :
 	    "GET /derp with Upgrade was not redirected");
 
 	snprintf(req, sizeof(req), "POST /foo HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 	    "Content-Length: 0\r\n\r\n");
-	verdict("http_port_post_400", http_do("127.0.0.1", http_port, 0, req, 0,
+	dc_verdict("http_port_post_400", http_do("127.0.0.1", http_port, 0, req, 0,
 	    r) == 0 && r->status == 400 ? NULL : "POST was not answered 400");
 }
 
@@ -2491,29 +2370,29 @@ t_tls_cert(const char *certdir)
 	snprintf(crt, sizeof(crt), "%s/127.0.0.1.crt", certdir);
 	snprintf(key, sizeof(key), "%s/127.0.0.1.key", certdir);
 	if (stat(key, &st) < 0)
-		fail("cert_key_file", "%s missing", key);
+		dc_fail("cert_key_file", "%s missing", key);
 	else if ((st.st_mode & 0777) != 0600)
-		fail("cert_key_file", "%s has mode %03o, not 0600", key,
+		dc_fail("cert_key_file", "%s has mode %03o, not 0600", key,
 		    (unsigned)(st.st_mode & 0777));
 	else
-		ok("cert_key_file");
+		dc_ok("cert_key_file");
 	if (stat(crt, &st) < 0)
-		fail("cert_crt_file", "%s missing", crt);
+		dc_fail("cert_crt_file", "%s missing", crt);
 	else if ((st.st_mode & 0022) != 0)
-		fail("cert_crt_file", "%s is writable by others (mode %03o)", crt,
+		dc_fail("cert_crt_file", "%s is writable by others (mode %03o)", crt,
 		    (unsigned)(st.st_mode & 0777));
 	else
-		ok("cert_crt_file");
+		dc_ok("cert_crt_file");
 	if (stat(certdir, &st) < 0 || (st.st_mode & 0777) != 0700)
-		fail("certdir_mode_0700", "%s missing or not mode 0700", certdir);
+		dc_fail("certdir_mode_0700", "%s missing or not mode 0700", certdir);
 	else
-		ok("certdir_mode_0700");
+		dc_ok("certdir_mode_0700");
 	n = pem_first_cert(crt, der, sizeof(der), &count);
 	if (n < 0) {
-		fail("cert_pem", "no CERTIFICATE in %s", crt);
+		dc_fail("cert_pem", "no CERTIFICATE in %s", crt);
 		return;
 	}
-	verdict("cert_pem", count == 1 ? NULL : "more than one certificate");
+	dc_verdict("cert_pem", count == 1 ? NULL : "more than one certificate");
 	{
 		br_sha256_context h;
 		br_sha256_init(&h);
@@ -2522,19 +2401,19 @@ t_tls_cert(const char *certdir)
 	}
 	dc_tohex(sha, 32, hex);
 	memcpy(tls_leaf_sha, sha, 32);
-	verdict("cert_contents", cert_contents(der, (size_t)n));
+	dc_verdict("cert_contents", cert_contents(der, (size_t)n));
 	log = dc_read_text(log_path, FILE_MAX, NULL);
 	p = log != NULL ? strstr(log, "\"CertName\":\"sha256-raw:") : NULL;
 	if (p == NULL)
-		fail("cert_name_logged", "no \"CertName\":\"sha256-raw:...\" in %s",
+		dc_fail("cert_name_logged", "no \"CertName\":\"sha256-raw:...\" in %s",
 		    log_path);
 	else if (dc_unhex(p + 23, logged, 32) != 32 || p[23 + 64] != '"')
-		fail("cert_name_logged", "malformed CertName hash");
+		dc_fail("cert_name_logged", "malformed CertName hash");
 	else if (memcmp(logged, sha, 32) != 0)
-		fail("cert_name_logged", "logged hash differs from the SHA-256 of"
+		dc_fail("cert_name_logged", "logged hash differs from the SHA-256 of"
 		    " %s (%s)", crt, hex);
 	else
-		ok("cert_name_logged");
+		dc_ok("cert_name_logged");
 	free(log);
 
 	for (i = 0; i < 3; i++) {
@@ -2549,7 +2428,7 @@ t_tls_cert(const char *certdir)
 			e = "presented leaf differs from the .crt file";
 		else if (dc_handshake(c, 0, NULL, IO_MS) < 0)
 			e = "DERP handshake failed";
-		verdict(sni_names[i], e);
+		dc_verdict(sni_names[i], e);
 		dc_free(c);
 	}
 
@@ -2569,7 +2448,7 @@ t_tls_cert(const char *certdir)
 		    " choose http/1.1" : dc_handshake(c, 0, NULL, IO_MS) < 0 ?
 		    "no DERP over it" : NULL;
 	}
-	verdict("alpn_http11_chosen_over_h2", e);
+	dc_verdict("alpn_http11_chosen_over_h2", e);
 	dc_free(c);
 
 	/* TLS 1.0/1.1 only: refused (derper's minimum is 1.2). */
@@ -2595,7 +2474,7 @@ t_tls_cert(const char *certdir)
 		    dc_handshake(c, 0, NULL, IO_MS) < 0 ? "a TLS 1.2 client"
 		    " failed after the refusal" : NULL;
 	}
-	verdict("tls_below_1_2_refused", e);
+	dc_verdict("tls_below_1_2_refused", e);
 	dc_free(c);
 }
 
@@ -2612,16 +2491,16 @@ t_cert_reused(void)
 		return;
 	c = dc_new();
 	if (dc_connect(c, srv_host, srv_port, 1, NULL, CONNECT_MS) < 0)
-		fail("cert_reused_on_restart", "TLS handshake failed");
+		dc_fail("cert_reused_on_restart", "TLS handshake failed");
 	else if (memcmp(c->x509.leaf_sha256, tls_leaf_sha, 32) != 0)
-		fail("cert_reused_on_restart", "a different certificate after"
+		dc_fail("cert_reused_on_restart", "a different certificate after"
 		    " restart");
 	else
-		ok("cert_reused_on_restart");
+		dc_ok("cert_reused_on_restart");
 	dc_free(c);
 	log = dc_read_text(log_path, FILE_MAX, NULL);
 	p = log != NULL ? strstr(log, "\"CertName\":\"sha256-raw:") : NULL;
-	verdict("cert_name_logged_on_restart", p != NULL &&
+	dc_verdict("cert_name_logged_on_restart", p != NULL &&
 	    dc_unhex(p + 23, logged, 32) == 32 && memcmp(logged, tls_leaf_sha,
 	    32) == 0 ? NULL : "CertName line missing or with another hash");
 	free(log);
@@ -2719,7 +2598,7 @@ helper_finish(struct helper *h)
 	int64_t deadline = dc_now_ms() + HANDSHAKE_DEADLINE_MAX_MS + 5000;
 
 	if (h->pid < 0) {
-		fail(h->name, "could not fork");
+		dc_fail(h->name, "could not fork");
 		return;
 	}
 	p.fd = h->fd;
@@ -2735,9 +2614,9 @@ helper_finish(struct helper *h)
 	helper_pid[h->slot] = -1;
 	close(h->fd);
 	if (n <= 0)
-		fail(h->name, "helper process reported nothing");
+		dc_fail(h->name, "helper process reported nothing");
 	else
-		verdict(h->name, strcmp(msg, "ok") == 0 ? NULL : msg);
+		dc_verdict(h->name, strcmp(msg, "ok") == 0 ? NULL : msg);
 }
 
 /* A client that stops reading while another floods it is closed (2 s write
@@ -2751,14 +2630,14 @@ t_slow_reader(void)
 	long sent = 0;
 
 	if (r == NULL || f == NULL) {
-		fail("slow_reader_closed", "connect failed");
+		dc_fail("slow_reader_closed", "connect failed");
 		goto out;
 	}
 	r->rcvbuf = 4096;	/* fill the path quickly */
 	dc_genkey(r);
 	if (dc_connect(r, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
 	    dc_handshake(r, 0, NULL, IO_MS) < 0) {
-		fail("slow_reader_closed", "reader connect failed");
+		dc_fail("slow_reader_closed", "reader connect failed");
 		goto out;
 	}
 	start = dc_now_ms();
@@ -2773,10 +2652,10 @@ t_slow_reader(void)
 	}
 	if (e == NULL && !ping(f))
 		e = "the flooding client gets no Pong";
-	verdict("slow_reader_sender_unaffected", e);
-	verdict("slow_reader_pair_unaffected", pair_works());
+	dc_verdict("slow_reader_sender_unaffected", e);
+	dc_verdict("slow_reader_pair_unaffected", pair_works());
 	/* Drain: a closed reader ends in EOF; an open one just goes quiet. */
-	verdict("slow_reader_closed", dc_expect_close(r, CLOSE_MS) ? NULL :
+	dc_verdict("slow_reader_closed", dc_expect_close(r, CLOSE_MS) ? NULL :
 	    "the non-reading client was never closed");
 out:
 	dc_free(r);
@@ -2983,21 +2862,21 @@ t_stun_v4(void)
 	int nv, ni, i, fd, bad = 0, badv, badi;
 	long n;
 
-	verdict("stun_ipv4", stun_roundtrip("127.0.0.1", "127.0.0.1", lo4, 4));
+	dc_verdict("stun_ipv4", stun_roundtrip("127.0.0.1", "127.0.0.1", lo4, 4));
 
 	nv = stun_vectors("stun/stun_binding_requests_valid.hex", valid, vlen, 32,
 	    &badv);
 	ni = stun_vectors("stun/stun_binding_requests_invalid.hex", invalid,
 	    ilen, 64, &badi);
 	if (nv <= 0 || ni <= 0) {
-		fail("stun_vectors", "the STUN vectors are unreadable, empty or"
+		dc_fail("stun_vectors", "the STUN vectors are unreadable, empty or"
 		    " damaged (valid file line %d, invalid file line %d)", badv,
 		    badi);
 		return;
 	}
 	fd = udp_socket("127.0.0.1", &port);
 	if (fd < 0) {
-		fail("stun_vectors", "cannot bind a UDP socket");
+		dc_fail("stun_vectors", "cannot bind a UDP socket");
 		return;
 	}
 	/* Each is answered with exactly the response stun.md gives for our
@@ -3009,31 +2888,31 @@ t_stun_v4(void)
 		if (udp_send(fd, "127.0.0.1", stun_port, valid[i], vlen[i]) < 0 ||
 		    (n = udp_recv(fd, got, sizeof(got), IO_MS)) != (long)wl ||
 		    memcmp(got, want, wl) != 0) {
-			fail("stun_valid_vectors", "vector %d not answered with"
+			dc_fail("stun_valid_vectors", "vector %d not answered with"
 			    " the %zu-byte XOR-MAPPED-ADDRESS response for"
 			    " 127.0.0.1:%u", i + 1, wl, (unsigned)port);
 			bad++;
 		}
 	}
 	if (bad == 0)
-		ok("stun_valid_vectors");
+		dc_ok("stun_valid_vectors");
 	/* All the malformed ones, then one good request: only it is answered. */
 	for (i = 0; i < ni; i++)
 		(void)udp_send(fd, "127.0.0.1", stun_port, invalid[i], ilen[i]);
 	(void)udp_send(fd, "127.0.0.1", stun_port, valid[0], vlen[0]);
 	n = udp_recv(fd, got, sizeof(got), IO_MS);
 	if (n == -2)
-		fail("stun_invalid_dropped", "no answer to the valid request sent"
+		dc_fail("stun_invalid_dropped", "no answer to the valid request sent"
 		    " after the invalid ones (server stopped serving STUN?)");
 	else if (n != 32 || memcmp(got + 8, valid[0] + 8, 12) != 0)
-		fail("stun_invalid_dropped", "an invalid datagram was answered"
+		dc_fail("stun_invalid_dropped", "an invalid datagram was answered"
 		    " (%ld bytes)", n);
 	else if (udp_recv(fd, got, sizeof(got), QUIET_MS) != -2)
-		fail("stun_invalid_dropped", "an extra datagram arrived");
+		dc_fail("stun_invalid_dropped", "an extra datagram arrived");
 	else
-		ok("stun_invalid_dropped");
+		dc_ok("stun_invalid_dropped");
 	close(fd);
-	verdict("stun_after_garbage", stun_roundtrip("127.0.0.1", "127.0.0.1",
+	dc_verdict("stun_after_garbage", stun_roundtrip("127.0.0.1", "127.0.0.1",
 	    lo4, 4));
 }
 
@@ -3133,7 +3012,7 @@ mk_dual(char **argv, char bufs[][600])
 static void
 begin_mode(const char *name, int tls, const char *host)
 {
-	mode = name;
+	dc_report_mode = name;
 	mode_tls = tls;
 	srv_host = host;
 	alarm(WATCHDOG_S);
@@ -3186,7 +3065,7 @@ run_full_mode(const char *name, int tls)
 		t_tls_cert(cert_dir);
 	pair_a = cl_derp();
 	pair_b = cl_derp();
-	verdict("pair_established", pair_a != NULL && pair_b != NULL ? NULL :
+	dc_verdict("pair_established", pair_a != NULL && pair_b != NULL ? NULL :
 	    "two clients could not connect");
 	t_handshake();
 	t_vectors();
@@ -3217,13 +3096,13 @@ run_full_mode(const char *name, int tls)
 	report_heads();
 	t_stun_v4();
 	t_slow_reader();
-	verdict("pair_still_works_at_end", pair_works());
+	dc_verdict("pair_still_works_at_end", pair_works());
 	helper_finish(&h1);
 	helper_finish(&h2);
 	/* SIGTERM with DERP connections open: exit 0, and they see the close. */
 	server_stop();
 	if (pair_a != NULL)
-		verdict("connections_closed_on_exit", dc_expect_close(pair_a,
+		dc_verdict("connections_closed_on_exit", dc_expect_close(pair_a,
 		    CLOSE_MS) ? NULL : "a client connection outlived the server");
 	dc_free(pair_a);
 	dc_free(pair_b);
@@ -3281,11 +3160,11 @@ q_classify(const uint8_t *p, size_t n, uint32_t *tag)
 	static const uint8_t magic[6] = { 0x54, 0x53, 0xf0, 0x9f, 0x92, 0xac };
 
 	if (n == Q_DISCO_BYTES && memcmp(p, magic, 6) == 0) {
-		*tag = get_be32(p + 6);
+		*tag = dc_get_be32(p + 6);
 		return 1;
 	}
 	if (n == Q_OTHER_BYTES) {
-		*tag = get_be32(p);
+		*tag = dc_get_be32(p);
 		return 0;
 	}
 	return -1;
@@ -3397,7 +3276,7 @@ queues_try(int *interleaved)
 	}
 	memset(pkt, 0x11, sizeof pkt);
 	for (i = 0; i < Q_OTHER_COUNT && e == NULL; i++) {
-		put_be32(pkt, (uint32_t)i);
+		dc_put_be32(pkt, (uint32_t)i);
 		if (dc_send_packet(s, r->pk, pkt, Q_OTHER_BYTES) < 0)
 			e = "sending the other packets failed";
 	}
@@ -3432,7 +3311,7 @@ queues_try(int *interleaved)
 	if (e == NULL)
 		e = queues_judge(kind, tag, got, counts, interleaved);
 	printf("# %s queues: %zu packets: %u other before the disco ones,"
-	    " %u disco, %u other after\n", mode, got, counts[0], counts[1],
+	    " %u disco, %u other after\n", dc_report_mode, got, counts[0], counts[1],
 	    counts[2]);
 	/* Still a working client after all that (when nothing of the
 	 * flood is left unread). */
@@ -3462,9 +3341,9 @@ t_queues(void)
 		e = queues_try(&interleaved);
 		if (e == NULL || !interleaved)
 			break;
-		printf("# %s queues: try %d: %s\n", mode, t + 1, e);
+		printf("# %s queues: try %d: %s\n", dc_report_mode, t + 1, e);
 	}
-	verdict("queues_depth_32_drop_oldest_disco_first", e);
+	dc_verdict("queues_depth_32_drop_oldest_disco_first", e);
 }
 
 static void
@@ -3519,17 +3398,17 @@ run_derp_false_mode(void)
 	    len != sizeof head - 1 + 64 + 3 || memcmp(text, head,
 	    sizeof head - 1) != 0 || memcmp(text + len - 3, "\"\n}", 3) != 0 ?
 	    "key file not derper's format" : NULL;
-	verdict("key_file_made_0600_derper_format", e);
+	dc_verdict("key_file_made_0600_derper_format", e);
 	free(text);
 	snprintf(req, sizeof req, "GET /derp HTTP/1.1\r\nHost: %s\r\n"
 	    "Connection: Upgrade\r\nUpgrade: DERP\r\n\r\n", host_hdr);
 	e = http_main(req, 0) < 0 ? "no response" : hr.status != 404 ?
 	    "not 404" : strcmp(hr.body, "derp server disabled\n") != 0 ?
 	    "not derper's body" : NULL;
-	verdict("derp_false_404", e);
+	dc_verdict("derp_false_404", e);
 	snprintf(req, sizeof req, "GET /derp/probe HTTP/1.1\r\nHost: %s\r\n\r\n",
 	    host_hdr);
-	verdict("derp_false_probe_still_200", http_main(req, 0) == 0 &&
+	dc_verdict("derp_false_probe_still_200", http_main(req, 0) == 0 &&
 	    hr.status == 200 ? NULL : "not 200");
 	server_stop();
 }
@@ -3560,7 +3439,7 @@ run_keepalive_mode(void)
 	begin_mode("keepalive", 0, "127.0.0.1");
 	nw = transcript_hex("S>C KeepAlive", want, sizeof want);
 	if (nw != 5) {
-		fail("keepalive", "the transcript's KeepAlive step is missing");
+		dc_fail("keepalive", "the transcript's KeepAlive step is missing");
 		return;
 	}
 	setenv("DERP_TEST_KEEPALIVE_MS", "1000", 1);
@@ -3574,7 +3453,7 @@ run_keepalive_mode(void)
 	tc = dc_now_ms();
 	c = cl_derp();
 	if (c == NULL) {
-		fail("keepalive", "connect failed");
+		dc_fail("keepalive", "connect failed");
 		server_stop();
 		return;
 	}
@@ -3612,8 +3491,8 @@ run_keepalive_mode(void)
 	}
 	printf("# keepalive: %d KeepAlive frames in %lld ms\n", i,
 	    (long long)(dc_now_ms() - t0));
-	verdict("keepalive_sent_on_time_exact_bytes", e);
-	verdict("keepalive_client_still_served", ping(c) ? NULL :
+	dc_verdict("keepalive_sent_on_time_exact_bytes", e);
+	dc_verdict("keepalive_client_still_served", ping(c) ? NULL :
 	    "no Pong after the KeepAlives");
 	dc_free(c);
 	server_stop();
@@ -3640,20 +3519,20 @@ run_ipv6_mode(void)
 
 	begin_mode("ipv6", 0, "::1");
 	if (!have_ipv6_loopback()) {
-		skip("all", "no IPv6 loopback");
+		dc_skip("all", "no IPv6 loopback");
 		return;
 	}
 	if (server_start(mk_ipv6) < 0)
 		return;
 	a = cl_derp();
 	b = cl_derp();
-	verdict("handshake_ipv6", a != NULL && b != NULL ? NULL :
+	dc_verdict("handshake_ipv6", a != NULL && b != NULL ? NULL :
 	    "handshake over ::1 failed");
 	if (a != NULL && b != NULL)
-		verdict("exchange_ipv6", relay(a, b, 1200));
+		dc_verdict("exchange_ipv6", relay(a, b, 1200));
 	dc_free(a);
 	dc_free(b);
-	verdict("stun_ipv6", stun_roundtrip("::1", "::1", lo6, 16));
+	dc_verdict("stun_ipv6", stun_roundtrip("::1", "::1", lo6, 16));
 	server_stop();
 }
 
@@ -3685,11 +3564,11 @@ run_limit_mode(void)
 		if (c[i] != NULL)
 			okn++;
 	}
-	verdict("accept_burst_then_refused", c[0] != NULL && c[1] != NULL &&
+	dc_verdict("accept_burst_then_refused", c[0] != NULL && c[1] != NULL &&
 	    c[2] != NULL && c[3] == NULL && c[4] == NULL ? NULL :
 	    "expected exactly 3 handshakes to succeed after the probe");
 	if (c[0] != NULL && c[1] != NULL)
-		verdict("limited_pair_still_relays", relay(c[0], c[1], 1200));
+		dc_verdict("limited_pair_still_relays", relay(c[0], c[1], 1200));
 	for (i = 0; i < 5; i++)
 		dc_free(c[i]);
 	(void)okn;
@@ -3732,7 +3611,7 @@ run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]))
 		return;
 	pair_a = cl_derp();
 	pair_b = cl_derp();
-	verdict("hs_cap_pair", pair_a != NULL && pair_b != NULL ? NULL :
+	dc_verdict("hs_cap_pair", pair_a != NULL && pair_b != NULL ? NULL :
 	    "two clients could not connect below the cap");
 	t_hold = dc_now_ms();
 	for (i = 0; i < 4; i++) {
@@ -3743,25 +3622,25 @@ run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]))
 	}
 	/* A relayed round trip: the relay has run its loop since the holders
 	 * connected, so all four are accepted. */
-	verdict("hs_cap_holders_pair_works", n == 4 ? pair_works() :
+	dc_verdict("hs_cap_holders_pair_works", n == 4 ? pair_works() :
 	    "holders could not connect");
 	late = cl_derp();
-	verdict("hs_cap_newcomer_refused", late == NULL ? NULL :
+	dc_verdict("hs_cap_newcomer_refused", late == NULL ? NULL :
 	    "a fifth unfinished connection was admitted within the grace");
 	dc_free(late);
-	verdict("hs_cap_refused_pair_works", pair_works());
+	dc_verdict("hs_cap_refused_pair_works", pair_works());
 	if (dc_now_ms() < t_hold + 5300)
 		dc_sleep_ms((int)(t_hold + 5300 - dc_now_ms()));
 	fresh = cl_derp();
-	verdict("hs_cap_newcomer_evicts", fresh != NULL ? NULL :
+	dc_verdict("hs_cap_newcomer_evicts", fresh != NULL ? NULL :
 	    "no handshake once the holders had their grace");
-	verdict("hs_cap_oldest_evicted", hold[0] != NULL &&
+	dc_verdict("hs_cap_oldest_evicted", hold[0] != NULL &&
 	    dc_expect_close(hold[0], IO_MS) ? NULL : "oldest holder not closed");
 	for (i = 1; i < 4; i++)
 		still += hold[i] != NULL && !dc_expect_close(hold[i], 100);
-	verdict("hs_cap_others_kept", still == 3 ? NULL :
+	dc_verdict("hs_cap_others_kept", still == 3 ? NULL :
 	    "more than the oldest holder was closed");
-	verdict("hs_cap_evictor_relays", fresh != NULL && pair_a != NULL ?
+	dc_verdict("hs_cap_evictor_relays", fresh != NULL && pair_a != NULL ?
 	    relay(fresh, pair_a, 1200) : "no client");
 	dc_free(fresh);
 	for (i = 0; i < 4; i++)
@@ -3895,13 +3774,13 @@ t_peer_gone_burst(void)
 	if (e == NULL)
 		e = relay(x, pg_s[0], 20);
 	if (e != NULL) {
-		fail("peer_gone_burst_30", "setup: %s", e);
+		dc_fail("peer_gone_burst_30", "setup: %s", e);
 		goto out;
 	}
 	for (i = 0; i < PG_BURST; i++)
 		dc_close(pg_s[i]);
 	dc_close(x);
-	verdict("peer_gone_burst_30", peer_gone_tally(r, pg_keys, PG_BURST,
+	dc_verdict("peer_gone_burst_30", peer_gone_tally(r, pg_keys, PG_BURST,
 	    PG_WAIT_MS));
 out:
 	pg_free_senders();
@@ -3919,14 +3798,14 @@ t_peer_gone_sequential(void)
 
 	e = r == NULL ? "connect failed" : pg_senders_to(r, PG_SENDERS);
 	if (e != NULL) {
-		fail("peer_gone_sequential_40", "setup: %s", e);
+		dc_fail("peer_gone_sequential_40", "setup: %s", e);
 		goto out;
 	}
 	for (i = 0; i < PG_SENDERS; i++) {
 		dc_close(pg_s[i]);
 		dc_sleep_ms(PG_STEP_MS);
 	}
-	verdict("peer_gone_sequential_40", peer_gone_tally(r, pg_keys,
+	dc_verdict("peer_gone_sequential_40", peer_gone_tally(r, pg_keys,
 	    PG_SENDERS, PG_WAIT_MS));
 out:
 	pg_free_senders();
@@ -3942,7 +3821,7 @@ t_peer_gone_duplicate(void)
 	const char *e;
 
 	if (r == NULL || d1 == NULL || d2 == NULL) {
-		fail("peer_gone_dup_first_leaves_silent", "connect failed");
+		dc_fail("peer_gone_dup_first_leaves_silent", "connect failed");
 		goto out;
 	}
 	memcpy(d2->sk, d1->sk, 32);
@@ -3953,7 +3832,7 @@ t_peer_gone_duplicate(void)
 	    CONNECT_MS) < 0 || dc_handshake(d2, 0, NULL, IO_MS) < 0))
 		e = "second connection with the key refused";
 	if (e != NULL) {
-		fail("peer_gone_dup_first_leaves_silent", "setup: %s", e);
+		dc_fail("peer_gone_dup_first_leaves_silent", "setup: %s", e);
 		goto out;
 	}
 	dc_close(d1);
@@ -3961,9 +3840,9 @@ t_peer_gone_duplicate(void)
 	e = quiet(r, 2 * QUIET_MS);
 	if (e == NULL)
 		e = relay(r, d2, 30);
-	verdict("peer_gone_dup_first_leaves_silent", e);
+	dc_verdict("peer_gone_dup_first_leaves_silent", e);
 	dc_close(d2);
-	verdict("peer_gone_dup_last_leaves_one", peer_gone_tally(r, key, 1,
+	dc_verdict("peer_gone_dup_last_leaves_one", peer_gone_tally(r, key, 1,
 	    PG_WAIT_MS));
 out:
 	dc_free(r);
@@ -3986,7 +3865,7 @@ t_peer_gone_recipient_first(void)
 
 	e = r == NULL ? "connect failed" : pg_senders_to(r, 5);
 	if (e != NULL) {
-		fail("peer_gone_recipient_left_first", "setup: %s", e);
+		dc_fail("peer_gone_recipient_left_first", "setup: %s", e);
 		goto out;
 	}
 	dc_close(r);
@@ -3994,7 +3873,7 @@ t_peer_gone_recipient_first(void)
 	n = cl_derp();
 	for (i = 0; i < 5; i++)
 		dc_close(pg_s[i]);
-	verdict("peer_gone_recipient_left_first", n == NULL ?
+	dc_verdict("peer_gone_recipient_left_first", n == NULL ?
 	    "a new client could not connect" : quiet(n, 2 * QUIET_MS));
 	pg_free_senders();
 
@@ -4016,7 +3895,7 @@ t_peer_gone_recipient_first(void)
 		if (e == NULL)
 			e = relay(b, a, 1200);
 	}
-	verdict("peer_gone_recipient_left_with_senders", e);
+	dc_verdict("peer_gone_recipient_left_with_senders", e);
 out:
 	pg_free_senders();
 	dc_free(r);
@@ -4137,13 +4016,13 @@ t_http_exact(void)
 	snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n",
 	    host_hdr);
 	e = http_main(req, 0) < 0 ? "no response" : browser_headers_missing();
-	verdict("home_browser_headers", e);
+	dc_verdict("home_browser_headers", e);
 	snprintf(req, sizeof req, "GET /robots.txt HTTP/1.1\r\nHost: %s\r\n\r\n",
 	    host_hdr);
 	e = http_main(req, 0) < 0 ? "no response" : browser_headers_missing();
 	if (e == NULL && !hdr_is("Content-Type", "text/plain; charset=utf-8"))
 		e = "Content-Type not text/plain; charset=utf-8";
-	verdict("robots_browser_headers", e);
+	dc_verdict("robots_browser_headers", e);
 	/* /bootstrap-dns with no names: 200, JSON, empty, and closed. */
 	snprintf(req, sizeof req, "GET /bootstrap-dns HTTP/1.1\r\nHost: %s\r\n"
 	    "\r\n", host_hdr);
@@ -4152,14 +4031,14 @@ t_http_exact(void)
 	    "Content-Type not application/json" : !hdr_is("Connection",
 	    "close") ? "no Connection: close" : hr.body_len != 0 ?
 	    "body not empty" : browser_headers_missing();
-	verdict("bootstrap_dns_empty", e);
+	dc_verdict("bootstrap_dns_empty", e);
 	/* Error bodies: text/plain, nosniff, the text and a newline. */
 	snprintf(req, sizeof req, "GET /derp HTTP/1.1\r\nHost: %s\r\n\r\n",
 	    host_hdr);
 	e = http_main(req, 0) < 0 ? "no response" : !hdr_is(
 	    "X-Content-Type-Options", "nosniff") ? "no X-Content-Type-Options:"
 	    " nosniff on an error" : NULL;
-	verdict("error_nosniff", e);
+	dc_verdict("error_nosniff", e);
 
 	/* HEAD: the head only.  The next response on the connection must
 	 * start right after it. */
@@ -4176,13 +4055,13 @@ t_http_exact(void)
 		    strncmp(end + 4, "HTTP/1.1 200", 12) != 0 ? "bytes after"
 		    " the HEAD response's head (a body?)" : NULL;
 	}
-	verdict("head_has_no_body", e);
+	dc_verdict("head_has_no_body", e);
 
 	/* "Hos:" is not Host: HTTP/1.1 without Host is Go's 400. */
 	n = (size_t)snprintf(req, sizeof req, "GET /derp/probe HTTP/1.1\r\n"
 	    "Hos: %s\r\n\r\n", host_hdr);
 	closed = raw_exchange(req, n, resp, sizeof resp, &k);
-	verdict("header_name_matched_whole", closed < 0 ? "connect failed" :
+	dc_verdict("header_name_matched_whole", closed < 0 ? "connect failed" :
 	    dc_http_status(resp) == 400 ? NULL : first_line(resp));
 
 	/* The head cap: 8192 bytes up to the blank line's LF pass; 8193 get
@@ -4198,7 +4077,7 @@ t_http_exact(void)
 		e = closed < 0 ? "connect failed" :
 		    dc_http_status(resp) != (k == 0 ? 200 : 431) ?
 		    first_line(resp) : NULL;
-		verdict(k == 0 ? "head_8192_bytes_200" : "head_8193_bytes_431",
+		dc_verdict(k == 0 ? "head_8192_bytes_200" : "head_8193_bytes_431",
 		    e);
 	}
 
@@ -4215,7 +4094,7 @@ t_http_exact(void)
 		    "no answer" : memcmp(resp, go400, sizeof go400 - 1) != 0 ?
 		    "not Go's clear-text 400" : !dc_expect_close(c, CLOSE_MS) ?
 		    "not closed after it" : NULL;
-		verdict("http_to_tls_port_go_400", e);
+		dc_verdict("http_to_tls_port_go_400", e);
 		dc_free(c);
 	}
 
@@ -4225,7 +4104,7 @@ t_http_exact(void)
 		    " controlplane.tailscale.com:443 HTTP/1.1\r\nHost:"
 		    " controlplane.tailscale.com:443\r\n\r\n");
 		closed = raw_exchange(req, n, resp, sizeof resp, &k);
-		verdict("connect_tls_403", closed < 0 ? "connect failed" :
+		dc_verdict("connect_tls_403", closed < 0 ? "connect failed" :
 		    dc_http_status(resp) != 403 ? first_line(resp) :
 		    strstr(resp, "\r\n\r\nCONNECT not enabled\n") == NULL ?
 		    "not derper's body" : NULL);
@@ -4250,26 +4129,26 @@ go_refusal(const char *name, const char *req, const char *want_line,
 	    body);
 	snprintf(name2, sizeof(name2), "%s_go_bytes", name);
 	if (closed < 0) {
-		fail(name, "connect failed");
+		dc_fail(name, "connect failed");
 		return;
 	}
 	if (n < wl + 2 || memcmp(resp, want_line, wl) != 0 ||
 	    memcmp(resp + wl, "\r\n", 2) != 0)
-		fail(name, "status line \"%s\", expected \"%s\"", first_line(resp),
+		dc_fail(name, "status line \"%s\", expected \"%s\"", first_line(resp),
 		    want_line);
 	else if (!closed)
-		fail(name, "connection still open %d ms after the answer",
+		dc_fail(name, "connection still open %d ms after the answer",
 		    CLOSE_MS);
 	else
-		ok(name);
+		dc_ok(name);
 	if (n == strlen(exact) && memcmp(resp, exact, n) == 0) {
-		ok(name2);
+		dc_ok(name2);
 	} else {
 		char *q;
 		for (q = resp; *q != '\0'; q++)
 			if (*q == '\r' || *q == '\n')
 				*q = '|';
-		fail(name2, "answer (%zu bytes) is not Go's %zu bytes: %.300s", n,
+		dc_fail(name2, "answer (%zu bytes) is not Go's %zu bytes: %.300s", n,
 		    strlen(exact), resp);
 	}
 }
@@ -4384,13 +4263,13 @@ t_go_http(void)
 	if (e == NULL && (dc_http_request(c, req, hr.head, sizeof(hr.head),
 	    IO_MS) < 0 || dc_http_status(hr.head) != 200))
 		e = "the next request on the connection got no 200";
-	verdict("content_length_repeated_same_200", e);
+	dc_verdict("content_length_repeated_same_200", e);
 	dc_free(c);
 
 	/* HTTP/1.1 without Host: Go puts the reason in the status line. */
 	go_refusal("missing_host_400", "GET /derp/probe HTTP/1.1\r\n"
 	    "User-Agent: test\r\n\r\n", "HTTP/1.1 " GO_400_HOST, GO_400_HOST);
-	verdict("http10_without_host_200", http_main("GET / HTTP/1.0\r\n\r\n",
+	dc_verdict("http10_without_host_200", http_main("GET / HTTP/1.0\r\n\r\n",
 	    0) == 0 && hr.status == 200 ? NULL : "not 200");
 
 	/* The 8 KiB head cap (ours; Go's default is 1 MB): 431 and closed;
@@ -4404,17 +4283,17 @@ t_go_http(void)
 		size_t rn;
 		int closed = raw_exchange(req, strlen(req), resp, sizeof(resp),
 		    &rn);
-		verdict("head_over_8k_431", closed < 0 ? "connect failed" :
+		dc_verdict("head_over_8k_431", closed < 0 ? "connect failed" :
 		    dc_http_status(resp) != 431 ? first_line(resp) : !closed ?
 		    "connection still open after the 431" : NULL);
 	}
 	memcpy(req + n + 7000, "\r\n\r\n", 5);
-	verdict("head_7k_200", http_main(req, 0) == 0 && hr.status == 200 ?
+	dc_verdict("head_7k_200", http_main(req, 0) == 0 && hr.status == 200 ?
 	    NULL : "not 200");
 
-	verdict("post_derp_body_is_derp_stream", post_derp(1, 0));
-	verdict("post_derp_body_after_head", post_derp(1, 1));
-	verdict("post_derp_no_body_upgrades", post_derp(0, 0));
+	dc_verdict("post_derp_body_is_derp_stream", post_derp(1, 0));
+	dc_verdict("post_derp_body_after_head", post_derp(1, 1));
+	dc_verdict("post_derp_no_body_upgrades", post_derp(0, 0));
 }
 
 static void
@@ -4597,7 +4476,7 @@ run_fair_registered_mode(void)
 
 	begin_mode("fair_registered", 0, "127.0.0.1");
 	if (!dc_can_bind("127.0.0.2")) {
-		skip("all", "127.0.0.2 is not a local address here");
+		dc_skip("all", "127.0.0.2 is not a local address here");
 		return;
 	}
 	if (server_start(mk_plain_hog) < 0)
@@ -4605,7 +4484,7 @@ run_fair_registered_mode(void)
 	for (i = 0; i < HOG_SLOTS; i++)
 		if ((hog[i] = cl_derp()) != NULL)
 			n++;
-	verdict("hog_fills_every_slot", n == HOG_SLOTS && ping(hog[0]) &&
+	dc_verdict("hog_fills_every_slot", n == HOG_SLOTS && ping(hog[0]) &&
 	    ping(hog[HOG_SLOTS - 1]) ? NULL : "could not register 12");
 	o = cl_connect_from("127.0.0.2");
 	if (o != NULL) {
@@ -4616,14 +4495,14 @@ run_fair_registered_mode(void)
 	} else {
 		e = "connect from 127.0.0.2 failed";
 	}
-	verdict("other_source_gets_a_slot", e);
+	dc_verdict("other_source_gets_a_slot", e);
 	for (i = 0; i < HOG_SLOTS; i++)
 		if (hog[i] != NULL && dc_expect_close(hog[i], i == HOG_SLOTS - 1 ?
 		    IO_MS : 0)) {
 			closed = i;
 			k++;
 		}
-	verdict("only_the_hogs_newest_closed", k == 1 && closed == HOG_SLOTS - 1 ?
+	dc_verdict("only_the_hogs_newest_closed", k == 1 && closed == HOG_SLOTS - 1 ?
 	    NULL : "another or more than one hog client closed");
 	again = cl_connect_from("127.0.0.1");
 	if (again != NULL) {
@@ -4635,7 +4514,7 @@ run_fair_registered_mode(void)
 	}
 	for (i = 0, k = 0; i < HOG_SLOTS - 1; i++)
 		k += hog[i] != NULL && dc_expect_close(hog[i], 0);
-	verdict("hogs_own_newcomer_refused_closing_nobody", e != NULL ? e :
+	dc_verdict("hogs_own_newcomer_refused_closing_nobody", e != NULL ? e :
 	    k != 0 ? "a hog client was closed for its own newcomer" :
 	    relay(o, hog[1], 64));
 	dc_free(again);
@@ -4674,7 +4553,7 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 		hold[i] = -1;
 	begin_mode(name, tls, "127.0.0.1");
 	if (!dc_can_bind("127.0.0.2")) {
-		skip("all", "127.0.0.2 is not a local address here");
+		dc_skip("all", "127.0.0.2 is not a local address here");
 		return;
 	}
 	if (server_start(mk) < 0)
@@ -4682,7 +4561,7 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 	snprintf(host_hdr, sizeof(host_hdr), "127.0.0.1:%d", srv_port);
 	pair_a = cl_derp();
 	pair_b = cl_derp();
-	verdict("fair_pair", pair_a != NULL && pair_b != NULL ? NULL :
+	dc_verdict("fair_pair", pair_a != NULL && pair_b != NULL ? NULL :
 	    "two clients could not connect below the limit");
 	t_hold = dc_now_ms();
 	for (i = 0, n = 0; i < FAIR_CAP; i++)
@@ -4691,10 +4570,10 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 	/* A relayed round trip: the relay has accepted all the holders. */
 	e = n == FAIR_CAP ? pair_works() : "holders could not connect";
 	if (e != NULL) {
-		fail("fair_holders", "%s", e);
+		dc_fail("fair_holders", "%s", e);
 		goto out;
 	}
-	ok("fair_holders");
+	dc_ok("fair_holders");
 
 	/* The other source is served at once; the biggest source's oldest
 	 * unfinished connection makes room. */
@@ -4720,10 +4599,10 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 		    (long long)(dc_now_ms() - t0));
 		e = which;
 	}
-	verdict("fair_other_source_served", e);
+	dc_verdict("fair_other_source_served", e);
 	served = e == NULL;
 	k = holders_closed(hold, FAIR_CAP, 1000, which, sizeof(which));
-	verdict("fair_oldest_holder_evicted", k == 1 && strcmp(which, "0") == 0 ?
+	dc_verdict("fair_oldest_holder_evicted", k == 1 && strcmp(which, "0") == 0 ?
 	    NULL : k == 0 ? "no holder was closed" :
 	    k == 1 ? "another holder than the oldest was closed" :
 	    "more than one holder was closed");
@@ -4735,38 +4614,38 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 		hold[FAIR_CAP] = tcp_connect_from("127.0.0.1");
 		if (hold[FAIR_CAP] >= 0 && pair_works() == NULL &&
 		    !fd_closed_within(hold[FAIR_CAP], QUIET_MS)) {
-			ok("fair_refill_kept");
+			dc_ok("fair_refill_kept");
 		} else {
-			fail("fair_refill_kept", "a connection below the limit"
+			dc_fail("fair_refill_kept", "a connection below the limit"
 			    " again (the 127.0.0.2 client finished) was closed");
 			if (hold[FAIR_CAP] >= 0)
 				close(hold[FAIR_CAP]);
 			hold[FAIR_CAP] = -1;
 		}
 	} else if (refill) {
-		fail("fair_refill_kept", "cannot judge: the 127.0.0.2 client"
+		dc_fail("fair_refill_kept", "cannot judge: the 127.0.0.2 client"
 		    " was not served or no single holder made room");
 	}
 	if (dc_now_ms() - t_hold > FAIR_JUDGE_BY_MS) {
-		fail("fair_same_source_newcomer_closed", "the steps before took"
+		dc_fail("fair_same_source_newcomer_closed", "the steps before took"
 		    " %lld ms: past the 5 s grace, cannot judge",
 		    (long long)(dc_now_ms() - t_hold));
 		goto out;
 	}
 	late = tcp_connect_from("127.0.0.1");
-	verdict("fair_same_source_newcomer_closed", late < 0 ? "connect failed"
+	dc_verdict("fair_same_source_newcomer_closed", late < 0 ? "connect failed"
 	    : fd_closed_within(late, 1000) ? NULL : "a connection from the"
 	    " source holding every unfinished place was kept within the grace");
 	if (hold[0] >= 0)
 		close(hold[0]);		/* the evicted one */
 	hold[0] = -1;
 	k = holders_closed(hold, FAIR_CAP + 1, 0, which, sizeof(which));
-	verdict("fair_same_source_holders_kept", k == 0 ? NULL :
+	dc_verdict("fair_same_source_holders_kept", k == 0 ? NULL :
 	    "holders were closed for a newcomer of their own source");
 	if (k != 0)
 		printf("# holders closed: %s\n", which);
 	if (!served) {
-		fail("fair_other_source_unaffected", "cannot judge: it was"
+		dc_fail("fair_other_source_unaffected", "cannot judge: it was"
 		    " never served");
 		goto out;
 	}
@@ -4780,7 +4659,7 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 		    sizeof(hr.head), IO_MS) < 0 || dc_http_status(hr.head) != 200 ?
 		    "the second GET /derp/probe on the connection failed" : NULL;
 	}
-	verdict("fair_other_source_unaffected", e);
+	dc_verdict("fair_other_source_unaffected", e);
 out:
 	for (i = 0; i <= FAIR_CAP; i++)
 		if (hold[i] >= 0)
@@ -4863,7 +4742,7 @@ run_rate_mode(void)
 	begin_mode("rate", 0, "127.0.0.1");
 	snprintf(rate_path, sizeof(rate_path), "%s/rate.json", scratch);
 	if (write_rate_config(1000000) != 0) {
-		fail("rate_config_file", "cannot write %s", rate_path);
+		dc_fail("rate_config_file", "cannot write %s", rate_path);
 		return;
 	}
 	if (server_start(mk_rate) < 0)
@@ -4871,7 +4750,7 @@ run_rate_mode(void)
 	a = cl_derp();
 	b = cl_derp();
 	if (a == NULL || b == NULL) {
-		fail("rate_handshake", "handshake failed");
+		dc_fail("rate_handshake", "handshake failed");
 		goto out;
 	}
 	dc_random(pbuf, 16000);
@@ -4879,18 +4758,18 @@ run_rate_mode(void)
 	e = rate_burst_2mb(a, b);
 	dt = dc_now_ms() - t0;
 	if (e == NULL && dt < 1200)
-		fail("rate_limited_lossless", "2 MB took only %lld ms at 1 MB/s",
+		dc_fail("rate_limited_lossless", "2 MB took only %lld ms at 1 MB/s",
 		    (long long)dt);
 	else
-		verdict("rate_limited_lossless", e);
+		dc_verdict("rate_limited_lossless", e);
 	if (write_rate_config(0) != 0 || kill(server_pid, SIGHUP) != 0) {
-		fail("rate_reload", "cannot reload");
+		dc_fail("rate_reload", "cannot reload");
 		goto out;
 	}
 	dc_sleep_ms(300);
 	if (waitpid(server_pid, &st, WNOHANG) == server_pid) {
 		server_pid = -1;
-		fail("rate_reload", "SIGHUP ended the server");
+		dc_fail("rate_reload", "SIGHUP ended the server");
 		goto out;
 	}
 	/* The reload is seen in the log (no timing: emulated runs are slow),
@@ -4899,12 +4778,12 @@ run_rate_mode(void)
 		size_t n;
 		char *text = dc_read_text(log_path, FILE_MAX, &n);
 
-		verdict("rate_reload_logged", text != NULL &&
+		dc_verdict("rate_reload_logged", text != NULL &&
 		    strstr(text, "rate limit: 0 bytes/s") != NULL ? NULL :
 		    "no reload line in the log");
 		free(text);
 	}
-	verdict("rate_reload_keeps_connections", rate_burst_2mb(a, b));
+	dc_verdict("rate_reload_keeps_connections", rate_burst_2mb(a, b));
 out:
 	dc_free(a);
 	dc_free(b);
@@ -4921,7 +4800,7 @@ run_dual_mode(void)
 
 	begin_mode("dual", 0, "127.0.0.1");
 	if (!have_ipv6_loopback()) {
-		skip("all", "no IPv6 loopback");
+		dc_skip("all", "no IPv6 loopback");
 		return;
 	}
 	if (server_start(mk_dual) < 0)
@@ -4930,16 +4809,16 @@ run_dual_mode(void)
 	srv_host = "::1";
 	b = cl_derp();
 	srv_host = "127.0.0.1";
-	verdict("handshake_dual_stack", a != NULL && b != NULL ? NULL :
+	dc_verdict("handshake_dual_stack", a != NULL && b != NULL ? NULL :
 	    "handshake over 127.0.0.1 or ::1 failed");
 	if (a != NULL && b != NULL)
-		verdict("exchange_v4_v6", relay(a, b, 1200) == NULL ?
+		dc_verdict("exchange_v4_v6", relay(a, b, 1200) == NULL ?
 		    relay(b, a, 1200) : "IPv4 to IPv6 client failed");
 	dc_free(a);
 	dc_free(b);
-	verdict("stun_dual_ipv4_family_01", stun_roundtrip("127.0.0.1",
+	dc_verdict("stun_dual_ipv4_family_01", stun_roundtrip("127.0.0.1",
 	    "127.0.0.1", lo4, 4));
-	verdict("stun_dual_ipv6_family_02", stun_roundtrip("::1", "::1", lo6,
+	dc_verdict("stun_dual_ipv6_family_02", stun_roundtrip("::1", "::1", lo6,
 	    16));
 	server_stop();
 }
@@ -4961,7 +4840,7 @@ write_mesh_key_file(void)
 	fd = open(mesh_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0 || write(fd, mesh_key_hex, 64) != 64 ||
 	    write(fd, "\n", 1) != 1) {
-		fail("mesh_key_file", "cannot write %s", mesh_path);
+		dc_fail("mesh_key_file", "cannot write %s", mesh_path);
 		if (fd >= 0)
 			close(fd);
 		return -1;
@@ -5145,39 +5024,39 @@ run_cli_mode(void)
 
 	begin_mode("cli", 0, "127.0.0.1");
 	rc = run_derp_cli(help, out, sizeof(out));
-	verdict("help_exit_0", rc == 0 && strstr(out, "-hostname") != NULL &&
+	dc_verdict("help_exit_0", rc == 0 && strstr(out, "-hostname") != NULL &&
 	    strstr(out, "-stun-port") != NULL ? NULL : "-h did not list the flags");
 	rc = run_derp_cli(unknown, out, sizeof(out));
-	verdict("unknown_flag_exit_2", rc == 2 &&
+	dc_verdict("unknown_flag_exit_2", rc == 2 &&
 	    strstr(out, "flag provided but not defined: -no-such-flag") != NULL ?
 	    NULL : "unknown flag not refused with status 2");
 	rc = run_derp_cli(badint, out, sizeof(out));
-	verdict("bad_value_exit_2", rc == 2 ? NULL : "bad int not status 2");
+	dc_verdict("bad_value_exit_2", rc == 2 ? NULL : "bad int not status 2");
 	rc = run_derp_cli(zero_hs, out, sizeof(out));
-	verdict("max_handshakes_0_exit_2", rc == 2 &&
+	dc_verdict("max_handshakes_0_exit_2", rc == 2 &&
 	    strstr(out, "-max-handshakes must be") != NULL ? NULL :
 	    "-max-handshakes 0 not refused with status 2");
 	rc = run_derp_cli(zero_mc, out, sizeof(out));
-	verdict("max_clients_0_exit_2", rc == 2 &&
+	dc_verdict("max_clients_0_exit_2", rc == 2 &&
 	    strstr(out, "-max-clients must be") != NULL ? NULL :
 	    "-max-clients=0 not refused with status 2");
 	rc = run_derp_cli(emptybool, out, sizeof(out));
-	verdict("empty_bool_exit_2", rc == 2 ? NULL : "--verify-clients= not status 2");
+	dc_verdict("empty_bool_exit_2", rc == 2 ? NULL : "--verify-clients= not status 2");
 	rc = run_derp_cli(version, out, sizeof(out));
-	verdict("version", rc == 0 && out[0] >= '0' && out[0] <= '9' ? NULL :
+	dc_verdict("version", rc == 0 && out[0] >= '0' && out[0] <= '9' ? NULL :
 	    "--version did not print a version");
 	snprintf(gcpkey, sizeof gcpkey, "%s/gcp.key", scratch);
 	snprintf(gcpdir, sizeof gcpdir, "%s/gcp-certs", scratch);
 	gcp[8] = gcpkey;
 	gcp[10] = gcpdir;
 	rc = run_derp_cli(gcp, out, sizeof(out));
-	verdict("certmode_gcp_needs_eab", rc != 0 &&
+	dc_verdict("certmode_gcp_needs_eab", rc != 0 &&
 	    strstr(out, "-acme-eab-kid") != NULL ? NULL :
 	    "-certmode gcp without EAB not refused naming -acme-eab-kid");
 	rc = run_derp_cli(badmode, out, sizeof(out));
-	verdict("certmode_unknown_refused", rc != 0 ? NULL : "started");
+	dc_verdict("certmode_unknown_refused", rc != 0 ? NULL : "started");
 	rc = run_derp_cli(badhome, out, sizeof(out));
-	verdict("home_bad_refused", rc != 0 ? NULL : "started");
+	dc_verdict("home_bad_refused", rc != 0 ? NULL : "started");
 	snprintf(keyp, sizeof(keyp), "%s/cli.key", scratch);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", next_port++);
 	snprintf(sp, sizeof(sp), "%d", next_port++);
@@ -5197,7 +5076,7 @@ run_cli_mode(void)
 		args[k] = NULL;
 		rc = run_derp_cli(args, out, sizeof(out));
 		snprintf(name, sizeof(name), "missing_feature_refused%s", refused[i][0]);
-		verdict(name, rc != 0 && rc != 2 && strstr(out, refused[i][2]) != NULL &&
+		dc_verdict(name, rc != 0 && rc != 2 && strstr(out, refused[i][2]) != NULL &&
 		    strstr(out, "not built") != NULL ? NULL :
 		    "not refused with a message naming the feature");
 	}
@@ -5216,7 +5095,7 @@ run_cli_mode(void)
 			args[k++] = bad_values[i][3];
 		args[k] = NULL;
 		rc = run_derp_cli(args, out, sizeof(out));
-		verdict(bad_values[i][0], rc != 0 && rc != 2 &&
+		dc_verdict(bad_values[i][0], rc != 0 && rc != 2 &&
 		    strstr(out, bad_values[i][4]) != NULL ? NULL :
 		    "not refused at start with a message naming it");
 	}
@@ -5229,7 +5108,7 @@ run_cli_mode(void)
 	args[3] = "-version";
 	args[4] = NULL;
 	rc = run_derp_cli(args, out, sizeof(out));
-	verdict("missing_features_off_accepted", rc == 0 ? NULL :
+	dc_verdict("missing_features_off_accepted", rc == 0 ? NULL :
 	    "flags at their off values refused");
 	/* Bootstrap DNS names that are not names, and derper's TXT rollout
 	 * form, which this relay does not do: refused at start, named. */
@@ -5254,7 +5133,7 @@ run_cli_mode(void)
 			rc = run_derp_cli(args, out, sizeof(out));
 			snprintf(name, sizeof name, "bootdns_bad_name_%zu_refused",
 			    i + 1);
-			verdict(name, rc != 0 && strstr(out, bad[i][2]) != NULL ?
+			dc_verdict(name, rc != 0 && strstr(out, bad[i][2]) != NULL ?
 			    NULL : "not refused with a message naming it");
 		}
 	}
@@ -5342,38 +5221,38 @@ run_privileges_mode(void)
 	begin_mode("privileges", 0, "127.0.0.1");
 	if (geteuid() == 0) {
 		rc = run_derp_cli(refuse, out, sizeof(out));
-		verdict("root_refused", rc == 1 && strstr(out,
+		dc_verdict("root_refused", rc == 1 && strstr(out,
 		    "refusing to run as root") != NULL ? NULL :
 		    "started as root without -user or -allow-root");
 	} else {
-		skip("root_refused", "not running as root");
+		dc_skip("root_refused", "not running as root");
 	}
 	rc = run_derp_cli(unknown, out, sizeof(out));
-	verdict("user_unknown_refused", rc == 1 &&
+	dc_verdict("user_unknown_refused", rc == 1 &&
 	    strstr(out, "no such user") != NULL ? NULL :
 	    "-user with an unknown name not refused");
 	/* A static glibc build (the cross tests under qemu) has no user
 	 * database without its NSS modules: neither has this program. */
 	if (getpwnam("root") == NULL) {
-		skip("user", "no user database here (static glibc without NSS)");
+		dc_skip("user", "no user database here (static glibc without NSS)");
 		return;
 	}
 	rc = run_derp_cli(as_root, out, sizeof(out));
-	verdict("user_root_refused", rc == 1 &&
+	dc_verdict("user_root_refused", rc == 1 &&
 	    strstr(out, "that is root") != NULL ? NULL : "-user root accepted");
 	pw = getpwnam("nobody");
 	if (pw == NULL) {
-		skip("user_nobody", "this system has no user nobody");
+		dc_skip("user_nobody", "this system has no user nobody");
 		return;
 	}
 	uid = pw->pw_uid;
 	gid = pw->pw_gid;
 	if (geteuid() != 0) {
 		rc = run_derp_cli(other, out, sizeof(out));
-		verdict("user_switch_needs_root", geteuid() == uid || (rc == 1 &&
+		dc_verdict("user_switch_needs_root", geteuid() == uid || (rc == 1 &&
 		    strstr(out, "only root") != NULL) ? NULL :
 		    "-user accepted without root");
-		skip("user_nobody", "not running as root");
+		dc_skip("user_nobody", "not running as root");
 		return;
 	}
 	if (server_start(mk_user_nobody) < 0)
@@ -5388,19 +5267,19 @@ run_privileges_mode(void)
 		if (switched)
 			break;
 	}
-	verdict("user_logged", switched ? NULL :
+	dc_verdict("user_logged", switched ? NULL :
 	    "no \"running as user nobody\" in the log");
-	verdict("user_uids", proc_status_all(server_pid, "Uid:", (long)uid) ?
+	dc_verdict("user_uids", proc_status_all(server_pid, "Uid:", (long)uid) ?
 	    NULL : "a uid of the relay is not nobody's");
-	verdict("user_gids", proc_status_all(server_pid, "Gid:", (long)gid) ?
+	dc_verdict("user_gids", proc_status_all(server_pid, "Gid:", (long)gid) ?
 	    NULL : "a gid of the relay is not nobody's");
-	verdict("user_groups", proc_status_all(server_pid, "Groups:", (long)gid) ?
+	dc_verdict("user_groups", proc_status_all(server_pid, "Groups:", (long)gid) ?
 	    NULL : "supplementary groups other than nobody's kept");
-	verdict("no_new_privs", proc_status_all(server_pid, "NoNewPrivs:", 1) ?
+	dc_verdict("no_new_privs", proc_status_all(server_pid, "NoNewPrivs:", 1) ?
 	    NULL : "NoNewPrivs not set");
 	pair_a = cl_derp();
 	pair_b = cl_derp();
-	verdict("user_relay_works", pair_works());
+	dc_verdict("user_relay_works", pair_works());
 	dc_free(pair_a);
 	dc_free(pair_b);
 	pair_a = pair_b = NULL;
@@ -5425,27 +5304,27 @@ run_mesh_mode(void)
 	    "\"CanAckPings\":false}", mesh_key_hex);
 	m = cl_derp_json(json);
 	if (r == NULL || m == NULL) {
-		fail("mesh_client_info", "mesh peer or regular client refused");
+		dc_fail("mesh_client_info", "mesh peer or regular client refused");
 		goto out;
 	}
-	ok("mesh_client_info");
+	dc_ok("mesh_client_info");
 	/* WatchConns: a PeerPresent for every connected key, the peer's own
 	 * included (flag 0x02 mesh), the regular one with its address. */
 	if (dc_send_frame(m, FT_WATCH_CONNS, NULL, 0) < 0) {
-		fail("mesh_watch_initial", "write failed");
+		dc_fail("mesh_watch_initial", "write failed");
 		goto out;
 	}
 	e = expect_peer_present(m, r->pk, local_port(r), 0x01);
-	verdict("mesh_watch_initial", e);
+	dc_verdict("mesh_watch_initial", e);
 	/* (the peer's own entry may come before or after r's: not checked) */
 	n = cl_derp();
-	verdict("mesh_watch_new_client", n == NULL ? "connect failed" :
+	dc_verdict("mesh_watch_new_client", n == NULL ? "connect failed" :
 	    expect_peer_present(m, n->pk, local_port(n), 0x01));
 	if (n != NULL) {
 		memcpy(key, n->pk, 32);
 		dc_free(n);
 		n = NULL;
-		verdict("mesh_watch_gone", expect_peer_gone_among(m, key));
+		dc_verdict("mesh_watch_gone", expect_peer_gone_among(m, key));
 	}
 	/* ForwardPacket: delivered to the local client with the given source. */
 	dc_random(key, 32);
@@ -5453,38 +5332,38 @@ run_mesh_mode(void)
 	memcpy(f + 32, r->pk, 32);
 	dc_random(f + 64, 40);
 	if (dc_send_frame(m, FT_FORWARD_PACKET, f, 104) < 0) {
-		fail("mesh_forward_packet", "write failed");
+		dc_fail("mesh_forward_packet", "write failed");
 	} else {
 		uint8_t src[32];
 		size_t len;
 		if (dc_recv_packet(r, src, qbuf, sizeof(qbuf), &len, IO_MS) != 1)
-			fail("mesh_forward_packet", "not delivered");
+			dc_fail("mesh_forward_packet", "not delivered");
 		else if (memcmp(src, key, 32) != 0 || len != 40 ||
 		    memcmp(qbuf, f + 64, 40) != 0)
-			fail("mesh_forward_packet", "wrong source or content");
+			dc_fail("mesh_forward_packet", "wrong source or content");
 		else
-			ok("mesh_forward_packet");
+			dc_ok("mesh_forward_packet");
 	}
 	/* A well-formed but wrong mesh key makes a regular client. */
 	snprintf(json, sizeof(json), "{\"meshKey\":\"%064d\"}", 0);
 	json[12] = 'f';
 	w = cl_derp_json(json);
 	if (w == NULL) {
-		fail("mesh_wrong_key_regular", "handshake refused");
+		dc_fail("mesh_wrong_key_regular", "handshake refused");
 	} else {
 		(void)dc_send_frame(w, FT_WATCH_CONNS, NULL, 0);
-		verdict("mesh_wrong_key_regular", dc_expect_close(w, CLOSE_MS) ?
+		dc_verdict("mesh_wrong_key_regular", dc_expect_close(w, CLOSE_MS) ?
 		    NULL : "WatchConns accepted from a wrong mesh key");
 	}
 	/* ClosePeer: the target is closed, the mesh peer hears PeerGone. */
 	memcpy(key, r->pk, 32);
 	if (dc_send_frame(m, FT_CLOSE_PEER, key, 32) < 0)
-		fail("mesh_close_peer", "write failed");
+		dc_fail("mesh_close_peer", "write failed");
 	else if (!dc_expect_close(r, CLOSE_MS))
-		fail("mesh_close_peer", "target still open");
+		dc_fail("mesh_close_peer", "target still open");
 	else
-		verdict("mesh_close_peer", expect_peer_gone_among(m, key));
-	verdict("mesh_peer_still_works", ping(m) ? NULL : "no Pong");
+		dc_verdict("mesh_close_peer", expect_peer_gone_among(m, key));
+	dc_verdict("mesh_peer_still_works", ping(m) ? NULL : "no Pong");
 out:
 	dc_free(r);
 	dc_free(m);
@@ -5599,7 +5478,7 @@ pair_make(const char *check, const char *name, int kind, char crt[600],
 	if (r == 0)
 		r = pair_sha(crt, key, sha, err, sizeof err);
 	if (r != 0) {
-		fail(check, "making certificate %s: %s", name, err);
+		dc_fail(check, "making certificate %s: %s", name, err);
 		return -1;
 	}
 	known_add(name, sha);
@@ -5617,13 +5496,13 @@ file_put(const char *check, const char *src, const char *dst)
 	int r;
 
 	if (cert_read_file(src, &data, &len, err, sizeof err) != 0) {
-		fail(check, "%s", err);
+		dc_fail(check, "%s", err);
 		return -1;
 	}
 	r = cert_write_atomic(dst, data, len, err, sizeof err);
 	free(data);
 	if (r != 0)
-		fail(check, "%s", err);
+		dc_fail(check, "%s", err);
 	return r;
 }
 
@@ -5746,7 +5625,7 @@ log_len(void)
 static void
 pair_check(const char *name)
 {
-	verdict(name, pair_works());
+	dc_verdict(name, pair_works());
 }
 
 /* SIGHUP, and the relay must still be running. */
@@ -5756,13 +5635,13 @@ send_sighup(const char *check)
 	int status;
 
 	if (server_pid <= 0 || kill(server_pid, SIGHUP) != 0) {
-		fail(check, "no relay to signal");
+		dc_fail(check, "no relay to signal");
 		return -1;
 	}
 	dc_sleep_ms(50);
 	if (waitpid(server_pid, &status, WNOHANG) == server_pid) {
 		server_pid = -1;
-		fail(check, "the relay exited on SIGHUP (%s %d)",
+		dc_fail(check, "the relay exited on SIGHUP (%s %d)",
 		    WIFEXITED(status) ? "status" : "signal", WIFEXITED(status) ?
 		    WEXITSTATUS(status) : WTERMSIG(status));
 		return -1;
@@ -5789,15 +5668,15 @@ reload_good(const char *step, const char *name, int hup)
 		return;
 	took = leaf_wait(sha, RELOAD_SEEN_MS, why, sizeof why);
 	if (took < 0) {
-		fail(check, "%s", why);
+		dc_fail(check, "%s", why);
 	} else {
 		printf("# reload: %s: new connections got %s %lld ms after the"
 		    " files%s\n", step, name, (long long)took, hup ?
 		    " and SIGHUP" : " changed");
-		ok(check);
+		dc_ok(check);
 	}
 	snprintf(check, sizeof check, "%s_new_cert_derp", step);
-	verdict(check, leaf_now(got, 1) < 0 ? "no DERP handshake on a new"
+	dc_verdict(check, leaf_now(got, 1) < 0 ? "no DERP handshake on a new"
 	    " connection" : memcmp(got, sha, 32) != 0 ? "a new connection got"
 	    " another certificate" : NULL);
 	snprintf(check, sizeof check, "%s_pair_still_relays", step);
@@ -5805,13 +5684,13 @@ reload_good(const char *step, const char *name, int hup)
 	snprintf(check, sizeof check, "%s_serving_logged", step);
 	snprintf(line, sizeof line, "cert: serving %s, valid until ",
 	    reload_crt);
-	verdict(check, log_count(line) > serving ? NULL : "no new \"cert:"
+	dc_verdict(check, log_count(line) > serving ? NULL : "no new \"cert:"
 	    " serving <crt>, valid until\" line");
 	/* Manual mode with an IP -hostname logs the sha256-raw: pin again. */
 	dc_tohex(sha, 32, hex);
 	snprintf(pin, sizeof pin, "\"CertName\":\"sha256-raw:%s\"", hex);
 	snprintf(check, sizeof check, "%s_pin_logged", step);
-	verdict(check, log_count(pin) > 0 ? NULL : "no CertName line with the"
+	dc_verdict(check, log_count(pin) > 0 ? NULL : "no CertName line with the"
 	    " new leaf's hash");
 }
 
@@ -5834,20 +5713,20 @@ reload_bad(const char *step, const char *crt, const char *key,
 		return;
 	dc_sleep_ms(REFUSAL_SETTLE_MS);
 	if (leaf_now(got, 1) < 0)
-		fail(check, "no TLS and DERP handshake after the refusal");
+		dc_fail(check, "no TLS and DERP handshake after the refusal");
 	else if (memcmp(got, cur, 32) != 0)
-		fail(check, "new connections get %s", leaf_name(got));
+		dc_fail(check, "new connections get %s", leaf_name(got));
 	else
-		ok(check);
+		dc_ok(check);
 	snprintf(check, sizeof check, "%s_refusal_logged", step);
 	if (log_count(REFUSAL_TEXT) <= refusals)
-		fail(check, "no new \"cert: ...%s\" line", REFUSAL_TEXT);
+		dc_fail(check, "no new \"cert: ...%s\" line", REFUSAL_TEXT);
 	else if (!log_line_after(off, "cert: ", REFUSAL_TEXT, reason)) {
 		snprintf(why, sizeof why, "the refusal line does not say"
 		    " \"%s\"", reason);
-		fail(check, "%s", why);
+		dc_fail(check, "%s", why);
 	} else
-		ok(check);
+		dc_ok(check);
 	snprintf(check, sizeof check, "%s_pair_still_relays", step);
 	pair_check(check);
 }
@@ -5923,13 +5802,13 @@ reload_same_stamps(void)
 	snprintf(key, sizeof key, "%s/reload-new/same.key", scratch);
 	if (stat(reload_crt, &old_crt) != 0 ||
 	    stat(reload_key, &old_key) != 0) {
-		fail(check, "the files in service are missing");
+		dc_fail(check, "the files in service are missing");
 		return;
 	}
 	for (i = 0; i < SAME_SIZE_TRIES; i++) {
 		if (cert_generate_ip(crt, key, "127.0.0.1", time(NULL), err,
 		    sizeof err) != 0) {
-			fail(check, "making a certificate: %s", err);
+			dc_fail(check, "making a certificate: %s", err);
 			return;
 		}
 		if (stat(crt, &nc) == 0 && stat(key, &nk) == 0 &&
@@ -5938,7 +5817,7 @@ reload_same_stamps(void)
 			break;
 	}
 	if (i == SAME_SIZE_TRIES) {
-		fail(check, "no pair of the in-service sizes (%lld/%lld bytes)"
+		dc_fail(check, "no pair of the in-service sizes (%lld/%lld bytes)"
 		    " in %d tries", (long long)old_crt.st_size,
 		    (long long)old_key.st_size, SAME_SIZE_TRIES);
 		return;
@@ -5948,13 +5827,13 @@ reload_same_stamps(void)
 	    sizeof err) != 0 ||
 	    overwrite_keep_stamps(crt, reload_crt, &old_crt, err,
 	    sizeof err) != 0) {
-		fail(check, "%s", err);
+		dc_fail(check, "%s", err);
 		return;
 	}
 	known_add("same-stamps", sha);
 	if (stat(reload_crt, &nc) != 0 || stat(reload_key, &nk) != 0 ||
 	    !stamps_equal(&nc, &old_crt) || !stamps_equal(&nk, &old_key)) {
-		fail(check, "the files' (dev, inode, size, mtime) could not be"
+		dc_fail(check, "the files' (dev, inode, size, mtime) could not be"
 		    " kept");
 		return;
 	}
@@ -5962,12 +5841,12 @@ reload_same_stamps(void)
 		return;
 	took = leaf_wait(sha, RELOAD_SEEN_MS, why, sizeof why);
 	if (took < 0) {
-		fail(check, "%s", why);
+		dc_fail(check, "%s", why);
 	} else {
 		printf("# reload: same stamps: new connections got the"
 		    " rewritten pair %lld ms after SIGHUP (%d pairs made to"
 		    " match the sizes)\n", (long long)took, i + 1);
-		ok(check);
+		dc_ok(check);
 	}
 	pair_check("sighup_same_stamps_pair_still_relays");
 }
@@ -6034,7 +5913,7 @@ reload_held_bank(void)
 	if (h == NULL || dc_start(h, srv_host, srv_port, 1, NULL, &pending) < 0 ||
 	    connect_finish(h->fd, pending) < 0 || client_hello_only(h) < 0 ||
 	    leaf_now(x, 0) < 0) {
-		fail("held_handshake_keeps_its_cert", "could not connect");
+		dc_fail("held_handshake_keeps_its_cert", "could not connect");
 		dc_free(h);
 		return;
 	}
@@ -6045,7 +5924,7 @@ reload_held_bank(void)
 		return;
 	}
 	took = leaf_wait(sha_a, RELOAD_SEEN_MS, why, sizeof why);
-	verdict("held_other_bank_reloaded", took < 0 ? why : NULL);
+	dc_verdict("held_other_bank_reloaded", took < 0 ? why : NULL);
 	if (pair_make("held_handshake_keeps_its_cert", "held-b", PAIR_GOOD, crt,
 	    key, sha_b) < 0 || pair_install("held_handshake_keeps_its_cert",
 	    crt, key) < 0 || send_sighup("held_handshake_keeps_its_cert") < 0) {
@@ -6057,17 +5936,17 @@ reload_held_bank(void)
 	    " connections get %s\n", leaf_now(got, 0) < 0 ? "no handshake" :
 	    leaf_name(got));
 	if (dc_handshake(h, 0, NULL, IO_MS) < 0)
-		fail("held_handshake_keeps_its_cert", "the held connection's TLS"
+		dc_fail("held_handshake_keeps_its_cert", "the held connection's TLS"
 		    " or DERP handshake failed (BearSSL error %d)", h->tls_err);
 	else if (memcmp(h->x509.leaf_sha256, x, 32) != 0)
-		fail("held_handshake_keeps_its_cert", "the held connection got %s,"
+		dc_fail("held_handshake_keeps_its_cert", "the held connection got %s,"
 		    " not %s (in service at its ClientHello)",
 		    leaf_name(h->x509.leaf_sha256), leaf_name(x));
 	else
-		ok("held_handshake_keeps_its_cert");
+		dc_ok("held_handshake_keeps_its_cert");
 	dc_free(h);
 	took = leaf_wait(sha_b, RELOAD_SEEN_MS, why, sizeof why);
-	verdict("held_bank_reloaded_after_release", took < 0 ? why : NULL);
+	dc_verdict("held_bank_reloaded_after_release", took < 0 ? why : NULL);
 	pair_check("held_pair_still_relays");
 }
 
@@ -6098,12 +5977,12 @@ run_reload_mode(void)
 	unsetenv("DERP_TEST_CERT_CHECK_MS");
 	if (r < 0)
 		return;
-	verdict("initial_cert_served", leaf_now(got, 0) < 0 ? "no TLS handshake"
+	dc_verdict("initial_cert_served", leaf_now(got, 0) < 0 ? "no TLS handshake"
 	    : memcmp(got, sha0, 32) != 0 ? "a new connection got another"
 	    " certificate than the files'" : NULL);
 	pair_a = cl_derp();
 	pair_b = cl_derp();
-	verdict("pair_established", pair_a != NULL && pair_b != NULL ? NULL :
+	dc_verdict("pair_established", pair_a != NULL && pair_b != NULL ? NULL :
 	    "two clients could not connect");
 	pair_check("pair_relays_initially");
 
@@ -6111,7 +5990,7 @@ run_reload_mode(void)
 	reload_good("sighup", "sighup", 1);
 	if (server_pid <= 0)
 		goto out;
-	verdict("sighup_not_fatal", waitpid(server_pid, &status, WNOHANG) == 0 ?
+	dc_verdict("sighup_not_fatal", waitpid(server_pid, &status, WNOHANG) == 0 ?
 	    NULL : "the relay exited");
 	reload_same_stamps();
 
@@ -6128,7 +6007,7 @@ run_reload_mode(void)
 	    scratch);
 	if (cert_write_atomic(garbage_crt, garbage, sizeof garbage - 1, err,
 	    sizeof err) != 0)
-		fail("garbage_crt_refused_old_cert_stays", "%s", err);
+		dc_fail("garbage_crt_refused_old_cert_stays", "%s", err);
 	else
 		reload_bad("garbage_crt", garbage_crt, NULL, NULL, cur);
 	if (pair_make("key_mismatch_refused_old_cert_stays", "otherkey",
@@ -6149,18 +6028,18 @@ run_reload_mode(void)
 	dc_sleep_ms(REFUSED_IDLE_MS);
 	r = log_count(REFUSAL_TEXT);
 	if (r != n)
-		fail("refused_pair_not_retried", "%d more refusal lines in %d"
+		dc_fail("refused_pair_not_retried", "%d more refusal lines in %d"
 		    " ms with the files unchanged (checks every %s ms)", r - n,
 		    REFUSED_IDLE_MS, CERT_CHECK_TEST_MS);
 	else
-		ok("refused_pair_not_retried");
+		dc_ok("refused_pair_not_retried");
 	if (send_sighup("refused_pair_retried_on_sighup") == 0) {
 		dc_sleep_ms(REFUSAL_SETTLE_MS);
-		verdict("refused_pair_retried_on_sighup",
+		dc_verdict("refused_pair_retried_on_sighup",
 		    log_count(REFUSAL_TEXT) > r ? NULL : "no new refusal line"
 		    " after SIGHUP");
 	}
-	verdict("refused_pairs_old_cert_still_served", leaf_now(got, 1) == 0 &&
+	dc_verdict("refused_pairs_old_cert_still_served", leaf_now(got, 1) == 0 &&
 	    memcmp(got, cur, 32) == 0 ? NULL : "new connections do not get the"
 	    " certificate in service");
 
@@ -6170,10 +6049,10 @@ run_reload_mode(void)
 	printf("# reload: %d certificates made; %d refusal lines logged\n",
 	    n_known, log_count(REFUSAL_TEXT));
 out:
-	verdict("pair_still_works_at_end", pair_works());
+	dc_verdict("pair_still_works_at_end", pair_works());
 	server_stop();
 	if (pair_a != NULL)
-		verdict("connections_closed_on_exit", dc_expect_close(pair_a,
+		dc_verdict("connections_closed_on_exit", dc_expect_close(pair_a,
 		    CLOSE_MS) ? NULL : "a client connection outlived the server");
 	dc_free(pair_a);
 	dc_free(pair_b);
@@ -6284,7 +6163,7 @@ run_ip_certs_mode(void)
 	if ((mkdir(ipc_dir, 0700) != 0 && errno != EEXIST) ||
 	    (mkdir(stage, 0700) != 0 && errno != EEXIST) ||
 	    ipc_autocert(stage, dns_sha, err, sizeof err) != 0) {
-		fail("ipc_dns_sni", "setting up %s: %s", ipc_dir,
+		dc_fail("ipc_dns_sni", "setting up %s: %s", ipc_dir,
 		    err[0] ? err : strerror(errno));
 		return;
 	}
@@ -6299,7 +6178,7 @@ run_ip_certs_mode(void)
 		return;
 
 	/* -hostname's certificate to its SNI, with DERP over it. */
-	verdict("ipc_dns_sni", leaf_sni(IPC_HOST, got, 1) < 0 ? "no TLS or "
+	dc_verdict("ipc_dns_sni", leaf_sni(IPC_HOST, got, 1) < 0 ? "no TLS or "
 	    "DERP handshake with SNI " IPC_HOST : memcmp(got, dns_sha, 32) !=
 	    0 ? "the leaf is not the autocert file's" : NULL);
 
@@ -6316,11 +6195,11 @@ run_ip_certs_mode(void)
 	if (e == NULL && !log_wait("acme: attempt failed for 127.0.0.1",
 	    IPC_LOG_MS))
 		e = "the order with no CA did not fail (no log line)";
-	verdict("ipc_no_cert_refused_and_ordered", e);
-	verdict("ipc_dns_sni_after_refusal", leaf_sni(IPC_HOST, got, 1) < 0 ||
+	dc_verdict("ipc_no_cert_refused_and_ordered", e);
+	dc_verdict("ipc_dns_sni_after_refusal", leaf_sni(IPC_HOST, got, 1) < 0 ||
 	    memcmp(got, dns_sha, 32) != 0 ? "SNI " IPC_HOST " no longer gets"
 	    " its certificate" : NULL);
-	verdict("ipc_no_order_for_stored_name", log_count("acme: ordering a "
+	dc_verdict("ipc_no_order_for_stored_name", log_count("acme: ordering a "
 	    "certificate for " IPC_HOST) == 0 ? NULL : "the valid stored "
 	    IPC_HOST " was ordered again");
 
@@ -6331,7 +6210,7 @@ run_ip_certs_mode(void)
 	if (cert_generate_ip(crt, key, "127.0.0.1", time(NULL), err,
 	    sizeof err) != 0 || pair_sha(crt, key, ip_sha, err,
 	    sizeof err) != 0) {
-		fail("ipc_no_sni_gets_ip_cert", "%s", err);
+		dc_fail("ipc_no_sni_gets_ip_cert", "%s", err);
 		server_stop();
 		return;
 	}
@@ -6340,17 +6219,17 @@ run_ip_certs_mode(void)
 		return;
 	}
 	t = leaf_wait(ip_sha, RELOAD_SEEN_MS, err, sizeof err);
-	verdict("ipc_no_sni_gets_ip_cert", t < 0 ? err : NULL);
-	verdict("ipc_ip_sni_gets_ip_cert", leaf_sni("127.0.0.1", got, 1) < 0 ?
+	dc_verdict("ipc_no_sni_gets_ip_cert", t < 0 ? err : NULL);
+	dc_verdict("ipc_ip_sni_gets_ip_cert", leaf_sni("127.0.0.1", got, 1) < 0 ?
 	    "no TLS or DERP handshake with SNI 127.0.0.1" : memcmp(got, ip_sha,
 	    32) != 0 ? "SNI 127.0.0.1 got another certificate" : NULL);
-	verdict("ipc_dns_sni_keeps_dns_cert", leaf_sni(IPC_HOST, got, 0) < 0 ||
+	dc_verdict("ipc_dns_sni_keeps_dns_cert", leaf_sni(IPC_HOST, got, 0) < 0 ||
 	    memcmp(got, dns_sha, 32) != 0 ? "SNI " IPC_HOST " does not get its"
 	    " own certificate" : NULL);
-	verdict("ipc_other_ip_sni_refused", leaf_sni("127.0.0.9", got, 0) == 0
+	dc_verdict("ipc_other_ip_sni_refused", leaf_sni("127.0.0.9", got, 0) == 0
 	    ? "SNI 127.0.0.9 on a connection to 127.0.0.1 got a certificate" :
 	    NULL);
-	verdict("ipc_other_name_sni_refused", leaf_sni("other.test", got, 0) ==
+	dc_verdict("ipc_other_name_sni_refused", leaf_sni("other.test", got, 0) ==
 	    0 ? "SNI other.test got a certificate" : NULL);
 
 	/* A DERP pair across the two identities. */
@@ -6367,7 +6246,7 @@ run_ip_certs_mode(void)
 		    " not both connect";
 	else if ((e = relay(a, b, 100)) == NULL)
 		e = relay(b, a, 100);
-	verdict("ipc_pair_across_identities", e);
+	dc_verdict("ipc_pair_across_identities", e);
 	dc_free(a);
 	dc_free(b);
 	server_stop();
@@ -6470,23 +6349,23 @@ run_bootdns_mode(void)
 		e = bdns_published_ok(published, plen);
 	}
 	if (e != NULL)
-		show_log_tail();
-	verdict("bdns_published", e);
+		dc_show_log_tail(log_path, FILE_MAX, 2000);
+	dc_verdict("bdns_published", e);
 	printf("# bootdns: published %lld ms after the start: %.*s\n",
 	    (long long)t, (int)plen, published);
-	verdict("bdns_round_logged", log_wait("bootstrap DNS: 3 of 4 names "
+	dc_verdict("bdns_round_logged", log_wait("bootstrap DNS: 3 of 4 names "
 	    "resolved", IPC_LOG_MS) ? NULL : "no line \"bootstrap DNS: 3 of 4 "
 	    "names resolved\"");
 	e = bdns_get("?q=127.0.0.9");
 	if (e == NULL && (hr.body_len != sizeof BDNS_ONLY_9 - 1 ||
 	    memcmp(hr.body, BDNS_ONLY_9, hr.body_len) != 0))
 		e = "?q=127.0.0.9 (unpublished) did not answer that name alone";
-	verdict("bdns_unpublished_q", e);
+	dc_verdict("bdns_unpublished_q", e);
 	e = bdns_get("?x=1&q=%31%32%37.0.0.%39");
 	if (e == NULL && (hr.body_len != sizeof BDNS_ONLY_9 - 1 ||
 	    memcmp(hr.body, BDNS_ONLY_9, hr.body_len) != 0))
 		e = "an escaped q among other parameters was not unescaped";
-	verdict("bdns_unpublished_q_escaped", e);
+	dc_verdict("bdns_unpublished_q_escaped", e);
 	/* Any other q (published, failed, unknown, empty): the published
 	 * body, byte for byte (the order changes only at a refresh). */
 	{
@@ -6500,7 +6379,7 @@ run_bootdns_mode(void)
 			if ((e = bdns_get(qs[i])) == NULL && (hr.body_len !=
 			    plen || memcmp(hr.body, published, plen) != 0))
 				e = qs[i];
-		verdict("bdns_other_q_published_body", e);
+		dc_verdict("bdns_other_q_published_body", e);
 	}
 	server_stop();
 	printf("# mode bootdns took %lld ms\n", (long long)(dc_now_ms() - t0));
@@ -6559,7 +6438,7 @@ run_bootdns_hang_mode(void)
 
 	begin_mode("bootdns_hang", 0, "127.0.0.1");
 	if (geteuid() != 0) {
-		skip("bdns_hang_loop_serves", "not root (a mount namespace and "
+		dc_skip("bdns_hang_loop_serves", "not root (a mount namespace and "
 		    "UDP port 53 are needed)");
 		return;
 	}
@@ -6569,7 +6448,7 @@ run_bootdns_hang_mode(void)
 	sin.sin_port = htons(53);
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
-		skip("bdns_hang_loop_serves", "UDP 127.0.0.1:53 not free: %s",
+		dc_skip("bdns_hang_loop_serves", "UDP 127.0.0.1:53 not free: %s",
 		    strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -6579,7 +6458,7 @@ run_bootdns_hang_mode(void)
 	    scratch);
 	if (cert_write_atomic(bdns_resolv, conf, sizeof conf - 1, err,
 	    sizeof err) != 0) {
-		fail("bdns_hang_loop_serves", "%s", err);
+		dc_fail("bdns_hang_loop_serves", "%s", err);
 		close(fd);
 		return;
 	}
@@ -6594,7 +6473,7 @@ run_bootdns_hang_mode(void)
 		}
 		if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) ||
 		    WEXITSTATUS(st) != 0) {
-			skip("bdns_hang_loop_serves", "no mount namespace here "
+			dc_skip("bdns_hang_loop_serves", "no mount namespace here "
 			    "(an unprivileged container?)");
 			close(fd);
 			return;
@@ -6626,7 +6505,7 @@ run_bootdns_hang_mode(void)
 		    "there";
 	printf("# bootdns_hang: %d rounds of /bootstrap-dns and a DERP "
 	    "exchange while the lookup hung\n", rounds);
-	verdict("bdns_hang_loop_serves", e);
+	dc_verdict("bdns_hang_loop_serves", e);
 	dc_free(pair_a);
 	dc_free(pair_b);
 	pair_a = pair_b = NULL;
@@ -6634,7 +6513,7 @@ run_bootdns_hang_mode(void)
 	close(fd);
 #else
 	begin_mode("bootdns_hang", 0, "127.0.0.1");
-	skip("bdns_hang_loop_serves", "mount namespaces are Linux's");
+	dc_skip("bdns_hang_loop_serves", "mount namespaces are Linux's");
 #endif
 }
 
@@ -6707,7 +6586,7 @@ web_file(const char *dir, const char *name, const void *data, size_t len)
 	unlink(path);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0 || write(fd, data, len) != (ssize_t)len) {
-		fail("webroot_setup", "write %s: %s", path, strerror(errno));
+		dc_fail("webroot_setup", "write %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -1;
@@ -6787,7 +6666,7 @@ webroot_setup(void)
 	if (mkfifo(p, 0644) < 0)
 		bad = -1;
 	if (bad)
-		fail("webroot_setup", "could not build the tree under %s: %s",
+		dc_fail("webroot_setup", "could not build the tree under %s: %s",
 		    webroot, strerror(errno));
 	return bad ? -1 : 0;
 }
@@ -6835,7 +6714,7 @@ web_expect_200(const char *pre, const char *what, int port, int tls,
 		    " %zu: \"%.40s\"", hr.body_len, len, hr.body);
 	else
 		why[0] = '\0';
-	verdict(name, why[0] == '\0' ? NULL : why);
+	dc_verdict(name, why[0] == '\0' ? NULL : why);
 }
 
 /* GET path: Go's 404 ("404 page not found"). */
@@ -6856,7 +6735,7 @@ web_expect_404(const char *pre, const char *what, int port, int tls,
 		    hr.body);
 	else
 		why[0] = '\0';
-	verdict(name, why[0] == '\0' ? NULL : why);
+	dc_verdict(name, why[0] == '\0' ? NULL : why);
 }
 
 /* HEAD: 200 and the Content-Type, no body: the next answer on the same
@@ -6886,7 +6765,7 @@ web_expect_head(const char *pre, int port, int tls)
 	else if (dc_http_status(hr.head) != 204)
 		e = "the answer after HEAD does not start with a status line"
 		    " (a body was sent?)";
-	verdict(name, e);
+	dc_verdict(name, e);
 	dc_free(c);
 }
 
@@ -6964,7 +6843,7 @@ web_traversal(const char *pre, int port, int tls, int raw_404)
 		else if (!raw_404 && hr.status != 404 && hr.status != 301)
 			snprintf(why, sizeof why, "status %d, neither Go's 301"
 			    " to the clean path nor 404", hr.status);
-		verdict(name, why[0] == '\0' ? NULL : why);
+		dc_verdict(name, why[0] == '\0' ? NULL : why);
 	}
 }
 
@@ -6978,7 +6857,7 @@ web_derp_still_serves(const char *name)
 
 	if (e == NULL)
 		e = relay(b, a, 1200);
-	verdict(name, e);
+	dc_verdict(name, e);
 	dc_free(a);
 	dc_free(b);
 }
@@ -7000,9 +6879,9 @@ run_webroot_mode(void)
 		/* Not a challenge path: derper's redirect, as before. */
 		if (web_req(http_port, 0, "GET", "/foo?a=b") < 0 &&
 		    hr.status < 0)
-			fail("port80_other_paths_302", "no answer");
+			dc_fail("port80_other_paths_302", "no answer");
 		else
-			verdict("port80_other_paths_302", hr.status == 302 &&
+			dc_verdict("port80_other_paths_302", hr.status == 302 &&
 			    dc_http_header(hr.head, "Location", v, sizeof v) &&
 			    strcmp(v, "https://127.0.0.1/foo?a=b") == 0 ? NULL :
 			    "not the 302 to https://127.0.0.1/foo?a=b");
@@ -7028,7 +6907,7 @@ run_webroot_mode(void)
 		mkdir(web_linked, 0755);
 		unlink(a);
 		if (symlink(b, a) < 0)
-			fail("webroot_links_setup", "symlink %s", a);
+			dc_fail("webroot_links_setup", "symlink %s", a);
 		else if (server_start(mk_webroot_linked) == 0) {
 			web_expect_404("linked", "well_known_404", http_port,
 			    0, chal(WEB_TOKEN));
@@ -7043,7 +6922,7 @@ run_webroot_mode(void)
 		    web_linked);
 		unlink(a);
 		if (symlink("/proc/self", a) < 0)
-			fail("webroot_links_setup", "symlink %s", a);
+			dc_fail("webroot_links_setup", "symlink %s", a);
 		else if (server_start(mk_webroot_linked) == 0) {
 			web_expect_404("linked", "proc_cmdline_404", http_port,
 			    0, chal("cmdline"));
@@ -7070,9 +6949,9 @@ run_webroot_mode(void)
 	if (server_start(mk_tls) == 0) {
 		if (web_req(http_port, 0, "GET", chal(WEB_TOKEN)) < 0 &&
 		    hr.status < 0)
-			fail("challenge_path_302_without_webroot", "no answer");
+			dc_fail("challenge_path_302_without_webroot", "no answer");
 		else
-			verdict("challenge_path_302_without_webroot",
+			dc_verdict("challenge_path_302_without_webroot",
 			    hr.status == 302 && dc_http_header(hr.head,
 			    "Location", v, sizeof v) && strcmp(v,
 			    "https://127.0.0.1" WEB_PATH) == 0 ? NULL :
@@ -7901,7 +7780,7 @@ stub_listen(struct stub *s, const char *check)
 	s->lfd6 = -1;
 	return 0;
 bad:
-	fail(check, "%s stand-in cannot listen: %s", s->name, strerror(errno));
+	dc_fail(check, "%s stand-in cannot listen: %s", s->name, strerror(errno));
 	if (s->lfd >= 0)
 		close(s->lfd);
 	s->lfd = -1;
@@ -8042,7 +7921,7 @@ key_b64_5(const uint8_t key[32], char out[6])
 {
 	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop"
 	    "qrstuvwxyz0123456789+/";
-	uint32_t v = get_be32(key);
+	uint32_t v = dc_get_be32(key);
 	int i;
 
 	for (i = 0; i < 5; i++)
@@ -8150,9 +8029,9 @@ vf_log_check(const char *name, int want)
 	na = log_count(a);
 	nr = log_count(r);
 	if (nl == 1 && na + nr == 1)
-		ok(check);
+		dc_ok(check);
 	else
-		fail(check, "wanted one line \"%s<why>\"; the log has %d admitted"
+		dc_fail(check, "wanted one line \"%s<why>\"; the log has %d admitted"
 		    " and %d rejected lines for [%s]", line, na, nr, vf_b64);
 }
 
@@ -8166,9 +8045,9 @@ vf_case(const char *name, int want, int ms)
 
 	vf_ms = dc_now_ms() - vf_sent_ms;
 	if (r == want)
-		ok(name);
+		dc_ok(name);
 	else
-		fail(name, "%s after %lld ms; wanted %s", vf_outcome(r),
+		dc_fail(name, "%s after %lld ms; wanted %s", vf_outcome(r),
 		    (long long)vf_ms, vf_outcome(want));
 	vf_log_check(name, want);
 	return r;
@@ -8204,7 +8083,7 @@ vf_reqs(const char *name, const struct stub *s, int n, const char *w1,
 	for (i = 0; e == NULL && i < 3; i++)
 		if (w[i] != NULL)
 			e = stub_req_is(s, i + 1, w[i]);
-	verdict(name, e);
+	dc_verdict(name, e);
 }
 
 static const char want_status[] = "GET /localapi/v0/status HTTP/1.1\r\n"
@@ -8311,26 +8190,26 @@ vf_hang_case(const char *name, struct stub *s, int kind, int want)
 		r = vf_verdict(vf_c, 500);
 	}
 	if (r == want)
-		ok(name);
+		dc_ok(name);
 	else
-		fail(name, "%s; wanted %s", vf_outcome(r), vf_outcome(want));
+		dc_fail(name, "%s; wanted %s", vf_outcome(r), vf_outcome(want));
 	snprintf(check, sizeof check, "%s_at_deadline", name);
 	if (at >= VF_DEADLINE_MIN_MS && at <= VF_DEADLINE_MAX_MS)
-		ok(check);
+		dc_ok(check);
 	else
-		fail(check, "verdict %lld ms after ClientInfo (-1: none), wanted"
+		dc_fail(check, "verdict %lld ms after ClientInfo (-1: none), wanted"
 		    " %d..%d", (long long)at, VF_DEADLINE_MIN_MS,
 		    VF_DEADLINE_MAX_MS);
 	snprintf(check, sizeof check, "%s_pair_no_gap", name);
 	printf("# %s %s: largest gap between the pair's deliveries %lld ms\n",
-	    mode, name, (long long)gap);
+	    dc_report_mode, name, (long long)gap);
 	if (e != NULL)
-		fail(check, "%s", e);
+		dc_fail(check, "%s", e);
 	else if (gap > VF_GAP_MS)
-		fail(check, "the pair's deliveries paused %lld ms (at most %d)",
+		dc_fail(check, "the pair's deliveries paused %lld ms (at most %d)",
 		    (long long)gap, VF_GAP_MS);
 	else
-		ok(check);
+		dc_ok(check);
 	vf_log_check(name, want);
 }
 
@@ -8379,11 +8258,11 @@ vf_pipelined(void)
 		dc_random(ping, sizeof ping);
 		n = 0;
 		after[n++] = FT_NOTE_PREFERRED;
-		put_be32(after + n, 1);
+		dc_put_be32(after + n, 1);
 		n += 4;
 		after[n++] = 1;
 		after[n++] = FT_SEND_PACKET;
-		put_be32(after + n, 32 + sizeof pkt);
+		dc_put_be32(after + n, 32 + sizeof pkt);
 		n += 4;
 		if (pair_b != NULL)
 			memcpy(after + n, pair_b->pk, 32);
@@ -8391,7 +8270,7 @@ vf_pipelined(void)
 		memcpy(after + n, pkt, sizeof pkt);
 		n += sizeof pkt;
 		after[n++] = FT_PING;
-		put_be32(after + n, sizeof ping);
+		dc_put_be32(after + n, sizeof ping);
 		n += 4;
 		memcpy(after + n, ping, sizeof ping);
 		n += sizeof ping;
@@ -8401,17 +8280,17 @@ vf_pipelined(void)
 			if (r == -2)
 				r = vf_verdict(vf_c, VF_SLOW_MS / 2);
 			e = r == -2 ? no_packet(pair_b, 50) : vf_outcome(r);
-			verdict("pipelined_nothing_before_verdict", e);
+			dc_verdict("pipelined_nothing_before_verdict", e);
 			r = vf_verdict(vf_c, IO_MS);
-			verdict("pipelined_server_info_first", r == 1 ? NULL :
+			dc_verdict("pipelined_server_info_first", r == 1 ? NULL :
 			    vf_outcome(r));
 			r = pair_b == NULL ? -1 : dc_recv_packet(pair_b, src, qbuf,
 			    sizeof qbuf, &len, IO_MS);
-			verdict("pipelined_packet_delivered", r == 1 &&
+			dc_verdict("pipelined_packet_delivered", r == 1 &&
 			    memcmp(src, vf_c->pk, 32) == 0 && len == sizeof pkt &&
 			    memcmp(qbuf, pkt, sizeof pkt) == 0 ? NULL :
 			    "the SendPacket sent after ClientInfo did not arrive");
-			verdict("pipelined_ping_answered", wait_frame(vf_c, FT_PONG,
+			dc_verdict("pipelined_ping_answered", wait_frame(vf_c, FT_PONG,
 			    qbuf, sizeof qbuf, &len, IO_MS) && len == sizeof ping &&
 			    memcmp(qbuf, ping, sizeof ping) == 0 ? NULL :
 			    "no Pong for the Ping sent after ClientInfo");
@@ -8419,9 +8298,9 @@ vf_pipelined(void)
 		} else {
 			if (r == -2)
 				r = vf_verdict(vf_c, IO_MS);
-			verdict("pipelined_refused_closed", r == 0 ? NULL :
+			dc_verdict("pipelined_refused_closed", r == 0 ? NULL :
 			    vf_outcome(r));
-			verdict("pipelined_refused_not_delivered", pair_b == NULL ?
+			dc_verdict("pipelined_refused_not_delivered", pair_b == NULL ?
 			    "no pair" : no_packet(pair_b, QUIET_MS));
 			vf_log_check("pipelined_refused", 0);
 		}
@@ -8492,19 +8371,19 @@ vf_load(void)
 		if (vf_verdict_by(cs[i], deadline) == 1)
 			admitted++;
 	printf("# %s: %d of %d clients admitted %lld ms after their"
-	    " ClientInfos\n", mode, admitted, VF_LOAD,
+	    " ClientInfos\n", dc_report_mode, admitted, VF_LOAD,
 	    (long long)(dc_now_ms() - t0));
 	if (admitted == VF_LOAD)
-		ok("load_all_admitted");
+		dc_ok("load_all_admitted");
 	else
-		fail("load_all_admitted", "%d upgraded, %d ClientInfos sent, %d"
+		dc_fail("load_all_admitted", "%d upgraded, %d ClientInfos sent, %d"
 		    " admitted within %d ms (of %d)", up, sent, admitted,
 		    VF_LOAD_MS, VF_LOAD);
 	i = stub_count(&st_hook);
 	if (i == VF_LOAD)
-		ok("load_each_asked_once");
+		dc_ok("load_each_asked_once");
 	else
-		fail("load_each_asked_once", "%d requests for %d clients", i,
+		dc_fail("load_each_asked_once", "%d requests for %d clients", i,
 		    VF_LOAD);
 	for (i = 0; i < up; i++) {
 		key_b64_5(cs[i]->pk, b);
@@ -8513,9 +8392,9 @@ vf_load(void)
 			logged++;
 	}
 	if (logged == VF_LOAD)
-		ok("load_each_logged_once");
+		dc_ok("load_each_logged_once");
 	else
-		fail("load_each_logged_once", "%d of %d keys have one admitted"
+		dc_fail("load_each_logged_once", "%d of %d keys have one admitted"
 		    " line", logged, VF_LOAD);
 	for (i = 0; cs != NULL && i < VF_LOAD; i++)
 		dc_free(cs[i]);
@@ -8555,37 +8434,37 @@ vf_wave(const char *name, int kind, int want)
 	for (i = 0; i < sent; i++)
 		if (vf_verdict_by(cs[i], deadline) == want)
 			got++;
-	printf("# %s %s: %d of %d clients %s within %lld ms\n", mode, name,
-	    got, VF_WAVE, want ? "admitted" : "refused",
+	printf("# %s %s: %d of %d clients %s within %lld ms\n",
+	    dc_report_mode, name, got, VF_WAVE, want ? "admitted" : "refused",
 	    (long long)(dc_now_ms() - t0));
 	snprintf(check, sizeof check, "%s_all_decided", name);
 	if (got == VF_WAVE)
-		ok(check);
+		dc_ok(check);
 	else
-		fail(check, "%d upgraded, %d ClientInfos sent, %d %s within %d"
+		dc_fail(check, "%d upgraded, %d ClientInfos sent, %d %s within %d"
 		    " ms (of %d)", up, sent, got, want ? "admitted" : "refused",
 		    VF_WAVE_MS, VF_WAVE);
 	r = stub_count(&st_hook);
 	snprintf(check, sizeof check, "%s_webhook_spared", name);
-	printf("# %s %s: %d webhook requests for %d clients\n", mode, name, r,
-	    VF_WAVE);
+	printf("# %s %s: %d webhook requests for %d clients\n",
+	    dc_report_mode, name, r, VF_WAVE);
 	if (r >= VF_CHECKS && r <= 2 * VF_CHECKS)
-		ok(check);
+		dc_ok(check);
 	else
-		fail(check, "%d requests for %d clients (wanted %d..%d: the"
+		dc_fail(check, "%d requests for %d clients (wanted %d..%d: the"
 		    " first checks, then one at a time)", r, VF_WAVE, VF_CHECKS,
 		    2 * VF_CHECKS);
 	snprintf(check, sizeof check, "%s_down_logged", name);
-	verdict(check, log_count("verify: the webhook failed 16 times in a "
+	dc_verdict(check, log_count("verify: the webhook failed 16 times in a "
 	    "row") >= 1 ? NULL : "no log line says the webhook is down");
 	vf_clients_free(cs, VF_WAVE);
 	snprintf(check, sizeof check, "%s_then_asked_again", name);
 	vf_one(check, &st_hook, want ? SK_DENY : SK_ALLOW, !want);
 	snprintf(check, sizeof check, "%s_back_logged", name);
-	verdict(check, log_count("verify: the webhook answers again") >= 1 ?
+	dc_verdict(check, log_count("verify: the webhook answers again") >= 1 ?
 	    NULL : "no log line says the webhook is back");
 	snprintf(check, sizeof check, "%s_pair_works", name);
-	verdict(check, pair_works());
+	dc_verdict(check, pair_works());
 }
 
 /*
@@ -8613,17 +8492,17 @@ vf_queue_closed(void)
 				got++;
 		dc_sleep_ms(VF_SLOW_MS);
 	}
-	verdict("queue_holders_admitted", got == VF_CHECKS ? NULL :
+	dc_verdict("queue_holders_admitted", got == VF_CHECKS ? NULL :
 	    "not every client holding a check slot was admitted");
 	r = stub_count(&st_hook);
 	if (r == VF_CHECKS)
-		ok("queue_left_not_asked");
+		dc_ok("queue_left_not_asked");
 	else
-		fail("queue_left_not_asked", "%d requests for %d clients that"
+		dc_fail("queue_left_not_asked", "%d requests for %d clients that"
 		    " stayed and %d that left while queued", r, VF_CHECKS,
 		    VF_CLOSERS);
 	vf_clients_free(cs, VF_CHECKS + VF_CLOSERS);
-	verdict("queue_pair_works", pair_works());
+	dc_verdict("queue_pair_works", pair_works());
 }
 
 /*
@@ -8651,19 +8530,19 @@ vf_evict(void)
 		r = vf_verdict(vf_c, IO_MS);
 	}
 	if (r == 1)
-		ok("evict_check_in_flight_kept");
+		dc_ok("evict_check_in_flight_kept");
 	else
-		fail("evict_check_in_flight_kept", "%s (with %d strangers "
+		dc_fail("evict_check_in_flight_kept", "%s (with %d strangers "
 		    "connected); wanted admitted", vf_outcome(r), n);
 	for (i = 0; i < n; i++)
 		closed += fd_closed_within(fds[i], 0);
-	printf("# %s: %d of %d strangers evicted\n", mode, closed, n);
-	verdict("evict_strangers_among_themselves", n == VF_FLOOD &&
+	printf("# %s: %d of %d strangers evicted\n", dc_report_mode, closed, n);
+	dc_verdict("evict_strangers_among_themselves", n == VF_FLOOD &&
 	    closed >= VF_FLOOD - 8 ? NULL : "the strangers did not fill "
 	    "-max-handshakes and evict one another");
 	for (i = 0; i < n; i++)
 		close(fds[i]);
-	verdict("evict_pair_works", pair_works());
+	dc_verdict("evict_pair_works", pair_works());
 }
 
 /*
@@ -8698,26 +8577,26 @@ vf_old_flood(int kind, const char *name)
 			right++;
 	r = stub_count(&st_la);
 	printf("# %s %s: %d of %d clients judged right within %lld ms, with "
-	    "%d status fetches\n", mode, name, right, n,
+	    "%d status fetches\n", dc_report_mode, name, right, n,
 	    (long long)(dc_now_ms() - t0), r);
 	snprintf(check, sizeof check, "%s_judged", name);
 	if (right == n)
-		ok(check);
+		dc_ok(check);
 	else
-		fail(check, "%d upgraded, %d ClientInfos sent, %d judged right"
+		dc_fail(check, "%d upgraded, %d ClientInfos sent, %d judged right"
 		    " (2 nodes admitted, %d strangers refused)", up, sent, right,
 		    VF_WAVE);
 	snprintf(check, sizeof check, "%s_%s", name, big ? "each_fetches" :
 	    "status_shared");
 	if (big ? r == n : r >= 1 && r <= 4)
-		ok(check);
+		dc_ok(check);
 	else
-		fail(check, "%d /status fetches for %d clients at once (wanted "
+		dc_fail(check, "%d /status fetches for %d clients at once (wanted "
 		    "%s)", r, n, big ? "one each" : "1..4");
 	vf_clients_free(cs, n);
 	sk_known[0][0] = sk_known[1][0] = '\0';
 	snprintf(check, sizeof check, "%s_pair_works", name);
-	verdict(check, pair_works());
+	dc_verdict(check, pair_works());
 }
 
 /*
@@ -8789,16 +8668,16 @@ vf_old_leavers(void)
 out:
 	vf_clients_free(ring, 4);
 	printf("# %s: %d strangers sent ClientInfo and reset; %d of %d nodes"
-	    " judged while they did\n", mode, n, got, VF_LEAVE_NODES);
+	    " judged while they did\n", dc_report_mode, n, got, VF_LEAVE_NODES);
 	if (got == VF_LEAVE_NODES)
-		ok("old_fetcher_leaving_nodes_judged");
+		dc_ok("old_fetcher_leaving_nodes_judged");
 	else
-		fail("old_fetcher_leaving_nodes_judged", "%d of %d nodes (%d "
+		dc_fail("old_fetcher_leaving_nodes_judged", "%d of %d nodes (%d "
 		    "sent ClientInfo) judged right while strangers left "
 		    "mid-fetch", got, VF_LEAVE_NODES, sent);
 	vf_clients_free(node, VF_LEAVE_NODES);
 	sk_known[0][0] = sk_known[1][0] = '\0';
-	verdict("old_fetcher_leaving_pair_works", pair_works());
+	dc_verdict("old_fetcher_leaving_pair_works", pair_works());
 }
 
 /* ---- the relays and the modes ---- */
@@ -8844,7 +8723,7 @@ vf_setup(int la, int hook)
 
 	s[0] = &st_la;
 	s[1] = &st_hook;
-	snprintf(vf_base, sizeof vf_base, "%s/%s", scratch, mode);
+	snprintf(vf_base, sizeof vf_base, "%s/%s", scratch, dc_report_mode);
 	mkdir(vf_base, 0700);
 	for (i = 0; i < 2; i++) {
 		s[i]->lfd = s[i]->lfd6 = -1;
@@ -8871,7 +8750,7 @@ vf_pair(const char *name)
 {
 	pair_a = cl_derp();
 	pair_b = cl_derp();
-	verdict(name, pair_a != NULL && pair_b != NULL ? NULL :
+	dc_verdict(name, pair_a != NULL && pair_b != NULL ? NULL :
 	    "two clients were not admitted");
 }
 
@@ -8942,13 +8821,14 @@ run_verify_localapi_mode(void)
 	vf_prepare(NULL);
 	stub_start(&st_la, SK_OLD_BIG);
 	vf_case("old_status_big_chunked_admitted", 1, VF_DEADLINE_MAX_MS);
-	printf("# %s: the big status took %lld ms\n", mode, (long long)vf_ms);
-	verdict("old_big_logged", log_count("verify: tailscaled's status names "
+	printf("# %s: the big status took %lld ms\n", dc_report_mode,
+	    (long long)vf_ms);
+	dc_verdict("old_big_logged", log_count("verify: tailscaled's status names "
 	    "more than 6144 keys") == 1 ? NULL : "no log line says the status "
 	    "outgrew the table");
 	/* Too big to share: each client fetches its own, 16 at a time. */
 	vf_old_flood(SK_OLD_KNOWN_BIG, "old_big_flood");
-	verdict("pair_still_works", pair_works());
+	dc_verdict("pair_still_works", pair_works());
 out:
 	vf_teardown();
 }
@@ -9014,7 +8894,7 @@ run_verify_hook_mode(void)
 	vf_reqs("allow_request_bytes", &st_hook, 1, want_hook(w1, 1, 1,
 	    "127.0.0.1", "/hook?q=1", NULL), NULL, NULL);
 	snprintf(w2, sizeof w2, "\"Source\":\"%s\"}", src);
-	verdict("source_is_client_address", strstr(w1, w2) != NULL ? NULL :
+	dc_verdict("source_is_client_address", strstr(w1, w2) != NULL ? NULL :
 	    "the client did not connect from its address");
 	vf_one("deny_rejected_fail_open", &st_hook, SK_DENY, 0);
 	vf_one("allow_missing_rejected_fail_open", &st_hook, SK_MISSING, 0);
@@ -9034,7 +8914,7 @@ run_verify_hook_mode(void)
 	vf_hops(11, 302);
 	vf_one("redirects_11_admitted_fail_open", &st_hook, SK_REDIRECT, 1);
 	r = stub_count(&st_hook);
-	verdict("redirects_11_not_followed_further", r == 10 ? NULL :
+	dc_verdict("redirects_11_not_followed_further", r == 10 ? NULL :
 	    "not 10 requests (Go's client stops at the 10th redirect)");
 	vf_hang_case("hang_admitted_fail_open", &st_hook, SK_HANG, 1);
 	vf_one("closed_before_answer_admitted_fail_open", &st_hook, SK_CLOSE,
@@ -9058,10 +8938,10 @@ run_verify_hook_mode(void)
 	r = vf_begin(vf_c, NULL, NULL, 0);
 	dc_close(vf_c);
 	dc_sleep_ms(VF_SLOW_MS + 300);
-	verdict("gone_while_waiting", r == 0 ? pair_works() :
+	dc_verdict("gone_while_waiting", r == 0 ? pair_works() :
 	    "could not send ClientInfo");
 	vf_one("after_gone_allow_admitted", &st_hook, SK_ALLOW, 1);
-	verdict("pair_still_works", pair_works());
+	dc_verdict("pair_still_works", pair_works());
 	vf_queue_closed();
 	vf_wave("wave_fail_open", SK_STATUS_LINE_STALL, 1);
 	vf_relay_stop();
@@ -9110,14 +8990,14 @@ run_verify_hook_mode(void)
 	stub_start(&st_hook, SK_REDIRECT);
 	vf_case("closed_slow_redirects_one_budget_rejected", 0,
 	    VF_DEADLINE_MAX_MS);
-	verdict("closed_slow_redirects_within_budget", vf_ms <=
+	dc_verdict("closed_slow_redirects_within_budget", vf_ms <=
 	    VF_DEADLINE_MAX_MS - 1500 ? NULL : "the chain outlived 5 s");
 	st_hook.hop_ms = 0;
 	vf_one("closed_before_answer_rejected", &st_hook, SK_CLOSE, 0);
 	vf_prepare(NULL);
 	stub_close(&st_hook);
 	vf_case("closed_refused_rejected", 0, IO_MS);
-	verdict("closed_pair_still_works", pair_works());
+	dc_verdict("closed_pair_still_works", pair_works());
 	if (stub_listen(&st_hook, "closed_stand_in_back") < 0)
 		goto out;
 	vf_wave("closed_wave", SK_HANG, 0);
@@ -9133,7 +9013,7 @@ run_verify_hook_mode(void)
 	if (dc_can_bind("127.0.1.1"))
 		vf_evict();
 	else
-		skip("evict_check_in_flight_kept", "127.0.1.1 is not local");
+		dc_skip("evict_check_in_flight_kept", "127.0.1.1 is not local");
 out:
 	vf_teardown();
 }
@@ -9229,7 +9109,7 @@ run_verify_hook_tls_mode(void)
 		return;
 	snprintf(ca, sizeof ca, "%s/ca.crt", vf_base);
 	if (vf_make_certs(vf_base) < 0) {
-		skip("test_ca", "the openssl command is missing or"
+		dc_skip("test_ca", "the openssl command is missing or"
 		    " failed (see %s/openssl.log): no test CA", vf_base);
 		goto out;
 	}
@@ -9245,7 +9125,7 @@ run_verify_hook_tls_mode(void)
 	vf_one("ip_allow_admitted", &st_hook, SK_ALLOW, 1);
 	vf_reqs("ip_request_bytes", &st_hook, 1, want_hook(w1, 1, 1,
 	    "127.0.0.1", "/hook", NULL), NULL, NULL);
-	verdict("ip_url_sends_no_sni", vf_sni_is(""));
+	dc_verdict("ip_url_sends_no_sni", vf_sni_is(""));
 	vf_one("deny_rejected", &st_hook, SK_DENY, 0);
 	st_hook.hops = 2;
 	st_hook.codes[0] = 307;
@@ -9263,7 +9143,7 @@ run_verify_hook_tls_mode(void)
 	vf_reqs("wrong_name_no_request", &st_hook, 0, NULL, NULL, NULL);
 	vf_serve("leaf");
 	vf_hang_case("hang_rejected", &st_hook, SK_HANG, 0);
-	verdict("pair_still_works", pair_works());
+	dc_verdict("pair_still_works", pair_works());
 	vf_relay_stop();
 
 	/* A host name: SNI and the DNS SAN. */
@@ -9277,7 +9157,7 @@ run_verify_hook_tls_mode(void)
 	vf_one("localhost_allow_admitted", &st_hook, SK_ALLOW, 1);
 	vf_reqs("localhost_request_bytes", &st_hook, 1, want_hook(w1, 1, 1,
 	    "localhost", "/hook", NULL), NULL, NULL);
-	verdict("localhost_sni", vf_sni_is("localhost"));
+	dc_verdict("localhost_sni", vf_sni_is("localhost"));
 	vf_one("localhost_deny_rejected", &st_hook, SK_DENY, 0);
 	vf_relay_stop();
 
@@ -9314,7 +9194,7 @@ run_verify_load_mode(void)
 	vf_pair("pair_admitted");
 	vf_hang_case("hang_rejected", &st_hook, SK_HANG, 0);
 	vf_load();
-	verdict("pair_still_works", pair_works());
+	dc_verdict("pair_still_works", pair_works());
 out:
 	vf_teardown();
 }
@@ -9367,7 +9247,7 @@ run_verify_both_mode(void)
 	snprintf(json, sizeof json, "{\"meshKey\":\"%s\",\"version\":2,"
 	    "\"CanAckPings\":false}", mesh_key_hex);
 	r = vf_begin(vf_c, json, NULL, 0) < 0 ? -3 : vf_verdict(vf_c, IO_MS);
-	verdict("mesh_peer_admitted_unasked", r == 1 ? NULL : vf_outcome(r));
+	dc_verdict("mesh_peer_admitted_unasked", r == 1 ? NULL : vf_outcome(r));
 	vf_reqs("mesh_peer_localapi_not_asked", &st_la, 0, NULL, NULL, NULL);
 	vf_reqs("mesh_peer_hook_not_asked", &st_hook, 0, NULL, NULL, NULL);
 	/* A well-formed wrong mesh key makes a regular client: asked. */
@@ -9376,9 +9256,9 @@ run_verify_both_mode(void)
 	json[12] = 'f';
 	stub_start(&st_la, SK_404);
 	r = vf_begin(vf_c, json, NULL, 0) < 0 ? -3 : vf_verdict(vf_c, IO_MS);
-	verdict("wrong_mesh_key_rejected", r == 0 ? NULL : vf_outcome(r));
+	dc_verdict("wrong_mesh_key_rejected", r == 0 ? NULL : vf_outcome(r));
 	vf_reqs("wrong_mesh_key_asked", &st_la, 1, want_whois(w1), NULL, NULL);
-	verdict("pair_still_works", pair_works());
+	dc_verdict("pair_still_works", pair_works());
 out:
 	vf_teardown();
 }
@@ -9585,7 +9465,7 @@ seed_checks(void)
 	pair_a = dc_new();
 	pair_b = dc_new();
 	if (pair_a == NULL || pair_b == NULL) {
-		fail("relay_starts", "out of memory");
+		dc_fail("relay_starts", "out of memory");
 		goto out;
 	}
 	dc_genkey(pair_a);
@@ -9606,17 +9486,17 @@ seed_checks(void)
 	/* The relay, with the seed's command line and -allow-root. */
 	seed_argv(argv, "true", 1);
 	if (seed_spawn(argv) < 0) {
-		fail("relay_starts", "fork: %s", strerror(errno));
+		dc_fail("relay_starts", "fork: %s", strerror(errno));
 		goto out;
 	}
 	if (server_wait_ready() < 0 || !log_wait("serving on :443", IO_MS)) {
-		fail("relay_starts", "%s; log %s", server_pid < 0 ? "exited at "
+		dc_fail("relay_starts", "%s; log %s", server_pid < 0 ? "exited at "
 		    "start-up" : "not serving TLS on " SEED_H ":443 (\"serving "
 		    "on :443\" logged) in time", log_path);
-		show_log_tail();
+		dc_show_log_tail(log_path, FILE_MAX, 2000);
 		goto out;
 	}
-	ok("relay_starts");
+	dc_ok("relay_starts");
 
 	/* Root's default key file, created on first start. */
 	if (stat(SEED_KEY_FILE, &st) != 0)
@@ -9627,7 +9507,7 @@ seed_checks(void)
 		e = "the log does not say it uses " SEED_KEY_FILE;
 	else
 		e = NULL;
-	verdict("key_file_root_default", e);
+	dc_verdict("key_file_root_default", e);
 
 	/* The self-signed certificate made in the certdir is the one served. */
 	snprintf(crt, sizeof crt, "%s/" SEED_H ".crt", seed_certdir);
@@ -9650,7 +9530,7 @@ seed_checks(void)
 			e = "the certificate served is not the one in the "
 			    "certdir";
 	}
-	verdict("self_signed_cert_served", e);
+	dc_verdict("self_signed_cert_served", e);
 
 	/* No -a: every interface (another 127/8 address, ::1 when there). */
 	{
@@ -9663,7 +9543,7 @@ seed_checks(void)
 			e = c == NULL ? "no TLS on [::1]:443" : NULL;
 			dc_free(c);
 		}
-		verdict("listens_every_interface", e);
+		dc_verdict("listens_every_interface", e);
 	}
 
 	/* --verify-clients=true against the default socket: known keys in. */
@@ -9676,9 +9556,9 @@ seed_checks(void)
 		dc_free(pair_b);
 		pair_a = pair_b = NULL;
 	}
-	verdict("known_keys_admitted", r ? NULL : "a client whose key the "
+	dc_verdict("known_keys_admitted", r ? NULL : "a client whose key the "
 	    "stand-in tailscaled knows got no ServerInfo");
-	verdict("known_pair_exchange", pair_works());
+	dc_verdict("known_pair_exchange", pair_works());
 
 	/* An unknown key: closed after ClientInfo, nothing sent. */
 	u = dc_new();
@@ -9703,13 +9583,13 @@ seed_checks(void)
 		if (!log_wait(line, VF_LOG_MS))
 			e = "refused, but no \"client [...] rejected: \" line";
 	}
-	verdict("unknown_key_refused", e);
+	dc_verdict("unknown_key_refused", e);
 	if (u != NULL)
-		verdict("whois_on_default_socket", seed_whois_asked(hex, &n) &&
+		dc_verdict("whois_on_default_socket", seed_whois_asked(hex, &n) &&
 		    n >= 3 ? NULL : "the stand-in at " SEED_SOCKET " was not "
 		    "asked whois for each client");
 	else
-		fail("whois_on_default_socket", "out of memory");
+		dc_fail("whois_on_default_socket", "out of memory");
 
 	/* --bootstrap-dns-names 127.0.0.1: the IP itself, after round one. */
 	t0 = dc_now_ms();
@@ -9720,16 +9600,16 @@ seed_checks(void)
 	    memcmp(hr.body, SEED_BDNS_BODY, hr.body_len) != 0))
 		e = hr.body_len == 0 ? "still {} after the first round's time" :
 		    "not {\"127.0.0.1\": [\"127.0.0.1\"]} as Go writes it";
-	verdict("bootstrap_dns_ip", e);
+	dc_verdict("bootstrap_dns_ip", e);
 
 	/* --stun: UDP 3478. */
-	verdict("stun_3478", stun_roundtrip(SEED_H, SEED_H, lo4, 4));
+	dc_verdict("stun_3478", stun_roundtrip(SEED_H, SEED_H, lo4, 4));
 
 	/* No -http-port: port 80, the captive-portal check. */
 	e = http_do(SEED_H, 80, 0, "GET /generate_204 HTTP/1.1\r\nHost: "
 	    SEED_H "\r\n\r\n", 0, &hr) < 0 ? "no response on port 80" :
 	    hr.status != 204 ? "not 204" : NULL;
-	verdict("port80_generate_204", e);
+	dc_verdict("port80_generate_204", e);
 out:
 	dc_free(u);
 	dc_free(pair_a);
@@ -9753,14 +9633,14 @@ seed_in_namespaces(void)
 	pid_t pid;
 
 	if (geteuid() != 0) {
-		skip("namespace_checks", "not root (network and mount namespaces"
+		dc_skip("namespace_checks", "not root (network and mount namespaces"
 		    " are needed to bind :443, :80 and 3478 on every interface; "
 		    "%d checks not made)", SEED_CHECKS);
 		return;
 	}
 	if (getcwd(cwd, sizeof cwd) == NULL || seed_under_var(cwd) ||
 	    seed_under_var(scratch) || seed_under_var(derp_path)) {
-		skip("namespace_checks", "the scratch directory, the relay or "
+		dc_skip("namespace_checks", "the scratch directory, the relay or "
 		    "the working directory is under /var, which the namespace "
 		    "covers with a tmpfs");
 		return;
@@ -9772,13 +9652,13 @@ seed_in_namespaces(void)
 	unlink(p);
 	rmdir(seed_certdir);
 	if (pipe(fds) != 0 || fd_cloexec(fds[0]) < 0 || fd_cloexec(fds[1]) < 0) {
-		fail("namespace_checks", "pipe: %s", strerror(errno));
+		dc_fail("namespace_checks", "pipe: %s", strerror(errno));
 		return;
 	}
 	fflush(stdout);
 	pid = fork();
 	if (pid < 0) {
-		fail("namespace_checks", "fork: %s", strerror(errno));
+		dc_fail("namespace_checks", "fork: %s", strerror(errno));
 		close(fds[0]);
 		close(fds[1]);
 		return;
@@ -9787,17 +9667,17 @@ seed_in_namespaces(void)
 		const char *why;
 
 		close(fds[0]);
-		n_pass = n_fail = n_skip = 0;
+		dc_n_pass = dc_n_fail = dc_n_skip = 0;
 		server_pid = -1;
 		alarm(SEED_CHILD_WATCHDOG_S);
 		if ((why = seed_namespaces()) != NULL)
-			skip("namespace_checks", "%s: %s (no namespaces here: an "
+			dc_skip("namespace_checks", "%s: %s (no namespaces here: an "
 			    "unprivileged container?)", why, strerror(errno));
 		else
 			seed_checks();
-		counts[0] = n_pass;
-		counts[1] = n_fail;
-		counts[2] = n_skip;
+		counts[0] = dc_n_pass;
+		counts[1] = dc_n_fail;
+		counts[2] = dc_n_skip;
 		fflush(stdout);
 		_exit(write(fds[1], counts, sizeof counts) == (ssize_t)sizeof
 		    counts ? 0 : 1);
@@ -9815,16 +9695,16 @@ seed_in_namespaces(void)
 		got += (size_t)r;
 	close(fds[0]);
 	if (got != sizeof counts) {
-		fail("namespace_checks", "the child in the namespaces ended (%s "
+		dc_fail("namespace_checks", "the child in the namespaces ended (%s "
 		    "%d) without its counts", WIFEXITED(st) ? "exit status" :
 		    "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 		return;
 	}
-	n_pass += counts[0];
-	n_fail += counts[1];
-	n_skip += counts[2];
+	dc_n_pass += counts[0];
+	dc_n_fail += counts[1];
+	dc_n_skip += counts[2];
 #else
-	skip("namespace_checks", "network and mount namespaces are Linux's");
+	dc_skip("namespace_checks", "network and mount namespaces are Linux's");
 #endif
 }
 
@@ -9851,7 +9731,7 @@ run_seed_cmdline_mode(void)
 	unlink(log_path);
 	seed_argv(argv, "", 0);
 	if (seed_spawn(argv) < 0) {
-		fail("verify_clients_empty_exit_2", "fork: %s", strerror(errno));
+		dc_fail("verify_clients_empty_exit_2", "fork: %s", strerror(errno));
 		return;
 	}
 	deadline = dc_now_ms() + SEED_EXIT_MS;
@@ -9868,8 +9748,8 @@ run_seed_cmdline_mode(void)
 		e = "exit status 2, but no message naming -verify-clients";
 	server_pid = -1;
 	if (e != NULL)
-		show_log_tail();
-	verdict("verify_clients_empty_exit_2", e);
+		dc_show_log_tail(log_path, FILE_MAX, 2000);
+	dc_verdict("verify_clients_empty_exit_2", e);
 
 	/* As root, the line alone: refused before anything is bound, with a
 	 * message naming the way out (derp's rule; derper has none). */
@@ -9881,7 +9761,7 @@ run_seed_cmdline_mode(void)
 	seed_argv(argv, "true", 0);
 	e = NULL;
 	if (seed_spawn(argv) < 0) {
-		fail("as_root_without_allow_root_refused", "fork: %s",
+		dc_fail("as_root_without_allow_root_refused", "fork: %s",
 		    strerror(errno));
 		return;
 	}
@@ -9899,8 +9779,8 @@ run_seed_cmdline_mode(void)
 		e = "refused, but no message naming -allow-root";
 	server_pid = -1;
 	if (e != NULL)
-		show_log_tail();
-	verdict("as_root_without_allow_root_refused", e);
+		dc_show_log_tail(log_path, FILE_MAX, 2000);
+	dc_verdict("as_root_without_allow_root_refused", e);
 }
 
 /* ---- WebSocket: DERP over RFC 6455 (derp-protocol.md 5.4) ---------------- */
@@ -10162,7 +10042,7 @@ t_ws_vectors(void)
 	int i, k, masked, r;
 
 	dc_ws_accept(wv_key, acc);
-	verdict("ws_accept_of_vector_key", strcmp(acc, wv_accept) == 0 ? NULL :
+	dc_verdict("ws_accept_of_vector_key", strcmp(acc, wv_accept) == 0 ? NULL :
 	    "dc_ws_accept disagrees with the vector (client bug)");
 	for (i = 0; i < 3; i++) {
 		dc_free(c);
@@ -10173,14 +10053,14 @@ t_ws_vectors(void)
 			snprintf(why, sizeof(why), "no 101 with the vector's"
 			    " Accept: %s", ws_status_line(c));
 			if (i == 0) {
-				fail("ws_vector_101_exact", "%s", why);
-				fail("ws_vector_server_key_message", "no 101");
+				dc_fail("ws_vector_101_exact", "%s", why);
+				dc_fail("ws_vector_server_key_message", "no 101");
 			}
-			fail(ci_names[i], "%s", why);
+			dc_fail(ci_names[i], "%s", why);
 			continue;
 		}
 		if (i == 0) {
-			verdict("ws_vector_101_exact", strlen(c->head) ==
+			dc_verdict("ws_vector_101_exact", strlen(c->head) ==
 			    wv_len[WV_101] && memcmp(c->head, wv[WV_101],
 			    wv_len[WV_101]) == 0 ? NULL :
 			    "the 101 differs from the vector's bytes");
@@ -10194,9 +10074,9 @@ t_ws_vectors(void)
 			    wv[WV_FIRST][1] != (uint8_t)n ||
 			    memcmp(qbuf, wv[WV_FIRST] + 2, (size_t)n) != 0)
 				e = "not the vector's ServerKey message";
-			verdict("ws_vector_server_key_message", e);
+			dc_verdict("ws_vector_server_key_message", e);
 			if (e != NULL) {
-				fail(ci_names[i], "no ServerKey message");
+				dc_fail(ci_names[i], "no ServerKey message");
 				continue;
 			}
 		} else {
@@ -10204,7 +10084,7 @@ t_ws_vectors(void)
 			size_t fl;
 			if (dc_recv_frame(c, &type, qbuf, sizeof(qbuf), &fl,
 			    IO_MS) != 1 || type != FT_SERVER_KEY) {
-				fail(ci_names[i], "no ServerKey");
+				dc_fail(ci_names[i], "no ServerKey");
 				continue;
 			}
 		}
@@ -10219,11 +10099,11 @@ t_ws_vectors(void)
 			e = "no ServerInfo that opens with the client test key";
 		if (e == NULL && !ping(c))
 			e = "no DERP Pong afterwards";
-		verdict(ci_names[i], e);
+		dc_verdict(ci_names[i], e);
 	}
 	if (c == NULL || !c->ws_on) {
-		fail("ws_vector_ping_pong", "no connection left");
-		fail("ws_vector_text_1003", "no connection left");
+		dc_fail("ws_vector_ping_pong", "no connection left");
+		dc_fail("ws_vector_text_1003", "no connection left");
 		dc_free(c);
 		return;
 	}
@@ -10238,7 +10118,7 @@ t_ws_vectors(void)
 	    wv[WV_PONG][1] != (uint8_t)n || memcmp(qbuf, wv[WV_PONG] + 2,
 	    (size_t)n) != 0)
 		e = "not the vector's pong";
-	verdict("ws_vector_ping_pong", e);
+	dc_verdict("ws_vector_ping_pong", e);
 	e = NULL;
 	if (dc_write_raw(c, wv[WV_TEXT], wv_len[WV_TEXT]) < 0)
 		e = "write failed";
@@ -10251,7 +10131,7 @@ t_ws_vectors(void)
 		e = "not a close frame with status 1003";
 	else if (!ws_then_eof(c))
 		e = "the connection stayed open after the close";
-	verdict("ws_vector_text_1003", e);
+	dc_verdict("ws_vector_text_1003", e);
 	dc_free(c);
 }
 
@@ -10267,12 +10147,12 @@ t_ws_handshake(void)
 	dc_genkey(c);
 	if (dc_connect(c, srv_host, srv_port, mode_tls, NULL, CONNECT_MS) < 0 ||
 	    dc_handshake(c, 0, NULL, IO_MS) < 0) {
-		fail("ws_handshake", "failed (%s): %s", c->ws_err != NULL
+		dc_fail("ws_handshake", "failed (%s): %s", c->ws_err != NULL
 		    ? c->ws_err : "no WebSocket error", ws_status_line(c));
 		dc_free(c);
 		return;
 	}
-	verdict("ws_handshake", memcmp(c->server_pk, v_server_pk, 32) == 0 ?
+	dc_verdict("ws_handshake", memcmp(c->server_pk, v_server_pk, 32) == 0 ?
 	    NULL : "ServerKey is not the -c file's key");
 	if (strncmp(c->head, "HTTP/1.1 101 Switching Protocols\r\n", 34) != 0)
 		e = "status line";
@@ -10285,8 +10165,8 @@ t_ws_handshake(void)
 	else if (dc_http_header(c->head, "Derp-Version", v, sizeof(v)) ||
 	    dc_http_header(c->head, "Derp-Public-Key", v, sizeof(v)))
 		e = "Derp-Version or Derp-Public-Key in a WebSocket 101";
-	verdict("ws_101_headers", e);
-	verdict("ws_derp_ping_pong", ping(c) ? NULL : "no DERP Pong");
+	dc_verdict("ws_101_headers", e);
+	dc_verdict("ws_derp_ping_pong", ping(c) ? NULL : "no DERP Pong");
 	dc_free(c);
 }
 
@@ -10303,7 +10183,7 @@ t_ws_exchange(void)
 	int k;
 
 	if (a == NULL || b == NULL || w == NULL) {
-		fail("ws_exchange", "could not connect the clients (ws, raw,"
+		dc_fail("ws_exchange", "could not connect the clients (ws, raw,"
 		    " ws)");
 		goto out;
 	}
@@ -10312,12 +10192,12 @@ t_ws_exchange(void)
 		if (e == NULL)
 			e = relay(b, a, sizes[i]);
 		snprintf(name, sizeof(name), "ws_raw_exchange_%zu", sizes[i]);
-		verdict(name, e);
+		dc_verdict(name, e);
 	}
 	e = relay(a, w, 1200);
 	if (e == NULL)
 		e = relay(w, a, MAX_PACKET);
-	verdict("ws_ws_exchange", e);
+	dc_verdict("ws_ws_exchange", e);
 	/* Bursts both ways arrive complete and in order. */
 	e = NULL;
 	for (k = 0; k < 20 && e == NULL; k++) {
@@ -10334,8 +10214,8 @@ t_ws_exchange(void)
 		    IO_MS) != 1 || n != 300 || qbuf[0] != k || qbuf[299] != k)
 			e = "raw to ws: a packet missing, out of order or corrupt";
 	}
-	verdict("ws_burst_in_order", e);
-	verdict("ws_server_messages_plain", a->ws_err == NULL &&
+	dc_verdict("ws_burst_in_order", e);
+	dc_verdict("ws_server_messages_plain", a->ws_err == NULL &&
 	    a->ws_frags_in == 0 ? NULL : "the server fragmented a message or"
 	    " broke RFC 6455");
 out:
@@ -10357,26 +10237,26 @@ t_ws_framing(void)
 	unsigned long pongs;
 
 	if (a == NULL || b == NULL) {
-		fail("ws_framing", "could not connect");
+		dc_fail("ws_framing", "could not connect");
 		dc_free(a);
 		return;
 	}
 	a->ws_msg_bytes = 7;
-	verdict("ws_frame_split_across_messages", relay(a, b, 100));
+	dc_verdict("ws_frame_split_across_messages", relay(a, b, 100));
 	a->ws_msg_bytes = 1;
-	verdict("ws_frame_split_bytewise", relay(a, b, 10));
+	dc_verdict("ws_frame_split_bytewise", relay(a, b, 10));
 	a->ws_msg_bytes = DC_WS_MSG_MAX;
 
-	verdict("ws_frames_in_one_message", twenty_in_one_write(a, b));
+	dc_verdict("ws_frames_in_one_message", twenty_in_one_write(a, b));
 
 	a->ws_frag_bytes = 10;
-	verdict("ws_fragmented_message", relay(a, b, 100));
+	dc_verdict("ws_fragmented_message", relay(a, b, 100));
 	a->ws_frag_bytes = 1000;
-	verdict("ws_fragmented_message_20000", relay(a, b, 20000));
+	dc_verdict("ws_fragmented_message_20000", relay(a, b, 20000));
 	a->ws_frag_bytes = 0;
 	/* The largest message derper's library takes: 5 + 32 + 32731. */
 	a->ws_msg_bytes = 0;
-	verdict("ws_message_32768_accepted", relay(a, b, WS_MSG_LIMIT - 37));
+	dc_verdict("ws_message_32768_accepted", relay(a, b, WS_MSG_LIMIT - 37));
 	a->ws_msg_bytes = DC_WS_MSG_MAX;
 
 	/* Pings, answered with their payload; one between two fragments. */
@@ -10389,7 +10269,7 @@ t_ws_framing(void)
 	else if (a->ws_pongs != pongs + 1 || a->ws_pong_len != sizeof(data) ||
 	    memcmp(a->ws_pong, data, sizeof(data)) != 0)
 		e = "no pong with the ping's 125 bytes";
-	verdict("ws_ping_pong_125", e);
+	dc_verdict("ws_ping_pong_125", e);
 	pongs = a->ws_pongs;
 	e = NULL;
 	if (dc_ws_send_frame(a, DC_WS_FIN | DC_WS_OP_PING, 1, data, 0) < 0 ||
@@ -10397,10 +10277,10 @@ t_ws_framing(void)
 		e = "no DERP Pong after the ping";
 	else if (a->ws_pongs != pongs + 1 || a->ws_pong_len != 0)
 		e = "no empty pong";
-	verdict("ws_ping_empty_pong", e);
+	dc_verdict("ws_ping_empty_pong", e);
 	k = 5 + 32 + 50;
 	w[0] = FT_SEND_PACKET;
-	put_be32(w + 1, 32 + 50);
+	dc_put_be32(w + 1, 32 + 50);
 	memcpy(w + 5, b->pk, 32);
 	memset(w + 37, 0x5a, 50);
 	pongs = a->ws_pongs;
@@ -10415,7 +10295,7 @@ t_ws_framing(void)
 	else if (!ping(a) || a->ws_pongs != pongs + 1 || a->ws_pong_len != 3 ||
 	    memcmp(a->ws_pong, "mid", 3) != 0)
 		e = "no pong for the ping between the fragments";
-	verdict("ws_ping_inside_fragmented_message", e);
+	dc_verdict("ws_ping_inside_fragmented_message", e);
 	dc_free(a);
 }
 
@@ -10431,7 +10311,7 @@ t_ws_close(void)
 	int r;
 
 	if (c == NULL) {
-		fail("ws_client_close_answered", "could not connect");
+		dc_fail("ws_client_close_answered", "could not connect");
 		return;
 	}
 	if (dc_ws_send_frame(c, DC_WS_FIN | DC_WS_OP_CLOSE, 1, bye,
@@ -10450,7 +10330,7 @@ t_ws_close(void)
 		    "the stream broke instead of closing";
 	if (e == NULL)
 		e = ws_relay_unharmed();
-	verdict("ws_client_close_answered", e);
+	dc_verdict("ws_client_close_answered", e);
 	dc_free(c);
 }
 
@@ -10501,7 +10381,7 @@ t_ws_bad_frames(void)
 		const char *e = NULL;
 
 		if (c == NULL) {
-			fail(cases[i].name, "could not connect");
+			dc_fail(cases[i].name, "could not connect");
 			continue;
 		}
 		for (k = 0; k < 2 && cases[i].b0[k] != 0; k++) {
@@ -10514,7 +10394,7 @@ t_ws_bad_frames(void)
 					memcpy(pbuf, keepalive, len);
 				else if (k == 0) {
 					pbuf[0] = 0x20;
-					put_be32(pbuf + 1, (uint32_t)(len - 5 +
+					dc_put_be32(pbuf + 1, (uint32_t)(len - 5 +
 					    (cases[i].b0[1] != 0 ?
 					    cases[i].len[1] : 0)));
 				}
@@ -10526,7 +10406,7 @@ t_ws_bad_frames(void)
 		e = ws_closed_with(c, cases[i].status, cases[i].strict);
 		if (e == NULL)
 			e = ws_relay_unharmed();
-		verdict(cases[i].name, e);
+		dc_verdict(cases[i].name, e);
 		dc_free(c);
 	}
 }
@@ -10597,12 +10477,12 @@ t_ws_bad_handshakes(void)
 		ws_request(req, sizeof(req), cases[i].method, cases[i].conn,
 		    "websocket", cases[i].version, key, "derp");
 		if (http_main(req, 0) < 0 && hr.status < 0)
-			fail(cases[i].name, "no response");
+			dc_fail(cases[i].name, "no response");
 		else if (hr.status != cases[i].status)
-			fail(cases[i].name, "status %d, expected %d", hr.status,
+			dc_fail(cases[i].name, "status %d, expected %d", hr.status,
 			    cases[i].status);
 		else
-			ok(cases[i].name);
+			dc_ok(cases[i].name);
 	}
 
 	/* "derpx" has derp in it (the WebSocket path) but not the token:
@@ -10618,7 +10498,7 @@ t_ws_bad_handshakes(void)
 		e = ws_closed_with(c, WS_CLOSE_POLICY, 1);
 	if (e == NULL)
 		e = ws_relay_unharmed();
-	verdict("ws_protocol_derpx_1008", e);
+	dc_verdict("ws_protocol_derpx_1008", e);
 	dc_free(c);
 
 	/* Lists and case: "chat, derp", Connection "keep-alive, Upgrade",
@@ -10646,7 +10526,7 @@ t_ws_bad_handshakes(void)
 		else if (!ping(c))
 			e = "no DERP Pong";
 	}
-	verdict("ws_header_lists_and_case", e);
+	dc_verdict("ws_header_lists_and_case", e);
 	dc_free(c);
 
 	/* Upgrade: websocket without derp in the protocols: raw DERP, as
@@ -10672,7 +10552,7 @@ t_ws_bad_handshakes(void)
 		    IO_MS) != 1 || type != FT_SERVER_KEY ||
 		    memcmp(qbuf + 8, v_server_pk, 32) != 0)
 			e = "no raw ServerKey frame after the 101";
-		verdict(name, e);
+		dc_verdict(name, e);
 		dc_free(c);
 	}
 }
@@ -10686,7 +10566,7 @@ run_ws_mode(const char *name, int tls)
 	begin_mode(name, tls, "127.0.0.1");
 	ws_load_vectors();
 	if (!wv_ok) {
-		fail("ws_vectors", "http/websocket_derp.txt missing or"
+		dc_fail("ws_vectors", "http/websocket_derp.txt missing or"
 		    " incomplete in %s", datadir);
 		return;
 	}
@@ -10694,7 +10574,7 @@ run_ws_mode(const char *name, int tls)
 		return;
 	pair_a = cl_ws();
 	pair_b = cl_derp();
-	verdict("ws_pair_established", pair_a != NULL && pair_b != NULL ? NULL
+	dc_verdict("ws_pair_established", pair_a != NULL && pair_b != NULL ? NULL
 	    : "a WebSocket and a raw client could not both connect");
 	t_ws_vectors();
 	t_ws_handshake();
@@ -10703,12 +10583,12 @@ run_ws_mode(const char *name, int tls)
 	t_ws_close();
 	t_ws_bad_frames();
 	t_ws_bad_handshakes();
-	verdict("ws_pair_still_works_at_end", pair_works());
+	dc_verdict("ws_pair_still_works_at_end", pair_works());
 	helper_finish(&h1);
 	helper_finish(&h2);
 	server_stop();
 	if (pair_a != NULL)
-		verdict("ws_connections_closed_on_exit", dc_expect_close(pair_a,
+		dc_verdict("ws_connections_closed_on_exit", dc_expect_close(pair_a,
 		    CLOSE_MS) ? NULL : "a WebSocket connection outlived the"
 		    " server");
 	dc_free(pair_a);
@@ -10757,7 +10637,6 @@ write_key_file(void)
 int
 main(int argc, char **argv)
 {
-	struct sigaction sa;
 
 	if (argc < 3 || argc > 4) {
 		fprintf(stderr, "usage: %s DERP_BINARY SCRATCH_DIR [DATA_DIR]\n",
@@ -10767,27 +10646,10 @@ main(int argc, char **argv)
 	derp_path = argv[1];
 	scratch = argv[2];
 	datadir = argc > 3 ? argv[3] : "test/data";
-	setvbuf(stdout, NULL, _IOLBF, 0);
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_alarm;
-	sigaction(SIGALRM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	alarm(WATCHDOG_S);
-	/* A permissive umask, so the relay's own file modes (0600 key and
-	 * certificate key) are what the checks see, not the caller's. */
-	umask(022);
-
-	if (access(derp_path, X_OK) < 0) {
-		printf("FAIL - setup: %s is not executable\n", derp_path);
-		printf("0 passed, 1 failed, 0 skipped\n");
+	/* Until the first mode begins, check lines say "-" for it. */
+	dc_report_mode = "-";
+	if (dc_test_setup(derp_path, scratch, on_alarm, WATCHDOG_S) < 0)
 		return 1;
-	}
-	if (mkdir(scratch, 0700) < 0 && errno != EEXIST) {
-		printf("FAIL - setup: mkdir %s: %s\n", scratch, strerror(errno));
-		printf("0 passed, 1 failed, 0 skipped\n");
-		return 1;
-	}
 	load_vectors();
 	if (!vectors_ok || write_key_file() < 0) {
 		printf("FAIL - setup: vectors in %s unreadable or key file not"
@@ -10881,6 +10743,5 @@ main(int argc, char **argv)
 	}
 
 	kill_children();
-	printf("%d passed, %d failed, %d skipped\n", n_pass, n_fail, n_skip);
-	return n_fail == 0 ? 0 : 1;
+	return dc_summary();
 }

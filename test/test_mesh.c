@@ -149,7 +149,6 @@ struct cl {
 };
 
 static const char *derp_path, *scratch;
-static volatile sig_atomic_t n_pass, n_fail, n_skip;
 static struct node nodes[NODES];
 static char mesh_hex[65], other_hex[65];
 static char mesh_path[450], other_path[450];
@@ -171,70 +170,6 @@ static uint8_t fbuf[DC_MAX_FRAME];
 static uint8_t pay[MAX_PACKET_BYTES], pay2[MAX_PACKET_BYTES];
 static uint64_t tag_seq, tag_salt;
 
-/* ---- reporting ---------------------------------------------------------- */
-
-static void
-ok(const char *name)
-{
-	printf("ok %s\n", name);
-	fflush(stdout);
-	n_pass++;
-}
-
-#ifdef __GNUC__
-static void fail(const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-#endif
-
-static void
-fail(const char *name, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("FAIL %s: ", name);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-	n_fail++;
-}
-
-/* A "# " line: configuration and timings, not a check. */
-static void
-note(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("# ", stdout);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
-
-/* Most checks end here: why == NULL means success. */
-static void
-verdict(const char *name, const char *why)
-{
-	if (why == NULL)
-		ok(name);
-	else
-		fail(name, "%s", why);
-}
-
-/* Fail each of names[0..n) with why (a group that cannot run). */
-static void
-fail_all(const char *const *names, size_t n, const char *why)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		fail(names[i], "%s", why);
-}
-
 /* ---- watchdog and processes --------------------------------------------- */
 
 static void
@@ -247,109 +182,19 @@ kill_nodes_now(void)
 			kill(nodes[i].pid, SIGKILL);
 }
 
-/* Async-signal-safe decimal: v into out (room for 12), its length. */
-static size_t
-fmt_uint(char *out, unsigned long v)
-{
-	char tmp[24];
-	size_t n = 0, i;
-
-	do {
-		tmp[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0 && n < sizeof(tmp));
-	for (i = 0; i < n; i++)
-		out[i] = tmp[n - 1 - i];
-	return n;
-}
-
 static void
 on_alarm(int sig)
 {
 	static const char msg[] = "FAIL watchdog: the run exceeded its time"
 	    " budget; nodes killed\n";
-	char line[80];
-	size_t n = 0;
 
 	(void)sig;
 	kill_nodes_now();
 	if (write(STDOUT_FILENO, msg, sizeof(msg) - 1) < 0)
 		_exit(2);
-	n += fmt_uint(line + n, (unsigned long)n_pass);
-	memcpy(line + n, " passed, ", 9);
-	n += 9;
-	n += fmt_uint(line + n, (unsigned long)n_fail + 1);
-	memcpy(line + n, " failed, ", 9);
-	n += 9;
-	n += fmt_uint(line + n, (unsigned long)n_skip);
-	memcpy(line + n, " skipped\n", 9);
-	n += 9;
-	if (write(STDOUT_FILENO, line, n) < 0)
+	if (dc_write_counts(1) < 0)
 		_exit(2);
 	_exit(1);
-}
-
-/* Milliseconds left until deadline, at least 1 while any is left, 0 after. */
-static int
-left_ms(int64_t deadline)
-{
-	int64_t d = deadline - dc_now_ms();
-
-	return d <= 0 ? 0 : d > 1000000 ? 1000000 : (int)d;
-}
-
-/* 1 when the node's log holds want within ms (polled: the line may be
- * written after the event the caller waited for), else 0. */
-static int
-log_has(const struct node *n, const char *want, int ms)
-{
-	int64_t deadline = dc_now_ms() + ms;
-	char *text;
-	int found;
-
-	for (;;) {
-		text = dc_read_text(n->log_path, LOG_MAX, NULL);
-		found = text != NULL && strstr(text, want) != NULL;
-		free(text);
-		if (found || left_ms(deadline) == 0)
-			return found;
-		dc_sleep_ms(50);
-	}
-}
-
-static void
-show_log_tail(const struct node *n)
-{
-	size_t len;
-	char *text = dc_read_text(n->log_path, LOG_MAX, &len);
-
-	if (text == NULL)
-		return;
-	printf("# --- last lines of %s ---\n%s%s# ---\n", n->log_path,
-	    len > LOG_TAIL ? text + len - LOG_TAIL : text,
-	    len > 0 && text[len - 1] != '\n' ? "\n" : "");
-	free(text);
-}
-
-/* A TCP port free on ip right now (the kernel's choice), or -1.  Another
- * program may take it before the node binds it: node starts retry. */
-static int
-free_port(const char *ip)
-{
-	struct sockaddr_in a;
-	socklen_t al = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	if (fd < 0)
-		return -1;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	if (inet_pton(AF_INET, ip, &a.sin_addr) == 1 &&
-	    bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
 }
 
 /* The node's command line into argv (room for cap pointers, NULL last);
@@ -393,25 +238,10 @@ static int
 node_spawn(struct node *n, int with_mesh)
 {
 	char *argv[24];
-	pid_t pid;
 
 	node_argv(n, with_mesh, argv, sizeof(argv) / sizeof(argv[0]));
-	fflush(stdout);
-	pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		int fd = open(n->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, STDOUT_FILENO);
-			dup2(fd, STDERR_FILENO);
-			close(fd);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	n->pid = pid;
-	return 0;
+	n->pid = dc_spawn_logged(argv, n->log_path, NULL, NULL);
+	return n->pid < 0 ? -1 : 0;
 }
 
 /* 1 when the node accepts TCP connections, 0 when it exited at start (pid
@@ -419,26 +249,11 @@ node_spawn(struct node *n, int with_mesh)
 static int
 node_wait_ready(struct node *n)
 {
-	int64_t deadline = dc_now_ms() + START_MS;
+	int r = dc_wait_serving(n->pid, n->ip, &n->port, 1, START_MS, 50, NULL);
 
-	while (dc_now_ms() < deadline) {
-		struct dclient *c;
-		int status, r;
-
-		if (waitpid(n->pid, &status, WNOHANG) == n->pid) {
-			n->pid = -1;
-			return 0;
-		}
-		c = dc_new();
-		if (c == NULL)
-			return -1;
-		r = dc_connect(c, n->ip, n->port, 0, NULL, 200);
-		dc_free(c);
-		if (r == 0)
-			return 1;
-		dc_sleep_ms(50);
-	}
-	return -1;
+	if (r == 0)
+		n->pid = -1;
+	return r;
 }
 
 /* SIGKILL and reap (bounded: SIGKILL cannot be caught). */
@@ -447,8 +262,7 @@ node_kill(struct node *n)
 {
 	if (n->pid <= 0)
 		return;
-	kill(n->pid, SIGKILL);
-	waitpid(n->pid, NULL, 0);
+	dc_kill_reap(n->pid, NULL);
 	n->pid = -1;
 }
 
@@ -458,24 +272,17 @@ static const char *
 node_stop(struct node *n)
 {
 	static char why[120];
-	int64_t deadline = dc_now_ms() + STOP_MS;
-	int status = 0;
+	int status = 0, exited;
 
 	if (n->pid <= 0)
 		return NULL;
-	kill(n->pid, SIGTERM);
-	for (;;) {
-		if (waitpid(n->pid, &status, WNOHANG) == n->pid)
-			break;
-		if (dc_now_ms() > deadline) {
-			node_kill(n);
-			snprintf(why, sizeof(why), "node %c still running %d ms"
-			    " after SIGTERM; killed", n->name, STOP_MS);
-			return why;
-		}
-		dc_sleep_ms(10);
-	}
+	exited = dc_stop_child(n->pid, SIGTERM, STOP_MS, &status);
 	n->pid = -1;
+	if (!exited) {
+		snprintf(why, sizeof(why), "node %c still running %d ms"
+		    " after SIGTERM; killed", n->name, STOP_MS);
+		return why;
+	}
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return NULL;
 	if (WIFEXITED(status))
@@ -684,8 +491,8 @@ wait_event(struct cl *c, uint8_t type, const uint8_t key[32], int from,
 
 		if (i >= 0)
 			return i;
-		if (left_ms(deadline) == 0 ||
-		    read_frame(c, &t, &n, left_ms(deadline)) != 1)
+		if (dc_left_ms(deadline) == 0 ||
+		    read_frame(c, &t, &n, dc_left_ms(deadline)) != 1)
 			return -1;
 	}
 }
@@ -696,10 +503,10 @@ drain(struct cl *c, int ms)
 {
 	int64_t deadline = dc_now_ms() + ms;
 
-	while (left_ms(deadline) > 0) {
+	while (dc_left_ms(deadline) > 0) {
 		uint8_t t;
 		size_t n;
-		int r = read_frame(c, &t, &n, left_ms(deadline));
+		int r = read_frame(c, &t, &n, dc_left_ms(deadline));
 
 		if (r == 0 || r == -1)
 			return -1;
@@ -717,11 +524,11 @@ expect_packet(struct cl *c, const uint8_t src[32], const uint8_t *pkt,
 {
 	int64_t deadline = dc_now_ms() + ms;
 
-	while (left_ms(deadline) > 0) {
+	while (dc_left_ms(deadline) > 0) {
 		uint8_t t;
 		size_t n;
 
-		if (read_frame(c, &t, &n, left_ms(deadline)) != 1)
+		if (read_frame(c, &t, &n, dc_left_ms(deadline)) != 1)
 			return 0;
 		if (t == FT_RECV_PACKET && n == 32 + len &&
 		    (src == NULL || memcmp(fbuf, src, 32) == 0) &&
@@ -750,8 +557,8 @@ static int
 send_poll(struct cl *a, struct cl *b, size_t len, int64_t deadline)
 {
 	make_payload(pay, len);
-	while (left_ms(deadline) > 0) {
-		int wait = left_ms(deadline) < POLL_MS ? left_ms(deadline) :
+	while (dc_left_ms(deadline) > 0) {
+		int wait = dc_left_ms(deadline) < POLL_MS ? dc_left_ms(deadline) :
 		    POLL_MS;
 
 		if (dc_send_packet(a->dc, b->dc->pk, pay, len) < 0)
@@ -772,11 +579,11 @@ cl_ping(struct cl *c)
 	dc_random(data, sizeof(data));
 	if (dc_send_frame(c->dc, FT_PING, data, sizeof(data)) < 0)
 		return 0;
-	while (left_ms(deadline) > 0) {
+	while (dc_left_ms(deadline) > 0) {
 		uint8_t t;
 		size_t n;
 
-		if (read_frame(c, &t, &n, left_ms(deadline)) != 1)
+		if (read_frame(c, &t, &n, dc_left_ms(deadline)) != 1)
 			return 0;
 		if (t == FT_PONG && n == 8 && memcmp(fbuf, data, 8) == 0)
 			return 1;
@@ -985,7 +792,7 @@ region_plan(void)
 	int i;
 
 	for (i = 0; i < NODES; i++)
-		nodes[i].port = free_port(nodes[i].ip);
+		nodes[i].port = dc_free_port(nodes[i].ip, SOCK_STREAM);
 	for (i = 0; i < REGION; i++) {
 		/* C reaches A through the host/dialhost form. */
 		entry(e[0], sizeof(e[0]), &nodes[0], i == 2);
@@ -1053,7 +860,7 @@ nodes_start(int first, int count, int with_mesh)
 			region_plan();
 		else
 			for (i = first; i < first + count; i++)
-				nodes[i].port = free_port(nodes[i].ip);
+				nodes[i].port = dc_free_port(nodes[i].ip, SOCK_STREAM);
 		for (i = first; i < first + count; i++)
 			if (node_spawn(&nodes[i], with_mesh) < 0) {
 				snprintf(why, sizeof(why), "fork: %s",
@@ -1073,7 +880,7 @@ nodes_start(int first, int count, int with_mesh)
 			node_kill(&nodes[i]);
 		if (stuck >= 0) {
 			/* Alive but not listening: fresh ports will not help. */
-			show_log_tail(&nodes[stuck]);
+			dc_show_log_tail(nodes[stuck].log_path, LOG_MAX, LOG_TAIL);
 			snprintf(why, sizeof(why), "node %c not accepting"
 			    " connections on %s:%d after %d ms; log %s",
 			    nodes[stuck].name, nodes[stuck].ip,
@@ -1081,7 +888,7 @@ nodes_start(int first, int count, int with_mesh)
 			return why;
 		}
 		if (t == PORT_TRIES) {
-			show_log_tail(&nodes[died]);
+			dc_show_log_tail(nodes[died].log_path, LOG_MAX, LOG_TAIL);
 			snprintf(why, sizeof(why), "node %c exited at start-up %d"
 			    " times (last port %d); log %s", nodes[died].name,
 			    PORT_TRIES, nodes[died].port, nodes[died].log_path);
@@ -1108,30 +915,30 @@ t_region_start(void)
 	for (i = 0; e == NULL && i < REGION; i++)
 		e = node_probe(&nodes[i]);
 	if (e == NULL) {
-		note("region: A %s:%d, B %s:%d, C %s:%d (%s)", nodes[0].ip,
+		dc_note("region: A %s:%d, B %s:%d, C %s:%d (%s)", nodes[0].ip,
 		    nodes[0].port, nodes[1].ip, nodes[1].port, nodes[2].ip,
 		    nodes[2].port, distinct_ips ? "one address each" :
 		    "one address, three ports");
-		note("A -mesh-with %s", nodes[0].mesh_with);
-		note("C -mesh-with %s", nodes[2].mesh_with);
-		ok("region_start");
+		dc_note("A -mesh-with %s", nodes[0].mesh_with);
+		dc_note("C -mesh-with %s", nodes[2].mesh_with);
+		dc_ok("region_start");
 		region_up = meshed = 1;
 		mesh_why = NULL;
 		return;
 	}
 	snprintf(why, sizeof(why), "%s", e);
-	fail("region_start", "with -mesh-with: %s", why);
+	dc_fail("region_start", "with -mesh-with: %s", why);
 	for (i = 0; i < REGION; i++)
 		node_kill(&nodes[i]);
 	e = nodes_start(0, REGION, 0);
 	for (i = 0; e == NULL && i < REGION; i++)
 		e = node_probe(&nodes[i]);
 	if (e != NULL) {
-		note("without -mesh-with the nodes do not start either: %s", e);
+		dc_note("without -mesh-with the nodes do not start either: %s", e);
 		mesh_why = "region not running (see region_start)";
 		return;
 	}
-	note("the nodes run without -mesh-with: one-node checks are judged,"
+	dc_note("the nodes run without -mesh-with: one-node checks are judged,"
 	    " checks across nodes fail");
 	region_up = 1;
 	mesh_why = "no mesh: the nodes run without -mesh-with (see"
@@ -1160,13 +967,13 @@ t_pairs(void)
 			}
 		}
 	if (mesh_why != NULL) {
-		fail_all(region_names, 1, mesh_why);
+		dc_fail_all(region_names, 1, mesh_why);
 		for (i = 0; i < REGION; i++)
 			for (j = 0; j < REGION; j++)
 				for (s = 0; s < 2 && i != j; s++) {
 					snprintf(name, sizeof(name), "pair_%c_%c_%s",
 					    'A' + i, 'A' + j, pair_size_name[s]);
-					fail(name, "%s", mesh_why);
+					dc_fail(name, "%s", mesh_why);
 				}
 		return;
 	}
@@ -1181,17 +988,17 @@ t_pairs(void)
 				received[j][i] = 1;
 			else {
 				formed = 0;
-				note("%c -> %c: nothing delivered within %d ms"
+				dc_note("%c -> %c: nothing delivered within %d ms"
 				    " of the start of mesh_forms", 'A' + i,
 				    'A' + j, MESH_FORM_MS);
 			}
 		}
 	if (formed) {
-		note("mesh formed: every pair delivered after %d ms",
+		dc_note("mesh formed: every pair delivered after %d ms",
 		    (int)(dc_now_ms() - t0));
-		ok("mesh_forms");
+		dc_ok("mesh_forms");
 	} else {
-		fail("mesh_forms", "not every ordered pair of nodes delivered a"
+		dc_fail("mesh_forms", "not every ordered pair of nodes delivered a"
 		    " packet within %d ms (lines above)", MESH_FORM_MS);
 	}
 	/* Once formed, one packet each, delivered at once. */
@@ -1204,7 +1011,7 @@ t_pairs(void)
 				    'A' + i, 'A' + j, pair_size_name[s]);
 				if (e == NULL)
 					received[j][i] = 1;
-				verdict(name, e);
+				dc_verdict(name, e);
 			}
 	if (!formed)
 		mesh_why = "the mesh did not form (see mesh_forms)";
@@ -1235,26 +1042,26 @@ t_watch(void)
 	int mark, i;
 
 	if (!region_up) {
-		fail_all(names, sizeof(names) / sizeof(names[0]), mesh_why);
+		dc_fail_all(names, sizeof(names) / sizeof(names[0]), mesh_why);
 		return;
 	}
 	w = cl_open(a, "watcher", mesh_json, NULL);
 	if (w == NULL || send_raw(w, FT_WATCH_CONNS, NULL, 0) < 0) {
-		fail_all(names, sizeof(names) / sizeof(names[0]),
+		dc_fail_all(names, sizeof(names) / sizeof(names[0]),
 		    "a client with the mesh key could not connect to A or"
 		    " send WatchConns");
 		cl_free(w);
 		return;
 	}
-	verdict("watch_initial_regular", present_check(w,
+	dc_verdict("watch_initial_regular", present_check(w,
 	    wait_event(w, FT_PEER_PRESENT, peer[0]->dc->pk, 0, IO_MS), peer[0],
 	    FLAG_REGULAR));
-	verdict("watch_initial_self", present_check(w,
+	dc_verdict("watch_initial_self", present_check(w,
 	    wait_event(w, FT_PEER_PRESENT, w->dc->pk, 0, IO_MS), w, FLAG_MESH));
 	/* B's and C's mesh clients are connected to A with their servers'
 	 * keys (spec 15.4) and the mesh key. */
 	if (mesh_why != NULL) {
-		fail("watch_initial_mesh_peers", "%s", mesh_why);
+		dc_fail("watch_initial_mesh_peers", "%s", mesh_why);
 	} else {
 		e = NULL;
 		for (i = 1; i < REGION && e == NULL; i++) {
@@ -1267,42 +1074,42 @@ t_watch(void)
 				e = why;
 			}
 		}
-		verdict("watch_initial_mesh_peers", e);
+		dc_verdict("watch_initial_mesh_peers", e);
 	}
 	/* The flood names local connections only, never what A learned from
 	 * its peers (that would loop through the region). */
 	(void)drain(w, QUIET_MS);
 	if (mesh_why != NULL)
-		fail("watch_local_only", "%s", mesh_why);
+		dc_fail("watch_local_only", "%s", mesh_why);
 	else
-		verdict("watch_local_only",
+		dc_verdict("watch_local_only",
 		    find_event(w, FT_PEER_PRESENT, peer[1]->dc->pk, 0) >= 0 ||
 		    find_event(w, FT_PEER_PRESENT, peer[2]->dc->pk, 0) >= 0 ?
 		    "A announced a client of B or C to its watcher" : NULL);
 
 	mark = w->nev;
 	n = cl_open(a, "new", NULL, NULL);
-	verdict("watch_new_regular", n == NULL ? "new client refused" :
+	dc_verdict("watch_new_regular", n == NULL ? "new client refused" :
 	    present_check(w, wait_event(w, FT_PEER_PRESENT, n->dc->pk, mark,
 	    IO_MS), n, FLAG_REGULAR));
 	mark = w->nev;
 	p = cl_open(a, "prober", prober_json, NULL);
-	verdict("watch_new_prober", p == NULL ? "prober refused" :
+	dc_verdict("watch_new_prober", p == NULL ? "prober refused" :
 	    present_check(w, wait_event(w, FT_PEER_PRESENT, p->dc->pk, mark,
 	    IO_MS), p, FLAG_PROBER));
 	mark = w->nev;
 	q = cl_open_not_ideal(a, "not-ideal");
-	verdict("watch_new_not_ideal", q == NULL ? "client with Ideal-Node"
+	dc_verdict("watch_new_not_ideal", q == NULL ? "client with Ideal-Node"
 	    " refused" : present_check(w, wait_event(w, FT_PEER_PRESENT,
 	    q->dc->pk, mark, IO_MS), q, FLAG_NOT_IDEAL));
 	if (n == NULL) {
-		fail("watch_gone", "no client to leave");
+		dc_fail("watch_gone", "no client to leave");
 	} else {
 		memcpy(key, n->dc->pk, 32);
 		mark = w->nev;
 		cl_free(n);
 		n = NULL;
-		verdict("watch_gone", gone_check(w, wait_event(w, FT_PEER_GONE,
+		dc_verdict("watch_gone", gone_check(w, wait_event(w, FT_PEER_GONE,
 		    key, mark, IO_MS), "no PeerGone when the client left"));
 	}
 	/* A second connection of a1's key: announced (with its own address);
@@ -1310,7 +1117,7 @@ t_watch(void)
 	mark = w->nev;
 	key_of(peer[0], &kp);
 	d = cl_open(a, "a1-dup", NULL, &kp);
-	verdict("watch_duplicate_present", d == NULL ? "duplicate refused" :
+	dc_verdict("watch_duplicate_present", d == NULL ? "duplicate refused" :
 	    present_check(w, wait_event(w, FT_PEER_PRESENT, peer[0]->dc->pk,
 	    mark, IO_MS), d, FLAG_REGULAR));
 	mark = w->nev;
@@ -1322,10 +1129,10 @@ t_watch(void)
 	z = cl_open(a, "z", NULL, NULL);
 	if (z == NULL || wait_event(w, FT_PEER_PRESENT, z->dc->pk, mark,
 	    IO_MS) < 0)
-		fail("watch_duplicate_close_silent", "the watch stream went"
+		dc_fail("watch_duplicate_close_silent", "the watch stream went"
 		    " quiet (no PeerPresent for a later client)");
 	else
-		verdict("watch_duplicate_close_silent",
+		dc_verdict("watch_duplicate_close_silent",
 		    find_event(w, FT_PEER_GONE, peer[0]->dc->pk, mark) >= 0 ?
 		    "PeerGone for a1 when only its duplicate left" : NULL);
 	cl_free(n);
@@ -1351,7 +1158,7 @@ t_not_mesh(void)
 	const char *e;
 
 	if (!region_up) {
-		fail_all(names, sizeof(names) / sizeof(names[0]), mesh_why);
+		dc_fail_all(names, sizeof(names) / sizeof(names[0]), mesh_why);
 		return;
 	}
 	/* Well-formed but wrong: a regular client (spec 7.2). */
@@ -1367,7 +1174,7 @@ t_not_mesh(void)
 	else
 		e = dc_expect_close(r->dc, CLOSE_MS) ? NULL :
 		    "WatchConns from a wrong mesh key did not close";
-	verdict("wrong_mesh_key_watch_closed", e);
+	dc_verdict("wrong_mesh_key_watch_closed", e);
 	cl_free(r);
 
 	r = cl_open(a, "regular", NULL, NULL);
@@ -1375,7 +1182,7 @@ t_not_mesh(void)
 	    send_raw(r, FT_WATCH_CONNS, NULL, 0) < 0 ? "write failed" :
 	    dc_expect_close(r->dc, CLOSE_MS) ? NULL :
 	    "WatchConns from a regular client did not close";
-	verdict("not_mesh_watch_conns_closed", e);
+	dc_verdict("not_mesh_watch_conns_closed", e);
 	cl_free(r);
 
 	/* t: the target of the ForwardPacket and the ClosePeer. */
@@ -1392,7 +1199,7 @@ t_not_mesh(void)
 		e = "closed, but the packet was delivered";
 	else
 		e = NULL;
-	verdict("not_mesh_forward_packet_closed", e);
+	dc_verdict("not_mesh_forward_packet_closed", e);
 	cl_free(r);
 
 	r = cl_open(a, "regular", NULL, NULL);
@@ -1406,14 +1213,14 @@ t_not_mesh(void)
 		e = "closed, but so was its target";
 	else
 		e = NULL;
-	verdict("not_mesh_close_peer_closed", e);
+	dc_verdict("not_mesh_close_peer_closed", e);
 	cl_free(r);
 
 	e = !node_alive(a) ? "node A exited" :
 	    t == NULL ? "connect failed" : send_once(peer[0], t, SMALL_BYTES);
 	if (e == NULL && !cl_ping(peer[0]))
 		e = "a1 got no Pong";
-	verdict("not_mesh_node_still_serves", e);
+	dc_verdict("not_mesh_node_still_serves", e);
 	cl_free(t);
 }
 
@@ -1434,12 +1241,12 @@ t_mesh_frames(void)
 	int s;
 
 	if (!region_up) {
-		fail_all(names, sizeof(names) / sizeof(names[0]), mesh_why);
+		dc_fail_all(names, sizeof(names) / sizeof(names[0]), mesh_why);
 		return;
 	}
 	m = cl_open(b, "mesh", mesh_json, NULL);
 	if (m == NULL) {
-		fail_all(names, sizeof(names) / sizeof(names[0]),
+		dc_fail_all(names, sizeof(names) / sizeof(names[0]),
 		    "a client with the mesh key could not connect to B");
 		return;
 	}
@@ -1453,13 +1260,13 @@ t_mesh_frames(void)
 			    " content";
 		else
 			e = NULL;
-		verdict(s == 0 ? "mesh_forward_packet" :
+		dc_verdict(s == 0 ? "mesh_forward_packet" :
 		    "mesh_forward_packet_64k", e);
 	}
 
 	/* a1 lives on A, which B knows through the mesh: one hop only. */
 	if (mesh_why != NULL) {
-		fail("mesh_forward_not_reforwarded", "%s", mesh_why);
+		dc_fail("mesh_forward_not_reforwarded", "%s", mesh_why);
 	} else {
 		dc_random(src, 32);
 		if (forward(m, src, peer[0]->dc->pk, SMALL_BYTES) < 0)
@@ -1470,7 +1277,7 @@ t_mesh_frames(void)
 			    " forwarded again and reached A's client";
 		else
 			e = send_once(peer[1], peer[0], SMALL_BYTES);
-		verdict("mesh_forward_not_reforwarded", e);
+		dc_verdict("mesh_forward_not_reforwarded", e);
 	}
 
 	t = cl_open(b, "b2", NULL, NULL);
@@ -1486,13 +1293,13 @@ t_mesh_frames(void)
 		e = "b1 (not the target) got no Pong";
 	else
 		e = NULL;
-	verdict("mesh_close_peer", e);
+	dc_verdict("mesh_close_peer", e);
 	cl_free(t);
 
 	/* ClosePeer on B for a key connected to A (known to B through the
 	 * mesh): "close every local connection", of which there is none. */
 	if (mesh_why != NULL) {
-		fail("mesh_close_peer_local_only", "%s", mesh_why);
+		dc_fail("mesh_close_peer_local_only", "%s", mesh_why);
 	} else {
 		t = cl_open(&nodes[0], "a3", NULL, NULL);
 		if (t == NULL)
@@ -1505,7 +1312,7 @@ t_mesh_frames(void)
 			e = "ClosePeer sent to B closed a client of A";
 		else
 			e = NULL;
-		verdict("mesh_close_peer_local_only", e);
+		dc_verdict("mesh_close_peer_local_only", e);
 		cl_free(t);
 	}
 	cl_free(m);
@@ -1523,19 +1330,19 @@ t_cross_peer_gone(void)
 	const char *e;
 
 	if (mesh_why != NULL) {
-		fail_all(names, 2, mesh_why);
+		dc_fail_all(names, 2, mesh_why);
 		return;
 	}
 	x = cl_open(&nodes[0], "x", NULL, NULL);
 	z = cl_open(&nodes[0], "z", NULL, NULL);
 	y = cl_open(&nodes[1], "y", NULL, NULL);
 	if (x == NULL || y == NULL || z == NULL) {
-		fail_all(names, 2, "connect failed");
+		dc_fail_all(names, 2, "connect failed");
 		goto out;
 	}
 	if (!send_poll(y, x, SMALL_BYTES, dc_now_ms() + MOVE_MS) ||
 	    !send_poll(z, y, SMALL_BYTES, dc_now_ms() + MOVE_MS)) {
-		fail_all(names, 2, "y -> x or z -> y not delivered");
+		dc_fail_all(names, 2, "y -> x or z -> y not delivered");
 		goto out;
 	}
 	memcpy(ykey, y->dc->pk, 32);
@@ -1544,16 +1351,16 @@ t_cross_peer_gone(void)
 	e = gone_check(x, wait_event(x, FT_PEER_GONE, ykey, 0, GONE_MS),
 	    "x (on A) got no PeerGone after y (on B), which had sent to it,"
 	    " left");
-	verdict("cross_peer_gone", e);
+	dc_verdict("cross_peer_gone", e);
 	/* Z's notice, if any, was queued with X's: before this packet, or
 	 * (control frames written apart from packets) just after it. */
 	if (e != NULL)
-		fail("cross_peer_gone_only_recipients", "no PeerGone to X"
+		dc_fail("cross_peer_gone_only_recipients", "no PeerGone to X"
 		    " either (cross_peer_gone)");
 	else if (send_once(x, z, SMALL_BYTES) != NULL || drain(z, QUIET_MS) < 0)
-		fail("cross_peer_gone_only_recipients", "x -> z not delivered");
+		dc_fail("cross_peer_gone_only_recipients", "x -> z not delivered");
 	else
-		verdict("cross_peer_gone_only_recipients",
+		dc_verdict("cross_peer_gone_only_recipients",
 		    find_event(z, FT_PEER_GONE, ykey, 0) >= 0 ? "PeerGone(y) to"
 		    " z, which never received from y" : NULL);
 out:
@@ -1580,12 +1387,12 @@ t_move(void)
 	int mark;
 
 	if (mesh_why != NULL) {
-		fail_all(names, 4, mesh_why);
+		dc_fail_all(names, 4, mesh_why);
 		return;
 	}
 	m = cl_open(&nodes[0], "k-at-A", NULL, NULL);
 	if (m == NULL || !send_poll(c1, m, SMALL_BYTES, dc_now_ms() + MOVE_MS)) {
-		fail_all(names, 2, "before the move: c1 (on C) -> a client on A"
+		dc_fail_all(names, 2, "before the move: c1 (on C) -> a client on A"
 		    " not delivered");
 		cl_free(m);
 	} else {
@@ -1593,13 +1400,13 @@ t_move(void)
 		cl_free(m);
 		m = cl_open(&nodes[1], "k-at-B", NULL, &kp);
 		if (m == NULL) {
-			fail_all(names, 2, "the same key refused at B");
+			dc_fail_all(names, 2, "the same key refused at B");
 		} else {
-			verdict("move_client_reached", send_poll(c1, m,
+			dc_verdict("move_client_reached", send_poll(c1, m,
 			    SMALL_BYTES, dc_now_ms() + MOVE_MS) ? NULL : "c1 (on"
 			    " C) -> the key moved from A to B: not delivered"
 			    " within 10 s");
-			verdict("move_client_sends", send_once(m, c1,
+			dc_verdict("move_client_sends", send_once(m, c1,
 			    SMALL_BYTES));
 		}
 		cl_free(m);
@@ -1608,7 +1415,7 @@ t_move(void)
 	m = cl_open(&nodes[0], "k2-at-A", NULL, NULL);
 	if (m == NULL || !send_poll(c1, m, SMALL_BYTES, dc_now_ms() + MOVE_MS) ||
 	    send_once(m, c1, SMALL_BYTES) != NULL) {
-		fail_all(names + 2, 2, "before the move: c1 (on C) and a"
+		dc_fail_all(names + 2, 2, "before the move: c1 (on C) and a"
 		    " client on A could not exchange packets");
 		cl_free(m);
 		return;
@@ -1616,7 +1423,7 @@ t_move(void)
 	key_of(m, &kp);
 	m2 = cl_open(&nodes[1], "k2-at-B", NULL, &kp);
 	if (m2 == NULL) {
-		fail_all(names + 2, 2, "the same key refused at B");
+		dc_fail_all(names + 2, 2, "the same key refused at B");
 		cl_free(m);
 		return;
 	}
@@ -1625,17 +1432,17 @@ t_move(void)
 	mark = c1->nev;
 	cl_free(m);
 	if (!send_poll(c1, m2, SMALL_BYTES, dc_now_ms() + MOVE_MS)) {
-		fail_all(names + 2, 2, "c1 (on C) -> the key, now only at B: not"
+		dc_fail_all(names + 2, 2, "c1 (on C) -> the key, now only at B: not"
 		    " delivered within 10 s");
 	} else {
-		ok("move_overlap_reached");
+		dc_ok("move_overlap_reached");
 		/* A PeerGone would have been queued when C dropped A's
 		 * forwarder, which it did before routing to B (A's was
 		 * first), or at the latest just after: a Pong and a quiet
 		 * spell later it is in. */
 		(void)cl_ping(c1);
 		(void)drain(c1, QUIET_MS);
-		verdict("move_overlap_no_peer_gone", find_event(c1, FT_PEER_GONE,
+		dc_verdict("move_overlap_no_peer_gone", find_event(c1, FT_PEER_GONE,
 		    kp.pk, mark) >= 0 ? "c1 got PeerGone for a key that"
 		    " never left the region (it joined B before leaving A)" :
 		    NULL);
@@ -1663,7 +1470,7 @@ t_restart(void)
 	int t, r = 0, mark_a, mark_c;
 
 	if (mesh_why != NULL) {
-		fail_all(names, 4, mesh_why);
+		dc_fail_all(names, 4, mesh_why);
 		return;
 	}
 	memcpy(bkey, peer[1]->dc->pk, 32);
@@ -1682,7 +1489,7 @@ t_restart(void)
 			    mark_c, GONE_MS), "c1 (on C) got no PeerGone(b1) after"
 			    " node B was killed");
 	}
-	verdict("kill_peer_gone", e);
+	dc_verdict("kill_peer_gone", e);
 	cl_free(peer[1]);
 	peer[1] = NULL;
 
@@ -1696,14 +1503,14 @@ t_restart(void)
 	}
 	if (r != 1) {
 		node_kill(b);
-		show_log_tail(b);
+		dc_show_log_tail(b->log_path, LOG_MAX, LOG_TAIL);
 		e = "node B did not start again on its port";
 	} else {
 		e = node_probe(b);
 	}
-	verdict("restart_start", e);
+	dc_verdict("restart_start", e);
 	if (e != NULL) {
-		fail_all(names + 2, 2, "node B not running (restart_start)");
+		dc_fail_all(names + 2, 2, "node B not running (restart_start)");
 		return;
 	}
 	b1 = peer[1] = cl_open(b, "b1", NULL, NULL);
@@ -1713,13 +1520,13 @@ t_restart(void)
 	    " the restarted B): not delivered within 30 s" :
 	    !send_poll(c1, b1, SMALL_BYTES, deadline) ? "c1 (on C) -> b1 (on"
 	    " the restarted B): not delivered within 30 s" : NULL;
-	verdict("restart_reach_restarted", e);
+	dc_verdict("restart_reach_restarted", e);
 	e = b1 == NULL ? "connect to the restarted B failed" :
 	    !send_poll(b1, a1, SMALL_BYTES, deadline) ? "b1 (on the restarted"
 	    " B) -> a1 (on A): not delivered within 30 s" :
 	    !send_poll(b1, c1, SMALL_BYTES, deadline) ? "b1 (on the restarted"
 	    " B) -> c1 (on C): not delivered within 30 s" : NULL;
-	verdict("restart_reach_from_restarted", e);
+	dc_verdict("restart_reach_from_restarted", e);
 }
 
 /* Neither way: d1 -> a1 and a1 -> d1, resent for ISOLATION_MS; NULL or
@@ -1731,7 +1538,7 @@ isolated(struct cl *d1, struct cl *a1)
 
 	make_payload(pay, SMALL_BYTES);
 	make_payload(pay2, SMALL_BYTES);
-	while (left_ms(deadline) > 0) {
+	while (dc_left_ms(deadline) > 0) {
 		if (dc_send_packet(d1->dc, a1->dc->pk, pay, SMALL_BYTES) < 0 ||
 		    dc_send_packet(a1->dc, d1->dc->pk, pay2, SMALL_BYTES) < 0)
 			return "a client was closed";
@@ -1761,12 +1568,12 @@ t_foreign(void)
 	int i, mark;
 
 	if (mesh_why != NULL) {
-		fail_all(names, 5, mesh_why);
+		dc_fail_all(names, 5, mesh_why);
 		return;
 	}
 	w = cl_open(a, "watcher", mesh_json, NULL);
 	if (w == NULL || send_raw(w, FT_WATCH_CONNS, NULL, 0) < 0) {
-		fail_all(names, 5, "a client with the mesh key could not watch"
+		dc_fail_all(names, 5, "a client with the mesh key could not watch"
 		    " A");
 		cl_free(w);
 		return;
@@ -1776,13 +1583,13 @@ t_foreign(void)
 	e = nodes_start(3, 1, 1);
 	if (e == NULL)
 		e = node_probe(d);
-	verdict("foreign_node_start", e);
+	dc_verdict("foreign_node_start", e);
 	if (e != NULL) {
-		fail_all(names + 1, 4, "node D not running (foreign_node_start)");
+		dc_fail_all(names + 1, 4, "node D not running (foreign_node_start)");
 		cl_free(w);
 		return;
 	}
-	note("D %s:%d -mesh-with %s (another mesh key)", d->ip, d->port,
+	dc_note("D %s:%d -mesh-with %s (another mesh key)", d->ip, d->port,
 	    d->mesh_with);
 	i = wait_event(w, FT_PEER_PRESENT, d->server_pk, mark, FOREIGN_DIAL_MS);
 	if (i < 0)
@@ -1794,19 +1601,20 @@ t_foreign(void)
 		e = gone_check(w, wait_event(w, FT_PEER_GONE, d->server_pk, i,
 		    IO_MS), "A did not close D's mesh client (no PeerGone for"
 		    " its key; it sends WatchConns with a wrong key)");
-	verdict("foreign_node_dials_as_regular", e);
+	dc_verdict("foreign_node_dials_as_regular", e);
 	{
 		char want[120];
 
 		snprintf(want, sizeof(want), "mesh: cannot reach %s:%d: "
 		    "certificate not trusted", nodes[1].ip, nodes[1].port);
-		verdict("foreign_node_wrong_pin_refused", log_has(d, want,
-		    FOREIGN_DIAL_MS) ? NULL : "D's log does not say its link"
+		dc_verdict("foreign_node_wrong_pin_refused",
+		    dc_log_has(d->log_path, LOG_MAX, want, FOREIGN_DIAL_MS) ?
+		    NULL : "D's log does not say its link"
 		    " to B (a wrong pin) was refused for the certificate");
 	}
 
 	d1 = cl_open(d, "d1", NULL, NULL);
-	verdict("foreign_node_isolated", d1 == NULL ? "connect to D failed" :
+	dc_verdict("foreign_node_isolated", d1 == NULL ? "connect to D failed" :
 	    isolated(d1, peer[0]));
 
 	n = cl_open(a, "new", NULL, NULL);
@@ -1817,7 +1625,7 @@ t_foreign(void)
 	    send_once(peer[0], peer[1], SMALL_BYTES) != NULL ? "a1 -> b1 not"
 	    " delivered" : send_once(peer[1], peer[0], SMALL_BYTES) != NULL ?
 	    "b1 -> a1 not delivered" : NULL;
-	verdict("foreign_node_A_serves", e);
+	dc_verdict("foreign_node_A_serves", e);
 	cl_free(n);
 	cl_free(d1);
 	cl_free(w);
@@ -1843,7 +1651,7 @@ t_stop(void)
 	}
 	if (!region_up && e == NULL)
 		e = "region not running (see region_start)";
-	verdict("region_sigterm_exit", e);
+	dc_verdict("region_sigterm_exit", e);
 	for (i = 0; i < NODES; i++) {
 		char *text = dc_read_text(nodes[i].log_path, LOG_MAX, NULL);
 		if (text == NULL)
@@ -1855,10 +1663,10 @@ t_stop(void)
 		free(text);
 	}
 	if (dirty >= 0)
-		fail("region_logs_clean", "sanitizer report in %s",
+		dc_fail("region_logs_clean", "sanitizer report in %s",
 		    nodes[dirty].log_path);
 	else
-		ok("region_logs_clean");
+		dc_ok("region_logs_clean");
 	/* Every node lists itself in -mesh-with: it must find that entry by
 	 * the server key it meets there and skip it (derp-protocol.md 15.4),
 	 * not keep a link to itself. */
@@ -1871,16 +1679,15 @@ t_stop(void)
 		free(text);
 	}
 	if (dirty >= 0)
-		fail("region_self_entry_skipped", "no \"is this server: "
+		dc_fail("region_self_entry_skipped", "no \"is this server: "
 		    "skipped\" in %s", nodes[dirty].log_path);
 	else
-		ok("region_self_entry_skipped");
+		dc_ok("region_self_entry_skipped");
 }
 
 int
 main(int argc, char **argv)
 {
-	struct sigaction sa;
 	const char *e;
 	int i;
 
@@ -1890,26 +1697,10 @@ main(int argc, char **argv)
 	}
 	derp_path = argv[1];
 	scratch = argv[2];
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_alarm;
-	sigaction(SIGALRM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	alarm(WATCHDOG_S);
-	umask(022);
 	for (i = 0; i < NODES; i++)
 		nodes[i].pid = -1;
-
-	if (access(derp_path, X_OK) < 0) {
-		printf("FAIL setup: %s is not executable\n", derp_path);
-		printf("0 passed, 1 failed, 0 skipped\n");
+	if (dc_test_setup(derp_path, scratch, on_alarm, WATCHDOG_S) < 0)
 		return 1;
-	}
-	if (mkdir(scratch, 0700) < 0 && errno != EEXIST) {
-		printf("FAIL setup: mkdir %s: %s\n", scratch, strerror(errno));
-		printf("0 passed, 1 failed, 0 skipped\n");
-		return 1;
-	}
 	dc_random(&tag_salt, sizeof(tag_salt));
 	snprintf(mesh_path, sizeof(mesh_path), "%s/mesh.key", scratch);
 	snprintf(other_path, sizeof(other_path), "%s/mesh-other.key", scratch);
@@ -1942,7 +1733,5 @@ main(int argc, char **argv)
 
 	for (i = 0; i < NODES; i++)
 		node_kill(&nodes[i]);
-	printf("%d passed, %d failed, %d skipped\n", (int)n_pass, (int)n_fail,
-	    (int)n_skip);
-	return n_fail == 0 ? 0 : 1;
+	return dc_summary();
 }

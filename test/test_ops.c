@@ -150,7 +150,6 @@ struct relay {
 };
 
 static const char *derp_path, *scratch;
-static volatile sig_atomic_t n_pass, n_fail, n_skip;
 static char key_path[600], cert_dir[600];
 #define MAX_RELAYS 8
 static struct relay *live[MAX_RELAYS];	/* for the watchdog */
@@ -161,119 +160,15 @@ static char logs[MAX_LOGS][600];	/* every relay log written */
 static int nlogs;
 static uint8_t fbuf[DC_MAX_FRAME];
 
-/* ---- reporting ---------------------------------------------------------- */
-
-static void
-ok(const char *name)
-{
-	printf("ok %s\n", name);
-	fflush(stdout);
-	n_pass++;
-}
-
-#ifdef __GNUC__
-static void fail(const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *why_fmt(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2)));
-#endif
-
-static void
-fail(const char *name, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("FAIL %s: ", name);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-	n_fail++;
-}
-
-static void
-skip(const char *name, const char *why)
-{
-	printf("skip %s: %s\n", name, why);
-	fflush(stdout);
-	n_skip++;
-}
-
-static void
-note(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("# ", stdout);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
-
-/* A formatted reason, in one of a few rotating static buffers (a verdict
- * may take one while another is being built). */
-static const char *
-why_fmt(const char *fmt, ...)
-{
-	static char bufs[4][1200];
-	static int k;
-	char *b = bufs[k++ & 3];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(b, sizeof(bufs[0]), fmt, ap);
-	va_end(ap);
-	return b;
-}
-
-static void
-verdict(const char *name, const char *why)
-{
-	if (why == NULL)
-		ok(name);
-	else
-		fail(name, "%s", why);
-}
-
-static void
-fail_all(const char *const *names, size_t n, const char *why)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		fail(names[i], "%s", why);
-}
-
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- watchdog and processes --------------------------------------------- */
-
-static size_t
-fmt_uint(char *out, unsigned long v)
-{
-	char tmp[24];
-	size_t n = 0, i;
-
-	do {
-		tmp[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0 && n < sizeof(tmp));
-	for (i = 0; i < n; i++)
-		out[i] = tmp[n - 1 - i];
-	return n;
-}
 
 static void
 on_alarm(int sig)
 {
 	static const char msg[] = "FAIL watchdog: the run exceeded its time"
 	    " budget; relays killed\n";
-	char line[80];
-	size_t n = 0;
 	int i;
 
 	(void)sig;
@@ -282,46 +177,9 @@ on_alarm(int sig)
 			kill(live[i]->pid, SIGKILL);
 	if (write(STDOUT_FILENO, msg, sizeof(msg) - 1) < 0)
 		_exit(2);
-	n += fmt_uint(line + n, (unsigned long)n_pass);
-	memcpy(line + n, " passed, ", 9);
-	n += 9;
-	n += fmt_uint(line + n, (unsigned long)n_fail + 1);
-	memcpy(line + n, " failed, ", 9);
-	n += 9;
-	n += fmt_uint(line + n, (unsigned long)n_skip);
-	memcpy(line + n, " skipped\n", 9);
-	n += 9;
-	if (write(STDOUT_FILENO, line, n) < 0)
+	if (dc_write_counts(1) < 0)
 		_exit(2);
 	_exit(1);
-}
-
-static int
-left_ms(int64_t deadline)
-{
-	int64_t d = deadline - dc_now_ms();
-
-	return d <= 0 ? 0 : d > 1000000 ? 1000000 : (int)d;
-}
-
-/* A port free on 127.0.0.1 right now (the kernel's choice), or -1. */
-static int
-free_port(int type)
-{
-	struct sockaddr_in a;
-	socklen_t al = sizeof(a);
-	int fd = socket(AF_INET, type, 0), port = -1;
-
-	if (fd < 0)
-		return -1;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &al) == 0)
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
 }
 
 static void
@@ -352,6 +210,27 @@ static const char *const env_clear[] = { "TS_DEBUG_KEY_PATH",
     "TS_ALLOW_DEBUG_IP", "TS_DEBUG_TRUSTED_CIDRS", "DERP_SYSLOG_SOCKET",
     "DERP_DEBUG_LOGS", "DERP_PROBER_DEBUG_LOGS", "TS_DEBUG_VERBOSE_DROPS" };
 
+/* In the child, before exec: env_clear cleared, then env ("NAME=VALUE"
+ * each, a NULL-terminated list, or NULL) set; SIGPIPE to its default. */
+static void
+child_env(void *arg)
+{
+	const char *const *env = arg;
+	size_t k;
+
+	for (k = 0; k < NELEM(env_clear); k++)
+		unsetenv(env_clear[k]);
+	for (k = 0; env != NULL && env[k] != NULL; k++) {
+		char kv[800], *eq;
+		snprintf(kv, sizeof(kv), "%s", env[k]);
+		if ((eq = strchr(kv, '=')) != NULL) {
+			*eq = '\0';
+			setenv(kv, eq + 1, 1);
+		}
+	}
+	signal(SIGPIPE, SIG_DFL);
+}
+
 static int
 relay_spawn(struct relay *r, const char *const *extra, const char *const *env)
 {
@@ -359,7 +238,6 @@ relay_spawn(struct relay *r, const char *const *extra, const char *const *env)
 	char *argv[48];
 	size_t i = 0, k;
 	pid_t pid;
-	int fd;
 
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", r->port);
 	snprintf(sport, sizeof(sport), "%d", r->stun_port);
@@ -397,33 +275,11 @@ relay_spawn(struct relay *r, const char *const *extra, const char *const *env)
 			break;
 	if (k == (size_t)nlogs && nlogs < MAX_LOGS)
 		snprintf(logs[nlogs++], sizeof(logs[0]), "%s", r->log_path);
-	fflush(stdout);
 	r->started_ms = dc_now_ms();
 	r->started_unix = time(NULL);
-	pid = fork();
+	pid = dc_spawn_logged(argv, r->log_path, child_env, (void *)env);
 	if (pid < 0)
 		return -1;
-	if (pid == 0) {
-		fd = open(r->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, STDOUT_FILENO);
-			dup2(fd, STDERR_FILENO);
-			close(fd);
-		}
-		for (k = 0; k < NELEM(env_clear); k++)
-			unsetenv(env_clear[k]);
-		for (k = 0; env != NULL && env[k] != NULL; k++) {
-			char kv[800], *eq;
-			snprintf(kv, sizeof(kv), "%s", env[k]);
-			if ((eq = strchr(kv, '=')) != NULL) {
-				*eq = '\0';
-				setenv(kv, eq + 1, 1);
-			}
-		}
-		signal(SIGPIPE, SIG_DFL);
-		execv(argv[0], argv);
-		_exit(127);
-	}
 	r->pid = pid;
 	live_add(r);
 	return 0;
@@ -434,50 +290,21 @@ relay_spawn(struct relay *r, const char *const *extra, const char *const *env)
 static int
 relay_wait_ready(struct relay *r)
 {
-	int64_t deadline = dc_now_ms() + START_MS;
+	int rc = dc_wait_serving(r->pid, "127.0.0.1", &r->port, 1, START_MS, 20,
+	    &r->status);
 
-	while (dc_now_ms() < deadline) {
-		struct dclient *c;
-		int status, rc;
-
-		if (waitpid(r->pid, &status, WNOHANG) == r->pid) {
-			r->pid = -1;
-			r->status = status;
-			live_del(r);
-			return 0;
-		}
-		c = dc_new();
-		if (c == NULL)
-			return -1;
-		rc = dc_connect(c, "127.0.0.1", r->port, 0, NULL, 200);
-		dc_free(c);
-		if (rc == 0)
-			return 1;
-		dc_sleep_ms(20);
+	if (rc == 0) {
+		r->pid = -1;
+		live_del(r);
 	}
-	return -1;
-}
-
-static void
-show_log_tail(const struct relay *r)
-{
-	size_t len;
-	char *text = dc_read_text(r->log_path, LOG_MAX, &len);
-
-	if (text == NULL)
-		return;
-	printf("# --- last lines of %s ---\n%s%s# ---\n", r->log_path,
-	    len > LOG_TAIL ? text + len - LOG_TAIL : text,
-	    len > 0 && text[len - 1] != '\n' ? "\n" : "");
-	free(text);
+	return rc;
 }
 
 static void
 relay_kill(struct relay *r)
 {
 	if (r->pid > 0) {
-		kill(r->pid, SIGKILL);
-		waitpid(r->pid, &r->status, 0);
+		dc_kill_reap(r->pid, &r->status);
 		r->pid = -1;
 	}
 	live_del(r);
@@ -502,24 +329,24 @@ relay_start(struct relay *r, const char *name, int tls, int stun,
 	snprintf(r->log_path, sizeof(r->log_path), "%s/%s.log", scratch, name);
 	for (t = 0; t < PORT_TRIES; t++) {
 		unlink(r->log_path);
-		r->port = free_port(SOCK_STREAM);
-		r->stun_port = free_port(SOCK_DGRAM);
+		r->port = dc_free_port("127.0.0.1", SOCK_STREAM);
+		r->stun_port = dc_free_port("127.0.0.1", SOCK_DGRAM);
 		if (r->port < 0 || r->stun_port < 0)
 			return "no free port on 127.0.0.1";
 		if (relay_spawn(r, extra, env) < 0)
-			return why_fmt("fork: %s", strerror(errno));
+			return dc_why("fork: %s", strerror(errno));
 		rc = relay_wait_ready(r);
 		if (rc == 1)
 			return NULL;
 		if (rc < 0) {
 			relay_kill(r);
-			show_log_tail(r);
-			return why_fmt("relay %s not listening on port %d after"
+			dc_show_log_tail(r->log_path, LOG_MAX, LOG_TAIL);
+			return dc_why("relay %s not listening on port %d after"
 			    " %d ms", name, r->port, START_MS);
 		}
 	}
-	show_log_tail(r);
-	return why_fmt("relay %s exited at start-up %d times (status %d); log"
+	dc_show_log_tail(r->log_path, LOG_MAX, LOG_TAIL);
+	return dc_why("relay %s exited at start-up %d times (status %d); log"
 	    " %s", name, PORT_TRIES, WIFEXITED(r->status) ?
 	    WEXITSTATUS(r->status) : -1, r->log_path);
 }
@@ -528,31 +355,13 @@ relay_start(struct relay *r, const char *name, int tls, int stun,
 static int
 relay_wait_exit(struct relay *r, int ms)
 {
-	int64_t deadline = dc_now_ms() + ms;
-
 	if (r->pid <= 0)
 		return 1;
-	for (;;) {
-		if (waitpid(r->pid, &r->status, WNOHANG) == r->pid) {
-			r->pid = -1;
-			live_del(r);
-			return 1;
-		}
-		if (left_ms(deadline) == 0)
-			return 0;
-		dc_sleep_ms(5);
-	}
-}
-
-/* Describe an exit status: "exit 0", "exit 1", "signal 9". */
-static const char *
-status_str(int status)
-{
-	if (WIFEXITED(status))
-		return why_fmt("exit %d", WEXITSTATUS(status));
-	if (WIFSIGNALED(status))
-		return why_fmt("signal %d", WTERMSIG(status));
-	return "unknown status";
+	if (!dc_wait_exit(r->pid, ms, 5, &r->status))
+		return 0;
+	r->pid = -1;
+	live_del(r);
+	return 1;
 }
 
 /* sig, then exit within ms with status 0: NULL, or why (killed then). */
@@ -564,29 +373,18 @@ relay_stop(struct relay *r, int sig, int ms)
 	kill(r->pid, sig);
 	if (!relay_wait_exit(r, ms)) {
 		relay_kill(r);
-		return why_fmt("still running %d ms after signal %d; killed", ms,
+		return dc_why("still running %d ms after signal %d; killed", ms,
 		    sig);
 	}
 	if (WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0)
 		return NULL;
-	return why_fmt("%s after signal %d", status_str(r->status), sig);
+	return dc_why("%s after signal %d", dc_status_str(r->status), sig);
 }
 
 static int
 log_has(const struct relay *r, const char *want, int ms)
 {
-	int64_t deadline = dc_now_ms() + ms;
-	char *text;
-	int found;
-
-	for (;;) {
-		text = dc_read_text(r->log_path, LOG_MAX, NULL);
-		found = text != NULL && strstr(text, want) != NULL;
-		free(text);
-		if (found || left_ms(deadline) == 0)
-			return found;
-		dc_sleep_ms(50);
-	}
+	return dc_log_has(r->log_path, LOG_MAX, want, ms);
 }
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -746,12 +544,12 @@ http_get(const struct relay *r, const char *path, const char *extra,
 	    "User-Agent: test_ops\r\nConnection: close\r\n%s\r\n", path,
 	    r->port, extra != NULL ? extra : "");
 	if (dc_connect(c, "127.0.0.1", r->port, r->tls, NULL, CONNECT_MS) < 0)
-		why = why_fmt("GET %s: cannot connect", path);
+		why = dc_why("GET %s: cannot connect", path);
 	else if (dc_http_request(c, req, p->head, sizeof(p->head), IO_MS) < 0)
-		why = why_fmt("GET %s: no response head", path);
+		why = dc_why("GET %s: no response head", path);
 	else if (dc_http_body(c, p->head, 0, p->body, BODY_MAX - 1, &p->len,
 	    IO_MS) < 0)
-		why = why_fmt("GET %s: body not read", path);
+		why = dc_why("GET %s: body not read", path);
 	if (why == NULL) {
 		p->body[p->len < BODY_MAX ? p->len : BODY_MAX - 1] = '\0';
 		p->status = dc_http_status(p->head);
@@ -776,11 +574,11 @@ expect_status(const struct relay *r, const char *path, const char *extra,
 	if (why != NULL)
 		return why;
 	if (p.status != want)
-		why = why_fmt("GET %s%s%s: status %d, want %d (body %.80s)",
+		why = dc_why("GET %s%s%s: status %d, want %d (body %.80s)",
 		    path, extra != NULL ? " with " : "",
 		    extra != NULL ? extra : "", p.status, want, p.body);
 	else if (want == 403 && strstr(p.body, "debug access denied") == NULL)
-		why = why_fmt("GET %s: 403 without \"debug access denied\" "
+		why = dc_why("GET %s: 403 without \"debug access denied\" "
 		    "(body %.80s)", path, p.body);
 	resp_free(&p);
 	return why;
@@ -940,9 +738,9 @@ varz_snap(const struct relay *r, struct snap *s)
 	if (why != NULL)
 		return why;
 	if (p.status != 200)
-		why = why_fmt("/debug/varz: status %d", p.status);
+		why = dc_why("/debug/varz: status %d", p.status);
 	else if (varz_parse(p.body, s) < 0)
-		why = why_fmt("/debug/varz: unparsable line \"%s\"", s->bad);
+		why = dc_why("/debug/varz: unparsable line \"%s\"", s->bad);
 	resp_free(&p);
 	return why;
 }
@@ -1115,7 +913,7 @@ vars_snap(const struct relay *r, struct flat *f)
 	if (why != NULL)
 		return why;
 	if (p.status != 200)
-		why = why_fmt("/debug/vars: status %d", p.status);
+		why = dc_why("/debug/vars: status %d", p.status);
 	else if (vars_parse(p.body, f) < 0)
 		why = "/debug/vars: not one JSON object";
 	resp_free(&p);
@@ -1253,7 +1051,7 @@ vars_varz_agree(const struct relay *r, int *checked)
 		return "no series of the derp/stun/tls_listener/relay groups in"
 		    " varz";
 	if (nbad > 0)
-		return why_fmt("%d of %d series disagree: %s", nbad, *checked, bad);
+		return dc_why("%d of %d series disagree: %s", nbad, *checked, bad);
 	return NULL;
 }
 
@@ -1274,7 +1072,7 @@ wait_value(const struct relay *r, const char *key, double want, int ms,
 			if (found && *got == want)
 				return 1;
 		}
-		if (left_ms(deadline) == 0)
+		if (dc_left_ms(deadline) == 0)
 			return 0;
 		dc_sleep_ms(50);
 	}
@@ -1284,7 +1082,7 @@ wait_value(const struct relay *r, const char *key, double want, int ms,
 static const char *
 val_str(double v)
 {
-	return v == -1e300 ? "absent" : why_fmt("%g", v);
+	return v == -1e300 ? "absent" : dc_why("%g", v);
 }
 
 /* key's value in s into *v: NULL, or why not (absent from varz). */
@@ -1294,7 +1092,7 @@ need_key(const struct snap *s, const char *key, double *v)
 	int found;
 
 	*v = sv(s, key, &found);
-	return found ? NULL : why_fmt("%s absent from /debug/varz", key);
+	return found ? NULL : dc_why("%s absent from /debug/varz", key);
 }
 
 /* The change of each of keys between two snapshots must be the given
@@ -1328,7 +1126,7 @@ check_deltas(const struct snap *s0, const struct snap *s1,
 			    "%s%s %+g, want %+g", bl > 0 ? "; " : "", w[i].key,
 			    b - a, w[i].delta);
 	}
-	return bl == 0 ? NULL : why_fmt("%s", bad);
+	return bl == 0 ? NULL : dc_why("%s", bad);
 }
 
 /* ---- clients ------------------------------------------------------------ */
@@ -1431,12 +1229,12 @@ barrier(struct dclient *c)
 	dc_random(data, sizeof(data));
 	if (dc_send_frame(c, FT_PING, data, sizeof(data)) < 0)
 		return -1;
-	while (left_ms(deadline) > 0) {
+	while (dc_left_ms(deadline) > 0) {
 		uint8_t t;
 		size_t n;
 
 		if (dc_recv_frame(c, &t, fbuf, sizeof(fbuf), &n,
-		    left_ms(deadline)) != 1)
+		    dc_left_ms(deadline)) != 1)
 			return -1;
 		saw_frame(t, n);
 		if (t == FT_PONG && n == 8 && memcmp(fbuf, data, 8) == 0)
@@ -1452,12 +1250,12 @@ expect_pkt(struct dclient *c, const uint8_t src[32], const uint8_t *pkt,
 {
 	int64_t deadline = dc_now_ms() + IO_MS;
 
-	while (left_ms(deadline) > 0) {
+	while (dc_left_ms(deadline) > 0) {
 		uint8_t t;
 		size_t n;
 
 		if (dc_recv_frame(c, &t, fbuf, sizeof(fbuf), &n,
-		    left_ms(deadline)) != 1)
+		    dc_left_ms(deadline)) != 1)
 			return 0;
 		saw_frame(t, n);
 		if (t == FT_RECV_PACKET && n == 32 + len &&
@@ -1473,12 +1271,12 @@ expect_peer_gone(struct dclient *c, int reason, int ms)
 {
 	int64_t deadline = dc_now_ms() + ms;
 
-	while (peer_gone_seen[reason] == 0 && left_ms(deadline) > 0) {
+	while (peer_gone_seen[reason] == 0 && dc_left_ms(deadline) > 0) {
 		uint8_t t;
 		size_t n;
 
 		if (dc_recv_frame(c, &t, fbuf, sizeof(fbuf), &n,
-		    left_ms(deadline)) != 1)
+		    dc_left_ms(deadline)) != 1)
 			break;
 		saw_frame(t, n);
 	}
@@ -1618,7 +1416,7 @@ plain_frame(struct dclient *c, uint8_t *type, size_t *len, int ms, int *reset)
 		p.fd = c->fd;
 		p.events = POLLIN;
 		p.revents = 0;
-		if (poll(&p, 1, left_ms(deadline)) == 0)
+		if (poll(&p, 1, dc_left_ms(deadline)) == 0)
 			return -2;
 		r = recv(c->fd, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen,
 		    MSG_DONTWAIT);
@@ -1677,51 +1475,51 @@ t_debug_pages(const struct relay *r)
 
 	why = http_get(r, "/debug/", NULL, &p);
 	if (why == NULL) {
-		why = p.status != 200 ? why_fmt("status %d", p.status) :
+		why = p.status != 200 ? dc_why("status %d", p.status) :
 		    strncmp(p.ctype, "text/html", 9) != 0 ?
-		    why_fmt("Content-Type \"%s\"", p.ctype) :
+		    dc_why("Content-Type \"%s\"", p.ctype) :
 		    !has_link(p.body, "vars") || !has_link(p.body, "varz") ?
-		    why_fmt("no links to vars and varz in: %.200s", p.body) :
+		    dc_why("no links to vars and varz in: %.200s", p.body) :
 		    NULL;
 		resp_free(&p);
 	}
-	verdict("debug_index_links", why);
+	dc_verdict("debug_index_links", why);
 
 	why = http_get(r, "/debug/vars", NULL, &p);
 	if (why == NULL) {
-		why = p.status != 200 ? why_fmt("status %d", p.status) :
+		why = p.status != 200 ? dc_why("status %d", p.status) :
 		    strncmp(p.ctype, "application/json", 16) != 0 ?
-		    why_fmt("Content-Type \"%s\"", p.ctype) : NULL;
+		    dc_why("Content-Type \"%s\"", p.ctype) : NULL;
 		resp_free(&p);
 	}
-	verdict("debug_vars_200_json_type", why);
+	dc_verdict("debug_vars_200_json_type", why);
 
 	why = http_get(r, "/debug/varz", NULL, &p);
 	if (why == NULL) {
-		why = p.status != 200 ? why_fmt("status %d", p.status) :
+		why = p.status != 200 ? dc_why("status %d", p.status) :
 		    strcmp(p.ctype, "text/plain; version=0.0.4; charset=utf-8")
-		    != 0 ? why_fmt("Content-Type \"%s\"", p.ctype) : NULL;
+		    != 0 ? dc_why("Content-Type \"%s\"", p.ctype) : NULL;
 		resp_free(&p);
 	}
-	verdict("debug_varz_200_prometheus_type", why);
+	dc_verdict("debug_varz_200_prometheus_type", why);
 
 	why = http_get(r, "/debug/check", NULL, &p);
 	if (why == NULL) {
-		why = p.status != 200 ? why_fmt("status %d (%.80s)", p.status,
+		why = p.status != 200 ? dc_why("status %d (%.80s)", p.status,
 		    p.body) : strncmp(p.body,
 		    "derp.Server ConsistencyCheck okay", 33) != 0 ?
-		    why_fmt("body \"%.80s\"", p.body) : strlen(p.body) != p.len ?
-		    why_fmt("the body holds a NUL byte: %zu bytes, text %zu",
+		    dc_why("body \"%.80s\"", p.body) : strlen(p.body) != p.len ?
+		    dc_why("the body holds a NUL byte: %zu bytes, text %zu",
 		    p.len, strlen(p.body)) : NULL;
 		resp_free(&p);
 	}
-	verdict("debug_check_okay", why);
+	dc_verdict("debug_check_okay", why);
 
-	verdict("debug_unknown_404", expect_status(r, "/debug/nope", NULL,
+	dc_verdict("debug_unknown_404", expect_status(r, "/debug/nope", NULL,
 	    404));
-	verdict("debug_xff_denied", expect_status(r, "/debug/vars",
+	dc_verdict("debug_xff_denied", expect_status(r, "/debug/vars",
 	    "X-Forwarded-For: 127.0.0.1\r\n", 403));
-	verdict("debug_xff_denied_before_404", expect_status(r,
+	dc_verdict("debug_xff_denied_before_404", expect_status(r,
 	    "/debug/nope", "X-Forwarded-For: 10.1.2.3\r\n", 403));
 }
 
@@ -1756,8 +1554,8 @@ t_debug_allow(void)
 			    cases[i].want);
 			relay_kill(&r);
 		}
-		verdict(cases[i].name, why == NULL ? NULL :
-		    why_fmt("-debug-allow %s: %s", cases[i].list, why));
+		dc_verdict(cases[i].name, why == NULL ? NULL :
+		    dc_why("-debug-allow %s: %s", cases[i].list, why));
 	}
 	/* A bad list: refused at start-up (fail early, one clear line). */
 	for (i = 0; i < NELEM(bad); i++) {
@@ -1769,7 +1567,7 @@ t_debug_allow(void)
 		snprintf(r.log_path, sizeof(r.log_path), "%s/allow-bad.log",
 		    scratch);
 		unlink(r.log_path);
-		r.port = free_port(SOCK_STREAM);
+		r.port = dc_free_port("127.0.0.1", SOCK_STREAM);
 		r.stun = 0;
 		if (relay_spawn(&r, extra, NULL) < 0) {
 			why = "fork failed";
@@ -1778,9 +1576,9 @@ t_debug_allow(void)
 			why = "still running: the bad list was accepted";
 		} else {
 			why = WIFEXITED(r.status) && WEXITSTATUS(r.status) != 0 ?
-			    NULL : why_fmt("%s", status_str(r.status));
+			    NULL : dc_why("%s", dc_status_str(r.status));
 		}
-		verdict(i == 0 ? "debug_allow_bad_keyword_refused" :
+		dc_verdict(i == 0 ? "debug_allow_bad_keyword_refused" :
 		    "debug_allow_bad_prefix_refused", why);
 	}
 }
@@ -1805,23 +1603,23 @@ t_debug_key(void)
 	snprintf(path2, sizeof(path2), "%s/debug-padded.key", scratch);
 	if (write_file(path, "k3y-for-tests_9\n", 0600) < 0 ||
 	    write_file(path2, " \tpadded-k3y \n", 0600) < 0) {
-		fail_all(names, NELEM(names), "cannot write the debug key files");
+		dc_fail_all(names, NELEM(names), "cannot write the debug key files");
 		return;
 	}
 	snprintf(env, sizeof(env), "TS_DEBUG_KEY_PATH=%s", path);
 	snprintf(env2, sizeof(env2), "TS_DEBUG_KEY_PATH=%s", path2);
 	why = relay_start(&r, "debugkey", 0, 0, extra, envv);
 	if (why != NULL) {
-		fail_all(names, NELEM(names) - 1, why);
+		dc_fail_all(names, NELEM(names) - 1, why);
 	} else {
-		verdict(names[0], expect_status(&r,
+		dc_verdict(names[0], expect_status(&r,
 		    "/debug/vars?debugkey=k3y-for-tests_9", NULL, 200));
-		verdict(names[1], expect_status(&r,
+		dc_verdict(names[1], expect_status(&r,
 		    "/debug/vars?debugkey=k3y-for-tests_9",
 		    "X-Forwarded-For: 192.0.2.1\r\n", 200));
-		verdict(names[2], expect_status(&r,
+		dc_verdict(names[2], expect_status(&r,
 		    "/debug/vars?debugkey=k3y-for-tests_8", NULL, 403));
-		verdict(names[3], expect_status(&r, "/debug/vars", NULL, 403));
+		dc_verdict(names[3], expect_status(&r, "/debug/vars", NULL, 403));
 		relay_kill(&r);
 	}
 	why = relay_start(&r, "debugkey2", 0, 0, extra, envv2);
@@ -1830,7 +1628,7 @@ t_debug_key(void)
 		    200);
 		relay_kill(&r);
 	}
-	verdict(names[4], why);
+	dc_verdict(names[4], why);
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -2014,10 +1812,10 @@ promtool_check(const char *body, const char *tag)
 			    "suffix") != NULL && strncmp(l, "relay_", 6) != 0)
 				suffix++;
 			else
-				note("promtool (%s): %s", tag, l);
+				dc_note("promtool (%s): %s", tag, l);
 		}
 		if (suffix > 0)
-			note("promtool (%s): and %d derper counters without a "
+			dc_note("promtool (%s): and %d derper counters without a "
 			    "_total suffix", tag, suffix);
 	}
 	free(text);
@@ -2028,12 +1826,12 @@ promtool_check(const char *body, const char *tag)
 	 * without _total; uptime_sec) can never lint clean, so problems are
 	 * reported above as notes, not failed. */
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 3) {
-		note("promtool (%s): exit 3: lint problems only (listed above)",
+		dc_note("promtool (%s): exit 3: lint problems only (listed above)",
 		    tag);
 		return NULL;
 	}
-	return why_fmt("promtool check metrics: %s (output above, body in %s)",
-	    status_str(status), in);
+	return dc_why("promtool check metrics: %s (output above, body in %s)",
+	    dc_status_str(status), in);
 }
 
 /* The static checks of one varz page (series, types, promtool) and vars
@@ -2053,28 +1851,28 @@ t_varz_static(const struct relay *r, const char *tag, int tls)
 	if (why != NULL) {
 		snprintf(name, sizeof(name), "%s_varz_promtool", tag);
 		if (have_promtool())
-			fail(name, "%s", why);
+			dc_fail(name, "%s", why);
 		else
-			skip(name, "promtool not installed");
+			dc_skip(name, "promtool not installed");
 		snprintf(name, sizeof(name), "%s_varz_series_present", tag);
-		fail(name, "%s", why);
+		dc_fail(name, "%s", why);
 		snprintf(name, sizeof(name), "%s_varz_types", tag);
-		fail(name, "%s", why);
+		dc_fail(name, "%s", why);
 		snprintf(name, sizeof(name), "%s_varz_version_line", tag);
-		fail(name, "%s", why);
+		dc_fail(name, "%s", why);
 		snprintf(name, sizeof(name), "%s_vars_groups", tag);
-		fail(name, "%s", why);
+		dc_fail(name, "%s", why);
 		if (!tls) {
-			fail("plain_dropped_pairs_zero_at_start", "%s", why);
-			fail("plain_uptime_and_start_time", "%s", why);
+			dc_fail("plain_dropped_pairs_zero_at_start", "%s", why);
+			dc_fail("plain_uptime_and_start_time", "%s", why);
 		}
 		return;
 	}
 	snprintf(name, sizeof(name), "%s_varz_promtool", tag);
 	if (have_promtool())
-		verdict(name, promtool_check(p.body, tag));
+		dc_verdict(name, promtool_check(p.body, tag));
 	else
-		skip(name, "promtool not installed (/usr/bin/promtool)");
+		dc_skip(name, "promtool not installed (/usr/bin/promtool)");
 
 	bl = 0;
 	bad[0] = '\0';
@@ -2100,7 +1898,7 @@ t_varz_static(const struct relay *r, const char *tag, int tls)
 				    "%s%s", bl > 0 ? " " : "", x);
 		}
 	snprintf(name, sizeof(name), "%s_varz_series_present", tag);
-	verdict(name, bl == 0 ? NULL : why_fmt("missing: %s", bad));
+	dc_verdict(name, bl == 0 ? NULL : dc_why("missing: %s", bad));
 
 	/* Every series has a # TYPE of its base name, of a valid kind, and
 	 * the kind the spec gives where it gives one. */
@@ -2136,7 +1934,7 @@ t_varz_static(const struct relay *r, const char *tag, int tls)
 			    types[i].name, ty, types[i].type);
 	}
 	snprintf(name, sizeof(name), "%s_varz_types", tag);
-	verdict(name, bl == 0 ? NULL : why_fmt("%s", bad));
+	dc_verdict(name, bl == 0 ? NULL : dc_why("%s", bad));
 
 	{
 		const char *q = p.body;
@@ -2149,7 +1947,7 @@ t_varz_static(const struct relay *r, const char *tag, int tls)
 			q += 8;
 		}
 		snprintf(name, sizeof(name), "%s_varz_version_line", tag);
-		verdict(name, found ? NULL : "no line \"version{...} 1\"");
+		dc_verdict(name, found ? NULL : "no line \"version{...} 1\"");
 	}
 
 	if (!tls) {
@@ -2172,8 +1970,8 @@ t_varz_static(const struct relay *r, const char *tag, int tls)
 						    bl > 0 ? " " : "", x);
 				}
 			}
-		verdict("plain_dropped_pairs_zero_at_start", bl == 0 ? NULL :
-		    why_fmt("absent or not 0: %s", bad));
+		dc_verdict("plain_dropped_pairs_zero_at_start", bl == 0 ? NULL :
+		    dc_why("absent or not 0: %s", bad));
 
 		{
 			double up = -1, st = -1, now = (double)time(NULL);
@@ -2183,11 +1981,11 @@ t_varz_static(const struct relay *r, const char *tag, int tls)
 			    &st);
 			why = !fu || !fs ? "uptime_sec or process_start_unix_time"
 			    " missing" : up < 0 || up > ran + 2 ?
-			    why_fmt("uptime_sec %g, relay ran %.1f s", up, ran) :
+			    dc_why("uptime_sec %g, relay ran %.1f s", up, ran) :
 			    st < (double)r->started_unix - 2 || st > now + 2 ?
-			    why_fmt("process_start_unix_time %.0f, started at %ld",
+			    dc_why("process_start_unix_time %.0f, started at %ld",
 			    st, (long)r->started_unix) : NULL;
-			verdict("plain_uptime_and_start_time", why);
+			dc_verdict("plain_uptime_and_start_time", why);
 		}
 	}
 	resp_free(&p);
@@ -2215,7 +2013,7 @@ t_varz_static(const struct relay *r, const char *tag, int tls)
 		    "no relay.handshake_failures_total.derp" : NULL;
 	}
 	snprintf(name, sizeof(name), "%s_vars_groups", tag);
-	verdict(name, why);
+	dc_verdict(name, why);
 }
 
 /* One STUN exchange with the relay's STUN port: a garbage datagram first
@@ -2252,12 +2050,12 @@ stun_exchange(const struct relay *r, int garbage, int ms)
 		close(fd);
 		return 0;
 	}
-	while (left_ms(deadline) > 0) {
+	while (dc_left_ms(deadline) > 0) {
 		ssize_t n;
 
 		p.fd = fd;
 		p.events = POLLIN;
-		if (poll(&p, 1, left_ms(deadline)) != 1)
+		if (poll(&p, 1, dc_left_ms(deadline)) != 1)
 			break;
 		n = recv(fd, got, sizeof(got), 0);
 		if (n <= 0)
@@ -2292,13 +2090,13 @@ t_traffic(const struct relay *r)
 	int i, n = 0;
 
 	if ((why = varz_snap(r, &s0)) != NULL) {
-		fail_all(names, NELEM(names), why);
+		dc_fail_all(names, NELEM(names), why);
 		return;
 	}
 	a = cl_open(r, NULL, NULL, NULL, 0);
 	b = cl_open(r, NULL, NULL, NULL, 0);
 	if (a == NULL || b == NULL) {
-		fail_all(names, NELEM(names), "two clients could not connect");
+		dc_fail_all(names, NELEM(names), "two clients could not connect");
 		dc_free(a);
 		dc_free(b);
 		return;
@@ -2312,7 +2110,7 @@ t_traffic(const struct relay *r)
 		    { "derp_clients_remote", 0 } };
 		why = check_deltas(&s0, &s1, w, NELEM(w));
 	}
-	verdict(names[0], why);
+	dc_verdict(names[0], why);
 
 	/* 2: ten packets of 100 bytes A to B. */
 	s0 = s1;
@@ -2321,7 +2119,7 @@ t_traffic(const struct relay *r)
 		make_pkt(pkt, 100, (uint32_t)i + 1);
 		if (dc_send_packet(a, b->pk, pkt, 100) < 0 ||
 		    !expect_pkt(b, a->pk, pkt, 100))
-			why = why_fmt("packet %d not relayed", i + 1);
+			why = dc_why("packet %d not relayed", i + 1);
 	}
 	if (why == NULL && (why = varz_snap(r, &s1)) == NULL) {
 		static const struct dwant w[] = { { "derp_packets_received", 10 },
@@ -2331,7 +2129,7 @@ t_traffic(const struct relay *r)
 		    { "derp_packets_received_kind,disco", 0 } };
 		why = check_deltas(&s0, &s1, w, NELEM(w));
 	}
-	verdict(names[1], why);
+	dc_verdict(names[1], why);
 
 	/* 3: one disco packet A to B. */
 	s0 = s1;
@@ -2348,7 +2146,7 @@ t_traffic(const struct relay *r)
 		    { "derp_packets_sent", 1 } };
 		why = check_deltas(&s0, &s1, w, NELEM(w));
 	}
-	verdict(names[2], why);
+	dc_verdict(names[2], why);
 
 	/* 4: a 50-byte packet to a key nobody has (not disco: no PeerGone).
 	 * packets_received counts it too: SendPacket frames (spec 11). */
@@ -2366,7 +2164,7 @@ t_traffic(const struct relay *r)
 		    { "derp_packets_sent", 0 } };
 		why = check_deltas(&s0, &s1, w, NELEM(w));
 	}
-	verdict(names[3], why);
+	dc_verdict(names[3], why);
 
 	/* 5: a disco packet to an unknown key: dropped, and PeerGone NotHere. */
 	s0 = s1;
@@ -2382,7 +2180,7 @@ t_traffic(const struct relay *r)
 		    { "derp_peer_gone_not_here_frames", 1 } };
 		why = check_deltas(&s0, &s1, w, NELEM(w));
 	}
-	verdict(names[4], why);
+	dc_verdict(names[4], why);
 
 	/* 6: three pings. */
 	if ((why = varz_snap(r, &s0)) == NULL) {
@@ -2395,7 +2193,7 @@ t_traffic(const struct relay *r)
 			why = check_deltas(&s0, &s1, w, NELEM(w));
 		}
 	}
-	verdict(names[5], why);
+	dc_verdict(names[5], why);
 
 	/* 7: A says this is its home relay. */
 	{
@@ -2406,10 +2204,10 @@ t_traffic(const struct relay *r)
 		why = dc_send_frame(a, FT_NOTE_PREFERRED, &one, 1) < 0 ||
 		    barrier(a) < 0 ? "NotePreferred not sent" :
 		    !wait_value(r, "derp_current_home_connections", base + 1,
-		    METRIC_MS, &got) ? why_fmt("derp_current_home_connections %s,"
+		    METRIC_MS, &got) ? dc_why("derp_current_home_connections %s,"
 		    " want %g", val_str(got), base + 1) : NULL;
 	}
-	verdict(names[6], why);
+	dc_verdict(names[6], why);
 
 	/* 8: a second connection with A's key. */
 	if ((why = varz_snap(r, &s0)) == NULL) {
@@ -2431,11 +2229,11 @@ t_traffic(const struct relay *r)
 			    "derp_current_dup_client_keys", sv(&s0,
 			    "derp_current_dup_client_keys", NULL), METRIC_MS,
 			    &got))
-				why = why_fmt("derp_current_dup_client_keys %s "
+				why = dc_why("derp_current_dup_client_keys %s "
 				    "after the duplicate left", val_str(got));
 		}
 	}
-	verdict(names[7], why);
+	dc_verdict(names[7], why);
 
 	/* 9: STUN: a garbage datagram, then a binding request. */
 	if ((why = varz_snap(r, &s0)) == NULL) {
@@ -2450,7 +2248,7 @@ t_traffic(const struct relay *r)
 			why = check_deltas(&s0, &s1, w, NELEM(w));
 		}
 	}
-	verdict(names[8], why);
+	dc_verdict(names[8], why);
 
 	/* 10: garbage instead of an HTTP request. */
 	if ((why = varz_snap(r, &s0)) == NULL) {
@@ -2469,10 +2267,10 @@ t_traffic(const struct relay *r)
 		dc_free(g);
 		if (why == NULL && !wait_value(r, "relay_handshake_failures_total,http",
 		    base + 1, METRIC_MS, &got))
-			why = why_fmt("relay_handshake_failures_total{stage=\"http\"} "
+			why = dc_why("relay_handshake_failures_total{stage=\"http\"} "
 			    "%s, want %g", val_str(got), base + 1);
 	}
-	verdict(names[9], why);
+	dc_verdict(names[9], why);
 
 	/* 11: a ClientInfo that does not open. */
 	if ((why = varz_snap(r, &s0)) == NULL) {
@@ -2485,10 +2283,10 @@ t_traffic(const struct relay *r)
 			why = "cannot send the bad ClientInfo";
 		else if (!wait_value(r, "relay_handshake_failures_total,derp",
 		    base + 1, METRIC_MS, &got))
-			why = why_fmt("relay_handshake_failures_total{stage=\"derp\"} "
+			why = dc_why("relay_handshake_failures_total{stage=\"derp\"} "
 			    "%s, want %g", val_str(got), base + 1);
 	}
-	verdict(names[10], why);
+	dc_verdict(names[10], why);
 
 	/* 12: a connection that sent half a request is in progress. */
 	if ((why = varz_snap(r, &s0)) == NULL) {
@@ -2503,7 +2301,7 @@ t_traffic(const struct relay *r)
 			why = "cannot connect";
 		else if (!wait_value(r, "relay_handshakes_in_progress",
 		    base + 1, METRIC_MS, &got))
-			why = why_fmt("relay_handshakes_in_progress %s with a "
+			why = dc_why("relay_handshakes_in_progress %s with a "
 			    "half request open, want %g", val_str(got), base + 1);
 		else if ((why = varz_snap(r, &s1)) == NULL &&
 		    sv(&s1, "relay_handshakes_high_water", NULL) < base + 1)
@@ -2512,10 +2310,10 @@ t_traffic(const struct relay *r)
 			close(fd);
 		if (why == NULL && !wait_value(r, "relay_handshakes_in_progress",
 		    base, METRIC_MS, &got))
-			why = why_fmt("relay_handshakes_in_progress %s after the"
+			why = dc_why("relay_handshakes_in_progress %s after the"
 			    " close, want %g", val_str(got), base);
 	}
-	verdict(names[11], why);
+	dc_verdict(names[11], why);
 
 	/* 13: the pools. */
 	if ((why = varz_snap(r, &s1)) == NULL) {
@@ -2528,7 +2326,7 @@ t_traffic(const struct relay *r)
 		    mem = sv(&s1, "relay_memory_reserved_bytes", NULL),
 		    conns = sv(&s1, "derp_current_connections", NULL);
 		why = smax <= 0 ? "relay_slots_max not > 0" :
-		    suse < conns ? why_fmt("relay_slots_in_use %g < "
+		    suse < conns ? dc_why("relay_slots_in_use %g < "
 		    "derp_current_connections %g", suse, conns) :
 		    suse > smax ? "relay_slots_in_use > relay_slots_max" :
 		    shw < suse ? "relay_slots_high_water < in_use" :
@@ -2538,7 +2336,7 @@ t_traffic(const struct relay *r)
 		    "relay_chunks_high_water out of range" :
 		    mem <= 0 ? "relay_memory_reserved_bytes not > 0" : NULL;
 	}
-	verdict(names[12], why);
+	dc_verdict(names[12], why);
 
 	/* 14: A leaves: the gauges drop, and B, which received from A, hears
 	 * PeerGone(disconnected) for it (derper's sentTo: src => dst). */
@@ -2556,7 +2354,7 @@ t_traffic(const struct relay *r)
 			why = !expect_peer_gone(b, PEER_GONE_DISCONNECTED, IO_MS) ?
 			    "B got no PeerGone(disconnected) for A" :
 			    !wait_value(r, "derp_current_connections", conns - 1,
-			    METRIC_MS, &got) ? why_fmt("derp_current_connections "
+			    METRIC_MS, &got) ? dc_why("derp_current_connections "
 			    "%s, want %g", val_str(got), conns - 1) :
 			    varz_snap(r, &s1);
 		if (why == NULL) {
@@ -2567,11 +2365,11 @@ t_traffic(const struct relay *r)
 			why = check_deltas(&s0, &s1, w, NELEM(w));
 		}
 	}
-	verdict(names[13], why);
+	dc_verdict(names[13], why);
 
 	why = vars_varz_agree(r, &n);
-	verdict(names[14], why);
-	note("vars_varz_agree_after_traffic compared %d series", n);
+	dc_verdict(names[14], why);
+	dc_note("vars_varz_agree_after_traffic compared %d series", n);
 	dc_free(a);
 	dc_free(b);
 }
@@ -2586,13 +2384,13 @@ make_cert(void)
 	int64_t nb;
 
 	if (mkdir(cert_dir, 0700) < 0 && errno != EEXIST)
-		return why_fmt("mkdir %s: %s", cert_dir, strerror(errno));
+		return dc_why("mkdir %s: %s", cert_dir, strerror(errno));
 	snprintf(crt, sizeof(crt), "%s/127.0.0.1.crt", cert_dir);
 	snprintf(key, sizeof(key), "%s/127.0.0.1.key", cert_dir);
 	if (cert_generate_ip(crt, key, "127.0.0.1", time(NULL), err,
 	    sizeof(err)) != 0 ||
 	    cert_load_files(&cs, crt, key, err, sizeof(err)) != 0)
-		return why_fmt("certificate: %s", err);
+		return dc_why("certificate: %s", err);
 	if (cert_leaf_validity(&cs, &nb, &cert_not_after) != 0)
 		cert_not_after = 0;
 	cert_free(&cs);
@@ -2620,10 +2418,10 @@ t_tls(void)
 	if (why == NULL)
 		why = relay_start(&r, "tls", 1, 1, NULL, NULL);
 	if (why != NULL) {
-		fail_all(names, NELEM(names), why);
+		dc_fail_all(names, NELEM(names), why);
 		return;
 	}
-	verdict(names[0], expect_status(&r, "/debug/vars", NULL, 200));
+	dc_verdict(names[0], expect_status(&r, "/debug/vars", NULL, 200));
 	t_varz_static(&r, "tls", 1);
 
 	if ((why = varz_snap(&r, &s0)) == NULL) {
@@ -2633,12 +2431,12 @@ t_tls(void)
 		dc_free(c);
 		if (why == NULL && sv(&s1, "tls_listener_accepted_connections",
 		    NULL) - sv(&s0, "tls_listener_accepted_connections", NULL) < 1)
-			why = why_fmt("tls_listener_accepted_connections %+g "
+			why = dc_why("tls_listener_accepted_connections %+g "
 			    "after a TLS client", sv(&s1,
 			    "tls_listener_accepted_connections", NULL) - sv(&s0,
 			    "tls_listener_accepted_connections", NULL));
 	}
-	verdict(names[6], why);
+	dc_verdict(names[6], why);
 
 	if ((why = varz_snap(&r, &s1)) == NULL) {
 		int f;
@@ -2647,10 +2445,10 @@ t_tls(void)
 		why = !f ? "relay_cert_expiry_seconds missing" :
 		    cert_not_after == 0 ? "cannot read the certificate's notAfter" :
 		    e < want - 120 || e > want + 120 ?
-		    why_fmt("relay_cert_expiry_seconds %g, notAfter is %g s "
+		    dc_why("relay_cert_expiry_seconds %g, notAfter is %g s "
 		    "away", e, want) : NULL;
 	}
-	verdict(names[7], why);
+	dc_verdict(names[7], why);
 
 	/* A ClientHello that cannot be parsed. */
 	if ((why = varz_snap(&r, &s0)) == NULL) {
@@ -2668,15 +2466,15 @@ t_tls(void)
 			why = "cannot send the bad ClientHello";
 		else if (!wait_value(&r, "relay_handshake_failures_total,tls",
 		    base + 1, METRIC_MS, &got))
-			why = why_fmt("relay_handshake_failures_total{stage=\"tls\"} %s,"
+			why = dc_why("relay_handshake_failures_total{stage=\"tls\"} %s,"
 			    " want %g", val_str(got), base + 1);
 		if (fd >= 0)
 			close(fd);
 	}
-	verdict(names[8], why);
+	dc_verdict(names[8], why);
 
 	why = vars_varz_agree(&r, &n);
-	verdict(names[9], why);
+	dc_verdict(names[9], why);
 
 	t_drain(&r, "tls", 1, SIGTERM);
 	relay_kill(&r);
@@ -2727,7 +2525,7 @@ end_why(const struct dclient *c, int r2, int reset)
 	if (c->use_tls)
 		return c->tls_broken ? "the stream ended without close_notify "
 		    "(EOF or reset)" : c->tls_err != BR_ERR_OK ?
-		    why_fmt("TLS error %d", c->tls_err) : NULL;
+		    dc_why("TLS error %d", c->tls_err) : NULL;
 	return reset ? "ECONNRESET instead of a FIN" : NULL;
 }
 
@@ -2757,14 +2555,14 @@ t_drain(const struct relay *r0, const char *tag, int tls, int sig)
 		why = relay_start(&rl, sig == SIGINT ? "drain-int" : "drain", 0, 1,
 		    NULL, NULL);
 		if (why != NULL) {
-			fail_all(names, NELEM(names), why);
+			dc_fail_all(names, NELEM(names), why);
 			return;
 		}
 		r = &rl;
 	} else {
 		r = (struct relay *)r0;
 		if (r->pid <= 0) {
-			fail_all(names, NELEM(names), "relay not running");
+			dc_fail_all(names, NELEM(names), "relay not running");
 			return;
 		}
 	}
@@ -2775,7 +2573,7 @@ t_drain(const struct relay *r0, const char *tag, int tls, int sig)
 	for (i = 1; i <= count && why == NULL; i++) {
 		make_pkt(pkt, psize, (uint32_t)i);
 		if (dc_send_packet(a, b->pk, pkt, psize) < 0)
-			why = why_fmt("send %d failed", i);
+			why = dc_why("send %d failed", i);
 	}
 	if (why == NULL && barrier(a) < 0)
 		why = "no Pong after the packets";
@@ -2789,7 +2587,7 @@ t_drain(const struct relay *r0, const char *tag, int tls, int sig)
 		if (why == NULL)
 			why = need_key(&q, "relay_chunks_in_use", &inuse);
 		if (why == NULL)
-			note("drain_%s: relay_chunks_in_use %g at the signal", tag,
+			dc_note("drain_%s: relay_chunks_in_use %g at the signal", tag,
 			    inuse);
 		if (why == NULL && getenv("TEST_OPS_DEBUG") != NULL) {
 			int j;
@@ -2798,14 +2596,14 @@ t_drain(const struct relay *r0, const char *tag, int tls, int sig)
 				    strstr(q.s[j].key, "evict") ||
 				    strstr(q.s[j].key, "spare") ||
 				    strstr(q.s[j].key, "packets_")))
-					note("  %s %g", q.s[j].key, q.s[j].v);
+					dc_note("  %s %g", q.s[j].key, q.s[j].v);
 		}
 		if (why == NULL && inuse < 1)
 			why = "relay_chunks_in_use 0: nothing queued in the relay";
 	}
-	verdict(names[0], why);
+	dc_verdict(names[0], why);
 	if (why != NULL) {
-		fail_all(names + 1, NELEM(names) - 1, "no traffic queued");
+		dc_fail_all(names + 1, NELEM(names) - 1, "no traffic queued");
 		dc_free(a);
 		dc_free(b);
 		relay_kill(r);
@@ -2825,14 +2623,14 @@ t_drain(const struct relay *r0, const char *tag, int tls, int sig)
 			close(fd);
 	} while (rc != ECONNREFUSED && dc_now_ms() - t_sig < REFUSED_AFTER_MS);
 	why = rc == ECONNREFUSED ? NULL : rc == 0 ?
-	    why_fmt("new connections still accepted %lld ms after the signal",
-	    (long long)(dc_now_ms() - t_sig)) : why_fmt("connect: %s, want "
+	    dc_why("new connections still accepted %lld ms after the signal",
+	    (long long)(dc_now_ms() - t_sig)) : dc_why("connect: %s, want "
 	    "ECONNREFUSED", strerror(rc));
-	note("drain_%s: connect refused %lld ms after the signal", tag,
+	dc_note("drain_%s: connect refused %lld ms after the signal", tag,
 	    (long long)(dc_now_ms() - t_sig));
 	if (why == NULL && r->stun && stun_exchange(r, 0, 200))
 		why = "STUN still answers after the signal";
-	verdict(names[1], why);
+	dc_verdict(names[1], why);
 
 	/* Input the relay has not read when it closes: a NotePreferred.  It
 	 * must be read and dropped, or the kernel answers the close with a
@@ -2841,8 +2639,8 @@ t_drain(const struct relay *r0, const char *tag, int tls, int sig)
 		uint8_t zero = 0;
 		(void)dc_send_frame(b, FT_NOTE_PREFERRED, &zero, 1);
 	}
-	for (i = 0; i < 4 * count && left_ms(deadline) > 0; i++) {
-		r2 = any_frame(b, &t, &len, left_ms(deadline), &reset);
+	for (i = 0; i < 4 * count && dc_left_ms(deadline) > 0; i++) {
+		r2 = any_frame(b, &t, &len, dc_left_ms(deadline), &reset);
 		track_exit(r, &t_exit);
 		if (r2 != 1)
 			break;
@@ -2855,25 +2653,25 @@ t_drain(const struct relay *r0, const char *tag, int tls, int sig)
 			got++;
 		}
 	}
-	note("drain_%s: B read %d packets, its end %lld ms after the signal",
+	dc_note("drain_%s: B read %d packets, its end %lld ms after the signal",
 	    tag, got, (long long)(dc_now_ms() - t_sig));
-	verdict(names[2], !inorder ? "packets out of order" :
-	    last != count ? why_fmt("the last packet B got is %d of %d"
+	dc_verdict(names[2], !inorder ? "packets out of order" :
+	    last != count ? dc_why("the last packet B got is %d of %d"
 	    " (%d received)", last, count, got) : !tls && got != count ?
-	    why_fmt("%d of %d packets arrived (none may be dropped: fewer "
+	    dc_why("%d of %d packets arrived (none may be dropped: fewer "
 	    "than the queue depth)", got, count) : NULL);
-	verdict(names[3], end_why(b, r2, reset));
+	dc_verdict(names[3], end_why(b, r2, reset));
 	dc_close(b);	/* as a client does: the relay need not wait for it */
 
 	/* A read nothing; its end too must be clean. */
 	r2 = -2;
-	for (i = 0; i < 100 && left_ms(deadline) > 0; i++) {
-		r2 = any_frame(a, &t, &len, left_ms(deadline), &reset);
+	for (i = 0; i < 100 && dc_left_ms(deadline) > 0; i++) {
+		r2 = any_frame(a, &t, &len, dc_left_ms(deadline), &reset);
 		track_exit(r, &t_exit);
 		if (r2 != 1)
 			break;
 	}
-	verdict(names[4], end_why(a, r2, reset));
+	dc_verdict(names[4], end_why(a, r2, reset));
 	dc_close(a);
 
 	if (t_exit == 0 && relay_wait_exit(r, STOP_MS - (int)(dc_now_ms() -
@@ -2881,18 +2679,18 @@ t_drain(const struct relay *r0, const char *tag, int tls, int sig)
 		t_exit = dc_now_ms();
 	if (t_exit == 0) {
 		relay_kill(r);
-		why = why_fmt("still running %d ms after the signal; killed",
+		why = dc_why("still running %d ms after the signal; killed",
 		    STOP_MS);
 	} else {
 		why = !WIFEXITED(r->status) || WEXITSTATUS(r->status) != 0 ?
-		    status_str(r->status) : t_exit - t_sig > STOP_MS ?
-		    why_fmt("exit %lld ms after the signal", (long long)(t_exit -
+		    dc_status_str(r->status) : t_exit - t_sig > STOP_MS ?
+		    dc_why("exit %lld ms after the signal", (long long)(t_exit -
 		    t_sig)) : NULL;
-		note("drain_%s: exit %lld ms after signal %d", tag,
+		dc_note("drain_%s: exit %lld ms after signal %d", tag,
 		    (long long)(t_exit - t_sig), sig);
 	}
-	verdict(names[5], why);
-	verdict(names[6], !log_has(r, "shutting down", 0) ?
+	dc_verdict(names[5], why);
+	dc_verdict(names[6], !log_has(r, "shutting down", 0) ?
 	    "no \"shutting down\" line" : !log_has(r, "stopped", 0) ?
 	    "no \"stopped\" line" : NULL);
 	dc_free(a);
@@ -2924,7 +2722,7 @@ t_stuck(int twice)
 	    "drain_bounded_reader_sees_fin";
 	why = relay_start(&r, twice ? "stuck2" : "stuck", 0, 0, NULL, NULL);
 	if (why != NULL) {
-		fail_all(names, 2, why);
+		dc_fail_all(names, 2, why);
 		return;
 	}
 	a = cl_open(&r, NULL, NULL, NULL, 0);
@@ -2938,7 +2736,7 @@ t_stuck(int twice)
 	if (why == NULL && barrier(a) < 0)
 		why = "no Pong after the packets";
 	if (why != NULL) {
-		fail_all(names, 2, why);
+		dc_fail_all(names, 2, why);
 		dc_free(a);
 		dc_free(b);
 		relay_kill(&r);
@@ -2955,24 +2753,24 @@ t_stuck(int twice)
 	}
 	if (!relay_wait_exit(&r, STOP_MS)) {
 		relay_kill(&r);
-		fail_all(names, 2, why_fmt("still running %d ms after SIGTERM;"
+		dc_fail_all(names, 2, dc_why("still running %d ms after SIGTERM;"
 		    " killed", STOP_MS + (twice ? SECOND_SIGNAL_MS : 0)));
 		dc_free(a);
 		dc_free(b);
 		return;
 	}
 	t_exit = dc_now_ms();
-	note("%s: exit %lld ms after the first SIGTERM (%s)", names[0],
-	    (long long)(t_exit - t_sig), status_str(r.status));
+	dc_note("%s: exit %lld ms after the first SIGTERM (%s)", names[0],
+	    (long long)(t_exit - t_sig), dc_status_str(r.status));
 	if (twice) {
-		verdict(names[0], !WIFEXITED(r.status) || WEXITSTATUS(r.status)
-		    != 1 ? why_fmt("%s, want exit 1", status_str(r.status)) :
-		    t_exit - t_second > SECOND_EXIT_MS ? why_fmt("exit %lld ms "
+		dc_verdict(names[0], !WIFEXITED(r.status) || WEXITSTATUS(r.status)
+		    != 1 ? dc_why("%s, want exit 1", dc_status_str(r.status)) :
+		    t_exit - t_second > SECOND_EXIT_MS ? dc_why("exit %lld ms "
 		    "after the second signal", (long long)(t_exit - t_second)) :
 		    NULL);
 		/* It was still draining when the second signal came: had it
 		 * exited before, the second signal was not the cause. */
-		verdict(names[1], alive ? NULL : why_fmt("exited within %d ms of"
+		dc_verdict(names[1], alive ? NULL : dc_why("exited within %d ms of"
 		    " the first signal, with a receiver that reads nothing",
 		    SECOND_SIGNAL_MS));
 	} else {
@@ -2980,11 +2778,11 @@ t_stuck(int twice)
 		uint8_t t;
 		size_t len;
 
-		verdict(names[0], WIFEXITED(r.status) && WEXITSTATUS(r.status)
-		    == 0 ? NULL : status_str(r.status));
+		dc_verdict(names[0], WIFEXITED(r.status) && WEXITSTATUS(r.status)
+		    == 0 ? NULL : dc_status_str(r.status));
 		for (n = 0; n < 4 * DRAIN_COUNT && r2 == 1; n++)
 			r2 = plain_frame(b, &t, &len, IO_MS, &reset);
-		verdict(names[1], r2 == 0 && !reset ? NULL : r2 == 0 ?
+		dc_verdict(names[1], r2 == 0 && !reset ? NULL : r2 == 0 ?
 		    "ECONNRESET instead of a FIN" : r2 == -2 ?
 		    "no end of stream" : "read error");
 	}
@@ -3013,7 +2811,7 @@ log_format(const struct relay *r)
 		for (i = 0; pat[i] != '\0'; i++) {
 			if (l[i] == '\0' || (pat[i] == 'd' ? (l[i] < '0' ||
 			    l[i] > '9') : l[i] != pat[i])) {
-				why = why_fmt("line \"%.120s\"", l);
+				why = dc_why("line \"%.120s\"", l);
 				break;
 			}
 		}
@@ -3041,7 +2839,7 @@ t_flood(void)
 
 	why = relay_start(&r, "flood", 0, 0, NULL, NULL);
 	if (why != NULL) {
-		fail_all(names, NELEM(names), why);
+		dc_fail_all(names, NELEM(names), why);
 		return;
 	}
 	t0 = dc_now_ms();
@@ -3049,11 +2847,11 @@ t_flood(void)
 		if (bad_client_info_fast(&r) == 0)
 			sent++;
 	t1 = dc_now_ms();
-	note("flood: %d bad connections in %lld ms", sent,
+	dc_note("flood: %d bad connections in %lld ms", sent,
 	    (long long)(t1 - t0));
 	/* The suppressed line: when the limiter has room again. */
 	(void)log_has(&r, "suppressed", SUPPRESSED_MS);
-	note("flood: \"suppressed\" looked for %lld ms after the flood",
+	dc_note("flood: \"suppressed\" looked for %lld ms after the flood",
 	    (long long)(dc_now_ms() - t1));
 	text = dc_read_text(r.log_path, LOG_MAX, NULL);
 	if (text != NULL) {
@@ -3068,27 +2866,27 @@ t_flood(void)
 			p += 11;
 		}
 	}
-	verdict(names[0], sent < FLOOD_CONNS ? why_fmt("only %d of %d "
+	dc_verdict(names[0], sent < FLOOD_CONNS ? dc_why("only %d of %d "
 	    "connections made", sent, FLOOD_CONNS) : lines > FLOOD_LINES_MAX ?
-	    why_fmt("%d \"derp: 127.0.0.1:\" lines for %d bad connections",
+	    dc_why("%d \"derp: 127.0.0.1:\" lines for %d bad connections",
 	    lines, sent) : NULL);
-	verdict(names[1], lines >= FLOOD_LINES_MIN ? NULL :
-	    why_fmt("only %d connection lines: the burst should be logged",
+	dc_verdict(names[1], lines >= FLOOD_LINES_MIN ? NULL :
+	    dc_why("only %d connection lines: the burst should be logged",
 	    lines));
-	verdict(names[2], text == NULL ? "log unreadable" :
+	dc_verdict(names[2], text == NULL ? "log unreadable" :
 	    strstr(text, "derp: suppressed ") == NULL ?
-	    why_fmt("no \"derp: suppressed N connection log lines\" within "
+	    dc_why("no \"derp: suppressed N connection log lines\" within "
 	    "%d ms", SUPPRESSED_MS) : sup < sent / 2 ?
-	    why_fmt("suppressed %ld in %d lines, for %d bad connections and %d"
+	    dc_why("suppressed %ld in %d lines, for %d bad connections and %d"
 	    " logged", sup, nsup, sent, lines) : NULL);
 	free(text);
 	if (sup > 0 && !wait_value(&r, "relay_log_lines_suppressed_total", (double)sup,
 	    METRIC_MS, &got) && got < (double)sup)
-		why = why_fmt("relay_log_lines_suppressed_total %s, the log says %ld",
+		why = dc_why("relay_log_lines_suppressed_total %s, the log says %ld",
 		    val_str(got), sup);
 	else
 		why = sup > 0 ? NULL : "nothing suppressed to count";
-	verdict(names[3], why);
+	dc_verdict(names[3], why);
 	{
 		struct dclient *a = cl_open(&r, NULL, NULL, NULL, 0);
 		struct dclient *b = cl_open(&r, NULL, NULL, NULL, 0);
@@ -3102,7 +2900,7 @@ t_flood(void)
 		dc_free(a);
 		dc_free(b);
 	}
-	verdict(names[4], why);
+	dc_verdict(names[4], why);
 	relay_kill(&r);
 }
 
@@ -3132,12 +2930,12 @@ t_verbose(void)
 	snprintf(mkpath, sizeof(mkpath), "%s/mesh.key", scratch);
 	snprintf(line, sizeof(line), "%s\n", mesh_hex);
 	if (write_file(mkpath, line, 0600) < 0) {
-		fail_all(names, NELEM(names), "cannot write the mesh key");
+		dc_fail_all(names, NELEM(names), "cannot write the mesh key");
 		return;
 	}
 	why = relay_start(&r, "verbose", 0, 0, extra, NULL);
 	if (why != NULL) {
-		fail_all(names, NELEM(names), why);
+		dc_fail_all(names, NELEM(names), why);
 		return;
 	}
 	snprintf(mjson, sizeof(mjson), "{\"version\":2,\"meshKey\":\"%s\"}",
@@ -3157,8 +2955,8 @@ t_verbose(void)
 	short_key(c != NULL ? c->pk : ok2, sk);
 	snprintf(want, sizeof(want), "derp: 127.0.0.1:%d: %s connected", lport,
 	    sk);
-	verdict(names[0], c == NULL ? "client could not connect" :
-	    !log_has(&r, want, METRIC_MS) ? why_fmt("no \"%s\"", want) : NULL);
+	dc_verdict(names[0], c == NULL ? "client could not connect" :
+	    !log_has(&r, want, METRIC_MS) ? dc_why("no \"%s\"", want) : NULL);
 	/* Traffic that a verbose relay may describe: a drop to an unknown
 	 * key, a ping. */
 	if (c != NULL) {
@@ -3171,8 +2969,8 @@ t_verbose(void)
 	dc_free(c);
 	snprintf(want, sizeof(want), "derp: 127.0.0.1:%d: %s closed", lport,
 	    sk);
-	verdict(names[1], !have_c ? "client could not connect" :
-	    !log_has(&r, want, METRIC_MS) ? why_fmt("no \"%s\"", want) : NULL);
+	dc_verdict(names[1], !have_c ? "client could not connect" :
+	    !log_has(&r, want, METRIC_MS) ? dc_why("no \"%s\"", want) : NULL);
 
 	n = 0;
 	for (i = 0; i < VERBOSE_CONNS; i++) {
@@ -3182,7 +2980,7 @@ t_verbose(void)
 	}
 	for (i = 0; i < VERBOSE_CONNS; i++)
 		dc_free(many[i]);
-	why = n < VERBOSE_CONNS ? why_fmt("%d of %d clients connected", n,
+	why = n < VERBOSE_CONNS ? dc_why("%d of %d clients connected", n,
 	    VERBOSE_CONNS) : NULL;
 	if (why == NULL) {
 		int64_t deadline = dc_now_ms() + METRIC_MS;
@@ -3195,20 +2993,20 @@ t_verbose(void)
 			if (cn >= VERBOSE_CONNS + 1 && cl >= VERBOSE_CONNS + 1)
 				break;
 			dc_sleep_ms(50);
-		} while (left_ms(deadline) > 0);
+		} while (dc_left_ms(deadline) > 0);
 		if (cn < VERBOSE_CONNS + 1 || cl < VERBOSE_CONNS + 1)
-			why = why_fmt("%d \"connected\" and %d \"closed\" lines for"
+			why = dc_why("%d \"connected\" and %d \"closed\" lines for"
 			    " %d clients", cn, cl, VERBOSE_CONNS + 1);
 	}
-	verdict(names[2], why);
+	dc_verdict(names[2], why);
 
 	/* A mesh peer watching; a client with a wrong mesh key. */
 	m = cl_open(&r, mjson, NULL, NULL, 0);
 	why = m == NULL ? "the mesh client could not connect" :
 	    dc_send_frame(m, FT_WATCH_CONNS, NULL, 0) < 0 ? "WatchConns failed" :
 	    !wait_value(&r, "derp_watchers", 1, METRIC_MS, &got) ?
-	    why_fmt("derp_watchers %s with one watcher", val_str(got)) : NULL;
-	verdict(names[3], why);
+	    dc_why("derp_watchers %s with one watcher", val_str(got)) : NULL;
+	dc_verdict(names[3], why);
 	w = cl_open(&r, wjson, NULL, NULL, 0);
 	dc_free(w);
 	dc_free(m);
@@ -3216,7 +3014,7 @@ t_verbose(void)
 	dc_sleep_ms(300);
 	why = relay_stop(&r, SIGTERM, STOP_MS);
 	if (why != NULL)
-		note("verbose relay stop: %s", why);
+		dc_note("verbose relay stop: %s", why);
 
 	text = dc_read_text(r.log_path, LOG_MAX, NULL);
 	{
@@ -3246,7 +3044,7 @@ t_verbose(void)
 				why = "12 base64 characters of a client's key";
 		}
 	}
-	verdict(names[4], why);
+	dc_verdict(names[4], why);
 	why = text == NULL ? "log unreadable" : strstr(text, mesh_hex) != NULL ?
 	    "the mesh key (hex) is in the log" : strstr(text, other_hex) !=
 	    NULL ? "a wrong mesh key a client sent is in the log" : NULL;
@@ -3256,9 +3054,9 @@ t_verbose(void)
 		if (strstr(text, part) != NULL)
 			why = "12 hex digits of the mesh key are in the log";
 	}
-	verdict(names[5], why);
+	dc_verdict(names[5], why);
 	free(text);
-	verdict(names[6], log_format(&r));
+	dc_verdict(names[6], log_format(&r));
 	relay_kill(&r);
 }
 
@@ -3280,7 +3078,7 @@ syslog_line_ok(const char *d, pid_t pid, int *pri)
 		return "bad <PRI>";
 	*pri = p;
 	if (p < 24 || p > 31)
-		return why_fmt("PRI %d is not facility daemon (24..31)", p);
+		return dc_why("PRI %d is not facility daemon (24..31)", p);
 	for (i = 0; i < 12; i++)
 		if (strncmp(q, mon[i], 3) == 0)
 			break;
@@ -3300,7 +3098,7 @@ syslog_line_ok(const char *d, pid_t pid, int *pri)
 	q += 9;
 	snprintf(tag, sizeof(tag), "derp[%ld]: ", (long)pid);
 	if (strncmp(q, tag, strlen(tag)) != 0)
-		return why_fmt("no \"%s\"", tag);
+		return dc_why("no \"%s\"", tag);
 	return NULL;
 }
 
@@ -3328,7 +3126,7 @@ t_syslog(void)
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
 	if (fd < 0 || strlen(path) >= sizeof(sa.sun_path)) {
-		fail_all(names, NELEM(names), "no AF_UNIX socket (or the path "
+		dc_fail_all(names, NELEM(names), "no AF_UNIX socket (or the path "
 		    "is too long)");
 		if (fd >= 0)
 			close(fd);
@@ -3336,7 +3134,7 @@ t_syslog(void)
 	}
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fail_all(names, NELEM(names), why_fmt("bind %s: %s", path,
+		dc_fail_all(names, NELEM(names), dc_why("bind %s: %s", path,
 		    strerror(errno)));
 		close(fd);
 		return;
@@ -3345,7 +3143,7 @@ t_syslog(void)
 	snprintf(env, sizeof(env), "DERP_SYSLOG_SOCKET=%s", path);
 	why = relay_start(&r, "syslog", 0, 0, extra, envv);
 	if (why != NULL) {
-		fail_all(names, NELEM(names), why);
+		dc_fail_all(names, NELEM(names), why);
 		close(fd);
 		unlink(path);
 		return;
@@ -3361,7 +3159,7 @@ t_syslog(void)
 
 		if (pass == 1)
 			stop_why = relay_stop(&r, SIGTERM, STOP_MS);
-		while (left_ms(deadline) > 0) {
+		while (dc_left_ms(deadline) > 0) {
 			struct pollfd p;
 			ssize_t n;
 			int pri = -1;
@@ -3373,7 +3171,7 @@ t_syslog(void)
 				break;
 			p.fd = fd;
 			p.events = POLLIN;
-			if (poll(&p, 1, left_ms(deadline)) != 1)
+			if (poll(&p, 1, dc_left_ms(deadline)) != 1)
 				break;
 			n = recv(fd, d, sizeof(d) - 1, 0);
 			if (n <= 0)
@@ -3398,27 +3196,27 @@ t_syslog(void)
 	}
 	close(fd);
 	unlink(path);
-	verdict(names[0], serving[0] != '\0' ? NULL :
-	    why_fmt("no datagram with \"serving on\" (%d datagrams)", nd));
-	verdict(names[1], nd == 0 ? "no datagrams" : nbad > 0 ?
-	    why_fmt("%d of %d datagrams malformed, first: %s", nbad, nd,
+	dc_verdict(names[0], serving[0] != '\0' ? NULL :
+	    dc_why("no datagram with \"serving on\" (%d datagrams)", nd));
+	dc_verdict(names[1], nd == 0 ? "no datagrams" : nbad > 0 ?
+	    dc_why("%d of %d datagrams malformed, first: %s", nbad, nd,
 	    first_bad) : NULL);
-	verdict(names[2], serving_pri == 30 ? NULL :
-	    why_fmt("the \"serving on\" line has PRI %d, want 30 (daemon.info)",
+	dc_verdict(names[2], serving_pri == 30 ? NULL :
+	    dc_why("the \"serving on\" line has PRI %d, want 30 (daemon.info)",
 	    serving_pri));
 	text = dc_read_text(r.log_path, LOG_MAX, NULL);
 	{
 		int lines = text == NULL ? 0 : count_substr(text, "\n");
 		why = text == NULL ? "log unreadable" : lines > 2 ?
-		    why_fmt("%d lines on stderr: \"%.200s\"", lines, text) :
+		    dc_why("%d lines on stderr: \"%.200s\"", lines, text) :
 		    strstr(text, "serving on") != NULL ?
 		    "\"serving on\" went to stderr too" : NULL;
 	}
 	free(text);
-	verdict(names[3], why);
-	verdict(names[4], conn_line ? NULL :
+	dc_verdict(names[3], why);
+	dc_verdict(names[4], conn_line ? NULL :
 	    "no \"derp: 127.0.0.1:\" line for a bad ClientInfo");
-	verdict(names[5], stop_why != NULL ? stop_why : stopped ? NULL :
+	dc_verdict(names[5], stop_why != NULL ? stop_why : stopped ? NULL :
 	    "no \"stopped\" datagram");
 }
 
@@ -3449,21 +3247,21 @@ t_plain(void)
 
 	why = relay_start(&r1, "plain", 0, 1, NULL, NULL);
 	if (why != NULL) {
-		fail_all(names, NELEM(names), why);
+		dc_fail_all(names, NELEM(names), why);
 		return;
 	}
 	t_debug_pages(&r1);
 	t_varz_static(&r1, "plain", 0);
 	why = vars_varz_agree(&r1, &n);
-	verdict("vars_varz_agree_at_start", why);
+	dc_verdict("vars_varz_agree_at_start", why);
 	t_traffic(&r1);
-	verdict("plain_sigterm_exit_0", relay_stop(&r1, SIGTERM, STOP_MS));
-	verdict("log_line_format", log_format(&r1));
+	dc_verdict("plain_sigterm_exit_0", relay_stop(&r1, SIGTERM, STOP_MS));
+	dc_verdict("log_line_format", log_format(&r1));
 	text = dc_read_text(r1.log_path, LOG_MAX, NULL);
-	verdict("log_no_verbose_lines", text == NULL ? "log unreadable" :
+	dc_verdict("log_no_verbose_lines", text == NULL ? "log unreadable" :
 	    strstr(text, "] connected") != NULL || strstr(text, "] closed") !=
 	    NULL ? "per-connection detail lines without -verbose" : NULL);
-	verdict("log_shutting_down_stopped", text == NULL ? "log unreadable" :
+	dc_verdict("log_shutting_down_stopped", text == NULL ? "log unreadable" :
 	    strstr(text, "shutting down") == NULL ? "no \"shutting down\"" :
 	    strstr(text, "stopped") == NULL ? "no \"stopped\"" : NULL);
 	free(text);
@@ -3482,10 +3280,10 @@ t_logs_no_private_key(void)
 	for (i = 0; i < nlogs && why == NULL; i++) {
 		char *text = dc_read_text(logs[i], LOG_MAX, NULL);
 		if (text != NULL && strstr(text, part) != NULL)
-			why = why_fmt("the private key is in %s", logs[i]);
+			why = dc_why("the private key is in %s", logs[i]);
 		free(text);
 	}
-	verdict("logs_no_private_key", why);
+	dc_verdict("logs_no_private_key", why);
 }
 
 /* Is group named in the comma-separated list (NULL: every group)? */
@@ -3508,7 +3306,6 @@ group_on(const char *list, const char *group)
 int
 main(int argc, char **argv)
 {
-	struct sigaction sa;
 	int64_t t0 = dc_now_ms(), t;
 	char line[200];
 	uint8_t k[32];
@@ -3522,23 +3319,8 @@ main(int argc, char **argv)
 	}
 	derp_path = argv[1];
 	scratch = argv[2];
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_alarm;
-	sigaction(SIGALRM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	alarm(WATCHDOG_S);
-	umask(022);
-	if (access(derp_path, X_OK) < 0) {
-		printf("FAIL setup: %s is not executable\n", derp_path);
-		printf("0 passed, 1 failed, 0 skipped\n");
+	if (dc_test_setup(derp_path, scratch, on_alarm, WATCHDOG_S) < 0)
 		return 1;
-	}
-	if (mkdir(scratch, 0700) < 0 && errno != EEXIST) {
-		printf("FAIL setup: mkdir %s: %s\n", scratch, strerror(errno));
-		printf("0 passed, 1 failed, 0 skipped\n");
-		return 1;
-	}
 	/* derper's key file format (what derp writes when -c is missing). */
 	snprintf(key_path, sizeof(key_path), "%s/derper.key", scratch);
 	snprintf(cert_dir, sizeof(cert_dir), "%s/certs", scratch);
@@ -3552,7 +3334,7 @@ main(int argc, char **argv)
 		printf("0 passed, 1 failed, 0 skipped\n");
 		return 1;
 	}
-	note("derp %s, scratch %s, promtool %s", derp_path, scratch,
+	dc_note("derp %s, scratch %s, promtool %s", derp_path, scratch,
 	    have_promtool() ? "present" : "absent");
 
 	/* TEST_OPS_ONLY=plain,debug,tls,shutdown,logs: those groups only
@@ -3561,18 +3343,18 @@ main(int argc, char **argv)
 	if (group_on(only, "plain")) {
 		t = dc_now_ms();
 		t_plain();
-		note("plain relay: %lld ms", (long long)(dc_now_ms() - t));
+		dc_note("plain relay: %lld ms", (long long)(dc_now_ms() - t));
 	}
 	if (group_on(only, "debug")) {
 		t = dc_now_ms();
 		t_debug_allow();
 		t_debug_key();
-		note("debug access: %lld ms", (long long)(dc_now_ms() - t));
+		dc_note("debug access: %lld ms", (long long)(dc_now_ms() - t));
 	}
 	if (group_on(only, "tls")) {
 		t = dc_now_ms();
 		t_tls();
-		note("TLS relay: %lld ms", (long long)(dc_now_ms() - t));
+		dc_note("TLS relay: %lld ms", (long long)(dc_now_ms() - t));
 	}
 	if (group_on(only, "shutdown")) {
 		t = dc_now_ms();
@@ -3580,22 +3362,20 @@ main(int argc, char **argv)
 		t_drain(NULL, "sigint", 0, SIGINT);
 		t_stuck(0);
 		t_stuck(1);
-		note("shutdown: %lld ms", (long long)(dc_now_ms() - t));
+		dc_note("shutdown: %lld ms", (long long)(dc_now_ms() - t));
 	}
 	if (group_on(only, "logs")) {
 		t = dc_now_ms();
 		t_flood();
 		t_verbose();
 		t_syslog();
-		note("logs: %lld ms", (long long)(dc_now_ms() - t));
+		dc_note("logs: %lld ms", (long long)(dc_now_ms() - t));
 	}
 
 	for (i = 0; i < MAX_RELAYS; i++)
 		if (live[i] != NULL)
 			relay_kill(live[i]);
 	t_logs_no_private_key();
-	note("total %lld ms", (long long)(dc_now_ms() - t0));
-	printf("%d passed, %d failed, %d skipped\n", (int)n_pass, (int)n_fail,
-	    (int)n_skip);
-	return n_fail == 0 ? 0 : 1;
+	dc_note("total %lld ms", (long long)(dc_now_ms() - t0));
+	return dc_summary();
 }

@@ -97,78 +97,9 @@ struct relay {
 };
 
 static const char *derp_path, *scratch;
-static volatile sig_atomic_t n_pass, n_fail, n_skip;
 static struct relay relays[RELAYS];
 static char mesh_path[450], mesh2_path[450], ca_path[480];
 static int have_ca;
-
-/* ---- reporting ---------------------------------------------------------- */
-
-static void
-ok(const char *name)
-{
-	printf("ok %s\n", name);
-	fflush(stdout);
-	n_pass++;
-}
-
-#ifdef __GNUC__
-static void fail(const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void skip(const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-#endif
-
-static void
-fail(const char *name, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("FAIL %s: ", name);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-	n_fail++;
-}
-
-static void
-skip(const char *name, const char *fmt, ...)
-{
-	va_list ap;
-
-	printf("skip %s: ", name);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-	n_skip++;
-}
-
-static void
-note(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("# ", stdout);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
-
-static void
-verdict(const char *name, const char *why)
-{
-	if (why == NULL)
-		ok(name);
-	else
-		fail(name, "%s", why);
-}
 
 /* ---- watchdog and processes --------------------------------------------- */
 
@@ -200,56 +131,11 @@ on_alarm(int sig)
 	_exit(1);
 }
 
-static int
-left_ms(int64_t deadline)
-{
-	int64_t d = deadline - dc_now_ms();
-
-	return d <= 0 ? 0 : d > 1000000 ? 1000000 : (int)d;
-}
-
-/* A port of type (SOCK_STREAM or SOCK_DGRAM) free on ip right now, or
- * -1.  Another program may take it before the relay binds it. */
-static int
-free_port(const char *ip, int type)
-{
-	struct sockaddr_storage ss;
-	socklen_t al = sizeof(ss);
-	int v6 = strchr(ip, ':') != NULL;
-	int fd = socket(v6 ? AF_INET6 : AF_INET, type, 0), port = -1;
-
-	if (fd < 0)
-		return -1;
-	memset(&ss, 0, sizeof(ss));
-	if (v6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		s6->sin6_family = AF_INET6;
-		if (inet_pton(AF_INET6, ip, &s6->sin6_addr) != 1)
-			goto out;
-		al = sizeof(*s6);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		s4->sin_family = AF_INET;
-		if (inet_pton(AF_INET, ip, &s4->sin_addr) != 1)
-			goto out;
-		al = sizeof(*s4);
-	}
-	if (bind(fd, (struct sockaddr *)&ss, al) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&ss, &al) == 0)
-		port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port :
-		    ((struct sockaddr_in *)&ss)->sin_port);
-out:
-	close(fd);
-	return port;
-}
-
 /* Can a socket be bound to ::1 here? */
 static int
 have_ipv6_loopback(void)
 {
-	return free_port("::1", SOCK_STREAM) > 0;
+	return dc_free_port("::1", SOCK_STREAM) > 0;
 }
 
 static void
@@ -291,50 +177,6 @@ relay_argv(struct relay *r, char **argv)
 	argv[i] = NULL;
 }
 
-/* 1 when the relay accepts TCP on its port (and on its port-80 listener),
- * 0 when it exited (reaped), -1 when it does not listen within START_MS. */
-static int
-relay_wait_ready(struct relay *r)
-{
-	int64_t deadline = dc_now_ms() + START_MS;
-
-	while (dc_now_ms() < deadline) {
-		struct dclient *c;
-		int status, a, b = 0;
-
-		if (waitpid(r->pid, &status, WNOHANG) == r->pid) {
-			r->pid = -1;
-			return 0;
-		}
-		c = dc_new();
-		if (c == NULL)
-			return -1;
-		a = dc_connect(c, r->ip, r->port, 0, NULL, 200);
-		dc_close(c);
-		if (a == 0 && r->http_port > 0)
-			b = dc_connect(c, r->ip, r->http_port, 0, NULL, 200);
-		dc_free(c);
-		if (a == 0 && b == 0)
-			return 1;
-		dc_sleep_ms(50);
-	}
-	return -1;
-}
-
-static void
-show_log_tail(const struct relay *r)
-{
-	size_t len;
-	char *text = dc_read_text(r->log_path, LOG_MAX, &len);
-
-	if (text == NULL)
-		return;
-	printf("# --- last lines of %s ---\n%s%s# ---\n", r->log_path,
-	    len > 1500 ? text + len - 1500 : text,
-	    len > 0 && text[len - 1] != '\n' ? "\n" : "");
-	free(text);
-}
-
 /* Start r on fresh ports (three tries: a port may be taken meanwhile).
  * NULL, or why not. */
 static const char *
@@ -345,50 +187,37 @@ relay_start(struct relay *r)
 
 	for (tries = 0; tries < 3; tries++) {
 		char *argv[ARGS_MAX];
-		pid_t pid;
-		int rd;
+		int ports[2], rd;
 
-		r->port = free_port(r->ip, SOCK_STREAM);
-		r->stun_port = free_port(r->ip, SOCK_DGRAM);
+		r->port = dc_free_port(r->ip, SOCK_STREAM);
+		r->stun_port = dc_free_port(r->ip, SOCK_DGRAM);
 		if (r->http_port != -1)
-			r->http_port = free_port(r->ip, SOCK_STREAM);
+			r->http_port = dc_free_port(r->ip, SOCK_STREAM);
 		if (r->port < 0 || r->stun_port < 0 || r->http_port == 0 ||
 		    r->http_port < -1) {
 			snprintf(why, sizeof(why), "no free port on %s", r->ip);
 			return why;
 		}
 		relay_argv(r, argv);
-		fflush(stdout);
-		pid = fork();
-		if (pid < 0) {
+		r->pid = dc_spawn_logged(argv, r->log_path, NULL, NULL);
+		if (r->pid < 0) {
 			snprintf(why, sizeof(why), "fork: %s", strerror(errno));
 			return why;
 		}
-		if (pid == 0) {
-			int fd = open(r->log_path, O_WRONLY | O_CREAT | O_APPEND,
-			    0644);
-
-			if (fd >= 0) {
-				dup2(fd, STDOUT_FILENO);
-				dup2(fd, STDERR_FILENO);
-				close(fd);
-			}
-			execv(argv[0], argv);
-			_exit(127);
-		}
-		r->pid = pid;
-		rd = relay_wait_ready(r);
+		/* Its port, and its port-80 listener when it has one. */
+		ports[0] = r->port;
+		ports[1] = r->http_port;
+		rd = dc_wait_serving(r->pid, r->ip, ports, r->http_port > 0 ?
+		    2 : 1, START_MS, 50, NULL);
 		if (rd == 1) {
 			r->up = 1;
 			return NULL;
 		}
-		if (rd < 0) {
-			kill(r->pid, SIGKILL);
-			waitpid(r->pid, NULL, 0);
-			r->pid = -1;
-		}
+		if (rd < 0)
+			dc_kill_reap(r->pid, NULL);
+		r->pid = -1;
 	}
-	show_log_tail(r);
+	dc_show_log_tail(r->log_path, LOG_MAX, 1500);
 	snprintf(why, sizeof(why), "relay %c did not start (see %s)", r->name,
 	    r->log_path);
 	return why;
@@ -397,19 +226,9 @@ relay_start(struct relay *r)
 static void
 relay_stop(struct relay *r)
 {
-	int64_t deadline = dc_now_ms() + STOP_MS;
-
 	if (r->pid <= 0)
 		return;
-	kill(r->pid, SIGTERM);
-	while (waitpid(r->pid, NULL, WNOHANG) != r->pid) {
-		if (dc_now_ms() > deadline) {
-			kill(r->pid, SIGKILL);
-			waitpid(r->pid, NULL, 0);
-			break;
-		}
-		dc_sleep_ms(10);
-	}
+	dc_stop_child(r->pid, SIGTERM, STOP_MS, NULL);
 	r->pid = -1;
 }
 
@@ -427,18 +246,10 @@ static int
 drain_fd(int fd, char *buf, size_t *len, size_t cap, int64_t deadline)
 {
 	for (;;) {
-		struct pollfd pf;
 		char tmp[4096];
 		ssize_t n;
-		int r;
 
-		pf.fd = fd;
-		pf.events = POLLIN;
-		pf.revents = 0;
-		r = poll(&pf, 1, left_ms(deadline));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
+		if (dc_wait_fd(fd, POLLIN, deadline) != 1)
 			return -1;
 		n = read(fd, tmp, sizeof(tmp));
 		if (n < 0 && errno == EINTR)
@@ -514,7 +325,7 @@ run_probe(struct run *run, ...)
 	for (;;) {
 		if (waitpid(pid, &st, WNOHANG) == pid)
 			break;
-		if (left_ms(deadline) == 0) {
+		if (dc_left_ms(deadline) == 0) {
 			kill(pid, SIGKILL);
 			waitpid(pid, &st, 0);
 			break;
@@ -1084,7 +895,7 @@ setup(void)
 		}
 		have_ca = make_ca(cadir, relays[2].dir) == 0;
 		if (!have_ca)
-			note("no test CA (openssl missing or failed, see"
+			dc_note("no test CA (openssl missing or failed, see"
 			    " %s/openssl.log): the -ca-file checks skip",
 			    cadir);
 	}
@@ -1116,15 +927,15 @@ t_plain(void)
 	const char *e;
 
 	if (!a->up) {
-		fail("plain_all_ok", "relay A is not running");
-		fail("plain_skips_and_summary", "relay A is not running");
-		fail("plain_stun4_mapped_loopback", "relay A is not running");
+		dc_fail("plain_all_ok", "relay A is not running");
+		dc_fail("plain_skips_and_summary", "relay A is not running");
+		dc_fail("plain_stun4_mapped_loopback", "relay A is not running");
 		return;
 	}
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", a->port);
 	snprintf(stun, sizeof(stun), "127.0.0.1:%d", a->stun_port);
 	run_probe(&run, url, "-stun", stun, "-http-port", "-1", (char *)NULL);
-	verdict("plain_all_ok", expect(&run, 0, oks, NULL));
+	dc_verdict("plain_all_ok", expect(&run, 0, oks, NULL));
 	snprintf(s1, sizeof(s1), "skip port80: plain http:// URL: generate_204"
 	    " was checked on its port %d", a->port);
 	snprintf(s2, sizeof(s2), "derp probe: %s: 10 ok, 0 failed, 4 skipped",
@@ -1134,7 +945,7 @@ t_plain(void)
 		    "skip mesh_watch: no -mesh-key",
 		    "skip stun6: 127.0.0.1 has no IPv6 address", s2, NULL };
 
-		verdict("plain_skips_and_summary", expect(&run, 0, NULL,
+		dc_verdict("plain_skips_and_summary", expect(&run, 0, NULL,
 		    exact));
 	}
 	{
@@ -1145,7 +956,7 @@ t_plain(void)
 		e = ok_line(run.out, "stun4", line, sizeof(line)) &&
 		    strncmp(line, want, strlen(want)) == 0 ? NULL :
 		    "the stun4 line does not name 127.0.0.1 as our address";
-		verdict("plain_stun4_mapped_loopback", e);
+		dc_verdict("plain_stun4_mapped_loopback", e);
 	}
 }
 
@@ -1160,17 +971,17 @@ t_ipv6(void)
 	char url[80], stun[80];
 
 	if (!have_ipv6_loopback()) {
-		skip("ipv6_stun6_ok", "::1 cannot be bound here");
+		dc_skip("ipv6_stun6_ok", "::1 cannot be bound here");
 		return;
 	}
 	if (!r->up) {
-		fail("ipv6_stun6_ok", "relay E is not running");
+		dc_fail("ipv6_stun6_ok", "relay E is not running");
 		return;
 	}
 	snprintf(url, sizeof(url), "http://[::1]:%d", r->port);
 	snprintf(stun, sizeof(stun), "[::1]:%d", r->stun_port);
 	run_probe(&run, url, "-stun", stun, (char *)NULL);
-	verdict("ipv6_stun6_ok", expect(&run, 0, oks, exact));
+	dc_verdict("ipv6_stun6_ok", expect(&run, 0, oks, exact));
 }
 
 static void
@@ -1185,17 +996,17 @@ t_tls_pin(void)
 	char *log;
 
 	if (!b->up) {
-		fail("tls_pin_logged", "relay B is not running");
-		fail("tls_pin_all_ok", "relay B is not running");
-		fail("tls_pin_line", "relay B is not running");
-		fail("tls_wrong_pin_fails", "relay B is not running");
-		fail("tls_insecure_ok", "relay B is not running");
-		fail("tls_other_ca_not_trusted", "relay B is not running");
+		dc_fail("tls_pin_logged", "relay B is not running");
+		dc_fail("tls_pin_all_ok", "relay B is not running");
+		dc_fail("tls_pin_line", "relay B is not running");
+		dc_fail("tls_wrong_pin_fails", "relay B is not running");
+		dc_fail("tls_insecure_ok", "relay B is not running");
+		dc_fail("tls_other_ca_not_trusted", "relay B is not running");
 		return;
 	}
 	snprintf(pin, sizeof(pin), "sha256-raw:%s", b->pin_hex);
 	log = dc_read_text(b->log_path, LOG_MAX, NULL);
-	verdict("tls_pin_logged", log != NULL && strstr(log, pin) != NULL ?
+	dc_verdict("tls_pin_logged", log != NULL && strstr(log, pin) != NULL ?
 	    NULL : "the relay's log does not name the pin of its certificate");
 	free(log);
 
@@ -1204,14 +1015,14 @@ t_tls_pin(void)
 	snprintf(hp, sizeof(hp), "%d", b->http_port);
 	run_probe(&run, url, "-pin", pin, "-stun", stun, "-http-port", hp,
 	    (char *)NULL);
-	verdict("tls_pin_all_ok", expect(&run, 0, oks, NULL));
+	dc_verdict("tls_pin_all_ok", expect(&run, 0, oks, NULL));
 	snprintf(want, sizeof(want), "ok   tls: TLS 1.2 ECDHE-ECDSA-");
 	e = !ok_line(run.out, "tls", line, sizeof(line)) ? "no ok tls line" :
 	    strncmp(line, want, strlen(want)) != 0 ||
 	    strstr(line, "; certificate: pin sha256-raw matched, name"
 	    " 127.0.0.1; expires ") == NULL || strstr(line, " days)") == NULL ?
 	    line : NULL;
-	verdict("tls_pin_line", e);
+	dc_verdict("tls_pin_line", e);
 
 	/* A wrong pin: tls fails naming both pins; what needs TLS is
 	 * skipped; port 80 and STUN do not need it. */
@@ -1227,7 +1038,7 @@ t_tls_pin(void)
 		    "skip derp_upgrade: tls failed", "skip packets: tls failed",
 		    NULL };
 
-		verdict("tls_wrong_pin_fails", expect(&run, 1, oks2, exact));
+		dc_verdict("tls_wrong_pin_fails", expect(&run, 1, oks2, exact));
 	}
 
 	run_probe(&run, url, "-insecure", "-stun", "none", "-http-port", "-1",
@@ -1241,13 +1052,13 @@ t_tls_pin(void)
 		if (e == NULL && strstr(line, "NOT checked (-insecure), name"
 		    " 127.0.0.1 matches") == NULL)
 			e = line;
-		verdict("tls_insecure_ok", e);
+		dc_verdict("tls_insecure_ok", e);
 	}
 
 	/* The self-signed leaf against the test CA: not trusted, and the
 	 * line gives its pin. */
 	if (!have_ca) {
-		skip("tls_other_ca_not_trusted", "no test CA");
+		dc_skip("tls_other_ca_not_trusted", "no test CA");
 		return;
 	}
 	run_probe(&run, url, "-ca-file", ca_path, "-stun", "none",
@@ -1257,7 +1068,7 @@ t_tls_pin(void)
 	{
 		const char *const exact[] = { s, NULL };
 
-		verdict("tls_other_ca_not_trusted", expect(&run, 1, NULL,
+		dc_verdict("tls_other_ca_not_trusted", expect(&run, 1, NULL,
 		    exact));
 	}
 }
@@ -1274,13 +1085,13 @@ t_tls_ca(void)
 	const char *e;
 
 	if (!have_ca) {
-		skip("tls_ca_file_ok", "no test CA");
-		skip("tls_ca_file_dns_name_ok", "no test CA");
+		dc_skip("tls_ca_file_ok", "no test CA");
+		dc_skip("tls_ca_file_dns_name_ok", "no test CA");
 		return;
 	}
 	if (!c->up) {
-		fail("tls_ca_file_ok", "relay C is not running");
-		fail("tls_ca_file_dns_name_ok", "relay C is not running");
+		dc_fail("tls_ca_file_ok", "relay C is not running");
+		dc_fail("tls_ca_file_dns_name_ok", "relay C is not running");
 		return;
 	}
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d", c->port);
@@ -1293,18 +1104,18 @@ t_tls_ca(void)
 	if (e == NULL && (!ok_line(run.out, "tls", line, sizeof(line)) ||
 	    strstr(line, want) == NULL))
 		e = "the tls line does not name the CA file and the name";
-	verdict("tls_ca_file_ok", e);
+	dc_verdict("tls_ca_file_ok", e);
 
 	/* The DNS name of the leaf: SNI and BearSSL's name check. */
 	snprintf(url, sizeof(url), "https://localhost:%d", c->port);
 	run_probe(&run, url, "-ca-file", ca_path, "-stun", "none",
 	    "-http-port", "-1", (char *)NULL);
 	if (run.status == 1 && strstr(run.out, "FAIL dns: ") != NULL) {
-		skip("tls_ca_file_dns_name_ok", "localhost does not resolve"
+		dc_skip("tls_ca_file_dns_name_ok", "localhost does not resolve"
 		    " here");
 		return;
 	}
-	verdict("tls_ca_file_dns_name_ok", expect(&run, 0, oks_dns, NULL));
+	dc_verdict("tls_ca_file_dns_name_ok", expect(&run, 0, oks_dns, NULL));
 }
 
 static void
@@ -1316,7 +1127,7 @@ t_stun_off(void)
 	const char *e;
 
 	if (!d->up) {
-		fail("stun_off_stun4_fails", "relay D is not running");
+		dc_fail("stun_off_stun4_fails", "relay D is not running");
 		return;
 	}
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", d->port);
@@ -1337,20 +1148,20 @@ t_stun_off(void)
 	    NULL)
 		e = "the summary is not 9 ok, 1 failed, 4 skipped";
 	if (e != NULL)
-		note("stdout:\n%s", run.out);
-	verdict("stun_off_stun4_fails", e);
+		dc_note("stdout:\n%s", run.out);
+	dc_verdict("stun_off_stun4_fails", e);
 }
 
 static void
 t_dead_port(void)
 {
 	char url[80], s[200];
-	int port = free_port("127.0.0.1", SOCK_STREAM);
+	int port = dc_free_port("127.0.0.1", SOCK_STREAM);
 	const char *e;
 
 	if (port < 0) {
-		fail("dead_port_tcp_fails", "no free port");
-		fail("dead_port_json", "no free port");
+		dc_fail("dead_port_tcp_fails", "no free port");
+		dc_fail("dead_port_json", "no free port");
 		return;
 	}
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
@@ -1363,7 +1174,7 @@ t_dead_port(void)
 	if (getenv("TEST_EMULATOR") != NULL && getenv("TEST_EMULATOR")[0] !=
 	    '\0' && find_line(run.out, "FAIL tcp: connect 127.0.0.1:", s,
 	    sizeof(s)))
-		note("under %s: %s", getenv("TEST_EMULATOR"), s);
+		dc_note("under %s: %s", getenv("TEST_EMULATOR"), s);
 	{
 		static const char *const oks[] = { "dns", NULL };
 		const char *const exact[] = { s, "skip home: tcp failed",
@@ -1371,7 +1182,7 @@ t_dead_port(void)
 		    "skip derp_upgrade: tcp failed", "skip ping: tcp failed",
 		    "skip stun4: -stun none", NULL };
 
-		verdict("dead_port_tcp_fails", expect(&run, 1, oks, exact));
+		dc_verdict("dead_port_tcp_fails", expect(&run, 1, oks, exact));
 	}
 	run_probe(&run, "-json", url, "-stun", "none", (char *)NULL);
 	e = run.status != 1 ? "exit status not 1" : json_check(run.out, url, 0);
@@ -1380,8 +1191,8 @@ t_dead_port(void)
 	    "\"connect 127.0.0.1:") == NULL)
 		e = "the tcp step is not a failure with its reason";
 	if (e != NULL)
-		note("stdout:\n%s", run.out);
-	verdict("dead_port_json", e);
+		dc_note("stdout:\n%s", run.out);
+	dc_verdict("dead_port_json", e);
 }
 
 static void
@@ -1392,9 +1203,9 @@ t_json_and_mesh(void)
 	const char *e;
 
 	if (!a->up) {
-		fail("json_ok", "relay A is not running");
-		fail("mesh_watch_ok", "relay A is not running");
-		fail("mesh_watch_wrong_key_fails", "relay A is not running");
+		dc_fail("json_ok", "relay A is not running");
+		dc_fail("mesh_watch_ok", "relay A is not running");
+		dc_fail("mesh_watch_wrong_key_fails", "relay A is not running");
 		return;
 	}
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", a->port);
@@ -1412,8 +1223,8 @@ t_json_and_mesh(void)
 	    NULL)
 		e = "the ServerInfo JSON is not escaped in the detail";
 	if (e != NULL)
-		note("stdout:\n%s", run.out);
-	verdict("json_ok", e);
+		dc_note("stdout:\n%s", run.out);
+	dc_verdict("json_ok", e);
 
 	run_probe(&run, url, "-stun", stun, "-mesh-key", mesh_path,
 	    (char *)NULL);
@@ -1421,7 +1232,7 @@ t_json_and_mesh(void)
 		static const char *const oks[] = { DERP_OKS, "mesh_watch",
 		    NULL };
 
-		verdict("mesh_watch_ok", expect(&run, 0, oks, NULL));
+		dc_verdict("mesh_watch_ok", expect(&run, 0, oks, NULL));
 	}
 	run_probe(&run, url, "-stun", stun, "-mesh-key", mesh2_path,
 	    (char *)NULL);
@@ -1432,7 +1243,7 @@ t_json_and_mesh(void)
 		static const char *const oks[] = { DERP_OKS, NULL };
 		const char *const exact[] = { s, NULL };
 
-		verdict("mesh_watch_wrong_key_fails", expect(&run, 1, oks,
+		dc_verdict("mesh_watch_wrong_key_fails", expect(&run, 1, oks,
 		    exact));
 	}
 }
@@ -1445,7 +1256,7 @@ t_tls_to_plain(void)
 	char url[80], s[200];
 
 	if (!a->up) {
-		fail("tls_to_plain_relay_fails", "relay A is not running");
+		dc_fail("tls_to_plain_relay_fails", "relay A is not running");
 		return;
 	}
 	snprintf(url, sizeof(url), "https://127.0.0.1:%d", a->port);
@@ -1456,7 +1267,7 @@ t_tls_to_plain(void)
 	{
 		const char *const exact[] = { s, NULL };
 
-		verdict("tls_to_plain_relay_fails", expect(&run, 1, NULL,
+		dc_verdict("tls_to_plain_relay_fails", expect(&run, 1, NULL,
 		    exact));
 	}
 }
@@ -1477,9 +1288,9 @@ t_flood(void)
 	int port = fake_start(FAKE_FLOOD);
 
 	if (port < 0) {
-		fail("flood_steps_time_out", "cannot start the fake relay: %s",
+		dc_fail("flood_steps_time_out", "cannot start the fake relay: %s",
 		    strerror(errno));
-		fail("flood_run_bounded", "cannot start the fake relay");
+		dc_fail("flood_run_bounded", "cannot start the fake relay");
 		return;
 	}
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
@@ -1488,11 +1299,11 @@ t_flood(void)
 	    (char *)NULL);
 	ms = dc_now_ms() - t0;
 	fake_stop();
-	verdict("flood_steps_time_out", expect(&run, 1, oks, exact));
+	dc_verdict("flood_steps_time_out", expect(&run, 1, oks, exact));
 	/* Two 5 s waits, and room for a sanitizer build. */
 	snprintf(why, sizeof(why), "the run took %ld ms, wanted under 20000"
 	    " (two 5 s steps)", (long)ms);
-	verdict("flood_run_bounded", ms < 20000 ? NULL : why);
+	dc_verdict("flood_run_bounded", ms < 20000 ? NULL : why);
 }
 
 /* A relay whose answers carry C2 9B (U+009B, CSI) in a header and a status
@@ -1508,8 +1319,8 @@ t_c1_bytes(void)
 	int port = fake_start(FAKE_C1);
 
 	if (port < 0) {
-		fail("c1_bytes_escaped_text", "cannot start the fake relay");
-		fail("c1_bytes_escaped_json", "cannot start the fake relay");
+		dc_fail("c1_bytes_escaped_text", "cannot start the fake relay");
+		dc_fail("c1_bytes_escaped_json", "cannot start the fake relay");
 		return;
 	}
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", port);
@@ -1526,8 +1337,8 @@ t_c1_bytes(void)
 	if (e == NULL)
 		e = expect(&run, 1, NULL, exact);
 	if (e != NULL)
-		note("stdout:\n%s", run.out);
-	verdict("c1_bytes_escaped_text", e);
+		dc_note("stdout:\n%s", run.out);
+	dc_verdict("c1_bytes_escaped_text", e);
 
 	run_probe(&run, "-json", url, "-stun", "none", "-http-port", "-1",
 	    (char *)NULL);
@@ -1536,9 +1347,9 @@ t_c1_bytes(void)
 	    "[31m)") == NULL)
 		e = "the home detail does not escape C2 9B as \\u00c2\\u009b";
 	if (e != NULL)
-		note("stdout:\n%s", run.out);
+		dc_note("stdout:\n%s", run.out);
 	fake_stop();
-	verdict("c1_bytes_escaped_json", e);
+	dc_verdict("c1_bytes_escaped_json", e);
 }
 
 static void
@@ -1570,13 +1381,12 @@ t_usage(void)
 	if (e == NULL && (run.status != 0 || strstr(run.out, "usage:") ==
 	    NULL))
 		e = "-h: not exit 0 with the usage on stdout";
-	verdict("usage_errors_exit_2", e);
+	dc_verdict("usage_errors_exit_2", e);
 }
 
 int
 main(int argc, char **argv)
 {
-	struct sigaction sa;
 	const char *e;
 	int i;
 
@@ -1586,25 +1396,10 @@ main(int argc, char **argv)
 	}
 	derp_path = argv[1];
 	scratch = argv[2];
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_alarm;
-	sigaction(SIGALRM, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	alarm(WATCHDOG_S);
-	umask(022);
 	for (i = 0; i < RELAYS; i++)
 		relays[i].pid = -1;
-	if (access(derp_path, X_OK) < 0) {
-		printf("FAIL setup: %s is not executable\n", derp_path);
-		printf("0 passed, 1 failed, 0 skipped\n");
+	if (dc_test_setup(derp_path, scratch, on_alarm, WATCHDOG_S) < 0)
 		return 1;
-	}
-	if (mkdir(scratch, 0700) < 0 && errno != EEXIST) {
-		printf("FAIL setup: mkdir %s: %s\n", scratch, strerror(errno));
-		printf("0 passed, 1 failed, 0 skipped\n");
-		return 1;
-	}
 	e = setup();
 	if (e != NULL) {
 		printf("FAIL setup: %s\n", e);
@@ -1618,7 +1413,7 @@ main(int argc, char **argv)
 			continue;
 		e = relay_start(r);
 		if (e != NULL)
-			note("%s", e);
+			dc_note("%s", e);
 	}
 
 	t_usage();
@@ -1635,7 +1430,5 @@ main(int argc, char **argv)
 
 	for (i = 0; i < RELAYS; i++)
 		relay_stop(&relays[i]);
-	printf("%d passed, %d failed, %d skipped\n", (int)n_pass, (int)n_fail,
-	    (int)n_skip);
-	return n_fail == 0 ? 0 : 1;
+	return dc_summary();
 }
