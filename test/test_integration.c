@@ -9308,29 +9308,22 @@ static char seed_certdir[600];
  * the process that started it, so a test killed by its watchdog leaves none
  * behind in the namespace.  0 or -1.
  */
+static void
+seed_child(void *arg)
+{
+	(void)arg;
+#ifdef __linux__
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+}
+
 static int
 seed_spawn(char *const argv[])
 {
-	pid_t pid;
+	pid_t pid = dc_spawn_logged(argv, log_path, seed_child, NULL);
 
-	fflush(stdout);
-	pid = fork();
 	if (pid < 0)
 		return -1;
-	if (pid == 0) {
-		int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-
-		if (fd >= 0) {
-			dup2(fd, STDOUT_FILENO);
-			dup2(fd, STDERR_FILENO);
-			close(fd);
-		}
-#ifdef __linux__
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-#endif
-		execv(argv[0], argv);
-		_exit(127);
-	}
 	server_pid = pid;
 	return 0;
 }
