@@ -94,13 +94,23 @@ else
 TLSC_SRC = tlsclient.c
 TLSC_HDR = tlsclient.h
 endif
+# FASTEC=0 (-DDERP_NO_FASTEC) builds x25519.c and p256.c as thin wrappers of
+# BearSSL's m31 code instead of our 64-bit X25519 and P-256 ECDSA signing
+# (handshakes: issue 15).  Where the compiler has no 128-bit product (32-bit
+# MIPS, ARM) they are wrappers anyway.  make static follows ACME unless told.
+FASTEC ?= 1
+ifeq ($(FASTEC),0)
+WARN += -DDERP_NO_FASTEC
+endif
+ECC_SRC = x25519.c
+ECC_HDR = x25519.h
 # What a program that includes derp.c links beside it.
-LIB_SRC = stun.c nacl.c cert.c verify.c $(BOOTDNS_SRC) $(TLSC_SRC) $(ACME_SRC) $(PROBE_SRC)
+LIB_SRC = stun.c nacl.c $(ECC_SRC) cert.c verify.c $(BOOTDNS_SRC) $(TLSC_SRC) $(ACME_SRC) $(PROBE_SRC)
 RELAY_SRC = derp.c $(LIB_SRC)
-RELAY_HDR = derp.h stun.h nacl.h cert.h verify.h $(BOOTDNS_HDR) $(TLSC_HDR) $(ACME_HDR) $(PROBE_HDR)
-CLIENT_SRC = test/client.c nacl.c stun.c
+RELAY_HDR = derp.h stun.h nacl.h $(ECC_HDR) cert.h verify.h $(BOOTDNS_HDR) $(TLSC_HDR) $(ACME_HDR) $(PROBE_HDR)
+CLIENT_SRC = test/client.c nacl.c $(ECC_SRC) stun.c
 
-TESTS = test_stun test_nacl test_cert test_units test_integration test_mesh test_embed test_ops
+TESTS = test_stun test_nacl test_x25519 test_cert test_units test_integration test_mesh test_embed test_ops
 ifneq ($(ACME),0)
 TESTS += test_acme test_pebble
 endif
@@ -154,8 +164,11 @@ $(1)derp: $(RELAY_SRC) $(RELAY_HDR) $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ $$(RELAY_SRC) $$(LDFLAGS) $$(LIBS)
 $(1)test_stun: stun.c stun.h test/test_stun.c $(1).dir
 	$$(CC) $$(WARN) $(2) -o $$@ stun.c test/test_stun.c $$(LDFLAGS)
-$(1)test_nacl: nacl.c nacl.h test/test_nacl.c $(1).dir
-	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ nacl.c test/test_nacl.c $$(LDFLAGS) $$(LIBS)
+$(1)test_nacl: nacl.c nacl.h $(ECC_SRC) $(ECC_HDR) test/test_nacl.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ nacl.c $(ECC_SRC) test/test_nacl.c $$(LDFLAGS) $$(LIBS)
+
+$(1)test_x25519: x25519.c x25519.h test/test_x25519.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ x25519.c test/test_x25519.c $$(LDFLAGS) $$(LIBS)
 $(1)test_cert: cert.c cert.h test/test_cert.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ cert.c test/test_cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_units: $(RELAY_SRC) $(RELAY_HDR) test/test_units.c $(1).dir
@@ -206,9 +219,9 @@ test: deps
 # measures throughput, overload, latency, memory and the crypto ceiling in under
 # 5 minutes.  ./build/bench --quick (seconds) or --smoke (pass/fail) for less.
 .PHONY: bench
-LOADGEN = test/loadgen.c test/loadgen.h test/client.c test/client.h nacl.c nacl.h stun.c
+LOADGEN = test/loadgen.c test/loadgen.h test/client.c test/client.h nacl.c nacl.h $(ECC_SRC) $(ECC_HDR) stun.c
 build/bench: test/bench.c $(LOADGEN) build/.dir
-	$(CC) $(WARN) -O2 -g -D_POSIX_C_SOURCE=200809L $(BEARSSL_CFLAGS) -o $@ test/bench.c test/loadgen.c test/client.c nacl.c stun.c $(LDFLAGS) $(LIBS)
+	$(CC) $(WARN) -O2 -g -D_POSIX_C_SOURCE=200809L $(BEARSSL_CFLAGS) -o $@ test/bench.c test/loadgen.c test/client.c nacl.c $(ECC_SRC) stun.c $(LDFLAGS) $(LIBS)
 
 bench: deps
 	@$(MAKE) --no-print-directory derp build/bench
@@ -225,7 +238,7 @@ bench: deps
 # (seconds each).
 .PHONY: soak
 build/soak: test/soak.c $(LOADGEN) build/.dir
-	$(CC) $(WARN) -O2 -g -D_POSIX_C_SOURCE=200809L $(BEARSSL_CFLAGS) -o $@ test/soak.c test/loadgen.c test/client.c nacl.c stun.c $(LDFLAGS) $(LIBS)
+	$(CC) $(WARN) -O2 -g -D_POSIX_C_SOURCE=200809L $(BEARSSL_CFLAGS) -o $@ test/soak.c test/loadgen.c test/client.c nacl.c $(ECC_SRC) stun.c $(LDFLAGS) $(LIBS)
 
 soak: deps
 	@$(MAKE) --no-print-directory derp build/soak
@@ -278,6 +291,7 @@ static:
 	    MESH=$(if $(filter command line,$(origin MESH)),$(MESH),) \
 	    WS=$(if $(filter command line,$(origin WS)),$(WS),) \
 	    PROBE=$(if $(filter command line,$(origin PROBE)),$(PROBE),) \
+	    FASTEC=$(if $(filter command line,$(origin FASTEC)),$(FASTEC),) \
 	    sh test/cross.sh static
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the relay and its systemd unit

@@ -71,6 +71,7 @@
 #endif
 #include "stun.h"
 #include "nacl.h"
+#include "x25519.h"
 #include "cert.h"
 #include "verify.h"
 #if !defined(DERP_NO_HOOKTLS) || !defined(DERP_NO_MESH)
@@ -224,6 +225,13 @@ typedef char scratch_holds_a_head[SCRATCH_BYTES >= HTTP_HEAD_MAX_BYTES ? 1 : -1]
 #define MAX_CLIENTS_DEFAULT	4096	/* ~310 MB reserved worst case, see README */
 #define ACCEPTS_PER_ROUND	64	/* accept() calls per listener per round */
 /*
+ * listen(2)'s queue, which the kernel caps at net.core.somaxconn (4096 on
+ * current Linux), as Go's listeners ask for.  Every client of a restarted
+ * relay connects at once; a SYN that finds the queue full is dropped and
+ * retried by the client 1 s later, then 3 s, 7 s: a lottery, not a line.
+ */
+#define LISTEN_BACKLOG		65535
+/*
  * Unfinished connections (TLS, HTTP request, ClientInfo) at once: 256 full
  * handshakes are ~0.5 s of one core's crypto.  They are grouped by source (an
  * IPv4 address, an IPv6 /64).  At the cap, or when every slot is taken, a
@@ -236,6 +244,18 @@ typedef char scratch_holds_a_head[SCRATCH_BYTES >= HTTP_HEAD_MAX_BYTES ? 1 : -1]
  */
 #define MAX_HANDSHAKES_DEFAULT	256
 #define HANDSHAKE_GRACE_MS	5000
+/*
+ * A crowd is not a flood.  When every source holds about as many unfinished
+ * handshakes as the next (a relay restart: thousands of clients, one each),
+ * a newcomer evicting the oldest would close the handshake nearest its end,
+ * and the crowd would churn without ever finishing.  So at the cap a
+ * newcomer evicts only a source holding at least HOG_MARGIN more than its
+ * own, or a handshake older than HANDSHAKE_GRACE_MS; otherwise it waits,
+ * accepted but not yet read, in one FIFO (server.wait) that starts the
+ * oldest as soon as the cap has room, for at most WAIT_MAX_MS.
+ */
+#define HOG_MARGIN		2
+#define WAIT_MAX_MS		30000
 #define PORT80_PENDING		32
 #define TLS_RECORDS_PER_ROUND	2	/* read(2) calls per connection per round */
 /* One read(2) of ciphertext at most: ~2 records.  Each read is also cut to
@@ -1870,7 +1890,7 @@ sock_listen(const char *host, int port, int type, char *err, size_t errlen)
 		    type == SOCK_STREAM ? "tcp" : "udp", host, port, strerror(errno));
 		goto fail;
 	}
-	if (type == SOCK_STREAM && listen(fd, 1024) != 0) {
+	if (type == SOCK_STREAM && listen(fd, LISTEN_BACKLOG) != 0) {
 		snprintf(err, errlen, "listen: %s", strerror(errno));
 		goto fail;
 	}
@@ -2011,7 +2031,8 @@ ip16_format(char *out, size_t cap, const uint8_t ip[16], uint16_t port)
  */
 enum conn_state {
 	CS_FREE = 0, CS_HTTP_HEAD, CS_HTTP_BODY, CS_HTTP_DRAIN, CS_DERP_INFO,
-	CS_DERP_VERIFY, CS_DERP
+	CS_DERP_VERIFY, CS_DERP,
+	CS_WAIT		/* accepted, in server.wait: not read, not polled */
 };
 
 struct conn {
@@ -2310,6 +2331,7 @@ struct stats {
 	uint64_t peer_gone_untracked, write_timeouts, total_dup_client_conns;
 	uint64_t home_moves_in, home_moves_out, pool_evictions, accept_limited;
 	uint64_t rate_limit_waited, handshakes_refused, handshakes_evicted;
+	uint64_t handshakes_waited, wait_timeouts;
 	uint64_t spare_refused, spare_timeouts, slots_reclaimed;
 	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
 	uint64_t stun_ipv4, stun_ipv6;
@@ -2624,6 +2646,12 @@ struct derp_server {
 	int sni_strict;			/* SNI must equal -hostname byte for byte */
 	struct sni_policy *sni;		/* [max] in TLS mode */
 	const uint16_t *suites;
+	struct {			/* record-layer code, chosen once */
+		const br_block_ctr_class *aes_ctr;
+		br_ghash ghash;
+		br_chacha20_run chacha;
+		br_poly1305_run poly;
+	} tls_impl;
 	size_t nsuites;
 
 	/* connection slots */
@@ -2650,6 +2678,11 @@ struct derp_server {
 	uint32_t *snd_hash, snd_hmask;
 
 	struct pend_set pend[NSETS];	/* PEND_MAIN, PEND_PORT80, SET_REG */
+	struct {
+		int32_t head, tail;	/* CS_WAIT slots, oldest first, linked
+					 * through their pend.prev/next */
+		uint32_t n, high;
+	} wait;
 
 	struct slot_ring dirty;		/* slots with output to fill this round */
 	struct slot_ring paused;	/* slots whose input waits */
@@ -3270,8 +3303,20 @@ tls_have_aes_instructions(void)
 static void
 tls_choose_suites(struct derp_server *s)
 {
+	br_ssl_engine_context e;	/* a scratch engine, for its choices */
+
 	s->suites = tls_have_aes_instructions() ? suites_aes : suites_chacha;
 	s->nsuites = sizeof suites_aes / sizeof suites_aes[0];
+	/* What BearSSL's defaults pick for this CPU, asked once: each pick
+	 * asks the CPU (CPUID), which a virtual machine answers slowly
+	 * (about 4 us a question here, several per handshake). */
+	memset(&e, 0, sizeof e);
+	br_ssl_engine_set_default_aes_gcm(&e);
+	br_ssl_engine_set_default_chapol(&e);
+	s->tls_impl.aes_ctr = e.iaes_ctr;
+	s->tls_impl.ghash = e.ighash;
+	s->tls_impl.chacha = e.ichacha;
+	s->tls_impl.poly = e.ipoly;
 }
 
 /* c's handshake no longer reads its certificate bank (done, or closed). */
@@ -3409,9 +3454,17 @@ tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
 	br_ssl_engine_set_hash(e, br_sha512_ID, &br_sha512_vtable);
 	br_ssl_engine_set_prf_sha256(e, &br_tls12_sha256_prf);
 	br_ssl_engine_set_prf_sha384(e, &br_tls12_sha384_prf);
-	br_ssl_engine_set_default_aes_gcm(e);
-	br_ssl_engine_set_default_chapol(e);
-	br_ssl_engine_set_default_ec(e);
+	br_ssl_engine_set_gcm(e, &br_sslrec_in_gcm_vtable,
+	    &br_sslrec_out_gcm_vtable);
+	br_ssl_engine_set_aes_ctr(e, s->tls_impl.aes_ctr);
+	br_ssl_engine_set_ghash(e, s->tls_impl.ghash);
+	br_ssl_engine_set_chapol(e, &br_sslrec_in_chapol_vtable,
+	    &br_sslrec_out_chapol_vtable);
+	br_ssl_engine_set_chacha20(e, s->tls_impl.chacha);
+	br_ssl_engine_set_poly1305(e, s->tls_impl.poly);
+	/* X25519 (the key exchange Tailscale clients offer first) by
+	 * x25519.c; every other curve by BearSSL's m31 code. */
+	br_ssl_engine_set_ec(e, &x25519_ec_impl);
 	s->sni[i].vtable = &sni_policy_vtable;
 	s->sni[i].sc = sc;
 	s->sni[i].s = s;
@@ -3424,6 +3477,10 @@ tls_conn_init(struct derp_server *s, struct conn *c, uint32_t i)
 	    BR_OPT_NO_RENEGOTIATION);
 	rng_bytes(&s->rng, seed, sizeof seed);
 	br_ssl_engine_inject_entropy(e, seed, sizeof seed);
+	/* 256 bits from our own generator (seeded by the system at start)
+	 * seed it: the reset need not ask the system again (a syscall and a
+	 * CPUID per handshake). */
+	e->rng_os_rand_done = 1;
 	if (!br_ssl_server_reset(sc))
 		return -1;
 	c->ssl = sc;
@@ -6512,6 +6569,15 @@ metrics_relay(struct derp_server *s, struct mout *o)
 	    "at once, by limit", "limit", refusals, 3, refused);
 	mo_int(o, "handshakes_evicted_total", MT_COUNTER, "unfinished connections "
 	    "closed to make room", (int64_t)st->handshakes_evicted);
+	mo_int(o, "handshakes_waiting", MT_GAUGE, "accepted connections waiting "
+	    "for room among the unfinished", s->wait.n);
+	mo_int(o, "handshakes_waiting_high_water", MT_GAUGE, "the most waiting "
+	    "at once since start", s->wait.high);
+	mo_int(o, "handshakes_waited_total", MT_COUNTER, "connections that "
+	    "waited for room before their handshake",
+	    (int64_t)st->handshakes_waited);
+	mo_int(o, "handshake_wait_timeouts_total", MT_COUNTER, "waiting "
+	    "connections closed after WAIT_MAX_MS", (int64_t)st->wait_timeouts);
 	mo_int(o, "pool_evictions_total", MT_COUNTER, "queued packets dropped to "
 	    "free chunks", (int64_t)st->pool_evictions);
 	mo_int(o, "spare_refused_total", MT_COUNTER, "reads paused for the spare",
@@ -7464,6 +7530,8 @@ static void admit_log(struct derp_server *s, struct conn *c, int allowed,
     const char *why);
 
 /* Free a slot: unregister, drop what it held, close the socket. */
+static void wait_unlink(struct derp_server *, struct conn *);
+
 static void
 conn_close(struct derp_server *s, struct conn *c)
 {
@@ -7473,6 +7541,16 @@ conn_close(struct derp_server *s, struct conn *c)
 
 	if (c->state == CS_FREE)
 		return;
+	if (c->state == CS_WAIT) {
+		/* Never polled, nothing held: out of line and closed. */
+		wait_unlink(s, c);
+		s->st.wait_timeouts += !s->stopping;
+		close(c->fd);
+		memset(c, 0, sizeof *c);
+		c->fd = -1;
+		s->free_slots[s->nfree++] = (int32_t)idx;
+		return;
+	}
 	/* A connection that never registered: where it failed (not when the
 	 * relay is the one closing it). */
 	if (c->state != CS_DERP && !s->stopping) {
@@ -7603,21 +7681,39 @@ pend_victim(struct derp_server *s, const struct pend_set *ps, uint32_t e,
  * HANDSHAKE_GRACE_MS, else the newcomer is refused (pend_victim skips a
  * connection whose admission check runs).  With every slot taken by
  * registered clients, a source hogging them gives one up (slots_fair_share).
+ * On the main listener with a slot free, a newcomer evicts only from a
+ * source holding HOG_MARGIN more than its own; else it waits its turn (see
+ * WAIT_MAX_MS), as it does behind anyone already waiting, and the grace
+ * rule is applied for the head of the line (wait_start).
  * 1: go on (slots full of registered clients: -max-clients refuses), 0:
- * refuse.
+ * refuse, 2: wait.
  */
 static int
 pending_make_room(struct derp_server *s, int set, const uint8_t ip[16])
 {
 	struct pend_set *ps = &s->pend[set];
 	int slot_free = s->nfree > 0 || s->fresh < s->max;
+	int can_wait = set == PEND_MAIN && slot_free && !s->stopping;
 	uint8_t addr[16];
-	uint32_t mine = NIL;
+	uint32_t mine = NIL, count;
 	struct conn *old;
 
 	if (ps->n < ps->cap && slot_free)
-		return 1;
+		return s->wait.n > 0 && can_wait ? 2 : 1;
 	source_addr(ip, addr);
+	if (can_wait && ps->n > 0) {
+		mine = source_find(s, ps, addr);
+		count = mine == NIL ? 0 : ps->src[mine].count;
+		if (count + HOG_MARGIN > ps->top)
+			return 2;	/* no hog: in line (wait_start) */
+		if ((old = pend_victim(s, ps, ps->bucket[ps->top].head, 1)) ==
+		    NULL)
+			return 2;
+		s->st.handshakes_evicted++;
+		old->dead = 1;
+		conn_close(s, old);
+		return 1;
+	}
 	if (ps->n == 0) {
 		/* Slots full, none of them unfinished in this set: the other
 		 * set's largest source gives way; with none unfinished at all,
@@ -7669,6 +7765,9 @@ accept_allow(struct derp_server *s)
 	return 1;
 }
 
+static void conn_start(struct derp_server *, struct conn *);
+static void wait_push(struct derp_server *, struct conn *);
+
 static void
 conn_accept(struct derp_server *s, int lfd, int port80)
 {
@@ -7697,7 +7796,8 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			continue;
 		}
 		sockaddr_to_ip16(&ss, ip, &port);
-		if (!pending_make_room(s, port80 ? PEND_PORT80 : PEND_MAIN, ip)) {
+		r = pending_make_room(s, port80 ? PEND_PORT80 : PEND_MAIN, ip);
+		if (r == 0) {
 			s->st.handshakes_refused++;
 			s->st.tls_rejected += s->tls_mode && !port80;
 			close(fd);
@@ -7719,45 +7819,128 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			s->slots_high = s->fresh - s->nfree;
 		c = &s->conns[idx];
 		c->fd = fd;
-		c->state = CS_HTTP_HEAD;
 		c->port80 = (uint8_t)port80;
 		c->key_next = -1;
 		c->qheap_pos = -1;
 		c->accepted_ms = s->now;
 		memcpy(c->peer_ip, ip, 16);
 		c->peer_port = port;
-		pending_append(s, c, port80 ? PEND_PORT80 : PEND_MAIN);
-		c->deadline_ms = s->now + HTTP_READ_TIMEOUT_MS;
-		c->ibuf = s->bufs + (size_t)idx * (IBUF_BYTES + OBUF_BYTES);
-		c->obuf = c->ibuf + IBUF_BYTES;
-		if (s->tls_mode && !port80 &&
-		    (r = tls_conn_init(s, c, idx)) != 0) {
-			/* Without a certificate (ACME still ordering) the
-			 * handshake could only fail: close at once. */
-			if (r == -1)
-				logf("TLS setup failed: %d",
-				    br_ssl_engine_last_error(&s->ssl[idx].eng));
-			else
-				s->st.tls_no_cert++;
-			s->st.tls_rejected++;
-			pending_remove(s, c);
-			close(fd);
-			c->state = CS_FREE;
-			s->free_slots[s->nfree++] = (int32_t)idx;
-			continue;
+		if (r == 2)
+			wait_push(s, c);
+		else
+			conn_start(s, c);
+	}
+}
+
+/*
+ * An accepted connection begins: it joins its unfinished set, gets its
+ * buffers and TLS context (slot idx's, fixed) and is polled for input.  On a
+ * failure its slot is free again.
+ */
+static void
+conn_start(struct derp_server *s, struct conn *c)
+{
+	uint32_t idx = (uint32_t)(c - s->conns);
+	int r, port80 = c->port80;
+
+	c->state = CS_HTTP_HEAD;
+	pending_append(s, c, port80 ? PEND_PORT80 : PEND_MAIN);
+	c->deadline_ms = s->now + HTTP_READ_TIMEOUT_MS;
+	c->ibuf = s->bufs + (size_t)idx * (IBUF_BYTES + OBUF_BYTES);
+	c->obuf = c->ibuf + IBUF_BYTES;
+	if (s->tls_mode && !port80 && (r = tls_conn_init(s, c, idx)) != 0) {
+		/* Without a certificate (ACME still ordering) the handshake
+		 * could only fail: close at once. */
+		if (r == -1)
+			logf("TLS setup failed: %d",
+			    br_ssl_engine_last_error(&s->ssl[idx].eng));
+		else
+			s->st.tls_no_cert++;
+		s->st.tls_rejected++;
+		pending_remove(s, c);
+		close(c->fd);
+		memset(c, 0, sizeof *c);
+		c->fd = -1;
+		s->free_slots[s->nfree++] = (int32_t)idx;
+		return;
+	}
+	c->events = POLLIN;
+	s->st.tls_accepted += s->tls_mode && !port80;
+	conn_verbose(s, c, "accepted");
+	if (poller_add(&s->pl, c->fd, (int32_t)idx, POLLIN, &c->pidx) != 0) {
+		logf("poller: %s", strerror(errno));
+		pending_remove(s, c);
+		cert_release(s, c);
+		close(c->fd);
+		memset(c, 0, sizeof *c);
+		c->fd = -1;
+		s->free_slots[s->nfree++] = (int32_t)idx;
+	}
+}
+
+/* c, accepted, waits for room among the unfinished (see WAIT_MAX_MS). */
+static void
+wait_push(struct derp_server *s, struct conn *c)
+{
+	int32_t idx = (int32_t)(c - s->conns);
+
+	c->state = CS_WAIT;
+	c->deadline_ms = s->now + WAIT_MAX_MS;
+	c->pend.src = NIL;
+	c->pend.next = -1;
+	c->pend.prev = s->wait.tail;
+	if (s->wait.tail >= 0)
+		s->conns[s->wait.tail].pend.next = idx;
+	else
+		s->wait.head = idx;
+	s->wait.tail = idx;
+	if (++s->wait.n > s->wait.high)
+		s->wait.high = s->wait.n;
+	s->st.handshakes_waited++;
+}
+
+static void
+wait_unlink(struct derp_server *s, struct conn *c)
+{
+	if (c->pend.prev >= 0)
+		s->conns[c->pend.prev].pend.next = c->pend.next;
+	else
+		s->wait.head = c->pend.next;
+	if (c->pend.next >= 0)
+		s->conns[c->pend.next].pend.prev = c->pend.prev;
+	else
+		s->wait.tail = c->pend.prev;
+	c->pend.prev = c->pend.next = -1;
+	s->wait.n--;
+}
+
+/*
+ * Once per round: the oldest waiting begin while the cap has room, or while
+ * the largest source's oldest unfinished connection has had its grace
+ * (HANDSHAKE_GRACE_MS: a holder that never finishes keeps the line for that
+ * long, not for HTTP_READ_TIMEOUT_MS).  The grace of those started counts
+ * from here.
+ */
+static void
+wait_start(struct derp_server *s)
+{
+	struct pend_set *ps = &s->pend[PEND_MAIN];
+	struct conn *c, *old;
+
+	while (s->wait.n > 0 && !s->stopping) {
+		if (ps->n >= ps->cap) {
+			old = pend_victim(s, ps, ps->bucket[ps->top].head, 1);
+			if (old == NULL ||
+			    s->now - old->accepted_ms < HANDSHAKE_GRACE_MS)
+				return;
+			s->st.handshakes_evicted++;
+			old->dead = 1;
+			conn_close(s, old);
 		}
-		c->events = POLLIN;
-		s->st.tls_accepted += s->tls_mode && !port80;
-		conn_verbose(s, c, "accepted");
-		if (poller_add(&s->pl, fd, (int32_t)idx, POLLIN, &c->pidx) != 0) {
-			logf("poller: %s", strerror(errno));
-			pending_remove(s, c);
-			cert_release(s, c);
-			close(fd);
-			memset(c, 0, sizeof *c);
-			c->fd = -1;
-			s->free_slots[s->nfree++] = (int32_t)idx;
-		}
+		c = &s->conns[s->wait.head];
+		wait_unlink(s, c);
+		c->accepted_ms = s->now;
+		conn_start(s, c);
 	}
 }
 
@@ -11579,6 +11762,7 @@ derp_alloc(struct derp_server *s, char *err, size_t errlen)
 	s->snd_fresh = 1;
 	s->nfree = 0;
 	s->fresh = 0;
+	s->wait.head = s->wait.tail = -1;
 	s->keytab_mask = ks - 1;
 	rng_bytes(&s->rng, s->hash_seed, sizeof s->hash_seed);
 	return 0;
@@ -12068,6 +12252,7 @@ loop_round(struct derp_server *s, int timeout_ms)
 		    &hs_used_us);
 	if (s->admit.on && !s->stopping)
 		admit_pump(s);
+	wait_start(s);
 	input_resume_paused(s);
 	output_flush_dirty(s);
 #ifndef DERP_NO_MESH

@@ -2,7 +2,7 @@
  * nacl.c -- NaCl crypto_box for the DERP handshake (see nacl.h, spec section 7.1).
  *
  * Map: byte-order helpers, Salsa20 core (HSalsa20 and Salsa20/20 share it),
- * Poly1305, X25519 glue over BearSSL, then the box itself.
+ * Poly1305, X25519 glue over x25519.c, then the box itself.
  *
  * Portability rules kept throughout, because this also runs on 32-bit
  * big-endian MIPS: every multi-byte value is assembled or split byte by byte
@@ -17,19 +17,9 @@
  * with early-out multipliers where that fails).
  */
 #include <string.h>
-#include <bearssl.h>
 
 #include "nacl.h"
-
-/*
- * BearSSL's Curve25519 with 31-bit limbs and 32x32->64 products, its fastest
- * (x86-64: m31 ~250 us, m15 ~660 us, i31 ~1100 us per X25519).  A core whose
- * multiplier is fast only on small operands can build with
- * -DNACL_X25519_IMPL=br_ec_c25519_m15.
- */
-#ifndef NACL_X25519_IMPL
-#define NACL_X25519_IMPL br_ec_c25519_m31
-#endif
+#include "x25519.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -293,23 +283,19 @@ void nacl_poly1305(uint8_t tag[16], const uint8_t *msg, size_t len,
 	wipe(g, sizeof g);
 }
 
-/* ---- X25519 (BearSSL) --------------------------------------------------- */
+/* ---- X25519 (x25519.c) -------------------------------------------------- */
 
 int nacl_x25519(uint8_t out[32], const uint8_t sk[32], const uint8_t pk[32])
 {
-	uint8_t p[32];		/* mul() works in place; out may alias sk or pk */
-	uint32_t ok, z = 0;
+	uint32_t z = 0;
 	int i;
 
-	/* BearSSL takes both in RFC 7748 byte order and clamps sk itself. */
-	memcpy(p, pk, 32);
-	ok = NACL_X25519_IMPL.mul(p, 32, sk, 32, BR_EC_curve25519);
+	/* x25519 clamps sk itself; out may alias sk or pk. */
+	x25519(out, sk, pk);
 	for (i = 0; i < 32; i++)
-		z |= p[i];
-	memcpy(out, p, 32);
-	wipe(p, sizeof p);
+		z |= out[i];
 	/* All zero = pk of small order; the result is public then anyway. */
-	return (ok == 1 && z != 0) ? 0 : -1;
+	return z != 0 ? 0 : -1;
 }
 
 void nacl_x25519_base(uint8_t pk[32], const uint8_t sk[32])

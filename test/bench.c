@@ -1,7 +1,8 @@
 /*
  * bench.c -- `make bench`: the relay's load generator (issue 3).
  *
- * Usage: bench [--quick | --smoke | --mesh | --one tls|plain PAIRS SIZE]
+ * Usage: bench [--quick | --smoke | --mesh | --handshakes |
+ *        --one tls|plain PAIRS SIZE]
  *        [DERP_BINARY]
  *        (default ./derp)
  *
@@ -47,6 +48,8 @@
  * --one     windowed, overload and latency for one transport, pair count, size
  * --mesh    the mesh scenario alone (1, 10 and 100 pairs; the full run has 10
  *           and 100, --quick 10)
+ * --handshakes  the handshake scenario alone (floor, cycles, 10,000 clients
+ *           connecting beside 100 pairs, reconnect storms; --quick: smaller)
  *
  * Efficiency of the generator itself (it shares two cores with the relay): one
  * process and one thread for all traffic, non-blocking sockets under epoll,
@@ -582,6 +585,241 @@ run_memory(int large, const struct timing *tm)
 			close_all_pairs();
 		}
 	}
+	idle_stop(ch, IDLE_CHILDREN);
+	server_stop();
+	return rc;
+}
+
+/* ---- handshakes and reconnect storms (issue 15) -------------------------- */
+
+/*
+ * What a full handshake costs the relay and what a crowd of them does to
+ * everyone else.  All TLS, with the relay's self-signed ECDSA P-256
+ * certificate, clients in IDLE_CHILDREN children (their crypto uses both
+ * cores, as the relay's does):
+ *   floor     the handshake's cryptography measured here, in this process,
+ *             with the code the relay uses: X25519 ECDHE (key and shared
+ *             secret), the ECDSA P-256 signature over ServerKeyExchange,
+ *             the X25519 of the ClientInfo box.
+ *   cycles    connect / TLS / ClientInfo / ServerInfo / close, fresh keys:
+ *             relay CPU per handshake against the floor.
+ *   connect   IDLE_LARGE clients (each from its own 127/8 address) connect
+ *             while 100 pairs run windowed: how long until all are in, and
+ *             the pairs' rate meanwhile against their rate alone.
+ *   storm     STORM_CLIENTS connected clients drop and reconnect at once
+ *             (each from its own address, then all from one, as behind a
+ *             NAT): until all are back, relay CPU, when each client was
+ *             back, and how often the relay turned one away first.
+ */
+#define STORM_CLIENTS 5000
+#define STORM_MS 60000
+#define CYCLES_EACH 500
+
+static double
+floor_us(void (*fn)(void), int n)
+{
+	int64_t t = now_ns();
+	int i;
+
+	for (i = 0; i < n; i++)
+		fn();
+	return (double)(now_ns() - t) / 1e3 / n;
+}
+
+static uint8_t floor_sk[32] = { 0x70, 1, 2, 3 }, floor_pt[32] = { 9 };
+
+static void
+floor_x25519(void)
+{
+	uint8_t out[32];
+
+	nacl_x25519_base(out, floor_sk);
+	floor_sk[1] ^= out[0];
+}
+
+static void
+floor_ecdsa(void)
+{
+	static const uint8_t d[32] = { 0x11, 0x22, 0x33, 0x44, 0x55, 7 };
+	br_ec_private_key sk = { BR_EC_secp256r1, (unsigned char *)d, 32 };
+	uint8_t sig[80];
+
+	if (br_ecdsa_sign_asn1_get_default()(br_ec_get_default(),
+	    &br_sha256_vtable, floor_pt, &sk, sig) == 0)
+		anomaly("floor: ECDSA signature failed");
+	floor_pt[0]++;
+}
+
+/* 100 pairs windowed for about 1 s: delivered packets/s, or -1. */
+static double
+pairs_rate(const struct timing *tm)
+{
+	struct spec sp;
+	struct result r;
+
+	memset(&sp, 0, sizeof(sp));
+	memset(&r, 0, sizeof(r));
+	sp.mode = M_WINDOW;
+	sp.size = 1200;
+	sp.window = window_for(100, 1200);
+	sp.warm_ms = tm->warm_ms / 2;
+	sp.measure_ms = 1000;
+	if (run_phase(&sp, &r) != 0 || r.errors > 0)
+		return -1;
+	return r.pps;
+}
+
+static void
+print_storm(const char *what, const struct storm_result *sr, long n)
+{
+	const struct idle_reply *s = &sr->storm;
+
+	printf("storm, %s: %ld clients dropped at once: %lu back in %.2f s"
+	    " (%lu not), relay CPU %.2f s (%.2f ms per client), the clients'"
+	    " %.2f s; back after"
+	    " p50 %.2f s, p99 %.2f s, last %.2f s; turned away %lu times,"
+	    " at most %lu times for one client\n", what, n,
+	    (unsigned long)s->ok, sr->secs, (unsigned long)s->failed,
+	    (double)sr->relay_cpu_ns / 1e9, s->ok > 0 ?
+	    (double)sr->relay_cpu_ns / 1e6 / s->ok : 0,
+	    (double)sr->clients_cpu_ns / 1e9, s->p50_ms / 1e3,
+	    s->p99_ms / 1e3, s->max_ms / 1e3, (unsigned long)s->retries,
+	    (unsigned long)s->max_retries);
+	if (s->failed > 0)
+		anomaly("storm (%s): %lu of %ld clients not back in %d s (%s)",
+		    what, (unsigned long)s->failed, n, STORM_MS / 1000, s->why);
+}
+
+static int
+run_handshakes(int quick, const struct timing *tm)
+{
+	struct idle_child ch[IDLE_CHILDREN];
+	struct idle_cmd ic;
+	struct idle_reply rp;
+	struct storm_result sr;
+	double x, e, alone, during_min = -1, during_sum = 0;
+	int64_t t, c0;
+	long n_during = 0;
+	int i, rc = 0, nstorm = quick ? STORM_CLIENTS / 5 : STORM_CLIENTS;
+
+	printf("\n== handshakes (TLS 1.2, ECDSA P-256 certificate, X25519;"
+	    " clients in %d child processes) ==\n", IDLE_CHILDREN);
+	x = floor_us(floor_x25519, 300);
+	e = floor_us(floor_ecdsa, 300);
+	printf("floor: X25519 %.1f us, ECDSA P-256 sign %.1f us; a handshake's"
+	    " cryptography (3 X25519 + 1 signature) %.0f us\n", x, e,
+	    3 * x + e);
+	if (!time_left_for(quick ? 20000 : 60000)) {
+		printf("(skipped: time budget)\n");
+		return 0;
+	}
+	phase_name = "handshakes";
+	B.tls = 1;
+	if (server_start(1, IDLE_MAX_CLIENTS) < 0)
+		return -1;
+	for (i = 0; i < IDLE_CHILDREN; i++)
+		if (idle_spawn(ch, i) < 0) {
+			perror("bench: idle child");
+			server_stop();
+			return -1;
+		}
+	/* Cycles: relay CPU per full handshake, fresh keys each. */
+	memset(&ic, 0, sizeof(ic));
+	ic.op = IDLE_CYCLE;
+	ic.n = quick ? CYCLES_EACH / 5 : CYCLES_EACH;
+	t = now_ns();
+	c0 = proc_cpu_ns(srv.pid);
+	if (idle_send(ch, IDLE_CHILDREN, &ic) < 0 ||
+	    idle_collect(ch, IDLE_CHILDREN, &ic, HS_TOTAL_MS + 10000, &rp) < 0) {
+		rc = -1;
+		goto out;
+	}
+	if (rp.ok > 0)
+		printf("cycles: %lu handshakes (%lu failed) in %.2f s = %.0f/s,"
+		    " relay CPU %.0f us each = %.2f x the floor\n",
+		    (unsigned long)rp.ok, (unsigned long)rp.failed,
+		    (double)(now_ns() - t) / 1e9, rp.ok / ((double)(now_ns() -
+		    t) / 1e9), (double)(proc_cpu_ns(srv.pid) - c0) / 1e3 /
+		    rp.ok, (double)(proc_cpu_ns(srv.pid) - c0) / 1e3 / rp.ok /
+		    (3 * x + e));
+	/* Connect: the large idle set joins while 100 pairs run. */
+	if (!quick && ensure_pairs(100) == 0 && (alone = pairs_rate(tm)) > 0) {
+		uint32_t each = IDLE_LARGE / IDLE_CHILDREN;
+
+		memset(&ic, 0, sizeof(ic));
+		ic.op = IDLE_OPEN;
+		ic.n = each;
+		ic.src_spread = 1;
+		t = now_ns();
+		c0 = proc_cpu_ns(srv.pid);
+		for (i = 0; i < IDLE_CHILDREN; i++) {
+			ic.src_ip4 = (uint32_t)(i + 1) << 16;
+			if (write(ch[i].cmd, &ic, sizeof(ic)) != sizeof(ic))
+				rc = -1;
+		}
+		while (rc == 0 && now_ns() - t < (int64_t)HS_TOTAL_MS * 1000000) {
+			struct pollfd pf[IDLE_CHILDREN];
+			double r;
+			int k, ready = 0;
+
+			for (k = 0; k < IDLE_CHILDREN; k++) {
+				pf[k].fd = ch[k].rep;
+				pf[k].events = POLLIN;
+			}
+			if (poll(pf, IDLE_CHILDREN, 0) > 0)
+				for (k = 0; k < IDLE_CHILDREN; k++)
+					ready += (pf[k].revents & POLLIN) != 0;
+			if (ready == IDLE_CHILDREN)
+				break;
+			if ((r = pairs_rate(tm)) < 0)
+				break;
+			during_sum += r;
+			n_during++;
+			if (during_min < 0 || r < during_min)
+				during_min = r;
+		}
+		if (idle_collect(ch, IDLE_CHILDREN, &ic, HS_TOTAL_MS, &rp) < 0) {
+			rc = -1;
+			goto out;
+		}
+		printf("connect: %lu clients (%lu failed) connected in %.1f s"
+		    " while 100 pairs ran (relay CPU %.1f s); the pairs: %.0f"
+		    " pkt/s alone, during the connect mean %.0f (%.2f), worst"
+		    " second %.0f (%.2f)\n", (unsigned long)rp.ok,
+		    (unsigned long)rp.failed, (double)(now_ns() - t) / 1e9,
+		    (double)(proc_cpu_ns(srv.pid) - c0) / 1e9, alone,
+		    n_during > 0 ? during_sum / n_during : 0, n_during > 0 ?
+		    during_sum / n_during / alone : 0, during_min,
+		    during_min / alone);
+		close_all_pairs();
+	}
+	idle_stop(ch, IDLE_CHILDREN);
+	/* Storms, with fresh children (the connect set is gone). */
+	for (i = 0; rc == 0 && i < 2 && server_alive(); i++) {
+		int k;
+
+		if (!time_left_for(quick ? 10000 : 30000)) {
+			printf("(storm skipped: time budget)\n");
+			break;
+		}
+		for (k = 0; k < IDLE_CHILDREN; k++)
+			if (idle_spawn(ch, k) < 0) {
+				rc = -1;
+				break;
+			}
+		if (rc == 0 && storm_open(ch, IDLE_CHILDREN, (uint32_t)(nstorm /
+		    IDLE_CHILDREN), i == 0, &sr) == 0 && storm_begin(ch,
+		    IDLE_CHILDREN, i == 0, STORM_MS, &sr) == 0 &&
+		    storm_end(ch, IDLE_CHILDREN, &sr) == 0)
+			print_storm(i == 0 ? "one address each" :
+			    "all from one address", &sr, nstorm);
+		else
+			rc = -1;
+		idle_stop(ch, IDLE_CHILDREN);
+	}
+	server_stop();
+	return rc;
+out:
 	idle_stop(ch, IDLE_CHILDREN);
 	server_stop();
 	return rc;
@@ -1216,7 +1454,7 @@ print_tables(void)
 static void
 usage(void)
 {
-	fprintf(stderr, "usage: bench [--quick | --smoke | --mesh | --one"
+	fprintf(stderr, "usage: bench [--quick | --smoke | --mesh | --handshakes | --one"
 	    " tls|plain PAIRS SIZE] [DERP_BINARY]\n");
 	exit(2);
 }
@@ -1231,7 +1469,8 @@ main(int argc, char **argv)
 	static const struct timing t_full = { 500, 2000, 500, 1500, 300, 1200 };
 	static const struct timing t_quick = { 300, 1000, 300, 1000, 200, 800 };
 	static const int pairs_mesh[] = { 1, 10, 100 };
-	int quick = 0, smoke = 0, mesh_only = 0, i, rc = 0, errors = 0;
+	int quick = 0, smoke = 0, mesh_only = 0, hs_only = 0, i, rc = 0;
+	int errors = 0;
 	int one_tls = -1, one_pairs = 0;
 	size_t one_size = 0;
 
@@ -1242,6 +1481,8 @@ main(int argc, char **argv)
 			smoke = 1;
 		else if (strcmp(argv[i], "--mesh") == 0)
 			mesh_only = 1;
+		else if (strcmp(argv[i], "--handshakes") == 0)
+			hs_only = 1;
 		else if (strcmp(argv[i], "--one") == 0 && i + 3 < argc) {
 			one_tls = strcmp(argv[i + 1], "tls") == 0;
 			one_pairs = atoi(argv[i + 2]);
@@ -1284,6 +1525,14 @@ main(int argc, char **argv)
 	print_machine();
 	printf("each phase: warm-up, then a fixed measurement interval; relay CPU"
 	    " = utime+stime of its process over the interval\n");
+	if (hs_only) {
+		rc = run_handshakes(quick, quick ? &t_quick : &t_full);
+		kill_all();
+		printf("\n== anomalies: %ld ==\n", anomalies_total);
+		for (i = 0; i < nanomalies; i++)
+			printf("%s\n", anomalies[i]);
+		return rc != 0 || anomalies_total > 0 ? 1 : 0;
+	}
 	if (!mesh_only && run_ceiling(sizes_full, 3, quick ? 50000000 :
 	    200000000) < 0)
 		errors++;
@@ -1299,6 +1548,8 @@ main(int argc, char **argv)
 		    1200, &t_full);
 	if (rc == 0 && one_tls < 0 && !mesh_only)
 		rc = run_memory(!quick, quick ? &t_quick : &t_full);
+	if (rc == 0 && one_tls < 0 && !mesh_only)
+		rc = run_handshakes(quick, quick ? &t_quick : &t_full);
 	kill_all();
 	if (!mesh_only)
 		print_tables();

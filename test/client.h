@@ -71,6 +71,10 @@ struct dclient {
 	 * what the server chose. */
 	const char *alpn[4];
 	size_t alpn_count;
+	/* 1: take the server's ServerKeyExchange signature unchecked (load
+	 * generators only: a handshake then costs this side no ECDSA
+	 * verification, the most of its CPU; the chain is never checked). */
+	int no_sig_check;
 	/* WebSocket: ws set makes dc_upgrade (and so dc_handshake) upgrade
 	 * with dc_upgrade_ws (subprotocol "derp") instead of Upgrade: DERP.
 	 * In ws mode each write (dc_write, dc_send_frame, dc_send_packet) is

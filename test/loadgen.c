@@ -1058,6 +1058,7 @@ conn_close(struct conn *c)
 
 
 const char *conn_src_addr;
+const uint8_t *conn_sk;
 int conn_b_port;
 
 /* Start connecting; the handshake then runs from the event loop (hs). */
@@ -1081,10 +1082,18 @@ conn_begin(struct conn *c, struct pair *p, int side)
 		conn_close(c);
 		return -1;
 	}
-	dc_genkey(c->dc);
+	if (conn_sk != NULL) {
+		memcpy(c->dc->sk, conn_sk, 32);
+		nacl_x25519_base(c->dc->pk, c->dc->sk);
+	} else {
+		dc_genkey(c->dc);
+	}
 	if (conn_src_addr != NULL)
 		snprintf(c->dc->src_addr, sizeof(c->dc->src_addr), "%s",
 		    conn_src_addr);
+	/* A generator shares the cores with the relay: it spends none on
+	 * checking the relay's signature (it checks no certificate either). */
+	c->dc->no_sig_check = 1;
 	if (dc_start(c->dc, "127.0.0.1", side == 'B' && conn_b_port > 0 ?
 	    conn_b_port : srv.port, B.tls, NULL, &pending) < 0) {
 		anomaly("side %c: cannot start a connection: %s", side,
@@ -1949,8 +1958,21 @@ read_full_fd(int fd, void *buf, size_t n, int timeout_ms)
 struct idle_held {
 	int *fds;			/* [IDLE_MAX_CLIENTS]; -1: closed */
 	int64_t *t;
+	uint8_t (*sk)[32];		/* each client's key (IDLE_STORM) */
 	long n;
 };
+
+/* A source address for src_spread clients: 127.0.0.0/8 holds 2^24 of them,
+ * each a source of its own for the relay's per-source handshake budget. */
+static const char *
+spread_addr(uint32_t ip4)
+{
+	static char buf[INET_ADDRSTRLEN];
+	struct in_addr ia;
+
+	ia.s_addr = htonl(0x7f000000u | (ip4 & 0x00ffffffu));
+	return inet_ntop(AF_INET, &ia, buf, sizeof(buf));
+}
 
 /* Packet bytes an IDLE_HOLD tail carries at most: with the frame prefix and
  * a record's overhead per 16 KiB it fits an empty wbuf (WBUF_BYTES). */
@@ -2000,6 +2022,9 @@ idle_open(const struct idle_cmd *ic, struct idle_reply *rp, struct conn *slot,
 				continue;
 			started++;
 			t_last = now;
+			if (ic->src_spread)
+				conn_src_addr = spread_addr(ic->src_ip4 +
+				    started - 1);
 			if (conn_begin(c, &idle_pair, 'I') < 0) {
 				rp->failed++;
 				continue;
@@ -2051,6 +2076,7 @@ idle_open(const struct idle_cmd *ic, struct idle_reply *rp, struct conn *slot,
 				rp->max_ms = (uint32_t)((now - c->t_mark) / 1000000);
 			if (ic->op == IDLE_OPEN || ic->op == IDLE_HOLD) {
 				held->t[held->n] = now;
+				memcpy(held->sk[held->n], c->dc->sk, 32);
 				held->fds[held->n++] = conn_detach(c);
 			} else if (ic->op == IDLE_KEEP) {
 				conn_move(&kept[(*nkept)++], c);
@@ -2163,6 +2189,99 @@ idle_ping(const struct idle_cmd *ic, struct idle_reply *rp, struct conn *kept,
 	}
 }
 
+/*
+ * IDLE_STORM: every held client (IDLE_OPEN) drops at once, as a relay
+ * restart or a network blip looks from the clients' side, and reconnects
+ * with its own key: all sockets closed first, then every handshake started
+ * together (a real storm has no one pacing it).  A client the relay closes
+ * before its ServerInfo starts again at once, as many times as it takes
+ * within ms; the reply says how often (retries, max_retries) and when each
+ * client was back (p50, p99, max: ms from the drop).
+ */
+static void
+idle_storm(const struct idle_cmd *ic, struct idle_reply *rp,
+    struct idle_held *held)
+{
+	long n = held->n, i, left;
+	size_t m = (size_t)(n > 0 ? n : 1);
+	struct conn *cs = calloc(m, sizeof(*cs));
+	uint32_t *tries = calloc(m, sizeof(*tries));
+	uint32_t *back = calloc(m, sizeof(*back));
+	int64_t t0, deadline;
+
+	if (cs == NULL || tries == NULL || back == NULL) {
+		rp->failed = (uint32_t)n;
+		snprintf(rp->why, sizeof(rp->why), "out of memory");
+		goto out;
+	}
+	B.hs_pending = B.hs_failed = 0;
+	B.first_fail[0] = '\0';
+	t0 = now_ns();
+	deadline = t0 + (int64_t)(ic->ms > 0 ? ic->ms : HS_TOTAL_MS) * 1000000;
+	for (i = 0; i < n; i++) {
+		if (held->fds[i] >= 0)
+			close(held->fds[i]);
+		held->fds[i] = -1;
+		cs[i].fd = -1;
+	}
+	left = n;
+	while (left > 0 && now_ns() < deadline) {
+		for (i = 0; i < n; i++) {
+			struct conn *c = &cs[i];
+
+			if (c->dc != NULL || back[i] != 0)
+				continue;
+			if (ic->src_spread)
+				conn_src_addr = spread_addr(ic->src_ip4 +
+				    (uint32_t)i);
+			conn_sk = held->sk[i];
+			if (conn_begin(c, &idle_pair, 'I') == 0)
+				c->stop_at = HS_DONE;
+			else
+				tries[i]++;
+			conn_sk = NULL;
+		}
+		loop_once(10);
+		for (i = 0; i < n; i++) {
+			struct conn *c = &cs[i];
+
+			if (c->dc == NULL)
+				continue;
+			if (c->dead) {
+				conn_close(c);
+				tries[i]++;
+				continue;
+			}
+			if (c->hs < HS_DONE)
+				continue;
+			back[i] = (uint32_t)((now_ns() - t0) / 1000000) + 1;
+			held->fds[i] = conn_detach(c);
+			left--;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		conn_close(&cs[i]);
+		rp->retries += tries[i];
+		if (tries[i] > rp->max_retries)
+			rp->max_retries = tries[i];
+		if (back[i] == 0)
+			back[i] = UINT32_MAX;
+	}
+	rp->ok = (uint32_t)(n - left);
+	rp->failed = (uint32_t)left;
+	qsort(back, m, sizeof(*back), cmp_u32);
+	if (n > 0) {
+		rp->p50_ms = back[n / 2];
+		rp->p99_ms = back[n * 99 / 100];
+		rp->max_ms = back[n - 1];
+	}
+	snprintf(rp->why, sizeof(rp->why), "%s", B.first_fail);
+out:
+	free(cs);
+	free(tries);
+	free(back);
+}
+
 static void
 idle_child_main(int cmd, int rep, int port)
 {
@@ -2178,9 +2297,10 @@ idle_child_main(int cmd, int rep, int port)
 	B.epfd = epoll_create1(0);
 	held.fds = malloc(sizeof(int) * IDLE_MAX_CLIENTS);
 	held.t = malloc(sizeof(int64_t) * IDLE_MAX_CLIENTS);
+	held.sk = malloc(sizeof(*held.sk) * IDLE_MAX_CLIENTS);
 	held.n = 0;
 	if (slot == NULL || kept == NULL || held.fds == NULL || held.t == NULL ||
-	    B.epfd < 0)
+	    held.sk == NULL || B.epfd < 0)
 		_exit(1);
 	srv.port = port;
 	srv.pid = -1;
@@ -2200,7 +2320,8 @@ idle_child_main(int cmd, int rep, int port)
 		memset(&rp, 0, sizeof(rp));
 		/* Handshakes the relay may refuse on purpose (cycles, holders,
 		 * clients from a second address) are counted, not anomalies. */
-		B.quiet_hs = ic.op == IDLE_CYCLE || ic.op == IDLE_HOLD;
+		B.quiet_hs = ic.op == IDLE_CYCLE || ic.op == IDLE_HOLD ||
+		    ic.op == IDLE_STORM;
 		ia.s_addr = htonl(ic.src_ip4);
 		conn_src_addr = ic.src_ip4 != 0 && inet_ntop(AF_INET, &ia, src,
 		    sizeof(src)) != NULL ? src : NULL;
@@ -2208,6 +2329,8 @@ idle_child_main(int cmd, int rep, int port)
 			idle_ping(&ic, &rp, kept, nkept);
 		else if (ic.op == IDLE_WATCH)
 			idle_watch(&ic, &rp, &held);
+		else if (ic.op == IDLE_STORM)
+			idle_storm(&ic, &rp, &held);
 		else
 			idle_open(&ic, &rp, slot, kept, &nkept, &held);
 		conn_src_addr = NULL;
@@ -2290,6 +2413,15 @@ idle_collect(struct idle_child *ch, int nch, const struct idle_cmd *ic,
 		sum->failed += rp.failed;
 		sum->aborted += rp.aborted;
 		sum->unfinished += rp.unfinished;
+		/* IDLE_STORM: the children are alike, so the worst child's
+		 * quantiles stand for all of them. */
+		sum->retries += rp.retries;
+		if (rp.max_retries > sum->max_retries)
+			sum->max_retries = rp.max_retries;
+		if (rp.p50_ms > sum->p50_ms)
+			sum->p50_ms = rp.p50_ms;
+		if (rp.p99_ms > sum->p99_ms)
+			sum->p99_ms = rp.p99_ms;
 	}
 	return 0;
 }
@@ -2314,6 +2446,82 @@ idle_grow(struct idle_child *ch, int nch, uint32_t each)
 		    (unsigned long)each * (unsigned long)nch,
 		    (unsigned long)sum.first_tls_err);
 	return (long)sum.failed;
+}
+
+/*
+ * A reconnect storm in three steps.  storm_open: `each` clients per child
+ * (from distinct 127/8 sources when spread, child i's from 127.(i+1).0.0
+ * on, else all from 127.0.0.1).  storm_begin: all of them drop and
+ * reconnect at once (IDLE_STORM), within ms; the caller may run traffic
+ * meanwhile.  storm_end: the children's replies, the wall time from the
+ * drop until every client was back (or the bound) and the CPU over it.
+ * Each 0, or -1.
+ */
+static int
+storm_send(struct idle_child *ch, int nch, struct idle_cmd *ic, int spread)
+{
+	int i;
+
+	for (i = 0; i < nch; i++) {
+		ic->src_ip4 = spread ? (uint32_t)(i + 1) << 16 : 0;
+		if (write(ch[i].cmd, ic, sizeof(*ic)) != (ssize_t)sizeof(*ic))
+			return -1;
+	}
+	return 0;
+}
+
+int
+storm_open(struct idle_child *ch, int nch, uint32_t each, int spread,
+    struct storm_result *r)
+{
+	struct idle_cmd ic;
+
+	memset(r, 0, sizeof(*r));
+	memset(&ic, 0, sizeof(ic));
+	ic.op = IDLE_OPEN;
+	ic.n = each;
+	ic.src_spread = (uint32_t)(spread != 0);
+	if (storm_send(ch, nch, &ic, spread) < 0 ||
+	    idle_collect(ch, nch, &ic, HS_TOTAL_MS + 10000, &r->open) < 0)
+		return -1;
+	sleep_ms(SETTLE_MS);
+	return 0;
+}
+
+int
+storm_begin(struct idle_child *ch, int nch, int spread, int ms,
+    struct storm_result *r)
+{
+	struct idle_cmd ic;
+	int i;
+
+	memset(&ic, 0, sizeof(ic));
+	ic.op = IDLE_STORM;
+	ic.ms = (uint32_t)ms;
+	ic.src_spread = (uint32_t)(spread != 0);
+	r->ms = ms;
+	r->t0 = now_ns();
+	r->relay_cpu_ns = -proc_cpu_ns(srv.pid);
+	for (i = 0, r->clients_cpu_ns = 0; i < nch; i++)
+		r->clients_cpu_ns -= proc_cpu_ns(ch[i].pid);
+	return storm_send(ch, nch, &ic, spread);
+}
+
+int
+storm_end(struct idle_child *ch, int nch, struct storm_result *r)
+{
+	struct idle_cmd ic;
+	int i;
+
+	memset(&ic, 0, sizeof(ic));
+	ic.op = IDLE_STORM;
+	if (idle_collect(ch, nch, &ic, r->ms + 10000, &r->storm) < 0)
+		return -1;
+	r->secs = (double)(now_ns() - r->t0) / 1e9;
+	r->relay_cpu_ns += proc_cpu_ns(srv.pid);
+	for (i = 0; i < nch; i++)
+		r->clients_cpu_ns += proc_cpu_ns(ch[i].pid);
+	return 0;
 }
 
 /* EOF on the command pipes: the children exit (the kernel closes their

@@ -279,7 +279,8 @@ struct idle_child {
 };
 
 /* What a child is told to do (loadgen.c, idle clients) and what it says. */
-enum { IDLE_OPEN, IDLE_KEEP, IDLE_CYCLE, IDLE_PING, IDLE_HOLD, IDLE_WATCH };
+enum { IDLE_OPEN, IDLE_KEEP, IDLE_CYCLE, IDLE_PING, IDLE_HOLD, IDLE_WATCH,
+    IDLE_STORM };
 struct idle_cmd {
 	uint32_t op;
 	uint32_t n;			/* clients or cycles */
@@ -292,6 +293,7 @@ struct idle_cmd {
 					 * length (key included) ... */
 	uint32_t send_bytes;		/* ... and the packet bytes sent of it
 					 * (at most 49,152: HOLD_SEND_MAX) */
+	uint32_t src_spread;		/* 1: client i comes from src_ip4 + i */
 };
 struct idle_reply {
 	uint32_t ok;			/* handshakes done, Pongs right, or
@@ -304,6 +306,10 @@ struct idle_reply {
 	uint32_t max_ms;		/* longest handshake; IDLE_WATCH: longest
 					 * time from a tail to its close */
 	char why[96];			/* the first failed handshake */
+	/* IDLE_STORM: when each client was back (ms after the drop), and
+	 * how often the relay closed one before it was. */
+	uint32_t p50_ms, p99_ms;
+	uint32_t retries, max_retries;
 };
 /* Pings sent per round by IDLE_PING. */
 #define PING_BATCH 256
@@ -365,6 +371,7 @@ extern uint8_t pattern[PATTERN_BYTES];	/* packet bodies (main fills it) */
 /* Start connecting side `side` of p (B.tls decides TLS, conn_src_addr the
  * source address); the handshake runs from loop_once.  0 or -1. */
 extern const char *conn_src_addr;	/* NULL: the system chooses */
+extern const uint8_t *conn_sk;		/* NULL: a fresh key per client */
 extern int conn_b_port;			/* > 0: side B connects to this port
 					 * (a second relay), A to srv.port */
 int conn_begin(struct conn *c, struct pair *p, int side);
@@ -394,6 +401,19 @@ int idle_send(struct idle_child *ch, int nch, const struct idle_cmd *ic);
 int idle_collect(struct idle_child *ch, int nch, const struct idle_cmd *ic,
     int timeout_ms, struct idle_reply *sum);
 long idle_grow(struct idle_child *ch, int nch, uint32_t each);
+struct storm_result {
+	struct idle_reply open, storm;	/* the children's replies, added */
+	double secs;			/* the drop until all back (or the bound) */
+	int64_t relay_cpu_ns;		/* over that time */
+	int64_t clients_cpu_ns;		/* the children's, over that time */
+	int64_t t0;			/* the drop (now_ns) */
+	int ms;				/* the bound */
+};
+int storm_open(struct idle_child *ch, int nch, uint32_t each, int spread,
+    struct storm_result *r);
+int storm_begin(struct idle_child *ch, int nch, int spread, int ms,
+    struct storm_result *r);
+int storm_end(struct idle_child *ch, int nch, struct storm_result *r);
 long idle_total(const struct idle_child *ch);
 void idle_stop(struct idle_child *ch, int n);	/* children exit */
 

@@ -31,6 +31,11 @@
  *              mid-handshake): the pairs keep flowing, lossless, every pair
  *              delivers.  Handshakes the relay closes (its cap on unfinished
  *              handshakes) are an expected outcome, counted, not failures.
+ *   storm      5,000 connected clients (1,000; 400), each from its own 127/8
+ *              address, drop and reconnect at once while K pairs run: every
+ *              client is back within 60 s, none is turned away even once
+ *              (they wait in line), the pairs stay lossless, no pause of a
+ *              second.
  *   garbage    garbage, truncated and oversized input at every stage (before
  *              and inside the TLS handshake, HTTP request line and headers,
  *              the /derp upgrade, ClientInfo, DERP frames after registration,
@@ -103,7 +108,7 @@
  * with the reason.
  *
  * Sections: settings; relay figures; idle; cycles; nonreader; hsflood;
- * garbage; issue 9 (pinned, pinned4k, overhold; stalledinfo; slowrecv;
+ * storm; garbage; issue 9 (pinned, pinned4k, overhold; stalledinfo; slowrecv;
  * idleflood); keepalive; main.
  */
 #include "loadgen.h"
@@ -142,6 +147,7 @@ struct settings {
 	int wide_holders;		/* pinned4k, at the default 4096 */
 	int over_holders;		/* overhold */
 	int slow_ms;			/* slowrecv: the senders' run */
+	int storm;			/* storm: clients that reconnect */
 };
 /* pinned: 128 holders of a 64 KiB packet take a 256-slot pool (4,224
  * chunks of which a 64 KiB packet takes 33); pinned4k: 1,990 the 65,664 of
@@ -150,14 +156,14 @@ struct settings {
  * chunks at 256 slots, 28 a holder: 13; more would wait in line, holding
  * nothing of the spare, and be lent it only as the first are closed). */
 static const struct settings full = { 10000, 5000, 100000, 10, 5000, 20, 0,
-    200, 1990, 12, 8000 };
+    200, 1990, 12, 8000, 5000 };
 static const struct settings brief = { 500, 500, 2000, 2, 2500, 2, 0,
-    200, 1990, 12, 4000 };
+    200, 1990, 12, 4000, 1000 };
 /* For a relay built with sanitizers (several times slower handshakes).  Its
  * warm-up is as long as its cycle run is short: 200 cycles at 100 in flight
  * touch as many slots as the run will (RSS_SLACK_SAN_BYTES). */
 static const struct settings tiny = { 200, 200, 400, 1, 2500, 1, 1,
-    130, 150, 8, 4000 };
+    130, 150, 8, 4000, 400 };
 static const struct settings *S = &full;
 
 #define K_PAIRS 8		/* the flooder's fair share of the relay: 1/9 */
@@ -800,6 +806,87 @@ out:
 	idle_stop(ch, FLOOD_CHILDREN);
 	stop_relay("hsflood");
 	printf("hsflood: %.1f s\n", secs_since(t));
+}
+
+/* ---- storm --------------------------------------------------------------- */
+
+/*
+ * A relay restart as its clients see it (issue 15): S->storm clients, each
+ * from its own 127/8 address, all connected; K_PAIRS pairs measured alone;
+ * then every client drops and reconnects at once while the pairs run.  What
+ * must hold: every client is back within STORM_BOUND_MS, none is turned away
+ * even once (a crowd waits in line at -max-handshakes instead of evicting
+ * one another: a client closed mid-handshake would retry, and the same few
+ * could be closed again and again while others finish), and the pairs stay
+ * intact and flowing, without a pause of a second.
+ */
+#define STORM_CHILDREN 4
+#define STORM_BOUND_MS 60000
+
+static void
+scenario_storm(void)
+{
+	struct idle_child ch[STORM_CHILDREN];
+	struct storm_result sr;
+	struct result u, d;
+	char why[240];
+	int64_t t = now_ns();
+	uint32_t each = (uint32_t)(S->storm / STORM_CHILDREN);
+	int ok;
+
+	printf("\n== storm: %d pairs alone, then while %d clients (one address"
+	    " each) drop and reconnect at once ==\n", K_PAIRS, S->storm);
+	if (start_relay("storm", S->storm + 2 * K_PAIRS + 64) < 0 ||
+	    spawn_children(ch, STORM_CHILDREN) < 0)
+		return;
+	memset(&u, 0, sizeof(u));
+	memset(&d, 0, sizeof(d));
+	ok = storm_open(ch, STORM_CHILDREN, each, 1, &sr) == 0 &&
+	    sr.open.ok == each * STORM_CHILDREN;
+	snprintf(why, sizeof(why), "%lu of %lu connected (%s)",
+	    (unsigned long)sr.open.ok, (unsigned long)each * STORM_CHILDREN,
+	    sr.open.why);
+	check(ok, "storm: the clients connect", why);
+	if (!ok)
+		goto out;
+	if (ensure_pairs(K_PAIRS) < 0) {
+		check(0, "storm: connect", "pairs could not connect");
+		goto out;
+	}
+	if (pairs_phase("undisturbed", &u) < 0 ||
+	    storm_begin(ch, STORM_CHILDREN, 1, STORM_BOUND_MS, &sr) < 0 ||
+	    pairs_phase("during the storm", &d) < 0)
+		goto out;
+	ok = storm_end(ch, STORM_CHILDREN, &sr) == 0;
+	printf("  storm: %lu back (after p50 %.2f s, p99 %.2f s, the last"
+	    " %.2f s), %lu not; turned away %lu times (at most %lu for one);"
+	    " relay CPU %.2f ms a client; pairs at %.3f of undisturbed\n",
+	    (unsigned long)sr.storm.ok, sr.storm.p50_ms / 1e3,
+	    sr.storm.p99_ms / 1e3, sr.storm.max_ms / 1e3,
+	    (unsigned long)sr.storm.failed, (unsigned long)sr.storm.retries,
+	    (unsigned long)sr.storm.max_retries, sr.storm.ok > 0 ?
+	    (double)sr.relay_cpu_ns / 1e6 / sr.storm.ok : 0,
+	    u.pps > 0 ? d.pps / u.pps : 0);
+	snprintf(why, sizeof(why), "%lu of %lu not back within %d s (%s)",
+	    (unsigned long)sr.storm.failed, (unsigned long)each *
+	    STORM_CHILDREN, STORM_BOUND_MS / 1000, sr.storm.why);
+	check(ok && sr.storm.failed == 0 && sr.storm.ok == each *
+	    STORM_CHILDREN, "storm: every client is back", why);
+	snprintf(why, sizeof(why), "the relay closed clients mid-handshake %lu"
+	    " times, one client %lu times", (unsigned long)sr.storm.retries,
+	    (unsigned long)sr.storm.max_retries);
+	check(ok && sr.storm.retries == 0, "storm: no client turned away (they"
+	    " wait in line)", why);
+	check_pairs("storm: pairs intact and flowing during the storm", &d);
+	snprintf(why, sizeof(why), "longest gap between deliveries %.0f ms",
+	    d.stall_ms);
+	check(d.stall_ms < 1000, "storm: no pause of a second in the pairs'"
+	    " traffic", why);
+out:
+	close_all_pairs();
+	idle_stop(ch, STORM_CHILDREN);
+	stop_relay("storm");
+	printf("storm: %.1f s\n", secs_since(t));
 }
 
 /* ---- garbage ------------------------------------------------------------- */
@@ -2687,7 +2774,7 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: soak [--short | --tiny] [--only idle|cycles|"
-	    "nonreader|hsflood|garbage|pinned|pinned4k|overhold|stalledinfo|"
+	    "nonreader|hsflood|storm|garbage|pinned|pinned4k|overhold|stalledinfo|"
 	    "slowrecv|idleflood|keepalive] [DERP_BINARY]\n");
 	exit(2);
 }
@@ -2696,10 +2783,11 @@ int
 main(int argc, char **argv)
 {
 	static const char *const names[] = { "idle", "cycles", "nonreader",
-	    "hsflood", "garbage", "pinned", "pinned4k", "overhold",
+	    "hsflood", "storm", "garbage", "pinned", "pinned4k", "overhold",
 	    "stalledinfo", "slowrecv", "idleflood", "keepalive" };
 	static void (*const run[])(void) = { scenario_idle, scenario_cycles,
-	    scenario_nonreader, scenario_hsflood, scenario_garbage,
+	    scenario_nonreader, scenario_hsflood, scenario_storm,
+	    scenario_garbage,
 	    scenario_pinned, scenario_pinned4k, scenario_overhold,
 	    scenario_stalledinfo, scenario_slowrecv, scenario_idleflood,
 	    scenario_keepalive };

@@ -3595,12 +3595,49 @@ mk_tls_slots_full(char **argv, char bufs[][600])
 /*
  * -max-handshakes 4 (or -max-clients 6): four TCP connections that never send
  * a ClientHello fill the unfinished list (the registered pair does not count)
- * or the last slots.  A newcomer is refused while they are younger than the
- * 5 s grace; after it, a newcomer evicts the oldest holder only, and
- * completes its handshake.
+ * or the last slots.  With every slot taken (slots_full) a newcomer is
+ * refused while they are younger than the 5 s grace; after it, a newcomer
+ * evicts the oldest holder only, and completes its handshake.  At the
+ * handshake cap with slots free (handshakes), the newcomer waits in line
+ * instead (derp.c, WAIT_MAX_MS): accepted, it is served once the oldest
+ * holder has had its grace, and only that holder goes.
  */
+/* The handshakes mode from the holders on: the newcomer in line. */
 static void
-run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]))
+run_handshake_wait(struct dclient *hold[4], int64_t t_hold)
+{
+	struct dclient *late = dc_new(), *fresh;
+	const char *e = NULL;
+	int i, still = 0;
+
+	if (late == NULL)
+		return;
+	dc_genkey(late);
+	if (dc_connect(late, srv_host, srv_port, 1, NULL, 5000 + IO_MS) < 0 ||
+	    dc_handshake(late, 0, NULL, IO_MS) < 0)
+		e = "a newcomer in line was never served";
+	else if (dc_now_ms() < t_hold + 4800)
+		e = "a newcomer was served within the holders' grace";
+	dc_verdict("hs_cap_newcomer_waits", e);
+	dc_verdict("hs_cap_oldest_evicted", hold[0] != NULL &&
+	    dc_expect_close(hold[0], IO_MS) ? NULL : "oldest holder not closed");
+	for (i = 1; i < 4; i++)
+		still += hold[i] != NULL && !dc_expect_close(hold[i], 100);
+	dc_verdict("hs_cap_others_kept", still == 3 ? NULL :
+	    "more than the oldest holder was closed");
+	dc_verdict("hs_cap_waiter_relays", e == NULL && pair_a != NULL ?
+	    relay(late, pair_a, 1200) : "no client");
+	/* Room again (three holders, under the cap): served at once. */
+	fresh = cl_derp();
+	dc_verdict("hs_cap_room_served", fresh != NULL ? NULL :
+	    "a newcomer below the cap was not served");
+	dc_free(fresh);
+	dc_free(late);
+}
+
+static void
+run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]),
+    int waits)
 {
 	struct dclient *hold[4] = { NULL, NULL, NULL, NULL }, *late, *fresh;
 	int64_t t_hold;
@@ -3624,6 +3661,10 @@ run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]))
 	 * connected, so all four are accepted. */
 	dc_verdict("hs_cap_holders_pair_works", n == 4 ? pair_works() :
 	    "holders could not connect");
+	if (waits) {
+		run_handshake_wait(hold, t_hold);
+		goto out;
+	}
 	late = cl_derp();
 	dc_verdict("hs_cap_newcomer_refused", late == NULL ? NULL :
 	    "a fifth unfinished connection was admitted within the grace");
@@ -3643,6 +3684,7 @@ run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]))
 	dc_verdict("hs_cap_evictor_relays", fresh != NULL && pair_a != NULL ?
 	    relay(fresh, pair_a, 1200) : "no client");
 	dc_free(fresh);
+out:
 	for (i = 0; i < 4; i++)
 		dc_free(hold[i]);
 	dc_free(pair_a);
@@ -4530,8 +4572,9 @@ run_fair_registered_mode(void)
  * places (fair_handshakes, fair_plain) or the last slots (fair_slots).  A
  * client from 127.0.0.2 must then be served at once, and only the oldest
  * holder closed.  Last, 127.0.0.1 at the limit again competes with itself:
- * its newcomer is accepted and closed (its holders are younger than 5 s),
- * while the 127.0.0.2 client goes on.
+ * its newcomer waits in line (at the handshake cap: fair_handshakes,
+ * fair_plain) or is accepted and closed (every slot taken: fair_slots), its
+ * holders younger than 5 s all kept, while the 127.0.0.2 client goes on.
  *
  * fair_handshakes: the 127.0.0.2 client is a DERP client over TLS; once past
  * ClientInfo it no longer counts, so one more 127.0.0.1 connection fits (and
@@ -4541,7 +4584,7 @@ run_fair_registered_mode(void)
  */
 static void
 run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
-    int http_probe, int refill)
+    int http_probe, int refill, int waits)
 {
 	int hold[FAIR_CAP + 1], late = -1, i, n = 0, k, served;
 	struct dclient *o = NULL;
@@ -4633,9 +4676,16 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 		goto out;
 	}
 	late = tcp_connect_from("127.0.0.1");
-	dc_verdict("fair_same_source_newcomer_closed", late < 0 ? "connect failed"
-	    : fd_closed_within(late, 1000) ? NULL : "a connection from the"
-	    " source holding every unfinished place was kept within the grace");
+	if (waits)
+		dc_verdict("fair_same_source_newcomer_waits", late < 0 ?
+		    "connect failed" : !fd_closed_within(late, 1000) ? NULL :
+		    "a connection from the source holding every unfinished"
+		    " place was closed instead of waiting in line");
+	else
+		dc_verdict("fair_same_source_newcomer_closed", late < 0 ?
+		    "connect failed" : fd_closed_within(late, 1000) ? NULL :
+		    "a connection from the source holding every unfinished"
+		    " place was kept within the grace");
 	if (hold[0] >= 0)
 		close(hold[0]);		/* the evicted one */
 	hold[0] = -1;
@@ -10665,15 +10715,15 @@ main(int argc, char **argv)
 	if (mode_wanted("limit"))
 		run_limit_mode();
 	if (mode_wanted("handshakes"))
-		run_handshake_cap_mode("handshakes", mk_tls_hs_cap);
+		run_handshake_cap_mode("handshakes", mk_tls_hs_cap, 1);
 	if (mode_wanted("slots_full"))
-		run_handshake_cap_mode("slots_full", mk_tls_slots_full);
+		run_handshake_cap_mode("slots_full", mk_tls_slots_full, 0);
 	if (mode_wanted("fair_handshakes"))
-		run_fair_mode("fair_handshakes", 1, mk_tls_fair, 0, 1);
+		run_fair_mode("fair_handshakes", 1, mk_tls_fair, 0, 1, 1);
 	if (mode_wanted("fair_slots"))
-		run_fair_mode("fair_slots", 1, mk_tls_fair_slots, 0, 0);
+		run_fair_mode("fair_slots", 1, mk_tls_fair_slots, 0, 0, 0);
 	if (mode_wanted("fair_plain"))
-		run_fair_mode("fair_plain", 0, mk_plain_fair, 1, 0);
+		run_fair_mode("fair_plain", 0, mk_plain_fair, 1, 0, 1);
 	if (mode_wanted("fair_registered"))
 		run_fair_registered_mode();
 	if (mode_wanted("peer_gone_plain"))
