@@ -102,15 +102,15 @@ FASTEC ?= 1
 ifeq ($(FASTEC),0)
 WARN += -DDERP_NO_FASTEC
 endif
-ECC_SRC = x25519.c
-ECC_HDR = x25519.h
+ECC_SRC = x25519.c p256.c
+ECC_HDR = x25519.h p256.h
 # What a program that includes derp.c links beside it.
 LIB_SRC = stun.c nacl.c $(ECC_SRC) cert.c verify.c $(BOOTDNS_SRC) $(TLSC_SRC) $(ACME_SRC) $(PROBE_SRC)
 RELAY_SRC = derp.c $(LIB_SRC)
 RELAY_HDR = derp.h stun.h nacl.h $(ECC_HDR) cert.h verify.h $(BOOTDNS_HDR) $(TLSC_HDR) $(ACME_HDR) $(PROBE_HDR)
 CLIENT_SRC = test/client.c nacl.c $(ECC_SRC) stun.c
 
-TESTS = test_stun test_nacl test_x25519 test_cert test_units test_integration test_mesh test_embed test_ops
+TESTS = test_stun test_nacl test_x25519 test_p256 test_cert test_units test_integration test_mesh test_embed test_ops
 ifneq ($(ACME),0)
 TESTS += test_acme test_pebble
 endif
@@ -169,6 +169,9 @@ $(1)test_nacl: nacl.c nacl.h $(ECC_SRC) $(ECC_HDR) test/test_nacl.c $(1).dir
 
 $(1)test_x25519: x25519.c x25519.h test/test_x25519.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ x25519.c test/test_x25519.c $$(LDFLAGS) $$(LIBS)
+
+$(1)test_p256: p256.c p256.h test/test_p256.c $(1).dir
+	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ p256.c test/test_p256.c $$(LDFLAGS) $$(LIBS)
 $(1)test_cert: cert.c cert.h test/test_cert.c $(1).dir
 	$$(CC) $$(WARN) $(2) $$(BEARSSL_CFLAGS) -o $$@ cert.c test/test_cert.c $$(LDFLAGS) $$(LIBS)
 $(1)test_units: $(RELAY_SRC) $(RELAY_HDR) test/test_units.c $(1).dir

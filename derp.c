@@ -72,6 +72,7 @@
 #include "stun.h"
 #include "nacl.h"
 #include "x25519.h"
+#include "p256.h"
 #include "cert.h"
 #include "verify.h"
 #if !defined(DERP_NO_HOOKTLS) || !defined(DERP_NO_MESH)
@@ -258,6 +259,7 @@ typedef char scratch_holds_a_head[SCRATCH_BYTES >= HTTP_HEAD_MAX_BYTES ? 1 : -1]
 #define WAIT_MAX_MS		30000
 #define PORT80_PENDING		32
 #define TLS_RECORDS_PER_ROUND	2	/* read(2) calls per connection per round */
+#define HS_SLICE_MIN_US		500	/* handshake steps per round, at least (hs_admit) */
 /* One read(2) of ciphertext at most: ~2 records.  Each read is also cut to
  * what the engine asks for plus what CHUNKS_RAWIN keeps (tls_feed). */
 #define READ_BATCH_BYTES	32768
@@ -3380,7 +3382,7 @@ tls_set_chain(br_ssl_server_context *sc, const struct cert_store *cs)
 	if (cs->key_type == BR_KEYTYPE_EC)
 		br_ssl_server_set_single_ec(sc, cs->chain, cs->chain_len, &cs->ec,
 		    BR_KEYTYPE_SIGN, cs->leaf_issuer_key_type,
-		    br_ec_get_default(), br_ecdsa_sign_asn1_get_default());
+		    br_ec_get_default(), p256_ecdsa_sign_asn1);
 	else
 		br_ssl_server_set_single_rsa(sc, cs->chain, cs->chain_len,
 		    &cs->rsa, BR_KEYTYPE_SIGN, br_rsa_private_get_default(),
@@ -11922,6 +11924,11 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 		if (certs_setup(s, err, errlen) != 0)
 			goto fail;
 		tls_choose_suites(s);
+		/* The signer's table of multiples of G (32 KB, ~1.5 ms);
+		 * should its self-check fail, BearSSL signs instead. */
+		if (p256_init() != 0)
+			logf("derp: P-256 table self-check failed; signing with"
+			    " BearSSL's code");
 	}
 	s->main_fd = sock_listen(s->host, s->port, SOCK_STREAM, err, errlen);
 	if (s->main_fd < 0)
@@ -11979,10 +11986,13 @@ conn_in_handshake(const struct conn *c)
  * Handshakes against traffic.  A full handshake costs ~2 ms of this core
  * (ECDSA signature, two X25519, the ClientInfo box); a flood of them must not
  * starve established clients.  So each round handshake steps may take as long
- * as everything else took in the round before, and always at least one step:
- * under contention each side gets about half the core, and with no traffic
- * handshakes run one per (cheap) round, back to back.  Steps not taken stay
- * ready and are reported again next round (level-triggered).
+ * as everything else took in the round before, but at least HS_SLICE_MIN_US
+ * and always at least one step: under contention each side gets about half
+ * the core.  Steps not taken stay ready and are reported again next round
+ * (level-triggered), which costs a readiness check of each of them: with a
+ * crowd of handshakes and no traffic, one step per round spent more on those
+ * checks than a step's non-cryptographic work (256 ready sockets re-polled
+ * for each step), hence the floor.
  */
 static int
 hs_admit(const struct derp_server *s, int64_t hs_used_us)
@@ -12275,6 +12285,8 @@ loop_round(struct derp_server *s, int timeout_ms)
 		s->next_sweep_ms = s->now + LOOP_TICK_MS;
 	}
 	s->hs_slice_us = now_us() - round_us - hs_used_us;
+	if (s->hs_slice_us < HS_SLICE_MIN_US)
+		s->hs_slice_us = HS_SLICE_MIN_US;
 	if (s->stopping && shutdown_round(s) == 0) {
 		logf("derp: stopped after %lld ms", (long long)(now_ms() -
 		    s->stop_begin_ms));

@@ -49,6 +49,7 @@ floors='
 test_stun		285
 test_nacl		155
 test_x25519		23
+test_p256		97
 test_units		655
 # 176 with the openssl command; without it 93 of its checks skip (README).
 # (A 32-bit time_t skips more: cross.sh builds with a 64-bit one.)
@@ -236,6 +237,7 @@ for dir in "$@"; do
 	run "$dir" test_stun "$data"
 	run "$dir" test_nacl "$data/derp/nacl_box_vectors.txt"
 	run "$dir" test_x25519
+	run "$dir" test_p256
 	run "$dir" test_units "$data/derp"
 	mkdir -p "$scratch/cert$n"
 	run "$dir" test_cert "$scratch/cert$n"
