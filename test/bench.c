@@ -663,9 +663,10 @@ floor_ecdsa_bearssl(void)
 	floor_sign(br_ecdsa_i31_sign_asn1);
 }
 
-/* 100 pairs windowed for about 1 s: delivered packets/s, or -1. */
+/* 100 pairs windowed for about 1 s: delivered packets/s, or -1; the
+ * generator's (this process's) share of a core in *gen. */
 static double
-pairs_rate(const struct timing *tm)
+pairs_rate(const struct timing *tm, double *gen)
 {
 	struct spec sp;
 	struct result r;
@@ -679,6 +680,7 @@ pairs_rate(const struct timing *tm)
 	sp.measure_ms = 1000;
 	if (run_phase(&sp, &r) != 0 || r.errors > 0)
 		return -1;
+	*gen = r.bench_util;
 	return r.pps;
 }
 
@@ -711,6 +713,7 @@ run_handshakes(int quick, const struct timing *tm)
 	struct idle_reply rp;
 	struct storm_result sr;
 	double x, e, alone, during_min = -1, during_sum = 0;
+	double gen_alone = 0, gen_sum = 0, gen;
 	int64_t t, c0;
 	long n_during = 0;
 	int i, rc = 0, nstorm = quick ? STORM_CLIENTS / 5 : STORM_CLIENTS;
@@ -758,7 +761,8 @@ run_handshakes(int quick, const struct timing *tm)
 		    rp.ok, (double)(proc_cpu_ns(srv.pid) - c0) / 1e3 / rp.ok /
 		    (3 * x + e));
 	/* Connect: the large idle set joins while 100 pairs run. */
-	if (!quick && ensure_pairs(100) == 0 && (alone = pairs_rate(tm)) > 0) {
+	if (!quick && ensure_pairs(100) == 0 &&
+	    (alone = pairs_rate(tm, &gen_alone)) > 0) {
 		uint32_t each = IDLE_LARGE / IDLE_CHILDREN;
 
 		memset(&ic, 0, sizeof(ic));
@@ -786,8 +790,9 @@ run_handshakes(int quick, const struct timing *tm)
 					ready += (pf[k].revents & POLLIN) != 0;
 			if (ready == IDLE_CHILDREN)
 				break;
-			if ((r = pairs_rate(tm)) < 0)
+			if ((r = pairs_rate(tm, &gen)) < 0)
 				break;
+			gen_sum += gen;
 			during_sum += r;
 			n_during++;
 			if (during_min < 0 || r < during_min)
@@ -800,12 +805,15 @@ run_handshakes(int quick, const struct timing *tm)
 		printf("connect: %lu clients (%lu failed) connected in %.1f s"
 		    " while 100 pairs ran (relay CPU %.1f s); the pairs: %.0f"
 		    " pkt/s alone, during the connect mean %.0f (%.2f), worst"
-		    " second %.0f (%.2f)\n", (unsigned long)rp.ok,
+		    " second %.0f (%.2f); their generator (this process) had"
+		    " %.0f%% of a core alone, %.0f%% during\n",
+		    (unsigned long)rp.ok,
 		    (unsigned long)rp.failed, (double)(now_ns() - t) / 1e9,
 		    (double)(proc_cpu_ns(srv.pid) - c0) / 1e9, alone,
 		    n_during > 0 ? during_sum / n_during : 0, n_during > 0 ?
 		    during_sum / n_during / alone : 0, during_min,
-		    during_min / alone);
+		    during_min / alone, gen_alone * 100, n_during > 0 ?
+		    gen_sum / n_during * 100 : 0);
 		close_all_pairs();
 	}
 	idle_stop(ch, IDLE_CHILDREN);
