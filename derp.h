@@ -1,8 +1,8 @@
 /*
  * derp.h -- a DERP relay server (Tailscale's derper protocol v2) you can embed.
  *
- * A firmware build compiles derp.c, stun.c, nacl.c and cert.c with -DDERP_NO_MAIN
- * and drives the relay through this interface:
+ * A firmware build compiles derp.c, stun.c, nacl.c, x25519.c, p256.c, cert.c and
+ * verify.c with -DDERP_NO_MAIN and drives the relay through this interface:
  *
  *	struct derp_config cfg;
  *	derp_config_defaults(&cfg);

@@ -16,8 +16,9 @@
  * timers of its own waits for the nearer of its deadline and the relay's.
  *
  * Build: make build/embed_poll, or by hand
- *	cc -DDERP_NO_MAIN contrib/embed_poll.c derp.c stun.c nacl.c cert.c
- *	    verify.c bootdns.c tlsclient.c acme.c -lbearssl -lm
+ *	cc -DDERP_NO_MAIN contrib/embed_poll.c derp.c stun.c nacl.c x25519.c
+ *	    p256.c cert.c verify.c bootdns.c tlsclient.c acme.c probe.c
+ *	    -lbearssl -lm
  */
 #define _POSIX_C_SOURCE 200809L
 

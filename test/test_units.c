@@ -904,6 +904,21 @@ ut_conn(struct derp_server *s, const char *ip)
 	return c;
 }
 
+/* A connection accepted into the waiting line (CS_WAIT), from ip. */
+static struct conn *
+ut_waiter(struct derp_server *s, const char *ip)
+{
+	struct conn *c = ut_conn(s, ip);
+	int32_t moved;
+
+	/* ut_conn's, undone: a waiter is in no set and not polled. */
+	pending_remove(s, c);
+	moved = poller_del(&s->pl, c->fd, c->pidx);
+	poller_moved(s, moved, c->pidx);
+	wait_push(s, c);
+	return c;
+}
+
 /* A registered connection with a made-up key, from ip. */
 static struct conn *
 ut_client_from(struct derp_server *s, uint8_t tag, const char *ip)
@@ -974,7 +989,7 @@ static void
 test_unfinished_by_source(const char *dir)
 {
 	struct derp_server *s = ut_server(dir, 64, 8);
-	struct conn *c[8], *b;
+	struct conn *c[8], *b, *w;
 	uint8_t ip[16] = { 0 };
 	int i, ok;
 
@@ -993,18 +1008,29 @@ test_unfinished_by_source(const char *dir)
 	    "evicts the largest source's oldest at once", "");
 	b = ut_conn(s, "10.0.0.2");
 	ip[15] = 1;				/* 10.0.0.1 again */
-	check(pending_make_room(s, PEND_MAIN, ip) == 0 && c[1]->state !=
+	check(pending_make_room(s, PEND_MAIN, ip) == 2 && c[1]->state !=
 	    CS_FREE && b->state != CS_FREE, "unfinished: a newcomer from the "
-	    "largest source competes with itself: refused while its oldest is "
-	    "young", "");
-	s->now += HANDSHAKE_GRACE_MS;
+	    "largest source waits in line (nothing evicted)", "");
+	w = ut_waiter(s, "10.0.0.1");
+	ip[15] = 2;				/* 10.0.0.2: holds 1 of 8 */
 	check(pending_make_room(s, PEND_MAIN, ip) == 1 && c[1]->state ==
-	    CS_FREE && b->state != CS_FREE, "unfinished: ... and its own "
-	    "oldest gives way after the grace", "");
+	    CS_FREE && w->state == CS_WAIT && s->wait.n == 1, "unfinished: a "
+	    "source holding two fewer than the largest still evicts at once, "
+	    "ahead of the line", "");
+	b = ut_conn(s, "10.0.0.2");
+	wait_start(s);
+	check(w->state == CS_WAIT && c[2]->state != CS_FREE, "unfinished: "
+	    "the line waits while the holders are within their grace", "");
+	s->now += HANDSHAKE_GRACE_MS;
+	wait_start(s);
+	check(w->state == CS_HTTP_HEAD && c[2]->state == CS_FREE &&
+	    c[3]->state != CS_FREE && s->wait.n == 0 &&
+	    s->pend[PEND_MAIN].n == 8, "unfinished: after the grace the "
+	    "largest source's oldest gives way to the head of the line", "");
 	ut_conn(s, "10.0.0.1");
 	ut_conn(s, "2001:db8::1");
 	ip[15] = 3;				/* 10.0.0.3 */
-	check(pending_make_room(s, PEND_MAIN, ip) == 1 && c[2]->state ==
+	check(pending_make_room(s, PEND_MAIN, ip) == 1 && c[3]->state ==
 	    CS_FREE && s->pend[PEND_MAIN].top == 6, "unfinished: counts and "
 	    "the largest source follow evictions", "");
 	ut_conn(s, "10.0.0.3");
@@ -1021,24 +1047,54 @@ test_unfinished_by_source(const char *dir)
 	ut_close_all(s);
 	check(s->pend[PEND_MAIN].n == 0 && s->pend[PEND_MAIN].top == 0,
 	    "unfinished: empty after closing all", "");
-	/* Many sources holding one each (a flood from many addresses): the
-	 * one that has held its one longest gives way, not the newest. */
+	/* Many sources holding one each (a crowd, or a flood from many
+	 * addresses): a newcomer waits in line, nobody is evicted; past the
+	 * grace the one that has held its one longest gives way, not the
+	 * newest. */
 	s->pend[PEND_MAIN].cap = 3;
 	c[0] = ut_conn(s, "10.1.0.1");
+	s->now++;
 	c[1] = ut_conn(s, "10.1.0.2");
+	s->now++;
 	c[2] = ut_conn(s, "10.1.0.3");
 	ip[12] = 10, ip[13] = 1, ip[14] = 0, ip[15] = 4;
 	memset(ip, 0, 10);
 	ip[10] = ip[11] = 0xff;
-	ok = pending_make_room(s, PEND_MAIN, ip) == 1 &&
-	    c[0]->state == CS_FREE && c[1]->state != CS_FREE;
-	b = ut_conn(s, "10.1.0.4");
-	ip[15] = 5;
-	ok = ok && pending_make_room(s, PEND_MAIN, ip) == 1 &&
-	    c[1]->state == CS_FREE && c[2]->state != CS_FREE &&
-	    b->state != CS_FREE;
+	check(pending_make_room(s, PEND_MAIN, ip) == 2 && c[0]->state !=
+	    CS_FREE && c[1]->state != CS_FREE && c[2]->state != CS_FREE,
+	    "unfinished: a crowd of one-connection sources waits in line "
+	    "instead of evicting", "");
+	w = ut_waiter(s, "10.1.0.4");
+	b = ut_waiter(s, "10.1.0.5");
+	s->now += HANDSHAKE_GRACE_MS - 2;	/* c[0]'s grace is over */
+	wait_start(s);
+	ok = c[0]->state == CS_FREE && c[1]->state != CS_FREE &&
+	    w->state == CS_HTTP_HEAD && b->state == CS_WAIT;
+	s->now++;
+	wait_start(s);
+	ok = ok && c[1]->state == CS_FREE && c[2]->state != CS_FREE &&
+	    b->state == CS_HTTP_HEAD && s->wait.n == 0;
 	check(ok, "unfinished: among sources holding as many, the one that has "
-	    "held them longest gives way first", "");
+	    "held them longest gives way first, to the line in its order", "");
+	/* A waiter the cap never makes room for goes after WAIT_MAX_MS. */
+	ut_close_all(s);
+	c[0] = ut_conn(s, "10.2.0.1");
+	c[1] = ut_conn(s, "10.2.0.2");
+	c[2] = ut_conn(s, "10.2.0.3");
+	w = ut_waiter(s, "10.2.0.4");
+	b = ut_waiter(s, "10.2.0.5");
+	s->now += WAIT_MAX_MS - 1;
+	c[0]->accepted_ms = c[1]->accepted_ms = c[2]->accepted_ms = s->now;
+	c[0]->deadline_ms = c[1]->deadline_ms = c[2]->deadline_ms = 0;
+	timers_sweep(s);
+	ok = w->state == CS_WAIT && s->wait.n == 2;
+	s->now++;
+	timers_sweep(s);
+	check(ok && w->state == CS_FREE && b->state == CS_FREE &&
+	    s->wait.n == 0 && s->wait.head == -1 && s->wait.tail == -1 &&
+	    s->st.wait_timeouts == 2 && s->pend[PEND_MAIN].n == 3,
+	    "unfinished: a waiter is closed after WAIT_MAX_MS, the line empty "
+	    "and whole", "");
 	ut_close_all(s);
 	derp_destroy(s);
 }
