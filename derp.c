@@ -250,13 +250,28 @@ typedef char scratch_holds_a_head[SCRATCH_BYTES >= HTTP_HEAD_MAX_BYTES ? 1 : -1]
  * handshakes as the next (a relay restart: thousands of clients, one each),
  * a newcomer evicting the oldest would close the handshake nearest its end,
  * and the crowd would churn without ever finishing.  So at the cap a
- * newcomer evicts only a source holding at least HOG_MARGIN more than its
- * own, or a handshake older than HANDSHAKE_GRACE_MS; otherwise it waits,
- * accepted but not yet read, in one FIFO (server.wait) that starts the
- * oldest as soon as the cap has room, for at most WAIT_MAX_MS.
+ * newcomer evicts only from a source holding at least HOG_MARGIN more than
+ * its own; otherwise it waits, accepted but not yet read, in one FIFO
+ * (server.wait) that starts the oldest as soon as the cap has room, for at
+ * most WAIT_MAX_MS (a Tailscale client gives up on a connect after about
+ * 10 s anyway).
+ *
+ * A line is what a stranger with many addresses would fill: idle sockets,
+ * one per address, each holding its place.  So what holds the cap or the
+ * line without moving gives way to the head of the line: a waiter that has
+ * sent nothing by WAIT_IDLE_MS is closed when it reaches the head (every
+ * client speaks first: a ClientHello, or a GET), and a holder that has been
+ * waiting on its peer for STALL_MS (nothing read for that long and nothing
+ * unread: the relay is not the one behind) is evicted for it, as is any
+ * holder past HANDSHAKE_GRACE_MS.  A crowd's handshakes never stall (each
+ * answers within a round trip), so it is served in order; a stranger's idle
+ * sockets leave the line at the rate the relay can look at them.
  */
 #define HOG_MARGIN		2
-#define WAIT_MAX_MS		30000
+#define WAIT_MAX_MS		15000
+#define WAIT_IDLE_MS		2000
+#define STALL_MS		2000
+#define STALL_SCAN_MS		100	/* a fruitless look for one, at most this often */
 #define PORT80_PENDING		32
 #define TLS_RECORDS_PER_ROUND	2	/* read(2) calls per connection per round */
 #define HS_SLICE_MIN_US		500	/* handshake steps per round, at least (hs_admit) */
@@ -2060,6 +2075,7 @@ struct conn {
 	uint8_t peer_ip[16];		/* IPv4 mapped */
 	uint16_t peer_port;
 	int64_t accepted_ms;
+	int64_t last_in_ms;		/* unfinished: the last read that got bytes */
 	/* Unfinished (state not CS_DERP): in its source's FIFO, oldest first. */
 	struct {
 		uint32_t src;		/* struct source index; NIL once registered */
@@ -2333,7 +2349,7 @@ struct stats {
 	uint64_t peer_gone_untracked, write_timeouts, total_dup_client_conns;
 	uint64_t home_moves_in, home_moves_out, pool_evictions, accept_limited;
 	uint64_t rate_limit_waited, handshakes_refused, handshakes_evicted;
-	uint64_t handshakes_waited, wait_timeouts;
+	uint64_t handshakes_waited, wait_timeouts, wait_idle;
 	uint64_t spare_refused, spare_timeouts, slots_reclaimed;
 	uint64_t stun_success, stun_not_stun, stun_read_error, stun_write_error;
 	uint64_t stun_ipv4, stun_ipv6;
@@ -2684,6 +2700,7 @@ struct derp_server {
 		int32_t head, tail;	/* CS_WAIT slots, oldest first, linked
 					 * through their pend.prev/next */
 		uint32_t n, high;
+		int64_t next_scan_ms;	/* wait_victim's next look for a stall */
 	} wait;
 
 	struct slot_ring dirty;		/* slots with output to fill this round */
@@ -2699,6 +2716,7 @@ struct derp_server {
 	int64_t now;			/* loop time, ms, set once per round */
 	int64_t next_sweep_ms;
 	int64_t hs_slice_us;		/* handshake time allowed this round */
+	int round_traffic;		/* a registered client was served */
 	double accept_tokens;		/* -accept-connection-limit bucket */
 	struct ratecfg rate;		/* -rate-config, as last loaded */
 	volatile sig_atomic_t reload;	/* SIGHUP: -rate-config, certificates */
@@ -6580,6 +6598,8 @@ metrics_relay(struct derp_server *s, struct mout *o)
 	    (int64_t)st->handshakes_waited);
 	mo_int(o, "handshake_wait_timeouts_total", MT_COUNTER, "waiting "
 	    "connections closed after WAIT_MAX_MS", (int64_t)st->wait_timeouts);
+	mo_int(o, "handshake_wait_idle_total", MT_COUNTER, "waiting connections "
+	    "closed at the head of the line, silent", (int64_t)st->wait_idle);
 	mo_int(o, "pool_evictions_total", MT_COUNTER, "queued packets dropped to "
 	    "free chunks", (int64_t)st->pool_evictions);
 	mo_int(o, "spare_refused_total", MT_COUNTER, "reads paused for the spare",
@@ -7331,6 +7351,7 @@ tls_feed(struct derp_server *s, struct conn *c, int *can_read, int *budget)
 	n = read(c->fd, s->rbatch, want);
 	if (n > 0) {
 		(*budget)--;
+		c->last_in_ms = s->now;
 		/* A short read emptied the socket: another read would only
 		 * return EAGAIN (level-triggered readiness tells us when). */
 		if ((size_t)n < want)
@@ -7442,6 +7463,7 @@ conn_pump(struct derp_server *s, struct conn *c, int can_read)
 				len = IBUF_BYTES - c->ilen;
 				n = read(c->fd, c->ibuf + c->ilen, len);
 				if (n > 0) {
+					c->last_in_ms = s->now;
 					c->ilen += (size_t)n;
 					budget--;
 					progress = 1;
@@ -7546,7 +7568,8 @@ conn_close(struct derp_server *s, struct conn *c)
 	if (c->state == CS_WAIT) {
 		/* Never polled, nothing held: out of line and closed. */
 		wait_unlink(s, c);
-		s->st.wait_timeouts += !s->stopping;
+		s->st.wait_timeouts += !s->stopping && c->deadline_ms != 0 &&
+		    s->now >= c->deadline_ms;
 		close(c->fd);
 		memset(c, 0, sizeof *c);
 		c->fd = -1;
@@ -7846,6 +7869,7 @@ conn_start(struct derp_server *s, struct conn *c)
 	int r, port80 = c->port80;
 
 	c->state = CS_HTTP_HEAD;
+	c->last_in_ms = s->now;
 	pending_append(s, c, port80 ? PEND_PORT80 : PEND_MAIN);
 	c->deadline_ms = s->now + HTTP_READ_TIMEOUT_MS;
 	c->ibuf = s->bufs + (size_t)idx * (IBUF_BYTES + OBUF_BYTES);
@@ -7916,12 +7940,59 @@ wait_unlink(struct derp_server *s, struct conn *c)
 	s->wait.n--;
 }
 
+/* 1 if the peer sent bytes nobody has read yet; 0 if not, at its EOF, or
+ * on any error (the socket is non-blocking: a peek never waits). */
+static int
+sock_unread(int fd)
+{
+	uint8_t b;
+
+	return recv(fd, &b, 1, MSG_PEEK) > 0;
+}
+
+/*
+ * An unfinished connection on the main listener that may give way to the
+ * head of the line: the largest source's oldest past its grace, else the
+ * first found stalled on its peer (STALL_MS); NULL if none.  The scan runs
+ * only with a line and a full cap, for each start or every STALL_SCAN_MS
+ * while it finds none.
+ */
+static struct conn *
+wait_victim(struct derp_server *s)
+{
+	struct pend_set *ps = &s->pend[PEND_MAIN];
+	struct conn *c;
+	uint32_t i;
+
+	c = pend_victim(s, ps, ps->bucket[ps->top].head, 1);
+	if (c != NULL && s->now - c->accepted_ms >= HANDSHAKE_GRACE_MS)
+		return c;
+	/* A crowd's holders all move: a scan that found none is not
+	 * repeated every round (STALL_MS is coarse anyway). */
+	if (s->now < s->wait.next_scan_ms)
+		return NULL;
+	s->wait.next_scan_ms = s->now + STALL_SCAN_MS;
+	for (i = 0; i < s->fresh; i++) {
+		c = &s->conns[i];
+		/* Waiting on the peer: not on an admission verdict, with no
+		 * input of its own unprocessed and no record of ours unsent. */
+		if (c->state == CS_FREE || c->state == CS_WAIT ||
+		    c->state == CS_DERP || c->state == CS_DERP_VERIFY ||
+		    c->port80 || s->now - c->last_in_ms < STALL_MS ||
+		    c->ilen > 0 || (s->rb_owner == c && s->rb_off < s->rb_len) ||
+		    (c->tls && (br_ssl_engine_current_state(&c->ssl->eng) &
+		    BR_SSL_SENDREC)) || sock_unread(c->fd))
+			continue;
+		return c;
+	}
+	return NULL;
+}
+
 /*
  * Once per round: the oldest waiting begin while the cap has room, or while
- * the largest source's oldest unfinished connection has had its grace
- * (HANDSHAKE_GRACE_MS: a holder that never finishes keeps the line for that
- * long, not for HTTP_READ_TIMEOUT_MS).  The grace of those started counts
- * from here.
+ * a holder gives way (wait_victim).  A waiter that has sent nothing in
+ * WAIT_IDLE_MS is closed at the head instead.  The grace of those started
+ * counts from here.
  */
 static void
 wait_start(struct derp_server *s)
@@ -7930,16 +8001,20 @@ wait_start(struct derp_server *s)
 	struct conn *c, *old;
 
 	while (s->wait.n > 0 && !s->stopping) {
+		c = &s->conns[s->wait.head];
+		if (s->now - c->accepted_ms >= WAIT_IDLE_MS &&
+		    !sock_unread(c->fd)) {
+			s->st.wait_idle++;
+			conn_close(s, c);
+			continue;
+		}
 		if (ps->n >= ps->cap) {
-			old = pend_victim(s, ps, ps->bucket[ps->top].head, 1);
-			if (old == NULL ||
-			    s->now - old->accepted_ms < HANDSHAKE_GRACE_MS)
+			if ((old = wait_victim(s)) == NULL)
 				return;
 			s->st.handshakes_evicted++;
 			old->dead = 1;
 			conn_close(s, old);
 		}
-		c = &s->conns[s->wait.head];
 		wait_unlink(s, c);
 		c->accepted_ms = s->now;
 		conn_start(s, c);
@@ -7957,7 +8032,9 @@ output_flush_dirty(struct derp_server *s)
 	 * input routes packets); the bound keeps a round finite regardless. */
 	for (n = 4 * s->max; n > 0 && s->dirty.count > 0; n--) {
 		c = &s->conns[ring_pop(&s->dirty)];
-		if (c->state == CS_FREE)
+		/* A slot closed and taken by a waiter since it was marked:
+		 * nothing of the waiter's is to be written or polled. */
+		if (c->state == CS_FREE || c->state == CS_WAIT)
 			continue;
 		conn_pump(s, c, 0);
 		if (c->dead)
@@ -11986,13 +12063,15 @@ conn_in_handshake(const struct conn *c)
  * Handshakes against traffic.  A full handshake costs ~2 ms of this core
  * (ECDSA signature, two X25519, the ClientInfo box); a flood of them must not
  * starve established clients.  So each round handshake steps may take as long
- * as everything else took in the round before, but at least HS_SLICE_MIN_US
- * and always at least one step: under contention each side gets about half
- * the core.  Steps not taken stay ready and are reported again next round
- * (level-triggered), which costs a readiness check of each of them: with a
- * crowd of handshakes and no traffic, one step per round spent more on those
- * checks than a step's non-cryptographic work (256 ready sockets re-polled
- * for each step), hence the floor.
+ * as everything else took in the round before, and always at least one
+ * step: under contention each side gets about half the core.  Steps not
+ * taken stay ready and are reported again next round (level-triggered),
+ * which costs a readiness check of each of them: with a crowd of handshakes
+ * and no traffic, one step per round spent more on those checks than a
+ * step's non-cryptographic work (256 ready sockets re-polled for each step).
+ * So after a round that served no registered client, handshakes may take
+ * HS_SLICE_MIN_US; a round with traffic keeps the plain rule, so a flood
+ * adds no latency beyond it.
  */
 static int
 hs_admit(const struct derp_server *s, int64_t hs_used_us)
@@ -12186,11 +12265,14 @@ loop_ready(struct derp_server *s, int32_t tag, short rev, int64_t *hs_used_us)
 
 	if (tag >= 0) {
 		c = &s->conns[tag];
-		/* A slot closed earlier in this round is skipped; one reused
-		 * by an accept meanwhile just finds nothing to read. */
-		if (c->state == CS_FREE)
+		/* A slot closed earlier in this round is skipped (also when
+		 * a waiter took it: that one is not read before its start);
+		 * one reused by an accept meanwhile just finds nothing to
+		 * read. */
+		if (c->state == CS_FREE || c->state == CS_WAIT)
 			return;
 		if (!conn_in_handshake(c)) {
+			s->round_traffic = 1;
 			conn_service(s, c, rev);
 		} else if (hs_admit(s, *hs_used_us)) {
 			t_us = now_us();
@@ -12257,6 +12339,7 @@ loop_round(struct derp_server *s, int timeout_ms)
 	s->now = now_ms();
 	round_us = now_us();
 	hs_used_us = 0;
+	s->round_traffic = 0;
 	for (i = 0; i < n; i++)
 		loop_ready(s, s->pl.ready[i].tag, s->pl.ready[i].revents,
 		    &hs_used_us);
@@ -12285,7 +12368,7 @@ loop_round(struct derp_server *s, int timeout_ms)
 		s->next_sweep_ms = s->now + LOOP_TICK_MS;
 	}
 	s->hs_slice_us = now_us() - round_us - hs_used_us;
-	if (s->hs_slice_us < HS_SLICE_MIN_US)
+	if (!s->round_traffic && s->hs_slice_us < HS_SLICE_MIN_US)
 		s->hs_slice_us = HS_SLICE_MIN_US;
 	if (s->stopping && shutdown_round(s) == 0) {
 		logf("derp: stopped after %lld ms", (long long)(now_ms() -
@@ -12430,7 +12513,7 @@ static struct flag flags[] = {
 	{ "hostname", F_STRING, "\"derp.tailscale.com\"", "TLS server name for the certificate; with -certmode manual it may be an IP address (a self-signed certificate is made for it, and SNI is not checked)", NULL, "derp.tailscale.com", 0, 0, 0 },
 	{ "http-port", F_INT, "80", "plain-HTTP port in TLS mode (captive-portal check, redirects), on the host of -a; -1 disables it", NULL, NULL, 80, 0, 0 },
 	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (not a derper flag); memory is reserved for this many and further connections are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
-	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo, counted by source (IPv4 address, IPv6 /64; not a derper flag); at the limit, or with every -max-clients slot taken, a newcomer from a smaller source evicts the largest source's oldest; one from the largest source makes room only if its source's oldest has had 5s, else it is closed. The -http-port listener has its own 32", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
+	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo, counted by source (IPv4 address, IPv6 /64; not a derper flag); at the limit a newcomer from a source holding 2 fewer than the largest evicts the largest's oldest, any other waits in line (at most 15s) until there is room, a holder has had 5s or stalled 1s, or it is silent 1s at the head; with every -max-clients slot taken, a newcomer from a smaller source evicts the largest source's oldest, one from the largest only after its oldest has had 5s, else it is closed. The -http-port listener has its own 32", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
 	{ "mesh-ca-file", F_STRING, "\"" VERIFY_CA_FILE_DEFAULT "\"", "PEM roots the -mesh-with servers' certificates are verified against, unless pinned (not a derper flag)", MESH_MISSING, VERIFY_CA_FILE_DEFAULT, 0, 0, 0 },
 	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits): clients presenting it may watch connections, forward packets and close peers, and skip admission and rate limits", NULL, "", 0, 0, 0 },
 	{ "mesh-with", F_STRING, NULL, "comma-separated entries host[:port][/dialhost][=sha256-raw:HEX] of the region's other servers (this server's own entry is skipped); the pin form is ours", MESH_MISSING, "", 0, 0, 0 },

@@ -155,6 +155,10 @@ static inline void ct_select(uint64_t *d, const uint64_t *a, const uint64_t *b,
 {
 	size_t i;
 
+	/* The optimizer must not learn that mask is 0 or ~0: clang -Os made
+	 * a select of this kind a choice between two addresses, a load whose
+	 * address depends on the secret. */
+	__asm__("" : "+r"(mask));
 	for (i = 0; i < n; i++)
 		d[i] = (a[i] & mask) | (b[i] & ~mask);
 }
@@ -232,11 +236,14 @@ static void mod_add(uint64_t d[4], const uint64_t a[4], const uint64_t b[4],
 static void mod_sub(uint64_t d[4], const uint64_t a[4], const uint64_t b[4],
     const uint64_t m[4])
 {
-	uint64_t t[4], madd[4], x, c = 0;
+	uint64_t t[4], madd[4], x, c = 0, mask;
 	int i;
 
 	/* add m back if a < b */
-	ct_select(madd, m, ZERO, 4, -sub4(t, a, b));
+	mask = -sub4(t, a, b);
+	__asm__("" : "+r"(mask));	/* the compiler must not know mask is 0 or ~0 */
+	for (i = 0; i < 4; i++)
+		madd[i] = m[i] & mask;
 	for (i = 0; i < 4; i++) {
 		x = t[i] + madd[i] + c;
 		c = carry_out(t[i], madd[i], x);
@@ -506,6 +513,10 @@ int p256_init(void)
 	struct aff base, twice, chk[BATCH_MAX];
 	int i, e, ok = 1;
 
+	/* Built once per process: a second relay in it (derp.h allows one per
+	 * thread) must not rewrite the table under one that is signing. */
+	if (tab_state != 0)
+		return tab_state == 1 ? 0 : -1;
 	/* base = 16^i G; j[e-1] = (2e + 1) base; j[7] = 16 base, next row */
 	fp_mul(base.x, GX, P_R2);
 	fp_mul(base.y, GY, P_R2);

@@ -3599,8 +3599,9 @@ mk_tls_slots_full(char **argv, char bufs[][600])
  * refused while they are younger than the 5 s grace; after it, a newcomer
  * evicts the oldest holder only, and completes its handshake.  At the
  * handshake cap with slots free (handshakes), the newcomer waits in line
- * instead (derp.c, WAIT_MAX_MS): accepted, it is served once the oldest
- * holder has had its grace, and only that holder goes.
+ * instead (derp.c, WAIT_MAX_MS): accepted, it is served once a holder has
+ * been stalled on its peer for 1 s (these send nothing), before their 5 s
+ * grace, and only that holder goes.
  */
 /* The handshakes mode from the holders on: the newcomer in line. */
 static void
@@ -3616,8 +3617,11 @@ run_handshake_wait(struct dclient *hold[4], int64_t t_hold)
 	if (dc_connect(late, srv_host, srv_port, 1, NULL, 5000 + IO_MS) < 0 ||
 	    dc_handshake(late, 0, NULL, IO_MS) < 0)
 		e = "a newcomer in line was never served";
-	else if (dc_now_ms() < t_hold + 4800)
-		e = "a newcomer was served within the holders' grace";
+	else if (dc_now_ms() < t_hold + 900)
+		e = "a newcomer was served before a holder had stalled (1 s)";
+	else if (dc_now_ms() > t_hold + 4500)
+		e = "a newcomer waited for the holders' 5 s grace, though they"
+		    " had sent nothing for 1 s";
 	dc_verdict("hs_cap_newcomer_waits", e);
 	dc_verdict("hs_cap_oldest_evicted", hold[0] != NULL &&
 	    dc_expect_close(hold[0], IO_MS) ? NULL : "oldest holder not closed");
@@ -4573,8 +4577,9 @@ run_fair_registered_mode(void)
  * client from 127.0.0.2 must then be served at once, and only the oldest
  * holder closed.  Last, 127.0.0.1 at the limit again competes with itself:
  * its newcomer waits in line (at the handshake cap: fair_handshakes,
- * fair_plain) or is accepted and closed (every slot taken: fair_slots), its
- * holders younger than 5 s all kept, while the 127.0.0.2 client goes on.
+ * fair_plain), where one holder, silent for 1 s, gives way to it; or it is
+ * accepted and closed (every slot taken: fair_slots), its holders younger
+ * than 5 s all kept.  The 127.0.0.2 client goes on throughout.
  *
  * fair_handshakes: the 127.0.0.2 client is a DERP client over TLS; once past
  * ClientInfo it no longer counts, so one more 127.0.0.1 connection fits (and
@@ -4676,12 +4681,22 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 		goto out;
 	}
 	late = tcp_connect_from("127.0.0.1");
-	if (waits)
+	if (waits) {
+		/* In line; then, the holders having sent nothing for 1 s,
+		 * one of them gives way to it (it is started, and stays). */
 		dc_verdict("fair_same_source_newcomer_waits", late < 0 ?
-		    "connect failed" : !fd_closed_within(late, 1000) ? NULL :
+		    "connect failed" : !fd_closed_within(late, 500) ? NULL :
 		    "a connection from the source holding every unfinished"
 		    " place was closed instead of waiting in line");
-	else
+		k = holders_closed(hold, FAIR_CAP + 1, 2500, which,
+		    sizeof(which));
+		dc_verdict("fair_stalled_holder_gives_way", k == 1 ? NULL :
+		    k == 0 ? "no silent holder gave way to the line" :
+		    "more than one holder gave way for one newcomer");
+		if (k != 1)
+			printf("# holders closed: %s\n", which);
+		goto unaffected;
+	} else
 		dc_verdict("fair_same_source_newcomer_closed", late < 0 ?
 		    "connect failed" : fd_closed_within(late, 1000) ? NULL :
 		    "a connection from the source holding every unfinished"
@@ -4694,6 +4709,7 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 	    "holders were closed for a newcomer of their own source");
 	if (k != 0)
 		printf("# holders closed: %s\n", which);
+unaffected:
 	if (!served) {
 		dc_fail("fair_other_source_unaffected", "cannot judge: it was"
 		    " never served");
@@ -8558,9 +8574,9 @@ vf_queue_closed(void)
 /*
  * At -max-handshakes 8, strangers from VF_FLOOD addresses connect while a
  * client's check runs (VF_SLOW_MS): they fill the cap and the rest wait in
- * line (each source holds one: a crowd, not a hog, so nobody is evicted
- * within the 5 s grace), and the client whose check is under way is
- * admitted.
+ * line (each source holds one: a crowd, not a hog; being silent, they are
+ * closed a second later), and the client whose check is under way, never
+ * a victim, is admitted.
  */
 static void
 vf_evict(void)
@@ -8587,10 +8603,11 @@ vf_evict(void)
 		    "connected); wanted admitted", vf_outcome(r), n);
 	for (i = 0; i < n; i++)
 		closed += fd_closed_within(fds[i], 0);
-	printf("# %s: %d of %d strangers evicted\n", dc_report_mode, closed, n);
-	dc_verdict("evict_strangers_wait_in_line", n == VF_FLOOD && closed == 0 ?
-	    NULL : "strangers, one per address, were closed instead of"
-	    " waiting in line");
+	printf("# %s: %d of %d strangers closed by the verdict\n",
+	    dc_report_mode, closed, n);
+	dc_verdict("evict_strangers_accepted", n == VF_FLOOD ? NULL :
+	    "strangers, one per address, were refused instead of waiting in"
+	    " line");
 	for (i = 0; i < n; i++)
 		close(fds[i]);
 	dc_verdict("evict_pair_works", pair_works());

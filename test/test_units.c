@@ -904,9 +904,44 @@ ut_conn(struct derp_server *s, const char *ip)
 	return c;
 }
 
-/* A connection accepted into the waiting line (CS_WAIT), from ip. */
+/* c's socket swapped for one with a byte its peer sent and nobody read
+ * (a client that has spoken: not silent, not stalled on its peer). */
+static void
+ut_give_bytes(struct derp_server *s, struct conn *c, int polled)
+{
+	uint32_t idx = (uint32_t)(c - s->conns);
+	int sv[2];
+	int32_t moved;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 ||
+	    write(sv[1], "x", 1) != 1)
+		abort();
+	close(sv[1]);
+	if (polled) {
+		moved = poller_del(&s->pl, c->fd, c->pidx);
+		poller_moved(s, moved, c->pidx);
+	}
+	close(c->fd);
+	c->fd = sv[0];
+	if (polled && poller_add(&s->pl, c->fd, (int32_t)idx, POLLIN,
+	    &c->pidx) != 0)
+		abort();
+}
+
+/* An unfinished connection from ip that has sent bytes. */
 static struct conn *
-ut_waiter(struct derp_server *s, const char *ip)
+ut_conn_busy(struct derp_server *s, const char *ip)
+{
+	struct conn *c = ut_conn(s, ip);
+
+	ut_give_bytes(s, c, 1);
+	return c;
+}
+
+/* A connection accepted into the waiting line (CS_WAIT), from ip, that
+ * has sent its first bytes (silent: not). */
+static struct conn *
+ut_waiter_as(struct derp_server *s, const char *ip, int silent)
 {
 	struct conn *c = ut_conn(s, ip);
 	int32_t moved;
@@ -915,8 +950,16 @@ ut_waiter(struct derp_server *s, const char *ip)
 	pending_remove(s, c);
 	moved = poller_del(&s->pl, c->fd, c->pidx);
 	poller_moved(s, moved, c->pidx);
+	if (!silent)
+		ut_give_bytes(s, c, 0);
 	wait_push(s, c);
 	return c;
+}
+
+static struct conn *
+ut_waiter(struct derp_server *s, const char *ip)
+{
+	return ut_waiter_as(s, ip, 0);
 }
 
 /* A registered connection with a made-up key, from ip. */
@@ -996,7 +1039,7 @@ test_unfinished_by_source(const char *dir)
 	if (s == NULL)
 		return;
 	for (i = 0; i < 8; i++) {
-		c[i] = ut_conn(s, "10.0.0.1");
+		c[i] = ut_conn_busy(s, "10.0.0.1");
 		s->now++;
 	}
 	ip[10] = ip[11] = 0xff;
@@ -1006,7 +1049,7 @@ test_unfinished_by_source(const char *dir)
 	    s->pend[PEND_MAIN].n == 7;
 	check(ok, "unfinished: at the cap, a newcomer from a small source "
 	    "evicts the largest source's oldest at once", "");
-	b = ut_conn(s, "10.0.0.2");
+	b = ut_conn_busy(s, "10.0.0.2");
 	ip[15] = 1;				/* 10.0.0.1 again */
 	check(pending_make_room(s, PEND_MAIN, ip) == 2 && c[1]->state !=
 	    CS_FREE && b->state != CS_FREE, "unfinished: a newcomer from the "
@@ -1017,7 +1060,7 @@ test_unfinished_by_source(const char *dir)
 	    CS_FREE && w->state == CS_WAIT && s->wait.n == 1, "unfinished: a "
 	    "source holding two fewer than the largest still evicts at once, "
 	    "ahead of the line", "");
-	b = ut_conn(s, "10.0.0.2");
+	b = ut_conn_busy(s, "10.0.0.2");
 	wait_start(s);
 	check(w->state == CS_WAIT && c[2]->state != CS_FREE, "unfinished: "
 	    "the line waits while the holders are within their grace", "");
@@ -1052,11 +1095,11 @@ test_unfinished_by_source(const char *dir)
 	 * grace the one that has held its one longest gives way, not the
 	 * newest. */
 	s->pend[PEND_MAIN].cap = 3;
-	c[0] = ut_conn(s, "10.1.0.1");
+	c[0] = ut_conn_busy(s, "10.1.0.1");
 	s->now++;
-	c[1] = ut_conn(s, "10.1.0.2");
+	c[1] = ut_conn_busy(s, "10.1.0.2");
 	s->now++;
-	c[2] = ut_conn(s, "10.1.0.3");
+	c[2] = ut_conn_busy(s, "10.1.0.3");
 	ip[12] = 10, ip[13] = 1, ip[14] = 0, ip[15] = 4;
 	memset(ip, 0, 10);
 	ip[10] = ip[11] = 0xff;
@@ -1076,11 +1119,40 @@ test_unfinished_by_source(const char *dir)
 	    b->state == CS_HTTP_HEAD && s->wait.n == 0;
 	check(ok, "unfinished: among sources holding as many, the one that has "
 	    "held them longest gives way first, to the line in its order", "");
+	/* What holds the line without moving gives way to its head: a
+	 * holder stalled on its peer (nothing read for STALL_MS, nothing
+	 * unread), within its grace; a waiter silent for WAIT_IDLE_MS is
+	 * closed when it reaches the head. */
+	ut_close_all(s);
+	c[0] = ut_conn_busy(s, "10.3.0.1");
+	c[1] = ut_conn(s, "10.3.0.2");		/* its peer sent nothing */
+	c[2] = ut_conn_busy(s, "10.3.0.3");
+	c[0]->last_in_ms = c[1]->last_in_ms = c[2]->last_in_ms = s->now;
+	w = ut_waiter(s, "10.3.0.4");
+	s->now += STALL_MS - 1;
+	wait_start(s);
+	ok = w->state == CS_WAIT && c[1]->state != CS_FREE;
+	s->now += STALL_SCAN_MS;	/* the next look for a stall */
+	wait_start(s);
+	check(ok && w->state == CS_HTTP_HEAD && c[1]->state == CS_FREE &&
+	    c[0]->state != CS_FREE && c[2]->state != CS_FREE,
+	    "unfinished: a holder stalled on its peer for STALL_MS gives way "
+	    "to the line within its grace; busy ones stay", "");
+	b = ut_waiter_as(s, "10.3.0.5", 1);
+	w = ut_waiter(s, "10.3.0.6");
+	s->now += WAIT_IDLE_MS;
+	c[0]->last_in_ms = c[2]->last_in_ms = s->now;
+	wait_start(s);
+	check(b->state == CS_FREE && s->st.wait_idle == 1 && w->state ==
+	    CS_WAIT && s->wait.n == 1 && s->wait.head == (int32_t)(w -
+	    s->conns), "unfinished: a waiter silent for WAIT_IDLE_MS is closed "
+	    "at the head; the next keeps its place", "");
+
 	/* A waiter the cap never makes room for goes after WAIT_MAX_MS. */
 	ut_close_all(s);
-	c[0] = ut_conn(s, "10.2.0.1");
-	c[1] = ut_conn(s, "10.2.0.2");
-	c[2] = ut_conn(s, "10.2.0.3");
+	c[0] = ut_conn_busy(s, "10.2.0.1");
+	c[1] = ut_conn_busy(s, "10.2.0.2");
+	c[2] = ut_conn_busy(s, "10.2.0.3");
 	w = ut_waiter(s, "10.2.0.4");
 	b = ut_waiter(s, "10.2.0.5");
 	s->now += WAIT_MAX_MS - 1;
