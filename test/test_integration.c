@@ -3600,16 +3600,29 @@ mk_tls_slots_full(char **argv, char bufs[][600])
  * evicts the oldest holder only, and completes its handshake.  At the
  * handshake cap with slots free (handshakes), the newcomer waits in line
  * instead (derp.c, WAIT_MAX_MS): accepted, it is served once a holder has
- * been stalled on its peer for 1 s (these send nothing), before their 5 s
+ * been stalled on its peer for 2 s (these send nothing), before their 5 s
  * grace, and only that holder goes.
  */
+/* Of the four holders, the oldest was closed and only it. */
+static void
+hs_cap_oldest_only(struct dclient *hold[4])
+{
+	int i, still = 0;
+
+	dc_verdict("hs_cap_oldest_evicted", hold[0] != NULL &&
+	    dc_expect_close(hold[0], IO_MS) ? NULL : "oldest holder not closed");
+	for (i = 1; i < 4; i++)
+		still += hold[i] != NULL && !dc_expect_close(hold[i], 100);
+	dc_verdict("hs_cap_others_kept", still == 3 ? NULL :
+	    "more than the oldest holder was closed");
+}
+
 /* The handshakes mode from the holders on: the newcomer in line. */
 static void
 run_handshake_wait(struct dclient *hold[4], int64_t t_hold)
 {
 	struct dclient *late = dc_new(), *fresh;
 	const char *e = NULL;
-	int i, still = 0;
 
 	if (late == NULL)
 		return;
@@ -3617,18 +3630,13 @@ run_handshake_wait(struct dclient *hold[4], int64_t t_hold)
 	if (dc_connect(late, srv_host, srv_port, 1, NULL, 5000 + IO_MS) < 0 ||
 	    dc_handshake(late, 0, NULL, IO_MS) < 0)
 		e = "a newcomer in line was never served";
-	else if (dc_now_ms() < t_hold + 900)
-		e = "a newcomer was served before a holder had stalled (1 s)";
+	else if (dc_now_ms() < t_hold + 1800)
+		e = "a newcomer was served before a holder had stalled (2 s)";
 	else if (dc_now_ms() > t_hold + 4500)
 		e = "a newcomer waited for the holders' 5 s grace, though they"
-		    " had sent nothing for 1 s";
+		    " had sent nothing for 2 s";
 	dc_verdict("hs_cap_newcomer_waits", e);
-	dc_verdict("hs_cap_oldest_evicted", hold[0] != NULL &&
-	    dc_expect_close(hold[0], IO_MS) ? NULL : "oldest holder not closed");
-	for (i = 1; i < 4; i++)
-		still += hold[i] != NULL && !dc_expect_close(hold[i], 100);
-	dc_verdict("hs_cap_others_kept", still == 3 ? NULL :
-	    "more than the oldest holder was closed");
+	hs_cap_oldest_only(hold);
 	dc_verdict("hs_cap_waiter_relays", e == NULL && pair_a != NULL ?
 	    relay(late, pair_a, 1200) : "no client");
 	/* Room again (three holders, under the cap): served at once. */
@@ -3645,7 +3653,7 @@ run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]),
 {
 	struct dclient *hold[4] = { NULL, NULL, NULL, NULL }, *late, *fresh;
 	int64_t t_hold;
-	int i, n = 0, still = 0;
+	int i, n = 0;
 
 	begin_mode(name, 1, "127.0.0.1");
 	if (server_start(mk) < 0)
@@ -3679,12 +3687,7 @@ run_handshake_cap_mode(const char *name, int (*mk)(char **, char [][600]),
 	fresh = cl_derp();
 	dc_verdict("hs_cap_newcomer_evicts", fresh != NULL ? NULL :
 	    "no handshake once the holders had their grace");
-	dc_verdict("hs_cap_oldest_evicted", hold[0] != NULL &&
-	    dc_expect_close(hold[0], IO_MS) ? NULL : "oldest holder not closed");
-	for (i = 1; i < 4; i++)
-		still += hold[i] != NULL && !dc_expect_close(hold[i], 100);
-	dc_verdict("hs_cap_others_kept", still == 3 ? NULL :
-	    "more than the oldest holder was closed");
+	hs_cap_oldest_only(hold);
 	dc_verdict("hs_cap_evictor_relays", fresh != NULL && pair_a != NULL ?
 	    relay(fresh, pair_a, 1200) : "no client");
 	dc_free(fresh);
@@ -4577,7 +4580,7 @@ run_fair_registered_mode(void)
  * client from 127.0.0.2 must then be served at once, and only the oldest
  * holder closed.  Last, 127.0.0.1 at the limit again competes with itself:
  * its newcomer waits in line (at the handshake cap: fair_handshakes,
- * fair_plain), where one holder, silent for 1 s, gives way to it; or it is
+ * fair_plain), where one holder, silent for 2 s, gives way to it; or it is
  * accepted and closed (every slot taken: fair_slots), its holders younger
  * than 5 s all kept.  The 127.0.0.2 client goes on throughout.
  *
@@ -4682,7 +4685,7 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 	}
 	late = tcp_connect_from("127.0.0.1");
 	if (waits) {
-		/* In line; then, the holders having sent nothing for 1 s,
+		/* In line; then, the holders having sent nothing for 2 s,
 		 * one of them gives way to it (it is started, and stays). */
 		dc_verdict("fair_same_source_newcomer_waits", late < 0 ?
 		    "connect failed" : !fd_closed_within(late, 500) ? NULL :
@@ -8575,7 +8578,7 @@ vf_queue_closed(void)
  * At -max-handshakes 8, strangers from VF_FLOOD addresses connect while a
  * client's check runs (VF_SLOW_MS): they fill the cap and the rest wait in
  * line (each source holds one: a crowd, not a hog; being silent, they are
- * closed a second later), and the client whose check is under way, never
+ * closed 2 s later), and the client whose check is under way, never
  * a victim, is admitted.
  */
 static void
