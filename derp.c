@@ -7971,7 +7971,6 @@ wait_victim(struct derp_server *s)
 	 * repeated every round (STALL_MS is coarse anyway). */
 	if (s->now < s->wait.next_scan_ms)
 		return NULL;
-	s->wait.next_scan_ms = s->now + STALL_SCAN_MS;
 	for (i = 0; i < s->fresh; i++) {
 		c = &s->conns[i];
 		/* Waiting on the peer: not on an admission verdict, with no
@@ -7985,6 +7984,7 @@ wait_victim(struct derp_server *s)
 			continue;
 		return c;
 	}
+	s->wait.next_scan_ms = s->now + STALL_SCAN_MS;
 	return NULL;
 }
 
