@@ -7555,11 +7555,33 @@ static void admit_log(struct derp_server *s, struct conn *c, int allowed,
 
 /* Free a slot: unregister, drop what it held, close the socket. */
 static void wait_unlink(struct derp_server *, struct conn *);
+static void conn_close(struct derp_server *, struct conn *);
+
+/* c's socket closed and its slot free again (CS_FREE, zeroed); whatever
+ * else it held, the caller has given back. */
+static void
+slot_release(struct derp_server *s, struct conn *c)
+{
+	close(c->fd);
+	memset(c, 0, sizeof *c);
+	c->fd = -1;
+	s->free_slots[s->nfree++] = (int32_t)(c - s->conns);
+}
+
+/* An unfinished connection closed to make room (never logged: a flood
+ * would make one line per connection). */
+static void
+pend_evict(struct derp_server *s, struct conn *old)
+{
+	s->st.handshakes_evicted++;
+	old->dead = 1;
+	conn_close(s, old);
+}
 
 static void
 conn_close(struct derp_server *s, struct conn *c)
 {
-	uint32_t idx = (uint32_t)(c - s->conns), first;
+	uint32_t first;
 	int32_t moved;
 	int k;
 
@@ -7570,10 +7592,7 @@ conn_close(struct derp_server *s, struct conn *c)
 		wait_unlink(s, c);
 		s->st.wait_timeouts += !s->stopping && c->deadline_ms != 0 &&
 		    s->now >= c->deadline_ms;
-		close(c->fd);
-		memset(c, 0, sizeof *c);
-		c->fd = -1;
-		s->free_slots[s->nfree++] = (int32_t)idx;
+		slot_release(s, c);
 		return;
 	}
 	/* A connection that never registered: where it failed (not when the
@@ -7623,11 +7642,7 @@ conn_close(struct derp_server *s, struct conn *c)
 	cert_release(s, c);
 	moved = poller_del(&s->pl, c->fd, c->pidx);
 	poller_moved(s, moved, c->pidx);
-	close(c->fd);
-	memset(c, 0, sizeof *c);
-	c->state = CS_FREE;
-	c->fd = -1;
-	s->free_slots[s->nfree++] = (int32_t)idx;
+	slot_release(s, c);
 }
 
 /* Service one connection after readiness, then close it if it failed. */
@@ -7734,9 +7749,7 @@ pending_make_room(struct derp_server *s, int set, const uint8_t ip[16])
 		if ((old = pend_victim(s, ps, ps->bucket[ps->top].head, 1)) ==
 		    NULL)
 			return 2;
-		s->st.handshakes_evicted++;
-		old->dead = 1;
-		conn_close(s, old);
+		pend_evict(s, old);
 		return 1;
 	}
 	if (ps->n == 0) {
@@ -7761,10 +7774,7 @@ pending_make_room(struct derp_server *s, int set, const uint8_t ip[16])
 	}
 	if (old == NULL)
 		return 0;
-	/* Not logged: a flood would make one line per connection. */
-	s->st.handshakes_evicted++;
-	old->dead = 1;
-	conn_close(s, old);
+	pend_evict(s, old);
 	return 1;
 }
 
@@ -7884,10 +7894,7 @@ conn_start(struct derp_server *s, struct conn *c)
 			s->st.tls_no_cert++;
 		s->st.tls_rejected++;
 		pending_remove(s, c);
-		close(c->fd);
-		memset(c, 0, sizeof *c);
-		c->fd = -1;
-		s->free_slots[s->nfree++] = (int32_t)idx;
+		slot_release(s, c);
 		return;
 	}
 	c->events = POLLIN;
@@ -7897,10 +7904,7 @@ conn_start(struct derp_server *s, struct conn *c)
 		logf("poller: %s", strerror(errno));
 		pending_remove(s, c);
 		cert_release(s, c);
-		close(c->fd);
-		memset(c, 0, sizeof *c);
-		c->fd = -1;
-		s->free_slots[s->nfree++] = (int32_t)idx;
+		slot_release(s, c);
 	}
 }
 
@@ -8011,9 +8015,7 @@ wait_start(struct derp_server *s)
 		if (ps->n >= ps->cap) {
 			if ((old = wait_victim(s)) == NULL)
 				return;
-			s->st.handshakes_evicted++;
-			old->dead = 1;
-			conn_close(s, old);
+			pend_evict(s, old);
 		}
 		wait_unlink(s, c);
 		c->accepted_ms = s->now;
@@ -12513,7 +12515,7 @@ static struct flag flags[] = {
 	{ "hostname", F_STRING, "\"derp.tailscale.com\"", "TLS server name for the certificate; with -certmode manual it may be an IP address (a self-signed certificate is made for it, and SNI is not checked)", NULL, "derp.tailscale.com", 0, 0, 0 },
 	{ "http-port", F_INT, "80", "plain-HTTP port in TLS mode (captive-portal check, redirects), on the host of -a; -1 disables it", NULL, NULL, 80, 0, 0 },
 	{ "max-clients", F_INT, "4096", "connection slots reserved at start-up (not a derper flag); memory is reserved for this many and further connections are refused", NULL, NULL, MAX_CLIENTS_DEFAULT, 0, 0 },
-	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo, counted by source (IPv4 address, IPv6 /64; not a derper flag); at the limit a newcomer from a source holding 2 fewer than the largest evicts the largest's oldest, any other waits in line (at most 15s) until there is room, a holder has had 5s or stalled 1s, or it is silent 1s at the head; with every -max-clients slot taken, a newcomer from a smaller source evicts the largest source's oldest, one from the largest only after its oldest has had 5s, else it is closed. The -http-port listener has its own 32", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
+	{ "max-handshakes", F_INT, "256", "connections at once that have not finished TLS, the /derp request and ClientInfo, counted by source (IPv4 address, IPv6 /64; not a derper flag); at the limit a newcomer from a source holding 2 fewer than the largest evicts the largest's oldest, any other waits in line (at most 15s) until there is room, a holder has had 5s or stalled 2s, or it is silent 2s at the head; with every -max-clients slot taken, a newcomer from a smaller source evicts the largest source's oldest, one from the largest only after its oldest has had 5s, else it is closed. The -http-port listener has its own 32", NULL, NULL, MAX_HANDSHAKES_DEFAULT, 0, 0 },
 	{ "mesh-ca-file", F_STRING, "\"" VERIFY_CA_FILE_DEFAULT "\"", "PEM roots the -mesh-with servers' certificates are verified against, unless pinned (not a derper flag)", MESH_MISSING, VERIFY_CA_FILE_DEFAULT, 0, 0, 0 },
 	{ "mesh-psk-file", F_STRING, NULL, "file holding the region's mesh key (64 hex digits): clients presenting it may watch connections, forward packets and close peers, and skip admission and rate limits", NULL, "", 0, 0, 0 },
 	{ "mesh-with", F_STRING, NULL, "comma-separated entries host[:port][/dialhost][=sha256-raw:HEX] of the region's other servers (this server's own entry is skipped); the pin form is ours", MESH_MISSING, "", 0, 0, 0 },
