@@ -545,9 +545,20 @@ tls_run(struct dclient *c, unsigned want, int64_t deadline)
 static int
 tls_init(struct dclient *c, const char *sni)
 {
-	br_x509_minimal_context unused;	/* init_full wants one; replaced below */
+	/* BearSSL's full client profile, built once and copied: each of its
+	 * default picks asks the CPU (CPUID), slow in a virtual machine, and a
+	 * storm starts thousands of clients.  After init_full the context
+	 * holds no pointer into itself (br_ssl_client_zero is a memset), only
+	 * static tables and the validator, replaced below. */
+	static br_ssl_client_context tmpl;
+	static br_x509_minimal_context unused;
+	static int tmpl_ok;
 
-	br_ssl_client_init_full(&c->sc, &unused, NULL, 0);
+	if (!tmpl_ok) {
+		br_ssl_client_init_full(&tmpl, &unused, NULL, 0);
+		tmpl_ok = 1;
+	}
+	memcpy(&c->sc, &tmpl, sizeof(c->sc));
 	c->x509.vtable = &x509_accept_any;
 	br_ssl_engine_set_x509(&c->sc.eng, &c->x509.vtable);
 	br_ssl_engine_set_versions(&c->sc.eng, c->tls_min, c->tls_max);
@@ -1730,6 +1741,7 @@ size_t
 dc_client_info_frame(struct dclient *c, const char *json, uint8_t *out,
     size_t cap)
 {
+	const uint8_t *k;
 	size_t jl, plen;
 	uint8_t *nonce;
 
@@ -1744,10 +1756,26 @@ dc_client_info_frame(struct dclient *c, const char *json, uint8_t *out,
 	memcpy(out + FRAME_HEADER_BYTES, c->pk, 32);
 	nonce = out + FRAME_HEADER_BYTES + 32;
 	dc_random(nonce, NACL_NONCE_BYTES);
-	if (nacl_box_seal(nonce + NACL_NONCE_BYTES, (const uint8_t *)json, jl,
-	    nonce, c->server_pk, c->sk) < 0)
+	if ((k = dc_box_key(c)) == NULL)
 		return 0;
+	nacl_box_seal_afternm(nonce + NACL_NONCE_BYTES, (const uint8_t *)json,
+	    jl, nonce, k);
 	return FRAME_HEADER_BYTES + plen;
+}
+
+const uint8_t *
+dc_box_key(struct dclient *c)
+{
+	if (!c->box_ok || memcmp(c->box_for, c->sk, 32) != 0 ||
+	    memcmp(c->box_for + 32, c->server_pk, 32) != 0) {
+		c->box_ok = 0;
+		if (nacl_box_beforenm(c->box_k, c->server_pk, c->sk) < 0)
+			return NULL;
+		memcpy(c->box_for, c->sk, 32);
+		memcpy(c->box_for + 32, c->server_pk, 32);
+		c->box_ok = 1;
+	}
+	return c->box_k;
 }
 
 int
@@ -1755,6 +1783,7 @@ dc_recv_server_info(struct dclient *c, int timeout_ms)
 {
 	static const char want[] = "{\"version\":2}";
 	uint8_t p[1024], msg[1024];
+	const uint8_t *k;
 	uint8_t type;
 	size_t n;
 
@@ -1762,8 +1791,8 @@ dc_recv_server_info(struct dclient *c, int timeout_ms)
 		return -1;
 	if (type != FT_SERVER_INFO || n < NACL_NONCE_BYTES + NACL_TAG_BYTES)
 		return -1;
-	if (nacl_box_open(msg, p + NACL_NONCE_BYTES, n - NACL_NONCE_BYTES, p,
-	    c->server_pk, c->sk) < 0)
+	if ((k = dc_box_key(c)) == NULL || nacl_box_open_afternm(msg, p +
+	    NACL_NONCE_BYTES, n - NACL_NONCE_BYTES, p, k) < 0)
 		return -1;
 	n -= NACL_NONCE_BYTES + NACL_TAG_BYTES;
 	if (n != sizeof(want) - 1 || memcmp(msg, want, n) != 0)

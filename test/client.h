@@ -114,6 +114,9 @@ struct dclient {
 	uint8_t sk[32], pk[32];		/* our key pair */
 	uint8_t server_pk[32];		/* from ServerKey (or preset for fast start) */
 	int got_server_key;
+	uint8_t box_k[32];		/* dc_box_key's: the box key of box_for */
+	uint8_t box_for[64];		/* sk || server_pk it was derived from */
+	int box_ok;
 	char head[DC_HEAD_MAX];		/* last HTTP response head (dc_upgrade) */
 
 	/* WebSocket state, reset by dc_connect and dc_start. */
@@ -314,6 +317,9 @@ int dc_upgrade(struct dclient *c, int fast_start, int timeout_ms);
 size_t dc_client_info_frame(struct dclient *c, const char *json, uint8_t *out,
     size_t cap);
 int dc_recv_server_info(struct dclient *c, int timeout_ms);
+/* The box key between c->sk and c->server_pk (one X25519 however many
+ * boxes a connection seals and opens), or NULL for a low-order server key. */
+const uint8_t *dc_box_key(struct dclient *c);
 
 /* Frames.  dc_recv_frame: 1 frame read, 0 EOF/closed, -1 error, -2 timeout. */
 int dc_send_frame(struct dclient *c, uint8_t type, const void *payload,

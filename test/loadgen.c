@@ -858,10 +858,12 @@ hs_frame(struct conn *c, uint8_t type, const uint8_t *f, size_t n)
 	{
 		static const char want[] = "{\"version\":2}";
 		uint8_t msg[256];
+		const uint8_t *k;
 		if (type != FT_SERVER_INFO || n < NACL_NONCE_BYTES +
 		    NACL_TAG_BYTES || n - NACL_NONCE_BYTES - NACL_TAG_BYTES >
-		    sizeof(msg) || nacl_box_open(msg, f + NACL_NONCE_BYTES,
-		    n - NACL_NONCE_BYTES, f, dc->server_pk, dc->sk) < 0 ||
+		    sizeof(msg) || (k = dc_box_key(dc)) == NULL ||
+		    nacl_box_open_afternm(msg, f + NACL_NONCE_BYTES,
+		    n - NACL_NONCE_BYTES, f, k) < 0 ||
 		    n - NACL_NONCE_BYTES - NACL_TAG_BYTES != sizeof(want) - 1 ||
 		    memcmp(msg, want, sizeof(want) - 1) != 0) {
 			conn_fail(c, "bad ServerInfo");
@@ -1058,7 +1060,7 @@ conn_close(struct conn *c)
 
 
 const char *conn_src_addr;
-const uint8_t *conn_sk;
+const uint8_t *conn_sk, *conn_pk;
 int conn_b_port;
 
 /* Start connecting; the handshake then runs from the event loop (hs). */
@@ -1084,7 +1086,10 @@ conn_begin(struct conn *c, struct pair *p, int side)
 	}
 	if (conn_sk != NULL) {
 		memcpy(c->dc->sk, conn_sk, 32);
-		nacl_x25519_base(c->dc->pk, c->dc->sk);
+		if (conn_pk != NULL)
+			memcpy(c->dc->pk, conn_pk, 32);
+		else
+			nacl_x25519_base(c->dc->pk, c->dc->sk);
 	} else {
 		dc_genkey(c->dc);
 	}
@@ -1958,7 +1963,8 @@ read_full_fd(int fd, void *buf, size_t n, int timeout_ms)
 struct idle_held {
 	int *fds;			/* [IDLE_MAX_CLIENTS]; -1: closed */
 	int64_t *t;
-	uint8_t (*sk)[32];		/* each client's key (IDLE_STORM) */
+	uint8_t (*sk)[32];		/* each client's key pair (IDLE_STORM) */
+	uint8_t (*pk)[32];
 	long n;
 };
 
@@ -2077,6 +2083,7 @@ idle_open(const struct idle_cmd *ic, struct idle_reply *rp, struct conn *slot,
 			if (ic->op == IDLE_OPEN || ic->op == IDLE_HOLD) {
 				held->t[held->n] = now;
 				memcpy(held->sk[held->n], c->dc->sk, 32);
+				memcpy(held->pk[held->n], c->dc->pk, 32);
 				held->fds[held->n++] = conn_detach(c);
 			} else if (ic->op == IDLE_KEEP) {
 				conn_move(&kept[(*nkept)++], c);
@@ -2235,11 +2242,12 @@ idle_storm(const struct idle_cmd *ic, struct idle_reply *rp,
 				conn_src_addr = spread_addr(ic->src_ip4 +
 				    (uint32_t)i);
 			conn_sk = held->sk[i];
+			conn_pk = held->pk[i];
 			if (conn_begin(c, &idle_pair, 'I') == 0)
 				c->stop_at = HS_DONE;
 			else
 				tries[i]++;
-			conn_sk = NULL;
+			conn_sk = conn_pk = NULL;
 		}
 		loop_once(10);
 		for (i = 0; i < n; i++) {
@@ -2298,9 +2306,10 @@ idle_child_main(int cmd, int rep, int port)
 	held.fds = malloc(sizeof(int) * IDLE_MAX_CLIENTS);
 	held.t = malloc(sizeof(int64_t) * IDLE_MAX_CLIENTS);
 	held.sk = malloc(sizeof(*held.sk) * IDLE_MAX_CLIENTS);
+	held.pk = malloc(sizeof(*held.pk) * IDLE_MAX_CLIENTS);
 	held.n = 0;
 	if (slot == NULL || kept == NULL || held.fds == NULL || held.t == NULL ||
-	    held.sk == NULL || B.epfd < 0)
+	    held.sk == NULL || held.pk == NULL || B.epfd < 0)
 		_exit(1);
 	srv.port = port;
 	srv.pid = -1;

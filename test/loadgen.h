@@ -372,6 +372,7 @@ extern uint8_t pattern[PATTERN_BYTES];	/* packet bodies (main fills it) */
  * source address); the handshake runs from loop_once.  0 or -1. */
 extern const char *conn_src_addr;	/* NULL: the system chooses */
 extern const uint8_t *conn_sk;		/* NULL: a fresh key per client */
+extern const uint8_t *conn_pk;		/* conn_sk's public key, or NULL */
 extern int conn_b_port;			/* > 0: side B connects to this port
 					 * (a second relay), A to srv.port */
 int conn_begin(struct conn *c, struct pair *p, int side);
