@@ -540,6 +540,21 @@ tls_run(struct dclient *c, unsigned want, int64_t deadline)
 	}
 }
 
+/* Go's default TLS 1.2 suites in its order on a CPU with AES instructions
+ * (derp-protocol.md 4.1): what a Tailscale client offers. */
+static const uint16_t go_suites[] = {
+	BR_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	BR_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	BR_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+	BR_TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+	BR_TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+	BR_TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA
+};
+
 /* The client engine with the accept-any validator, reset for sni: its
  * ClientHello is ready to go.  0 or -1. */
 static int
@@ -567,6 +582,9 @@ tls_init(struct dclient *c, const char *sni)
 	br_ssl_engine_set_ec(&c->sc.eng, &x25519_ec_impl);
 	if (c->no_sig_check)
 		br_ssl_engine_set_ecdsa(&c->sc.eng, ecdsa_accept_any);
+	if (c->go_suites)
+		br_ssl_engine_set_suites(&c->sc.eng, go_suites,
+		    sizeof(go_suites) / sizeof(go_suites[0]));
 	br_ssl_engine_set_buffer(&c->sc.eng, c->iobuf, sizeof(c->iobuf), 1);
 	if (c->alpn_count > 0)
 		br_ssl_engine_set_protocol_names(&c->sc.eng, c->alpn,

@@ -75,6 +75,11 @@ struct dclient {
 	 * generators only: a handshake then costs this side no ECDSA
 	 * verification, the most of its CPU; the chain is never checked). */
 	int no_sig_check;
+	/* 1: offer the TLS 1.2 suites a Tailscale client offers (Go's
+	 * defaults, derp-protocol.md 4.1: 10) instead of BearSSL's full
+	 * list (46), so the relay's ClientHello work is what it is with
+	 * real clients (load generators). */
+	int go_suites;
 	/* WebSocket: ws set makes dc_upgrade (and so dc_handshake) upgrade
 	 * with dc_upgrade_ws (subprotocol "derp") instead of Upgrade: DERP.
 	 * In ws mode each write (dc_write, dc_send_frame, dc_send_packet) is

@@ -1099,6 +1099,7 @@ conn_begin(struct conn *c, struct pair *p, int side)
 	/* A generator shares the cores with the relay: it spends none on
 	 * checking the relay's signature (it checks no certificate either). */
 	c->dc->no_sig_check = 1;
+	c->dc->go_suites = 1;
 	if (dc_start(c->dc, "127.0.0.1", side == 'B' && conn_b_port > 0 ?
 	    conn_b_port : srv.port, B.tls, NULL, &pending) < 0) {
 		anomaly("side %c: cannot start a connection: %s", side,
