@@ -2780,6 +2780,13 @@ source_addr(const uint8_t ip[16], uint8_t out[16])
 		memset(out + 8, 0, 8);
 }
 
+/*
+ * The bucket is the low bits of the product's upper half, and bit k of a
+ * product depends only on bits 0..k of its factors: the upper half of the
+ * second word (an IPv4 address, in bytes 12..15 of its mapped form) is
+ * folded down before the multiply, or every IPv4 address sharing its first
+ * 15 or so bits would share one bucket (a chain as long as the set).
+ */
 static uint32_t
 source_hash(const struct derp_server *s, const uint8_t addr[16])
 {
@@ -2788,6 +2795,7 @@ source_hash(const struct derp_server *s, const uint8_t addr[16])
 	h ^= get_le64(addr);
 	h *= 0x9e3779b97f4a7c15ULL;
 	h ^= (h >> 29) ^ get_le64(addr + 8);
+	h ^= h >> 32;
 	h *= 0xbf58476d1ce4e5b9ULL;
 	return (uint32_t)(h >> 32);
 }

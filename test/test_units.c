@@ -800,6 +800,44 @@ static void test_keytab(void)
 }
 
 /* Chunk pool and byte chains across chunk boundaries, and exhaustion. */
+/* Sources spread over the pending and registered sets' buckets: IPv4
+ * neighbours (one /16, then one address per /16 of a /8's worth), IPv6 /64s
+ * in sequence, whatever the seed.  The expected longest chain of 4096
+ * random keys in 8192 buckets is about 5. */
+static void test_source_hash(void)
+{
+	static struct derp_server s;
+	static uint16_t count[8192];
+	uint8_t ip[16], addr[16];
+	uint32_t i, kind, round, longest = 0;
+
+	for (round = 0; round < 4; round++) {
+		s.hash_seed[1] = (uint64_t)xs() << 32 | xs();
+		for (kind = 0; kind < 3; kind++) {
+			memset(count, 0, sizeof count);
+			for (i = 0; i < 4096; i++) {
+				memset(ip, 0, sizeof ip);
+				if (kind < 2) {
+					uint32_t v4 = kind == 0 ? 0x64400000u + i :
+					    0x0a000001u + (i << 16);
+					ip[10] = ip[11] = 0xff;
+					put_be32(ip + 12, v4);
+				} else {
+					put_be32(ip, 0x20010db8u);
+					put_be32(ip + 4, i);
+					ip[15] = 1;
+				}
+				source_addr(ip, addr);
+				if (++count[source_hash(&s, addr) & 8191] > longest)
+					longest = count[source_hash(&s, addr) & 8191];
+			}
+		}
+	}
+	check(longest <= 12, "source hash: 4096 IPv4 neighbours, IPv4 /16s and"
+	    " IPv6 /64s each spread over 8192 buckets (longest chain <= 12)",
+	    "one bucket holds too many");
+}
+
 static void test_pool(void)
 {
 	static struct chunk mem[8];
@@ -4486,6 +4524,7 @@ int main(int argc, char **argv)
 	test_go_floats();
 	test_flags();
 	test_keytab();
+	test_source_hash();
 	test_pool();
 	snprintf(scratch, sizeof scratch, "%s/derp-units.XXXXXX",
 	    tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
