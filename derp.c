@@ -1921,32 +1921,95 @@ fail:
 	return -1;
 }
 
-/* Per-connection options derper sets (derper-compat.md section 13).  Failures
- * are not fatal: the options tune, they do not change the protocol. */
-static void
-sock_tune_accepted(int fd, const struct derp_config *cfg)
-{
-	int one = 1, v;
+/*
+ * Per-connection options derper sets (derper-compat.md section 13), at most
+ * SOCK_OPTS of them.  They are set on the TCP listeners too: where accepted
+ * sockets inherit them (Linux does), conn_accept finds that out on the first
+ * one (sock_tuned) and saves five system calls per connection after it.
+ */
+#define SOCK_OPTS	5
 
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+struct sock_opt {
+	int level, name, value;
+	int flag;			/* value is a boolean: any nonzero holds */
+};
+
+static void
+sock_opt_add(struct sock_opt *o, int *n, int level, int name, int value,
+    int flag)
+{
+	o[*n].level = level;
+	o[*n].name = name;
+	o[*n].value = value;
+	o[*n].flag = flag;
+	(*n)++;
+}
+
+static int
+sock_tune_opts(const struct derp_config *cfg, struct sock_opt o[SOCK_OPTS])
+{
+	int n = 0, v;
+
+	sock_opt_add(o, &n, IPPROTO_TCP, TCP_NODELAY, 1, 1);
 	if (cfg->tcp_keepalive_ms > 0) {
-		(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+		sock_opt_add(o, &n, SOL_SOCKET, SO_KEEPALIVE, 1, 1);
 #ifdef TCP_KEEPIDLE
 		v = (int)(cfg->tcp_keepalive_ms / 1000);
 		if (v < 1)
 			v = 1;
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof v);
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof v);
+		sock_opt_add(o, &n, IPPROTO_TCP, TCP_KEEPIDLE, v, 0);
+		sock_opt_add(o, &n, IPPROTO_TCP, TCP_KEEPINTVL, v, 0);
 #endif
 	}
 #ifdef TCP_USER_TIMEOUT
 	if (cfg->tcp_user_timeout_ms > 0) {
 		v = cfg->tcp_user_timeout_ms > INT_MAX ? INT_MAX :
 		    (int)cfg->tcp_user_timeout_ms;
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, sizeof v);
+		sock_opt_add(o, &n, IPPROTO_TCP, TCP_USER_TIMEOUT, v, 0);
 	}
 #endif
 	(void)v;
+	return n;
+}
+
+/* Set them.  Failures are not fatal: the options tune, they do not change
+ * the protocol. */
+static void
+sock_tune(int fd, const struct derp_config *cfg)
+{
+	struct sock_opt o[SOCK_OPTS];
+	int i, n = sock_tune_opts(cfg, o);
+
+	for (i = 0; i < n; i++)
+		(void)setsockopt(fd, o[i].level, o[i].name, &o[i].value,
+		    sizeof o[i].value);
+}
+
+/* 1 when fd has every one of them already. */
+static int
+sock_tuned(int fd, const struct derp_config *cfg)
+{
+	struct sock_opt o[SOCK_OPTS];
+	int i, v, n = sock_tune_opts(cfg, o);
+	socklen_t len;
+
+	for (i = 0; i < n; i++) {
+		len = sizeof v;
+		if (getsockopt(fd, o[i].level, o[i].name, &v, &len) != 0 ||
+		    len != sizeof v || (o[i].flag ? v == 0 : v != o[i].value))
+			return 0;
+	}
+	return 1;
+}
+
+/* An accepted socket: non-blocking, closed on exec.  Its file status
+ * flags are its own, fresh (no F_GETFL needed): O_NONBLOCK is all of them. */
+static int
+sock_nonblock_accepted(int fd)
+{
+	if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
+		return -1;
+	return fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
 /* Peer address as 16 bytes (IPv4 mapped) + port, for logs and STUN. */
@@ -2643,6 +2706,10 @@ struct derp_server {
 	char host[256];			/* host part of -a ("" = all) */
 	int port;
 	int main_fd, http_fd, stun_fd[2];
+	/* Per listener (main, port 80): 0 until the first accept, then 1
+	 * when accepted sockets inherit the listener's options (sock_tuned),
+	 * -1 when each gets them set (sock_tune). */
+	int accept_tuned[2];
 
 	uint8_t priv[KEY_BYTES], pub[KEY_BYTES];
 
@@ -7847,7 +7914,7 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			continue;
 		}
 		if ((s->nfree == 0 && s->fresh == s->max) ||
-		    sock_nonblock(fd) != 0) {
+		    sock_nonblock_accepted(fd) != 0) {
 			/* Over -max-clients: accept and close at once, which a
 			 * client sees as a reset, as derper's accept limiter. */
 			s->st.refused++;
@@ -7855,7 +7922,10 @@ conn_accept(struct derp_server *s, int lfd, int port80)
 			close(fd);
 			continue;
 		}
-		sock_tune_accepted(fd, &s->cfg);
+		if (s->accept_tuned[port80] == 0)
+			s->accept_tuned[port80] = sock_tuned(fd, &s->cfg) ? 1 : -1;
+		if (s->accept_tuned[port80] < 0)
+			sock_tune(fd, &s->cfg);
 		idx = s->nfree > 0 ? (uint32_t)s->free_slots[--s->nfree] :
 		    s->fresh++;
 		if (s->fresh - s->nfree > s->slots_high)
@@ -12020,11 +12090,13 @@ derp_create(const struct derp_config *cfg, char *err, size_t errlen)
 	s->main_fd = sock_listen(s->host, s->port, SOCK_STREAM, err, errlen);
 	if (s->main_fd < 0)
 		goto fail;
+	sock_tune(s->main_fd, &s->cfg);
 	if (s->tls_mode && s->cfg.http_port >= 0) {
 		port = s->cfg.http_port;
 		s->http_fd = sock_listen(s->host, port, SOCK_STREAM, err, errlen);
 		if (s->http_fd < 0)
 			goto fail;
+		sock_tune(s->http_fd, &s->cfg);
 	}
 	if (fd_limit_fit(s) != 0) {
 		snprintf(err, errlen, "getrlimit: %s", strerror(errno));

@@ -1066,6 +1066,54 @@ test_slots_fair_share(const char *dir)
 	derp_destroy(s);
 }
 
+/* conn_accept's socket options: every accepted socket has derper's
+ * (sock_tuned), whether it got them from a tuned listener (1: Linux, no
+ * system call per connection) or one by one (-1: after the listener lost
+ * them, which the first accept then sees). */
+static int
+ut_accept_one(struct derp_server *s, int *cl)
+{
+	struct sockaddr_in a;
+	socklen_t al = sizeof a;
+	struct conn *c;
+
+	*cl = socket(AF_INET, SOCK_STREAM, 0);
+	if (*cl < 0 || getsockname(s->main_fd, (struct sockaddr *)&a, &al) != 0 ||
+	    connect(*cl, (struct sockaddr *)&a, al) != 0)
+		abort();
+	conn_accept(s, s->main_fd, 0);
+	c = &s->conns[s->fresh - 1];
+	return c->state != CS_FREE && c->fd >= 0 && sock_tuned(c->fd, &s->cfg) &&
+	    (fcntl(c->fd, F_GETFL) & O_NONBLOCK) &&
+	    (fcntl(c->fd, F_GETFD) & FD_CLOEXEC);
+}
+
+static void
+test_accept_tuned(const char *dir)
+{
+	struct derp_server *s = ut_server(dir, 8, 8);
+	int cl[3], zero = 0, ok, i;
+
+	if (s == NULL)
+		return;
+	ok = ut_accept_one(s, &cl[0]);
+#ifdef __linux__
+	ok = ok && s->accept_tuned[0] == 1;
+#endif
+	check(ok, "accept: the first accepted socket is non-blocking, close-on-exec,"
+	    " with derper's TCP options (on Linux inherited from the listener)", "");
+	(void)setsockopt(s->main_fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof zero);
+	(void)setsockopt(s->main_fd, SOL_SOCKET, SO_KEEPALIVE, &zero, sizeof zero);
+	s->accept_tuned[0] = 0;
+	ok = ut_accept_one(s, &cl[1]) && s->accept_tuned[0] == -1 &&
+	    ut_accept_one(s, &cl[2]) && s->accept_tuned[0] == -1;
+	check(ok, "accept: from a listener without them, each accepted socket"
+	    " gets them set", "");
+	for (i = 0; i < 3; i++)
+		close(cl[i]);
+	derp_destroy(s);
+}
+
 static void
 test_unfinished_by_source(const char *dir)
 {
@@ -4532,6 +4580,7 @@ int main(int argc, char **argv)
 		printf("FAIL mkdtemp %s: %s\n", scratch, strerror(errno));
 		return 1;
 	}
+	test_accept_tuned(scratch);
 	test_unfinished_by_source(scratch);
 	test_slots_fair_share(scratch);
 	test_budgets(scratch);
