@@ -2140,6 +2140,8 @@ struct conn {
 	uint8_t fin_sent;		/* SHUTDOWN: shutdown(SHUT_WR) done */
 	uint8_t tls_started;		/* first bytes looked at (not HTTP) */
 	uint8_t tls_up;			/* handshake done */
+	uint8_t wait_spoke;		/* CS_WAIT: its first bytes are in (unread,
+					 * so they stay: looked for once) */
 	uint8_t cert_ref;		/* 1 + 2 * identity + the bank its
 					 * handshake reads; 0 if none (CERTS) */
 	uint8_t peer_ip[16];		/* IPv4 mapped */
@@ -8056,7 +8058,8 @@ wait_victim(struct derp_server *s)
 {
 	struct pend_set *ps = &s->pend[PEND_MAIN];
 	struct conn *c;
-	uint32_t i;
+	uint32_t e;
+	int32_t k;
 
 	c = pend_victim(s, ps, ps->bucket[ps->top].head, 1);
 	if (c != NULL && s->now - c->accepted_ms >= HANDSHAKE_GRACE_MS)
@@ -8065,19 +8068,24 @@ wait_victim(struct derp_server *s)
 	 * repeated every round (STALL_MS is coarse anyway). */
 	if (s->now < s->wait.next_scan_ms)
 		return NULL;
-	for (i = 0; i < s->fresh; i++) {
-		c = &s->conns[i];
-		/* Waiting on the peer: not on an admission verdict, with no
-		 * input of its own unprocessed and no record of ours unsent. */
-		if (c->state == CS_FREE || c->state == CS_WAIT ||
-		    c->state == CS_DERP || c->state == CS_DERP_VERIFY ||
-		    c->port80 || s->now - c->last_in_ms < STALL_MS ||
-		    c->ilen > 0 || (s->rb_owner == c && s->rb_off < s->rb_len) ||
-		    (c->tls && (br_ssl_engine_current_state(&c->ssl->eng) &
-		    BR_SSL_SENDREC)) || sock_unread(c->fd))
-			continue;
-		return c;
-	}
+	/* The holders are the set's members: its sources (src[1..cap], a
+	 * free entry counts 0), each with its connections. */
+	for (e = 1; e <= ps->cap; e++)
+		for (k = ps->src[e].count > 0 ? ps->src[e].head : -1; k >= 0;
+		    k = c->pend.next) {
+			c = &s->conns[k];
+			/* Waiting on the peer: not on an admission verdict,
+			 * with no input of its own unprocessed and no record
+			 * of ours unsent. */
+			if (c->state == CS_DERP_VERIFY ||
+			    s->now - c->last_in_ms < STALL_MS || c->ilen > 0 ||
+			    (s->rb_owner == c && s->rb_off < s->rb_len) ||
+			    (c->tls && (br_ssl_engine_current_state(
+			    &c->ssl->eng) & BR_SSL_SENDREC)) ||
+			    sock_unread(c->fd))
+				continue;
+			return c;
+		}
 	s->wait.next_scan_ms = s->now + STALL_SCAN_MS;
 	return NULL;
 }
@@ -8096,8 +8104,8 @@ wait_start(struct derp_server *s)
 
 	while (s->wait.n > 0 && !s->stopping) {
 		c = &s->conns[s->wait.head];
-		if (s->now - c->accepted_ms >= WAIT_IDLE_MS &&
-		    !sock_unread(c->fd)) {
+		if (s->now - c->accepted_ms >= WAIT_IDLE_MS && !c->wait_spoke &&
+		    !(c->wait_spoke = (uint8_t)sock_unread(c->fd))) {
 			s->st.wait_idle++;
 			conn_close(s, c);
 			continue;
