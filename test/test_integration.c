@@ -4698,21 +4698,20 @@ run_fair_mode(const char *name, int tls, int (*mk)(char **, char [][600]),
 		    "more than one holder gave way for one newcomer");
 		if (k != 1)
 			printf("# holders closed: %s\n", which);
-		goto unaffected;
-	} else
+	} else {
 		dc_verdict("fair_same_source_newcomer_closed", late < 0 ?
 		    "connect failed" : fd_closed_within(late, 1000) ? NULL :
 		    "a connection from the source holding every unfinished"
 		    " place was kept within the grace");
-	if (hold[0] >= 0)
-		close(hold[0]);		/* the evicted one */
-	hold[0] = -1;
-	k = holders_closed(hold, FAIR_CAP + 1, 0, which, sizeof(which));
-	dc_verdict("fair_same_source_holders_kept", k == 0 ? NULL :
-	    "holders were closed for a newcomer of their own source");
-	if (k != 0)
-		printf("# holders closed: %s\n", which);
-unaffected:
+		if (hold[0] >= 0)
+			close(hold[0]);		/* the evicted one */
+		hold[0] = -1;
+		k = holders_closed(hold, FAIR_CAP + 1, 0, which, sizeof(which));
+		dc_verdict("fair_same_source_holders_kept", k == 0 ? NULL :
+		    "holders were closed for a newcomer of their own source");
+		if (k != 0)
+			printf("# holders closed: %s\n", which);
+	}
 	if (!served) {
 		dc_fail("fair_other_source_unaffected", "cannot judge: it was"
 		    " never served");
